@@ -1,0 +1,187 @@
+"""Models on the wire: split a model into gossip chunks, and rebuild one from untrusted chunks.
+
+A model travels as one header (sender, round, example count, tensor specs, total size) followed by
+the tensors' raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES`. The receiving side
+checks everything against its own model's specs before a single value is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from fedgossip.proto import gossip_pb2
+
+CHUNK_BYTES = 1 << 20
+ALLOWED_DTYPES = frozenset({"<f2", "<f4", "<f8", "<i4", "<i8"})
+MAX_HEADER_TENSORS = 10_000
+MAX_NUM_EXAMPLES = 1 << 40
+
+
+class WireError(Exception):
+    """A rejected message: carries the gRPC status code to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What one tensor must look like: name, numpy dtype string, shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class ModelMessage:
+    """A model received from (or sent to) a neighbour."""
+
+    sender: int
+    round: int
+    num_examples: int
+    arrays: list[np.ndarray]
+    nbytes: int
+
+
+def specs_of(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
+    """The specs of a local model, in wire form (little-endian dtype strings)."""
+    return [
+        TensorSpec(name, np.dtype(a.dtype).newbyteorder("<").str, tuple(a.shape))
+        for name, a in zip(names, arrays, strict=True)
+    ]
+
+
+def encode(
+    sender: int,
+    round_: int,
+    num_examples: int,
+    names: Sequence[str],
+    arrays: Sequence[np.ndarray],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> list[gossip_pb2.ModelChunk]:
+    """Split a model into chunks, the first carrying the header. Built once, sent to every neighbour."""
+    specs = specs_of(names, arrays)
+    header = gossip_pb2.ModelHeader(
+        sender=sender,
+        round=round_,
+        num_examples=num_examples,
+        tensors=[gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs],
+        total_bytes=sum(s.nbytes for s in specs),
+    )
+    chunks = [gossip_pb2.ModelChunk(header=header)]
+    for spec, array in zip(specs, arrays, strict=True):
+        view = memoryview(np.ascontiguousarray(array, dtype=spec.dtype)).cast("B")
+        for start in range(0, len(view), chunk_bytes):
+            chunks.append(gossip_pb2.ModelChunk(data=view[start : start + chunk_bytes].tobytes()))
+    return chunks
+
+
+class ModelAssembler:
+    """Rebuild a model from untrusted chunks, validating as they arrive.
+
+    `expected` are the receiver's own tensor specs; `senders` the node ids allowed to push;
+    `rounds` the valid round range (inclusive); `max_bytes` the size limit.
+    """
+
+    def __init__(
+        self,
+        expected: Sequence[TensorSpec],
+        *,
+        senders: Iterable[int] | None,
+        rounds: tuple[int, int],
+        max_bytes: int,
+    ) -> None:
+        self.expected = list(expected)
+        self.senders = None if senders is None else frozenset(senders)
+        self.rounds = rounds
+        self.max_bytes = max_bytes
+        self.header: gossip_pb2.ModelHeader | None = None
+        self.buffer: bytearray | None = None
+        self.received = 0
+
+    def add(self, chunk: gossip_pb2.ModelChunk) -> None:
+        """Take one chunk; raise WireError on the first thing that is wrong."""
+        if self.header is None:
+            if not chunk.HasField("header"):
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "first chunk carries no header")
+            self._check_header(chunk.header)
+            self.header = chunk.header
+            self.buffer = bytearray(chunk.header.total_bytes)
+        elif chunk.HasField("header"):
+            raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "header repeated after the first chunk")
+        data = chunk.data
+        end = self.received + len(data)
+        if end > len(self.buffer):
+            raise WireError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"more data than the declared {len(self.buffer)} bytes",
+            )
+        self.buffer[self.received : end] = data
+        self.received = end
+
+    def finish(self) -> ModelMessage:
+        """The validated model; raise WireError if it is incomplete or holds non-finite values."""
+        if self.header is None:
+            raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
+        if self.received != len(self.buffer):
+            raise WireError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"got {self.received} of the declared {len(self.buffer)} bytes",
+            )
+        arrays, offset = [], 0
+        for spec in self.expected:
+            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=int(np.prod(spec.shape)), offset=offset)
+            arrays.append(array.reshape(spec.shape))
+            offset += spec.nbytes
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {spec.name!r} holds NaN or Inf")
+        h = self.header
+        return ModelMessage(h.sender, h.round, h.num_examples, arrays, self.received)
+
+    def _check_header(self, h: gossip_pb2.ModelHeader) -> None:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if self.senders is not None and h.sender not in self.senders:
+            raise WireError(grpc.StatusCode.PERMISSION_DENIED, f"node {h.sender} is not a neighbour")
+        low, high = self.rounds
+        if not low <= h.round <= high:
+            raise WireError(invalid, f"implausible round {h.round}: expected {low}..{high}")
+        if not 0 < h.num_examples <= MAX_NUM_EXAMPLES:
+            raise WireError(invalid, f"implausible num_examples {h.num_examples}")
+        if len(h.tensors) > MAX_HEADER_TENSORS:
+            raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"header lists {len(h.tensors)} tensors")
+        if h.total_bytes > self.max_bytes:
+            raise WireError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"model of {h.total_bytes} bytes exceeds the limit of {self.max_bytes}",
+            )
+        if len(h.tensors) != len(self.expected):
+            raise WireError(invalid, f"{len(h.tensors)} tensors, expected {len(self.expected)}")
+        for got, want in zip(h.tensors, self.expected, strict=True):
+            if got.dtype not in ALLOWED_DTYPES:
+                raise WireError(invalid, f"tensor {got.name!r}: dtype {got.dtype!r} not allowed")
+            if (got.name, got.dtype, tuple(got.shape)) != (want.name, want.dtype, want.shape):
+                raise WireError(
+                    invalid,
+                    f"tensor {got.name!r} {got.dtype}{tuple(got.shape)} does not match "
+                    f"{want.name!r} {want.dtype}{want.shape}",
+                )
+        declared = sum(s.nbytes for s in self.expected)
+        if h.total_bytes != declared:
+            raise WireError(invalid, f"total_bytes {h.total_bytes} != {declared} implied by the tensors")
+
+
+def assemble(chunks: Iterator[gossip_pb2.ModelChunk], assembler: ModelAssembler) -> ModelMessage:
+    """Feed a chunk stream through an assembler."""
+    for chunk in chunks:
+        assembler.add(chunk)
+    return assembler.finish()

@@ -1,0 +1,43 @@
+"""Experiment configuration: one TOML schema shared by the launcher, the gossip peer and Flower apps."""
+
+from fedgossip.config.experiment import (
+    QUICKSTART,
+    ExperimentConfig,
+    apply_override,
+    config_from_dict,
+    dump_toml,
+    load_config,
+)
+from fedgossip.config.sections import (
+    FLOWER_BUILTIN_STRATEGIES,
+    FLOWER_STRATEGIES,
+    GOSSIP_STRATEGIES,
+    TOPOLOGIES,
+    ExperimentSection,
+    FlowerSection,
+    NodesSection,
+    PeerSection,
+    SecuritySection,
+    StrategySection,
+    TopologySection,
+)
+
+__all__ = [
+    "FLOWER_BUILTIN_STRATEGIES",
+    "FLOWER_STRATEGIES",
+    "GOSSIP_STRATEGIES",
+    "QUICKSTART",
+    "TOPOLOGIES",
+    "ExperimentConfig",
+    "ExperimentSection",
+    "FlowerSection",
+    "NodesSection",
+    "PeerSection",
+    "SecuritySection",
+    "StrategySection",
+    "TopologySection",
+    "apply_override",
+    "config_from_dict",
+    "dump_toml",
+    "load_config",
+]

@@ -1,0 +1,170 @@
+"""The sections of an experiment config, each a frozen dataclass validated at construction.
+
+The task section is `fedgossip.tasks.TaskConfig`; the others live here. Every section rejects bad
+values with a ValueError that names the offending key, so a typo in a TOML file never becomes a
+traceback deep inside a node process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GOSSIP_STRATEGIES = ("average", "vca", "median", "trimmed-mean")
+FLOWER_BUILTIN_STRATEGIES = (
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "bulyan",
+)
+FLOWER_STRATEGIES = ("average", "vca", *FLOWER_BUILTIN_STRATEGIES)
+TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise ValueError naming `key` when `condition` is false."""
+    if not condition:
+        raise ValueError(f"{key} {message}")
+
+
+def require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    """Raise ValueError naming `key` when `value` is not one of `choices`."""
+    require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    """What is run: its name, its mode (gossip or flower), how long, and the seed of every choice."""
+
+    name: str = "experiment"
+    mode: str = "gossip"
+    rounds: int = 20
+    seed: int = 0
+    round_timeout: float = 30.0
+    target_accuracy: float = 0.9
+
+    def __post_init__(self) -> None:
+        require(bool(self.name.strip()), "experiment.name", "must not be empty")
+        require_choice(self.mode, "experiment.mode", ("gossip", "flower"))
+        require(self.rounds >= 1, "experiment.rounds", f"must be >= 1; got {self.rounds}")
+        require(self.seed >= 0, "experiment.seed", f"must be >= 0; got {self.seed}")
+        require(self.round_timeout > 0, "experiment.round_timeout", "must be > 0 seconds")
+        require(0 < self.target_accuracy <= 1, "experiment.target_accuracy", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class NodesSection:
+    """How many nodes learn together."""
+
+    count: int = 8
+
+    def __post_init__(self) -> None:
+        require(self.count >= 2, "nodes.count", f"must be >= 2; got {self.count}")
+
+
+@dataclass(frozen=True)
+class TopologySection:
+    """Who gossips with whom (gossip mode only); built with networkx from the experiment seed."""
+
+    kind: str = "ring"
+    degree: int = 4
+    probability: float = 0.3
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        require_choice(self.kind, "topology.kind", TOPOLOGIES)
+        require(self.degree >= 1, "topology.degree", f"must be >= 1; got {self.degree}")
+        require(0 <= self.probability <= 1, "topology.probability", "must be in [0, 1]")
+        require(self.kind != "file" or bool(self.file), "topology.file", "is required for kind 'file'")
+
+
+@dataclass(frozen=True)
+class StrategySection:
+    """How models are merged: the rule's name and its parameters."""
+
+    name: str = "average"
+    own_weight: float = 0.5
+    trim_fraction: float = 0.2
+    eps: float = 1e-8
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_choice(self.name, "strategy.name", tuple(dict.fromkeys(GOSSIP_STRATEGIES + FLOWER_STRATEGIES)))
+        require(0 <= self.own_weight <= 1, "strategy.own_weight", "must be in [0, 1]")
+        require(0 <= self.trim_fraction < 0.5, "strategy.trim_fraction", "must be in [0, 0.5)")
+        require(self.eps >= 0, "strategy.eps", "must be >= 0")
+        require(self.ratio >= 0, "strategy.ratio", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    """Transport security of a launched experiment: TLS, mutual TLS and a shared-secret token.
+
+    The launcher generates a throwaway CA, certificates and token for the run.
+    """
+
+    tls: bool = False
+    mutual_tls: bool = False
+    token: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.tls or not self.mutual_tls, "security.mutual_tls", "needs security.tls = true")
+
+
+@dataclass(frozen=True)
+class FlowerSection:
+    """Flower mode: which engine runs the ServerApp/ClientApps and how nodes are sampled."""
+
+    engine: str = "deployment"
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    server_learning_rate: float = 0.1
+    proximal_mu: float = 0.01
+    num_malicious: int = 0
+    round_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        require_choice(self.engine, "flower.engine", ("deployment", "simulation", "inprocess"))
+        require(0 < self.fraction_train <= 1, "flower.fraction_train", "must be in (0, 1]")
+        require(0 <= self.fraction_evaluate <= 1, "flower.fraction_evaluate", "must be in [0, 1]")
+        require(self.server_learning_rate > 0, "flower.server_learning_rate", "must be > 0")
+        require(self.proximal_mu >= 0, "flower.proximal_mu", "must be >= 0")
+        require(self.num_malicious >= 0, "flower.num_malicious", "must be >= 0")
+        require(self.round_timeout > 0, "flower.round_timeout", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class PeerSection:
+    """One gossip peer's place in the network: only in node configs (`fedgossip peer`).
+
+    `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files.
+    Plaintext on a non-loopback address needs `insecure = true`, said explicitly.
+    """
+
+    id: int = 0
+    listen: str = "127.0.0.1:0"
+    neighbours: dict[str, str] | None = None
+    run_start: float = 0.0
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    token_file: str = ""
+    insecure: bool = False
+    max_model_mb: float = 2048.0
+
+    def __post_init__(self) -> None:
+        require(self.id >= 0, "peer.id", f"must be >= 0; got {self.id}")
+        require(":" in self.listen, "peer.listen", f"must be HOST:PORT; got {self.listen!r}")
+        for key, address in (self.neighbours or {}).items():
+            require(key.isdigit(), "peer.neighbours", f"keys must be node ids; got {key!r}")
+            require(":" in address, f"peer.neighbours.{key}", f"must be HOST:PORT; got {address!r}")
+        require(str(self.id) not in (self.neighbours or {}), "peer.neighbours", "must not name the peer itself")
+        require(bool(self.cert_file) == bool(self.key_file), "peer.cert_file", "and peer.key_file go together")
+        require(not self.client_ca_file or bool(self.cert_file), "peer.client_ca_file", "needs a server certificate")
+        require(self.max_model_mb > 0, "peer.max_model_mb", "must be > 0")

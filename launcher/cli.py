@@ -1,0 +1,104 @@
+"""The `fedgossip` command: run experiments, start a peer by hand, compare runs, make certificates."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="fedgossip: federated (Flower) and peer-to-peer gossip learning testbed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")] = None,  # noqa: UP045
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Run one experiment (gossip or Flower) and write its results folder."""
+    from fedgossip.config import load_config
+    from fedgossip.launcher.results import default_out_dir
+    from fedgossip.launcher.run import run_experiment
+
+    try:
+        experiment = load_config(config, set_)
+        _, code = run_experiment(experiment, out or default_out_dir(experiment), console)
+    except ValueError as err:
+        _fail(str(err))
+    raise typer.Exit(code)
+
+
+@app.command()
+def peer(
+    config: Annotated[Path, typer.Argument(help="Node config: an experiment TOML with a [peer] section.")],
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value.")] = [],  # noqa: B006
+    metrics: Annotated[Optional[Path], typer.Option(help="Append metrics records here (default stdout).")] = None,  # noqa: UP045
+    threads: Annotated[int, typer.Option(help="BLAS/OpenMP threads of this process.")] = 1,
+) -> None:
+    """Start one gossip peer by hand (device deployments; TLS and token from its [peer] section)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+    from fedgossip.client.peer import run_peer
+
+    if metrics is None:
+        raise typer.Exit(run_peer(str(config), set_))
+    with open(metrics, "a") as sink:
+        raise typer.Exit(run_peer(str(config), set_, sink))
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Results folders to compare.")],
+    plot: Annotated[Path, typer.Option(help="Where to write the comparison plot.")] = Path("compare.png"),
+) -> None:
+    """One table and one plot (accuracy vs rounds and vs time) for several runs."""
+    from fedgossip.reports import compare as compare_runs
+    from fedgossip.reports import summary_table
+
+    try:
+        summaries = compare_runs(runs, plot)
+    except ValueError as err:
+        _fail(str(err))
+    console.print(summary_table(summaries, title="comparison"))
+    console.print(f"plot: {plot}")
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Argument(help="Folder for ca.pem/ca.key and the node certificates.")],
+    host: Annotated[list[str], typer.Option("--host", help="Host name or IP the certificate is for (repeatable).")],
+    name: Annotated[str, typer.Option(help="File name of the certificate (NAME.pem, NAME.key).")] = "node",
+) -> None:
+    """Make (or reuse) a CA in OUT and issue a node certificate for device deployments."""
+    from fedgossip.launcher.certificates import Issued, make_ca, make_certificate
+
+    ca = Issued(out / "ca.pem", out / "ca.key")
+    if not ca.cert.exists():
+        ca = make_ca(out)
+    issued = make_certificate(ca, out, name, host)
+    console.print(f"CA: {ca.cert}\ncertificate: {issued.cert}\nkey: {issued.key}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="fedgossip")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,154 @@
+"""Launch a gossip experiment: one peer process per node on free loopback ports.
+
+The launcher only orchestrates: it writes each node's config, starts the peers, streams their
+metrics records into the results folder, and stops every child on completion, error and Ctrl-C.
+If a peer dies the others finish; the outcome names the dead nodes and the run is "partial".
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
+from fedgossip.launcher.certificates import make_ca, make_certificate
+from fedgossip.launcher.processes import Child, child_env, free_ports, python_module, supervised
+from fedgossip.launcher.progress import RoundProgress
+from fedgossip.launcher.results import ResultsFolder
+from fedgossip.launcher.topology import build_topology, neighbours
+
+STARTUP_TIMEOUT = 120.0
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Outcome:
+    """How a run ended, as the launcher saw it."""
+
+    status: str = "complete"
+    dead_nodes: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    startup_s: float | None = None
+
+    def info(self) -> dict:
+        return {
+            "status": self.status,
+            "dead_nodes": self.dead_nodes,
+            "errors": self.errors,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "startup_s": self.startup_s,
+        }
+
+
+def security_material(config: ExperimentConfig, results: ResultsFolder) -> dict[str, str]:
+    """Throwaway CA, certificate and token for a secured loopback run, as PeerSection fields."""
+    fields: dict[str, str] = {}
+    security = config.security
+    if security.tls:
+        ca = make_ca(results.secrets)
+        cert = make_certificate(ca, results.secrets, "peer", [LOOPBACK, "localhost"])
+        fields.update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
+        if security.mutual_tls:
+            fields["client_ca_file"] = str(ca.cert)
+    if security.token:
+        path = results.secrets / "token"
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+        fields["token_file"] = str(path)
+    return fields
+
+
+def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_start: float) -> list[Path]:
+    """One node config per peer (the experiment config plus its [peer] section)."""
+    count = config.nodes.count
+    graph = build_topology(config.topology, count, config.experiment.seed)
+    ports = free_ports(count, LOOPBACK)
+    extra = security_material(config, results)
+    paths = []
+    for node in range(count):
+        peer = PeerSection(
+            id=node,
+            listen=f"{LOOPBACK}:{ports[node]}",
+            neighbours={str(n): f"{LOOPBACK}:{ports[n]}" for n in neighbours(graph, node)},
+            run_start=run_start,
+            **extra,
+        )
+        path = results.nodes / f"node-{node}.toml"
+        path.write_text(dump_toml(config.replace(peer=peer)))
+        paths.append(path)
+    return paths
+
+
+def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
+    """Run all peers to the end (or until they die) and return the outcome."""
+    started = time.time()
+    outcome = Outcome()
+    node_configs = write_node_configs(config, results, started)
+    count, rounds = config.nodes.count, config.experiment.rounds
+    lines: queue.Queue = queue.Queue()
+    done_rounds = dict.fromkeys(range(count), 0)
+    open_streams = set(range(count))
+    ready: set[int] = set()
+    deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
+    with supervised() as children, RoundProgress(console, count, rounds, config.experiment.name) as bar:
+        for node, path in enumerate(node_configs):
+            children.append(Child(
+                f"node-{node}",
+                python_module("fedgossip.client.peer", str(path)),
+                log_path=results.logs / f"node-{node}.log",
+                env=child_env(config.task.threads),
+                lines=lines,
+            ))
+        while open_streams:
+            if time.time() > deadline:
+                outcome.errors.append("the run exceeded its time limit")
+                break
+            try:
+                name, line = lines.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            node = int(name.split("-")[1])
+            if line is None:
+                open_streams.discard(node)
+                continue
+            event = _parse(line)
+            kind = event.pop("type", None)
+            if kind == "round":
+                results.append(event)
+                done_rounds[node] = event["round"]
+                bar.record(event)
+            elif kind == "ready":
+                ready.add(node)
+                if len(ready) == count:
+                    outcome.startup_s = round(time.time() - started, 3)
+                    bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
+            elif kind == "error":
+                outcome.errors.append(f"node {node}: {event.get('error')}")
+        for node, child in enumerate(children):
+            code = child.stop()
+            if code != 0 or done_rounds[node] < rounds:
+                outcome.dead_nodes.append(node)
+                if not any(e.startswith(f"node {node}:") for e in outcome.errors):
+                    tail = child.log_tail(1)
+                    outcome.errors.append(f"node {node} exited with {code} after round "
+                                          f"{done_rounds[node]}" + (f": {tail}" if tail else ""))
+    outcome.wall_time_s = time.time() - started
+    if outcome.dead_nodes:
+        outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"
+    return outcome
+
+
+def _parse(line: str) -> dict:
+    """A peer's stdout line as an event; anything that is not a JSON object is ignored."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return {}
+    return event if isinstance(event, dict) else {}

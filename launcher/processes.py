@@ -1,0 +1,134 @@
+"""Child processes of an experiment: started so that none outlives the launcher, stopped by PID.
+
+Children run in their own session (a Ctrl-C reaches only the launcher, which then stops them in
+order) and, on Linux, receive SIGTERM if the launcher dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+PR_SET_PDEATHSIG = 1
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free TCP ports on `host`, held open together so they differ."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a node process: BLAS/OpenMP capped at `threads`, plus `extra`."""
+    env = dict(os.environ)
+    env.update({name: str(threads) for name in THREAD_ENV})
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class Child:
+    """One started process; stdout lines (if captured) are queued as (name, line) tuples."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str],
+        lines: queue.Queue | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE if lines is not None else self._log,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.pid = self.process.pid
+        self._reader = None
+        if lines is not None:
+            self._reader = threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True)
+            self._reader.start()
+
+    def _pump(self, stream: IO[bytes], lines: queue.Queue) -> None:
+        for raw in iter(stream.readline, b""):
+            lines.put((self.name, raw.decode(errors="replace").rstrip("\n")))
+        lines.put((self.name, None))
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM) without waiting."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                self.process.wait(grace)
+        if self._reader is not None:
+            self._reader.join(grace)
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the child's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+
+@contextlib.contextmanager
+def supervised() -> Iterator[list[Child]]:
+    """A list to put children in; every one is stopped on exit, error and Ctrl-C alike."""
+    children: list[Child] = []
+    try:
+        yield children
+    finally:
+        for child in children:
+            child.terminate()
+        for child in reversed(children):
+            child.stop()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]

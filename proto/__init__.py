@@ -1,0 +1,1 @@
+"""The gossip wire protocol: gossip.proto and its generated gRPC stubs."""

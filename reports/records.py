@@ -1,0 +1,51 @@
+"""Reading a results folder: the metrics records and the resolved config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.toml"
+
+
+def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every metrics record of a run; a torn last line (a killed run) is skipped, not fatal."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a results folder: no {METRICS}")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The resolved config of a run, as a plain dict."""
+    path = Path(run_dir) / CONFIG
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def node_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of learning nodes (not the Flower server's evaluation of the global model)."""
+    return [r for r in records if isinstance(r.get("node"), int)]
+
+
+def by_round(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Node records grouped by round, rounds in order."""
+    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for record in node_records(records):
+        groups[record["round"]].append(record)
+    return dict(sorted(groups.items()))

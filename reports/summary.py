@@ -1,0 +1,60 @@
+"""The summary of one run: final accuracies, time and rounds to a target accuracy, bytes moved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedgossip.reports.records import SUMMARY, by_round, node_records, read_config, read_records
+
+
+def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute the summary of a results folder, merge the launcher's `run_info`, write summary.json."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    records = read_records(run_dir)
+    experiment = config.get("experiment", {})
+    target = float(experiment.get("target_accuracy", 0.9))
+    summary: dict[str, Any] = {
+        "name": experiment.get("name", run_dir.name),
+        "mode": experiment.get("mode", "gossip"),
+        "engine": config.get("flower", {}).get("engine") if experiment.get("mode") == "flower" else None,
+        "strategy": config.get("strategy", {}).get("name"),
+        "nodes": config.get("nodes", {}).get("count"),
+        "rounds_planned": experiment.get("rounds"),
+        "target_accuracy": target,
+        **accuracy_summary(records, target),
+        **(run_info or {}),
+    }
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`."""
+    nodes = node_records(records)
+    last: dict[int, dict[str, Any]] = {}
+    for record in nodes:
+        if record["round"] >= last.get(record["node"], {}).get("round", -1):
+            last[record["node"]] = record
+    final = [r["test_accuracy"] for r in last.values()]
+    curve = {r: float(np.mean([x["test_accuracy"] for x in group])) for r, group in by_round(nodes).items()}
+    reached = next((r for r, acc in curve.items() if acc >= target), None)
+    seconds = None
+    if reached is not None:
+        seconds = max(x["time_s"] for x in by_round(nodes)[reached])
+    return {
+        "rounds_completed": max(curve, default=0),
+        "final_mean_accuracy": float(np.mean(final)) if final else None,
+        "final_min_accuracy": float(np.min(final)) if final else None,
+        "final_max_accuracy": float(np.max(final)) if final else None,
+        "rounds_to_target": reached,
+        "seconds_to_target": seconds,
+        "bytes_sent": int(sum(r.get("bytes_sent", 0) for r in nodes)),
+        "bytes_received": int(sum(r.get("bytes_received", 0) for r in nodes)),
+        "mean_accuracy_by_round": [round(a, 5) for a in curve.values()],
+        "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
+    }
