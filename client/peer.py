@@ -32,18 +32,12 @@ from fedgossip.client.security import (
     token_metadata,
 )
 from fedgossip.client.service import GossipService
-from fedgossip.client.wire import encode, specs_of
+from fedgossip.client.wire import CHANNEL_OPTIONS, encode, specs_of
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
-
-MAX_CHUNK_MESSAGE = 4 << 20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_CHUNK_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_CHUNK_MESSAGE),
-]
 
 Emit = Callable[[dict[str, Any]], None]
 

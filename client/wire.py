@@ -16,6 +16,11 @@ import numpy as np
 from fedgossip.proto import gossip_pb2
 
 CHUNK_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 4 << 20
+CHANNEL_OPTIONS = [  # one chunk (plus header) per message: anything bigger is refused by gRPC itself
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
 ALLOWED_DTYPES = frozenset({"<f2", "<f4", "<f8", "<i4", "<i8"})
 MAX_HEADER_TENSORS = 10_000
 MAX_NUM_EXAMPLES = 1 << 40

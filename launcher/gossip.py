@@ -106,6 +106,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 env=child_env(config.task.threads),
                 lines=lines,
             ))
+        results.write_processes({c.name: c.pid for c in children})
         while open_streams:
             if time.time() > deadline:
                 outcome.errors.append("the run exceeded its time limit")

@@ -3,6 +3,7 @@
     config.toml     the resolved config (defaults included): the run can be repeated exactly
     metrics.jsonl   one JSON record per node per round, appended and flushed as produced
     summary.json    written at the end by fedgossip.reports
+    processes.json  the PID of every process the launcher started
     accuracy.png    accuracy per round
     logs/           one log file per process
     nodes/          the node configs the peers were started with
@@ -51,6 +52,10 @@ class ResultsFolder:
         path = self.path / "secrets"
         path.mkdir(mode=0o700, exist_ok=True)
         return path
+
+    def write_processes(self, pids: dict[str, int]) -> None:
+        """processes.json: the PID of every process of the run, to inspect or signal them by hand."""
+        (self.path / "processes.json").write_text(json.dumps(pids, indent=2) + "\n")
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one metrics record and flush it to disk."""

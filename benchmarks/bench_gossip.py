@@ -1,0 +1,213 @@
+"""Gossip benchmarks against the targets of DESIGN.md.
+
+    python benchmarks/bench_gossip.py                 # everything
+    python benchmarks/bench_gossip.py --only rounds   # rounds | memory | startup | transfer
+
+- seconds per round with 3 and 8 peers on the digits MLP (p2pfl: ~5 s and ~10 s; target a tenth);
+- resident memory per peer, numpy/sklearn linear model and torch MLP (target <= 350 MB);
+- start-up time of one peer process until it answers gRPC health (target <= 3 s);
+- MB/s moving a 100 MB model between two peer processes (target >= 500 MB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedgossip.launcher.processes import child_env, free_ports
+
+P2PFL_SECONDS_PER_ROUND = {3: 5.0, 8: 10.0}
+MEMORY_TARGET_MB = 350
+STARTUP_TARGET_S = 3.0
+TRANSFER_TARGET_MBPS = 500
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Current resident set size of a process in MB (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def launch(out: Path, *overrides: str) -> tuple[dict, list[dict], dict[int, float]]:
+    """Run `fedgossip run` with overrides, sampling each peer's RSS; return summary, records, peak RSS."""
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    launcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(1))
+    peak: dict[int, float] = {}
+    while launcher.poll() is None:
+        pids = out / "processes.json"
+        if pids.exists():
+            for pid in json.loads(pids.read_text()).values():
+                mb = rss_mb(pid)
+                if mb is not None:
+                    peak[pid] = max(peak.get(pid, 0.0), mb)
+        time.sleep(0.2)
+    if launcher.returncode != 0:
+        raise SystemExit(f"run failed ({launcher.returncode}): {launcher.stderr.read().decode()[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return summary, records, peak
+
+
+def seconds_per_round(records: list[dict]) -> float:
+    """Median over rounds of the time between consecutive round ends (slowest node each round)."""
+    ends: dict[int, float] = {}
+    for r in records:
+        ends[r["round"]] = max(ends.get(r["round"], 0.0), r["time_s"])
+    times = [ends[k] for k in sorted(ends)]
+    return statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def bench_rounds(tmp: Path) -> None:
+    print("== seconds per round, digits MLP, VCA, own init ==")
+    for nodes, topology in ((3, "complete"), (8, "regular")):
+        summary, records, _ = launch(
+            tmp / f"rounds-{nodes}", f"nodes.count={nodes}", "experiment.rounds=10",
+            f"topology.kind={topology}", "topology.degree=3", "task.model=mlp", "strategy.name=vca",
+        )
+        per_round = seconds_per_round(records)
+        anchor = P2PFL_SECONDS_PER_ROUND[nodes]
+        print(f"{nodes} peers: {per_round:.3f} s/round, 10 rounds {summary['wall_time_s']:.1f} s from launch "
+              f"(startup {summary['startup_s']:.1f} s), final mean acc {summary['final_mean_accuracy']:.3f}; "
+              f"p2pfl {anchor:.0f} s/round -> {anchor / per_round:.0f}x faster "
+              f"[{verdict(per_round <= anchor / 10)} target <= {anchor / 10:.1f} s]")
+
+
+def bench_memory(tmp: Path) -> None:
+    print("== resident memory per peer (peak VmRSS while running 8 peers) ==")
+    for model in ("linear", "mlp"):
+        _, _, peak = launch(tmp / f"memory-{model}", "nodes.count=8", "experiment.rounds=5",
+                            "topology.kind=regular", "topology.degree=3", f"task.model={model}")
+        worst = max(peak.values())
+        print(f"{model}: peak {worst:.0f} MB, mean {statistics.mean(peak.values()):.0f} MB over "
+              f"{len(peak)} peers [{verdict(worst <= MEMORY_TARGET_MB)} target <= {MEMORY_TARGET_MB} MB]")
+
+
+def bench_startup(tmp: Path) -> None:
+    import grpc
+
+    from fedgossip.config import PeerSection, dump_toml, load_config
+    from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+
+    print("== start-up: process start until the peer answers gRPC health ==")
+    for model in ("linear", "mlp"):
+        samples = []
+        for attempt in range(3):
+            port, other = free_ports(2)
+            peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{other}"})
+            config = load_config(None, [f"task.model={model}", "experiment.rounds=1",
+                                        "experiment.round_timeout=1"]).replace(peer=peer)
+            path = tmp / f"startup-{model}-{attempt}.toml"
+            path.write_text(dump_toml(config))
+            started = time.perf_counter()
+            process = subprocess.Popen([sys.executable, "-m", "fedgossip.client.peer", str(path)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(1))
+            stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
+            samples.append(time.perf_counter() - started)
+            process.kill()
+            process.wait()
+        best = min(samples)
+        print(f"{model}: {best:.2f} s (runs: {', '.join(f'{s:.2f}' for s in samples)}) "
+              f"[{verdict(best <= STARTUP_TARGET_S)} target <= {STARTUP_TARGET_S:.0f} s; p2pfl ~15 s]")
+
+
+def transfer_model(megabytes: int) -> tuple[list[str], list[np.ndarray]]:
+    """A model of about `megabytes` MB of float32 in four tensors."""
+    n = megabytes * 2**20 // 4
+    sizes = [n // 2, n // 4, n // 4 - 1000, 1000]
+    rng = np.random.default_rng(0)
+    return [f"t{i}" for i in range(4)], [rng.standard_normal(s, dtype=np.float32) for s in sizes]
+
+
+def serve(port: int, megabytes: int) -> None:
+    """Receiver side of the transfer benchmark: a real GossipService with a 100 MB model spec."""
+    from concurrent import futures
+
+    import grpc
+
+    from fedgossip.client.inbox import Inbox
+    from fedgossip.client.service import GossipService
+    from fedgossip.client.wire import CHANNEL_OPTIONS, specs_of
+    from fedgossip.proto import gossip_pb2_grpc
+
+    names, arrays = transfer_model(megabytes)
+    service = GossipService(0, specs_of(names, arrays), Inbox(), neighbours=[1], rounds=1000,
+                            max_bytes=2 * megabytes * 2**20, token=None, rounds_ahead=1000)
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=CHANNEL_OPTIONS)
+    gossip_pb2_grpc.add_GossipServicer_to_server(service, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
+    import grpc
+
+    from fedgossip.client.wire import CHANNEL_OPTIONS, encode
+    from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+
+    print(f"== moving a {megabytes} MB model between two peer processes (loopback) ==")
+    (port,) = free_ports(1)
+    receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--megabytes", str(megabytes)],
+                                env=child_env(1))
+    try:
+        stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS))
+        stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
+        names, arrays = transfer_model(megabytes)
+        size = sum(a.nbytes for a in arrays) / 1e6
+        wire, total = [], []
+        for round_ in range(1, repeats + 1):
+            started = time.perf_counter()
+            chunks = encode(1, round_, 100, names, arrays)
+            sent = time.perf_counter()
+            assert stub.PushModel(iter(chunks), timeout=120).accepted
+            done = time.perf_counter()
+            wire.append(done - sent)
+            total.append(done - started)
+        best_total = size / min(total)
+        print(f"{size:.0f} MB: {best_total:.0f} MB/s including encoding, {size / min(wire):.0f} MB/s on the wire "
+              f"(best of {repeats}) [{verdict(best_total >= TRANSFER_TARGET_MBPS)} target >= "
+              f"{TRANSFER_TARGET_MBPS} MB/s]")
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["rounds", "memory", "startup", "transfer"])
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--megabytes", type=int, default=100)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.megabytes)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        benches = {"rounds": bench_rounds, "memory": bench_memory, "startup": bench_startup,
+                   "transfer": lambda _: bench_transfer(args.megabytes)}
+        for name, bench in benches.items():
+            if args.only in (None, name):
+                bench(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Helpers for multi-process tests: run the CLI, start single peers, wait for gRPC health."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from fedgossip.config import PeerSection, dump_toml, load_config
+from fedgossip.launcher.processes import Child, child_env, free_ports, python_module
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.reports import read_records
+
+
+def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    """Run `fedgossip ARGS` in a subprocess (killed on timeout) and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "fedgossip.launcher.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=child_env(1),
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The metrics records of a results folder (a line being written is skipped)."""
+    return read_records(run_dir)
+
+
+def write_node_config(path: Path, peer: PeerSection, *overrides: str) -> Path:
+    """A node config: the built-in quickstart with `overrides` and the given [peer] section."""
+    config = load_config(None, list(overrides)).replace(peer=peer)
+    path.write_text(dump_toml(config))
+    return path
+
+
+def start_peer(config: Path, log: Path) -> Child:
+    """Start one peer process from a node config (stop it with .stop())."""
+    return Child(f"peer-{config.stem}", python_module("fedgossip.client.peer", str(config)),
+                 log_path=log, env=child_env(1))
+
+
+def wait_healthy(stub: gossip_pb2_grpc.GossipStub, timeout: float = 60) -> gossip_pb2.HealthReply:
+    """Wait (with a deadline) until the peer behind `stub` answers Health."""
+    return stub.Health(gossip_pb2.HealthRequest(), timeout=timeout, wait_for_ready=True)
+
+
+def loopback_ports(count: int) -> list[int]:
+    return free_ports(count, "127.0.0.1")
+
+
+def wait_exit(child: Child, timeout: float) -> int:
+    """Wait for a child to exit by itself; fail the test (after stopping it) if it does not."""
+    try:
+        return child.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.stop()
+        raise AssertionError(f"{child.name} did not finish within {timeout}s:\n{child.log_tail(20)}") from None
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    return gossip_pb2_grpc.GossipStub(channel)

@@ -1,0 +1,102 @@
+"""Whole gossip experiments through the CLI: real peer processes exchanging models over gRPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from fedgossip.launcher.processes import child_env
+
+from .helpers import metrics, run_cli, wait_for
+
+FIELDS = {"node", "round", "time_s", "train_loss", "test_loss", "test_accuracy", "num_examples",
+          "bytes_sent", "bytes_received", "neighbours_heard"}
+SMALL = ["--set", "nodes.count=4", "--set", "experiment.rounds=3", "--set", "topology.kind=ring",
+         "--set", "strategy.name=vca"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same small config run twice."""
+    root = tmp_path_factory.mktemp("gossip")
+    runs = []
+    for name in ("a", "b"):
+        result = run_cli("run", "--out", str(root / name), *SMALL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs.append(root / name)
+    return runs
+
+
+@pytest.mark.timeout(300)
+def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
+    run = two_runs[0]
+    for name in ("config.toml", "metrics.jsonl", "summary.json", "accuracy.png", "processes.json"):
+        assert (run / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (run / "logs").iterdir()) == [f"node-{i}.log" for i in range(4)]
+    records = metrics(run)
+    assert len(records) == 12
+    assert all(FIELDS <= r.keys() for r in records)
+    assert {(r["node"], r["round"]) for r in records} == {(n, k) for n in range(4) for k in (1, 2, 3)}
+    for r in records:  # a ring: everyone hears both neighbours every round
+        assert r["neighbours_heard"] == sorted({(r["node"] - 1) % 4, (r["node"] + 1) % 4})
+        assert r["bytes_sent"] == r["bytes_received"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["dead_nodes"] == []
+    assert summary["rounds_completed"] == 3
+    assert 0.3 < summary["final_mean_accuracy"] <= 1
+
+
+@pytest.mark.timeout(300)
+def test_same_config_and_seed_give_identical_metrics(two_runs):
+    strip = lambda rs: sorted(({k: v for k, v in r.items() if k != "time_s"} for r in rs),  # noqa: E731
+                              key=lambda r: (r["node"], r["round"]))
+    first, second = (strip(metrics(run)) for run in two_runs)
+    assert first == second
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_peer_does_not_stop_the_others(tmp_path):
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out),
+            "--set", "nodes.count=4", "--set", "experiment.rounds=6", "--set", "topology.kind=complete",
+            "--set", "experiment.round_timeout=4", "--set", "task.model=linear"]
+    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1),
+                                start_new_session=True)
+    def node_2_finished_round_2() -> bool:
+        assert launcher.poll() is None, "the launcher ended early"
+        return (out / "metrics.jsonl").exists() and any(
+            r["node"] == 2 and r["round"] == 2 for r in metrics(out))
+
+    try:
+        wait_for(node_2_finished_round_2, 120, "node 2 to finish round 2")
+        os.kill(json.loads((out / "processes.json").read_text())["node-2"], signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 3, output.decode(errors="replace")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["dead_nodes"] == [2]
+    records = metrics(out)
+    for node in (0, 1, 3):
+        assert max(r["round"] for r in records if r["node"] == node) == 6
+    late = [r for r in records if r["node"] != 2 and r["round"] >= 4]
+    assert late and all(2 not in r["neighbours_heard"] for r in late)
+
+
+@pytest.mark.timeout(300)
+def test_tls_and_token_run_of_three_peers(tmp_path):
+    out = tmp_path / "secure"
+    result = run_cli("run", "--out", str(out), "--set", "nodes.count=3", "--set", "experiment.rounds=2",
+                     "--set", "topology.kind=complete", "--set", "security.tls=true",
+                     "--set", "security.mutual_tls=true", "--set", "security.token=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+    node = (out / "nodes" / "node-0.toml").read_text()
+    assert "cert_file" in node and "token_file" in node
+    assert all(len(r["neighbours_heard"]) == 2 for r in metrics(out))

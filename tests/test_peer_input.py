@@ -1,0 +1,138 @@
+"""A real peer process against a raw gRPC client: bad pushes get their status codes, the peer keeps
+serving, merges only the valid model, and finishes. TLS and token refuse what they must.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import numpy as np
+import pytest
+
+from fedgossip.client.security import TOKEN_KEY
+from fedgossip.client.wire import encode
+from fedgossip.config import PeerSection, load_config
+from fedgossip.launcher.certificates import make_ca, make_certificate
+from fedgossip.proto import gossip_pb2
+from fedgossip.tasks import build_learner
+
+from .helpers import loopback_ports, start_peer, stub_for, wait_exit, wait_healthy, write_node_config
+
+TASK = ["task.model=linear", "experiment.rounds=2", "experiment.round_timeout=20", "nodes.count=2"]
+
+
+def neighbour_model() -> tuple[list[str], list[np.ndarray], int]:
+    """The model node 1 would push: same task, node 1's partition."""
+    config = load_config(None, TASK)
+    learner = build_learner(config.task, 1, 2, config.experiment.seed)
+    return list(learner.names), learner.get_weights(), learner.num_examples
+
+
+def push(stub, chunks, metadata=()):
+    return stub.PushModel(iter(chunks), timeout=20, metadata=metadata)
+
+
+def status_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code()
+
+
+def records(log) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(90)
+def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
+    port, absent = loopback_ports(2)
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{absent}"},
+                       token_file=str(token))
+    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
+    try:
+        stub = stub_for(f"127.0.0.1:{port}")
+        wait_healthy(stub)
+        auth = ((TOKEN_KEY, "s3cret"),)
+        names, arrays, n = neighbour_model()
+
+        garbage = [gossip_pb2.ModelChunk(data=b"\xde\xad" * 1000)]
+        assert status_of(lambda: push(stub, garbage, auth)) == grpc.StatusCode.INVALID_ARGUMENT
+
+        wrong_shape = [a.reshape(-1) if a.ndim == 2 else a for a in arrays]
+        assert status_of(lambda: push(stub, encode(1, 1, n, names, wrong_shape), auth)) == \
+            grpc.StatusCode.INVALID_ARGUMENT
+
+        poisoned = [a.copy() for a in arrays]
+        poisoned[0].flat[3] = np.nan
+        assert status_of(lambda: push(stub, encode(1, 1, n, names, poisoned), auth)) == \
+            grpc.StatusCode.INVALID_ARGUMENT
+
+        oversize = encode(1, 1, n, names, arrays)
+        oversize[0].header.total_bytes = 1 << 40
+        assert status_of(lambda: push(stub, oversize, auth)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        huge_header = encode(1, 1, n, names, arrays)
+        huge_header[0].header.tensors.add(name="x" * (5 << 20), dtype="<f4", shape=[1])
+        assert status_of(lambda: push(stub, huge_header, auth)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        assert status_of(lambda: push(stub, encode(1, 1, n, names, arrays))) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        wrong = ((TOKEN_KEY, "s3cre7"),)
+        assert status_of(lambda: push(stub, encode(1, 1, n, names, arrays), wrong)) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        assert status_of(lambda: push(stub, encode(7, 1, n, names, arrays), auth)) == \
+            grpc.StatusCode.PERMISSION_DENIED
+
+        assert wait_healthy(stub, timeout=5).node == 0
+        for round_ in (1, 2):
+            assert push(stub, encode(1, round_, n, names, arrays), auth).accepted
+        assert wait_exit(child, 60) == 0
+    finally:
+        child.stop()
+    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["neighbours_heard"] == [1] for r in rounds)
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
+
+
+@pytest.mark.timeout(90)
+def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
+    port, absent = loopback_ports(2)
+    ca = make_ca(tmp_path / "pki")
+    cert = make_certificate(ca, tmp_path / "pki", "peer", ["127.0.0.1"])
+    stranger_ca = make_ca(tmp_path / "other")
+    stranger = make_certificate(stranger_ca, tmp_path / "other", "stranger", ["127.0.0.1"])
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{absent}"},
+                       ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key),
+                       client_ca_file=str(ca.cert), token_file=str(token))
+    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
+    address = f"127.0.0.1:{port}"
+    read = lambda p: p.read_bytes()  # noqa: E731
+    trusted = grpc.ssl_channel_credentials(read(ca.cert), read(cert.key), read(cert.cert))
+    try:
+        stub = stub_for(address, trusted)
+        wait_healthy(stub)
+        names, arrays, n = neighbour_model()
+        chunks = encode(1, 1, n, names, arrays)
+
+        plaintext = stub_for(address)
+        assert status_of(lambda: plaintext.Health(gossip_pb2.HealthRequest(), timeout=3)) == \
+            grpc.StatusCode.UNAVAILABLE
+        no_client_cert = stub_for(address, grpc.ssl_channel_credentials(read(ca.cert)))
+        assert status_of(lambda: no_client_cert.Health(gossip_pb2.HealthRequest(), timeout=3)) == \
+            grpc.StatusCode.UNAVAILABLE
+        foreign = grpc.ssl_channel_credentials(read(ca.cert), read(stranger.key), read(stranger.cert))
+        assert status_of(lambda: stub_for(address, foreign).Health(gossip_pb2.HealthRequest(), timeout=3)) == \
+            grpc.StatusCode.UNAVAILABLE
+        assert status_of(lambda: push(stub, chunks)) == grpc.StatusCode.UNAUTHENTICATED
+
+        auth = ((TOKEN_KEY, "s3cret"),)
+        assert push(stub, chunks, auth).accepted
+        assert push(stub, encode(1, 2, n, names, arrays), auth).accepted
+        assert wait_exit(child, 60) == 0
+    finally:
+        child.stop()
