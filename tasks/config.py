@@ -1,0 +1,101 @@
+"""TaskConfig: the validated description of what nodes learn and how they are made unequal."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .validation import check_choice, check_int, check_real
+
+DATASETS = ("digits", "breast_cancer", "synthetic")
+MODELS = ("mlp", "cnn", "linear")
+PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+INITS = ("own", "shared")
+
+
+def _check_noise(name: str, value: object, high: float) -> float | tuple[float, ...]:
+    """Return a noise setting as a float (ramp maximum) or a tuple of per-node levels."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(check_real(f"{name}[{i}]", v, low=0.0, high=high) for i, v in enumerate(value))
+    return check_real(name, value, low=0.0, high=high)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What every node learns (data, partition, model, optimiser) and how nodes are made unequal."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_node: int = 2
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    test_fraction: float = 0.2
+    init: str = "own"
+    label_noise: float | tuple[float, ...] = 0.0
+    feature_noise: float | tuple[float, ...] = 0.0
+    hidden: int = 64
+    threads: int = 1
+    synthetic_samples: int = 2000
+    synthetic_features: int = 20
+    synthetic_classes: int = 4
+
+    def __post_init__(self) -> None:
+        """Validate every field (naming it and its allowed values); normalise numbers, lists."""
+        check_choice("task.dataset", self.dataset, DATASETS)
+        check_choice("task.model", self.model, MODELS)
+        check_choice("task.partition", self.partition, PARTITIONS)
+        check_choice("task.init", self.init, INITS)
+        if self.model == "cnn" and self.dataset != "digits":
+            raise ValueError(
+                f"task.model 'cnn' needs task.dataset 'digits' (8x8 images); got {self.dataset!r}"
+            )
+        classes = check_int("task.synthetic_classes", self.synthetic_classes, low=2)
+        normalised = {
+            "alpha": check_real("task.alpha", self.alpha, low=0.0, low_open=True),
+            "shards_per_node": check_int("task.shards_per_node", self.shards_per_node, low=1),
+            "local_epochs": check_int("task.local_epochs", self.local_epochs, low=1),
+            "batch_size": check_int("task.batch_size", self.batch_size, low=1),
+            "learning_rate": check_real(
+                "task.learning_rate", self.learning_rate, low=0.0, low_open=True
+            ),
+            "momentum": check_real(
+                "task.momentum", self.momentum, low=0.0, high=1.0, high_open=True
+            ),
+            "test_fraction": check_real(
+                "task.test_fraction",
+                self.test_fraction,
+                low=0.0,
+                high=1.0,
+                low_open=True,
+                high_open=True,
+            ),
+            "label_noise": _check_noise("task.label_noise", self.label_noise, high=1.0),
+            "feature_noise": _check_noise(
+                "task.feature_noise", self.feature_noise, high=float("inf")
+            ),
+            "hidden": check_int("task.hidden", self.hidden, low=1),
+            "threads": check_int("task.threads", self.threads, low=1),
+            "synthetic_samples": check_int(
+                "task.synthetic_samples", self.synthetic_samples, low=10 * classes
+            ),
+            "synthetic_features": check_int(
+                "task.synthetic_features", self.synthetic_features, low=1
+            ),
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:
+        """Build from a mapping such as a TOML [task] table, rejecting unknown keys."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"unknown key task.{key} (known: {', '.join(sorted(known))})")
+        return cls(**values)

@@ -1,0 +1,22 @@
+"""Independent numpy random streams derived from the experiment seed, one per use (and node)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Fixed stream ids (never hash(): it changes between processes), so every process derives the same
+# generator for the same (seed, use, node) and no two uses share random numbers.
+_STREAMS = {
+    "split": 0,
+    "synthetic": 1,
+    "partition": 2,
+    "init": 3,
+    "shuffle": 4,
+    "label_noise": 5,
+    "feature_noise": 6,
+}
+
+
+def stream(seed: int, use: str, *keys: int) -> np.random.Generator:
+    """Generator for one named use of `seed`, optionally specialised by keys such as the node id."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAMS[use], *keys)))

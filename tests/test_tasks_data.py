@@ -1,0 +1,103 @@
+"""Datasets: bundled files read without sklearn, stratified seeded splits, lazy heavy imports."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fedgossip.tasks import TaskConfig, load_dataset, node_dataset
+from fedgossip.tasks.data import load_raw
+from sklearn.datasets import load_breast_cancer, load_digits
+
+
+@pytest.mark.parametrize(
+    ("name", "loader"), [("digits", load_digits), ("breast_cancer", load_breast_cancer)]
+)
+def test_raw_arrays_equal_sklearn_loaders(name, loader):
+    x, y = load_raw(name)
+    x_ref, y_ref = loader(return_X_y=True)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert not x.flags.writeable and load_raw(name) is load_raw(name)
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "synthetic"])
+def test_split_is_stratified_disjoint_and_seeded(name):
+    data = load_dataset(name, seed=3, test_fraction=0.25)
+    labels = np.concatenate([data.y_train, data.y_test])
+    for c in range(data.num_classes):
+        assert np.sum(data.y_test == c) == round(0.25 * np.sum(labels == c))
+    assert data.x_train.dtype == data.x_test.dtype == np.float32
+    again, other = load_dataset(name, seed=3, test_fraction=0.25), load_dataset(name, seed=4)
+    np.testing.assert_array_equal(again.x_test, data.x_test)
+    assert not np.array_equal(other.x_test[:50], data.x_test[:50])
+
+
+def test_scaling():
+    digits = load_dataset("digits", seed=0)
+    assert digits.x_train.min() == 0.0 and digits.x_train.max() == 1.0
+    cancer = load_dataset("breast_cancer", seed=0)
+    np.testing.assert_allclose(cancer.x_train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(cancer.x_train.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_synthetic_is_deterministic_per_seed_and_sized():
+    a = load_dataset(
+        "synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
+    )
+    b = load_dataset(
+        "synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
+    )
+    c = load_dataset(
+        "synthetic", seed=2, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
+    )
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert not np.allclose(a.x_train, c.x_train)
+    assert a.num_classes == 5 and a.x_train.shape[1] == 7
+    assert len(a.y_train) + len(a.y_test) == 500
+    assert np.bincount(np.concatenate([a.y_train, a.y_test])).tolist() == [100] * 5
+
+
+def test_test_set_is_identical_across_nodes():
+    task = TaskConfig(partition="dirichlet")
+    first, other = node_dataset(task, 0, 4, seed=7), node_dataset(task, 3, 4, seed=7)
+    np.testing.assert_array_equal(first.x_test, other.x_test)
+    np.testing.assert_array_equal(first.y_test, other.y_test)
+    assert not np.array_equal(first.y_train[:20], other.y_train[:20])
+
+
+@pytest.mark.parametrize("bad", [{"name": "mnist"}, {"seed": -1}, {"test_fraction": 0.0}])
+def test_load_dataset_validates(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        load_dataset(**{"name": "digits", "seed": 0, **bad})
+
+
+def _modules_after(code: str) -> set[str]:
+    """Names of the modules a fresh interpreter has imported after running `code`."""
+    script = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_import_loads_neither_torch_nor_sklearn():
+    modules = _modules_after("import fedgossip.tasks as t; t.node_dataset(t.TaskConfig(), 0, 2, 0)")
+    assert "torch" not in modules and "sklearn" not in modules
+
+
+def test_torch_node_imports_neither_sklearn_nor_torch_compiler_parts():
+    modules = _modules_after(
+        "import fedgossip.tasks as t\n"
+        "l = t.build_learner(t.TaskConfig(model='cnn', momentum=0.9), 0, 2, 0)\n"
+        "l.train()\nl.evaluate()"
+    )
+    assert "torch" in modules
+    assert not {"sklearn", "sympy", "torch._dynamo", "scipy"} & modules
+
+
+def test_linear_node_never_imports_torch():
+    modules = _modules_after(
+        "import fedgossip.tasks as t\n"
+        "l = t.build_learner(t.TaskConfig(model='linear'), 0, 2, 0)\nl.train()\nl.evaluate()"
+    )
+    assert "sklearn" in modules and "torch" not in modules
