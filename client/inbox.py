@@ -20,7 +20,6 @@ class Inbox:
         self._cond = threading.Condition()
         self._models: dict[int, dict[int, ModelMessage]] = {}
         self._open_round = 1
-        self.bytes_received = 0
 
     @property
     def open_round(self) -> int:
@@ -33,7 +32,6 @@ class Inbox:
             if message.round < self._open_round:
                 return False
             self._models.setdefault(message.round, {})[message.sender] = message
-            self.bytes_received += message.nbytes
             self._cond.notify_all()
             return True
 

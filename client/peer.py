@@ -69,15 +69,14 @@ class GossipPeer:
         )
         self.server, self.port = self._start_server()
         credentials = channel_credentials(self.peer)
-        self.stubs = {
-            node: gossip_pb2_grpc.GossipStub(
-                grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
-                if credentials
-                else grpc.insecure_channel(address, CHANNEL_OPTIONS)
-            )
+        self.channels = {
+            node: grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
+            if credentials
+            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
             for node, address in self.neighbours.items()
         }
-        self.pushes = futures.ThreadPoolExecutor(max(1, min(32, len(self.stubs))), "push")
+        self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
+        self.pushes = futures.ThreadPoolExecutor(max(2, min(64, 2 * len(self.stubs))), "push")
 
     def _start_server(self) -> tuple[grpc.Server, int]:
         server = grpc.server(
@@ -112,9 +111,8 @@ class GossipPeer:
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
             pending = self._push(round_, own, alive, deadline)
-            before = self.inbox.bytes_received
             messages = self.inbox.collect(round_, alive, deadline)
-            sent = self._sent_bytes(pending, deadline)
+            sent = self._delivered(pending, [m.sender for m in messages], deadline)
             heard = [m.sender for m in messages]
             missing = alive - set(heard)
             if missing:
@@ -136,28 +134,34 @@ class GossipPeer:
                 "test_accuracy": test_accuracy,
                 "num_examples": self.learner.num_examples,
                 "bytes_sent": sent,
-                "bytes_received": self.inbox.bytes_received - before,
+                "bytes_received": sum(m.nbytes for m in messages),
                 "neighbours_heard": heard,
             })
         self.service.state = "done"
 
-    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> list[futures.Future]:
-        """Send this round's model to every neighbour in the background; return the pending sends.
+    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
+        """Send this round's model to every neighbour in the background; return the sends by node.
 
         Live neighbours are waited for (`wait_for_ready`) until the deadline, so a peer that starts
         late still gets round 1; neighbours that missed a round get one fail-fast attempt.
         """
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         metadata = token_metadata(self.token)
-        return [
-            self.pushes.submit(self._push_one, node, stub, chunks, metadata, deadline, wait=node in alive)
+        return {
+            node: self.pushes.submit(self._push_one, node, stub, chunks, metadata, deadline, wait=node in alive)
             for node, stub in self.stubs.items()
-        ]
+        }
 
     @staticmethod
-    def _sent_bytes(pending: list[futures.Future], deadline: float) -> int:
-        """Bytes delivered by this round's sends, waiting for them at most until the deadline."""
-        done, _ = futures.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+    def _delivered(pending: dict[int, futures.Future], heard: list[int], deadline: float) -> int:
+        """Bytes of this round's model delivered to the neighbours heard from this round.
+
+        Those neighbours are alive and accept at once, so this wait is short; it also guarantees
+        that the last round's model reaches them before the peer exits. Sends to silent
+        neighbours are not waited for.
+        """
+        sends = [pending[node] for node in heard if node in pending]
+        done, _ = futures.wait(sends, timeout=max(1.0, deadline - time.monotonic()))
         return sum(f.result() for f in done)
 
     def _push_one(self, node: int, stub, chunks, metadata, deadline: float, *, wait: bool) -> int:
@@ -175,8 +179,10 @@ class GossipPeer:
         return sum(len(c.data) for c in chunks)
 
     def close(self) -> None:
-        """Stop serving and drop the neighbour connections."""
+        """Stop serving and drop the neighbour connections (cancelling sends still in flight)."""
         self.pushes.shutdown(wait=False, cancel_futures=True)
+        for channel in self.channels.values():
+            channel.close()
         self.server.stop(grace=1.0).wait(2.0)
 
 

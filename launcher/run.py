@@ -10,7 +10,7 @@ from rich.console import Console
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.results import ResultsFolder
-from fedgossip.reports import plot_run, read_records, summarize, summary_table
+from fedgossip.reports import plot_run, read_records, run_table, summarize
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
 
@@ -31,7 +31,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         results.close()
     summary = summarize(out_dir, outcome.info())
     plot_run(read_records(out_dir), out_dir / "accuracy.png", f"{config.experiment.name}: test accuracy")
-    console.print(summary_table([summary], title=f"{config.experiment.name} ({out_dir})"))
+    console.print(run_table(summary, title=f"{config.experiment.name}: {out_dir}"))
     for error in outcome.errors:
         console.print(f"[red]{error}[/]")
     return summary, EXIT_CODES[outcome.status]

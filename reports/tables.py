@@ -1,50 +1,66 @@
-"""Terminal tables of run summaries (rich), shared by `run` and `compare`."""
+"""Terminal tables of run summaries (rich): one run as a vertical list, several runs side by side."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.table import Table
+
+Summary = dict[str, Any]
 
 
 def _fmt(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _megabytes(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e6:,.1f}"
+def _mode(s: Summary) -> str:
+    return f"{s.get('mode', '')}/{s['engine']}" if s.get("engine") else str(s.get("mode", ""))
 
 
-def summary_table(summaries: Sequence[dict[str, Any]], title: str = "fedgossip") -> Table:
-    """One row per run: final mean/min accuracy, rounds and seconds to target, MB moved, wall time."""
-    table = Table(title=title)
-    target = summaries[0].get("target_accuracy", 0.9) if summaries else 0.9
-    for header in ("run", "mode", "strategy", "nodes", "rounds", "final mean acc", "final min acc",
-                   f"rounds to {target:g}", f"s to {target:g}", "MB sent", "wall s", "status"):
-        table.add_column(header, justify="left" if header in ("run", "mode", "strategy", "status") else "right")
-    for s in summaries:
-        mode = s.get("mode", "")
-        if s.get("engine"):
-            mode = f"{mode}/{s['engine']}"
-        table.add_row(
-            str(s.get("label", s.get("name", ""))),
-            mode,
-            str(s.get("strategy", "")),
-            _fmt(s.get("nodes")),
-            _fmt(s.get("rounds_completed")),
-            _fmt(s.get("final_mean_accuracy"), ".4f"),
-            _fmt(s.get("final_min_accuracy"), ".4f"),
-            _fmt(s.get("rounds_to_target")),
-            _fmt(s.get("seconds_to_target"), ".1f"),
-            _megabytes(s.get("bytes_sent")),
-            _fmt(s.get("wall_time_s"), ".1f"),
-            _status(s),
-        )
+def _status(s: Summary) -> str:
+    dead = s.get("dead_nodes") or []
+    status = str(s.get("status", "-"))
+    return f"{status} (dead: {', '.join(map(str, dead))})" if dead else status
+
+
+def _target(s: Summary) -> str:
+    return f"{s.get('target_accuracy', 0.9):g}"
+
+
+# (label, cell) pairs shared by both layouts; labels with {t} name the target accuracy.
+FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
+    ("mode", _mode),
+    ("strategy", lambda s: str(s.get("strategy", ""))),
+    ("nodes", lambda s: _fmt(s.get("nodes"))),
+    ("rounds", lambda s: _fmt(s.get("rounds_completed"))),
+    ("final mean acc", lambda s: _fmt(s.get("final_mean_accuracy"), ".4f")),
+    ("final min acc", lambda s: _fmt(s.get("final_min_accuracy"), ".4f")),
+    ("rounds to {t}", lambda s: _fmt(s.get("rounds_to_target"))),
+    ("seconds to {t}", lambda s: _fmt(s.get("seconds_to_target"), ".1f")),
+    ("MB sent", lambda s: _fmt(None if s.get("bytes_sent") is None else s["bytes_sent"] / 1e6, ",.1f")),
+    ("wall time s", lambda s: _fmt(s.get("wall_time_s"), ".1f")),
+    ("status", _status),
+]
+
+
+def run_table(summary: Summary, title: str) -> Table:
+    """One run, one row per figure."""
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, cell in FIELDS:
+        table.add_row(label.format(t=_target(summary)), cell(summary))
     return table
 
 
-def _status(summary: dict[str, Any]) -> str:
-    status = summary.get("status", "-")
-    dead = summary.get("dead_nodes") or []
-    return f"{status} (dead: {', '.join(map(str, dead))})" if dead else status
+def summary_table(summaries: Sequence[Summary], title: str = "comparison") -> Table:
+    """Several runs, one row each, labelled by their `label` (folder name) or name."""
+    table = Table(title=title)
+    target = _target(summaries[0]) if summaries else "0.9"
+    table.add_column("run")
+    for label, _ in FIELDS:
+        table.add_column(label.format(t=target), justify="left" if label in ("mode", "strategy", "status") else "right")
+    for s in summaries:
+        table.add_row(str(s.get("label", s.get("name", ""))), *(cell(s) for _, cell in FIELDS))
+    return table

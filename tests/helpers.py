@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -68,6 +70,34 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class _Sink(gossip_pb2_grpc.GossipServicer):
+    """A neighbour that accepts any push and counts them."""
+
+    def __init__(self) -> None:
+        self.pushes = 0
+
+    def PushModel(self, request_iterator, context):
+        for _ in request_iterator:
+            pass
+        self.pushes += 1
+        return gossip_pb2.PushReply(accepted=True)
+
+
+@contextlib.contextmanager
+def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None):
+    """An in-process gRPC server on 127.0.0.1:`port` standing in for a neighbour's receiving side."""
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    sink = _Sink()
+    gossip_pb2_grpc.add_GossipServicer_to_server(sink, server)
+    address = f"127.0.0.1:{port}"
+    server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    server.start()
+    try:
+        yield sink
+    finally:
+        server.stop(grace=None)
 
 
 def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:

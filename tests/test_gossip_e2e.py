@@ -85,8 +85,9 @@ def test_a_killed_peer_does_not_stop_the_others(tmp_path):
     records = metrics(out)
     for node in (0, 1, 3):
         assert max(r["round"] for r in records if r["node"] == node) == 6
-    late = [r for r in records if r["node"] != 2 and r["round"] >= 4]
-    assert late and all(2 not in r["neighbours_heard"] for r in late)
+    last = max(r["round"] for r in records if r["node"] == 2)  # it may finish a round before the kill lands
+    late = [r for r in records if r["node"] != 2 and r["round"] > last + 1]
+    assert late and all(2 not in r["neighbours_heard"] for r in late), records
 
 
 @pytest.mark.timeout(300)

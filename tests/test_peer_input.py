@@ -4,6 +4,7 @@ serving, merges only the valid model, and finishes. TLS and token refuse what th
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import grpc
@@ -17,7 +18,15 @@ from fedgossip.launcher.certificates import make_ca, make_certificate
 from fedgossip.proto import gossip_pb2
 from fedgossip.tasks import build_learner
 
-from .helpers import loopback_ports, start_peer, stub_for, wait_exit, wait_healthy, write_node_config
+from .helpers import (
+    loopback_ports,
+    sink_neighbour,
+    start_peer,
+    stub_for,
+    wait_exit,
+    wait_healthy,
+    write_node_config,
+)
 
 TASK = ["task.model=linear", "experiment.rounds=2", "experiment.round_timeout=20", "nodes.count=2"]
 
@@ -45,12 +54,22 @@ def records(log) -> list[dict]:
 
 @pytest.mark.timeout(90)
 def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
-    port, absent = loopback_ports(2)
+    port, neighbour = loopback_ports(2)
     token = tmp_path / "token"
     token.write_text("s3cret")
-    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{absent}"},
+    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"},
                        token_file=str(token))
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
+    with sink_neighbour(neighbour) as node_1:  # we play node 1: receive its pushes, send ours
+        _bad_pushes_then_good_ones(child, port)
+    assert node_1.pushes == 2
+    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["neighbours_heard"] == [1] for r in rounds)
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
+
+
+def _bad_pushes_then_good_ones(child, port: int) -> None:
     try:
         stub = stub_for(f"127.0.0.1:{port}")
         wait_healthy(stub)
@@ -91,29 +110,28 @@ def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
         assert wait_exit(child, 60) == 0
     finally:
         child.stop()
-    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
-    assert [r["round"] for r in rounds] == [1, 2]
-    assert all(r["neighbours_heard"] == [1] for r in rounds)
-    assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
 
 
 @pytest.mark.timeout(90)
 def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
-    port, absent = loopback_ports(2)
+    port, neighbour = loopback_ports(2)
     ca = make_ca(tmp_path / "pki")
     cert = make_certificate(ca, tmp_path / "pki", "peer", ["127.0.0.1"])
     stranger_ca = make_ca(tmp_path / "other")
     stranger = make_certificate(stranger_ca, tmp_path / "other", "stranger", ["127.0.0.1"])
     token = tmp_path / "token"
     token.write_text("s3cret")
-    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{absent}"},
+    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"},
                        ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key),
                        client_ca_file=str(ca.cert), token_file=str(token))
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
     address = f"127.0.0.1:{port}"
     read = lambda p: p.read_bytes()  # noqa: E731
     trusted = grpc.ssl_channel_credentials(read(ca.cert), read(cert.key), read(cert.cert))
-    try:
+    serving = grpc.ssl_server_credentials([(read(cert.key), read(cert.cert))], read(ca.cert), True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sink_neighbour(neighbour, serving))
+        stack.callback(child.stop)
         stub = stub_for(address, trusted)
         wait_healthy(stub)
         names, arrays, n = neighbour_model()
@@ -134,5 +152,3 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
         assert push(stub, chunks, auth).accepted
         assert push(stub, encode(1, 2, n, names, arrays), auth).accepted
         assert wait_exit(child, 60) == 0
-    finally:
-        child.stop()
