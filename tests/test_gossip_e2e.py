@@ -101,3 +101,33 @@ def test_tls_and_token_run_of_three_peers(tmp_path):
     node = (out / "nodes" / "node-0.toml").read_text()
     assert "cert_file" in node and "token_file" in node
     assert all(len(r["neighbours_heard"]) == 2 for r in metrics(out))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_every_peer_and_keeps_finished_rounds(tmp_path):
+    out = tmp_path / "interrupted"
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out),
+            "--set", "nodes.count=3", "--set", "experiment.rounds=100000", "--set", "topology.kind=complete",
+            "--set", "task.model=linear"]
+    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1),
+                                start_new_session=True)
+    try:
+        wait_for(lambda: (out / "metrics.jsonl").exists() and len(metrics(out)) >= 6, 120, "two rounds")
+        pids = json.loads((out / "processes.json").read_text()).values()
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 130, output.decode(errors="replace")
+    assert not [pid for pid in pids if _alive(pid)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 2
