@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -73,32 +74,47 @@ def seconds_per_round(records: list[dict]) -> float:
     for r in records:
         ends[r["round"]] = max(ends.get(r["round"], 0.0), r["time_s"])
     times = [ends[k] for k in sorted(ends)]
-    return statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+    return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
 def bench_rounds(tmp: Path) -> None:
     print("== seconds per round, digits MLP, VCA, own init ==")
     for nodes, topology in ((3, "complete"), (8, "regular")):
         summary, records, _ = launch(
-            tmp / f"rounds-{nodes}", f"nodes.count={nodes}", "experiment.rounds=10",
-            f"topology.kind={topology}", "topology.degree=3", "task.model=mlp", "strategy.name=vca",
+            tmp / f"rounds-{nodes}",
+            f"nodes.count={nodes}",
+            "experiment.rounds=10",
+            f"topology.kind={topology}",
+            "topology.degree=3",
+            "task.model=mlp",
+            "strategy.name=vca",
         )
         per_round = seconds_per_round(records)
         anchor = P2PFL_SECONDS_PER_ROUND[nodes]
-        print(f"{nodes} peers: {per_round:.3f} s/round, 10 rounds {summary['wall_time_s']:.1f} s from launch "
-              f"(startup {summary['startup_s']:.1f} s), final mean acc {summary['final_mean_accuracy']:.3f}; "
-              f"p2pfl {anchor:.0f} s/round -> {anchor / per_round:.0f}x faster "
-              f"[{verdict(per_round <= anchor / 10)} target <= {anchor / 10:.1f} s]")
+        print(
+            f"{nodes} peers: {per_round:.3f} s/round, 10 rounds {summary['wall_time_s']:.1f} s from launch "
+            f"(startup {summary['startup_s']:.1f} s), final mean acc {summary['final_mean_accuracy']:.3f}; "
+            f"p2pfl {anchor:.0f} s/round -> {anchor / per_round:.0f}x faster "
+            f"[{verdict(per_round <= anchor / 10)} target <= {anchor / 10:.1f} s]"
+        )
 
 
 def bench_memory(tmp: Path) -> None:
     print("== resident memory per peer (peak VmRSS while running 8 peers) ==")
     for model in ("linear", "mlp"):
-        _, _, peak = launch(tmp / f"memory-{model}", "nodes.count=8", "experiment.rounds=5",
-                            "topology.kind=regular", "topology.degree=3", f"task.model={model}")
+        _, _, peak = launch(
+            tmp / f"memory-{model}",
+            "nodes.count=8",
+            "experiment.rounds=5",
+            "topology.kind=regular",
+            "topology.degree=3",
+            f"task.model={model}",
+        )
         worst = max(peak.values())
-        print(f"{model}: peak {worst:.0f} MB, mean {statistics.mean(peak.values()):.0f} MB over "
-              f"{len(peak)} peers [{verdict(worst <= MEMORY_TARGET_MB)} target <= {MEMORY_TARGET_MB} MB]")
+        print(
+            f"{model}: peak {worst:.0f} MB, mean {statistics.mean(peak.values()):.0f} MB over "
+            f"{len(peak)} peers [{verdict(worst <= MEMORY_TARGET_MB)} target <= {MEMORY_TARGET_MB} MB]"
+        )
 
 
 def bench_startup(tmp: Path) -> None:
@@ -113,21 +129,28 @@ def bench_startup(tmp: Path) -> None:
         for attempt in range(3):
             port, other = free_ports(2)
             peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{other}"})
-            config = load_config(None, [f"task.model={model}", "experiment.rounds=1",
-                                        "experiment.round_timeout=1"]).replace(peer=peer)
+            config = load_config(
+                None, [f"task.model={model}", "experiment.rounds=1", "experiment.round_timeout=1"]
+            ).replace(peer=peer)
             path = tmp / f"startup-{model}-{attempt}.toml"
             path.write_text(dump_toml(config))
             started = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-m", "fedgossip.client.peer", str(path)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(1))
+            process = subprocess.Popen(
+                [sys.executable, "-m", "fedgossip.client.peer", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=child_env(1),
+            )
             stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
             stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
             samples.append(time.perf_counter() - started)
             process.kill()
             process.wait()
         best = min(samples)
-        print(f"{model}: {best:.2f} s (runs: {', '.join(f'{s:.2f}' for s in samples)}) "
-              f"[{verdict(best <= STARTUP_TARGET_S)} target <= {STARTUP_TARGET_S:.0f} s; p2pfl ~15 s]")
+        print(
+            f"{model}: {best:.2f} s (runs: {', '.join(f'{s:.2f}' for s in samples)}) "
+            f"[{verdict(best <= STARTUP_TARGET_S)} target <= {STARTUP_TARGET_S:.0f} s; p2pfl ~15 s]"
+        )
 
 
 def transfer_model(megabytes: int) -> tuple[list[str], list[np.ndarray]]:
@@ -150,8 +173,16 @@ def serve(port: int, megabytes: int) -> None:
     from fedgossip.proto import gossip_pb2_grpc
 
     names, arrays = transfer_model(megabytes)
-    service = GossipService(0, specs_of(names, arrays), Inbox(), neighbours=[1], rounds=1000,
-                            max_bytes=2 * megabytes * 2**20, token=None, rounds_ahead=1000)
+    service = GossipService(
+        0,
+        specs_of(names, arrays),
+        Inbox(),
+        neighbours=[1],
+        rounds=1000,
+        max_bytes=2 * megabytes * 2**20,
+        token=None,
+        rounds_ahead=1000,
+    )
     server = grpc.server(futures.ThreadPoolExecutor(4), options=CHANNEL_OPTIONS)
     gossip_pb2_grpc.add_GossipServicer_to_server(service, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -167,8 +198,9 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
 
     print(f"== moving a {megabytes} MB model between two peer processes (loopback) ==")
     (port,) = free_ports(1)
-    receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--megabytes", str(megabytes)],
-                                env=child_env(1))
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--megabytes", str(megabytes)], env=child_env(1)
+    )
     try:
         stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS))
         stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
@@ -184,16 +216,20 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
             wire.append(done - sent)
             total.append(done - started)
         best_total = size / min(total)
-        print(f"{size:.0f} MB: {best_total:.0f} MB/s including encoding, {size / min(wire):.0f} MB/s on the wire "
-              f"(best of {repeats}) [{verdict(best_total >= TRANSFER_TARGET_MBPS)} target >= "
-              f"{TRANSFER_TARGET_MBPS} MB/s]")
+        print(
+            f"{size:.0f} MB: {best_total:.0f} MB/s including encoding, "
+            f"{size / min(wire):.0f} MB/s on the wire (best of {repeats}) "
+            f"[{verdict(best_total >= TRANSFER_TARGET_MBPS)} target >= {TRANSFER_TARGET_MBPS} MB/s]"
+        )
     finally:
         receiver.kill()
         receiver.wait()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["rounds", "memory", "startup", "transfer"])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--megabytes", type=int, default=100)
@@ -202,8 +238,12 @@ def main() -> None:
         serve(args.serve, args.megabytes)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        benches = {"rounds": bench_rounds, "memory": bench_memory, "startup": bench_startup,
-                   "transfer": lambda _: bench_transfer(args.megabytes)}
+        benches = {
+            "rounds": bench_rounds,
+            "memory": bench_memory,
+            "startup": bench_startup,
+            "transfer": lambda _: bench_transfer(args.megabytes),
+        }
         for name, bench in benches.items():
             if args.only in (None, name):
                 bench(Path(tmp))

@@ -35,7 +35,11 @@ def gossip_merge(
         return weighted_average([own, *received], [b, *((1 - b) * n / total for n in num_examples)])
     if strategy.name == "vca":
         return variance_corrected_average(
-            own, list(received), own_weight=b, eps=strategy.eps, ratio=strategy.ratio,
+            own,
+            list(received),
+            own_weight=b,
+            eps=strategy.eps,
+            ratio=strategy.ratio,
             weights=list(num_examples),
         )
     if strategy.name == "median":

@@ -34,7 +34,7 @@ from fedgossip.client.security import (
 from fedgossip.client.service import GossipService
 from fedgossip.client.wire import CHANNEL_OPTIONS, encode, specs_of
 from fedgossip.config import ExperimentConfig, load_config
-from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.proto import gossip_pb2_grpc
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
@@ -102,8 +102,14 @@ class GossipPeer:
         rounds = self.config.experiment.rounds
         timeout = self.config.experiment.round_timeout
         alive = set(self.neighbours)
-        emit({"type": "ready", "node": self.peer.id, "port": self.port,
-              "startup_s": round(time.time() - self.started, 3)})
+        emit(
+            {
+                "type": "ready",
+                "node": self.peer.id,
+                "port": self.port,
+                "startup_s": round(time.time() - self.started, 3),
+            }
+        )
         for round_ in range(1, rounds + 1):
             self.service.state = "training"
             train_loss = self.learner.train()
@@ -124,19 +130,21 @@ class GossipPeer:
             self.learner.set_weights(merged)
             self.service.publish(merged, self.learner.num_examples, round_)
             test_loss, test_accuracy = self.learner.evaluate()
-            emit({
-                "type": "round",
-                "node": self.peer.id,
-                "round": round_,
-                "time_s": round(time.time() - self.run_start, 4),
-                "train_loss": train_loss,
-                "test_loss": test_loss,
-                "test_accuracy": test_accuracy,
-                "num_examples": self.learner.num_examples,
-                "bytes_sent": sent,
-                "bytes_received": sum(m.nbytes for m in messages),
-                "neighbours_heard": heard,
-            })
+            emit(
+                {
+                    "type": "round",
+                    "node": self.peer.id,
+                    "round": round_,
+                    "time_s": round(time.time() - self.run_start, 4),
+                    "train_loss": train_loss,
+                    "test_loss": test_loss,
+                    "test_accuracy": test_accuracy,
+                    "num_examples": self.learner.num_examples,
+                    "bytes_sent": sent,
+                    "bytes_received": sum(m.nbytes for m in messages),
+                    "neighbours_heard": heard,
+                }
+            )
         self.service.state = "done"
 
     def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
@@ -148,7 +156,9 @@ class GossipPeer:
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         metadata = token_metadata(self.token)
         return {
-            node: self.pushes.submit(self._push_one, node, stub, chunks, metadata, deadline, wait=node in alive)
+            node: self.pushes.submit(
+                self._push_one, node, stub, chunks, metadata, deadline, wait=node in alive
+            )
             for node, stub in self.stubs.items()
         }
 
@@ -168,8 +178,10 @@ class GossipPeer:
         """Push one model; a refused or failed push is logged, never raised. Returns bytes sent."""
         try:
             reply = stub.PushModel(
-                iter(chunks), timeout=max(0.1, deadline - time.monotonic()),
-                metadata=metadata, wait_for_ready=wait,
+                iter(chunks),
+                timeout=max(0.1, deadline - time.monotonic()),
+                metadata=metadata,
+                wait_for_ready=wait,
             )
         except grpc.RpcError as err:
             log.warning("push to node %d failed: %s %s", node, err.code().name, err.details())
@@ -206,7 +218,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
     """Entry point of a peer process: load the node config, run all rounds, return an exit status."""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s node: %(message)s",
     )
     emit = json_lines(metrics or sys.stdout)

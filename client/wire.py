@@ -145,7 +145,9 @@ class ModelAssembler:
             )
         arrays, offset = [], 0
         for spec in self.expected:
-            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=int(np.prod(spec.shape)), offset=offset)
+            array = np.frombuffer(
+                self.buffer, dtype=spec.dtype, count=int(np.prod(spec.shape)), offset=offset
+            )
             arrays.append(array.reshape(spec.shape))
             offset += spec.nbytes
             if array.dtype.kind == "f" and not np.isfinite(array).all():

@@ -176,7 +176,9 @@ def _type_name(option: Any) -> str:
         return f"a list of {_type_name(typing.get_args(option)[0])}"
     if origin is dict:
         return "a table of strings"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(option, str(option))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        option, str(option)
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -94,7 +94,9 @@ class StrategySection:
     ratio: float = 1.0
 
     def __post_init__(self) -> None:
-        require_choice(self.name, "strategy.name", tuple(dict.fromkeys(GOSSIP_STRATEGIES + FLOWER_STRATEGIES)))
+        require_choice(
+            self.name, "strategy.name", tuple(dict.fromkeys(GOSSIP_STRATEGIES + FLOWER_STRATEGIES))
+        )
         require(0 <= self.own_weight <= 1, "strategy.own_weight", "must be in [0, 1]")
         require(0 <= self.trim_fraction < 0.5, "strategy.trim_fraction", "must be in [0, 0.5)")
         require(self.eps >= 0, "strategy.eps", "must be >= 0")
@@ -118,24 +120,40 @@ class SecuritySection:
 
 @dataclass(frozen=True)
 class FlowerSection:
-    """Flower mode: which engine runs the ServerApp/ClientApps and how nodes are sampled."""
+    """Flower mode: which engine runs the ServerApp/ClientApps and how nodes are sampled.
+
+    engine: "deployment" (a SuperLink and one SuperNode process per node on loopback),
+    "simulation" (Flower's Ray-based simulation engine) or "inprocess" (one process, no ports).
+    server_learning_rate: FedAvgM's server learning rate and FedAdam/FedYogi/FedAdagrad's eta.
+    server_momentum: FedAvgM's server momentum. proximal_mu: sent to nodes by FedProx.
+    num_malicious: Krum/Bulyan's assumed number of malicious nodes.
+    round_timeout: how long the ServerApp waits for the replies of one round's messages.
+    startup_timeout: how long processes may take to start and nodes to connect and answer.
+    simulation_cpus: CPUs per virtual client in the simulation engine (Ray client resources).
+    """
 
     engine: str = "deployment"
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     server_learning_rate: float = 0.1
+    server_momentum: float = 0.9
     proximal_mu: float = 0.01
     num_malicious: int = 0
     round_timeout: float = 300.0
+    startup_timeout: float = 120.0
+    simulation_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         require_choice(self.engine, "flower.engine", ("deployment", "simulation", "inprocess"))
         require(0 < self.fraction_train <= 1, "flower.fraction_train", "must be in (0, 1]")
         require(0 <= self.fraction_evaluate <= 1, "flower.fraction_evaluate", "must be in [0, 1]")
         require(self.server_learning_rate > 0, "flower.server_learning_rate", "must be > 0")
+        require(0 <= self.server_momentum < 1, "flower.server_momentum", "must be in [0, 1)")
         require(self.proximal_mu >= 0, "flower.proximal_mu", "must be >= 0")
         require(self.num_malicious >= 0, "flower.num_malicious", "must be >= 0")
         require(self.round_timeout > 0, "flower.round_timeout", "must be > 0 seconds")
+        require(self.startup_timeout > 0, "flower.startup_timeout", "must be > 0 seconds")
+        require(self.simulation_cpus > 0, "flower.simulation_cpus", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -164,7 +182,15 @@ class PeerSection:
         for key, address in (self.neighbours or {}).items():
             require(key.isdigit(), "peer.neighbours", f"keys must be node ids; got {key!r}")
             require(":" in address, f"peer.neighbours.{key}", f"must be HOST:PORT; got {address!r}")
-        require(str(self.id) not in (self.neighbours or {}), "peer.neighbours", "must not name the peer itself")
-        require(bool(self.cert_file) == bool(self.key_file), "peer.cert_file", "and peer.key_file go together")
-        require(not self.client_ca_file or bool(self.cert_file), "peer.client_ca_file", "needs a server certificate")
+        require(
+            str(self.id) not in (self.neighbours or {}), "peer.neighbours", "must not name the peer itself"
+        )
+        require(
+            bool(self.cert_file) == bool(self.key_file), "peer.cert_file", "and peer.key_file go together"
+        )
+        require(
+            not self.client_ca_file or bool(self.cert_file),
+            "peer.client_ca_file",
+            "needs a server certificate",
+        )
         require(self.max_model_mb > 0, "peer.max_model_mb", "must be > 0")

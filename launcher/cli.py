@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,9 +26,15 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")] = None,  # noqa: UP045
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")] = None,  # noqa: UP045
-    set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")] = [],  # noqa: B006
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")
+    ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")
+    ] = [],  # noqa: B006
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
@@ -47,7 +53,9 @@ def run(
 def peer(
     config: Annotated[Path, typer.Argument(help="Node config: an experiment TOML with a [peer] section.")],
     set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value.")] = [],  # noqa: B006
-    metrics: Annotated[Optional[Path], typer.Option(help="Append metrics records here (default stdout).")] = None,  # noqa: UP045
+    metrics: Annotated[
+        Path | None, typer.Option(help="Append metrics records here (default stdout).")
+    ] = None,
     threads: Annotated[int, typer.Option(help="BLAS/OpenMP threads of this process.")] = 1,
 ) -> None:
     """Start one gossip peer by hand (device deployments; TLS and token from its [peer] section)."""
@@ -81,7 +89,9 @@ def compare(
 @app.command()
 def certs(
     out: Annotated[Path, typer.Argument(help="Folder for ca.pem/ca.key and the node certificates.")],
-    host: Annotated[list[str], typer.Option("--host", help="Host name or IP the certificate is for (repeatable).")],
+    host: Annotated[
+        list[str], typer.Option("--host", help="Host name or IP the certificate is for (repeatable).")
+    ],
     name: Annotated[str, typer.Option(help="File name of the certificate (NAME.pem, NAME.key).")] = "node",
 ) -> None:
     """Make (or reuse) a CA in OUT and issue a node certificate for device deployments."""

@@ -99,13 +99,15 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
     with supervised() as children, RoundProgress(console, count, rounds, config.experiment.name) as bar:
         for node, path in enumerate(node_configs):
-            children.append(Child(
-                f"node-{node}",
-                python_module("fedgossip.client.peer", str(path)),
-                log_path=results.logs / f"node-{node}.log",
-                env=child_env(config.task.threads),
-                lines=lines,
-            ))
+            children.append(
+                Child(
+                    f"node-{node}",
+                    python_module("fedgossip.client.peer", str(path)),
+                    log_path=results.logs / f"node-{node}.log",
+                    env=child_env(config.task.threads),
+                    lines=lines,
+                )
+            )
         results.write_processes({c.name: c.pid for c in children})
         while open_streams:
             if time.time() > deadline:
@@ -138,8 +140,10 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 outcome.dead_nodes.append(node)
                 if not any(e.startswith(f"node {node}:") for e in outcome.errors):
                     tail = child.log_tail(1)
-                    outcome.errors.append(f"node {node} exited with {code} after round "
-                                          f"{done_rounds[node]}" + (f": {tail}" if tail else ""))
+                    outcome.errors.append(
+                        f"node {node} exited with {code} after round "
+                        f"{done_rounds[node]}" + (f": {tail}" if tail else "")
+                    )
     outcome.wall_time_s = time.time() - started
     if outcome.dead_nodes:
         outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"

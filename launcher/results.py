@@ -1,13 +1,13 @@
 """The results folder of a run, as the launcher writes it.
 
-    config.toml     the resolved config (defaults included): the run can be repeated exactly
-    metrics.jsonl   one JSON record per node per round, appended and flushed as produced
-    summary.json    written at the end by fedgossip.reports
-    processes.json  the PID of every process the launcher started
-    accuracy.png    accuracy per round
-    logs/           one log file per process
-    nodes/          the node configs the peers were started with
-    secrets/        throwaway CA, certificates and token of a secured run (mode 0700)
+config.toml     the resolved config (defaults included): the run can be repeated exactly
+metrics.jsonl   one JSON record per node per round, appended and flushed as produced
+summary.json    written at the end by fedgossip.reports
+processes.json  the PID of every process the launcher started
+accuracy.png    accuracy per round
+logs/           one log file per process
+nodes/          the node configs the peers were started with
+secrets/        throwaway CA, certificates and token of a secured run (mode 0700)
 """
 
 from __future__ import annotations

@@ -18,9 +18,11 @@ EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
     """Run `config` into `out_dir`; return the summary and the process exit status."""
     results = ResultsFolder(out_dir, config)
-    console.print(f"[bold]{config.experiment.name}[/]: {config.experiment.mode} mode, "
-                  f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
-                  f"strategy {config.strategy.name} -> {out_dir}")
+    console.print(
+        f"[bold]{config.experiment.name}[/]: {config.experiment.mode} mode, "
+        f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
+        f"strategy {config.strategy.name} -> {out_dir}"
+    )
     started = time.time()
     try:
         outcome = _runtime(config)(config, results, console)

@@ -25,8 +25,15 @@ def generate(out_dir: Path = HERE) -> list[Path]:
         package.mkdir(parents=True)
         shutil.copy(HERE / "gossip.proto", package / "gossip.proto")
         include = Path(protoc.__file__).parent / "_proto"
-        args = ["protoc", f"-I{root}", f"-I{include}", f"--python_out={root}",
-                f"--pyi_out={root}", f"--grpc_python_out={root}", "fedgossip/proto/gossip.proto"]
+        args = [
+            "protoc",
+            f"-I{root}",
+            f"-I{include}",
+            f"--python_out={root}",
+            f"--pyi_out={root}",
+            f"--grpc_python_out={root}",
+            "fedgossip/proto/gossip.proto",
+        ]
         if protoc.main(args) != 0:
             raise RuntimeError("protoc failed on gossip.proto")
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,4 +6,13 @@ from fedgossip.reports.records import read_config, read_records
 from fedgossip.reports.summary import summarize
 from fedgossip.reports.tables import run_table, summary_table
 
-__all__ = ["compare", "plot_comparison", "plot_run", "read_config", "read_records", "run_table", "summarize", "summary_table"]
+__all__ = [
+    "compare",
+    "plot_comparison",
+    "plot_run",
+    "read_config",
+    "read_records",
+    "run_table",
+    "summarize",
+    "summary_table",
+]

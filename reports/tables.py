@@ -60,7 +60,9 @@ def summary_table(summaries: Sequence[Summary], title: str = "comparison") -> Ta
     target = _target(summaries[0]) if summaries else "0.9"
     table.add_column("run")
     for label, _ in FIELDS:
-        table.add_column(label.format(t=target), justify="left" if label in ("mode", "strategy", "status") else "right")
+        table.add_column(
+            label.format(t=target), justify="left" if label in ("mode", "strategy", "status") else "right"
+        )
     for s in summaries:
         table.add_row(str(s.get("label", s.get("name", ""))), *(cell(s) for _, cell in FIELDS))
     return table

@@ -21,7 +21,10 @@ def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     """Run `fedgossip ARGS` in a subprocess (killed on timeout) and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "fedgossip.launcher.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=child_env(1),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(1),
     )
 
 
@@ -39,8 +42,12 @@ def write_node_config(path: Path, peer: PeerSection, *overrides: str) -> Path:
 
 def start_peer(config: Path, log: Path) -> Child:
     """Start one peer process from a node config (stop it with .stop())."""
-    return Child(f"peer-{config.stem}", python_module("fedgossip.client.peer", str(config)),
-                 log_path=log, env=child_env(1))
+    return Child(
+        f"peer-{config.stem}",
+        python_module("fedgossip.client.peer", str(config)),
+        log_path=log,
+        env=child_env(1),
+    )
 
 
 def wait_healthy(stub: gossip_pb2_grpc.GossipStub, timeout: float = 60) -> gossip_pb2.HealthReply:
@@ -58,7 +65,9 @@ def wait_exit(child: Child, timeout: float) -> int:
         return child.process.wait(timeout)
     except subprocess.TimeoutExpired:
         child.stop()
-        raise AssertionError(f"{child.name} did not finish within {timeout}s:\n{child.log_tail(20)}") from None
+        raise AssertionError(
+            f"{child.name} did not finish within {timeout}s:\n{child.log_tail(20)}"
+        ) from None
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):

@@ -18,8 +18,15 @@ def test_quickstart_loads_and_round_trips(tmp_path):
 
 
 def test_overrides_are_parsed_as_toml_values():
-    config = load_config(None, ["experiment.rounds=3", "strategy.name=average", "task.label_noise=[0.1, 0.2]",
-                                "experiment.name=my run"])
+    config = load_config(
+        None,
+        [
+            "experiment.rounds=3",
+            "strategy.name=average",
+            "task.label_noise=[0.1, 0.2]",
+            "experiment.name=my run",
+        ],
+    )
     assert config.experiment.rounds == 3
     assert config.strategy.name == "average"
     assert config.task.label_noise == (0.1, 0.2)
@@ -45,14 +52,14 @@ def test_overrides_are_parsed_as_toml_values():
     ],
 )
 def test_bad_config_names_the_key(data, message):
-    with pytest.raises(ValueError, match=None) as err:
+    with pytest.raises(ValueError) as err:
         config_from_dict(data)
     assert message in str(err.value)
 
 
 @pytest.mark.parametrize("item", ["rounds=3", "experiment.=3", "experiment.rounds"])
 def test_malformed_override(item):
-    with pytest.raises(ValueError, match="section.key=value"):
+    with pytest.raises(ValueError, match=r"section\.key=value"):
         load_config(None, [item])
 
 

@@ -14,10 +14,28 @@ from fedgossip.launcher.processes import child_env
 
 from .helpers import metrics, run_cli, wait_for
 
-FIELDS = {"node", "round", "time_s", "train_loss", "test_loss", "test_accuracy", "num_examples",
-          "bytes_sent", "bytes_received", "neighbours_heard"}
-SMALL = ["--set", "nodes.count=4", "--set", "experiment.rounds=3", "--set", "topology.kind=ring",
-         "--set", "strategy.name=vca"]
+FIELDS = {
+    "node",
+    "round",
+    "time_s",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "num_examples",
+    "bytes_sent",
+    "bytes_received",
+    "neighbours_heard",
+}
+SMALL = [
+    "--set",
+    "nodes.count=4",
+    "--set",
+    "experiment.rounds=3",
+    "--set",
+    "topology.kind=ring",
+    "--set",
+    "strategy.name=vca",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +58,7 @@ def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
     assert sorted(p.name for p in (run / "logs").iterdir()) == [f"node-{i}.log" for i in range(4)]
     records = metrics(run)
     assert len(records) == 12
-    assert all(FIELDS <= r.keys() for r in records)
+    assert all(r.keys() >= FIELDS for r in records)
     assert {(r["node"], r["round"]) for r in records} == {(n, k) for n in range(4) for k in (1, 2, 3)}
     for r in records:  # a ring: everyone hears both neighbours every round
         assert r["neighbours_heard"] == sorted({(r["node"] - 1) % 4, (r["node"] + 1) % 4})
@@ -53,8 +71,11 @@ def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
 
 @pytest.mark.timeout(300)
 def test_same_config_and_seed_give_identical_metrics(two_runs):
-    strip = lambda rs: sorted(({k: v for k, v in r.items() if k != "time_s"} for r in rs),  # noqa: E731
-                              key=lambda r: (r["node"], r["round"]))
+    def strip(rs):
+        return sorted(
+            ({k: v for k, v in r.items() if k != "time_s"} for r in rs),
+            key=lambda r: (r["node"], r["round"]),
+        )
     first, second = (strip(metrics(run)) for run in two_runs)
     assert first == second
 
@@ -62,15 +83,33 @@ def test_same_config_and_seed_give_identical_metrics(two_runs):
 @pytest.mark.timeout(300)
 def test_a_killed_peer_does_not_stop_the_others(tmp_path):
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out),
-            "--set", "nodes.count=4", "--set", "experiment.rounds=6", "--set", "topology.kind=complete",
-            "--set", "experiment.round_timeout=4", "--set", "task.model=linear"]
-    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1),
-                                start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "fedgossip.launcher.cli",
+        "run",
+        "--out",
+        str(out),
+        "--set",
+        "nodes.count=4",
+        "--set",
+        "experiment.rounds=6",
+        "--set",
+        "topology.kind=complete",
+        "--set",
+        "experiment.round_timeout=4",
+        "--set",
+        "task.model=linear",
+    ]
+    launcher = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True
+    )
+
     def node_2_finished_round_2() -> bool:
         assert launcher.poll() is None, "the launcher ended early"
         return (out / "metrics.jsonl").exists() and any(
-            r["node"] == 2 and r["round"] == 2 for r in metrics(out))
+            r["node"] == 2 and r["round"] == 2 for r in metrics(out)
+        )
 
     try:
         wait_for(node_2_finished_round_2, 120, "node 2 to finish round 2")
@@ -93,9 +132,23 @@ def test_a_killed_peer_does_not_stop_the_others(tmp_path):
 @pytest.mark.timeout(300)
 def test_tls_and_token_run_of_three_peers(tmp_path):
     out = tmp_path / "secure"
-    result = run_cli("run", "--out", str(out), "--set", "nodes.count=3", "--set", "experiment.rounds=2",
-                     "--set", "topology.kind=complete", "--set", "security.tls=true",
-                     "--set", "security.mutual_tls=true", "--set", "security.token=true")
+    result = run_cli(
+        "run",
+        "--out",
+        str(out),
+        "--set",
+        "nodes.count=3",
+        "--set",
+        "experiment.rounds=2",
+        "--set",
+        "topology.kind=complete",
+        "--set",
+        "security.tls=true",
+        "--set",
+        "security.mutual_tls=true",
+        "--set",
+        "security.token=true",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
     node = (out / "nodes" / "node-0.toml").read_text()
@@ -114,11 +167,25 @@ def _alive(pid: int) -> bool:
 @pytest.mark.timeout(180)
 def test_ctrl_c_stops_every_peer_and_keeps_finished_rounds(tmp_path):
     out = tmp_path / "interrupted"
-    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out),
-            "--set", "nodes.count=3", "--set", "experiment.rounds=100000", "--set", "topology.kind=complete",
-            "--set", "task.model=linear"]
-    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1),
-                                start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "fedgossip.launcher.cli",
+        "run",
+        "--out",
+        str(out),
+        "--set",
+        "nodes.count=3",
+        "--set",
+        "experiment.rounds=100000",
+        "--set",
+        "topology.kind=complete",
+        "--set",
+        "task.model=linear",
+    ]
+    launcher = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True
+    )
     try:
         wait_for(lambda: (out / "metrics.jsonl").exists() and len(metrics(out)) >= 6, 120, "two rounds")
         pids = json.loads((out / "processes.json").read_text()).values()

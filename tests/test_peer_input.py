@@ -57,8 +57,9 @@ def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
     port, neighbour = loopback_ports(2)
     token = tmp_path / "token"
     token.write_text("s3cret")
-    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"},
-                       token_file=str(token))
+    peer = PeerSection(
+        id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"}, token_file=str(token)
+    )
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
     with sink_neighbour(neighbour) as node_1:  # we play node 1: receive its pushes, send ours
         _bad_pushes_then_good_ones(child, port)
@@ -80,13 +81,17 @@ def _bad_pushes_then_good_ones(child, port: int) -> None:
         assert status_of(lambda: push(stub, garbage, auth)) == grpc.StatusCode.INVALID_ARGUMENT
 
         wrong_shape = [a.reshape(-1) if a.ndim == 2 else a for a in arrays]
-        assert status_of(lambda: push(stub, encode(1, 1, n, names, wrong_shape), auth)) == \
-            grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            status_of(lambda: push(stub, encode(1, 1, n, names, wrong_shape), auth))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
 
         poisoned = [a.copy() for a in arrays]
         poisoned[0].flat[3] = np.nan
-        assert status_of(lambda: push(stub, encode(1, 1, n, names, poisoned), auth)) == \
-            grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            status_of(lambda: push(stub, encode(1, 1, n, names, poisoned), auth))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
 
         oversize = encode(1, 1, n, names, arrays)
         oversize[0].header.total_bytes = 1 << 40
@@ -96,13 +101,18 @@ def _bad_pushes_then_good_ones(child, port: int) -> None:
         huge_header[0].header.tensors.add(name="x" * (5 << 20), dtype="<f4", shape=[1])
         assert status_of(lambda: push(stub, huge_header, auth)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
-        assert status_of(lambda: push(stub, encode(1, 1, n, names, arrays))) == \
-            grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            status_of(lambda: push(stub, encode(1, 1, n, names, arrays))) == grpc.StatusCode.UNAUTHENTICATED
+        )
         wrong = ((TOKEN_KEY, "s3cre7"),)
-        assert status_of(lambda: push(stub, encode(1, 1, n, names, arrays), wrong)) == \
-            grpc.StatusCode.UNAUTHENTICATED
-        assert status_of(lambda: push(stub, encode(7, 1, n, names, arrays), auth)) == \
-            grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            status_of(lambda: push(stub, encode(1, 1, n, names, arrays), wrong))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+        assert (
+            status_of(lambda: push(stub, encode(7, 1, n, names, arrays), auth))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
 
         assert wait_healthy(stub, timeout=5).node == 0
         for round_ in (1, 2):
@@ -121,9 +131,16 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
     stranger = make_certificate(stranger_ca, tmp_path / "other", "stranger", ["127.0.0.1"])
     token = tmp_path / "token"
     token.write_text("s3cret")
-    peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"},
-                       ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key),
-                       client_ca_file=str(ca.cert), token_file=str(token))
+    peer = PeerSection(
+        id=0,
+        listen=f"127.0.0.1:{port}",
+        neighbours={"1": f"127.0.0.1:{neighbour}"},
+        ca_file=str(ca.cert),
+        cert_file=str(cert.cert),
+        key_file=str(cert.key),
+        client_ca_file=str(ca.cert),
+        token_file=str(token),
+    )
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
     address = f"127.0.0.1:{port}"
     read = lambda p: p.read_bytes()  # noqa: E731
@@ -138,14 +155,20 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
         chunks = encode(1, 1, n, names, arrays)
 
         plaintext = stub_for(address)
-        assert status_of(lambda: plaintext.Health(gossip_pb2.HealthRequest(), timeout=3)) == \
-            grpc.StatusCode.UNAVAILABLE
+        assert (
+            status_of(lambda: plaintext.Health(gossip_pb2.HealthRequest(), timeout=3))
+            == grpc.StatusCode.UNAVAILABLE
+        )
         no_client_cert = stub_for(address, grpc.ssl_channel_credentials(read(ca.cert)))
-        assert status_of(lambda: no_client_cert.Health(gossip_pb2.HealthRequest(), timeout=3)) == \
-            grpc.StatusCode.UNAVAILABLE
+        assert (
+            status_of(lambda: no_client_cert.Health(gossip_pb2.HealthRequest(), timeout=3))
+            == grpc.StatusCode.UNAVAILABLE
+        )
         foreign = grpc.ssl_channel_credentials(read(ca.cert), read(stranger.key), read(stranger.cert))
-        assert status_of(lambda: stub_for(address, foreign).Health(gossip_pb2.HealthRequest(), timeout=3)) == \
-            grpc.StatusCode.UNAVAILABLE
+        assert (
+            status_of(lambda: stub_for(address, foreign).Health(gossip_pb2.HealthRequest(), timeout=3))
+            == grpc.StatusCode.UNAVAILABLE
+        )
         assert status_of(lambda: push(stub, chunks)) == grpc.StatusCode.UNAUTHENTICATED
 
         auth = ((TOKEN_KEY, "s3cret"),)

@@ -11,8 +11,14 @@ from fedgossip.launcher.topology import build_topology, neighbours
 
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [("ring", {}), ("complete", {}), ("star", {}), ("regular", {"degree": 3}),
-     ("erdos-renyi", {"probability": 0.6}), ("small-world", {"degree": 4, "probability": 0.3})],
+    [
+        ("ring", {}),
+        ("complete", {}),
+        ("star", {}),
+        ("regular", {"degree": 3}),
+        ("erdos-renyi", {"probability": 0.6}),
+        ("small-world", {"degree": 4, "probability": 0.3}),
+    ],
 )
 def test_every_kind_is_connected_and_seeded(kind, extra):
     topology = TopologySection(kind=kind, **extra)

@@ -14,8 +14,11 @@ NAMES = ["w", "b", "scale"]
 
 def model(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.normal(size=(300, 500)).astype(np.float32), rng.normal(size=500).astype(np.float32),
-            np.array([1.5], dtype=np.float32)]
+    return [
+        rng.normal(size=(300, 500)).astype(np.float32),
+        rng.normal(size=500).astype(np.float32),
+        np.array([1.5], dtype=np.float32),
+    ]
 
 
 def assembler(**kw) -> ModelAssembler:
