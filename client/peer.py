@@ -107,7 +107,7 @@ class GossipPeer:
                 "type": "ready",
                 "node": self.peer.id,
                 "port": self.port,
-                "startup_s": round(time.time() - self.started, 3),
+                "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
             }
         )
         for round_ in range(1, rounds + 1):

@@ -141,7 +141,7 @@ class FlowerSection:
     num_malicious: int = 0
     round_timeout: float = 300.0
     startup_timeout: float = 120.0
-    simulation_cpus: float = 1.0
+    simulation_cpus: int = 1
 
     def __post_init__(self) -> None:
         require_choice(self.engine, "flower.engine", ("deployment", "simulation", "inprocess"))
@@ -153,7 +153,7 @@ class FlowerSection:
         require(self.num_malicious >= 0, "flower.num_malicious", "must be >= 0")
         require(self.round_timeout > 0, "flower.round_timeout", "must be > 0 seconds")
         require(self.startup_timeout > 0, "flower.startup_timeout", "must be > 0 seconds")
-        require(self.simulation_cpus > 0, "flower.simulation_cpus", "must be > 0")
+        require(self.simulation_cpus >= 1, "flower.simulation_cpus", "must be >= 1")
 
 
 @dataclass(frozen=True)
