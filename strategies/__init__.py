@@ -1,0 +1,27 @@
+"""Aggregation rules of fedgossip: pure functions on models given as lists of arrays.
+
+A model is a list of numpy arrays (Flower's ``NDArrays``); all models passed together
+have the same number of tensors, with the same shapes and dtypes. The functions never
+modify their inputs, return new arrays of the input dtypes, accumulate in float64 and
+raise :class:`ValueError` on bad input (naming the model and tensor). They work block
+by block, so models of tens of millions of parameters stay fast and need little extra
+memory.
+
+- :func:`weighted_average`: FedAvg.
+- :func:`variance_corrected_average`: VCA for gossip learning (Tian et al., 2024).
+- :func:`coordinate_median` and :func:`trimmed_mean`: coordinate-wise robust rules.
+"""
+
+from ._typing import NDArray, NDArrays
+from .averaging import weighted_average
+from .robust import coordinate_median, trimmed_mean
+from .variance_correction import variance_corrected_average
+
+__all__ = [
+    "NDArray",
+    "NDArrays",
+    "coordinate_median",
+    "trimmed_mean",
+    "variance_corrected_average",
+    "weighted_average",
+]
