@@ -58,7 +58,7 @@ def plot_comparison(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> 
         by_r.plot(list(groups), mean, label=label, linewidth=1.8)
         by_t.plot(seconds, mean, label=label, linewidth=1.8)
     by_r.set(xlabel="round", ylabel="mean test accuracy over nodes", ylim=(0, 1))
-    by_t.set(xlabel="seconds since start")
+    by_t.set(xlabel="seconds since launch (process start-up included)", xlim=(0, None))
     for ax in (by_r, by_t):
         ax.grid(alpha=0.3)
     by_t.legend(loc="lower right")
