@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -16,11 +17,45 @@ from fedgossip.launcher.processes import Child, child_env, free_ports, python_mo
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.reports import read_records
 
+RECORD_FIELDS = frozenset(
+    {
+        "node",
+        "round",
+        "time_s",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "num_examples",
+        "bytes_sent",
+        "bytes_received",
+    }
+)
+"""Keys every metrics record has, in every mode (DESIGN.md's contract)."""
+
+
+def cli_argv(*args: str, settings: Sequence[str] = ()) -> list[str]:
+    """argv of `fedgossip ARGS --set S ...` run with this interpreter."""
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", *args]
+    for item in settings:
+        argv += ["--set", item]
+    return argv
+
+
+def start_cli(*args: str, settings: Sequence[str] = ()) -> subprocess.Popen:
+    """Start `fedgossip ARGS` in its own session (so a test can signal it alone); output piped."""
+    return subprocess.Popen(
+        cli_argv(*args, settings=settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=child_env(1),
+        start_new_session=True,
+    )
+
 
 def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     """Run `fedgossip ARGS` in a subprocess (killed on timeout) and return its result."""
     return subprocess.run(
-        [sys.executable, "-m", "fedgossip.launcher.cli", *args],
+        cli_argv(*args),
         capture_output=True,
         text=True,
         timeout=timeout,

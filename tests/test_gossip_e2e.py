@@ -5,27 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from fedgossip.launcher.processes import child_env
+from .helpers import RECORD_FIELDS, metrics, run_cli, start_cli, wait_for
 
-from .helpers import metrics, run_cli, wait_for
-
-FIELDS = {
-    "node",
-    "round",
-    "time_s",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "num_examples",
-    "bytes_sent",
-    "bytes_received",
-    "neighbours_heard",
-}
+FIELDS = RECORD_FIELDS | {"neighbours_heard"}
 SMALL = [
     "--set",
     "nodes.count=4",
@@ -76,6 +61,7 @@ def test_same_config_and_seed_give_identical_metrics(two_runs):
             ({k: v for k, v in r.items() if k != "time_s"} for r in rs),
             key=lambda r: (r["node"], r["round"]),
         )
+
     first, second = (strip(metrics(run)) for run in two_runs)
     assert first == second
 
@@ -83,26 +69,17 @@ def test_same_config_and_seed_give_identical_metrics(two_runs):
 @pytest.mark.timeout(300)
 def test_a_killed_peer_does_not_stop_the_others(tmp_path):
     out = tmp_path / "killed"
-    argv = [
-        sys.executable,
-        "-m",
-        "fedgossip.launcher.cli",
+    launcher = start_cli(
         "run",
         "--out",
         str(out),
-        "--set",
-        "nodes.count=4",
-        "--set",
-        "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
-        "--set",
-        "topology.kind=complete",
-        "--set",
-        "experiment.round_timeout=4",
-        "--set",
-        "task.model=linear",
-    ]
-    launcher = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True
+        settings=[
+            "nodes.count=4",
+            "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
+            "topology.kind=complete",
+            "experiment.round_timeout=4",
+            "task.model=linear",
+        ],
     )
 
     def node_2_finished_round_2() -> bool:
@@ -167,24 +144,11 @@ def _alive(pid: int) -> bool:
 @pytest.mark.timeout(180)
 def test_ctrl_c_stops_every_peer_and_keeps_finished_rounds(tmp_path):
     out = tmp_path / "interrupted"
-    argv = [
-        sys.executable,
-        "-m",
-        "fedgossip.launcher.cli",
+    launcher = start_cli(
         "run",
         "--out",
         str(out),
-        "--set",
-        "nodes.count=3",
-        "--set",
-        "experiment.rounds=100000",
-        "--set",
-        "topology.kind=complete",
-        "--set",
-        "task.model=linear",
-    ]
-    launcher = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True
+        settings=["nodes.count=3", "experiment.rounds=100000", "topology.kind=complete", "task.model=linear"],
     )
     try:
         wait_for(lambda: (out / "metrics.jsonl").exists() and len(metrics(out)) >= 6, 120, "two rounds")
