@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from fedgossip.launcher.processes import Child, free_ports, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SUPERLINK_ATTEMPTS = 3
 STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
 
@@ -108,12 +111,24 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     started = time.time()
     outcome = FlowerOutcome()
     per_round = _nodes_per_round(config)
+    security = config.security
+    if security.token:
+        console.print("[yellow]security.token is a gossip option: Flower mode does not use it[/]")
+    if security.tls and config.flower.engine != "deployment":
+        console.print(
+            f"[yellow]security.tls applies to the deployment engine only, not {config.flower.engine}[/]"
+        )
     with RoundProgress(console, per_round, config.experiment.rounds, config.experiment.name) as bar:
         sink = EventSink(results, bar, outcome, started)
         try:
             if config.flower.engine == "inprocess":
-                _run_inprocess(config, sink, started, results.logs / "inprocess.log",
-                               results.path / "flower" / "final-model.npz")
+                _run_inprocess(
+                    config,
+                    sink,
+                    started,
+                    results.logs / "inprocess.log",
+                    results.path / "flower" / "final-model.npz",
+                )
             else:
                 _run_engine(config, results, sink, bar, started)
         except _LaunchError as err:
@@ -162,8 +177,9 @@ def _run_inprocess(
     from fedgossip.server.federation import run_federation
     from fedgossip.server.local_grid import LocalGrid
 
-    grid = LocalGrid(client_app, config.nodes.count, {p.CONFIG_TOML: dump_toml(config)},
-                     id_seed=config.experiment.seed)
+    grid = LocalGrid(
+        client_app, config.nodes.count, {p.CONFIG_TOML: dump_toml(config)}, id_seed=config.experiment.seed
+    )
     flwr_log = logging.getLogger("flwr")
     saved = flwr_log.handlers[:], flwr_log.propagate
     handler = logging.FileHandler(log_path, encoding="utf-8")
@@ -193,7 +209,11 @@ def _run_engine(
     ports = free_ports(1 + (0 if simulation else count), rt.LOOPBACK)
     address = f"{rt.LOOPBACK}:{ports[0]}"
     files = rt.prepare(config, results.path / "flower", address, started)
-    security = rt.security_material(config, results.secrets) if config.security.tls and not simulation else rt.Security()
+    security = (
+        rt.security_material(config, results.secrets)
+        if config.security.tls and not simulation
+        else rt.Security()
+    )
     rt.write_connection(files.home, address, security.ca)
     env = rt.flower_env(files.home, config.task.threads)
     tracker = rt.ProcessTracker()
@@ -201,30 +221,58 @@ def _run_engine(
     run_id: int | None = None
     with supervised() as children:
         try:
-            superlink = Child("superlink", rt.superlink_argv(ports[0], security, simulation=simulation),
-                              log_path=results.logs / "superlink.log", env=env, cwd=files.root)
-            children.append(superlink)
-            bar.status("starting the SuperLink")
-            _check(lambda: rt.wait_ready(ports[0], security, superlink, flower.startup_timeout))
+            for attempt in range(SUPERLINK_ATTEMPTS):  # a free port can be taken before we bind it
+                superlink = Child(
+                    "superlink",
+                    rt.superlink_argv(ports[0], security, simulation=simulation),
+                    log_path=results.logs / "superlink.log",
+                    env=env,
+                    cwd=files.root,
+                )
+                children.append(superlink)
+                bar.status("starting the SuperLink")
+                try:
+                    rt.wait_ready(ports[0], security, superlink, flower.startup_timeout)
+                    break
+                except RuntimeError as err:
+                    if superlink.poll() is None or attempt + 1 == SUPERLINK_ATTEMPTS:
+                        raise _LaunchError(str(err)) from None
+                    children.remove(superlink)
+                    superlink.stop()
+                    ports = free_ports(len(ports), rt.LOOPBACK)
+                    address = f"{rt.LOOPBACK}:{ports[0]}"
+                    rt.write_connection(files.home, address, security.ca)
             if security.node_keys:
                 _check(lambda: rt.register_node_keys(security, env))
-            for node in ([] if simulation else range(count)):
-                children.append(Child(
-                    f"supernode-{node}",
-                    rt.supernode_argv(address, ports[1 + node], node, count, security,
-                                      max_wait=flower.startup_timeout),
-                    log_path=results.logs / f"supernode-{node}.log", env=env, cwd=files.root,
-                ))
+            for node in [] if simulation else range(count):
+                children.append(
+                    Child(
+                        f"supernode-{node}",
+                        rt.supernode_argv(
+                            address, ports[1 + node], node, count, security, max_wait=flower.startup_timeout
+                        ),
+                        log_path=results.logs / f"supernode-{node}.log",
+                        env=env,
+                        cwd=files.root,
+                    )
+                )
             _write_processes(results, children, run_id)
             bar.status("submitting the run")
-            federation = (f"num-supernodes={count} client-resources-num-cpus={flower.simulation_cpus}"
-                          if simulation else None)
+            federation = (
+                f"num-supernodes={count} client-resources-num-cpus={flower.simulation_cpus}"
+                if simulation
+                else None
+            )
             run_id = _check(lambda: rt.submit(files, env, federation))
             _write_processes(results, children, run_id)
             bar.status(f"run {run_id} submitted; waiting for {count} nodes")
             status = _follow(config, run_id, children, tracker, tail, sink, env, started)
-            sink.info.update(run_id=run_id, status=status.get("status"),
-                             network_traffic=status.get("network-traffic"), compute_time=status.get("compute-time"))
+            sink.info.update(
+                run_id=run_id,
+                status=status.get("status"),
+                network_traffic=status.get("network-traffic"),
+                compute_time=status.get("compute-time"),
+            )
             if status.get("status") != "finished:completed":
                 sink.failed = True
                 detail = status.get("status-details")
@@ -261,25 +309,35 @@ def _follow(
 ) -> dict:
     """Stream the records until the SuperLink reports the run finished; return its last status.
 
-    Stops the run (and fails) when a Flower process dies, or the run outlives its time limit:
-    startup plus twice the round timeout per round (train and evaluate messages) plus a grace.
+    A SuperNode that dies is reported (its node becomes a dead node) and the ServerApp carries on
+    without it, as gossip peers do; the run is stopped (and fails) when the SuperLink dies or the
+    run outlives its time limit: startup plus twice the round timeout per round (train and
+    evaluate messages) plus a grace.
     """
     flower = config.flower
     limit = flower.startup_timeout + config.experiment.rounds * 2 * flower.round_timeout + SUBMIT_GRACE_S
     deadline = time.monotonic() + limit
     next_status = time.monotonic() + STATUS_POLL_S
     next_scan = 0.0
+    lost: set[str] = set()
     while True:
         for event in tail.read():
             sink(event)
         if time.monotonic() >= next_scan:
             tracker.scan(children)
             next_scan = time.monotonic() + 1.0
-        dead = [c for c in children if c.poll() is not None]
-        if dead:
-            rt.stop_run(run_id, env)
-            child = dead[0]
-            raise _LaunchError(f"{child.name} exited with {child.poll()} during the run: {child.log_tail(2)}")
+        for child in children:
+            if child.poll() is None or child.name in lost:
+                continue
+            lost.add(child.name)
+            if child.name == "superlink":
+                rt.stop_run(run_id, env)
+                tail_text = _tail(child, 2)
+                raise _LaunchError(f"the SuperLink exited with {child.poll()} during the run: {tail_text}")
+            node = int(child.name.rsplit("-", 1)[1])  # a SuperNode: the ServerApp carries on without it
+            if node not in sink.outcome.dead_nodes:
+                sink.outcome.dead_nodes.append(node)
+            sink.outcome.errors.append(f"{child.name} exited with {child.poll()}: {_tail(child, 1)}")
         now = time.monotonic()
         if now >= deadline:
             rt.stop_run(run_id, env)
@@ -292,8 +350,16 @@ def _follow(
         time.sleep(0.2)
 
 
+def _tail(child: Child, lines: int) -> str:
+    """The end of a Flower process's log without its colour codes."""
+    return ANSI.sub("", child.log_tail(lines))
+
+
 def _write_processes(
-    results: ResultsFolder, children: list[Child], run_id: int | None, tracker: rt.ProcessTracker | None = None
+    results: ResultsFolder,
+    children: list[Child],
+    run_id: int | None,
+    tracker: rt.ProcessTracker | None = None,
 ) -> None:
     """processes.json: the SuperLink and SuperNodes by name, the Flower run id and (at the end)
     every process they started, as "name-pid"."""

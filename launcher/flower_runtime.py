@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -48,21 +49,25 @@ APP_PYPROJECT = {
     "project": {
         "name": "fedgossip-run",
         "version": "1.0.0",
-        "description": "A fedgossip experiment (ServerApp and ClientApp from the installed fedgossip package)",
+        "description": "A fedgossip experiment (its ServerApp and ClientApp are in the installed package)",
         "license": {"file": "LICENSE"},
         "dependencies": ["flwr>=1.42,<1.43"],
     },
-    "tool": {"flwr": {"app": {
-        "publisher": "fedgossip",
-        "fab-format-version": 1,
-        "flwr-version-target": FLWR_VERSION_TARGET,
-        "fab-include": ["LICENSE"],
-        "components": {
-            "serverapp": "fedgossip.server.flower_app:app",
-            "clientapp": "fedgossip.client.flower_app:app",
-        },
-        "config": dict(p.RUN_CONFIG_DEFAULTS),
-    }}},
+    "tool": {
+        "flwr": {
+            "app": {
+                "publisher": "fedgossip",
+                "fab-format-version": 1,
+                "flwr-version-target": FLWR_VERSION_TARGET,
+                "fab-include": ["LICENSE"],
+                "components": {
+                    "serverapp": "fedgossip.server.flower_app:app",
+                    "clientapp": "fedgossip.client.flower_app:app",
+                },
+                "config": dict(p.RUN_CONFIG_DEFAULTS),
+            }
+        }
+    },
 }
 LICENSE_TEXT = "Apache License 2.0 (see the fedgossip distribution).\n"
 
@@ -99,19 +104,29 @@ class Security:
 
 def prepare(config: ExperimentConfig, root: Path, address: str, run_start: float) -> FlowerFiles:
     """Write the app folder, FLWR_HOME (with the connection to `address`) and the run config."""
-    files = FlowerFiles(root, root / "app", root / "home", root / "run-config.toml", root / "records.jsonl",
-                        root / "final-model.npz")
+    files = FlowerFiles(
+        root,
+        root / "app",
+        root / "home",
+        root / "run-config.toml",
+        root / "records.jsonl",
+        root / "final-model.npz",
+    )
     files.app.mkdir(parents=True, exist_ok=True)
     files.home.mkdir(parents=True, exist_ok=True)
     (files.app / "pyproject.toml").write_text(tomli_w.dumps(APP_PYPROJECT))
     (files.app / "LICENSE").write_text(LICENSE_TEXT)
     files.records.touch()
-    files.run_config.write_text(tomli_w.dumps({
-        p.CONFIG_TOML: dump_toml(config),
-        p.RECORDS_PATH: str(files.records.resolve()),
-        p.RUN_START: float(run_start),
-        p.MODEL_PATH: str(files.model.resolve()),
-    }))
+    files.run_config.write_text(
+        tomli_w.dumps(
+            {
+                p.CONFIG_TOML: dump_toml(config),
+                p.RECORDS_PATH: str(files.records.resolve()),
+                p.RUN_START: float(run_start),
+                p.MODEL_PATH: str(files.model.resolve()),
+            }
+        )
+    )
     write_connection(files.home, address, None)
     return files
 
@@ -123,7 +138,9 @@ def write_connection(home: Path, address: str, ca: Path | None) -> None:
         connection["insecure"] = True
     else:
         connection["root-certificates"] = str(ca.resolve())
-    (home / "config.toml").write_text(tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}}))
+    (home / "config.toml").write_text(
+        tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}})
+    )
 
 
 def security_material(config: ExperimentConfig, secrets: Path) -> Security:
@@ -147,37 +164,55 @@ def node_key_pair(stem: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP384R1())
     private, public = stem, stem.with_name(stem.name + ".pub")
-    private.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     private.chmod(0o600)
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ) + b"\n")
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + b"\n"
+    )
     return private, public
 
 
 def flower_env(home: Path, threads: int) -> dict[str, str]:
     """The environment of every Flower process and `flwr` call of a run."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return child_env(threads, {
-        "FLWR_HOME": str(home.resolve()),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
-        "PATH": path,
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    })
+    return child_env(
+        threads,
+        {
+            "FLWR_HOME": str(home.resolve()),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
+            "PATH": path,
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        },
+    )
 
 
 def superlink_argv(port: int, security: Security, *, simulation: bool = False) -> list[str]:
-    argv = [executable("flower-superlink"), "--host", LOOPBACK, "--port", str(port),
-            "--disable-runtime-dependency-installation"]
+    argv = [
+        executable("flower-superlink"),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
     if security.tls:
-        argv += ["--ssl-ca-certfile", str(security.ca), "--ssl-certfile", str(security.cert),
-                 "--ssl-keyfile", str(security.key)]
+        argv += [
+            "--ssl-ca-certfile",
+            str(security.ca),
+            "--ssl-certfile",
+            str(security.cert),
+            "--ssl-keyfile",
+            str(security.key),
+        ]
     else:
         argv.append("--insecure")
     if security.node_keys:
@@ -190,9 +225,19 @@ def superlink_argv(port: int, security: Security, *, simulation: bool = False) -
 def supernode_argv(
     superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
 ) -> list[str]:
-    argv = [executable("flower-supernode"), "--superlink", superlink, "--host", LOOPBACK, "--port", str(port),
-            "--node-config", f"{p.PARTITION_ID}={partition} {p.NUM_PARTITIONS}={partitions}",
-            "--max-wait-time", str(int(max_wait))]
+    argv = [
+        executable("flower-supernode"),
+        "--superlink",
+        superlink,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--node-config",
+        f"{p.PARTITION_ID}={partition} {p.NUM_PARTITIONS}={partitions}",
+        "--max-wait-time",
+        str(int(max_wait)),
+    ]
     argv += ["--root-certificates", str(security.ca)] if security.tls else ["--insecure"]
     if security.node_keys:
         argv += ["--auth-supernode-private-key", str(security.node_keys[partition][0])]
@@ -208,7 +253,8 @@ def wait_ready(port: int, security: Security, child: Child, timeout: float) -> f
     deadline = started + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise RuntimeError(f"{child.name} exited with {child.poll()} while starting: {child.log_tail(3)}")
+            tail = re.sub(r"\x1b\[[0-9;]*m", "", child.log_tail(3))
+            raise RuntimeError(f"{child.name} exited with {child.poll()} while starting: {tail}")
         try:
             with urllib.request.urlopen(f"{scheme}://{LOOPBACK}:{port}/health", timeout=1.0, context=context):
                 return time.monotonic() - started
@@ -221,8 +267,9 @@ def flwr(args: list[str], env: dict[str, str], timeout: float = CLI_TIMEOUT) -> 
     """Run `flwr ARGS --format json` and return its JSON answer; RuntimeError on failure."""
     argv = [executable("flwr"), *args, "--format", "json"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"`flwr {' '.join(args[:2])}` did not answer within {timeout:.0f}s") from None
     answer = _json_object(done.stdout)
@@ -272,13 +319,14 @@ def stop_run(run_id: int, env: dict[str, str]) -> None:
 
 # --- every process of the run, by PID ------------------------------------------------------------
 
+
 def _stat(pid: int) -> tuple[int, str, int] | None:
     """(parent pid, state, start time) of a process from /proc, None if it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0], int(fields[19])
 
 

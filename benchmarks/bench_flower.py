@@ -1,0 +1,300 @@
+"""Flower mode benchmarks.
+
+0. Aggregation alone: `aggregate_train` of our `average` and of Flower's stock `FedAvg` on the same
+   reply Messages (8 clients; the digits MLP and a --params model), best time of several tries
+   (robust to load from other processes) and peak traced memory; the deployment numbers below are
+   dominated by Flower's fixed poll delays.
+1. Deployment engine (SuperLink + SuperNodes on loopback): our `average` strategy (aggregation by
+   `fedgossip.strategies.weighted_average`) against Flower's stock `FedAvg` aggregation on the same
+   config and seed. Reported per strategy: mean round time, wall time, the ServerApp's peak RSS
+   (where aggregation runs) and the peak total RSS of every process of the run (sampled), then
+   the time ratio ours/stock (target <= 1.05) and how far apart the final global models are.
+   Runs alternate (stock, ours, stock, ours, ...) so load drifts hit both alike.
+2. Simulation engine (Flower's Ray backend): rounds per second with --clients virtual clients
+   (default 100; 1000 takes minutes on 2 cores).
+
+    python benchmarks/bench_flower.py                     # both parts, 100 simulated clients
+    python benchmarks/bench_flower.py --clients 1000 --skip-deployment
+    python benchmarks/bench_flower.py --repeats 3 --skip-simulation --skip-aggregation
+
+Every run is a `fedgossip run` subprocess into --out (default: a temporary folder); each stops
+every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedgossip.launcher.flower_runtime import descendants
+from fedgossip.launcher.processes import child_env
+from fedgossip.reports import read_records
+from fedgossip.server.protocol import load_model
+
+DEPLOYMENT = [
+    "experiment.mode=flower",
+    "flower.engine=deployment",
+    "task.dataset=digits",
+    "task.model=mlp",
+    "experiment.seed=0",
+    "flower.fraction_evaluate=0.0",
+]
+SIMULATION = [
+    "experiment.mode=flower",
+    "flower.engine=simulation",
+    "strategy.name=average",
+    "task.dataset=synthetic",
+    "task.model=mlp",
+    "task.partition=iid",
+    "task.batch_size=32",
+    "flower.fraction_evaluate=0.0",
+    "flower.round_timeout=1800",
+    "flower.startup_timeout=600",
+]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            pids = [self.pid, *descendants([self.pid])]
+            self.peak = max(self.peak, sum(rss_mb(pid) for pid in pids))
+
+
+def fedgossip_run(out: Path, overrides: list[str], timeout: float) -> dict:
+    """One `fedgossip run` in a subprocess; its summary plus the sampled peak memory."""
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    started = time.time()
+    with open(out.with_suffix(".log"), "w") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1))
+        memory = TreeMemory(process.pid)
+        memory.start()
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(30)
+            raise RuntimeError(f"{out.name}: no result within {timeout:.0f}s") from None
+        finally:
+            memory.stopped.set()
+            memory.join()
+    summary = json.loads((out / "summary.json").read_text())
+    if code != 0 or summary.get("status") != "complete":
+        raise RuntimeError(f"{out.name}: exit {code}, {summary.get('status')}: {summary.get('errors')}")
+    server = sorted((r["round"], r["time_s"]) for r in read_records(out) if r.get("node") == "server")
+    rounds = [b[1] - a[1] for a, b in itertools.pairwise(server)]
+    flower = summary.get("flower", {})
+    return {
+        "wall_s": time.time() - started,
+        "startup_s": summary.get("startup_s"),
+        "round_s": rounds,
+        "mean_round_s": statistics.mean(rounds),
+        "median_round_s": statistics.median(rounds),
+        "serverapp_peak_rss_mb": flower.get("serverapp_peak_rss_mb"),
+        "tree_peak_rss_mb": round(memory.peak, 1),
+        "final_accuracy": summary.get("final_mean_accuracy"),
+        "model": out / "flower" / "final-model.npz",
+    }
+
+
+def bench_deployment(root: Path, nodes: int, rounds: int, repeats: int) -> None:
+    config = [*DEPLOYMENT, f"nodes.count={nodes}", f"experiment.rounds={rounds}"]
+    results: dict[str, list[dict]] = {"fedavg": [], "average": []}
+    for repeat in range(repeats):
+        for name in ("fedavg", "average"):
+            out = root / f"deploy-{name}-{repeat}"
+            results[name].append(
+                fedgossip_run(out, [*config, f"strategy.name={name}"], timeout=120 + 120 * rounds)
+            )
+            print(
+                f"  {name:8s} run {repeat + 1}: round {results[name][-1]['mean_round_s']:.2f}s "
+                f"(rounds {', '.join(f'{x:.1f}' for x in results[name][-1]['round_s'])}), "
+                f"wall {results[name][-1]['wall_s']:.1f}s",
+                flush=True,
+            )
+    print(f"\nDeployment engine: {nodes} SuperNodes, digits MLP, {rounds} rounds, {repeats} run(s) each")
+    print(
+        f"{'strategy':24s} {'round s':>8s} {'median':>8s} {'wall s':>8s} {'ServerApp MB':>13s} "
+        f"{'all procs MB':>13s} {'accuracy':>9s}"
+    )
+    label = {"fedavg": "Flower FedAvg (stock)", "average": "fedgossip average"}
+    means, server_peaks = {}, {}
+    for name, runs in results.items():
+        means[name] = statistics.mean(r["mean_round_s"] for r in runs)
+        median = statistics.median(x for r in runs for x in r["round_s"])
+        wall = statistics.mean(r["wall_s"] for r in runs)
+        server_peaks[name] = max(r["serverapp_peak_rss_mb"] for r in runs)
+        tree_peak = max(r["tree_peak_rss_mb"] for r in runs)
+        accuracy = runs[-1]["final_accuracy"]
+        print(
+            f"{label[name]:24s} {means[name]:8.2f} {median:8.2f} {wall:8.1f} "
+            f"{server_peaks[name]:13.1f} {tree_peak:13.1f} {accuracy:9.4f}"
+        )
+    ratio = means["average"] / means["fedavg"]
+    memory_ratio = server_peaks["average"] / server_peaks["fedavg"]
+    print(
+        f"round time ratio ours/stock: {ratio:.3f} (target <= 1.05); "
+        f"ServerApp peak memory ratio {memory_ratio:.3f}"
+    )
+    ours, stock = load_model(results["average"][0]["model"]), load_model(results["fedavg"][0]["model"])
+    assert list(ours) == list(stock)
+    diff = max(float(np.max(np.abs(ours[k] - stock[k]))) for k in ours)
+    scale = max(float(np.max(np.abs(stock[k]))) for k in stock)
+    verdict = "identical" if all(np.array_equal(ours[k], stock[k]) for k in ours) else "not bit-identical"
+    print(
+        f"final global models: {verdict}; max |ours - stock| = {diff:.3g} "
+        f"(largest weight {scale:.3g}; ours sums in float64, Flower in float32)"
+    )
+
+
+def _replies(clients: int, shapes: list[tuple[int, ...]], seed: int = 0) -> list:
+    from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+
+    rng = np.random.default_rng(seed)
+    replies = []
+    for client in range(clients):
+        arrays = ArrayRecord(
+            {f"t{i}": Array(rng.standard_normal(shape, dtype=np.float32)) for i, shape in enumerate(shapes)}
+        )
+        metrics = MetricRecord({"train_loss": 1.0, "num-examples": int(rng.integers(50, 500))})
+        metadata = Metadata(
+            run_id=1, message_id=f"r{client}", src_node_id=client + 2, dst_node_id=1,
+            reply_to_message_id=f"m{client}", group_id="", created_at=time.time(), ttl=3600.0,
+            message_type="train",
+        )  # fmt: skip
+        replies.append(Message(metadata=metadata, content=RecordDict({"arrays": arrays, "metrics": metrics})))
+    return replies
+
+
+def bench_aggregation(params: int, clients: int = 8, repeats: int = 7) -> None:
+    import logging
+    import tracemalloc
+
+    from flwr.serverapp.strategy import FedAvg
+
+    from fedgossip.server.strategies import Average
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    models = {
+        "digits MLP (4.6k params)": [(64, 64), (64,), (64, 64), (64,), (10, 64), (10,)],
+        f"{params / 1e6:.0f}M params": [(params // 1000, 1000), (1000,)],
+    }
+    print(f"\nAggregation alone: aggregate_train of {clients} replies, best of {repeats}")
+    print(
+        f"{'model':26s} {'stock FedAvg s':>15s} {'ours s':>9s} {'ratio':>6s} {'stock MB':>9s} {'ours MB':>8s}"
+    )
+    for label, shapes in models.items():
+        replies = _replies(clients, shapes)
+        times: dict[str, list[float]] = {"stock": [], "ours": []}
+        peaks: dict[str, float] = {}
+        results = {}
+        for _ in range(repeats):
+            for name, strategy in (("stock", FedAvg()), ("ours", Average())):
+                tracemalloc.start()
+                started = time.perf_counter()
+                results[name], _ = strategy.aggregate_train(1, replies)
+                times[name].append(time.perf_counter() - started)
+                peaks[name] = max(peaks.get(name, 0.0), tracemalloc.get_traced_memory()[1] / 2**20)
+                tracemalloc.stop()
+        stock, ours = (min(times[k]) for k in ("stock", "ours"))
+        diff = max(
+            float(np.max(np.abs(results["ours"][k].numpy() - results["stock"][k].numpy())))
+            for k in results["stock"]
+        )
+        print(
+            f"{label:26s} {stock:15.4f} {ours:9.4f} {ours / stock:6.2f} {peaks['stock']:9.1f} "
+            f"{peaks['ours']:8.1f}   max |ours - stock| {diff:.2g}"
+        )
+
+
+def bench_simulation(root: Path, clients: int, rounds: int) -> None:
+    config = [
+        *SIMULATION,
+        f"nodes.count={clients}",
+        f"experiment.rounds={rounds}",
+        f"task.synthetic_samples={max(2000, 25 * clients)}",
+    ]
+    out = root / f"simulation-{clients}"
+    result = fedgossip_run(out, config, timeout=900 + 600 * rounds * max(1, clients // 500))
+    summary = json.loads((out / "summary.json").read_text())
+    handshake = next(
+        (
+            e.get("handshake_s")
+            for e in map(json.loads, (out / "flower" / "records.jsonl").open())
+            if e.get("type") == "started"
+        ),
+        None,
+    )
+    print(f"\nSimulation engine: {clients} virtual clients, synthetic MLP, {rounds} rounds")
+    print(
+        f"  start to first round (Ray, SuperLink, handshake with {clients} nodes): {result['startup_s']}s "
+        f"(handshake done at {handshake}s)"
+    )
+    print(f"  round times: {', '.join(f'{x:.1f}' for x in result['round_s'])} s")
+    print(
+        f"  rounds per second: {1 / result['mean_round_s']:.3f} ({result['mean_round_s']:.1f} s per round of "
+        f"{clients} train messages); wall {result['wall_s']:.1f}s"
+    )
+    print(
+        f"  peak RSS: ServerApp {result['serverapp_peak_rss_mb']} MB, "
+        f"all processes {result['tree_peak_rss_mb']} MB; "
+        f"final accuracy {summary.get('final_mean_accuracy'):.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=100, help="virtual clients of the simulation run")
+    parser.add_argument("--sim-rounds", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=4, help="SuperNodes of the deployment runs")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
+    parser.add_argument("--repeats", type=int, default=1, help="deployment runs per strategy")
+    parser.add_argument("--params", type=int, default=10_000_000, help="size of the large aggregation model")
+    parser.add_argument("--skip-aggregation", action="store_true")
+    parser.add_argument("--skip-deployment", action="store_true")
+    parser.add_argument("--skip-simulation", action="store_true")
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-flower-") as tmp:
+        root = args.out or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if not args.skip_aggregation:
+            bench_aggregation(args.params)
+        if not args.skip_deployment:
+            bench_deployment(root, args.nodes, args.rounds, args.repeats)
+        if not args.skip_simulation:
+            bench_simulation(root, args.clients, args.sim_rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The fedgossip Flower ClientApp: one node's partition, trained and evaluated with the task code of
+the gossip peer (`fedgossip.tasks.build_learner`).
+
+The experiment comes from the run config (see `fedgossip.server.protocol`), the node's partition
+from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
+what must survive rounds (the node's minibatch-order generator) is kept in `context.state`.
+
+Messages:
+- query: the node's partition (the ServerApp's handshake; builds nothing).
+- train: install the global model, train `task.local_epochs`, reply the weights, train loss and
+  example count. Non-finite weights (a diverged run) are refused here, never sent.
+- evaluate: install the global model and reply its loss and accuracy on the global test set.
+
+Any failure is answered with an error reply whose reason names the node and the cause.
+
+Run with a SuperNode: `flower-supernode --superlink HOST:PORT --node-config
+"partition-id=0 num-partitions=8" ...` (see docs/flower.md); the component is
+`fedgossip.client.flower_app:app`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from importlib import metadata
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+
+from fedgossip.config import ExperimentConfig
+from fedgossip.server import protocol as p
+
+log = logging.getLogger("fedgossip.clientapp")
+
+CLIENT_APP_RAISED_EXCEPTION = 2  # flwr ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+
+app = ClientApp()
+
+_CONFIGS: dict[str, ExperimentConfig] = {}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fedgossip")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def node_setup(context: Context) -> tuple[ExperimentConfig, int]:
+    """The run's experiment config (parsed once per process) and this node's partition id."""
+    key = json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = _CONFIGS[key] = p.experiment_from_run_config(context.run_config)
+    return config, p.node_partition(context.node_config, config.nodes.count)
+
+
+def _learner(config: ExperimentConfig, partition: int, context: Context):
+    """This node's learner, its minibatch-order generator restored from `context.state`."""
+    from fedgossip.tasks import build_learner
+
+    learner = build_learner(config.task, partition, config.nodes.count, config.experiment.seed)
+    rng = getattr(learner, "_shuffle_rng", None)
+    state = context.state.config_records.get(p.STATE)
+    if rng is not None and state is not None and p.SHUFFLE_STATE in state:
+        rng.bit_generator.state = json.loads(str(state[p.SHUFFLE_STATE]))
+    return learner
+
+
+def _save_state(learner, context: Context) -> None:
+    rng = getattr(learner, "_shuffle_rng", None)
+    if rng is not None:
+        context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(rng.bit_generator.state)})
+
+
+def _install(learner, message: Message) -> None:
+    """Put the global model of `message` into the learner, checking names (the learner checks
+    shapes, dtypes and finiteness)."""
+    record = message.content.array_records.get(p.ARRAYS)
+    if record is None:
+        raise ValueError(f"the message carries no {p.ARRAYS!r} ArrayRecord")
+    names = list(record.keys())
+    if names != list(learner.names):
+        raise ValueError(f"the model's tensors {names} are not this task's {list(learner.names)}")
+    learner.set_weights([array.numpy() for array in record.values()])
+
+
+def _node_record(config: ExperimentConfig, partition: int) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            p.PARTITION_ID: partition,
+            p.NUM_PARTITIONS: config.nodes.count,
+            "version": _version(),
+        }
+    )
+
+
+def _answer(message: Message, context: Context, work: Callable[[], RecordDict]) -> Message:
+    """Run `work` and reply its content, or an error reply naming the node and the cause."""
+    try:
+        return Message(work(), reply_to=message)
+    except Exception as err:  # every failure becomes a reply: the ServerApp decides what to do
+        partition = context.node_config.get(p.PARTITION_ID, "?")
+        reason = f"node {partition}: {type(err).__name__}: {err}"
+        log.exception("%s failed", message.metadata.message_type)
+        return Message(Error(CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Handshake: which partition this node holds (nothing is built)."""
+
+    def work() -> RecordDict:
+        config, partition = node_setup(context)
+        return RecordDict({p.NODE: _node_record(config, partition)})
+
+    return _answer(message, context, work)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the global model on this node's partition for task.local_epochs epochs."""
+
+    def work() -> RecordDict:
+        config, partition = node_setup(context)
+        learner = _learner(config, partition, context)
+        _install(learner, message)
+        started = time.perf_counter()
+        loss = float(learner.train())
+        seconds = time.perf_counter() - started
+        weights = learner.get_weights()
+        bad = sum(not np.isfinite(w).all() for w in weights)
+        if bad or not np.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
+                f"{len(weights)} tensors); lower task.learning_rate"
+            )
+        _save_state(learner, context)
+        arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
+        metrics = MetricRecord(
+            {
+                p.TRAIN_LOSS: loss,
+                p.NUM_EXAMPLES: int(learner.num_examples),
+                "train_seconds": seconds,
+            }
+        )
+        return RecordDict({p.ARRAYS: arrays, p.METRICS: metrics, p.NODE: _node_record(config, partition)})
+
+    return _answer(message, context, work)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Loss and accuracy of the global model on the global held-out test set."""
+
+    def work() -> RecordDict:
+        config, partition = node_setup(context)
+        learner = _learner(config, partition, context)
+        _install(learner, message)
+        loss, accuracy = learner.evaluate()
+        metrics = MetricRecord(
+            {
+                p.TEST_LOSS: float(loss),
+                p.TEST_ACCURACY: float(accuracy),
+                p.NUM_EXAMPLES: len(learner.data.y_test),
+            }
+        )
+        return RecordDict({p.METRICS: metrics, p.NODE: _node_record(config, partition)})
+
+    return _answer(message, context, work)

@@ -1,0 +1,191 @@
+"""The federation one ServerApp runs, on any Grid: handshake, rounds, records.
+
+1. Handshake: wait (with a deadline) until `nodes.count` nodes are connected and ask each for its
+   partition (a query message), so records and sampling use stable partition ids, and a SuperNode
+   started with a wrong or duplicate partition is refused before any training.
+2. The common start: `build_learner(task, 0, N, seed)`'s initial weights; the same learner
+   evaluates each global model on the global held-out test set (the "server" records).
+3. `Strategy.start` with the strategy named in the config, through a `RecordingGrid` that checks
+   replies and counts bytes; after each round, one record per node and one for the server are
+   emitted as they are produced.
+
+Events go to `emit` as dicts with a "type": "record" (with the record), "node-error", "started",
+"done" or "error".
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from fedgossip.config import ExperimentConfig
+from fedgossip.server import protocol as p
+from fedgossip.server.arrays import array_view
+from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record, specs_of
+from fedgossip.server.strategies import NodesMissing, build_strategy
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class HandshakeFailed(RuntimeError):
+    """The connected nodes do not make up the experiment's partitions."""
+
+
+def discover_nodes(grid: Grid, count: int, timeout: float, interval: float = 0.5) -> dict[int, int]:
+    """Node id -> partition id of `count` connected nodes, asked by a query message each.
+
+    Raises NodesMissing when fewer than `count` nodes answered within `timeout` seconds, and
+    HandshakeFailed when a node answers with an error, a partition outside [0, count), a
+    different partition count, or a partition another node already holds.
+    """
+    labels: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        unknown = [node for node in grid.get_node_ids() if node not in labels]
+        if unknown:
+            messages = [
+                Message(
+                    RecordDict({p.CONFIG: ConfigRecord({"ask": p.PARTITION_ID})}),
+                    dst_node_id=node,
+                    message_type=MessageType.QUERY,
+                )
+                for node in unknown
+            ]
+            replies, sent_to = exchange(grid, messages, max(1.0, deadline - time.monotonic()))
+            for reply in replies:
+                node = sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+                labels[node] = _partition_of(reply, count, node)
+            taken: dict[int, int] = {}
+            for node, partition in labels.items():
+                if partition in taken:
+                    raise HandshakeFailed(
+                        f"two SuperNodes (ids {taken[partition]} and {node}) hold partition-id {partition}"
+                    )
+                taken[partition] = node
+        if len(labels) >= count:
+            return labels
+        if time.monotonic() >= deadline:
+            missing = sorted(set(range(count)) - set(labels.values()))
+            raise NodesMissing(
+                f"only {len(labels)} of {count} nodes connected and answered within {timeout:.0f}s; "
+                f"missing partition ids {missing}"
+            )
+        time.sleep(interval)
+
+
+def _partition_of(reply: Message, count: int, node: int) -> int:
+    if reply.has_error():
+        raise HandshakeFailed(f"node {node} failed the handshake: {reply.error.reason}")
+    record = reply.content.config_records.get(p.NODE)
+    partition = record.get(p.PARTITION_ID) if record is not None else None
+    partitions = record.get(p.NUM_PARTITIONS) if record is not None else None
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < count:
+        raise HandshakeFailed(f"node {node} reports partition-id {partition!r}, not one of 0..{count - 1}")
+    if partitions != count:
+        raise HandshakeFailed(
+            f"node {node} (partition {partition}) reports "
+            f"num-partitions={partitions!r}; the experiment has {count} nodes"
+        )
+    return partition
+
+
+class ServerEvaluator:
+    """The common initial model and the evaluation of global models on the global test set."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        from fedgossip.tasks import build_learner
+
+        self.learner = build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
+        self.names = list(self.learner.names)
+        self.test_examples = len(self.learner.data.y_test)
+
+    def initial_arrays(self) -> ArrayRecord:
+        from flwr.app import Array
+
+        return ArrayRecord({n: Array(w) for n, w in zip(self.names, self.learner.get_weights(), strict=True)})
+
+    def evaluate(self, arrays: ArrayRecord) -> tuple[float, float]:
+        self.learner.set_weights([array_view(arrays[name]) for name in self.names])
+        loss, accuracy = self.learner.evaluate()
+        return float(loss), float(accuracy)
+
+
+def run_federation(
+    grid: Grid,
+    config: ExperimentConfig,
+    emit: Emit,
+    run_start: float | None = None,
+    strategy=None,
+) -> ArrayRecord:
+    """Run the configured federation on `grid`; return the final global model.
+
+    `strategy` replaces the configured one (any Flower Strategy whose messages carry the model as
+    one ArrayRecord). Failures are emitted as an "error" event and re-raised.
+    """
+    run_start = run_start or time.time()
+    flower = config.flower
+    try:
+        labels = discover_nodes(grid, config.nodes.count, flower.startup_timeout)
+        emit(
+            {
+                "type": "started",
+                "labels": labels_view(labels),
+                "handshake_s": round(time.time() - run_start, 3),
+            }
+        )
+        evaluator = ServerEvaluator(config)
+        initial = evaluator.initial_arrays()
+        recorder = RecordingGrid(grid, labels, specs_of(initial))
+        if strategy is None:
+            strategy = build_strategy(config, labels, node_wait=flower.startup_timeout)
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            loss, accuracy = evaluator.evaluate(arrays)
+            nodes = recorder.flush(server_round, run_start, (loss, accuracy)) if server_round else []
+            for label, phase, reason in recorder.take_errors():
+                emit(
+                    {
+                        "type": "node-error",
+                        "node": label,
+                        "round": server_round,
+                        "phase": phase,
+                        "error": reason,
+                    }
+                )
+            for record in nodes:
+                emit({"type": "record", "record": record})
+            record = server_record(server_round, run_start, loss, accuracy, evaluator.test_examples, nodes)
+            emit({"type": "record", "record": {**record, **recorder.take_phase_seconds()}})
+            return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy})
+
+        result = strategy.start(
+            grid=recorder,
+            initial_arrays=initial,
+            num_rounds=config.experiment.rounds,
+            timeout=flower.round_timeout,
+            train_config=ConfigRecord({"local-epochs": config.task.local_epochs}),
+            evaluate_fn=evaluate_fn,
+        )
+    except Exception as err:
+        emit({"type": "error", "error": f"{type(err).__name__}: {err}"})
+        raise
+    emit(
+        {
+            "type": "done",
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "wall_time_s": round(time.time() - run_start, 3),
+        }
+    )
+    return result.arrays
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

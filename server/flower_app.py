@@ -1,0 +1,67 @@
+"""The fedgossip Flower ServerApp (component `fedgossip.server.flower_app:app`).
+
+It reads the experiment from the run config (`fedgossip.server.protocol`), runs the federation
+(`fedgossip.server.federation.run_federation`) and appends every event, one JSON object per line,
+flushed, to the run config's `records-path` (the launcher turns them into metrics.jsonl records).
+Without a `records-path` (a bare `flwr run .`), events only go to the ServerApp's log
+(`flwr log RUN_ID`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedgossip.server import protocol as p
+from fedgossip.server.federation import Emit, run_federation
+
+log = logging.getLogger("fedgossip.serverapp")
+
+app = ServerApp()
+
+
+def file_emitter(path: str | Path) -> Emit:
+    """Append each event as a JSON line to `path`, flushed and synced at once (and log it)."""
+    lock = threading.Lock()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(event: dict[str, Any]) -> None:
+        line = json.dumps(event)
+        log.info("fedgossip %s", line)
+        with lock, open(target, "a") as sink:
+            sink.write(line + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+
+    return emit
+
+
+def log_emitter(event: dict[str, Any]) -> None:
+    """Events of a run without a records path: to the ServerApp's log only."""
+    print(f"fedgossip {json.dumps(event)}", flush=True)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the experiment of the run config on the SuperLink's nodes."""
+    path = str(context.run_config.get(p.RECORDS_PATH, "") or "")
+    emit = file_emitter(path) if path else log_emitter
+    try:
+        config = p.experiment_from_run_config(context.run_config)
+    except ValueError as err:
+        emit({"type": "error", "error": f"bad run config: {err}"})
+        raise
+    run_start = float(context.run_config.get(p.RUN_START, 0.0) or 0.0) or time.time()
+    arrays = run_federation(grid, config, emit, run_start)
+    model_path = str(context.run_config.get(p.MODEL_PATH, "") or "")
+    if model_path and arrays is not None:
+        p.save_model(model_path, {name: array.numpy() for name, array in arrays.items()})

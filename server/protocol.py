@@ -1,0 +1,122 @@
+"""What the fedgossip ServerApp and ClientApp agree on: run-config keys, record keys, limits.
+
+Both apps read the experiment from the Flower run config (`config-toml`, the experiment config as
+TOML text, plus optional `overrides`), so a remote SuperNode needs nothing but the installed
+fedgossip package and its `--node-config "partition-id=I num-partitions=N"`. This module imports
+no Flower and no torch: the launcher uses it too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedgossip.config import ExperimentConfig, apply_override, config_from_dict, load_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Run-config keys ([tool.flwr.app.config] of the app's pyproject.toml)
+CONFIG_TOML = "config-toml"  # the experiment config as TOML text; "" = the built-in default
+OVERRIDES = "overrides"  # "section.key=value" items separated by ";", applied on top
+RECORDS_PATH = "records-path"  # where the ServerApp appends its JSON lines; "" = log only
+RUN_START = "run-start"  # epoch seconds the launcher started the run; 0 = ServerApp start
+MODEL_PATH = "model-path"  # where the ServerApp saves the final global model (.npz); "" = nowhere
+
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {
+    CONFIG_TOML: "",
+    OVERRIDES: "",
+    RECORDS_PATH: "",
+    RUN_START: 0.0,
+    MODEL_PATH: "",
+}
+
+# Node-config keys (flower-supernode --node-config; set by the simulation engine itself)
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+
+# Record keys inside messages
+ARRAYS = "arrays"  # ArrayRecord: the model, tensors named as the Learner names them
+CONFIG = "config"  # ConfigRecord sent to nodes (server-round, ...)
+METRICS = "metrics"  # MetricRecord of a reply
+NODE = "node"  # ConfigRecord of a reply: partition-id, num-partitions, fedgossip version
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train_loss"
+TEST_LOSS = "test_loss"
+TEST_ACCURACY = "test_accuracy"
+STATE = "fedgossip"  # ConfigRecord in context.state: per-node state that survives rounds
+SHUFFLE_STATE = "shuffle-state"
+
+# The built-in experiment of a bare `flwr run .` (no config-toml): the quickstart, federated.
+DEFAULT_OVERRIDES = (
+    'experiment.name="flower"',
+    'experiment.mode="flower"',
+    "experiment.rounds=10",
+    'strategy.name="fedavg"',
+)
+
+MAX_NUM_EXAMPLES = 1 << 40
+
+
+def save_model(path: str | Path, arrays: Mapping[str, Any]) -> None:
+    """Save a model (tensor name -> numpy array) as an .npz file, written whole then renamed."""
+    import numpy as np
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as sink:
+        np.savez(sink, **dict(arrays))
+    partial.replace(target)
+
+
+def load_model(path: str | Path) -> dict[str, Any]:
+    """A model saved by `save_model`, tensor name -> numpy array, in saved order."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment config of a run: `config-toml` (or the built-in default) plus `overrides`."""
+    text = str(run_config.get(CONFIG_TOML, "") or "")
+    items = [item.strip() for item in str(run_config.get(OVERRIDES, "") or "").split(";")]
+    items = [item for item in items if item]
+    if not text.strip():
+        config = load_config(None, [*DEFAULT_OVERRIDES, *items])
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"run config {CONFIG_TOML} is not valid TOML: {err}") from None
+        for item in items:
+            apply_override(data, item)
+        config = config_from_dict(data)
+    if config.experiment.mode != "flower":
+        raise ValueError(
+            f"experiment.mode must be 'flower' for the Flower apps; got {config.experiment.mode!r}"
+        )
+    return config
+
+
+def node_partition(node_config: Mapping[str, Any], num_nodes: int) -> int:
+    """The partition id of a SuperNode, checked against the experiment's node count."""
+    if PARTITION_ID not in node_config:
+        raise ValueError(
+            f"this SuperNode has no {PARTITION_ID} in its node config: start it with "
+            f'--node-config "{PARTITION_ID}=I {NUM_PARTITIONS}={num_nodes}"'
+        )
+    partition, partitions = node_config[PARTITION_ID], node_config.get(NUM_PARTITIONS, num_nodes)
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < num_nodes:
+        raise ValueError(f"node config {PARTITION_ID}={partition!r} must be an integer in [0, {num_nodes})")
+    if partitions != num_nodes:
+        raise ValueError(
+            f"node config {NUM_PARTITIONS}={partitions!r} does not match the experiment's "
+            f"nodes.count={num_nodes}"
+        )
+    return partition

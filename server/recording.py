@@ -1,0 +1,337 @@
+"""What the ServerApp sees of each round, as metrics records: a Grid wrapper between the strategy
+and the real Grid.
+
+`RecordingGrid` passes every message through unchanged and, on the way, (1) checks every reply as
+untrusted input (model tensor names, dtypes, shapes and finiteness against the global model,
+example counts, metric values) and turns a bad reply into an error reply the strategies skip,
+(2) counts the model bytes each node received and sent, and (3) keeps each node's train loss and
+test metrics of the round. `flush(round)` turns them into one record per node (labelled by its
+partition id) and starts the next round.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Error, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedgossip.server import protocol as p
+from fedgossip.server.arrays import array_view
+
+PULL_INTERVAL = 0.2  # seconds between pulls of replies from the SuperLink
+INVALID_REPLY = 100  # error code of a reply rejected by the ServerApp's checks
+NO_REPLY = 101  # error code of a node that did not answer within the round timeout
+
+
+class RoundFailed(RuntimeError):
+    """No node delivered a usable model in a training round."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def specs_of(record: ArrayRecord) -> list[TensorSpec]:
+    """The tensor specs of the global model, from its ArrayRecord (no deserialisation)."""
+    return [TensorSpec(name, str(array.dtype), tuple(array.shape)) for name, array in record.items()]
+
+
+def array_bytes(content: RecordDict) -> int:
+    """Model bytes in a message: the serialised tensors of its ArrayRecords."""
+    return sum(len(array.data) for record in content.array_records.values() for array in record.values())
+
+
+@dataclass
+class NodeRound:
+    """One node's part of one round."""
+
+    train_loss: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    num_examples: int | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _number(value: Any, key: str, *, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"metric {key!r} must be a finite number; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"metric {key!r} must be in [{low}, {high}]; got {value!r}")
+    return float(value)
+
+
+def check_train_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[float, int]:
+    """Validate a train reply against the global model; return (train loss, example count)."""
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        raise ValueError("a train reply must hold exactly one ArrayRecord and one MetricRecord")
+    record = next(iter(content.array_records.values()))
+    names = list(record.keys())
+    if names != [s.name for s in specs]:
+        raise ValueError(f"model tensors {names[:8]} are not the global model's")
+    for spec in specs:
+        array = record[spec.name]
+        if str(array.dtype) != spec.dtype or tuple(array.shape) != spec.shape:
+            raise ValueError(
+                f"tensor {spec.name} is {array.dtype}{list(array.shape)}, "
+                f"expected {spec.dtype}{list(spec.shape)}"
+            )
+        value = array_view(array)
+        if str(value.dtype) != spec.dtype or value.shape != spec.shape:
+            raise ValueError(f"tensor {spec.name}: payload does not match its declared dtype/shape")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"tensor {spec.name} holds non-finite values")
+    metrics = next(iter(content.metric_records.values()))
+    examples = metrics.get(p.NUM_EXAMPLES)
+    if isinstance(examples, bool) or not isinstance(examples, int) or not 0 < examples <= p.MAX_NUM_EXAMPLES:
+        raise ValueError(f"metric {p.NUM_EXAMPLES!r} must be a positive integer; got {examples!r}")
+    for key, value in metrics.items():
+        if key != p.NUM_EXAMPLES:
+            _number(value, key)
+    return _number(metrics.get(p.TRAIN_LOSS), p.TRAIN_LOSS), examples
+
+
+def check_evaluate_reply(content: RecordDict) -> tuple[float, float]:
+    """Validate an evaluate reply; return (test loss, test accuracy)."""
+    if len(content.metric_records) != 1:
+        raise ValueError("an evaluate reply must hold exactly one MetricRecord")
+    metrics = next(iter(content.metric_records.values()))
+    examples = metrics.get(p.NUM_EXAMPLES)
+    if isinstance(examples, bool) or not isinstance(examples, int) or not 0 < examples <= p.MAX_NUM_EXAMPLES:
+        raise ValueError(f"metric {p.NUM_EXAMPLES!r} must be a positive integer; got {examples!r}")
+    for key, value in metrics.items():
+        if key != p.NUM_EXAMPLES:
+            _number(value, key)
+    loss = _number(metrics.get(p.TEST_LOSS), p.TEST_LOSS, low=0.0)
+    return loss, _number(metrics.get(p.TEST_ACCURACY), p.TEST_ACCURACY, low=0.0, high=1.0)
+
+
+def reply_partition(content: RecordDict) -> int | None:
+    """The partition id a reply says it comes from (its `node` ConfigRecord), if well formed."""
+    record = content.config_records.get(p.NODE)
+    value = record.get(p.PARTITION_ID) if record is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def exchange(
+    grid: Grid, messages: list[Message], timeout: float | None, interval: float = PULL_INTERVAL
+) -> tuple[list[Message], dict[str, int]]:
+    """Push `messages` and pull their replies every `interval` seconds until all are in or
+    `timeout` passes (Flower's HTTP grid waits 3 s between pulls: every phase would wait that
+    long). Returns the replies and message id -> destination node of the pushed messages."""
+    ids = list(grid.push_messages(messages))
+    # the grids return the message ids in message order (None for a message not accepted)
+    sent_to = {i: m.metadata.dst_node_id for i, m in zip(ids, messages, strict=False) if i}
+    pending = set(sent_to)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies.extend(got)
+        pending -= {reply.metadata.reply_to_message_id for reply in got}
+        if not pending or (deadline is not None and time.monotonic() >= deadline):
+            break
+        wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+        time.sleep(max(0.0, wait))
+    return replies, sent_to
+
+
+class RecordingGrid(Grid):
+    """A Grid that checks replies and keeps per-node numbers of the running round."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        labels: dict[int, int],
+        specs: list[TensorSpec],
+        pull_interval: float = PULL_INTERVAL,
+    ) -> None:
+        self.grid = grid
+        self.pull_interval = pull_interval
+        self.labels = labels
+        self.specs = specs
+        self.nodes: dict[int, NodeRound] = {}
+        self.phase_seconds: dict[str, float] = {}  # message type -> seconds waited this round
+        self._sent_to: dict[str, int] = {}  # message id -> destination node of the last exchange
+        self.errors: list[tuple[int | str, str, str]] = []  # (node label, phase, reason) this round
+
+    # --- plain delegation -------------------------------------------------------------------
+    def set_run(self, run) -> None:  # pragma: no cover - the real grid is already set up
+        self.grid.set_run(run)
+
+    @property
+    def run(self):
+        return self.grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # pragma: no cover
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # pragma: no cover
+        return self.grid.pull_messages(message_ids)
+
+    # --- the round's bookkeeping ------------------------------------------------------------
+    def label(self, node_id: int) -> int | str:
+        return self.labels.get(node_id, f"id-{node_id}")
+
+    def _node(self, node_id: int) -> NodeRound:
+        return self.nodes.setdefault(node_id, NodeRound())
+
+    def _fail(self, node_id: int, phase: str, reason: str) -> None:
+        self._node(node_id).errors.append(f"{phase}: {reason}")
+        self.errors.append((self.label(node_id), phase, reason))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send, wait (at most `timeout`), then check and account every reply."""
+        messages = list(messages)
+        phase = {m.metadata.message_type for m in messages}
+        sent: dict[int, int] = {}
+        for message in messages:
+            size = array_bytes(message.content)
+            sent[message.metadata.dst_node_id] = size
+            self._node(message.metadata.dst_node_id).bytes_received += size
+        started = time.monotonic()
+        replies = self._exchange(messages, timeout)
+        for kind in phase:
+            self.phase_seconds[kind] = self.phase_seconds.get(kind, 0.0) + time.monotonic() - started
+        checked = [self._check(reply) for reply in replies]
+        answered = {self._sender(reply) for reply in replies}
+        for node_id in sent.keys() - answered:
+            self._fail(
+                node_id, ",".join(sorted(phase)), f"no reply within {timeout:.0f}s" if timeout else "no reply"
+            )
+        if MessageType.TRAIN in phase and messages and not any(not r.has_error() for r in checked):
+            raise RoundFailed(f"no node delivered a usable model: {summarize_errors(self.errors)}")
+        return checked
+
+    def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        replies, self._sent_to = exchange(self.grid, messages, timeout, self.pull_interval)
+        return replies
+
+    def _sender(self, reply: Message) -> int:
+        """The node a reply answers for: the addressee of the message it replies to (an error reply
+        made by the SuperLink, e.g. "node unavailable", comes from the SuperLink itself)."""
+        return self._sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+    def _check(self, reply: Message) -> Message:
+        node_id = self._sender(reply)
+        kind = reply.metadata.message_type
+        phase = "train" if kind.startswith(MessageType.TRAIN) else "evaluate"
+        if reply.has_error():
+            self._fail(node_id, phase, reply.error.reason or f"error code {reply.error.code}")
+            return reply
+        node = self._node(node_id)
+        node.bytes_sent += array_bytes(reply.content)
+        if node_id not in self.labels and (partition := reply_partition(reply.content)) is not None:
+            self.labels[node_id] = partition
+        try:
+            if phase == "train":
+                node.train_loss, node.num_examples = check_train_reply(reply.content, self.specs)
+            else:
+                node.test_loss, node.test_accuracy = check_evaluate_reply(reply.content)
+        except (ValueError, TypeError, KeyError) as err:
+            self._fail(node_id, phase, f"rejected reply: {err}")
+            return Message(metadata=reply.metadata, error=Error(INVALID_REPLY, f"rejected reply: {err}"))
+        return reply
+
+    def flush(self, server_round: int, run_start: float, fallback: tuple[float, float] | None) -> list[dict]:
+        """The records of the round that just ended, one per node that took part, and a reset.
+
+        A node that trained but was not (or could not be) evaluated gets the server's evaluation
+        of the same global model on the same global test set (`"evaluated_by": "server"`); a node
+        that delivered nothing usable this round gets no record (its errors are reported).
+        """
+        now = round(time.time() - run_start, 4)
+        records = []
+        for node_id, node in sorted(self.nodes.items(), key=lambda item: str(self.label(item[0])).zfill(12)):
+            if node.train_loss is None and node.test_accuracy is None:
+                continue
+            evaluated_by = "node"
+            test_loss, test_accuracy = node.test_loss, node.test_accuracy
+            if test_accuracy is None and fallback is not None:
+                (test_loss, test_accuracy), evaluated_by = fallback, "server"
+            records.append(
+                {
+                    "node": self.label(node_id),
+                    "round": server_round,
+                    "time_s": now,
+                    "train_loss": node.train_loss,
+                    "test_loss": test_loss,
+                    "test_accuracy": test_accuracy,
+                    "num_examples": node.num_examples,
+                    "bytes_sent": node.bytes_sent,
+                    "bytes_received": node.bytes_received,
+                    "evaluated_by": evaluated_by,
+                    **({"errors": node.errors} if node.errors else {}),
+                }
+            )
+        self.nodes = {}
+        return records
+
+    def take_phase_seconds(self) -> dict[str, float]:
+        """Seconds spent waiting for each kind of message this round (and a reset)."""
+        seconds, self.phase_seconds = self.phase_seconds, {}
+        return {f"{kind}_s": round(value, 3) for kind, value in sorted(seconds.items())}
+
+    def take_errors(self) -> list[tuple[int | str, str, str]]:
+        errors, self.errors = self.errors, []
+        return errors
+
+
+def server_record(
+    server_round: int,
+    run_start: float,
+    loss: float,
+    accuracy: float,
+    num_examples: int,
+    nodes: list[dict],
+) -> dict:
+    """The record of the server's evaluation of the global model after `server_round`."""
+    trained = [(r["train_loss"], r["num_examples"]) for r in nodes if r["train_loss"] is not None]
+    total = sum(n for _, n in trained)
+    return {
+        "node": "server",
+        "round": server_round,
+        "time_s": round(time.time() - run_start, 4),
+        "train_loss": sum(loss_ * n for loss_, n in trained) / total if total else None,
+        "test_loss": loss,
+        "test_accuracy": accuracy,
+        "num_examples": num_examples,
+        "bytes_sent": sum(r["bytes_received"] for r in nodes),
+        "bytes_received": sum(r["bytes_sent"] for r in nodes),
+    }
+
+
+def summarize_errors(errors: list[tuple[int | str, str, str]]) -> str:
+    """One line for many node errors: nodes with the same reason are listed together."""
+    by_reason: dict[str, list[str]] = {}
+    for label, _, reason in errors:
+        prefix = f"node {label}: "
+        by_reason.setdefault(reason.removeprefix(prefix), []).append(str(label))
+    parts = [
+        f"node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)}: {reason}"
+        for reason, nodes in by_reason.items()
+    ]
+    return "; ".join(parts) or "no reply"
+
+
+def labels_view(labels: Mapping[int, int]) -> dict[str, int]:
+    """node id -> partition id with string keys (JSON)."""
+    return {str(k): v for k, v in labels.items()}
