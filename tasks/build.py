@@ -37,9 +37,7 @@ def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Data
     label_noise = node_level("task.label_noise", task.label_noise, node, num_nodes)
     feature_noise = node_level("task.feature_noise", task.feature_noise, node, num_nodes)
     return Dataset(
-        x_train=with_feature_noise(
-            data.x_train[mine], feature_noise, stream(seed, "feature_noise", node)
-        ),
+        x_train=with_feature_noise(data.x_train[mine], feature_noise, stream(seed, "feature_noise", node)),
         y_train=with_label_noise(
             data.y_train[mine], label_noise, data.num_classes, stream(seed, "label_noise", node)
         ),

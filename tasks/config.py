@@ -61,12 +61,8 @@ class TaskConfig:
             "shards_per_node": check_int("task.shards_per_node", self.shards_per_node, low=1),
             "local_epochs": check_int("task.local_epochs", self.local_epochs, low=1),
             "batch_size": check_int("task.batch_size", self.batch_size, low=1),
-            "learning_rate": check_real(
-                "task.learning_rate", self.learning_rate, low=0.0, low_open=True
-            ),
-            "momentum": check_real(
-                "task.momentum", self.momentum, low=0.0, high=1.0, high_open=True
-            ),
+            "learning_rate": check_real("task.learning_rate", self.learning_rate, low=0.0, low_open=True),
+            "momentum": check_real("task.momentum", self.momentum, low=0.0, high=1.0, high_open=True),
             "test_fraction": check_real(
                 "task.test_fraction",
                 self.test_fraction,
@@ -76,17 +72,13 @@ class TaskConfig:
                 high_open=True,
             ),
             "label_noise": _check_noise("task.label_noise", self.label_noise, high=1.0),
-            "feature_noise": _check_noise(
-                "task.feature_noise", self.feature_noise, high=float("inf")
-            ),
+            "feature_noise": _check_noise("task.feature_noise", self.feature_noise, high=float("inf")),
             "hidden": check_int("task.hidden", self.hidden, low=1),
             "threads": check_int("task.threads", self.threads, low=1),
             "synthetic_samples": check_int(
                 "task.synthetic_samples", self.synthetic_samples, low=10 * classes
             ),
-            "synthetic_features": check_int(
-                "task.synthetic_features", self.synthetic_features, low=1
-            ),
+            "synthetic_features": check_int("task.synthetic_features", self.synthetic_features, low=1),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)

@@ -52,9 +52,7 @@ def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def _synthetic(
-    seed: int, samples: int, features: int, classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic(seed: int, samples: int, features: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Balanced Gaussian class blobs (unit noise around random means), read-only and cached."""
     rng = stream(seed, "synthetic")
     means = rng.normal(scale=_SYNTHETIC_SEPARATION, size=(classes, features))
@@ -64,9 +62,7 @@ def _synthetic(
     return x, y
 
 
-def _stratified_split(
-    labels: np.ndarray, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted train and test indices; test holds round(test_fraction * size) of each class."""
     rng = stream(seed, "split")
     test = [

@@ -10,9 +10,7 @@ def node_level(name: str, value: float | tuple[float, ...], node: int, num_nodes
     """One node's noise level: the ramp (node / num_nodes) * value, or the node's tuple entry."""
     if isinstance(value, tuple):
         if len(value) != num_nodes:
-            raise ValueError(
-                f"{name} has {len(value)} values (one per node) but there are {num_nodes} nodes"
-            )
+            raise ValueError(f"{name} has {len(value)} values (one per node) but there are {num_nodes} nodes")
         return value[node]
     return node / num_nodes * value
 

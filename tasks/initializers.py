@@ -15,11 +15,8 @@ def glorot_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarr
     return rng.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
-def initial_weights(
-    shapes: Sequence[tuple[int, ...]], rng: np.random.Generator
-) -> list[np.ndarray]:
+def initial_weights(shapes: Sequence[tuple[int, ...]], rng: np.random.Generator) -> list[np.ndarray]:
     """Glorot-uniform matrices and kernels, zero vectors (biases), drawn in the given order."""
     return [
-        glorot_uniform(shape, rng) if len(shape) >= 2 else np.zeros(shape, np.float32)
-        for shape in shapes
+        glorot_uniform(shape, rng) if len(shape) >= 2 else np.zeros(shape, np.float32) for shape in shapes
     ]

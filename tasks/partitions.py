@@ -61,9 +61,7 @@ def _dirichlet(
     )
 
 
-def _shards(
-    labels: np.ndarray, num_nodes: int, shards_per_node: int, rng: np.random.Generator
-) -> np.ndarray:
+def _shards(labels: np.ndarray, num_nodes: int, shards_per_node: int, rng: np.random.Generator) -> np.ndarray:
     """Owner per example: label-sorted data cut into num_nodes * shards_per_node shards, each node
     taking shards_per_node random ones. When the shard count does not divide the data, the first
     (n mod shards) shards hold one extra example, so every example is assigned."""
@@ -85,9 +83,7 @@ def _quantity(
 ) -> np.ndarray:
     """Owner per example: IID labels; node sizes min_size plus a Dirichlet(alpha) share."""
     _check_room("quantity", len(labels), num_nodes, min_size)
-    extra = rng.multinomial(
-        len(labels) - num_nodes * min_size, rng.dirichlet(np.full(num_nodes, alpha))
-    )
+    extra = rng.multinomial(len(labels) - num_nodes * min_size, rng.dirichlet(np.full(num_nodes, alpha)))
     return _groups_of(rng.permutation(len(labels)), min_size + extra)
 
 
@@ -110,9 +106,7 @@ def partition_indices(
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(
-            f"labels must be a 1-d integer array; got {labels.dtype} of shape {labels.shape}"
-        )
+        raise ValueError(f"labels must be a 1-d integer array; got {labels.dtype} of shape {labels.shape}")
     check_int("num_nodes", num_nodes, low=1)
     check_choice("scheme", scheme, PARTITIONS)
     check_real("alpha", alpha, low=0.0, low_open=True)

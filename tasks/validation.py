@@ -40,12 +40,8 @@ def check_real(
     """Return `value` as float if it is a finite real number in the given (half-)open interval."""
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (low < value if low_open else low <= value) and (
-            value < high if high_open else value <= high
-        )
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if not ok:
         left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
-        raise ValueError(
-            f"{name} must be a finite number in {left}{low}, {high}{right}; got {value!r}"
-        )
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}; got {value!r}")
     return float(value)

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+
 from fedgossip.tasks import TaskConfig
 
 
@@ -59,8 +60,6 @@ def test_numbers_and_lists_are_normalised():
 
 
 def test_from_dict_accepts_known_keys_and_rejects_unknown():
-    assert TaskConfig.from_dict({"model": "linear", "alpha": 0.1}) == TaskConfig(
-        model="linear", alpha=0.1
-    )
+    assert TaskConfig.from_dict({"model": "linear", "alpha": 0.1}) == TaskConfig(model="linear", alpha=0.1)
     with pytest.raises(ValueError, match=r"unknown key task\.foo"):
         TaskConfig.from_dict({"foo": 1})

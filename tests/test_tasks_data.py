@@ -5,14 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-from fedgossip.tasks import TaskConfig, load_dataset, node_dataset
-from fedgossip.tasks.data import load_raw
 from sklearn.datasets import load_breast_cancer, load_digits
 
+from fedgossip.tasks import TaskConfig, load_dataset, node_dataset
+from fedgossip.tasks.data import load_raw
 
-@pytest.mark.parametrize(
-    ("name", "loader"), [("digits", load_digits), ("breast_cancer", load_breast_cancer)]
-)
+
+@pytest.mark.parametrize(("name", "loader"), [("digits", load_digits), ("breast_cancer", load_breast_cancer)])
 def test_raw_arrays_equal_sklearn_loaders(name, loader):
     x, y = load_raw(name)
     x_ref, y_ref = loader(return_X_y=True)
@@ -42,15 +41,9 @@ def test_scaling():
 
 
 def test_synthetic_is_deterministic_per_seed_and_sized():
-    a = load_dataset(
-        "synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
-    )
-    b = load_dataset(
-        "synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
-    )
-    c = load_dataset(
-        "synthetic", seed=2, synthetic_samples=500, synthetic_features=7, synthetic_classes=5
-    )
+    a = load_dataset("synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5)
+    b = load_dataset("synthetic", seed=1, synthetic_samples=500, synthetic_features=7, synthetic_classes=5)
+    c = load_dataset("synthetic", seed=2, synthetic_samples=500, synthetic_features=7, synthetic_classes=5)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_train, b.y_train)
     assert not np.allclose(a.x_train, c.x_train)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from fedgossip.tasks import TaskConfig, node_dataset
 from fedgossip.tasks.heterogeneity import node_level, with_label_noise
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from fedgossip.tasks import Learner, TaskConfig, build_learner
 from fedgossip.tasks.torch_learner import _sgd_step
 
@@ -114,9 +115,7 @@ def test_training_is_deterministic(model):
 
 def test_evaluation_uses_the_global_test_set():
     task = TaskConfig(init="shared", partition="shards")
-    assert (
-        build_learner(task, 0, 4, seed=0).evaluate() == build_learner(task, 3, 4, seed=0).evaluate()
-    )
+    assert build_learner(task, 0, 4, seed=0).evaluate() == build_learner(task, 3, 4, seed=0).evaluate()
 
 
 @pytest.mark.parametrize("model", ["mlp", "linear"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from fedgossip.tasks import load_dataset, partition_indices
 
 SCHEMES = ["iid", "dirichlet", "shards", "quantity"]
@@ -40,9 +41,7 @@ def test_iid_sizes_are_equal_and_labels_balanced(labels):
 
 def test_dirichlet_skew_grows_as_alpha_shrinks(labels):
     def mean_entropy(alpha):
-        shares = _label_shares(
-            labels, partition_indices(labels, 8, scheme="dirichlet", alpha=alpha)
-        )
+        shares = _label_shares(labels, partition_indices(labels, 8, scheme="dirichlet", alpha=alpha))
         logs = np.log(np.where(shares > 0, shares, 1.0))
         return -(shares * logs).sum(axis=1).mean()
 
@@ -65,9 +64,7 @@ def test_dirichlet_gives_up_with_a_clear_error():
 def test_shards_give_few_labels_per_node(labels):
     aligned = np.repeat(np.arange(10), 50)
     for num_nodes in (5, 10):
-        for part in partition_indices(
-            aligned, num_nodes, scheme="shards", shards_per_node=2, seed=4
-        ):
+        for part in partition_indices(aligned, num_nodes, scheme="shards", shards_per_node=2, seed=4):
             assert len(np.unique(aligned[part])) <= 2
     parts = partition_indices(labels, 8, scheme="shards", shards_per_node=2, seed=4)
     distinct = [len(np.unique(labels[part])) for part in parts]
@@ -76,16 +73,12 @@ def test_shards_give_few_labels_per_node(labels):
 
 def test_quantity_skews_sizes_not_labels(labels):
     def sizes(alpha):
-        return np.array(
-            [len(p) for p in partition_indices(labels, 8, scheme="quantity", alpha=alpha)]
-        )
+        return np.array([len(p) for p in partition_indices(labels, 8, scheme="quantity", alpha=alpha)])
 
     small, large = sizes(0.1), sizes(100.0)
     assert small.min() >= 10
     assert small.std() / small.mean() > 1.0 > 0.2 > large.std() / large.mean()
-    big_nodes = [
-        p for p in partition_indices(labels, 8, scheme="quantity", alpha=0.1) if len(p) > 200
-    ]
+    big_nodes = [p for p in partition_indices(labels, 8, scheme="quantity", alpha=0.1) if len(p) > 200]
     assert _label_shares(labels, big_nodes).max() < 0.2
 
 
