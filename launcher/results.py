@@ -31,7 +31,7 @@ class ResultsFolder:
     """Creates the folder and appends metrics records, flushed one by one."""
 
     def __init__(self, path: str | Path, config: ExperimentConfig) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # children may run in other working directories
         if (self.path / METRICS).exists():
             raise ValueError(f"{self.path} already holds a run: choose another --out")
         for sub in ("logs", "nodes"):
