@@ -17,19 +17,8 @@ from fedgossip.launcher.processes import child_env
 from fedgossip.reports import read_records
 from fedgossip.server.protocol import load_model
 
-from .helpers import cli_argv, run_cli, wait_for
+from .helpers import RECORD_FIELDS, cli_argv, run_cli, wait_for
 
-FIELDS = {
-    "node",
-    "round",
-    "time_s",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "num_examples",
-    "bytes_sent",
-    "bytes_received",
-}
 FLOWER = [
     "--set",
     "experiment.mode=flower",
@@ -87,7 +76,7 @@ def test_superlink_and_two_supernodes_run_two_rounds(tmp_path):
     nodes = [r for r in records if isinstance(r["node"], int)]
     assert {(r["node"], r["round"]) for r in nodes} == {(0, 1), (1, 1), (0, 2), (1, 2)}
     assert [r["round"] for r in records if r["node"] == "server"] == [0, 1, 2]
-    assert all(r.keys() >= FIELDS and r["evaluated_by"] == "node" for r in nodes)
+    assert all(r.keys() >= RECORD_FIELDS and r["evaluated_by"] == "node" for r in nodes)
     assert all(r["bytes_sent"] > 0 and r["bytes_received"] == 2 * r["bytes_sent"] for r in nodes)
     assert summary["final_mean_accuracy"] > 0.8
     assert processes_gone(run) == {}

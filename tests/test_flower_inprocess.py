@@ -17,17 +17,8 @@ from fedgossip.server import protocol as p
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 
-FIELDS = {
-    "node",
-    "round",
-    "time_s",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "num_examples",
-    "bytes_sent",
-    "bytes_received",
-}
+from .helpers import RECORD_FIELDS
+
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
 
 
@@ -62,7 +53,7 @@ def test_three_clients_two_rounds_emit_every_record():
     server = [r for r in records if r["node"] == "server"]
     assert {(r["node"], r["round"]) for r in nodes} == {(n, k) for n in range(3) for k in (1, 2)}
     assert [r["round"] for r in server] == [0, 1, 2]
-    assert all(r.keys() >= FIELDS for r in records)
+    assert all(r.keys() >= RECORD_FIELDS for r in records)
     model_bytes = nodes[0]["bytes_sent"]
     for r in nodes:
         assert r["evaluated_by"] == "node" and r["num_examples"] > 0 and r["train_loss"] > 0
