@@ -72,17 +72,14 @@ def _learner(config: ExperimentConfig, partition: int, context: Context):
     from fedgossip.tasks import build_learner
 
     learner = build_learner(config.task, partition, config.nodes.count, config.experiment.seed)
-    rng = getattr(learner, "_shuffle_rng", None)
     state = context.state.config_records.get(p.STATE)
-    if rng is not None and state is not None and p.SHUFFLE_STATE in state:
-        rng.bit_generator.state = json.loads(str(state[p.SHUFFLE_STATE]))
+    if state is not None and p.SHUFFLE_STATE in state:
+        learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
     return learner
 
 
 def _save_state(learner, context: Context) -> None:
-    rng = getattr(learner, "_shuffle_rng", None)
-    if rng is not None:
-        context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(rng.bit_generator.state)})
+    context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state)})
 
 
 def _install(learner, message: Message) -> None:

@@ -31,6 +31,16 @@ class Learner(abc.ABC):
         self.num_examples = len(data.y_train)
         self._shuffle_rng = shuffle_rng
 
+    @property
+    def shuffle_state(self) -> dict:
+        """State of the minibatch-order generator (JSON-ready), for runtimes that rebuild the learner
+        every round (a Flower ClientApp) yet want each epoch's order to differ as in one process."""
+        return self._shuffle_rng.bit_generator.state
+
+    @shuffle_state.setter
+    def shuffle_state(self, state: dict) -> None:
+        self._shuffle_rng.bit_generator.state = state
+
     @abc.abstractmethod
     def get_weights(self) -> list[np.ndarray]:
         """Fresh copies of the weight tensors in `names` order."""
