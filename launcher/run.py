@@ -33,7 +33,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         results.close()
     summary = summarize(out_dir, outcome.info())
     plot_run(read_records(out_dir), out_dir / "accuracy.png", f"{config.experiment.name}: test accuracy")
-    console.print(run_table(summary, title=f"{config.experiment.name}: {out_dir}"))
+    console.print(run_table(summary, title=config.experiment.name))
+    console.print(f"results: {out_dir} (metrics.jsonl, summary.json, accuracy.png, logs/)")
     for error in outcome.errors:
         console.print(f"[red]{error}[/]")
     return summary, EXIT_CODES[outcome.status]
