@@ -10,9 +10,11 @@ from rich.console import Console
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.results import ResultsFolder
+from fedgossip.launcher.signals import Shutdown
 from fedgossip.reports import plot_run, read_records, run_table, summarize
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
+"""Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
@@ -24,20 +26,23 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         f"strategy {config.strategy.name} -> {out_dir}"
     )
     started = time.time()
-    try:
-        outcome = _runtime(config)(config, results, console)
-    except KeyboardInterrupt:
-        outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
-        console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
-    finally:
-        results.close()
-    summary = summarize(out_dir, outcome.info())
-    plot_run(read_records(out_dir), out_dir / "accuracy.png", f"{config.experiment.name}: test accuracy")
-    console.print(run_table(summary, title=config.experiment.name))
-    console.print(f"results: {out_dir} (metrics.jsonl, summary.json, accuracy.png, logs/)")
-    for error in outcome.errors:
-        console.print(f"[red]{error}[/]")
-    return summary, EXIT_CODES[outcome.status]
+    with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
+        try:
+            outcome = _runtime(config)(config, results, console)
+        except KeyboardInterrupt:
+            outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
+            console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
+        finally:
+            shutdown.begin()
+            results.close()
+        summary = summarize(out_dir, outcome.info())
+        plot_run(read_records(out_dir), out_dir / "accuracy.png", f"{config.experiment.name}: test accuracy")
+        console.print(run_table(summary, title=config.experiment.name))
+        console.print(f"results: {out_dir} (metrics.jsonl, summary.json, accuracy.png, logs/)")
+        for error in outcome.errors:
+            console.print(f"[red]{error}[/]")
+    code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
+    return summary, code
 
 
 def _runtime(config: ExperimentConfig):
