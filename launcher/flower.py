@@ -379,8 +379,11 @@ def _write_processes(
 
 
 def _stop_all(children: list[Child], tracker: ProcessTracker, results: ResultsFolder) -> None:
-    """Stop the SuperNodes, then the SuperLink, then whatever they started, all by PID."""
-    for child in reversed(children):
+    """Stop the SuperNodes (together), then the SuperLink, then whatever they started, all by PID."""
+    nodes = [child for child in children if child.name != "superlink"]
+    for child in nodes:
+        child.terminate()
+    for child in [*nodes, *children]:
         child.stop()
     left = tracker.stop_leftovers()
     if left:

@@ -76,6 +76,7 @@ class Child:
             preexec_fn=_die_with_parent,
         )
         self.pid = self.process.pid
+        self._terminated = False
         self._reader = None
         if lines is not None:
             self._reader = threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True)
@@ -90,8 +91,10 @@ class Child:
         return self.process.poll()
 
     def terminate(self) -> None:
-        """Ask the child to stop (SIGTERM) without waiting."""
-        if self.process.poll() is None:
+        """Ask the child to stop (SIGTERM, once: a second one could land in its cleanup) without
+        waiting."""
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
 
