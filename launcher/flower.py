@@ -286,7 +286,6 @@ def _run_engine(
         finally:
             for event in tail.read():
                 sink(event)
-            _scan(tracker, children)
             _stop_all(children, tracker, results)
             _write_processes(results, children, run_id, tracker)
 
@@ -379,13 +378,16 @@ def _write_processes(
 
 
 def _stop_all(children: list[Child], tracker: ProcessTracker, results: ResultsFolder) -> None:
-    """Stop the SuperNodes (together), then the SuperLink, then whatever they started, all by PID."""
+    """Stop what the SuperLink and SuperNodes started (leaves first), then the SuperNodes
+    (together), then the SuperLink, all by PID: each process gets one SIGTERM while its parent
+    still runs, and the SuperNodes can still sign off at the SuperLink."""
+    _scan(tracker, children)
+    started = tracker.stop_leftovers(leaves_first=True)
+    if started:
+        with open(results.logs / "superlink.log", "a") as log:
+            log.write(f"fedgossip: stopped the Flower processes {started}\n")
     nodes = [child for child in children if child.name != "superlink"]
     for child in nodes:
         child.terminate()
     for child in [*nodes, *children]:
         child.stop()
-    left = tracker.stop_leftovers()
-    if left:
-        with open(results.logs / "superlink.log", "a") as log:
-            log.write(f"fedgossip: stopped leftover Flower processes {left}\n")

@@ -51,6 +51,28 @@ def descendants(roots: Iterable[int]) -> list[psutil.Process]:
     return list(found.values())
 
 
+def _depth(proc: psutil.Process, among: dict[int, psutil.Process]) -> int:
+    """How many ancestors of `proc` are in `among`."""
+    depth, seen = 0, {proc.pid}
+    with contextlib.suppress(psutil.Error):
+        parent = proc.ppid()
+        while parent in among and parent not in seen:
+            depth, seen = depth + 1, seen | {parent}
+            parent = among[parent].ppid()
+    return depth
+
+
+def stop_leaves_first(procs: Iterable[psutil.Process], grace: float) -> list[psutil.Process]:
+    """`stop` the deepest processes first, then their parents, level by level: each gets one
+    SIGTERM while its parent still runs. (Flower's processes stop by themselves when their parent
+    dies, so a SIGTERM sent after that lands in their own shutdown: a second signal.)"""
+    left = {proc.pid: proc for proc in procs if _running(proc)}
+    levels: dict[int, list[psutil.Process]] = {}
+    for proc in left.values():
+        levels.setdefault(_depth(proc, left), []).append(proc)
+    return [proc for depth in sorted(levels, reverse=True) for proc in stop(levels[depth], grace)]
+
+
 def stop(procs: Iterable[psutil.Process], grace: float) -> list[psutil.Process]:
     """SIGTERM every running process of `procs`, SIGKILL those still running after `grace`
     seconds; return the ones that were signalled."""
@@ -121,7 +143,8 @@ class ProcessTracker:
                         self._add(proc)
         return [proc for proc in self.known.values() if _running(proc)]
 
-    def stop_leftovers(self, grace: float = 5.0) -> list[int]:
-        """SIGTERM, then SIGKILL after `grace`, every process of the run still running; return the
-        PIDs that had to be signalled."""
-        return sorted(proc.pid for proc in stop(self.sweep(), grace))
+    def stop_leftovers(self, grace: float = 5.0, *, leaves_first: bool = False) -> list[int]:
+        """SIGTERM, then SIGKILL after `grace`, every process of the run still running (all at once,
+        or level by level from the leaves up); return the PIDs that had to be signalled."""
+        procs = self.sweep()
+        return sorted(proc.pid for proc in (stop_leaves_first if leaves_first else stop)(procs, grace))
