@@ -110,7 +110,13 @@ class ProcessTracker:
         self.foreign_sessions = {0, 1, os.getsid(0), *foreign_sessions}
 
     def scan(self, roots: Iterable[int]) -> None:
-        """Add the current descendants of `roots` (call it now and then while the run goes on)."""
+        """Add the current descendants of `roots` (call it now and then while the run goes on); the
+        roots themselves are the caller's to stop, never tracked."""
+        roots = set(roots)
+        self.exclude |= roots
+        self._add_descendants(roots)
+
+    def _add_descendants(self, roots: Iterable[int]) -> None:
         for proc in descendants(roots):
             self._add(proc)
 
@@ -135,7 +141,7 @@ class ProcessTracker:
         """The remembered processes still running, plus what they started since the last scan and
         the members of their sessions (orphans whose parent died keep their session; a session id
         is not reused while the session has a member)."""
-        self.scan([pid for pid, proc in self.known.items() if _running(proc)])
+        self._add_descendants([pid for pid, proc in self.known.items() if _running(proc)])
         if self.sessions:
             for proc in psutil.process_iter():
                 with contextlib.suppress(OSError):
