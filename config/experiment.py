@@ -21,6 +21,7 @@ from fedgossip.config.sections import (
     GOSSIP_STRATEGIES,
     ExperimentSection,
     FlowerSection,
+    GossipSection,
     NodesSection,
     PeerSection,
     SecuritySection,
@@ -48,6 +49,7 @@ class ExperimentConfig:
     topology: TopologySection = field(default_factory=TopologySection)
     strategy: StrategySection = field(default_factory=StrategySection)
     security: SecuritySection = field(default_factory=SecuritySection)
+    gossip: GossipSection = field(default_factory=GossipSection)
     flower: FlowerSection = field(default_factory=FlowerSection)
     peer: PeerSection | None = None
 

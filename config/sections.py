@@ -157,11 +157,41 @@ class FlowerSection:
 
 
 @dataclass(frozen=True)
+class GossipSection:
+    """How a gossip peer defends its rounds against slow, frozen and hostile neighbours.
+
+    max_pushes: pushes served at once (0: 2 per neighbour + 4); idle_timeout: seconds a push
+    stream may stay silent; max_norm_ratio: refuse received models whose norm exceeds this multiple
+    of the own model's (0 = off, so attacks stay measurable); catch_up_rounds: how many rounds
+    behind its neighbours a peer must fall before it fetches a neighbour's model; divergence_limit:
+    consecutive rounds of non-finite training before the peer stops; degraded_share: the run is
+    "degraded" when a node merged nothing in more than this share of its rounds.
+    """
+
+    max_pushes: int = 0
+    idle_timeout: float = 10.0
+    max_norm_ratio: float = 0.0
+    catch_up_rounds: int = 2
+    divergence_limit: int = 3
+    degraded_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        require(self.max_pushes >= 0, "gossip.max_pushes", "must be >= 0")
+        require(self.idle_timeout > 0, "gossip.idle_timeout", "must be > 0 seconds")
+        require(self.max_norm_ratio >= 0, "gossip.max_norm_ratio", "must be >= 0")
+        require(self.catch_up_rounds >= 2, "gossip.catch_up_rounds", "must be >= 2")
+        require(self.divergence_limit >= 1, "gossip.divergence_limit", "must be >= 1")
+        require(0 <= self.degraded_share <= 1, "gossip.degraded_share", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class PeerSection:
     """One gossip peer's place in the network: only in node configs (`fedgossip peer`).
 
     `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files.
     Plaintext on a non-loopback address needs `insecure = true`, said explicitly.
+    `link_keys_file` holds the secrets of this peer's links (client/identity.py): with it, or with
+    mutual TLS and node certificates, every caller is identified and may push only as itself.
     """
 
     id: int = 0
@@ -173,6 +203,7 @@ class PeerSection:
     key_file: str = ""
     client_ca_file: str = ""
     token_file: str = ""
+    link_keys_file: str = ""
     insecure: bool = False
     max_model_mb: float = 2048.0
 

@@ -12,7 +12,7 @@ from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.reports import plot_run, read_records, run_table, summarize
 
-EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
+EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
