@@ -1,7 +1,9 @@
 """What a peer has heard: the models received by round, the neighbours' progress, refusals.
 
-The gRPC handlers write (`put`, `note`); the round loop reads (`collect`, `take_round_news`,
-`progress`). Pushes are accepted for the open round and the next one only.
+The gRPC handlers write (`put`, `note`); the round loop reads (`wait`, `close`, `take_refused`,
+`progress`). Models are taken for the open round and the next one; a model one round late stands
+in for its sender's model of the open round, so a neighbour that fell one round behind (it missed
+a deadline by a hair) is still merged, and the two never drift apart for good.
 """
 
 from __future__ import annotations
@@ -9,25 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from fedgossip.client.wire import ModelMessage
-
-
-@dataclass(frozen=True)
-class RoundNews:
-    """What happened on the wire during one round, besides the merged models."""
-
-    refused: int  # pushes not used: invalid, unauthenticated, late, ahead, implausible
-    seen: frozenset[int]  # neighbours that pushed anything, even a refused model: they are alive
 
 
 class Inbox:
     """Thread-safe store of received models, keyed by round and sender.
 
-    A sender pushing twice in a round replaces its earlier model. Models of rounds already closed
-    are refused (the sender still counts as alive); so are models more than one round ahead (the
-    sender's round is remembered: a peer that fell behind learns it from there).
+    A sender pushing twice in a round replaces its earlier model. Models more than one round late
+    or ahead are refused; the round of every sender is remembered, so a peer that fell behind
+    learns it from there.
     """
 
     def __init__(self) -> None:
@@ -36,7 +29,6 @@ class Inbox:
         self._open_round = 1
         self._progress: dict[int, int] = {}
         self._refused = 0
-        self._seen: set[int] = set()
 
     @property
     def open_round(self) -> int:
@@ -45,7 +37,7 @@ class Inbox:
 
     def window(self, round_: int) -> str | None:
         """Why a model of `round_` would not be used now ("closed", "ahead"), or None if it would."""
-        if round_ < self._open_round:
+        if round_ < self._open_round - 1:
             return "closed"
         if round_ > self._open_round + 1:
             return "ahead"
@@ -59,7 +51,11 @@ class Inbox:
             if refused:
                 self._refused += 1
                 return refused
-            self._models.setdefault(message.round, {})[message.sender] = message
+            if message.round < self._open_round:  # one round late: stands in for the open round
+                senders = self._models.setdefault(self._open_round, {})
+                senders.setdefault(message.sender, message)
+            else:
+                self._models.setdefault(message.round, {})[message.sender] = message
             self._cond.notify_all()
             return None
 
@@ -71,7 +67,6 @@ class Inbox:
             self._refused += int(refused)
 
     def _note(self, sender: int, round_: int | None) -> None:
-        self._seen.add(sender)
         if round_ is not None and round_ > self._progress.get(sender, 0):
             self._progress[sender] = round_
 
@@ -80,16 +75,21 @@ class Inbox:
         with self._cond:
             return dict(self._progress)
 
-    def collect(self, round_: int, expected: Collection[int], deadline: float) -> list[ModelMessage]:
-        """Wait until every `expected` sender's model of `round_` is in (or `deadline`, a monotonic
-        time, passes), close the round and return what arrived, sorted by sender.
-        """
+    def wait(self, round_: int, expected: Collection[int], deadline: float) -> set[int]:
+        """Wait until every `expected` sender's model of `round_` is in, or `deadline` (a monotonic
+        time) passes; return the senders still missing."""
         with self._cond:
-            while not set(expected) <= self._models.get(round_, {}).keys():
+            while missing := set(expected) - self._models.get(round_, {}).keys():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            return missing
+
+    def close(self, round_: int) -> list[ModelMessage]:
+        """Close `round_` and return its models, sorted by sender. A model one round late that
+        stands in for its sender keeps its own `round`."""
+        with self._cond:
             arrived = self._models.pop(round_, {})
             self._advance(round_ + 1)
             return [arrived[s] for s in sorted(arrived)]
@@ -104,9 +104,8 @@ class Inbox:
         for stale in [r for r in self._models if r < round_]:
             del self._models[stale]
 
-    def take_round_news(self) -> RoundNews:
-        """Refusals and senders seen since the last call, reset for the next round."""
+    def take_refused(self) -> int:
+        """Pushes refused since the last call (invalid, unauthenticated, too late or early, implausible)."""
         with self._cond:
-            news = RoundNews(self._refused, frozenset(self._seen))
-            self._refused, self._seen = 0, set()
-            return news
+            refused, self._refused = self._refused, 0
+            return refused

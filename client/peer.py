@@ -3,12 +3,14 @@
 Synchronous rounds: train, push the model to every neighbour, wait (up to the round timeout) for
 the neighbours' models of this round, merge them in sender order with the configured strategy,
 evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
-is heard from (any push, even a late one), so a dead or frozen peer costs its neighbours one
-timeout, not one per round. Nothing from the network or from training crashes a peer: a merge or a
-training step that yields non-finite values is discarded (the node keeps its previous model) and
-recorded; only repeated divergence of its own training stops a peer ("diverged at round r"). A peer
-that fell `gossip.catch_up_rounds` behind its neighbours fetches a neighbour's model (GetModel),
-adopts its round, and goes on from there.
+is heard from again (a model one round late counts: it stands in for this round's), so a dead or
+frozen peer costs its neighbours one timeout, not one per round.
+
+Nothing from the network or from training crashes a peer: a merge or a training step that yields
+non-finite values is discarded (the node keeps its previous model) and recorded; only repeated
+divergence of its own training stops a peer ("diverged at round r"). A peer that fell
+`gossip.catch_up_rounds` behind its neighbours fetches a neighbour's model (GetModel), adopts its
+round, and goes on from there.
 
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.peer NODE.toml`.
 """
@@ -22,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
 from typing import Any, TextIO
 
@@ -58,6 +60,8 @@ from fedgossip.tasks import build_learner
 log = logging.getLogger("fedgossip.peer")
 
 Emit = Callable[[dict[str, Any]], None]
+DELIVERY_GRACE_S = 1.0  # how long a round waits for its model to reach the neighbours in step
+MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
 
 
 class Diverged(Exception):
@@ -132,7 +136,7 @@ class GossipPeer:
     def run(self, emit: Emit) -> None:
         """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
         rounds = self.config.experiment.rounds
-        alive = set(self.neighbours)
+        unreachable: set[int] = set()  # neighbours whose Health did not answer: not waited for
         current = self.learner.get_weights()
         self.service.publish(current, self.learner.num_examples, 0)
         emit(
@@ -150,6 +154,7 @@ class GossipPeer:
                 current = caught_up.arrays
                 emit(self._caught_up_record(caught_up, round_))
                 round_ = caught_up.round + 1
+                unreachable = set()  # back in step: wait for the neighbours again
                 continue
             self.service.state = "training"
             train_loss = self.learner.train()
@@ -166,22 +171,22 @@ class GossipPeer:
                     )
                 self.learner.set_weights(current)
                 own, train_loss = current, None
-            deadline = time.monotonic() + self.config.experiment.round_timeout
+            timeout = self.config.experiment.round_timeout
+            deadline = time.monotonic() + timeout
             self.service.state = "waiting"
-            pending = self._push(round_, own, alive, deadline)
-            messages = self.inbox.collect(round_, alive, deadline)
+            expected = set(self.neighbours) - unreachable
+            pending = self._push(round_, own, expected, deadline)
+            missing, silent = self._wait_for(round_, expected, deadline)
+            messages = self.inbox.close(round_)
             heard = [m.sender for m in messages]
-            sent = self._delivered(pending, heard, deadline)
-            news = self.inbox.take_round_news()
-            missing = alive - set(heard)
+            last = round_ == rounds
+            until = deadline if last else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
+            sent = self._delivered(pending, [m.sender for m in messages if m.round == round_], until)
             if missing:
                 log.warning(
-                    "round %d: no model from %s within %.1fs",
-                    round_,
-                    sorted(missing),
-                    self.config.experiment.round_timeout,
+                    "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
                 )
-            alive = (set(heard) | news.seen) & set(self.neighbours)
+            unreachable = (unreachable | silent) - set(heard)
             current, test_loss, test_accuracy, discarded = self._merge(round_, own, messages)
             self.service.publish(current, self.learner.num_examples, round_)
             emit(
@@ -198,12 +203,46 @@ class GossipPeer:
                     "bytes_received": sum(m.nbytes for m in messages),
                     "neighbours_heard": heard,
                     "merged": 0 if discarded else len(messages),
-                    "refused": news.refused,
+                    "refused": self.inbox.take_refused(),
                     "discarded": discarded,
                 }
             )
             round_ += 1
         self.service.state = "done"
+
+    def _wait_for(self, round_: int, neighbours: set[int], deadline: float) -> tuple[set[int], set[int]]:
+        """Wait for the neighbours' models of `round_` until `deadline`; then ask the missing ones
+        (Health) and wait longer, up to MAX_WAIT_TIMEOUTS round timeouts in all, for those that
+        answer that they are working on this round or the one before (a model one round late
+        stands in): a neighbour held up by its own neighbour is waited for, one that does not
+        answer (frozen, dead), is further behind or already ahead (its model was refused) is not.
+        So a stalled peer delays the others in one wave, not round after round.
+
+        Returns the neighbours still missing, and those of them that did not answer.
+        """
+        timeout = self.config.experiment.round_timeout
+        limit = deadline + (MAX_WAIT_TIMEOUTS - 1) * timeout
+        missing = self.inbox.wait(round_, neighbours, deadline)
+        silent: set[int] = set()
+        while missing and time.monotonic() < limit:
+            rounds = self._health(missing, min(1.0, timeout / 4))
+            silent |= missing - rounds.keys()
+            busy = {node for node, done in rounds.items() if round_ - 2 <= done < round_}
+            if not busy:
+                break
+            missing = self.inbox.wait(round_, busy, min(limit, time.monotonic() + timeout)) | (missing - busy)
+        return missing, silent & missing
+
+    def _health(self, nodes: set[int], timeout: float) -> dict[int, int]:
+        """The rounds completed by those of `nodes` whose Health answers within `timeout`."""
+        calls = {n: self.stubs[n].Health.future(gossip_pb2.HealthRequest(), timeout=timeout) for n in nodes}
+        rounds = {}
+        for node, call in calls.items():
+            try:
+                rounds[node] = call.result().round
+            except grpc.RpcError:
+                continue
+        return rounds
 
     def _merge(
         self, round_: int, own: list[np.ndarray], messages: list[ModelMessage]
@@ -291,14 +330,14 @@ class GossipPeer:
         }
 
     def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
-        """A neighbour answered: it is alive, and its reply says which round it is in."""
+        """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
         self.inbox.note(node, reply.round or None, refused=False)
 
     def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
         """Queue this round's model for every neighbour; return the sends by node.
 
-        Live neighbours are waited for (`wait_for_ready`) until the deadline, so a peer that starts
-        late still gets round 1; neighbours that missed a round get one fail-fast attempt.
+        Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
+        starts late still gets round 1; the others get one fail-fast attempt.
         """
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         return {
@@ -306,15 +345,16 @@ class GossipPeer:
         }
 
     @staticmethod
-    def _delivered(pending: dict[int, futures.Future], heard: list[int], deadline: float) -> int:
-        """Bytes of this round's model delivered to the neighbours heard from this round.
+    def _delivered(pending: dict[int, futures.Future], heard: Collection[int], until: float) -> int:
+        """Bytes of this round's model delivered to the neighbours heard from in time this round.
 
-        Those neighbours are alive and accept at once, so this wait is short; it also guarantees
-        that the last round's model reaches them before the peer exits. Sends to silent
-        neighbours are not waited for.
+        Those neighbours are in step and accept at once, so the wait is short; it is bounded by
+        `until` (a monotonic time): a neighbour that froze right after its push holds nobody. In
+        the last round `until` is the deadline, so the final model reaches them before the peer
+        exits. Sends to other neighbours are not waited for.
         """
         sends = [pending[node] for node in heard if node in pending]
-        done, _ = futures.wait(sends, timeout=max(1.0, deadline - time.monotonic()))
+        done, _ = futures.wait(sends, timeout=max(0.0, until - time.monotonic()))
         return sum(f.result() for f in done)
 
     def close(self) -> None:

@@ -107,27 +107,27 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
 
     async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
         caller = await self._identify(context)
-        if self._pushes >= self.max_pushes:
-            self.inbox.note(caller)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._pushes} pushes in progress")
-        self._pushes += 1
-        sender = None
+        sender, counted = None, False
         try:
+            if self._pushes >= self.max_pushes:
+                raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._pushes} pushes in progress")
+            self._pushes, counted = self._pushes + 1, True
+            if caller is not None:  # an identified caller holds one push at most, header or not
+                sender = self._hold(caller)
             assembler = ModelAssembler(
                 self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
             )
-            assembler.add(await self._read(context))
+            first = await self._read(context)
+            if first is None:
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
+            assembler.add(first)
             header = assembler.header
             if caller is not None and header.sender != caller:
                 raise WireError(
                     grpc.StatusCode.PERMISSION_DENIED, f"node {caller} pushed as node {header.sender}"
                 )
-            if header.sender in self._in_flight:
-                raise WireError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"a push from node {header.sender} is in progress"
-                )
-            sender = header.sender
-            self._in_flight.add(sender)
+            if caller is None:
+                sender = self._hold(header.sender)
             too_early_or_late = self.inbox.window(header.round)
             if too_early_or_late:
                 self.inbox.note(sender, header.round)
@@ -145,12 +145,19 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
                 return self._reply(False, f"round {header.round} is {refused}")
             return self._reply(True)
         except WireError as err:
-            self.inbox.note(caller if caller is not None else sender)
+            self.inbox.note(None)  # a bad push proves nothing about its sender being in the round
             log.warning("refused push from %s: %s", caller if caller is not None else context.peer(), err)
             await context.abort(err.code, str(err))
         finally:
-            self._pushes -= 1
+            self._pushes -= counted
             self._in_flight.discard(sender)
+
+    def _hold(self, sender: int) -> int:
+        """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
+        if sender in self._in_flight:
+            raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a push from node {sender} is in progress")
+        self._in_flight.add(sender)
+        return sender
 
     async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
         await self._identify(context)
