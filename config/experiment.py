@@ -99,9 +99,7 @@ def read_config_text(source: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(
-            f"config file {source} is not UTF-8 text (byte {err.start}: {err.reason})"
-        ) from None
+        raise ValueError(f"config file {source} is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
