@@ -141,9 +141,11 @@ class ResultsFolder:
 
         Only entries that were not there before are removed, and only folders this run created
         (and that are then empty) are deleted: a folder given with --out that existed is kept."""
-        with contextlib.suppress(OSError):
+        try:
             if self.started():
                 return False
+        except OSError:  # cannot tell: keep everything
+            return False
         self.close()
         for name in set(_entries(self.path)) - self._before:
             entry = self.path / name
