@@ -8,6 +8,7 @@ raise ValueError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -37,6 +38,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; this bounds reading /dev/zero or a huge file
+INT64 = (-(2**63), 2**63 - 1)  # TOML integers are 64-bit; larger ones would crash numpy/protobuf
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,30 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """Read a TOML config (the built-in quickstart when `path` is None) and apply `--set` overrides."""
     source = Path(path) if path is not None else QUICKSTART
     try:
-        data = tomllib.loads(source.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"config file not found: {source}") from None
+        data = tomllib.loads(read_config_text(source))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source} is not valid TOML: {err}") from None
     for item in overrides:
         apply_override(data, item)
     return config_from_dict(data)
+
+
+def read_config_text(source: Path) -> str:
+    """The text of a config file; every way of not being one (missing, a directory, unreadable,
+    too big, not UTF-8) is a ValueError naming the path and the reason."""
+    try:
+        with open(source, "rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {source}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config file {source}: {err.strerror or err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {source} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {source} is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -136,7 +155,8 @@ def _section_class(hint: Any) -> type:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a field's type hint; widen int to float and lists to tuples."""
+    """Check `value` (see _check_value) against a field's type hint; widen int to float, lists to tuples."""
+    _check_value(value, key)
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
     for option in options:
         ok, converted = _try_type(value, option)
@@ -144,6 +164,26 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return converted
     expected = " or ".join(_type_name(o) for o in options if o is not type(None))
     raise ValueError(f"{key} must be {expected}; got {value!r}")
+
+
+def _check_value(value: Any, key: str) -> None:
+    """Refuse what every key of every section refuses: non-finite numbers (inf, nan), integers
+    beyond 64 bits and text that is not valid Unicode (lone surrogates from undecodable argv)."""
+    if isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            _check_value(item, f"{key}[{index}]")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_value(item, f"{key}.{name}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number; got {value!r}")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"{key} must fit in 64 bits; got {value}")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{key} must be valid UTF-8 text; got {value!r}") from None
 
 
 def _try_type(value: Any, option: Any) -> tuple[bool, Any]:

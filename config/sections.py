@@ -7,6 +7,7 @@ traceback deep inside a node process.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 GOSSIP_STRATEGIES = ("average", "vca", "median", "trimmed-mean")
@@ -24,6 +25,7 @@ FLOWER_BUILTIN_STRATEGIES = (
 )
 FLOWER_STRATEGIES = ("average", "vca", *FLOWER_BUILTIN_STRATEGIES)
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
+MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
 
 def require(condition: bool, key: str, message: str) -> None:
@@ -35,6 +37,19 @@ def require(condition: bool, key: str, message: str) -> None:
 def require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
     """Raise ValueError naming `key` when `value` is not one of `choices`."""
     require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why `name` is not a plain file name (it names the results folder), or None if it is one."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters; got {len(name)}"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"must be a plain file name (it names the results folder), not a path; got {name!r}"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return f"must not contain control characters; got {name!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,8 @@ class ExperimentSection:
     target_accuracy: float = 0.9
 
     def __post_init__(self) -> None:
-        require(bool(self.name.strip()), "experiment.name", "must not be empty")
+        problem = file_name_problem(self.name)
+        require(problem is None, "experiment.name", str(problem))
         require_choice(self.mode, "experiment.mode", ("gossip", "flower"))
         require(self.rounds >= 1, "experiment.rounds", f"must be >= 1; got {self.rounds}")
         require(self.seed >= 0, "experiment.seed", f"must be >= 0; got {self.seed}")
