@@ -253,6 +253,7 @@ def build_strategy(
 ) -> Strategy:
     """The strategy named by config.strategy.name, with seeded sampling over `labels`
     (node id -> partition id, read at each sampling)."""
+    kwargs = strategy_arguments(config)  # first: its errors name the config keys
     return seeded_class(config.strategy.name)(
-        seed=config.experiment.seed, labels=labels, node_wait=node_wait, **strategy_arguments(config)
+        seed=config.experiment.seed, labels=labels, node_wait=node_wait, **kwargs
     )

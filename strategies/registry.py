@@ -285,8 +285,15 @@ def run_rule(
         return Outcome(None, f"strategy {rule.name!r} failed{where}: {_describe(err)}")
 
 
+_IMPORT_SYSTEM = os.path.dirname(importlib.__file__)
+
+
 def _describe(err: BaseException) -> str:
-    """``Type: message (at file:line in function)``: the innermost frame outside the import system."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<frozen")]
+    """``Type: message (at file:line in function)``: the innermost frame outside the import machinery."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(err.__traceback__)
+        if not frame.filename.startswith(("<frozen", _IMPORT_SYSTEM)) and frame.filename != __file__
+    ]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
     return f"{type(err).__name__}: {err}{where}"
