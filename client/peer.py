@@ -32,7 +32,7 @@ import grpc
 import numpy as np
 
 from fedgossip.client.inbox import Inbox
-from fedgossip.client.merge import gossip_merge
+from fedgossip.client.merge import merge_models
 from fedgossip.client.security import (
     call_metadata,
     channel_credentials,
@@ -250,24 +250,15 @@ class GossipPeer:
         """Merge and evaluate; a merge that fails or yields non-finite values or loss is discarded.
 
         Returns the model kept, its test loss and accuracy, and why a merge was discarded (or None).
-        A discarded training step ("training") was undone before; it is reported here too.
         """
         discarded = None
         merged = own
-        if messages:
-            try:
-                merged = gossip_merge(
-                    self.config.strategy,
-                    own,
-                    [m.arrays for m in messages],
-                    [m.num_examples for m in messages],
-                )
-            except Exception as err:  # a rule's failure never crashes the peer
-                log.warning("round %d: merge failed (%s); keeping the own model", round_, err)
-                merged, discarded = own, "merge failed"
-            if merged is not own and not finite(merged):
-                log.warning("round %d: the merge gave NaN or Inf; keeping the own model", round_)
-                merged, discarded = own, "merge not finite"
+        if messages:  # the rule's result is validated (count, shapes, finiteness); a failure is logged
+            received = [m.arrays for m in messages]
+            outcome = merge_models(
+                self.config.strategy, own, received, [m.num_examples for m in messages], round_
+            )
+            merged, discarded = outcome.model, ("merge failed" if outcome.error else None)
         self.learner.set_weights(merged)
         test_loss, test_accuracy = self.learner.evaluate()
         if merged is not own and not math.isfinite(test_loss):

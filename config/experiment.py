@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.config.sections import (
-    FLOWER_STRATEGIES,
-    GOSSIP_STRATEGIES,
     ExperimentSection,
     FlowerSection,
     GossipSection,
@@ -30,6 +28,7 @@ from fedgossip.config.sections import (
     TopologySection,
     require_choice,
 )
+from fedgossip.strategies import registry
 from fedgossip.tasks import TaskConfig
 
 if sys.version_info >= (3, 11):
@@ -57,8 +56,14 @@ class ExperimentConfig:
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
-        allowed = GOSSIP_STRATEGIES if self.experiment.mode == "gossip" else FLOWER_STRATEGIES
-        require_choice(self.strategy.name, f"strategy.name (mode {self.experiment.mode})", allowed)
+        mode, name = self.experiment.mode, self.strategy.name
+        if not registry.is_user_reference(name):
+            require_choice(name, f"strategy.name (mode {mode})", registry.names(mode))
+        elif mode == "gossip":  # every peer runs it: import it now (a Flower server imports it itself)
+            try:
+                registry.resolve(name)
+            except ValueError as err:
+                raise ValueError(f"strategy.name {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML-ready) of every section, defaults included."""
@@ -105,16 +110,24 @@ def read_config_text(source: Path) -> str:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one `section.key=value` override in place; the value is parsed as TOML, else a string."""
+    """Apply one `section.key=value` override in place; the value is parsed as TOML, else a string.
+
+    The key may go deeper into nested tables: `strategy.params.f=1`.
+    """
     key, sep, raw = item.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not section or not name:
+    path = key.strip().split(".")
+    if not sep or len(path) < 2 or not all(path):
         raise ValueError(f"--set expects section.key=value; got {item!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    data.setdefault(section, {})[name] = value
+    table = data
+    for depth, name in enumerate(path[:-1]):
+        table = table.setdefault(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"--set {key.strip()}: {'.'.join(path[: depth + 1])} is not a table")
+    table[path[-1]] = value
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
@@ -155,9 +168,16 @@ def _section_class(hint: Any) -> type:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` (see _check_value) against a field's type hint; widen int to float, lists to tuples."""
+    """Check `value` (see _check_value) against a field's type hint; widen int to float and lists
+    to tuples. A table (`dict[str, X]`) has each value checked against X, errors naming `key.NAME`;
+    `Any` takes any TOML value (a strategy's params, checked by the strategy registry).
+    """
     _check_value(value, key)
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    table = next((o for o in options if typing.get_origin(o) is dict), None)
+    if table is not None and isinstance(value, Mapping):
+        item = typing.get_args(table)[1]
+        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     for option in options:
         ok, converted = _try_type(value, option)
         if ok:
@@ -188,6 +208,8 @@ def _check_value(value: Any, key: str) -> None:
 
 def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(option)
+    if option is Any:
+        return True, value
     if option is type(None):
         return value is None, None
     if option is bool:
@@ -203,8 +225,6 @@ def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
         (item,) = typing.get_args(option)[:1]
         converted = [_try_type(v, item) for v in value]
         return all(ok for ok, _ in converted), tuple(v for _, v in converted)
-    if origin is dict and isinstance(value, Mapping):
-        return all(isinstance(v, str) for v in value.values()), {str(k): v for k, v in value.items()}
     return False, None
 
 
@@ -217,7 +237,7 @@ def _type_name(option: Any) -> str:
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(option)[0])}"
     if origin is dict:
-        return "a table of strings"
+        return "a table"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
         option, str(option)
     )

@@ -8,22 +8,14 @@ traceback deep inside a node process.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-GOSSIP_STRATEGIES = ("average", "vca", "median", "trimmed-mean")
-FLOWER_BUILTIN_STRATEGIES = (
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "bulyan",
-)
-FLOWER_STRATEGIES = ("average", "vca", *FLOWER_BUILTIN_STRATEGIES)
+from fedgossip.strategies import registry
+
+GOSSIP_STRATEGIES = registry.names("gossip")
+FLOWER_STRATEGIES = registry.names("flower")
+FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
 MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
@@ -101,22 +93,22 @@ class TopologySection:
 
 @dataclass(frozen=True)
 class StrategySection:
-    """How models are merged: the rule's name and its parameters."""
+    """How models are merged: a rule's name and its parameters (the `[strategy.params]` table).
+
+    The name is one of `fedgossip.strategies.registry` or a user's "package.module:function"
+    (whose params pass unchecked). A registered rule's params are checked here, and completed with
+    the defaults, so the resolved config repeats the run exactly.
+    """
 
     name: str = "average"
-    own_weight: float = 0.5
-    trim_fraction: float = 0.2
-    eps: float = 1e-8
-    ratio: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require_choice(
-            self.name, "strategy.name", tuple(dict.fromkeys(GOSSIP_STRATEGIES + FLOWER_STRATEGIES))
-        )
-        require(0 <= self.own_weight <= 1, "strategy.own_weight", "must be in [0, 1]")
-        require(0 <= self.trim_fraction < 0.5, "strategy.trim_fraction", "must be in [0, 0.5)")
-        require(self.eps >= 0, "strategy.eps", "must be >= 0")
-        require(self.ratio >= 0, "strategy.ratio", "must be >= 0")
+        try:
+            entry = registry.lookup(self.name)
+        except ValueError as err:
+            raise ValueError(f"strategy.name {err}") from None
+        object.__setattr__(self, "params", entry.bind(self.params, "strategy.params"))
 
 
 @dataclass(frozen=True)
