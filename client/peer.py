@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 import time
@@ -54,6 +53,7 @@ from fedgossip.client.wire import (
     specs_of,
 )
 from fedgossip.config import ExperimentConfig, load_config
+from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.tasks import build_learner
 
@@ -369,11 +369,6 @@ def json_lines(stream: TextIO) -> Emit:
     return emit
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    """SIGTERM ends the peer like Ctrl-C: rounds already emitted stay emitted."""
-    raise KeyboardInterrupt
-
-
 def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
     """Entry point of a peer process: load the node config, run all rounds, return an exit status."""
     logging.basicConfig(
@@ -388,7 +383,7 @@ def run_peer(config_path: str, overrides: list[str] | None = None, metrics: Text
         log.error("%s", err)
         emit({"type": "error", "error": str(err)})
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    shutdown = Shutdown().install()  # SIGTERM/SIGINT end the peer like Ctrl-C, once; later ones ignored
     try:
         peer.run(emit)
     except Diverged as err:
@@ -396,8 +391,9 @@ def run_peer(config_path: str, overrides: list[str] | None = None, metrics: Text
         emit({"type": "error", "node": peer.peer.id, "error": str(err)})
         return 1
     except KeyboardInterrupt:
-        return 130
+        return shutdown.exit_code
     finally:
+        shutdown.begin()
         peer.close()
     emit({"type": "done", "node": peer.peer.id})
     return 0

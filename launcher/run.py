@@ -12,10 +12,12 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.memory import check_memory
 from fedgossip.launcher.results import ResultsFolder, ResultsWriteError
+from fedgossip.launcher.signals import Shutdown
 from fedgossip.reports import build_summary, plot_run, read_records, run_table, write_summary
 from fedgossip.reports.records import SUMMARY
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
+"""Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
@@ -31,32 +33,35 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         f"strategy {config.strategy.name} -> {escape(str(out_dir))}"
     )
     started = time.time()
-    try:
-        outcome = _runtime(config)(config, results, console)
-    except KeyboardInterrupt:
-        outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
-        console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
-    except ResultsWriteError:  # every node process was stopped on the way out
-        outcome = Outcome(status="failed", wall_time_s=time.time() - started)
-    except BaseException:
-        results.discard_unstarted()
-        raise
-    finally:
-        results.close()
-    if results.failure:
-        outcome.status = "failed"
-        outcome.errors.append(results.failure)
-    summary = build_summary(out_dir, outcome.info())
-    results.save(SUMMARY, lambda path: write_summary(path, summary))
-    title = f"{config.experiment.name}: test accuracy"
-    results.save("accuracy.png", lambda path: plot_run(read_records(out_dir), path, title))
-    console.print(run_table(summary, title=config.experiment.name))
-    console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, accuracy.png, logs/)")
-    for warning in results.warnings:
-        console.print(f"[yellow]{escape(warning)}[/]")
-    for error in outcome.errors:
-        console.print(f"[red]{escape(error)}[/]")
-    return summary, EXIT_CODES[outcome.status]
+    with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
+        try:
+            outcome = _runtime(config)(config, results, console)
+        except KeyboardInterrupt:
+            outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
+            console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
+        except ResultsWriteError:  # every node process was stopped on the way out
+            outcome = Outcome(status="failed", wall_time_s=time.time() - started)
+        except BaseException:
+            results.discard_unstarted()
+            raise
+        finally:
+            shutdown.begin()
+            results.close()
+        if results.failure:
+            outcome.status = "failed"
+            outcome.errors.append(results.failure)
+        summary = build_summary(out_dir, outcome.info())
+        results.save(SUMMARY, lambda path: write_summary(path, summary))
+        title = f"{config.experiment.name}: test accuracy"
+        results.save("accuracy.png", lambda path: plot_run(read_records(out_dir), path, title))
+        console.print(run_table(summary, title=config.experiment.name))
+        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, accuracy.png, logs/)")
+        for warning in results.warnings:
+            console.print(f"[yellow]{escape(warning)}[/]")
+        for error in outcome.errors:
+            console.print(f"[red]{escape(error)}[/]")
+    code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
+    return summary, code
 
 
 def _runtime(config: ExperimentConfig):
