@@ -269,7 +269,7 @@ def _float_keys() -> list[tuple[str, str]]:
 
 def test_every_section_has_float_keys_to_check():
     sections = {section for section, _ in _float_keys()}
-    assert {"experiment", "task", "topology", "strategy", "flower", "peer"} <= sections
+    assert {"experiment", "task", "topology", "gossip", "flower", "peer"} <= sections
 
 
 @pytest.mark.parametrize(("section", "key"), _float_keys(), ids=lambda v: v)

@@ -70,8 +70,10 @@ def user_module(tmp_path) -> tuple[str, dict[str, str]]:
     return "my_rules", child_env(1, {"PYTHONPATH": str(folder)})
 
 
-def run(out: Path, settings: list[str], env: dict[str, str] | None = None, timeout: float = 200) -> dict:
-    """`fedgossip run --out OUT --set ...` in a subprocess; its summary.json."""
+def run(
+    out: Path, settings: list[str], env: dict[str, str] | None = None, timeout: float = 200, code: int = 0
+) -> dict:
+    """`fedgossip run --out OUT --set ...` in a subprocess (expected exit status `code`); its summary.json."""
     result = subprocess.run(
         cli_argv("run", "--out", str(out), settings=settings),
         capture_output=True,
@@ -80,12 +82,17 @@ def run(out: Path, settings: list[str], env: dict[str, str] | None = None, timeo
         env=env or child_env(1),
         cwd=out.parent,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     return json.loads((out / "summary.json").read_text())
 
 
 def assert_complete(out: Path, summary: dict) -> list[dict]:
     assert summary["status"] == "complete" and summary["errors"] == [], summary
+    return assert_all_rounds(out, summary)
+
+
+def assert_all_rounds(out: Path, summary: dict) -> list[dict]:
+    """Every node recorded every round."""
     assert summary["rounds_completed"] == ROUNDS
     records = [r for r in metrics(out) if isinstance(r["node"], int)]
     assert {(r["node"], r["round"]) for r in records} == {
@@ -143,7 +150,10 @@ def test_a_failing_user_rule_leaves_the_run_going(tmp_path, user_module, functio
     module, env = user_module
     name = f"{module}:{function}"
     out = tmp_path / "gossip"
-    assert_complete(out, run(out, [*GOSSIP, f"strategy.name={name}"], env))
+    summary = run(out, [*GOSSIP, f"strategy.name={name}"], env, code=3)
+    # every merge failed, so the run goes on to the end but says it is degraded (exit 3)
+    assert summary["status"] == "degraded" and summary["errors"][0].startswith("degraded:"), summary
+    assert_all_rounds(out, summary)
     for node in range(NODES):
         log = (out / "logs" / f"node-{node}.log").read_text()
         failures = [line for line in log.splitlines() if f"strategy '{name}' failed" in line]

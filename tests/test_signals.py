@@ -177,7 +177,7 @@ def test_sigkill_of_a_gossip_launcher_leaves_no_process(tmp_path):
     try:
         run.wait_until(lambda: _node_rounds(run, 4), 60, "the first round")
         names = run.scan()
-        assert "python" in names or "python3" in names, names
+        assert any(name.startswith("python") for name in names), names
         assert _sigkill_and_time(run) <= KILL_BUDGET_S
     finally:
         run.cleanup()
