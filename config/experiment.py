@@ -54,6 +54,11 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         allowed = GOSSIP_STRATEGIES if self.experiment.mode == "gossip" else FLOWER_STRATEGIES
         require_choice(self.strategy.name, f"strategy.name (mode {self.experiment.mode})", allowed)
+        if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
+            raise ValueError(
+                "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "
+                "task.model 'linear' (scikit-learn) does not have: use a torch model or flower.proximal_mu = 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML-ready) of every section, defaults included."""

@@ -11,6 +11,7 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.reports import plot_run, read_records, run_table, summarize
+from fedgossip.tasks.prepare import prepare_shards
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
 
@@ -25,6 +26,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
     )
     started = time.time()
     try:
+        config = prepare_shards(config, results.path)  # config.toml keeps the config as given
         outcome = _runtime(config)(config, results, console)
     except KeyboardInterrupt:
         outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
