@@ -130,8 +130,8 @@ class TorchLearner(Learner):
             total = 0.0
             with torch.random.fork_rng(devices=[]):
                 torch.set_rng_state(self._torch_rng)
-                for start in range(0, len(order), task.batch_size):
-                    index = torch.from_numpy(order[start : start + task.batch_size]).to(self.device)
+                for batch in self._batches(order):
+                    index = torch.from_numpy(batch).to(self.device)
                     self._model.zero_grad(set_to_none=True)
                     logits = self._model(self._x_train[index])
                     loss = functional.cross_entropy(logits, self._y_train[index])
@@ -150,6 +150,16 @@ class TorchLearner(Learner):
             return total / len(order)
 
         return epoch
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """Minibatches of task.batch_size in `order`; with batch statistics (a model with buffers,
+        such as BatchNorm) a last batch of one example joins the one before (BatchNorm cannot
+        train on a single example)."""
+        size = self.task.batch_size
+        starts = list(range(0, len(order), size))
+        if self._local_names and len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        return np.split(order, starts[1:])
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
