@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +32,8 @@ def _load_npz(path: Path, allowed: tuple[str, ...], where: str) -> dict[str, np.
         else:
             with data:
                 arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise ValueError(f"{where}: no such file") from None
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
-        raise ValueError(f"{where}: not a readable .npz file of arrays: {err}") from None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:  # missing, unreadable, not .npz
+        raise ValueError(f"{where}: cannot read it as an .npz file of arrays: {err}") from None
     if arrays is None:
         raise ValueError(f"{where}: an .npy file of one array, not an .npz file of named arrays")
     unknown = sorted(set(arrays) - set(allowed))
@@ -47,28 +44,18 @@ def _load_npz(path: Path, allowed: tuple[str, ...], where: str) -> dict[str, np.
     return arrays
 
 
-@lru_cache(maxsize=4)
-def _read_npz(path: str, mtime_ns: int, size: int) -> Source:
-    """A checked .npz source, cached per file version (a Flower node reads it every round)."""
-    where = f"task.path {path!r}"
-    arrays = _load_npz(Path(path), NPZ_KEYS, where)
+def read_npz(path: str | Path) -> Source:
+    """An .npz file with arrays x (N, F), (N, H, W) or (N, C, H, W) and y (N,) integer labels,
+    optionally x_test and y_test; checked (see `source_from_arrays`). Not cached: a node keeps
+    only its own rows, scaled."""
+    where = f"task.path {str(path)!r}"
+    arrays = _load_npz(Path(path).expanduser(), NPZ_KEYS, where)
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise ValueError(f"{where}: arrays {missing} are missing (it has {sorted(arrays)})")
     return source_from_arrays(
         arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), where=where
     )
-
-
-def read_npz(path: str | Path) -> Source:
-    """An .npz file with arrays x (N, F), (N, H, W) or (N, C, H, W) and y (N,) integer labels,
-    optionally x_test and y_test; checked (see `source_from_arrays`) and cached."""
-    resolved = Path(path).expanduser().resolve()
-    try:
-        stat = resolved.stat()
-    except OSError as err:
-        raise ValueError(f"task.path {str(path)!r}: cannot read the file ({err.strerror})") from None
-    return _read_npz(str(resolved), stat.st_mtime_ns, stat.st_size)
 
 
 def write_shards(folder: Path, source: Source, parts: list[np.ndarray] | None, num_nodes: int) -> None:
@@ -130,10 +117,9 @@ def _manifest(folder: Path, num_nodes: int) -> dict:
     return manifest
 
 
-@lru_cache(maxsize=2)
 def read_shard(folder: str, node: int, num_nodes: int) -> Source:
-    """Node `node`'s training rows and the global test set from a shard folder, checked and
-    cached (a Flower node reads them every round)."""
+    """Node `node`'s training rows and the global test set from a shard folder, checked (not
+    cached: the node keeps them scaled)."""
     path = Path(folder).expanduser()
     manifest = _manifest(path, num_nodes)
     where = f"task.path {folder!r}"
