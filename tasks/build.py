@@ -54,7 +54,9 @@ def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Data
     return dataclasses.replace(
         data,
         x_train=with_feature_noise(data.x_train, feature_noise, stream(seed, "feature_noise", node)),
-        y_train=with_label_noise(data.y_train, label_noise, data.num_classes, stream(seed, "label_noise", node)),
+        y_train=with_label_noise(
+            data.y_train, label_noise, data.num_classes, stream(seed, "label_noise", node)
+        ),
     )
 
 

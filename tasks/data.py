@@ -80,7 +80,11 @@ def _synthetic(seed: int, samples: int, features: int, classes: int) -> tuple[np
 
 
 # One example's shape and the feature divisor of the bundled datasets (None: standardise).
-_BUNDLED = {"digits": ((1, 8, 8), 16.0), "breast_cancer": (None, None), "mnist-5k": ((1, 28, 28), UINT8_SCALE)}
+_BUNDLED = {
+    "digits": ((1, 8, 8), 16.0),
+    "breast_cancer": (None, None),
+    "mnist-5k": ((1, 28, 28), UINT8_SCALE),
+}
 
 
 def load_source(task: TaskConfig, seed: int) -> Source:

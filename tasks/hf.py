@@ -78,14 +78,18 @@ def _columns(features: Any, task: TaskConfig, where: str) -> tuple[str, str]:
         named = [n for n in names if n in _LABEL_NAMES]
         label = (typed or named or [""])[0] if len(typed) <= 1 else ""
         if not label:
-            raise ValueError(f"{where}: cannot tell the label column; set task.label_column (columns: {names})")
+            raise ValueError(
+                f"{where}: cannot tell the label column; set task.label_column (columns: {names})"
+            )
     image = task.image_column
     if not image:
         typed = [n for n in names if isinstance(features[n], datasets.Image)]
         others = [n for n in names if n != label]
         image = typed[0] if len(typed) == 1 else others[0] if not typed and len(others) == 1 else ""
         if not image:
-            raise ValueError(f"{where}: cannot tell the input column; set task.image_column (columns: {names})")
+            raise ValueError(
+                f"{where}: cannot tell the input column; set task.image_column (columns: {names})"
+            )
     return image, label
 
 
@@ -108,7 +112,9 @@ def hf_source(task: TaskConfig) -> Source:
     where = f"task.path {task.path!r}"
     splits = _splits(task)
     if task.hf_train_split not in splits:
-        raise ValueError(f"{where}: no split {task.hf_train_split!r} (task.hf_train_split); splits: {list(splits)}")
+        raise ValueError(
+            f"{where}: no split {task.hf_train_split!r} (task.hf_train_split); splits: {list(splits)}"
+        )
     train = splits[task.hf_train_split]
     image, label = _columns(train.features, task, where)
     x, y = _arrays(train, image, label, where)

@@ -94,7 +94,9 @@ def source_from_arrays(
     largest = max(int(part.max()) for part in labels)
     classes = largest + 1 if num_classes is None else num_classes
     if largest >= classes or classes < 2:
-        raise ValueError(f"{where}: labels must be 0..classes-1 with at least 2 classes; largest is {largest}")
+        raise ValueError(
+            f"{where}: labels must be 0..classes-1 with at least 2 classes; largest is {largest}"
+        )
     return Source(
         x=x.reshape(len(x), -1),
         y=y.astype(np.int64),

@@ -76,7 +76,10 @@ class TorchLearner(Learner):
         torch.set_num_threads(task.threads)
         self.device = select_device(task.device)
         shape = (-1, *data.input_shape)
-        x_train, x_test = torch.from_numpy(data.x_train).view(shape), torch.from_numpy(data.x_test).view(shape)
+        x_train, x_test = (
+            torch.from_numpy(data.x_train).view(shape),
+            torch.from_numpy(data.x_test).view(shape),
+        )
         module = build_module(task, x_train, data.num_classes, _child_seed(init_rng))
         initial = initial_state(module, init_rng)
         self._model = module.to(self.device)

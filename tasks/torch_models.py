@@ -22,7 +22,9 @@ def _image_shape(model: str, input_shape: tuple[int, ...], smallest: int) -> tup
         )
     channels, height, width = input_shape
     if min(height, width) < smallest:
-        raise ValueError(f"the {model} model needs images of at least {smallest}x{smallest}; got {height}x{width}")
+        raise ValueError(
+            f"the {model} model needs images of at least {smallest}x{smallest}; got {height}x{width}"
+        )
     return channels, height, width
 
 

@@ -21,7 +21,11 @@ def test_defaults_are_valid_and_hashable():
             "mnist",
             "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, prepared",
         ),
-        ("model", "resnet", "task.model must be one of mlp, cnn, lenet5, linear or 'package.module:function'"),
+        (
+            "model",
+            "resnet",
+            "task.model must be one of mlp, cnn, lenet5, linear or 'package.module:function'",
+        ),
         ("model", "my models:net", "task.model must be one of"),
         ("model", "pkg.mod:", "task.model must be one of"),
         ("device", "gpu", "task.device must be one of cpu, cuda, auto; got 'gpu'"),
@@ -60,7 +64,9 @@ def test_invalid_field_is_named(field, value, message):
 
 @pytest.mark.parametrize("model", ["cnn", "lenet5"])
 def test_image_models_refuse_tabular_datasets(model):
-    with pytest.raises(ValueError, match=rf"task\.model '{model}' needs images; task\.dataset 'breast_cancer'"):
+    with pytest.raises(
+        ValueError, match=rf"task\.model '{model}' needs images; task\.dataset 'breast_cancer'"
+    ):
         TaskConfig(model=model, dataset="breast_cancer")
 
 

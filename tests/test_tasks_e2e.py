@@ -30,7 +30,9 @@ def _run(out, *settings: str) -> list[dict]:
     assert result.returncode == 0, result.stdout + result.stderr
     records = metrics(out)
     assert all(r.keys() >= RECORD_FIELDS for r in records)
-    assert {(r["node"], r["round"]) for r in records} == {(n, k) for n in range(3) for k in range(1, ROUNDS + 1)}
+    assert {(r["node"], r["round"]) for r in records} == {
+        (n, k) for n in range(3) for k in range(1, ROUNDS + 1)
+    }
     final = [r["test_accuracy"] for r in records if r["round"] == ROUNDS]
     assert min(final) > 0.5  # chance is 0.1
     return records

@@ -30,7 +30,9 @@ def test_sgd_step_matches_torch_sgd_on_the_proximal_loss(momentum, weight_decay,
         x = torch.randn(8, 5)
         ours.zero_grad()
         ours(x).square().sum().backward()
-        _sgd_step(list(ours.parameters()), buffers, 0.1, momentum, weight_decay=weight_decay, mu=mu, anchors=anchors)
+        _sgd_step(
+            list(ours.parameters()), buffers, 0.1, momentum, weight_decay=weight_decay, mu=mu, anchors=anchors
+        )
         reference.zero_grad()
         proximal = sum((p - a).square().sum() for p, a in zip(reference.parameters(), anchors, strict=True))
         (reference(x).square().sum() + mu / 2 * proximal).backward()
@@ -98,12 +100,18 @@ def _federated(strategy: str, mu: float) -> list[dict]:
     run_federation(grid, config, events.append)
     assert "error" not in [e["type"] for e in events]
     timings = {"time_s", "train_s", "evaluate_s"}
-    return [{k: v for k, v in e["record"].items() if k not in timings} for e in events if e["type"] == "record"]
+    return [
+        {k: v for k, v in e["record"].items() if k not in timings} for e in events if e["type"] == "record"
+    ]
 
 
 @pytest.mark.timeout(180)
 def test_the_client_app_trains_with_fedprox_mu():
-    fedavg, prox_zero, prox = _federated("fedavg", 0.01), _federated("fedprox", 0.0), _federated("fedprox", 1.0)
+    fedavg, prox_zero, prox = (
+        _federated("fedavg", 0.01),
+        _federated("fedprox", 0.0),
+        _federated("fedprox", 1.0),
+    )
     assert prox_zero == fedavg
     round_one = [r for r in prox if r["round"] == 1 and r["node"] != "server"]
     plain_one = [r for r in fedavg if r["round"] == 1 and r["node"] != "server"]

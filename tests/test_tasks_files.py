@@ -39,7 +39,9 @@ def test_npz_images_with_their_own_test_set(tmp_path):
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10
     np.testing.assert_array_equal(data.x_train, x[:400].reshape(400, 64).astype(np.float32) / 255)
     np.testing.assert_array_equal(data.y_test, y[400:])
-    learner = build_learner(TaskConfig(dataset="npz", path=path, model="cnn", momentum=0.9, local_epochs=10), 0, 1, 0)
+    learner = build_learner(
+        TaskConfig(dataset="npz", path=path, model="cnn", momentum=0.9, local_epochs=10), 0, 1, 0
+    )
     learner.train()
     assert learner.evaluate()[1] > 0.8
 
@@ -69,12 +71,23 @@ def test_npz_without_test_arrays_is_split_stratified_and_seeded(tmp_path):
         ({"x": np.array([[0.0], [np.nan]]), "y": np.array([0, 1])}, "x holds NaN or infinite values"),
         ({"x": np.zeros((4,)), "y": np.array([0, 1, 0, 1])}, r"features must have shape \(N, features\)"),
         ({"x": np.array(["a", "b"]), "y": np.array([0, 1])}, "x must be a non-empty array of numbers"),
-        ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((2, 2))}, "x_test and y_test go together"),
         (
-            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((2, 3)), "y_test": np.array([0, 1])},
+            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((2, 2))},
+            "x_test and y_test go together",
+        ),
+        (
+            {
+                "x": np.zeros((2, 2)),
+                "y": np.array([0, 1]),
+                "x_test": np.zeros((2, 3)),
+                "y_test": np.array([0, 1]),
+            },
             r"x_test examples are float64 \(3,\), x examples are float64 \(2,\)",
         ),
-        ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "extra": np.zeros(1)}, r"unexpected arrays \['extra'\]"),
+        (
+            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "extra": np.zeros(1)},
+            r"unexpected arrays \['extra'\]",
+        ),
     ],
 )
 def test_bad_npz_files_are_clear_errors(tmp_path, arrays, message):
@@ -134,9 +147,13 @@ def test_hugging_face_columns_and_splits_are_checked(tmp_path):
     folder = save_hf_digits(tmp_path / "d", 100, test=20)
     source = hf_source(hf_task(folder, image_column="image", label_column="label"))
     assert source.x.shape == (80, 64)
-    with pytest.raises(ValueError, match=r"task\.image_column 'pixels' is not a column; columns: \['image', 'label'\]"):
+    with pytest.raises(
+        ValueError, match=r"task\.image_column 'pixels' is not a column; columns: \['image', 'label'\]"
+    ):
         hf_source(hf_task(folder, image_column="pixels"))
-    with pytest.raises(ValueError, match=r"no split 'training' \(task\.hf_train_split\); splits: \['train', 'test'\]"):
+    with pytest.raises(
+        ValueError, match=r"no split 'training' \(task\.hf_train_split\); splits: \['train', 'test'\]"
+    ):
         hf_source(hf_task(folder, hf_train_split="training"))
     with pytest.raises(ValueError, match=r"task\.path '.*nowhere'"):
         hf_source(hf_task(tmp_path / "nowhere"))
@@ -157,7 +174,9 @@ def test_prepared_shards_give_every_node_its_rows_with_numpy_only(tmp_path, part
         ],
     )
     prepared = prepare_shards(config, tmp_path / "run")
-    assert prepared.task.dataset == "prepared" and prepared.task.path == str((tmp_path / "run" / "data").resolve())
+    assert prepared.task.dataset == "prepared" and prepared.task.path == str(
+        (tmp_path / "run" / "data").resolve()
+    )
     assert prepared.replace(task=config.task) == config  # nothing else changed
     manifest = json.loads((tmp_path / "run" / "data" / "shards.json").read_text())
     assert manifest["num_nodes"] == 3 and manifest["input_shape"] == [1, 8, 8]
@@ -172,7 +191,9 @@ def test_prepared_shards_give_every_node_its_rows_with_numpy_only(tmp_path, part
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stderr
-    with pytest.raises(ValueError, match=r"the shards were written for 3 nodes, the experiment has nodes\.count=4"):
+    with pytest.raises(
+        ValueError, match=r"the shards were written for 3 nodes, the experiment has nodes\.count=4"
+    ):
         node_dataset(prepared.task, 0, 4, 4)
 
 
@@ -188,8 +209,8 @@ def test_prepare_leaves_light_datasets_and_makes_paths_absolute(tmp_path, monkey
 
 def test_a_broken_shard_folder_is_a_clear_error(tmp_path):
     task = TaskConfig(dataset="prepared", path=str(tmp_path))
-    with pytest.raises(ValueError, match="no shard manifest shards.json"):
+    with pytest.raises(ValueError, match=r"no shard manifest shards\.json"):
         node_dataset(task, 0, 2, 0)
     (tmp_path / "shards.json").write_text(json.dumps({"format": "fedgossip-shards/1", "num_nodes": 2}))
-    with pytest.raises(ValueError, match="shards.json has missing or malformed entries"):
+    with pytest.raises(ValueError, match=r"shards\.json has missing or malformed entries"):
         node_dataset(task, 0, 2, 0)

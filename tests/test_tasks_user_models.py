@@ -37,9 +37,8 @@ def bn_net(input_shape, num_classes):
 
 
 def dropout_net(input_shape, num_classes):
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(math.prod(input_shape), 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, num_classes)
-    )
+    hidden = nn.Linear(math.prod(input_shape), 32)
+    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, num_classes))
 
 
 def raises(input_shape, num_classes):
@@ -80,7 +79,9 @@ def user_module(tmp_path, monkeypatch):
 
 
 BN_BUFFERS = {
-    f"{layer}.{name}" for layer in ("1", "5") for name in ("running_mean", "running_var", "num_batches_tracked")
+    f"{layer}.{name}"
+    for layer in ("1", "5")
+    for name in ("running_mean", "running_var", "num_batches_tracked")
 }
 
 
@@ -120,7 +121,9 @@ def test_integer_buffers_refuse_non_integer_values(user_module):
     weights = learner.get_weights()
     index = learner.names.index("1.num_batches_tracked")
     weights[index] = np.array(2.5)
-    with pytest.raises(ValueError, match=r"weight 1\.num_batches_tracked holds integers \(int64\); got float64"):
+    with pytest.raises(
+        ValueError, match=r"weight 1\.num_batches_tracked holds integers \(int64\); got float64"
+    ):
         learner.set_weights(weights)
 
 
