@@ -32,7 +32,15 @@ def _check_noise(name: str, value: object, high: float) -> float | tuple[float, 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """What every node learns (data, partition, model, optimiser) and how nodes are made unequal."""
+    """What every node learns (data, partition, model, optimiser) and how nodes are made unequal.
+
+    Data: `dataset` (DATASETS), `path` for the file datasets (an .npz file; a Hugging Face id or
+    local folder; a prepared shard folder), the Hugging Face `image_column` / `label_column`
+    ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split: our split).
+    `partition = "none"` gives every node the whole training set (a device with its own file).
+    Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
+    `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    """
 
     dataset: str = "digits"
     path: str = ""

@@ -63,6 +63,11 @@ def _splits(task: TaskConfig) -> dict[str, Any]:
         raise ValueError(f"{where}: cannot load the dataset: {type(err).__name__}: {err}") from err
 
 
+def _only(names: list[str]) -> str:
+    """The one name of a list, or "" when there are none or several."""
+    return names[0] if len(names) == 1 else ""
+
+
 def _columns(features: Any, task: TaskConfig, where: str) -> tuple[str, str]:
     """The (input, label) column names: task.image_column / task.label_column, or detected."""
     import datasets
@@ -72,24 +77,20 @@ def _columns(features: Any, task: TaskConfig, where: str) -> tuple[str, str]:
         chosen = getattr(task, key)
         if chosen and chosen not in names:
             raise ValueError(f"{where}: task.{key} {chosen!r} is not a column; columns: {names}")
-    label = task.label_column
+    typed = [n for n in names if isinstance(features[n], datasets.ClassLabel)]
+    label = (
+        task.label_column
+        or _only(typed)
+        or (_only([n for n in names if n in _LABEL_NAMES]) if not typed else "")
+    )
     if not label:
-        typed = [n for n in names if isinstance(features[n], datasets.ClassLabel)]
-        named = [n for n in names if n in _LABEL_NAMES]
-        label = (typed or named or [""])[0] if len(typed) <= 1 else ""
-        if not label:
-            raise ValueError(
-                f"{where}: cannot tell the label column; set task.label_column (columns: {names})"
-            )
-    image = task.image_column
+        raise ValueError(f"{where}: cannot tell the label column: set task.label_column (columns: {names})")
+    images = [n for n in names if isinstance(features[n], datasets.Image)]
+    image = (
+        task.image_column or _only(images) or (_only([n for n in names if n != label]) if not images else "")
+    )
     if not image:
-        typed = [n for n in names if isinstance(features[n], datasets.Image)]
-        others = [n for n in names if n != label]
-        image = typed[0] if len(typed) == 1 else others[0] if not typed and len(others) == 1 else ""
-        if not image:
-            raise ValueError(
-                f"{where}: cannot tell the input column; set task.image_column (columns: {names})"
-            )
+        raise ValueError(f"{where}: cannot tell the input column: set task.image_column (columns: {names})")
     return image, label
 
 

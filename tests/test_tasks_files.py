@@ -214,3 +214,18 @@ def test_a_broken_shard_folder_is_a_clear_error(tmp_path):
     (tmp_path / "shards.json").write_text(json.dumps({"format": "fedgossip-shards/1", "num_nodes": 2}))
     with pytest.raises(ValueError, match=r"shards\.json has missing or malformed entries"):
         node_dataset(task, 0, 2, 0)
+
+
+def test_hugging_face_columns_are_detected_or_asked_for(tmp_path):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    rows = {"features": rng.normal(size=(40, 5)).tolist(), "label": (np.arange(40) % 2).tolist()}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "tabular"))
+    source = hf_source(hf_task(tmp_path / "tabular"))  # no Image, no ClassLabel: by name and elimination
+    assert source.input_shape == (5,) and source.num_classes == 2 and source.scale == 1.0
+    np.testing.assert_allclose(source.x, np.array(rows["features"]))
+    datasets.Dataset.from_dict({**rows, "other": list(range(40))}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(ValueError, match=r"cannot tell the input column: set task\.image_column"):
+        hf_source(hf_task(tmp_path / "two"))
+    assert hf_source(hf_task(tmp_path / "two", image_column="features")).x.shape == (40, 5)
