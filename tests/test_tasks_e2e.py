@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from fedgossip.config import PeerSection
+
 from .data_helpers import digit_images, save_hf_digits
-from .helpers import RECORD_FIELDS, metrics, run_cli
+from .helpers import RECORD_FIELDS, loopback_ports, metrics, run_cli, start_peer, wait_exit, write_node_config
 
 ROUNDS = 3
 SMALL = [
@@ -60,3 +62,41 @@ def test_three_peers_learn_a_local_hugging_face_dataset_from_prepared_shards(tmp
     assert 'dataset = "hf"' in (out / "config.toml").read_text()  # the run as given, repeatable
     sizes = {r["node"]: r["num_examples"] for r in records}
     assert sum(sizes.values()) == 720 and len(set(sizes.values())) > 1  # Dirichlet: unequal shards
+
+
+@pytest.mark.timeout(300)
+def test_devices_started_by_hand_each_learn_their_own_npz_file(tmp_path):
+    """`fedgossip peer` on two devices: each node config points at the device's own file, and
+    task.partition = "none" makes the whole file that node's data (its own test set included)."""
+    x, y = digit_images(1200)
+    ports = loopback_ports(2)
+    children = []
+    try:
+        for node in range(2):
+            own = slice(node * 600, (node + 1) * 600)  # disjoint data per device
+            path = tmp_path / f"device-{node}.npz"
+            np.savez(path, x=x[own][:500], y=y[own][:500], x_test=x[own][500:], y_test=y[own][500:])
+            peer = PeerSection(
+                id=node,
+                listen=f"127.0.0.1:{ports[node]}",
+                neighbours={str(1 - node): f"127.0.0.1:{ports[1 - node]}"},
+            )
+            settings = [
+                *SMALL[1:],
+                "nodes.count=2",
+                'task.dataset="npz"',
+                f'task.path="{path}"',
+                'task.partition="none"',
+            ]
+            config = write_node_config(tmp_path / f"node-{node}.toml", peer, *settings)
+            children.append(start_peer(config, tmp_path / f"node-{node}.log"))
+        assert [wait_exit(child, 240) for child in children] == [0, 0]
+    finally:
+        for child in children:
+            child.stop()
+    for node in range(2):
+        lines = (tmp_path / f"node-{node}.log").read_text().splitlines()
+        rounds = [json.loads(line) for line in lines if line.startswith('{"type": "round"')]
+        assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+        assert all(r["num_examples"] == 500 and r["neighbours_heard"] == [1 - node] for r in rounds)
+        assert rounds[-1]["test_accuracy"] > 0.5
