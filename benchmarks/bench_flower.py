@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgossip.launcher.flower_runtime import descendants
 from fedgossip.launcher.processes import child_env
+from fedgossip.launcher.proctree import descendants
 from fedgossip.reports import read_records
 from fedgossip.server.protocol import load_model
 
@@ -83,7 +83,7 @@ class TreeMemory(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            pids = [self.pid, *descendants([self.pid])]
+            pids = [self.pid, *(p.pid for p in descendants([self.pid]))]
             self.peak = max(self.peak, sum(rss_mb(pid) for pid in pids))
 
 

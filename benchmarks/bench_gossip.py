@@ -207,16 +207,16 @@ def transfer_model(megabytes: int) -> tuple[list[str], list[np.ndarray]]:
     return [f"t{i}" for i in range(4)], [rng.standard_normal(s, dtype=np.float32) for s in sizes]
 
 
-def serve(port: int, megabytes: int) -> None:
-    """Receiver side of the transfer benchmark: a real GossipService with a 100 MB model spec."""
-    from concurrent import futures
+def serve(port: int, megabytes: int, links: str) -> None:
+    """Receiver side of the transfer benchmark: a real peer server (grpc.aio, link-key
+    authentication on) with a 100 MB model spec."""
+    import threading
 
-    import grpc
-
+    from fedgossip.client.identity import LinkKeys
     from fedgossip.client.inbox import Inbox
-    from fedgossip.client.service import GossipService
+    from fedgossip.client.server import LoopServer
+    from fedgossip.client.service import Authenticator, GossipService
     from fedgossip.client.wire import CHANNEL_OPTIONS, specs_of
-    from fedgossip.proto import gossip_pb2_grpc
 
     names, arrays = transfer_model(megabytes)
     service = GossipService(
@@ -226,38 +226,49 @@ def serve(port: int, megabytes: int) -> None:
         neighbours=[1],
         rounds=1000,
         max_bytes=2 * megabytes * 2**20,
-        token=None,
-        rounds_ahead=1000,
+        auth=Authenticator(links=LinkKeys.load(Path(links) / "node-0.links", 0)),
+        max_pushes=4,
+        idle_timeout=30,
     )
-    server = grpc.server(futures.ThreadPoolExecutor(4), options=CHANNEL_OPTIONS)
-    gossip_pb2_grpc.add_GossipServicer_to_server(service, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
+    server = LoopServer(service, f"127.0.0.1:{port}", None, CHANNEL_OPTIONS)
+    threading.Event().wait()  # until killed
+    server.stop()
 
 
 def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
     import grpc
 
+    from fedgossip.client.identity import LinkKeys, write_link_keys
     from fedgossip.client.wire import CHANNEL_OPTIONS, encode
     from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
-    print(f"== moving a {megabytes} MB model between two peer processes (loopback) ==")
+    print(f"== moving a {megabytes} MB model between two peer processes (loopback, authenticated) ==")
     (port,) = free_ports(1)
-    receiver = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--megabytes", str(megabytes)], env=child_env(1)
-    )
+    links = Path(tempfile.mkdtemp())
+    write_link_keys([(0, 1)], [0, 1], links)
+    metadata = LinkKeys.load(links / "node-1.links", 1).metadata(0)
+    argv = [
+        sys.executable,
+        __file__,
+        "--serve",
+        str(port),
+        "--megabytes",
+        str(megabytes),
+        "--links",
+        str(links),
+    ]
+    receiver = subprocess.Popen(argv, env=child_env(1))
     try:
         stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS))
         stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
         names, arrays = transfer_model(megabytes)
         size = sum(a.nbytes for a in arrays) / 1e6
         wire, total = [], []
-        for round_ in range(1, repeats + 1):
+        for _ in range(repeats):
             started = time.perf_counter()
-            chunks = encode(1, round_, 100, names, arrays)
+            chunks = encode(1, 1, 100, names, arrays)  # round 1 each time: it replaces the last one
             sent = time.perf_counter()
-            assert stub.PushModel(iter(chunks), timeout=120).accepted
+            assert stub.PushModel(iter(chunks), timeout=120, metadata=metadata).accepted
             done = time.perf_counter()
             wire.append(done - sent)
             total.append(done - started)
@@ -280,9 +291,10 @@ def main() -> None:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--megabytes", type=int, default=100)
     parser.add_argument("--dataset", choices=sorted(MODELS), default="digits", help="for memory and startup")
+    parser.add_argument("--links", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.megabytes)
+        serve(args.serve, args.megabytes, args.links)
         return
     with tempfile.TemporaryDirectory() as tmp:
         benches = {

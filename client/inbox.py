@@ -1,4 +1,10 @@
-"""The models a peer has received, by round, and the wait for a round's neighbours with a deadline."""
+"""What a peer has heard: the models received by round, the neighbours' progress, refusals.
+
+The gRPC handlers write (`put`, `note`); the round loop reads (`wait`, `close`, `take_refused`,
+`progress`). Models are taken for the open round and the next one; a model one round late stands
+in for its sender's model of the open round, so a neighbour that fell one round behind (it missed
+a deadline by a hair) is still merged, and the two never drift apart for good.
+"""
 
 from __future__ import annotations
 
@@ -12,41 +18,94 @@ from fedgossip.client.wire import ModelMessage
 class Inbox:
     """Thread-safe store of received models, keyed by round and sender.
 
-    The gRPC handlers `put`; the round loop `collect`s. Models of rounds already closed are stale
-    and refused; a sender pushing twice in a round replaces its earlier model.
+    A sender pushing twice in a round replaces its earlier model. Models more than one round late
+    or ahead are refused; the round of every sender is remembered, so a peer that fell behind
+    learns it from there.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._models: dict[int, dict[int, ModelMessage]] = {}
         self._open_round = 1
+        self._progress: dict[int, int] = {}
+        self._refused = 0
 
     @property
     def open_round(self) -> int:
         """The lowest round still accepted."""
         return self._open_round
 
-    def put(self, message: ModelMessage) -> bool:
-        """Store a model; False (and not stored) if its round is already closed."""
-        with self._cond:
-            if message.round < self._open_round:
-                return False
-            self._models.setdefault(message.round, {})[message.sender] = message
-            self._cond.notify_all()
-            return True
+    def window(self, round_: int) -> str | None:
+        """Why a model of `round_` would not be used now ("closed", "ahead"), or None if it would."""
+        if round_ < self._open_round - 1:
+            return "closed"
+        if round_ > self._open_round + 1:
+            return "ahead"
+        return None
 
-    def collect(self, round_: int, expected: Collection[int], deadline: float) -> list[ModelMessage]:
-        """Wait until every `expected` sender's model of `round_` is in (or `deadline`, a monotonic
-        time, passes), close the round and return what arrived, sorted by sender.
-        """
+    def put(self, message: ModelMessage) -> str | None:
+        """Store a model; returns why it was refused ("closed", "ahead"), None when stored."""
         with self._cond:
-            while not set(expected) <= self._models.get(round_, {}).keys():
+            self._note(message.sender, message.round)
+            refused = self.window(message.round)
+            if refused:
+                self._refused += 1
+                return refused
+            if message.round < self._open_round:  # one round late: stands in for the open round
+                senders = self._models.setdefault(self._open_round, {})
+                senders.setdefault(message.sender, message)
+            else:
+                self._models.setdefault(message.round, {})[message.sender] = message
+            self._cond.notify_all()
+            return None
+
+    def note(self, sender: int | None, round_: int | None = None, *, refused: bool = True) -> None:
+        """Record a push that was not stored (refused), and what round its sender is at, if known."""
+        with self._cond:
+            if sender is not None:
+                self._note(sender, round_)
+            self._refused += int(refused)
+
+    def _note(self, sender: int, round_: int | None) -> None:
+        if round_ is not None and round_ > self._progress.get(sender, 0):
+            self._progress[sender] = round_
+
+    def progress(self) -> dict[int, int]:
+        """The highest round each neighbour is known to have reached (from its pushes and replies)."""
+        with self._cond:
+            return dict(self._progress)
+
+    def wait(self, round_: int, expected: Collection[int], deadline: float) -> set[int]:
+        """Wait until every `expected` sender's model of `round_` is in, or `deadline` (a monotonic
+        time) passes; return the senders still missing."""
+        with self._cond:
+            while missing := set(expected) - self._models.get(round_, {}).keys():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            return missing
+
+    def close(self, round_: int) -> list[ModelMessage]:
+        """Close `round_` and return its models, sorted by sender. A model one round late that
+        stands in for its sender keeps its own `round`."""
+        with self._cond:
             arrived = self._models.pop(round_, {})
-            self._open_round = round_ + 1
-            for stale in [r for r in self._models if r <= round_]:
-                del self._models[stale]
+            self._advance(round_ + 1)
             return [arrived[s] for s in sorted(arrived)]
+
+    def skip_to(self, round_: int) -> None:
+        """Open `round_` directly (after catching up), dropping the models of earlier rounds."""
+        with self._cond:
+            self._advance(round_)
+
+    def _advance(self, round_: int) -> None:
+        self._open_round = round_
+        for stale in [r for r in self._models if r < round_]:
+            del self._models[stale]
+
+    def take_refused(self) -> int:
+        """Pushes refused since the last call (invalid, unauthenticated, too late or early, implausible)."""
+        with self._cond:
+            refused, self._refused = self._refused, 0
+            return refused

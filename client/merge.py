@@ -1,49 +1,47 @@
 """The gossip merge step: a peer's own model and its neighbours' models into one, by strategy name.
 
-Every rule is a pure function of `fedgossip.strategies`; this only maps the config onto it. For
-`average` and `vca` the own model keeps weight `own_weight` and the neighbours share the rest in
-proportion to their example counts; the robust rules treat the own model as one vote among all.
+Every rule is a registered function of `fedgossip.strategies.registry` (or a user's
+`package.module:function` resolved through it), called as `rule(own, received, num_examples,
+**params)`. For `average` and `vca` the own model keeps weight `own_weight` and the neighbours
+share the rest in proportion to their example counts; the robust rules treat the own model as one
+vote among all. A rule that fails (raises, or returns an invalid model) never stops the peer: the
+failure is logged with the rule's name and the round, and the node keeps its own model.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from fedgossip.config import StrategySection
-from fedgossip.strategies import (
-    coordinate_median,
-    trimmed_mean,
-    variance_corrected_average,
-    weighted_average,
-)
+from fedgossip.strategies import Outcome, resolve, run_rule
+
+log = logging.getLogger("fedgossip.merge")
 
 
-def gossip_merge(
+def merge_models(
     strategy: StrategySection,
     own: list[np.ndarray],
     received: Sequence[list[np.ndarray]],
     num_examples: Sequence[int],
-) -> list[np.ndarray]:
-    """Merge `own` with the `received` models (weighted by `num_examples`) using `strategy`."""
+    round_: int | None = None,
+) -> Outcome:
+    """Merge `own` with the `received` models (weighted by `num_examples`) using `strategy`.
+
+    Never raises for a failure of the rule: returns `Outcome(own, message)` (and logs the message,
+    which names the rule and `round_`) instead. Nothing received: `Outcome(own, None)`.
+    """
     if not received:
-        return own
-    b = strategy.own_weight
-    if strategy.name == "average":
-        total = float(sum(num_examples))
-        return weighted_average([own, *received], [b, *((1 - b) * n / total for n in num_examples)])
-    if strategy.name == "vca":
-        return variance_corrected_average(
-            own,
-            list(received),
-            own_weight=b,
-            eps=strategy.eps,
-            ratio=strategy.ratio,
-            weights=list(num_examples),
-        )
-    if strategy.name == "median":
-        return coordinate_median([own, *received])
-    if strategy.name == "trimmed-mean":
-        return trimmed_mean([own, *received], strategy.trim_fraction)
-    raise ValueError(f"strategy.name {strategy.name!r} is not a gossip strategy")
+        return Outcome(own, None)
+    try:
+        rule = resolve(strategy.name)
+    except ValueError as err:  # validated at config load; only a module changed since fails here
+        outcome = Outcome(None, f"strategy {strategy.name!r}: {err}")
+    else:
+        outcome = run_rule(rule, own, received, num_examples, strategy.params, round_)
+    if outcome.error is not None:
+        log.warning("%s; keeping the own model", outcome.error)
+        return Outcome(own, outcome.error)
+    return outcome

@@ -1,9 +1,16 @@
-"""One gossip peer: a gRPC server, clients to its neighbours, and a learner for one data partition.
+"""One gossip peer: a gRPC server, senders to its neighbours, and a learner for one data partition.
 
 Synchronous rounds: train, push the model to every neighbour, wait (up to the round timeout) for
 the neighbours' models of this round, merge them in sender order with the configured strategy,
 evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
-is heard from, so a dead peer costs its neighbours one timeout, not one per round.
+is heard from again (a model one round late counts: it stands in for this round's), so a dead or
+frozen peer costs its neighbours one timeout, not one per round.
+
+Nothing from the network or from training crashes a peer: a merge or a training step that yields
+non-finite values is discarded (the node keeps its previous model) and recorded; only repeated
+divergence of its own training stops a peer ("diverged at round r"). A peer that fell
+`gossip.catch_up_rounds` behind its neighbours fetches a neighbour's model (GetModel), adopts its
+round, and goes on from there.
 
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.peer NODE.toml`.
 """
@@ -12,34 +19,63 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
+import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
 from typing import Any, TextIO
 
 import grpc
+import numpy as np
 
 from fedgossip.client.inbox import Inbox
-from fedgossip.client.merge import gossip_merge
+from fedgossip.client.merge import merge_models
 from fedgossip.client.security import (
+    call_metadata,
     channel_credentials,
     check_plaintext,
+    read_link_keys,
     read_token,
     server_credentials,
-    token_metadata,
 )
-from fedgossip.client.service import GossipService
-from fedgossip.client.wire import CHANNEL_OPTIONS, encode, specs_of
+from fedgossip.client.sender import NeighbourSender
+from fedgossip.client.server import LoopServer
+from fedgossip.client.service import Authenticator, GossipService
+from fedgossip.client.wire import (
+    CHANNEL_OPTIONS,
+    ModelAssembler,
+    ModelMessage,
+    WireError,
+    assemble,
+    encode,
+    specs_of,
+)
 from fedgossip.config import ExperimentConfig, load_config
-from fedgossip.proto import gossip_pb2_grpc
+from fedgossip.launcher.signals import Shutdown
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
 
 Emit = Callable[[dict[str, Any]], None]
+DELIVERY_GRACE_S = 1.0  # how long a round waits for its model to reach the neighbours in step
+MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+
+
+class Diverged(Exception):
+    """The node's own training kept producing NaN or Inf."""
+
+
+def finite(arrays: Sequence[np.ndarray]) -> bool:
+    """Whether every value of a model is finite."""
+    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
+
+
+def _number(value: float | None) -> float | None:
+    """A metric as JSON can carry it: non-finite values become null."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 class GossipPeer:
@@ -50,24 +86,39 @@ class GossipPeer:
             raise ValueError("a peer needs a [peer] section (id, listen, neighbours)")
         self.config = config
         self.peer = config.peer
+        self.gossip = config.gossip
         self.started = time.time()
         self.run_start = config.peer.run_start or self.started
         check_plaintext(self.peer)
-        self.token = read_token(self.peer)
+        token, links = read_token(self.peer), read_link_keys(self.peer)
+        auth = Authenticator(token, links, certificates=bool(self.peer.client_ca_file))
+        if not auth.identifies:
+            log.warning(
+                "callers are not identified (no peer.link_keys_file, no mutual TLS): "
+                "any caller may push as any neighbour"
+            )
         self.learner = build_learner(config.task, self.peer.id, config.nodes.count, config.experiment.seed)
         self.names = list(self.learner.names)
+        self.specs = specs_of(self.names, self.learner.get_weights())
         self.neighbours = {int(k): v for k, v in (self.peer.neighbours or {}).items()}
         self.inbox = Inbox()
+        self.max_bytes = int(self.peer.max_model_mb * 2**20)
         self.service = GossipService(
             self.peer.id,
-            specs_of(self.names, self.learner.get_weights()),
+            self.specs,
             self.inbox,
             neighbours=list(self.neighbours),
             rounds=config.experiment.rounds,
-            max_bytes=int(self.peer.max_model_mb * 2**20),
-            token=self.token,
+            max_bytes=self.max_bytes,
+            auth=auth,
+            max_pushes=self.gossip.max_pushes or 2 * len(self.neighbours) + 4,
+            idle_timeout=self.gossip.idle_timeout,
+            max_norm_ratio=self.gossip.max_norm_ratio,
         )
-        self.server, self.port = self._start_server()
+        self.server = LoopServer(
+            self.service, self.peer.listen, server_credentials(self.peer), CHANNEL_OPTIONS
+        )
+        self.port = self.server.port
         credentials = channel_credentials(self.peer)
         self.channels = {
             node: grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
@@ -76,32 +127,18 @@ class GossipPeer:
             for node, address in self.neighbours.items()
         }
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
-        self.pushes = futures.ThreadPoolExecutor(max(2, min(64, 2 * len(self.stubs))), "push")
-
-    def _start_server(self) -> tuple[grpc.Server, int]:
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(8, 2 * len(self.peer.neighbours or {}))),
-            options=CHANNEL_OPTIONS,
-        )
-        gossip_pb2_grpc.add_GossipServicer_to_server(self.service, server)
-        credentials = server_credentials(self.peer)
-        try:
-            if credentials:
-                port = server.add_secure_port(self.peer.listen, credentials)
-            else:
-                port = server.add_insecure_port(self.peer.listen)
-        except RuntimeError as err:
-            raise ValueError(f"cannot listen on {self.peer.listen}: {err}") from None
-        if port == 0:
-            raise ValueError(f"cannot listen on {self.peer.listen} (port in use?)")
-        server.start()
-        return server, port
+        self.metadata = {node: call_metadata(token, links, node) for node in self.neighbours}
+        self.senders = {
+            node: NeighbourSender(node, stub, self.metadata[node], self._on_reply)
+            for node, stub in self.stubs.items()
+        }
 
     def run(self, emit: Emit) -> None:
-        """Run every round, calling `emit` with each metrics record."""
+        """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
         rounds = self.config.experiment.rounds
-        timeout = self.config.experiment.round_timeout
-        alive = set(self.neighbours)
+        unreachable: set[int] = set()  # neighbours whose Health did not answer: not waited for
+        current = self.learner.get_weights()
+        self.service.publish(current, self.learner.num_examples, 0)
         emit(
             {
                 "type": "ready",
@@ -110,92 +147,214 @@ class GossipPeer:
                 "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
             }
         )
-        for round_ in range(1, rounds + 1):
+        round_, divergences = 1, 0
+        while round_ <= rounds:
+            caught_up = self._catch_up(round_)
+            if caught_up is not None:
+                current = caught_up.arrays
+                emit(self._caught_up_record(caught_up, round_))
+                round_ = caught_up.round + 1
+                unreachable = set()  # back in step: wait for the neighbours again
+                continue
             self.service.state = "training"
             train_loss = self.learner.train()
             own = self.learner.get_weights()
+            if math.isfinite(train_loss) and finite(own):
+                divergences = 0
+            else:
+                divergences += 1
+                log.warning("round %d: training gave NaN or Inf; keeping the previous model", round_)
+                if divergences >= self.gossip.divergence_limit:
+                    raise Diverged(
+                        f"diverged at round {round_}: training gave NaN or Inf in {divergences} rounds "
+                        "in a row (is task.learning_rate too high?)"
+                    )
+                self.learner.set_weights(current)
+                own, train_loss = current, None
+            timeout = self.config.experiment.round_timeout
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
-            pending = self._push(round_, own, alive, deadline)
-            messages = self.inbox.collect(round_, alive, deadline)
-            sent = self._delivered(pending, [m.sender for m in messages], deadline)
+            expected = set(self.neighbours) - unreachable
+            pending = self._push(round_, own, expected, deadline)
+            missing, silent = self._wait_for(round_, expected, deadline)
+            messages = self.inbox.close(round_)
             heard = [m.sender for m in messages]
-            missing = alive - set(heard)
+            last = round_ == rounds
+            until = deadline if last else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
+            sent = self._delivered(pending, [m.sender for m in messages if m.round == round_], until)
             if missing:
-                log.warning("round %d: no model from %s within %.1fs", round_, sorted(missing), timeout)
-            alive = (alive - missing) | set(heard)
-            merged = gossip_merge(
-                self.config.strategy, own, [m.arrays for m in messages], [m.num_examples for m in messages]
-            )
-            self.learner.set_weights(merged)
-            self.service.publish(merged, self.learner.num_examples, round_)
-            test_loss, test_accuracy = self.learner.evaluate()
+                log.warning(
+                    "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
+                )
+            unreachable = (unreachable | silent) - set(heard)
+            current, test_loss, test_accuracy, discarded = self._merge(round_, own, messages)
+            self.service.publish(current, self.learner.num_examples, round_)
             emit(
                 {
                     "type": "round",
                     "node": self.peer.id,
                     "round": round_,
                     "time_s": round(time.time() - self.run_start, 4),
-                    "train_loss": train_loss,
-                    "test_loss": test_loss,
-                    "test_accuracy": test_accuracy,
+                    "train_loss": _number(train_loss),
+                    "test_loss": _number(test_loss),
+                    "test_accuracy": _number(test_accuracy),
                     "num_examples": self.learner.num_examples,
                     "bytes_sent": sent,
                     "bytes_received": sum(m.nbytes for m in messages),
                     "neighbours_heard": heard,
+                    "merged": 0 if discarded else len(messages),
+                    "refused": self.inbox.take_refused(),
+                    "discarded": discarded,
                 }
             )
+            round_ += 1
         self.service.state = "done"
 
-    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
-        """Send this round's model to every neighbour in the background; return the sends by node.
+    def _wait_for(self, round_: int, neighbours: set[int], deadline: float) -> tuple[set[int], set[int]]:
+        """Wait for the neighbours' models of `round_` until `deadline`; then ask the missing ones
+        (Health) and wait longer, up to MAX_WAIT_TIMEOUTS round timeouts in all, for those that
+        answer that they are working on this round or the one before (a model one round late
+        stands in): a neighbour held up by its own neighbour is waited for, one that does not
+        answer (frozen, dead), is further behind or already ahead (its model was refused) is not.
+        So a stalled peer delays the others in one wave, not round after round.
 
-        Live neighbours are waited for (`wait_for_ready`) until the deadline, so a peer that starts
-        late still gets round 1; neighbours that missed a round get one fail-fast attempt.
+        Returns the neighbours still missing, and those of them that did not answer.
+        """
+        timeout = self.config.experiment.round_timeout
+        limit = deadline + (MAX_WAIT_TIMEOUTS - 1) * timeout
+        missing = self.inbox.wait(round_, neighbours, deadline)
+        silent: set[int] = set()
+        while missing and time.monotonic() < limit:
+            rounds = self._health(missing, min(1.0, timeout / 4))
+            silent |= missing - rounds.keys()
+            busy = {node for node, done in rounds.items() if round_ - 2 <= done < round_}
+            if not busy:
+                break
+            missing = self.inbox.wait(round_, busy, min(limit, time.monotonic() + timeout)) | (missing - busy)
+        return missing, silent & missing
+
+    def _health(self, nodes: set[int], timeout: float) -> dict[int, int]:
+        """The rounds completed by those of `nodes` whose Health answers within `timeout`."""
+        calls = {n: self.stubs[n].Health.future(gossip_pb2.HealthRequest(), timeout=timeout) for n in nodes}
+        rounds = {}
+        for node, call in calls.items():
+            try:
+                rounds[node] = call.result().round
+            except grpc.RpcError:
+                continue
+        return rounds
+
+    def _merge(
+        self, round_: int, own: list[np.ndarray], messages: list[ModelMessage]
+    ) -> tuple[list[np.ndarray], float, float, str | None]:
+        """Merge and evaluate; a merge that fails or yields non-finite values or loss is discarded.
+
+        Returns the model kept, its test loss and accuracy, and why a merge was discarded (or None).
+        """
+        discarded = None
+        merged = own
+        if messages:  # the rule's result is validated (count, shapes, finiteness); a failure is logged
+            received = [m.arrays for m in messages]
+            outcome = merge_models(
+                self.config.strategy, own, received, [m.num_examples for m in messages], round_
+            )
+            merged, discarded = outcome.model, ("merge failed" if outcome.error else None)
+        self.learner.set_weights(merged)
+        test_loss, test_accuracy = self.learner.evaluate()
+        if merged is not own and not math.isfinite(test_loss):
+            log.warning("round %d: the merged model's test loss is not finite; keeping the own model", round_)
+            merged, discarded = own, "merged loss not finite"
+            self.learner.set_weights(own)
+            test_loss, test_accuracy = self.learner.evaluate()
+        return merged, test_loss, test_accuracy, discarded
+
+    def _catch_up(self, round_: int) -> ModelMessage | None:
+        """If neighbours are `catch_up_rounds` ahead, fetch and adopt the furthest one's model."""
+        progress = self.inbox.progress()
+        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + self.gossip.catch_up_rounds]
+        for node in sorted(ahead, key=lambda n: -progress[n]):
+            try:
+                message = self._fetch(node)
+            except (grpc.RpcError, WireError) as err:
+                log.warning("catch-up from node %d failed: %s", node, err)
+                continue
+            if message.round >= round_:
+                self.learner.set_weights(message.arrays)
+                self.inbox.skip_to(message.round + 1)
+                self.service.publish(message.arrays, self.learner.num_examples, message.round)
+                log.info("round %d: caught up with node %d at round %d", round_, node, message.round)
+                return message
+        return None
+
+    def _fetch(self, node: int) -> ModelMessage:
+        """A neighbour's current model (GetModel), checked like any push."""
+        assembler = ModelAssembler(
+            self.specs, senders=[node], rounds=(0, self.config.experiment.rounds), max_bytes=self.max_bytes
+        )
+        stream = self.stubs[node].GetModel(
+            gossip_pb2.GetModelRequest(),
+            timeout=self.config.experiment.round_timeout,
+            metadata=self.metadata[node],
+        )
+        return assemble(stream, assembler)
+
+    def _caught_up_record(self, message: ModelMessage, behind: int) -> dict[str, Any]:
+        """The record of a jump: the adopted model's round, evaluated, with where it came from."""
+        test_loss, test_accuracy = self.learner.evaluate()
+        return {
+            "type": "round",
+            "node": self.peer.id,
+            "round": message.round,
+            "time_s": round(time.time() - self.run_start, 4),
+            "train_loss": None,
+            "test_loss": _number(test_loss),
+            "test_accuracy": _number(test_accuracy),
+            "num_examples": self.learner.num_examples,
+            "bytes_sent": 0,
+            "bytes_received": message.nbytes,
+            "neighbours_heard": [],
+            "merged": 0,
+            "refused": 0,
+            "discarded": None,
+            "caught_up_from": message.sender,
+            "jumped_from": behind,
+        }
+
+    def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
+        """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
+        self.inbox.note(node, reply.round or None, refused=False)
+
+    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
+        """Queue this round's model for every neighbour; return the sends by node.
+
+        Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
+        starts late still gets round 1; the others get one fail-fast attempt.
         """
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
-        metadata = token_metadata(self.token)
         return {
-            node: self.pushes.submit(
-                self._push_one, node, stub, chunks, metadata, deadline, wait=node in alive
-            )
-            for node, stub in self.stubs.items()
+            node: sender.send(chunks, deadline, wait=node in alive) for node, sender in self.senders.items()
         }
 
     @staticmethod
-    def _delivered(pending: dict[int, futures.Future], heard: list[int], deadline: float) -> int:
-        """Bytes of this round's model delivered to the neighbours heard from this round.
+    def _delivered(pending: dict[int, futures.Future], heard: Collection[int], until: float) -> int:
+        """Bytes of this round's model delivered to the neighbours heard from in time this round.
 
-        Those neighbours are alive and accept at once, so this wait is short; it also guarantees
-        that the last round's model reaches them before the peer exits. Sends to silent
-        neighbours are not waited for.
+        Those neighbours are in step and accept at once, so the wait is short; it is bounded by
+        `until` (a monotonic time): a neighbour that froze right after its push holds nobody. In
+        the last round `until` is the deadline, so the final model reaches them before the peer
+        exits. Sends to other neighbours are not waited for.
         """
         sends = [pending[node] for node in heard if node in pending]
-        done, _ = futures.wait(sends, timeout=max(1.0, deadline - time.monotonic()))
+        done, _ = futures.wait(sends, timeout=max(0.0, until - time.monotonic()))
         return sum(f.result() for f in done)
-
-    def _push_one(self, node: int, stub, chunks, metadata, deadline: float, *, wait: bool) -> int:
-        """Push one model; a refused or failed push is logged, never raised. Returns bytes sent."""
-        try:
-            reply = stub.PushModel(
-                iter(chunks),
-                timeout=max(0.1, deadline - time.monotonic()),
-                metadata=metadata,
-                wait_for_ready=wait,
-            )
-        except grpc.RpcError as err:
-            log.warning("push to node %d failed: %s %s", node, err.code().name, err.details())
-            return 0
-        if not reply.accepted:
-            log.info("node %d did not use our model: %s", node, reply.detail)
-        return sum(len(c.data) for c in chunks)
 
     def close(self) -> None:
         """Stop serving and drop the neighbour connections (cancelling sends still in flight)."""
-        self.pushes.shutdown(wait=False, cancel_futures=True)
+        for sender in self.senders.values():
+            sender.close()
         for channel in self.channels.values():
             channel.close()
-        self.server.stop(grace=1.0).wait(2.0)
+        self.server.stop(grace=1.0)
 
 
 def json_lines(stream: TextIO) -> Emit:
@@ -208,11 +367,6 @@ def json_lines(stream: TextIO) -> Emit:
             stream.flush()
 
     return emit
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    """SIGTERM ends the peer like Ctrl-C: rounds already emitted stay emitted."""
-    raise KeyboardInterrupt
 
 
 def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
@@ -229,12 +383,17 @@ def run_peer(config_path: str, overrides: list[str] | None = None, metrics: Text
         log.error("%s", err)
         emit({"type": "error", "error": str(err)})
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    shutdown = Shutdown().install()  # SIGTERM/SIGINT end the peer like Ctrl-C, once; later ones ignored
     try:
         peer.run(emit)
+    except Diverged as err:
+        log.error("%s", err)
+        emit({"type": "error", "node": peer.peer.id, "error": str(err)})
+        return 1
     except KeyboardInterrupt:
-        return 130
+        return shutdown.exit_code
     finally:
+        shutdown.begin()
         peer.close()
     emit({"type": "done", "node": peer.peer.id})
     return 0

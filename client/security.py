@@ -1,20 +1,18 @@
-"""Transport security of a gossip peer: TLS / mutual TLS credentials and the shared-secret token.
+"""Transport security of a gossip peer: TLS / mutual TLS credentials, the token, the link keys.
 
 Plaintext is allowed on loopback; anywhere else it needs `insecure = true` in the peer section.
-The token travels as call metadata and is compared in constant time.
+Who a caller is (link keys, node certificates) is `fedgossip.client.identity`'s job.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from pathlib import Path
 
 import grpc
 
+from fedgossip.client.identity import TOKEN_KEY, LinkKeys
 from fedgossip.config import PeerSection
-
-TOKEN_KEY = "x-fedgossip-token"
 
 
 def _read(path: str) -> bytes:
@@ -81,14 +79,18 @@ def read_token(peer: PeerSection) -> str | None:
     return token
 
 
-def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying the token (empty without one)."""
-    return ((TOKEN_KEY, token),) if token else ()
+def read_link_keys(peer: PeerSection) -> LinkKeys | None:
+    """The keys of this peer's links from `peer.link_keys_file`, or None when there are none."""
+    if not peer.link_keys_file:
+        return None
+    links = LinkKeys.load(peer.link_keys_file, peer.id)
+    unkeyed = sorted(set(map(int, peer.neighbours or {})) - set(links.keys))
+    if unkeyed:
+        raise ValueError(f"{peer.link_keys_file} has no key for the link to node {unkeyed[0]}")
+    return links
 
 
-def token_matches(context: grpc.ServicerContext, token: str | None) -> bool:
-    """Constant-time check of the caller's token; always true when the peer has none."""
-    if token is None:
-        return True
-    sent = dict(context.invocation_metadata()).get(TOKEN_KEY, "")
-    return hmac.compare_digest(sent.encode(), token.encode())
+def call_metadata(token: str | None, links: LinkKeys | None, neighbour: int) -> tuple[tuple[str, str], ...]:
+    """Call metadata for `neighbour`: the token and this peer's link key, where there are such."""
+    metadata = ((TOKEN_KEY, token),) if token else ()
+    return metadata + (links.metadata(neighbour) if links is not None else ())

@@ -1,24 +1,69 @@
-"""The gRPC face of a gossip peer: accept pushes into the inbox, serve the current model, report health.
+"""The gRPC face of a gossip peer (grpc.aio): accept pushes into the inbox, serve the model, report health.
 
-Every push is untrusted: token, header, sizes, dtypes, shapes, finiteness and round are checked by
-`ModelAssembler`; a bad one is answered with its status code, logged, and never merged.
+Why asyncio: a thread-pool server gives every open stream a thread, so a handful of streams that
+send a header and then nothing starve it (Health and real neighbours included). On one event loop
+a silent stream costs a coroutine, each read has its own inactivity deadline, and limits are plain
+counters: at most `max_pushes` pushes at once and one per sender (RESOURCE_EXHAUSTED beyond), while
+Health and GetModel never wait behind pushes.
+
+Every push is untrusted: the caller's identity (link key or certificate) is checked before a byte is
+read, then the header (sender = caller, round window, sizes, dtypes, shapes) and, at the end,
+finiteness and the optional norm bound. Status codes: UNAUTHENTICATED (no or wrong credentials),
+PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMENT (malformed),
+RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a stream fell silent),
+UNAVAILABLE (GetModel before the first model). A well-formed push of a closed round, of a round
+too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
+from fedgossip.client.identity import LinkKeys, Unauthenticated, node_of_certificate, token_matches
 from fedgossip.client.inbox import Inbox
-from fedgossip.client.security import token_matches
-from fedgossip.client.wire import ModelAssembler, TensorSpec, WireError, assemble, encode
+from fedgossip.client.wire import ModelAssembler, TensorSpec, WireError, encode, model_norm
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """How callers prove who they are: a shared token, per-link keys, client certificates."""
+
+    token: str | None = None
+    links: LinkKeys | None = None
+    certificates: bool = False  # mutual TLS: the client certificate names the node
+
+    @property
+    def identifies(self) -> bool:
+        """Whether callers are identified (else a header's sender is taken at its word)."""
+        return self.links is not None or self.certificates
+
+    def caller(self, context: grpc.aio.ServicerContext) -> int | None:
+        """The caller's node id (None when callers are not identified); Unauthenticated if wrong."""
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        if not token_matches(metadata, self.token):
+            raise Unauthenticated("missing or wrong token")
+        by_key = self.links.verify(metadata) if self.links is not None else None
+        by_cert = self._certificate_node(context) if self.certificates else None
+        if by_key is not None and by_cert is not None and by_key != by_cert:
+            raise Unauthenticated(f"link key of node {by_key} with the certificate of node {by_cert}")
+        return by_key if by_key is not None else by_cert
+
+    @staticmethod
+    def _certificate_node(context: grpc.aio.ServicerContext) -> int:
+        names = context.auth_context().get("x509_common_name", [])
+        nodes = {node_of_certificate(n.decode(errors="replace")) for n in names}
+        if len(nodes) != 1 or None in nodes:
+            raise Unauthenticated("client certificate names no node (expected CN node-ID)")
+        return nodes.pop()
 
 
 class GossipService(gossip_pb2_grpc.GossipServicer):
@@ -33,60 +78,127 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         neighbours: Sequence[int] | None,
         rounds: int,
         max_bytes: int,
-        token: str | None,
-        rounds_ahead: int = 4,
+        auth: Authenticator,
+        max_pushes: int,
+        idle_timeout: float,
+        max_norm_ratio: float = 0.0,
     ) -> None:
         self.node = node
         self.specs = list(specs)
         self.inbox = inbox
-        self.neighbours = neighbours
+        self.neighbours = None if neighbours is None else frozenset(neighbours)
         self.rounds = rounds
         self.max_bytes = max_bytes
-        self.token = token
-        self.rounds_ahead = rounds_ahead
+        self.auth = auth
+        self.max_pushes = max_pushes
+        self.idle_timeout = idle_timeout
+        self.max_norm_ratio = max_norm_ratio
         self.state = "starting"
         self.completed = 0
-        self._lock = threading.Lock()
-        self._published: tuple[list[np.ndarray], int] | None = None
+        self._published: tuple[list[np.ndarray], int, int, float] | None = None
+        self._in_flight: set[int] = set()
+        self._pushes = 0  # only touched on the event loop: no lock needed
 
     def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
-        """Make `arrays` the model GetModel serves, after `completed` rounds."""
-        with self._lock:
-            self._published = (arrays, num_examples)
-            self.completed = completed
+        """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
+        norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
+        self._published = (arrays, num_examples, completed, norm)
+        self.completed = completed
 
-    def PushModel(self, request_iterator: Iterator[gossip_pb2.ModelChunk], context: grpc.ServicerContext):
-        self._authorize(context)
-        low = self.inbox.open_round
-        assembler = ModelAssembler(
-            self.specs,
-            senders=self.neighbours,
-            rounds=(1, min(self.rounds, low + self.rounds_ahead)),
-            max_bytes=self.max_bytes,
-        )
+    async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
+        caller = await self._identify(context)
+        sender, counted = None, False
         try:
-            message = assemble(request_iterator, assembler)
+            if self._pushes >= self.max_pushes:
+                raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._pushes} pushes in progress")
+            self._pushes, counted = self._pushes + 1, True
+            if caller is not None:  # an identified caller holds one push at most, header or not
+                sender = self._hold(caller)
+            assembler = ModelAssembler(
+                self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
+            )
+            first = await self._read(context)
+            if first is None:
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
+            assembler.add(first)
+            header = assembler.header
+            if caller is not None and header.sender != caller:
+                raise WireError(
+                    grpc.StatusCode.PERMISSION_DENIED, f"node {caller} pushed as node {header.sender}"
+                )
+            if caller is None:
+                sender = self._hold(header.sender)
+            too_early_or_late = self.inbox.window(header.round)
+            if too_early_or_late:
+                self.inbox.note(sender, header.round)
+                return self._reply(False, f"round {header.round} is {too_early_or_late}")
+            while (chunk := await self._read(context)) is not None:
+                assembler.add(chunk)
+            message = assembler.finish()
+            implausible = self._implausible(message.arrays)
+            if implausible:
+                self.inbox.note(sender, header.round)
+                log.warning("refused model of node %d, round %d: %s", sender, header.round, implausible)
+                return self._reply(False, implausible)
+            refused = self.inbox.put(message)
+            if refused:
+                return self._reply(False, f"round {header.round} is {refused}")
+            return self._reply(True)
         except WireError as err:
-            log.warning("refused push from %s: %s", context.peer(), err)
-            context.abort(err.code, str(err))
-        if not self.inbox.put(message):
-            return gossip_pb2.PushReply(accepted=False, detail=f"round {message.round} is closed")
-        return gossip_pb2.PushReply(accepted=True)
+            self.inbox.note(None)  # a bad push proves nothing about its sender being in the round
+            log.warning("refused push from %s: %s", caller if caller is not None else context.peer(), err)
+            await context.abort(err.code, str(err))
+        finally:
+            self._pushes -= counted
+            self._in_flight.discard(sender)
 
-    def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.ServicerContext):
-        self._authorize(context)
-        with self._lock:
-            published, completed = self._published, self.completed
+    def _hold(self, sender: int) -> int:
+        """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
+        if sender in self._in_flight:
+            raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a push from node {sender} is in progress")
+        self._in_flight.add(sender)
+        return sender
+
+    async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
+        await self._identify(context)
+        published = self._published
         if published is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
-        arrays, num_examples = published
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
+        arrays, num_examples, completed, _ = published
         names = [s.name for s in self.specs]
-        yield from encode(self.node, completed, num_examples, names, arrays)
+        for chunk in encode(self.node, completed, num_examples, names, arrays):
+            await context.write(chunk)
 
-    def Health(self, request: gossip_pb2.HealthRequest, context: grpc.ServicerContext):
+    async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
 
-    def _authorize(self, context: grpc.ServicerContext) -> None:
-        if not token_matches(context, self.token):
-            log.warning("refused call without a valid token from %s", context.peer())
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+    async def _identify(self, context: grpc.aio.ServicerContext) -> int | None:
+        try:
+            return self.auth.caller(context)
+        except Unauthenticated as err:
+            self.inbox.note(None)
+            log.warning("refused call from %s: %s", context.peer(), err)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+
+    async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
+        """The next chunk, None at the end of the stream; a silent stream is a WireError."""
+        try:
+            chunk = await asyncio.wait_for(context.read(), self.idle_timeout)
+        except asyncio.TimeoutError:
+            raise WireError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"stream silent for {self.idle_timeout:g}s"
+            ) from None
+        return None if chunk is grpc.aio.EOF else chunk
+
+    def _implausible(self, arrays: list[np.ndarray]) -> str | None:
+        """Why a finite model is not plausible (norm bound), None if it is or the bound is off."""
+        published = self._published
+        if self.max_norm_ratio <= 0 or published is None:
+            return None
+        norm, own = model_norm(arrays), published[3]
+        if norm > self.max_norm_ratio * own:
+            return f"norm {norm:.3g} exceeds {self.max_norm_ratio:g} x own norm {own:.3g}"
+        return None
+
+    def _reply(self, accepted: bool, detail: str = "") -> gossip_pb2.PushReply:
+        return gossip_pb2.PushReply(accepted=accepted, detail=detail, round=self.inbox.open_round)

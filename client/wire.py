@@ -66,6 +66,15 @@ def specs_of(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[TensorS
     ]
 
 
+def model_norm(arrays: Sequence[np.ndarray]) -> float:
+    """The L2 norm of a whole model (all tensors as one vector), accumulated in float64."""
+    total = 0.0
+    for array in arrays:
+        flat = np.asarray(array, dtype=np.float64).reshape(-1)
+        total += float(np.dot(flat, flat))
+    return total**0.5
+
+
 def encode(
     sender: int,
     round_: int,

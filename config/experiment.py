@@ -8,6 +8,7 @@ raise ValueError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -17,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.config.sections import (
-    FLOWER_STRATEGIES,
-    GOSSIP_STRATEGIES,
     ExperimentSection,
     FlowerSection,
+    GossipSection,
     NodesSection,
     PeerSection,
     SecuritySection,
@@ -28,6 +28,7 @@ from fedgossip.config.sections import (
     TopologySection,
     require_choice,
 )
+from fedgossip.strategies import registry
 from fedgossip.tasks import TaskConfig
 
 if sys.version_info >= (3, 11):
@@ -36,6 +37,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; this bounds reading /dev/zero or a huge file
+INT64 = (-(2**63), 2**63 - 1)  # TOML integers are 64-bit; larger ones would crash numpy/protobuf
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,19 @@ class ExperimentConfig:
     topology: TopologySection = field(default_factory=TopologySection)
     strategy: StrategySection = field(default_factory=StrategySection)
     security: SecuritySection = field(default_factory=SecuritySection)
+    gossip: GossipSection = field(default_factory=GossipSection)
     flower: FlowerSection = field(default_factory=FlowerSection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
-        allowed = GOSSIP_STRATEGIES if self.experiment.mode == "gossip" else FLOWER_STRATEGIES
-        require_choice(self.strategy.name, f"strategy.name (mode {self.experiment.mode})", allowed)
+        mode, name = self.experiment.mode, self.strategy.name
+        if not registry.is_user_reference(name):
+            require_choice(name, f"strategy.name (mode {mode})", registry.names(mode))
+        elif mode == "gossip":  # every peer runs it: import it now (a Flower server imports it itself)
+            try:
+                registry.resolve(name)
+            except ValueError as err:
+                raise ValueError(f"strategy.name {err}") from None
         if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
             raise ValueError(
                 "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "
@@ -79,9 +89,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """Read a TOML config (the built-in quickstart when `path` is None) and apply `--set` overrides."""
     source = Path(path) if path is not None else QUICKSTART
     try:
-        data = tomllib.loads(source.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"config file not found: {source}") from None
+        data = tomllib.loads(read_config_text(source))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source} is not valid TOML: {err}") from None
     for item in overrides:
@@ -89,17 +97,43 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return config_from_dict(data)
 
 
+def read_config_text(source: Path) -> str:
+    """The text of a config file; every way of not being one (missing, a directory, unreadable,
+    too big, not UTF-8) is a ValueError naming the path and the reason."""
+    try:
+        with open(source, "rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {source}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config file {source}: {err.strerror or err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {source} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {source} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one `section.key=value` override in place; the value is parsed as TOML, else a string."""
+    """Apply one `section.key=value` override in place; the value is parsed as TOML, else a string.
+
+    The key may go deeper into nested tables: `strategy.params.f=1`.
+    """
     key, sep, raw = item.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not section or not name:
+    path = key.strip().split(".")
+    if not sep or len(path) < 2 or not all(path):
         raise ValueError(f"--set expects section.key=value; got {item!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    data.setdefault(section, {})[name] = value
+    table = data
+    for depth, name in enumerate(path[:-1]):
+        table = table.setdefault(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"--set {key.strip()}: {'.'.join(path[: depth + 1])} is not a table")
+    table[path[-1]] = value
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
@@ -140,8 +174,16 @@ def _section_class(hint: Any) -> type:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a field's type hint; widen int to float and lists to tuples."""
+    """Check `value` (see _check_value) against a field's type hint; widen int to float and lists
+    to tuples. A table (`dict[str, X]`) has each value checked against X, errors naming `key.NAME`;
+    `Any` takes any TOML value (a strategy's params, checked by the strategy registry).
+    """
+    _check_value(value, key)
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    table = next((o for o in options if typing.get_origin(o) is dict), None)
+    if table is not None and isinstance(value, Mapping):
+        item = typing.get_args(table)[1]
+        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     for option in options:
         ok, converted = _try_type(value, option)
         if ok:
@@ -150,8 +192,30 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ValueError(f"{key} must be {expected}; got {value!r}")
 
 
+def _check_value(value: Any, key: str) -> None:
+    """Refuse what every key of every section refuses: non-finite numbers (inf, nan), integers
+    beyond 64 bits and text that is not valid Unicode (lone surrogates from undecodable argv)."""
+    if isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            _check_value(item, f"{key}[{index}]")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_value(item, f"{key}.{name}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number; got {value!r}")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"{key} must fit in 64 bits; got {value}")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{key} must be valid UTF-8 text; got {value!r}") from None
+
+
 def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(option)
+    if option is Any:
+        return True, value
     if option is type(None):
         return value is None, None
     if option is bool:
@@ -167,8 +231,6 @@ def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
         (item,) = typing.get_args(option)[:1]
         converted = [_try_type(v, item) for v in value]
         return all(ok for ok, _ in converted), tuple(v for _, v in converted)
-    if origin is dict and isinstance(value, Mapping):
-        return all(isinstance(v, str) for v in value.values()), {str(k): v for k, v in value.items()}
     return False, None
 
 
@@ -181,7 +243,7 @@ def _type_name(option: Any) -> str:
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(option)[0])}"
     if origin is dict:
-        return "a table of strings"
+        return "a table"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
         option, str(option)
     )

@@ -7,23 +7,17 @@ traceback deep inside a node process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
 
-GOSSIP_STRATEGIES = ("average", "vca", "median", "trimmed-mean")
-FLOWER_BUILTIN_STRATEGIES = (
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "bulyan",
-)
-FLOWER_STRATEGIES = ("average", "vca", *FLOWER_BUILTIN_STRATEGIES)
+from fedgossip.strategies import registry
+
+GOSSIP_STRATEGIES = registry.names("gossip")
+FLOWER_STRATEGIES = registry.names("flower")
+FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
+MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
 
 def require(condition: bool, key: str, message: str) -> None:
@@ -35,6 +29,19 @@ def require(condition: bool, key: str, message: str) -> None:
 def require_choice(value: str, key: str, choices: tuple[str, ...]) -> None:
     """Raise ValueError naming `key` when `value` is not one of `choices`."""
     require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why `name` is not a plain file name (it names the results folder), or None if it is one."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters; got {len(name)}"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"must be a plain file name (it names the results folder), not a path; got {name!r}"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return f"must not contain control characters; got {name!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class ExperimentSection:
     target_accuracy: float = 0.9
 
     def __post_init__(self) -> None:
-        require(bool(self.name.strip()), "experiment.name", "must not be empty")
+        problem = file_name_problem(self.name)
+        require(problem is None, "experiment.name", str(problem))
         require_choice(self.mode, "experiment.mode", ("gossip", "flower"))
         require(self.rounds >= 1, "experiment.rounds", f"must be >= 1; got {self.rounds}")
         require(self.seed >= 0, "experiment.seed", f"must be >= 0; got {self.seed}")
@@ -85,22 +93,22 @@ class TopologySection:
 
 @dataclass(frozen=True)
 class StrategySection:
-    """How models are merged: the rule's name and its parameters."""
+    """How models are merged: a rule's name and its parameters (the `[strategy.params]` table).
+
+    The name is one of `fedgossip.strategies.registry` or a user's "package.module:function"
+    (whose params pass unchecked). A registered rule's params are checked here, and completed with
+    the defaults, so the resolved config repeats the run exactly.
+    """
 
     name: str = "average"
-    own_weight: float = 0.5
-    trim_fraction: float = 0.2
-    eps: float = 1e-8
-    ratio: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require_choice(
-            self.name, "strategy.name", tuple(dict.fromkeys(GOSSIP_STRATEGIES + FLOWER_STRATEGIES))
-        )
-        require(0 <= self.own_weight <= 1, "strategy.own_weight", "must be in [0, 1]")
-        require(0 <= self.trim_fraction < 0.5, "strategy.trim_fraction", "must be in [0, 0.5)")
-        require(self.eps >= 0, "strategy.eps", "must be >= 0")
-        require(self.ratio >= 0, "strategy.ratio", "must be >= 0")
+        try:
+            entry = registry.lookup(self.name)
+        except ValueError as err:
+            raise ValueError(f"strategy.name {err}") from None
+        object.__setattr__(self, "params", entry.bind(self.params, "strategy.params"))
 
 
 @dataclass(frozen=True)
@@ -157,11 +165,41 @@ class FlowerSection:
 
 
 @dataclass(frozen=True)
+class GossipSection:
+    """How a gossip peer defends its rounds against slow, frozen and hostile neighbours.
+
+    max_pushes: pushes served at once (0: 2 per neighbour + 4); idle_timeout: seconds a push
+    stream may stay silent; max_norm_ratio: refuse received models whose norm exceeds this multiple
+    of the own model's (0 = off, so attacks stay measurable); catch_up_rounds: how many rounds
+    behind its neighbours a peer must fall before it fetches a neighbour's model; divergence_limit:
+    consecutive rounds of non-finite training before the peer stops; degraded_share: the run is
+    "degraded" when a node merged nothing in more than this share of its rounds.
+    """
+
+    max_pushes: int = 0
+    idle_timeout: float = 10.0
+    max_norm_ratio: float = 0.0
+    catch_up_rounds: int = 2
+    divergence_limit: int = 3
+    degraded_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        require(self.max_pushes >= 0, "gossip.max_pushes", "must be >= 0")
+        require(self.idle_timeout > 0, "gossip.idle_timeout", "must be > 0 seconds")
+        require(self.max_norm_ratio >= 0, "gossip.max_norm_ratio", "must be >= 0")
+        require(self.catch_up_rounds >= 2, "gossip.catch_up_rounds", "must be >= 2")
+        require(self.divergence_limit >= 1, "gossip.divergence_limit", "must be >= 1")
+        require(0 <= self.degraded_share <= 1, "gossip.degraded_share", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class PeerSection:
     """One gossip peer's place in the network: only in node configs (`fedgossip peer`).
 
     `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files.
     Plaintext on a non-loopback address needs `insecure = true`, said explicitly.
+    `link_keys_file` holds the secrets of this peer's links (client/identity.py): with it, or with
+    mutual TLS and node certificates, every caller is identified and may push only as itself.
     """
 
     id: int = 0
@@ -173,6 +211,7 @@ class PeerSection:
     key_file: str = ""
     client_ca_file: str = ""
     token_file: str = ""
+    link_keys_file: str = ""
     insecure: bool = False
     max_model_mb: float = 2048.0
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="fedgossip: federated (Flower) and peer-to-peer gossip learning testbed.",
@@ -16,12 +19,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(emoji=False)  # names and paths are shown as written, ":x:" included
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Bad input (ValueError) and OS errors (a path under a file, a full or read-only disk) become
+    `error: ...` and exit 2, never a traceback."""
+    from fedgossip.launcher.results import os_error_text
+
+    try:
+        yield
+    except ValueError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(os_error_text(err))
 
 
 @app.command()
@@ -41,11 +58,9 @@ def run(
     from fedgossip.launcher.results import default_out_dir
     from fedgossip.launcher.run import run_experiment
 
-    try:
+    with _clear_errors():
         experiment = load_config(config, set_)
         _, code = run_experiment(experiment, out or default_out_dir(experiment), console)
-    except ValueError as err:
-        _fail(str(err))
     raise typer.Exit(code)
 
 
@@ -63,10 +78,10 @@ def peer(
         os.environ.setdefault(name, str(threads))
     from fedgossip.client.peer import run_peer
 
-    if metrics is None:
-        raise typer.Exit(run_peer(str(config), set_))
-    with open(metrics, "a") as sink:
-        raise typer.Exit(run_peer(str(config), set_, sink))
+    with _clear_errors(), contextlib.ExitStack() as stack:
+        sink = None if metrics is None else stack.enter_context(open(metrics, "a"))
+        code = run_peer(str(config), set_, sink)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -78,12 +93,10 @@ def compare(
     from fedgossip.reports import compare as compare_runs
     from fedgossip.reports import summary_table
 
-    try:
+    with _clear_errors():
         summaries = compare_runs(runs, plot)
-    except ValueError as err:
-        _fail(str(err))
     console.print(summary_table(summaries, title="comparison"))
-    console.print(f"plot: {plot}")
+    console.print(f"plot: {escape(str(plot))}")
 
 
 @app.command()
@@ -97,11 +110,12 @@ def certs(
     """Make (or reuse) a CA in OUT and issue a node certificate for device deployments."""
     from fedgossip.launcher.certificates import Issued, make_ca, make_certificate
 
-    ca = Issued(out / "ca.pem", out / "ca.key")
-    if not ca.cert.exists():
-        ca = make_ca(out)
-    issued = make_certificate(ca, out, name, host)
-    console.print(f"CA: {ca.cert}\ncertificate: {issued.cert}\nkey: {issued.key}")
+    with _clear_errors():
+        ca = Issued(out / "ca.pem", out / "ca.key")
+        if not ca.cert.exists():
+            ca = make_ca(out)
+        issued = make_certificate(ca, out, name, host)
+    console.print(escape(f"CA: {ca.cert}\ncertificate: {issued.cert}\nkey: {issued.key}"))
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.launcher import flower_runtime as rt
 from fedgossip.launcher.gossip import Outcome
 from fedgossip.launcher.processes import Child, free_ports, supervised
+from fedgossip.launcher.proctree import ProcessTracker
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 
@@ -216,7 +217,7 @@ def _run_engine(
     )
     rt.write_connection(files.home, address, security.ca)
     env = rt.flower_env(files.home, config.task.threads)
-    tracker = rt.ProcessTracker()
+    tracker = ProcessTracker()
     tail = RecordsTail(files.records)
     run_id: int | None = None
     with supervised() as children:
@@ -285,7 +286,7 @@ def _run_engine(
         finally:
             for event in tail.read():
                 sink(event)
-            tracker.scan(children)
+            _scan(tracker, children)
             _stop_all(children, tracker, results)
             _write_processes(results, children, run_id, tracker)
 
@@ -301,7 +302,7 @@ def _follow(
     config: ExperimentConfig,
     run_id: int,
     children: list[Child],
-    tracker: rt.ProcessTracker,
+    tracker: ProcessTracker,
     tail: RecordsTail,
     sink: EventSink,
     env: dict[str, str],
@@ -324,7 +325,7 @@ def _follow(
         for event in tail.read():
             sink(event)
         if time.monotonic() >= next_scan:
-            tracker.scan(children)
+            _scan(tracker, children)
             next_scan = time.monotonic() + 1.0
         for child in children:
             if child.poll() is None or child.name in lost:
@@ -350,6 +351,11 @@ def _follow(
         time.sleep(0.2)
 
 
+def _scan(tracker: ProcessTracker, children: list[Child]) -> None:
+    """Remember what the running SuperLink and SuperNodes have started so far."""
+    tracker.scan([c.pid for c in children if c.poll() is None])
+
+
 def _tail(child: Child, lines: int) -> str:
     """The end of a Flower process's log without its colour codes."""
     return ANSI.sub("", child.log_tail(lines))
@@ -359,7 +365,7 @@ def _write_processes(
     results: ResultsFolder,
     children: list[Child],
     run_id: int | None,
-    tracker: rt.ProcessTracker | None = None,
+    tracker: ProcessTracker | None = None,
 ) -> None:
     """processes.json: the SuperLink and SuperNodes by name, the Flower run id and (at the end)
     every process they started, as "name-pid"."""
@@ -372,9 +378,12 @@ def _write_processes(
         results.write_processes(pids)
 
 
-def _stop_all(children: list[Child], tracker: rt.ProcessTracker, results: ResultsFolder) -> None:
-    """Stop the SuperNodes, then the SuperLink, then whatever they started, all by PID."""
-    for child in reversed(children):
+def _stop_all(children: list[Child], tracker: ProcessTracker, results: ResultsFolder) -> None:
+    """Stop the SuperNodes (together), then the SuperLink, then whatever they started, all by PID."""
+    nodes = [child for child in children if child.name != "superlink"]
+    for child in nodes:
+        child.terminate()
+    for child in [*nodes, *children]:
         child.stop()
     left = tracker.stop_leftovers()
     if left:

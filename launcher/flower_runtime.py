@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -267,8 +266,14 @@ def flwr(args: list[str], env: dict[str, str], timeout: float = CLI_TIMEOUT) -> 
     """Run `flwr ARGS --format json` and return its JSON answer; RuntimeError on failure."""
     argv = [executable("flwr"), *args, "--format", "json"]
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
+        done = subprocess.run(  # own session: a Ctrl-C meant for the launcher does not fail the call
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"`flwr {' '.join(args[:2])}` did not answer within {timeout:.0f}s") from None
@@ -315,81 +320,3 @@ def stop_run(run_id: int, env: dict[str, str]) -> None:
     """Ask the SuperLink to stop the run; failures are ignored (everything is stopped anyway)."""
     with contextlib.suppress(RuntimeError):
         flwr(["stop", str(run_id), CONNECTION], env, timeout=20)
-
-
-# --- every process of the run, by PID ------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(parent pid, state, start time) of a process from /proc, None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def alive(pid: int, started: int | None = None) -> bool:
-    """Whether process `pid` (with start time `started`, if given) runs; zombies count as gone."""
-    stat = _stat(pid)
-    return stat is not None and stat[1] != "Z" and (started is None or stat[2] == started)
-
-
-def descendants(roots: list[int]) -> dict[int, int]:
-    """Every live descendant of the `roots` as pid -> start time (Flower's superexec, serverapp,
-    clientapp and simulation processes, some of them in sessions of their own)."""
-    if not Path("/proc").is_dir():  # pragma: no cover - not Linux
-        return {}
-    children: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None and stat[1] != "Z":
-            children.setdefault(stat[0], []).append(int(entry.name))
-            starts[int(entry.name)] = stat[2]
-    found: dict[int, int] = {}
-    stack = list(roots)
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found[child] = starts[child]
-                stack.append(child)
-    return found
-
-
-class ProcessTracker:
-    """Remembers every process a run's children started, so all of them can be stopped by PID."""
-
-    def __init__(self) -> None:
-        self.known: dict[int, int] = {}  # pid -> start time
-        self.names: dict[int, str] = {}
-
-    def scan(self, children: list[Child]) -> None:
-        """Add the current descendants of `children` (call it now and then while running)."""
-        for pid, start in descendants([c.pid for c in children if c.poll() is None]).items():
-            if pid not in self.known:
-                self.known[pid] = start
-                try:
-                    self.names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
-                except OSError:
-                    self.names[pid] = "process"
-
-    def labelled(self) -> dict[str, int]:
-        """The remembered processes as "name-pid" -> pid (for processes.json)."""
-        return {f"{self.names.get(pid, 'process')}-{pid}": pid for pid in sorted(self.known)}
-
-    def stop_leftovers(self, grace: float = 5.0) -> list[int]:
-        """SIGTERM, then SIGKILL after `grace`, every remembered process still alive (same PID
-        and start time); return the PIDs that had to be signalled."""
-        left = {pid: start for pid, start in self.known.items() if alive(pid, start)}
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(alive(pid, s) for pid, s in left.items()):
-            time.sleep(0.1)
-        for pid, start in left.items():
-            if alive(pid, start):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        return sorted(left)

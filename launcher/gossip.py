@@ -13,15 +13,21 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import networkx as nx
 from rich.console import Console
 
+from fedgossip.client.identity import certificate_name, write_link_keys
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.certificates import make_ca, make_certificate
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.launcher.topology import build_topology, neighbours
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 STARTUP_TIMEOUT = 120.0
 LOOPBACK = "127.0.0.1"
@@ -36,6 +42,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
     startup_s: float | None = None
+    rounds_without_merge: dict[int, int] = field(default_factory=dict)
 
     def info(self) -> dict:
         return {
@@ -44,24 +51,52 @@ class Outcome:
             "errors": self.errors,
             "wall_time_s": round(self.wall_time_s, 3),
             "startup_s": self.startup_s,
+            "rounds_without_merge": {str(n): c for n, c in sorted(self.rounds_without_merge.items())},
         }
 
+    def judge_merges(self, rounds_done: dict[int, int], share: float) -> None:
+        """Mark a finished run "degraded" when a live node merged nothing in more than `share` of
+        its rounds (e.g. a round timeout too short for any model to arrive), saying which."""
+        starved = [
+            node
+            for node, done in rounds_done.items()
+            if node not in self.dead_nodes and done and self.rounds_without_merge.get(node, 0) > share * done
+        ]
+        if starved and self.status == "complete":
+            self.status = "degraded"
+            worst = max(starved, key=lambda n: self.rounds_without_merge[n] / rounds_done[n])
+            self.errors.append(
+                f"degraded: {len(starved)} node(s) merged no neighbour model in more than "
+                f"{share:.0%} of their rounds (node {worst}: {self.rounds_without_merge[worst]} of "
+                f"{rounds_done[worst]}); see logs/ (round_timeout too short? neighbours refused?)"
+            )
 
-def security_material(config: ExperimentConfig, results: ResultsFolder) -> dict[str, str]:
-    """Throwaway CA, certificate and token for a secured loopback run, as PeerSection fields."""
-    fields: dict[str, str] = {}
+
+def security_material(
+    config: ExperimentConfig, graph: nx.Graph, secrets_dir: Path
+) -> dict[int, dict[str, str]]:
+    """Per-peer credentials of a launched run, as PeerSection fields by node.
+
+    Always: a key per link (identity, even on loopback). With security.tls: a throwaway CA and one
+    certificate per peer naming its node (checked by the neighbours under mutual TLS). With
+    security.token: one shared token on top.
+    """
+    links = write_link_keys(graph.edges, graph.nodes, secrets_dir)
+    fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
     security = config.security
     if security.tls:
-        ca = make_ca(results.secrets)
-        cert = make_certificate(ca, results.secrets, "peer", [LOOPBACK, "localhost"])
-        fields.update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
-        if security.mutual_tls:
-            fields["client_ca_file"] = str(ca.cert)
+        ca = make_ca(secrets_dir)
+        for node in graph.nodes:
+            cert = make_certificate(ca, secrets_dir, certificate_name(node), [LOOPBACK, "localhost"])
+            fields[node].update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
+            if security.mutual_tls:
+                fields[node]["client_ca_file"] = str(ca.cert)
     if security.token:
-        path = results.secrets / "token"
+        path = secrets_dir / "token"
+        path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-        fields["token_file"] = str(path)
+        for node in graph.nodes:
+            fields[node]["token_file"] = str(path)
     return fields
 
 
@@ -70,7 +105,7 @@ def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_sta
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
     ports = free_ports(count, LOOPBACK)
-    extra = security_material(config, results)
+    credentials = security_material(config, graph, results.secrets)
     paths = []
     for node in range(count):
         peer = PeerSection(
@@ -78,7 +113,7 @@ def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_sta
             listen=f"{LOOPBACK}:{ports[node]}",
             neighbours={str(n): f"{LOOPBACK}:{ports[n]}" for n in neighbours(graph, node)},
             run_start=run_start,
-            **extra,
+            **credentials[node],
         )
         path = results.nodes / f"node-{node}.toml"
         path.write_text(dump_toml(config.replace(peer=peer)))
@@ -126,6 +161,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             if kind == "round":
                 results.append(event)
                 done_rounds[node] = event["round"]
+                if not event.get("merged") and not event.get("caught_up_from"):
+                    outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)
             elif kind == "ready":
                 ready.add(node)
@@ -147,6 +184,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     outcome.wall_time_s = time.time() - started
     if outcome.dead_nodes:
         outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"
+    outcome.judge_merges(done_rounds, config.gossip.degraded_share)
     return outcome
 
 

@@ -1,7 +1,8 @@
 """Child processes of an experiment: started so that none outlives the launcher, stopped by PID.
 
 Children run in their own session (a Ctrl-C reaches only the launcher, which then stops them in
-order) and, on Linux, receive SIGTERM if the launcher dies without cleaning up.
+order) and, on Linux, receive SIGTERM if the launcher dies without cleaning up. What they start in
+turn is covered by the run's watchdog (launcher/watchdog.py), which `supervised()` starts first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
+
+from fedgossip.launcher.watchdog import watchdog
 
 PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -73,6 +76,7 @@ class Child:
             preexec_fn=_die_with_parent,
         )
         self.pid = self.process.pid
+        self._terminated = False
         self._reader = None
         if lines is not None:
             self._reader = threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True)
@@ -87,8 +91,10 @@ class Child:
         return self.process.poll()
 
     def terminate(self) -> None:
-        """Ask the child to stop (SIGTERM) without waiting."""
-        if self.process.poll() is None:
+        """Ask the child to stop (SIGTERM, once: a second one could land in its cleanup) without
+        waiting."""
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
 
@@ -118,15 +124,17 @@ class Child:
 
 @contextlib.contextmanager
 def supervised() -> Iterator[list[Child]]:
-    """A list to put children in; every one is stopped on exit, error and Ctrl-C alike."""
+    """A list to put children in; every one is stopped on exit, error and Ctrl-C alike, and the
+    watchdog stops every process of the run (grandchildren included) if the launcher dies."""
     children: list[Child] = []
-    try:
-        yield children
-    finally:
-        for child in children:
-            child.terminate()
-        for child in reversed(children):
-            child.stop()
+    with watchdog():
+        try:
+            yield children
+        finally:
+            for child in children:
+                child.terminate()
+            for child in reversed(children):
+                child.stop()
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -24,7 +25,7 @@ class RoundProgress:
             console=console,
             transient=False,
         )
-        self._task = self._progress.add_task(label, total=nodes * rounds, status="starting nodes")
+        self._task = self._progress.add_task(escape(label), total=nodes * rounds, status="starting nodes")
 
     def __enter__(self) -> RoundProgress:
         self._progress.start()

@@ -6,40 +6,64 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.gossip import Outcome, run_gossip
-from fedgossip.launcher.results import ResultsFolder
-from fedgossip.reports import plot_run, read_records, run_table, summarize
+from fedgossip.launcher.memory import check_memory
+from fedgossip.launcher.results import ResultsFolder, ResultsWriteError
+from fedgossip.launcher.signals import Shutdown
+from fedgossip.reports import build_summary, plot_run, read_records, run_table, write_summary
+from fedgossip.reports.records import SUMMARY
 from fedgossip.tasks.prepare import prepare_shards
 
-EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "interrupted": 130}
+EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
+"""Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
-    """Run `config` into `out_dir`; return the summary and the process exit status."""
+    """Run `config` into `out_dir`; return the summary and the process exit status.
+
+    A run that fails before any node started (topology, ports, certificates) leaves no results
+    folder behind; one whose metrics cannot be written (a full disk) stops and is "failed"."""
+    check_memory(config)
     results = ResultsFolder(out_dir, config)
     console.print(
-        f"[bold]{config.experiment.name}[/]: {config.experiment.mode} mode, "
+        f"[bold]{escape(config.experiment.name)}[/]: {config.experiment.mode} mode, "
         f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
-        f"strategy {config.strategy.name} -> {out_dir}"
+        f"strategy {config.strategy.name} -> {escape(str(out_dir))}"
     )
     started = time.time()
-    try:
-        config = prepare_shards(config, results.path)  # config.toml keeps the config as given
-        outcome = _runtime(config)(config, results, console)
-    except KeyboardInterrupt:
-        outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
-        console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
-    finally:
-        results.close()
-    summary = summarize(out_dir, outcome.info())
-    plot_run(read_records(out_dir), out_dir / "accuracy.png", f"{config.experiment.name}: test accuracy")
-    console.print(run_table(summary, title=config.experiment.name))
-    console.print(f"results: {out_dir} (metrics.jsonl, summary.json, accuracy.png, logs/)")
-    for error in outcome.errors:
-        console.print(f"[red]{error}[/]")
-    return summary, EXIT_CODES[outcome.status]
+    with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
+        try:
+            config = prepare_shards(config, results.path)  # config.toml keeps the config as given
+            outcome = _runtime(config)(config, results, console)
+        except KeyboardInterrupt:
+            outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
+            console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
+        except ResultsWriteError:  # every node process was stopped on the way out
+            outcome = Outcome(status="failed", wall_time_s=time.time() - started)
+        except BaseException:
+            results.discard_unstarted()
+            raise
+        finally:
+            shutdown.begin()
+            results.close()
+        if results.failure:
+            outcome.status = "failed"
+            outcome.errors.append(results.failure)
+        summary = build_summary(out_dir, outcome.info())
+        results.save(SUMMARY, lambda path: write_summary(path, summary))
+        title = f"{config.experiment.name}: test accuracy"
+        results.save("accuracy.png", lambda path: plot_run(read_records(out_dir), path, title))
+        console.print(run_table(summary, title=config.experiment.name))
+        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, accuracy.png, logs/)")
+        for warning in results.warnings:
+            console.print(f"[yellow]{escape(warning)}[/]")
+        for error in outcome.errors:
+            console.print(f"[red]{escape(error)}[/]")
+    code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
+    return summary, code
 
 
 def _runtime(config: ExperimentConfig):

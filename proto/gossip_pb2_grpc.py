@@ -56,13 +56,14 @@ class GossipServicer:
 
     def PushModel(self, request_iterator, context):
         """Push one model to a neighbour, streamed in chunks; the first chunk carries the header.
+        Authenticated callers only (link key or client certificate), at most one push per sender.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModel(self, request, context):
-        """The peer's current model (for late joiners and observers), streamed in chunks.
+        """The peer's current model (for catch-up and observers), streamed in chunks; authenticated callers only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,10 +3,11 @@
 from fedgossip.reports.compare import compare
 from fedgossip.reports.plots import plot_comparison, plot_run
 from fedgossip.reports.records import read_config, read_records
-from fedgossip.reports.summary import summarize
+from fedgossip.reports.summary import build_summary, summarize, write_summary
 from fedgossip.reports.tables import run_table, summary_table
 
 __all__ = [
+    "build_summary",
     "compare",
     "plot_comparison",
     "plot_run",
@@ -15,4 +16,5 @@ __all__ = [
     "run_table",
     "summarize",
     "summary_table",
+    "write_summary",
 ]

@@ -9,15 +9,17 @@ from typing import Any
 
 from fedgossip.reports.plots import plot_comparison
 from fedgossip.reports.records import SUMMARY, read_records
-from fedgossip.reports.summary import summarize
+from fedgossip.reports.summary import build_summary
 
 
 def load_summary(run_dir: Path) -> dict[str, Any]:
-    """A run's summary.json, recomputed from its metrics if missing (e.g. a killed launcher)."""
-    path = run_dir / SUMMARY
-    if path.exists():
-        return json.loads(path.read_text())
-    return summarize(run_dir, {"status": "unknown"})
+    """A run's summary.json, recomputed from its metrics if missing or torn (a killed launcher, a
+    full disk); the recomputed one is not written back (the folder may be read-only)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        summary = None
+    return summary if isinstance(summary, dict) else build_summary(run_dir, {"status": "unknown"})
 
 
 def compare(run_dirs: Sequence[str | Path], plot_path: str | Path) -> list[dict[str, Any]]:

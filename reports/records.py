@@ -19,23 +19,39 @@ CONFIG = "config.toml"
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every metrics record of a run; a torn last line (a killed run) is skipped, not fatal."""
+    """Every metrics record of a run; a torn line (a run killed mid-write, a full disk, even cut
+    inside a character) or any line that is not a JSON object is skipped, not fatal."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         raise ValueError(f"{run_dir} is not a results folder: no {METRICS}")
     records = []
-    for line in path.read_text().splitlines():
+    for line in _read(path).decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved config of a run, as a plain dict."""
+    """The resolved config of a run, as a plain dict ({} if it has none)."""
     path = Path(run_dir) / CONFIG
-    return tomllib.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(_read(path).decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"{path} is not a valid config: {err}") from None
+
+
+def _read(path: Path) -> bytes:
+    """The bytes of a results file; an OS error (a folder in its place, unreadable) is a ValueError."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def node_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,18 @@ from fedgossip.reports.records import SUMMARY, by_round, node_records, read_conf
 
 def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the summary of a results folder, merge the launcher's `run_info`, write summary.json."""
+    summary = build_summary(run_dir, run_info)
+    write_summary(Path(run_dir) / SUMMARY, summary)
+    return summary
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    """summary.json: the summary as indented JSON."""
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary of a results folder merged with the launcher's `run_info`, without writing it."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     records = read_records(run_dir)
@@ -29,7 +41,6 @@ def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> di
         **accuracy_summary(records, target),
         **(run_info or {}),
     }
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -1,10 +1,14 @@
-"""Terminal tables of run summaries (rich): one run as a vertical list, several runs side by side."""
+"""Terminal tables of run summaries (rich): one run as a vertical list, several runs side by side.
+
+Every cell and title is escaped: names, folders and errors are shown literally, never as markup.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 Summary = dict[str, Any]
@@ -46,17 +50,17 @@ FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
 
 def run_table(summary: Summary, title: str) -> Table:
     """One run, one row per figure."""
-    table = Table(title=title, show_header=False)
+    table = Table(title=escape(title), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for label, cell in FIELDS:
-        table.add_row(label.format(t=_target(summary)), cell(summary))
+        table.add_row(label.format(t=_target(summary)), escape(cell(summary)))
     return table
 
 
 def summary_table(summaries: Sequence[Summary], title: str = "comparison") -> Table:
     """Several runs, one row each, labelled by their `label` (folder name) or name."""
-    table = Table(title=title)
+    table = Table(title=escape(title))
     target = _target(summaries[0]) if summaries else "0.9"
     table.add_column("run")
     for label, _ in FIELDS:
@@ -64,5 +68,6 @@ def summary_table(summaries: Sequence[Summary], title: str = "comparison") -> Ta
             label.format(t=target), justify="left" if label in ("mode", "strategy", "status") else "right"
         )
     for s in summaries:
-        table.add_row(str(s.get("label", s.get("name", ""))), *(cell(s) for _, cell in FIELDS))
+        label = str(s.get("label", s.get("name", "")))
+        table.add_row(escape(label), *(escape(cell(s)) for _, cell in FIELDS))
     return table

@@ -1,12 +1,12 @@
-"""Flower strategies by name: Flower's built-ins and ours, all with seeded node sampling.
+"""Flower strategies by name: ours (and users') over the strategy registry, and Flower's built-ins.
 
-Ours are small FedAvg subclasses whose aggregation is a pure function of `fedgossip.strategies`,
-the same code the gossip peers merge with:
-
-- `average`: `weighted_average(models, num_examples)`;
-- `vca`: `variance_corrected_average(None, models, weights=num_examples, eps, ratio)`, the
-  server-side average of the client models followed by variance correction towards the mean of
-  the clients' per-tensor variances.
+Every rule of `fedgossip.strategies.registry` (ours, or a user's `package.module:function`) runs
+in a `RuleStrategy`: a FedAvg subclass whose model aggregation is `rule(None, models,
+num_examples, **params)`, the same code the gossip peers merge with. `average` is the weighted
+average of the client models, `vca` that average variance-corrected towards the mean of the
+clients' per-tensor variances. A rule that fails in a round (raises, or returns an invalid model)
+is logged with its name and the round, and the server keeps the previous global model.
+Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name.
 
 Every strategy samples nodes with its own generator seeded from (experiment seed, phase, round)
 over the nodes ordered by partition id, so the same config and seed pick the same partitions
@@ -19,28 +19,20 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from logging import INFO
+from functools import cache
+from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedTrimmedAvg,
-    FedYogi,
-    Krum,
-    Strategy,
-)
+from flwr.serverapp import strategy as flower_strategies
+from flwr.serverapp.strategy import FedAvg, Strategy
 from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
+from fedgossip.strategies.registry import FlowerBuiltin, Rule, resolve, run_rule
 
 
 class NodesMissing(RuntimeError):
@@ -126,17 +118,33 @@ class SeededSampling:
         return self._readdress(messages, grid, "evaluate", server_round)
 
 
-class _OurAggregation(FedAvg):
-    """FedAvg with the model aggregation replaced by a function of lists of numpy arrays."""
+class RuleStrategy(FedAvg):
+    """FedAvg whose model aggregation is a registry rule, `rule(None, models, num_examples, **params)`.
 
-    def aggregate_models(self, models: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
-        raise NotImplementedError
+    Subclasses made by :func:`rule_strategy` set `rule`. The rule's declared parameters are keyword
+    arguments of the constructor (`VarianceCorrected(eps=0.0)`), checked by the registry; a user's
+    rule takes `params={...}` unchecked.
+    """
+
+    rule: Rule
+
+    def __init__(self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        declared = {param.name for param in self.rule.params or ()}
+        given = {**(params or {}), **{key: kwargs.pop(key) for key in declared & set(kwargs)}}
+        super().__init__(*args, **kwargs)
+        self.params = self.rule.bind(given)
+
+    def summary(self) -> None:
+        """Log the rule and its parameters, then FedAvg's settings."""
+        log(INFO, "\t├──> strategy %s: %s", self.rule.name, self.params)
+        super().summary()
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the valid replies' models with `aggregate_models` (FedAvg's checks and
-        metrics aggregation are kept); tensors keep their names and dtypes."""
+        """Aggregate the valid replies' models with the rule (FedAvg's checks and metrics
+        aggregation are kept); tensors keep their names and dtypes. If the rule fails, log it and
+        return no arrays: `Strategy.start` then keeps the previous global model."""
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
             return None, None
@@ -145,98 +153,99 @@ class _OurAggregation(FedAvg):
         weights = [float(next(iter(c.metric_records.values()))[self.weighted_by_key]) for c in contents]
         names = list(records[0].keys())
         models = [[array_view(record[name]) for name in names] for record in records]
-        merged = self.aggregate_models(models, weights)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        merged, error = run_rule(self.rule, None, models, weights, self.params, server_round)
+        if merged is None:
+            log(WARNING, "%s; keeping the previous global model", error)
+            return None, metrics
         arrays = ArrayRecord(
             {
                 name: Array(np.asarray(value, dtype=models[0][i].dtype))
                 for i, (name, value) in enumerate(zip(names, merged, strict=True))
             }
         )
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return arrays, metrics
 
 
-class Average(_OurAggregation):
-    """FedAvg whose aggregation is `fedgossip.strategies.weighted_average`."""
-
-    def aggregate_models(self, models: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
-        from fedgossip.strategies import weighted_average
-
-        return weighted_average(models, weights)
-
-
-class VarianceCorrected(_OurAggregation):
-    """Server-side variance-corrected averaging (VCA) of the client models:
-    `fedgossip.strategies.variance_corrected_average(None, models, weights=num_examples, ...)`."""
-
-    def __init__(self, *args, eps: float = 1e-8, ratio: float = 1.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.eps, self.ratio = eps, ratio
-
-    def summary(self) -> None:
-        log(INFO, "\t├──> VCA: eps %s | ratio %s", self.eps, self.ratio)
-        super().summary()
-
-    def aggregate_models(self, models: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
-        from fedgossip.strategies import variance_corrected_average
-
-        return variance_corrected_average(None, models, weights=weights, eps=self.eps, ratio=self.ratio)
+@cache
+def rule_strategy(name: str) -> type[RuleStrategy]:
+    """The RuleStrategy subclass of the registry's (or a user's) rule `name`."""
+    rule = resolve(name)
+    if not isinstance(rule, Rule):
+        raise ValueError(f"strategy {name!r} is one of Flower's built-ins, not a registry rule")
+    title = "".join(part.title() for part in name.replace(":", ".").replace("-", ".").split("."))
+    namespace = {"rule": rule, "__doc__": rule.doc, "__module__": __name__}
+    return type(f"{title}Strategy", (RuleStrategy,), namespace)
 
 
-def _seeded(base: type[Strategy]) -> type:
-    return type(f"Seeded{base.__name__}", (SeededSampling, base), {"__doc__": base.__doc__})
+Average = rule_strategy("average")
+VarianceCorrected = rule_strategy("vca")
 
 
-STRATEGY_CLASSES: dict[str, type] = {
-    "average": Average,
-    "vca": VarianceCorrected,
-    "fedavg": FedAvg,
-    "fedavgm": FedAvgM,
-    "fedprox": FedProx,
-    "fedadam": FedAdam,
-    "fedyogi": FedYogi,
-    "fedadagrad": FedAdagrad,
-    "fedmedian": FedMedian,
-    "fedtrimmedavg": FedTrimmedAvg,
-    "krum": Krum,
-    "bulyan": Bulyan,
-}
-SEEDED_CLASSES: dict[str, type] = {name: _seeded(cls) for name, cls in STRATEGY_CLASSES.items()}
+@cache
+def seeded_class(name: str) -> type:
+    """The strategy class named `name` (a registry rule or a Flower built-in), with seeded sampling."""
+    entry = resolve(name)
+    if isinstance(entry, FlowerBuiltin):
+        base = getattr(flower_strategies, entry.flower_class)
+    else:
+        base = rule_strategy(name)
+    namespace = {"__doc__": base.__doc__, "__module__": __name__}
+    return type(f"Seeded{base.__name__}", (SeededSampling, base), namespace)
 
 
-def strategy_arguments(config: ExperimentConfig) -> tuple[type, dict]:
-    """The (unseeded) Flower strategy class for config.strategy.name and its arguments."""
+def _builtin_arguments(config: ExperimentConfig) -> dict[str, Callable[[], dict]]:
+    """Keyword arguments of Flower's built-ins that come from the [flower] and [task] sections."""
+    flower = config.flower
+    optimiser = {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate}
+    malicious = {"num_malicious_nodes": flower.num_malicious}
+    return {
+        "fedavgm": lambda: {
+            "server_learning_rate": flower.server_learning_rate,
+            "server_momentum": flower.server_momentum,
+        },
+        "fedprox": lambda: {"proximal_mu": flower.proximal_mu},
+        "fedadam": lambda: optimiser,
+        "fedyogi": lambda: optimiser,
+        "fedadagrad": lambda: optimiser,
+        "flwr-krum": lambda: malicious,
+        "bulyan": lambda: malicious,
+    }
+
+
+def strategy_arguments(config: ExperimentConfig) -> dict[str, Any]:
+    """The keyword arguments of the strategy named by config.strategy.name.
+
+    Raises ValueError when a user's rule cannot be imported, or the nodes sampled per round are
+    too few for the rule (Krum's n > 2f + 2, Bulyan).
+    """
     name, flower, strategy = config.strategy.name, config.flower, config.strategy
     nodes = config.nodes.count
     minimum = min(2, nodes)
-    kwargs: dict = {
+    kwargs: dict[str, Any] = {
         "fraction_train": flower.fraction_train,
         "fraction_evaluate": flower.fraction_evaluate,
         "min_train_nodes": minimum,
         "min_evaluate_nodes": minimum,
         "min_available_nodes": minimum,
     }
-    extra: dict[str, Callable[[], dict]] = {
-        "vca": lambda: {"eps": strategy.eps, "ratio": strategy.ratio},
-        "fedavgm": lambda: {
-            "server_learning_rate": flower.server_learning_rate,
-            "server_momentum": flower.server_momentum,
-        },
-        "fedprox": lambda: {"proximal_mu": flower.proximal_mu},
-        "fedadam": lambda: {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate},
-        "fedyogi": lambda: {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate},
-        "fedadagrad": lambda: {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate},
-        "fedtrimmedavg": lambda: {"beta": strategy.trim_fraction},
-        "krum": lambda: {"num_malicious_nodes": flower.num_malicious},
-        "bulyan": lambda: {"num_malicious_nodes": flower.num_malicious},
-    }
-    if name not in STRATEGY_CLASSES:
-        raise ValueError(
-            f"strategy.name {name!r} is not a Flower strategy; known: {', '.join(STRATEGY_CLASSES)}"
-        )
+    try:
+        entry = resolve(name)
+    except ValueError as err:
+        raise ValueError(f"strategy.name {err}") from None
     if name == "bulyan" and nodes < 4 * flower.num_malicious + 3:
         raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
-    kwargs.update(extra.get(name, dict)())
-    return STRATEGY_CLASSES[name], kwargs
+    if isinstance(entry, Rule):
+        sampled = max(int(nodes * flower.fraction_train), minimum)
+        needed = entry.min_models(strategy.params) if entry.min_models else 1
+        if sampled < needed:
+            raise ValueError(
+                f"strategy {name!r} with params {strategy.params} needs {needed} models per round; "
+                f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} "
+                f"give {sampled}"
+            )
+        return {**kwargs, "params": strategy.params}
+    return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}
 
 
 def build_strategy(
@@ -244,7 +253,7 @@ def build_strategy(
 ) -> Strategy:
     """The strategy named by config.strategy.name, with seeded sampling over `labels`
     (node id -> partition id, read at each sampling)."""
-    _, kwargs = strategy_arguments(config)
-    return SEEDED_CLASSES[config.strategy.name](
+    kwargs = strategy_arguments(config)  # first: its errors name the config keys
+    return seeded_class(config.strategy.name)(
         seed=config.experiment.seed, labels=labels, node_wait=node_wait, **kwargs
     )

@@ -10,17 +10,33 @@ memory.
 - :func:`weighted_average`: FedAvg.
 - :func:`variance_corrected_average`: VCA for gossip learning (Tian et al., 2024).
 - :func:`coordinate_median` and :func:`trimmed_mean`: coordinate-wise robust rules.
+- :func:`krum` and :func:`multi_krum`: Byzantine-tolerant selection (Blanchard et al., 2017).
+
+:mod:`.registry` names them (in :mod:`.rules`, with the signature both runtimes call), together
+with Flower's built-ins and users' ``package.module:function`` rules.
 """
 
+from . import rules as _rules  # noqa: F401  (registers our rules)
 from ._typing import NDArray, NDArrays
 from .averaging import weighted_average
+from .krum import krum, krum_scores, multi_krum, squared_distances
+from .registry import Outcome, Rule, register, resolve, run_rule
 from .robust import coordinate_median, trimmed_mean
 from .variance_correction import variance_corrected_average
 
 __all__ = [
     "NDArray",
     "NDArrays",
+    "Outcome",
+    "Rule",
     "coordinate_median",
+    "krum",
+    "krum_scores",
+    "multi_krum",
+    "register",
+    "resolve",
+    "run_rule",
+    "squared_distances",
     "trimmed_mean",
     "variance_corrected_average",
     "weighted_average",

@@ -126,6 +126,30 @@ def check_real(
     return result
 
 
+def check_integer(name: str, value: Any, *, low: int, high: int | None = None) -> int:
+    """Return ``value`` as an int, checking ``low <= value`` (and ``value <= high`` if given)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"`{name}` must be an integer, got {value!r}")
+    result = int(value)
+    if result < low or (high is not None and result > high):
+        upper = "" if high is None else f" and <= {high}"
+        raise ValueError(f"`{name}` must be >= {low}{upper}, got {value!r}")
+    return result
+
+
+def check_result(result: Any, reference: list[NDArray]) -> list[NDArray]:
+    """Return a rule's ``result`` as arrays, checking it has the structure of the input models.
+
+    The one check of every rule's output (ours and users'): as many tensors as ``reference``
+    (a model the rule was given), each with its shape and dtype, floating-point ones finite.
+    """
+    model = _as_model(result, "the result")
+    check_same_structure(model, reference, "the result", "the input")
+    for index, tensor in enumerate(model):
+        check_finite(tensor, "the result", index)
+    return model
+
+
 def check_indices(name: str, indices: Any, count: int) -> frozenset[int]:
     """Return a collection of tensor indices as a set, checking ``0 <= i < count``."""
     if indices is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from fedgossip.client.identity import LinkKeys
 from fedgossip.config import PeerSection, dump_toml, load_config
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -147,3 +150,40 @@ def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None)
 def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
     return gossip_pb2_grpc.GossipStub(channel)
+
+
+@contextlib.contextmanager
+def launched(out: Path, settings: Sequence[str]):
+    """`fedgossip run --out OUT` in the background; interrupted (SIGINT) and reaped when done."""
+    launcher = start_cli("run", "--out", str(out), settings=settings)
+    try:
+        yield launcher
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.communicate()
+
+
+def node_config(out: Path, node: int):
+    """The node config the launcher wrote for `node` (its [peer] section says port and keys)."""
+    return load_config(out / "nodes" / f"node-{node}.toml")
+
+
+def peer_address(out: Path, node: int) -> str:
+    return node_config(out, node).peer.listen
+
+
+def keys_of(out: Path, node: int) -> LinkKeys:
+    """A launched node's link keys: what an attacker who took over that node holds."""
+    return LinkKeys.load(out / "secrets" / f"node-{node}.links", node)
+
+
+def rounds_done(out: Path, node: int) -> int:
+    """The last round `node` recorded so far (0 before any)."""
+    if not (out / "metrics.jsonl").exists():
+        return 0
+    return max((r["round"] for r in metrics(out) if r["node"] == node), default=0)

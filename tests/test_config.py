@@ -43,7 +43,7 @@ def test_overrides_are_parsed_as_toml_values():
         ({"nodes": {"count": 1}}, "nodes.count"),
         ({"topology": {"kind": "torus"}}, "topology.kind must be one of"),
         ({"strategy": {"name": "fedavg"}}, "strategy.name (mode gossip)"),
-        ({"strategy": {"own_weight": 1.5}}, "strategy.own_weight"),
+        ({"strategy": {"params": {"own_weight": 1.5}}}, "strategy.params.own_weight"),
         ({"security": {"mutual_tls": True}}, "security.mutual_tls"),
         ({"task": {"partition": "weird"}}, "partition"),
         ({"task": {"oops": 1}}, "unknown key task.oops"),

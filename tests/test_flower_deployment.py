@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fedgossip.launcher.flower_runtime import alive
 from fedgossip.launcher.processes import child_env
+from fedgossip.launcher.proctree import alive
 from fedgossip.reports import read_records
 from fedgossip.server.protocol import load_model
 

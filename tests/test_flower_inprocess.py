@@ -135,7 +135,7 @@ def test_one_node_failing_makes_the_run_partial(tmp_path, monkeypatch):
     assert summary["rounds_completed"] == 2
 
 
-@pytest.mark.parametrize("name", ["fedavg", "krum", "fedmedian"])
+@pytest.mark.parametrize("name", ["fedavg", "flwr-krum", "fedmedian"])
 def test_flower_builtins_run_in_process(name):
     events, _ = federate(small(f'strategy.name="{name}"', "nodes.count=4", "flower.fraction_evaluate=0.0"))
     server = [e["record"] for e in events if e["type"] == "record" and e["record"]["node"] == "server"]

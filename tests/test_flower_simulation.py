@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from fedgossip.launcher.flower_runtime import alive
+from fedgossip.launcher.proctree import alive
 from fedgossip.reports import read_records
 
 from .helpers import run_cli

@@ -27,8 +27,9 @@ from fedgossip.server import protocol as p
 from fedgossip.server.federation import HandshakeFailed, discover_nodes
 from fedgossip.server.local_grid import LocalGrid, claim_server_identity
 from fedgossip.server.recording import RecordingGrid, RoundFailed, specs_of
-from fedgossip.server.strategies import Average, VarianceCorrected, build_strategy
+from fedgossip.server.strategies import Average, RuleStrategy, VarianceCorrected, build_strategy
 from fedgossip.strategies import variance_corrected_average, weighted_average
+from fedgossip.strategies.registry import RULES
 
 NAMES = ["net.0.weight", "net.0.bias", "net.2.weight"]
 SHAPES = [(16, 8), (16,), (4, 16)]
@@ -138,9 +139,9 @@ def test_every_configured_strategy_builds_and_aggregates(name, replies):
         "fedavgm": FedAvgM,
         "fedprox": FedProx,
         "fedtrimmedavg": FedTrimmedAvg,
-        "krum": Krum,
+        "flwr-krum": Krum,
         "bulyan": Bulyan,
-    }.get(name, FedAvg)
+    }.get(name, RuleStrategy if name in RULES else FedAvg)
     assert isinstance(strategy, expected_base)
     rng = np.random.default_rng(1)
     messages = [reply(10 + i, model(rng), 20) for i in range(nodes)]

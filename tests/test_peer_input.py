@@ -126,7 +126,9 @@ def _bad_pushes_then_good_ones(child, port: int) -> None:
 def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
     port, neighbour = loopback_ports(2)
     ca = make_ca(tmp_path / "pki")
-    cert = make_certificate(ca, tmp_path / "pki", "peer", ["127.0.0.1"])
+    cert = make_certificate(ca, tmp_path / "pki", "node-0", ["127.0.0.1"])
+    node_1 = make_certificate(ca, tmp_path / "pki", "node-1", ["127.0.0.1"])
+    node_2 = make_certificate(ca, tmp_path / "pki", "node-2", ["127.0.0.1"])
     stranger_ca = make_ca(tmp_path / "other")
     stranger = make_certificate(stranger_ca, tmp_path / "other", "stranger", ["127.0.0.1"])
     token = tmp_path / "token"
@@ -144,8 +146,8 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
     address = f"127.0.0.1:{port}"
     read = lambda p: p.read_bytes()  # noqa: E731
-    trusted = grpc.ssl_channel_credentials(read(ca.cert), read(cert.key), read(cert.cert))
-    serving = grpc.ssl_server_credentials([(read(cert.key), read(cert.cert))], read(ca.cert), True)
+    trusted = grpc.ssl_channel_credentials(read(ca.cert), read(node_1.key), read(node_1.cert))
+    serving = grpc.ssl_server_credentials([(read(node_1.key), read(node_1.cert))], read(ca.cert), True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sink_neighbour(neighbour, serving))
         stack.callback(child.stop)
@@ -172,6 +174,11 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
         assert status_of(lambda: push(stub, chunks)) == grpc.StatusCode.UNAUTHENTICATED
 
         auth = ((TOKEN_KEY, "s3cret"),)
+        impostor = grpc.ssl_channel_credentials(read(ca.cert), read(node_2.key), read(node_2.cert))
+        assert (
+            status_of(lambda: push(stub_for(address, impostor), chunks, auth))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )  # node 2's certificate cannot push as node 1
         assert push(stub, chunks, auth).accepted
         assert push(stub, encode(1, 2, n, names, arrays), auth).accepted
         assert wait_exit(child, 60) == 0

@@ -1,0 +1,112 @@
+"""Pushes to one neighbour, newest model first, never holding the round loop.
+
+Each neighbour has a thread and a one-model slot: `send` puts a model in the slot and returns a
+future at once; a model still waiting in the slot when a newer one comes is replaced (its future
+says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
+neighbour delays only its own sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+OnReply = Callable[[int, gossip_pb2.PushReply], None]
+
+
+@dataclass
+class _Job:
+    chunks: Sequence[gossip_pb2.ModelChunk]
+    deadline: float
+    wait: bool
+    result: futures.Future
+
+
+class NeighbourSender:
+    """The push queue (one slot deep) of one neighbour."""
+
+    def __init__(
+        self,
+        node: int,
+        stub: gossip_pb2_grpc.GossipStub,
+        metadata: Sequence[tuple[str, str]],
+        on_reply: OnReply,
+        min_timeout: float = 1.0,
+    ) -> None:
+        self.node = node
+        self._stub = stub
+        self._metadata = tuple(metadata)
+        self._on_reply = on_reply
+        self._min_timeout = min_timeout
+        self._cond = threading.Condition()
+        self._job: _Job | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"push-{node}", daemon=True)
+        self._thread.start()
+
+    def send(self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool) -> futures.Future:
+        """Queue a model (replacing one not yet sent); the future gives the bytes delivered.
+
+        `wait`: wait for the neighbour to be reachable (a live neighbour that starts late), until
+        `deadline` (monotonic); otherwise one fail-fast attempt.
+        """
+        job = _Job(chunks, deadline, wait, futures.Future())
+        with self._cond:
+            if self._closed:
+                job.result.set_result(0)
+                return job.result
+            if self._job is not None:
+                self._job.result.set_result(0)  # replaced by a newer model before it was sent
+            self._job = job
+            self._cond.notify()
+        return job.result
+
+    def close(self) -> None:
+        """Stop the thread after the push in progress; a model still waiting is dropped."""
+        with self._cond:
+            self._closed = True
+            if self._job is not None:
+                self._job.result.set_result(0)
+                self._job = None
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job, self._job = self._job, None
+            job.result.set_result(self._push(job))
+
+    def _push(self, job: _Job) -> int:
+        """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered."""
+        try:
+            reply = self._stub.PushModel(
+                iter(job.chunks),
+                timeout=max(self._min_timeout, job.deadline - time.monotonic()),
+                metadata=self._metadata,
+                wait_for_ready=job.wait,
+            )
+        except grpc.RpcError as err:
+            log.warning("push to node %d failed: %s %s", self.node, err.code().name, err.details())
+            return 0
+        except Exception as err:  # a closed channel at shutdown, never a crash of the push thread
+            log.warning("push to node %d failed: %s", self.node, err)
+            return 0
+        self._on_reply(self.node, reply)
+        if not reply.accepted:
+            log.info("node %d did not use our model: %s", self.node, reply.detail)
+            return 0
+        return sum(len(c.data) for c in job.chunks)

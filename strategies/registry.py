@@ -1,0 +1,299 @@
+"""The one registry of aggregation rules: name -> pure function, parameters and their checks.
+
+Every rule has the signature the gossip merge and the Flower adapter both call::
+
+    rule(own, received, weights, **params) -> NDArrays
+
+``own`` is the node's model (``None`` on a Flower server), ``received`` the neighbours' or
+clients' models, ``weights`` their example counts, ``params`` the rule's parameters (the
+``[strategy.params]`` table). A rule is registered once, next to its code::
+
+    @register("krum", f=integer(low=0))
+    def krum_rule(own, received, weights, *, f: int = 0) -> NDArrays:
+        \"\"\"The math (the docstring is the rule's documentation).\"\"\"
+
+The keyword-only parameters of the function are the rule's parameters: their defaults are the
+signature's, their checks the ones given to :func:`register` (both must name the same
+parameters). A user's function, named ``"package.module:function"``, goes through the same path
+(:func:`resolve`); its parameters are passed unchecked. Every result, ours or a user's, is checked
+by the one validator (:func:`fedgossip.strategies._validation.check_result`) before it is used.
+
+Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
+import), so the names allowed in each mode come from this module only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, NamedTuple, Protocol
+
+from ._typing import NDArrays
+from ._validation import check_integer, check_models, check_own, check_real, check_result
+
+MODES = ("gossip", "flower")
+USER_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+"""A user's rule: ``package.module:function``."""
+
+Check = Callable[[str, Any], Any]
+"""Checks one parameter value: ``check(key, value)`` returns it (converted) or raises ValueError."""
+
+
+class RuleFunction(Protocol):
+    """The common signature of every rule (see the module docstring)."""
+
+    def __call__(
+        self, own: NDArrays | None, received: list[NDArrays], weights: list[float], **params: Any
+    ) -> NDArrays: ...
+
+
+def real(low: float, high: float = math.inf, *, high_open: bool = False) -> Check:
+    """A check: a finite real number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    return lambda key, value: check_real(key, value, low=low, high=high, high_open=high_open)
+
+
+def integer(low: int, high: int | None = None) -> Check:
+    """A check: an integer ``>= low`` (and ``<= high``)."""
+    return lambda key, value: check_integer(key, value, low=low, high=high)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a rule: its name, default value and check."""
+
+    name: str
+    default: Any
+    check: Check
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named strategy: its parameters (``None`` = unchecked, a user's) and the modes it runs in."""
+
+    name: str
+    params: tuple[Param, ...] | None
+    modes: tuple[str, ...]
+
+    def bind(self, params: Mapping[str, Any] | None, key: str = "params") -> dict[str, Any]:
+        """The full parameter set: ``params`` checked (each error names ``key.NAME``), defaults added.
+
+        Raises
+        ------
+        ValueError
+            On an unknown parameter name (listing the known ones) or a bad value.
+        """
+        given = dict(params or {})
+        if self.params is None:
+            return given
+        known = {param.name: param for param in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter {key}.{unknown[0]} of strategy {self.name!r}; "
+                f"known: {', '.join(known) or 'none'}"
+            )
+        return {
+            name: param.check(f"{key}.{name}", given[name]) if name in given else param.default
+            for name, param in known.items()
+        }
+
+
+@dataclass(frozen=True)
+class Rule(Entry):
+    """A rule of ours or a user's: a pure function with the common signature, in both runtimes."""
+
+    function: RuleFunction
+    min_models: Callable[[Mapping[str, Any]], int] | None = None
+
+    @property
+    def doc(self) -> str:
+        """The rule's documentation: its function's docstring."""
+        return inspect.getdoc(self.function) or ""
+
+    def apply(
+        self,
+        own: NDArrays | None,
+        received: Sequence[NDArrays],
+        weights: Sequence[float],
+        params: Mapping[str, Any],
+    ) -> NDArrays:
+        """Run the rule on checked inputs and return its checked result.
+
+        Raises
+        ------
+        ValueError
+            On bad inputs or an invalid result (wrong count, shape or dtype, NaN/Inf); and
+            whatever the rule itself raises.
+        """
+        models = check_models(received, "received")
+        own_model = None if own is None else check_own(own, models[0])
+        result = self.function(own_model, models, [float(w) for w in weights], **params)
+        return check_result(result, models[0])
+
+
+@dataclass(frozen=True)
+class FlowerBuiltin(Entry):
+    """One of Flower's built-in strategies (Flower mode only): its class in flwr.serverapp.strategy.
+
+    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``.
+    """
+
+    flower_class: str
+
+
+RULES: dict[str, Rule] = {}
+"""Our rules by name (filled by :func:`register`)."""
+
+
+def _flower(name: str, flower_class: str, *params: Param) -> FlowerBuiltin:
+    return FlowerBuiltin(name, params, ("flower",), flower_class)
+
+
+FLOWER_BUILTINS: dict[str, FlowerBuiltin] = {
+    entry.name: entry
+    for entry in (
+        _flower("fedavg", "FedAvg"),
+        _flower("fedavgm", "FedAvgM"),
+        _flower("fedprox", "FedProx"),
+        _flower("fedadam", "FedAdam"),
+        _flower("fedyogi", "FedYogi"),
+        _flower("fedadagrad", "FedAdagrad"),
+        _flower("fedmedian", "FedMedian"),
+        _flower("fedtrimmedavg", "FedTrimmedAvg", Param("beta", 0.2, real(0.0, 0.5, high_open=True))),
+        _flower("flwr-krum", "Krum"),  # `krum` is ours, in both modes
+        _flower("bulyan", "Bulyan"),
+    )
+}
+"""Flower's built-ins by fedgossip name (Flower's Krum is `flwr-krum`: `krum` is ours)."""
+
+
+def register(
+    name: str, *, min_models: Callable[[Mapping[str, Any]], int] | None = None, **checks: Check
+) -> Callable[[RuleFunction], RuleFunction]:
+    """Decorator: register ``function`` as rule ``name`` with one check per keyword-only parameter.
+
+    ``min_models(params)``, if given, is the least number of models (own included) the rule
+    needs with those parameters; the Flower adapter checks it against the sampled nodes.
+    """
+
+    def decorate(function: RuleFunction) -> RuleFunction:
+        if name in RULES or name in FLOWER_BUILTINS:
+            raise ValueError(f"strategy {name!r} is registered twice")
+        signature = inspect.signature(function).parameters.values()
+        keywords = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if set(keywords) != set(checks) or inspect.Parameter.empty in keywords.values():
+            raise ValueError(
+                f"strategy {name!r}: the checks {sorted(checks)} must name the function's "
+                f"keyword-only parameters, each with a default: {sorted(keywords)}"
+            )
+        params = tuple(Param(key, keywords[key], check) for key, check in checks.items())
+        RULES[name] = Rule(name, params, MODES, function, min_models)
+        return function
+
+    return decorate
+
+
+def names(mode: str) -> tuple[str, ...]:
+    """The registered strategy names allowed in ``mode`` ("gossip" or "flower"), ours first."""
+    entries = [*RULES.values(), *FLOWER_BUILTINS.values()]
+    return tuple(entry.name for entry in entries if mode in entry.modes)
+
+
+def is_user_reference(name: str) -> bool:
+    """Whether ``name`` has the form of a user's rule, ``package.module:function``."""
+    return USER_REFERENCE.fullmatch(name) is not None
+
+
+def lookup(name: str) -> Entry:
+    """The registered entry ``name``, or an unresolved (not imported) entry for a user's rule.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is neither registered nor of the form ``package.module:function``.
+    """
+    entry = RULES.get(name) or FLOWER_BUILTINS.get(name)
+    if entry is not None:
+        return entry
+    if is_user_reference(name):
+        return Entry(name, None, MODES)
+    raise ValueError(
+        f"must be one of {', '.join([*RULES, *FLOWER_BUILTINS])} "
+        f"or a function of yours as package.module:function; got {name!r}"
+    )
+
+
+def resolve(name: str) -> Rule | FlowerBuiltin:
+    """The entry ``name``, importing a user's ``package.module:function`` (from the working
+    directory or ``sys.path``) into a :class:`Rule` with unchecked parameters.
+
+    Raises
+    ------
+    ValueError
+        As :func:`lookup`, or when the module cannot be imported or has no such function.
+    """
+    entry = lookup(name)
+    if isinstance(entry, (Rule, FlowerBuiltin)):
+        return entry
+    return _user_rule(name)
+
+
+@cache
+def _user_rule(reference: str) -> Rule:
+    module_name, _, function_name = reference.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a console script does not search the working directory
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # the user's module: any import-time error is a config error
+        raise ValueError(f"cannot import module {module_name!r} of {reference!r}: {_describe(err)}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ValueError(f"module {module_name!r} has no function {function_name!r}")
+    return Rule(reference, None, MODES, function)
+
+
+class Outcome(NamedTuple):
+    """What a rule gave for one aggregation: the model, or the reason it gave none."""
+
+    model: NDArrays | None
+    error: str | None
+
+
+def run_rule(
+    rule: Rule,
+    own: NDArrays | None,
+    received: Sequence[NDArrays],
+    weights: Sequence[float],
+    params: Mapping[str, Any],
+    round_: int | None = None,
+) -> Outcome:
+    """:meth:`Rule.apply` that never raises: a failure (an exception in the rule, bad input or an
+    invalid result) becomes ``Outcome(None, message)``, the message naming the rule and round."""
+    try:
+        return Outcome(rule.apply(own, received, weights, params), None)
+    except Exception as err:  # a user's rule may raise anything; the caller keeps a model
+        where = "" if round_ is None else f" in round {round_}"
+        return Outcome(None, f"strategy {rule.name!r} failed{where}: {_describe(err)}")
+
+
+_IMPORT_SYSTEM = os.path.dirname(importlib.__file__)
+
+
+def _describe(err: BaseException) -> str:
+    """``Type: message (at file:line in function)``: the innermost frame outside the import machinery."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(err.__traceback__)
+        if not frame.filename.startswith(("<frozen", _IMPORT_SYSTEM)) and frame.filename != __file__
+    ]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
