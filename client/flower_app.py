@@ -7,8 +7,9 @@ what must survive rounds (the node's minibatch-order generator) is kept in `cont
 
 Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
-- train: install the global model, train `task.local_epochs`, reply the weights, train loss and
-  example count. Non-finite weights (a diverged run) are refused here, never sent.
+- train: install the global model, train `task.local_epochs` (with FedProx's proximal term when
+  the config carries `proximal-mu`), reply the weights, train loss and example count. Non-finite
+  weights (a diverged run) are refused here, never sent.
 - evaluate: install the global model and reply its loss and accuracy on the global test set.
 
 Any failure is answered with an error reply whose reason names the node and the cause.
@@ -45,6 +46,7 @@ from fedgossip.server import protocol as p
 log = logging.getLogger("fedgossip.clientapp")
 
 CLIENT_APP_RAISED_EXCEPTION = 2  # flwr ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+PROXIMAL_MU = "proximal-mu"  # the train-config key of flwr.serverapp.strategy.FedProx
 
 app = ClientApp()
 
@@ -94,6 +96,13 @@ def _install(learner, message: Message) -> None:
     learner.set_weights([array.numpy() for array in record.values()])
 
 
+def _proximal_mu(message: Message) -> float:
+    """FedProx's proximal weight from the train config (`proximal-mu`, sent by Flower's FedProx);
+    0 without it. The learner checks the value."""
+    config = message.content.config_records.get(p.CONFIG)
+    return config.get(PROXIMAL_MU, 0.0) if config is not None else 0.0
+
+
 def _node_record(config: ExperimentConfig, partition: int) -> ConfigRecord:
     return ConfigRecord(
         {
@@ -135,7 +144,7 @@ def train(message: Message, context: Context) -> Message:
         learner = _learner(config, partition, context)
         _install(learner, message)
         started = time.perf_counter()
-        loss = float(learner.train())
+        loss = float(learner.train(mu=_proximal_mu(message)))
         seconds = time.perf_counter() - started
         weights = learner.get_weights()
         bad = sum(not np.isfinite(w).all() for w in weights)

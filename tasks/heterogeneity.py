@@ -27,5 +27,7 @@ def with_label_noise(
 
 
 def with_feature_noise(features: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Copy of features plus Gaussian noise of standard deviation std (same dtype)."""
+    """Features plus Gaussian noise of standard deviation std (same dtype; std 0: features as given)."""
+    if std == 0:
+        return features
     return (features + rng.normal(scale=std, size=features.shape)).astype(features.dtype)

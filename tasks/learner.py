@@ -9,18 +9,19 @@ import numpy as np
 
 from .config import TaskConfig
 from .data import Dataset
-from .validation import check_int
+from .validation import check_int, check_real
 
 
 class Learner(abc.ABC):
     """One node's model with its training partition and the global test set.
 
-    Subclasses set `names` and `shapes` (the weight tensors, in a stable order) and implement
-    get_weights, _assign, _make_epoch and evaluate; validation and epoch order live here.
+    Subclasses set `names`, `shapes` and `dtypes` (the weight tensors, in a stable order) and
+    implement get_weights, _assign, _make_epoch and evaluate; validation and epoch order live here.
     """
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[np.dtype, ...]
 
     def __init__(
         self, task: TaskConfig, data: Dataset, *, node: int, shuffle_rng: np.random.Generator
@@ -41,39 +42,51 @@ class Learner(abc.ABC):
     def shuffle_state(self, state: dict) -> None:
         self._shuffle_rng.bit_generator.state = state
 
+    @property
+    def local_names(self) -> frozenset[str]:
+        """Names of the tensors that are local statistics, not trained weights (BatchNorm running
+        statistics): they travel with the model, but a merge should keep the node's own copy.
+        Empty unless the model has such buffers."""
+        return frozenset()
+
     @abc.abstractmethod
     def get_weights(self) -> list[np.ndarray]:
         """Fresh copies of the weight tensors in `names` order."""
 
     def set_weights(self, arrays: Sequence[np.ndarray]) -> None:
-        """Replace the weights after checking count, shapes, numeric dtype and finiteness."""
+        """Replace the weights after checking count, shapes, numeric dtype (integers for integer
+        tensors such as num_batches_tracked) and finiteness."""
         if len(arrays) != len(self.shapes):
             raise ValueError(f"expected {len(self.shapes)} weight arrays, got {len(arrays)}")
         checked = [np.asarray(array) for array in arrays]
-        for name, shape, array in zip(self.names, self.shapes, checked, strict=True):
+        for name, shape, dtype, array in zip(self.names, self.shapes, self.dtypes, checked, strict=True):
             if array.shape != shape:
                 raise ValueError(f"weight {name} must have shape {shape}; got {array.shape}")
             if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
                 raise ValueError(f"weight {name} must hold finite real numbers")
+            if dtype.kind in "iu" and array.dtype.kind not in "iu":
+                raise ValueError(f"weight {name} holds integers ({dtype}); got {array.dtype}")
         self._assign(checked)
 
     @abc.abstractmethod
     def _assign(self, arrays: list[np.ndarray]) -> None:
         """Install already validated weight arrays."""
 
-    def train(self, epochs: int | None = None) -> float:
+    def train(self, epochs: int | None = None, *, mu: float = 0.0) -> float:
         """Train task.local_epochs (or `epochs`) epochs, each in a fresh order drawn from the node's
-        shuffle stream, and return the training loss of the last epoch."""
+        shuffle stream, and return the training loss of the last epoch. mu > 0 adds FedProx's
+        proximal term mu/2 * ||w - w_start||^2 (w_start: the weights when train() is called)."""
         epochs = self.task.local_epochs if epochs is None else check_int("epochs", epochs, low=1)
-        run_epoch = self._make_epoch()
+        mu = check_real("mu", mu, low=0.0)
+        run_epoch = self._make_epoch(mu)
         for _ in range(epochs):
             loss = run_epoch(self._shuffle_rng.permutation(self.num_examples))
         return loss
 
     @abc.abstractmethod
-    def _make_epoch(self) -> Callable[[np.ndarray], float]:
-        """Epoch function for one train() call (fresh optimiser state): trains over the training
-        examples in the given order and returns the epoch's training loss."""
+    def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
+        """Epoch function for one train() call (fresh optimiser state, proximal weight mu): trains
+        over the training examples in the given order and returns the epoch's training loss."""
 
     @abc.abstractmethod
     def evaluate(self) -> tuple[float, float]:

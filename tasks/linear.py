@@ -25,8 +25,9 @@ def _log_loss_and_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> tup
 
 class LinearLearner(Learner):
     """Logistic regression by per-example SGD (constant step task.learning_rate, sklearn's default
-    L2 penalty 1e-4), trained with one partial_fit call per epoch; task.batch_size and
-    task.momentum do not apply (SGDClassifier has neither).
+    L2 penalty 1e-4), trained with one partial_fit call per epoch; task.batch_size, task.momentum,
+    task.weight_decay and task.device do not apply (SGDClassifier has none of them), nor does
+    FedProx's proximal term (train(mu > 0) raises ValueError).
 
     Weights travel as "coef" (num_classes, features) and "intercept" (num_classes,). Multiclass
     models are one-vs-rest, one row per class. For two classes sklearn keeps one row w; it
@@ -46,6 +47,7 @@ class LinearLearner(Learner):
         super().__init__(task, data, node=node, shuffle_rng=shuffle_rng)
         self.names = ("coef", "intercept")
         self.shapes = ((data.num_classes, data.x_train.shape[1]), (data.num_classes,))
+        self.dtypes = (np.dtype(np.float64),) * 2
         self._x_train = data.x_train.astype(np.float64)
         self._x_test = data.x_test.astype(np.float64)
         self._classes = np.arange(data.num_classes)
@@ -70,8 +72,13 @@ class LinearLearner(Learner):
             coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
         self._model.coef_, self._model.intercept_ = coef, intercept
 
-    def _make_epoch(self) -> Callable[[np.ndarray], float]:
-        """The epoch function; SGD keeps no state between train() calls."""
+    def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
+        """The epoch function; SGD keeps no state between train() calls. sklearn's SGD has no
+        proximal term, so mu must be 0."""
+        if mu:
+            raise ValueError(
+                "the linear model has no FedProx proximal term: use a torch model, or proximal_mu = 0"
+            )
         return self._epoch
 
     def _epoch(self, order: np.ndarray) -> float:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import PARTITIONS
 from .seeding import stream
 from .validation import check_choice, check_int, check_real
+
+# The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all).
+SCHEMES = ("iid", "dirichlet", "shards", "quantity")
 
 # Dirichlet label-skew draws tried before giving up on the minimum node size.
 _MAX_DRAWS = 1000
@@ -108,7 +110,7 @@ def partition_indices(
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be a 1-d integer array; got {labels.dtype} of shape {labels.shape}")
     check_int("num_nodes", num_nodes, low=1)
-    check_choice("scheme", scheme, PARTITIONS)
+    check_choice("scheme", scheme, SCHEMES)
     check_real("alpha", alpha, low=0.0, low_open=True)
     check_int("shards_per_node", shards_per_node, low=1)
     check_int("seed", seed, low=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -10,31 +10,58 @@ from torch.nn import functional
 
 from .config import TaskConfig
 from .data import Dataset
-from .initializers import initial_weights
 from .learner import Learner
-from .torch_models import build_module
+from .torch_build import build_module, initial_state, select_device
+
+# Test examples per forward pass in evaluate(): bounds the activation memory on large test sets
+# (LeNet-5 on a 10,000-image test set: 2048 at a time peaks ~180 MB higher than 128, which costs
+# ~25% more time than 256).
+_EVAL_BATCH = 128
+
+
+def _child_seed(rng: np.random.Generator) -> int:
+    """A torch seed from a child of `rng`'s seed sequence; rng's own stream is not advanced."""
+    return int(rng.spawn(1)[0].integers(2**63))
 
 
 @torch.no_grad()
 def _sgd_step(
-    parameters: list[torch.Tensor], buffers: list[torch.Tensor], lr: float, momentum: float
+    parameters: Sequence[torch.Tensor],
+    buffers: dict[int, torch.Tensor],
+    lr: float,
+    momentum: float,
+    *,
+    weight_decay: float = 0.0,
+    mu: float = 0.0,
+    anchors: Sequence[torch.Tensor] = (),
 ) -> None:
-    """torch.optim.SGD's update (no dampening, weight decay or Nesterov), written out because
-    constructing a torch.optim optimiser imports torch._dynamo: 1 s and ~75 MB per process."""
-    steps = [p.grad for p in parameters]
-    if momentum:
-        if buffers:
-            for buffer, grad in zip(buffers, steps, strict=True):
-                buffer.mul_(momentum).add_(grad)
-        else:
-            buffers.extend(grad.clone() for grad in steps)
-        steps = buffers
-    for p, step in zip(parameters, steps, strict=True):
+    """torch.optim.SGD's update (no dampening or Nesterov; parameters without a gradient are
+    skipped), with FedProx's proximal gradient mu * (p - anchor) added to the weight-decayed
+    gradient (the gradient of mu/2 * ||p - anchor||^2). Written out because constructing a
+    torch.optim optimiser imports torch._dynamo: 1 s and ~75 MB per process. Momentum buffers
+    live in `buffers`, by parameter index."""
+    for index, p in enumerate(parameters):
+        step = p.grad
+        if step is None:
+            continue
+        if weight_decay:
+            step = step.add(p, alpha=weight_decay)
+        if mu:
+            step = step.add(p - anchors[index], alpha=mu)
+        if momentum:
+            buffer = buffers.get(index)
+            if buffer is None:
+                buffer = buffers[index] = step.clone()
+            else:
+                buffer.mul_(momentum).add_(step)
+            step = buffer
         p.add_(step, alpha=-lr)
 
 
 class TorchLearner(Learner):
-    """MLP or CNN; weights travel as the state_dict tensors (float32), named by their keys."""
+    """Any torch network of task.model; its weights travel as the state_dict tensors, named by
+    their keys, in their dtypes (float32; int64 for BatchNorm's num_batches_tracked). The
+    buffers among them (BatchNorm running statistics) are `local_names`."""
 
     def __init__(
         self,
@@ -47,51 +74,107 @@ class TorchLearner(Learner):
     ) -> None:
         super().__init__(task, data, node=node, shuffle_rng=shuffle_rng)
         torch.set_num_threads(task.threads)
-        self._model = build_module(task.model, data.x_train.shape[1], data.num_classes, task.hidden)
-        state = self._model.state_dict()
+        self.device = select_device(task.device)
+        shape = (-1, *data.input_shape)
+        x_train, x_test = (
+            torch.from_numpy(data.x_train).view(shape),
+            torch.from_numpy(data.x_test).view(shape),
+        )
+        module = build_module(task, x_train, data.num_classes, _child_seed(init_rng))
+        initial = initial_state(module, init_rng)
+        self._model = module.to(self.device)
+        state = self._model.state_dict()  # detached tensors sharing the parameters' memory
         self.names = tuple(state)
-        # numpy views sharing the parameters' memory: reads and writes need no torch conversion
-        self._views = [tensor.numpy() for tensor in state.values()]
-        self.shapes = tuple(view.shape for view in self._views)
-        self._x_train, self._x_test = torch.from_numpy(data.x_train), torch.from_numpy(data.x_test)
-        self._y_train, self._y_test = torch.from_numpy(data.y_train), torch.from_numpy(data.y_test)
-        self.set_weights(initial_weights(self.shapes, init_rng))
+        self._state = list(state.values())
+        # on the CPU, numpy views of the same memory: reads and writes need no torch conversion
+        self._views = [t.numpy() for t in self._state] if self.device.type == "cpu" else None
+        self.shapes = tuple(tuple(t.shape) for t in self._state)
+        self.dtypes = tuple(np.dtype(str(t.dtype).removeprefix("torch.")) for t in self._state)
+        buffers = {name for name, _ in self._model.named_buffers()}
+        self._local_names = frozenset(name for name in self.names if name in buffers)
+        self._parameters = [p for p in self._model.parameters() if p.requires_grad]
+        self._x_train, self._x_test = x_train.to(self.device), x_test.to(self.device)
+        self._y_train = torch.from_numpy(data.y_train).to(self.device)
+        self._y_test = torch.from_numpy(data.y_test).to(self.device)
+        # the training RNG (dropout and the like): seeded per node, kept apart from torch's global one
+        self._torch_rng = torch.Generator().manual_seed(_child_seed(shuffle_rng)).get_state()
+        self.set_weights(initial)
+
+    @property
+    def local_names(self) -> frozenset[str]:
+        """The state_dict tensors that are buffers, not trained parameters (BatchNorm running_mean,
+        running_var, num_batches_tracked): local statistics that merges should keep own."""
+        return self._local_names
 
     def get_weights(self) -> list[np.ndarray]:
-        """Fresh float32 copies of the state_dict tensors."""
-        return [view.copy() for view in self._views]
+        """Fresh CPU copies of the state_dict tensors, in their dtypes."""
+        if self._views is not None:
+            return [view.copy() for view in self._views]
+        return [t.cpu().numpy() for t in self._state]
 
     def _assign(self, arrays: list[np.ndarray]) -> None:
-        """Copy the arrays into the parameters in place (cast to float32)."""
-        for view, array in zip(self._views, arrays, strict=True):
-            view[...] = array
+        """Copy the arrays into the state tensors in place (cast to their dtypes)."""
+        if self._views is not None:
+            for view, array in zip(self._views, arrays, strict=True):
+                view[...] = array
+            return
+        for tensor, dtype, array in zip(self._state, self.dtypes, arrays, strict=True):
+            tensor.copy_(torch.from_numpy(np.array(array, dtype=dtype)))
 
-    def _make_epoch(self) -> Callable[[np.ndarray], float]:
-        """Minibatch SGD with fresh momentum buffers (none carried across train() calls); an epoch
-        returns the mean of its batch losses, each taken before that batch's update."""
-        parameters = list(self._model.parameters())
-        buffers: list[torch.Tensor] = []
+    def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
+        """Minibatch SGD with fresh momentum buffers (none carried across train() calls) and, for
+        mu > 0, the proximal term towards the weights at the start of this call; an epoch returns
+        the mean of its batch losses, each taken before that batch's update (without the
+        proximal term)."""
+        task = self.task
+        buffers: dict[int, torch.Tensor] = {}
+        anchors = [p.detach().clone() for p in self._parameters] if mu else []
 
         def epoch(order: np.ndarray) -> float:
             self._model.train()
             total = 0.0
-            for start in range(0, len(order), self.task.batch_size):
-                index = torch.from_numpy(order[start : start + self.task.batch_size])
-                self._model.zero_grad(set_to_none=True)
-                logits = self._model(self._x_train[index])
-                loss = functional.cross_entropy(logits, self._y_train[index])
-                loss.backward()
-                _sgd_step(parameters, buffers, self.task.learning_rate, self.task.momentum)
-                total += loss.item() * len(index)
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(self._torch_rng)
+                for batch in self._batches(order):
+                    index = torch.from_numpy(batch).to(self.device)
+                    self._model.zero_grad(set_to_none=True)
+                    logits = self._model(self._x_train[index])
+                    loss = functional.cross_entropy(logits, self._y_train[index])
+                    loss.backward()
+                    _sgd_step(
+                        self._parameters,
+                        buffers,
+                        task.learning_rate,
+                        task.momentum,
+                        weight_decay=task.weight_decay,
+                        mu=mu,
+                        anchors=anchors,
+                    )
+                    total += loss.item() * len(index)
+                self._torch_rng = torch.get_rng_state()
             return total / len(order)
 
         return epoch
 
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """Minibatches of task.batch_size in `order`; with batch statistics (a model with buffers,
+        such as BatchNorm) a last batch of one example joins the one before (BatchNorm cannot
+        train on a single example)."""
+        size = self.task.batch_size
+        starts = list(range(0, len(order), size))
+        if self._local_names and len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        return np.split(order, starts[1:])
+
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Cross-entropy and accuracy on the global test set."""
+        """Cross-entropy and accuracy on the global test set (eval mode: BatchNorm uses its
+        running statistics)."""
         self._model.eval()
-        logits = self._model(self._x_test)
-        loss = functional.cross_entropy(logits, self._y_test).item()
-        accuracy = (logits.argmax(dim=1) == self._y_test).float().mean().item()
-        return loss, accuracy
+        loss, correct = 0.0, 0
+        for start in range(0, len(self._y_test), _EVAL_BATCH):
+            logits = self._model(self._x_test[start : start + _EVAL_BATCH])
+            labels = self._y_test[start : start + _EVAL_BATCH]
+            loss += functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += int((logits.argmax(dim=1) == labels).sum().item())
+        return loss / len(self._y_test), correct / len(self._y_test)

@@ -1,13 +1,35 @@
-"""Torch networks for the tasks: an MLP and a LeNet-style CNN for the 8x8 digits."""
+"""Our torch networks, as registered factories (see `registry`): an MLP, a small CNN and LeNet-5.
+
+Each is called as factory(input_shape, num_classes, **options) and receives batches shaped
+(batch, *input_shape).
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional
+
+
+def _image_shape(model: str, input_shape: tuple[int, ...], smallest: int) -> tuple[int, int, int]:
+    """(channels, height, width) of image inputs at least `smallest` pixels high and wide."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"the {model} model needs images (channels, height, width); the dataset's examples "
+            f"have shape {tuple(input_shape)} (use mlp, linear or your own model)"
+        )
+    channels, height, width = input_shape
+    if min(height, width) < smallest:
+        raise ValueError(
+            f"the {model} model needs images of at least {smallest}x{smallest}; got {height}x{width}"
+        )
+    return channels, height, width
 
 
 class MLP(nn.Module):
-    """Two hidden ReLU layers of width `hidden`."""
+    """Two hidden ReLU layers of width `hidden` over the flattened input."""
 
     def __init__(self, num_features: int, num_classes: int, hidden: int) -> None:
         super().__init__()
@@ -20,35 +42,66 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits of flat feature vectors."""
-        return self.net(x)
+        """Class logits of a batch of examples of any shape."""
+        return self.net(x.flatten(1))
 
 
-class DigitsCNN(nn.Module):
-    """LeNet-style CNN (two 3x3 conv + 2x2 max-pool stages, two dense layers) for 8x8 images."""
+class SmallCNN(nn.Module):
+    """LeNet-style CNN (two 3x3 conv + 2x2 max-pool stages, two dense layers), sized for the 8x8
+    digits and usable on any image of at least 4x4."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, channels: int, height: int, width: int, num_classes: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, kernel_size=3, padding=1),
+            nn.Conv2d(channels, 6, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(6, 16, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * (height // 4) * (width // 4), 32), nn.ReLU(), nn.Linear(32, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits of images given as flat 64-vectors."""
-        return self.classifier(self.features(x.view(-1, 1, 8, 8)).flatten(1))
+        """Class logits of a batch of images."""
+        return self.classifier(self.features(x).flatten(1))
 
 
-def build_module(model: str, num_features: int, num_classes: int, hidden: int) -> nn.Module:
-    """Network whose throw-away default initialisation runs on a forked torch RNG, so the global
-    random state is left as it was; the caller installs the real initial weights. (Building on
-    the meta device instead would import sympy through torch.fx: ~45 MB per process.)"""
-    if model == "cnn" and num_features != 64:
-        raise ValueError(f"the cnn model needs 64 features (8x8 images); got {num_features}")
-    with torch.random.fork_rng(devices=[]):
-        return DigitsCNN(num_classes) if model == "cnn" else MLP(num_features, num_classes, hidden)
+class LeNet5(nn.Module):
+    """LeNet-5 (6-16-120-84) as in the vanishing-variance authors' code (DFL_torch): 5x5 conv to 6
+    channels (padding 2), ReLU, 2x2 max-pool; 5x5 conv to 16, ReLU, 2x2 max-pool; dense 120, 84,
+    classes with ReLU between. 28x28 inputs give the authors' 16x5x5 features; other sizes of at
+    least 12x12 work too."""
+
+    def __init__(self, channels: int, height: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = [(size // 2 - 4) // 2 for size in (height, width)]
+        self.fc1 = nn.Linear(16 * math.prod(side), 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
+        x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
+        x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
+        x = functional.relu(self.fc1(x.flatten(1)))
+        return self.fc3(functional.relu(self.fc2(x)))
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden: int = 64) -> nn.Module:
+    """The MLP for inputs of any shape (flattened)."""
+    return MLP(math.prod(input_shape), num_classes, hidden)
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The small CNN for images of at least 4x4."""
+    return SmallCNN(*_image_shape("cnn", input_shape, 4), num_classes)
+
+
+def lenet5(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """LeNet-5 for images of at least 12x12 (28x28 as in the paper's MNIST setup)."""
+    return LeNet5(*_image_shape("lenet5", input_shape, 12), num_classes)

@@ -16,12 +16,23 @@ def test_defaults_are_valid_and_hashable():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("dataset", "mnist", "task.dataset must be one of digits, breast_cancer, synthetic"),
-        ("model", "resnet", "task.model must be one of mlp, cnn, linear"),
+        (
+            "dataset",
+            "mnist",
+            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, prepared",
+        ),
+        (
+            "model",
+            "resnet",
+            "task.model must be one of mlp, cnn, lenet5, linear or 'package.module:function'",
+        ),
+        ("model", "my models:net", "task.model must be one of"),
+        ("model", "pkg.mod:", "task.model must be one of"),
+        ("device", "gpu", "task.device must be one of cpu, cuda, auto; got 'gpu'"),
         (
             "partition",
             "foo",
-            "task.partition must be one of iid, dirichlet, shards, quantity; got 'foo'",
+            "task.partition must be one of iid, dirichlet, shards, quantity, none; got 'foo'",
         ),
         ("init", "zeros", "task.init must be one of own, shared"),
         ("alpha", 0.0, "task.alpha must be a finite number in (0.0"),
@@ -31,6 +42,10 @@ def test_defaults_are_valid_and_hashable():
         ("batch_size", True, "task.batch_size must be an integer"),
         ("learning_rate", -0.1, "task.learning_rate"),
         ("momentum", 1.0, "task.momentum must be a finite number in [0.0, 1.0)"),
+        ("weight_decay", -1e-4, "task.weight_decay must be a finite number in [0.0, inf)"),
+        ("path", "data.npz", "task.path applies to the datasets npz, hf, prepared; task.dataset is 'digits'"),
+        ("image_column", 3, "task.image_column must be a string"),
+        ("hf_train_split", "", "task.hf_train_split must not be empty"),
         ("test_fraction", 1.0, "task.test_fraction"),
         ("label_noise", 1.5, "task.label_noise must be a finite number in [0.0, 1.0]"),
         ("label_noise", [0.1, -0.2], "task.label_noise[1]"),
@@ -47,9 +62,23 @@ def test_invalid_field_is_named(field, value, message):
         TaskConfig(**{field: value})
 
 
-def test_cnn_needs_digits():
-    with pytest.raises(ValueError, match=r"task\.model 'cnn' needs task\.dataset 'digits'"):
-        TaskConfig(model="cnn", dataset="breast_cancer")
+@pytest.mark.parametrize("model", ["cnn", "lenet5"])
+def test_image_models_refuse_tabular_datasets(model):
+    with pytest.raises(
+        ValueError, match=rf"task\.model '{model}' needs images; task\.dataset 'breast_cancer'"
+    ):
+        TaskConfig(model=model, dataset="breast_cancer")
+
+
+@pytest.mark.parametrize("dataset", ["npz", "hf", "prepared"])
+def test_file_datasets_need_a_path(dataset):
+    with pytest.raises(ValueError, match=rf"task\.dataset '{dataset}' needs task\.path"):
+        TaskConfig(dataset=dataset)
+    assert TaskConfig(dataset=dataset, path="somewhere").path == "somewhere"
+
+
+def test_a_factory_path_is_a_model():
+    assert TaskConfig(model="my_pkg.nets:resnet").model == "my_pkg.nets:resnet"
 
 
 def test_numbers_and_lists_are_normalised():

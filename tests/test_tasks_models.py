@@ -139,7 +139,7 @@ def test_sgd_step_matches_torch_optim(momentum):
     ours, reference = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
     reference.load_state_dict(ours.state_dict())
     optimiser = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=momentum)
-    buffers = []
+    buffers = {}
     for _ in range(3):
         x = torch.randn(8, 5)
         for model in (ours, reference):

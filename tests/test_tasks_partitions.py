@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from fedgossip.tasks import load_dataset, partition_indices
+from fedgossip.tasks import TaskConfig, load_dataset, partition_indices
 
 SCHEMES = ["iid", "dirichlet", "shards", "quantity"]
 
 
 @pytest.fixture(scope="module")
 def labels():
-    return load_dataset("digits", seed=0).y_train
+    return load_dataset(TaskConfig(), seed=0).y_train
 
 
 def _label_shares(labels, parts, num_classes=10):
