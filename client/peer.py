@@ -100,6 +100,7 @@ class GossipPeer:
         self.learner = build_learner(config.task, self.peer.id, config.nodes.count, config.experiment.seed)
         self.names = list(self.learner.names)
         self.specs = specs_of(self.names, self.learner.get_weights())
+        self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
         self.neighbours = {int(k): v for k, v in (self.peer.neighbours or {}).items()}
         self.inbox = Inbox()
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
@@ -254,11 +255,20 @@ class GossipPeer:
         discarded = None
         merged = own
         if messages:  # the rule's result is validated (count, shapes, finiteness); a failure is logged
-            received = [m.arrays for m in messages]
+            shared = self.shared
+            received = [[m.arrays[i] for i in shared] for m in messages]
             outcome = merge_models(
-                self.config.strategy, own, received, [m.num_examples for m in messages], round_
+                self.config.strategy,
+                [own[i] for i in shared],
+                received,
+                [m.num_examples for m in messages],
+                round_,
             )
-            merged, discarded = outcome.model, ("merge failed" if outcome.error else None)
+            discarded = "merge failed" if outcome.error else None
+            if discarded is None:  # local tensors (BatchNorm statistics) keep the node's own values
+                merged = list(own)
+                for i, array in zip(shared, outcome.model, strict=True):
+                    merged[i] = array
         self.learner.set_weights(merged)
         test_loss, test_accuracy = self.learner.evaluate()
         if merged is not own and not math.isfinite(test_loss):

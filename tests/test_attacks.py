@@ -191,7 +191,7 @@ def test_stalled_streams_do_not_stop_a_peer_from_merging(tmp_path):
 @pytest.mark.timeout(240)
 def test_a_frozen_peer_stalls_others_once_and_catches_up(tmp_path):
     out = tmp_path / "run"
-    timeout = 2.0
+    timeout = 3.0
     settings = [
         "nodes.count=6",
         "topology.kind=ring",
@@ -221,7 +221,8 @@ def test_a_frozen_peer_stalls_others_once_and_catches_up(tmp_path):
     for node in (2, 3, 4):  # not neighbours of node 0
         times = sorted(r["time_s"] for r in records if r["node"] == node)
         stalls = [b - a for a, b in itertools.pairwise(times) if b - a > timeout / 2]
-        assert sum(stalls) <= timeout + 1.5, (node, stalls)  # one timeout (+ Health probe, delivery)
+        # one wave: a timeout plus the Health probe and the delivery grace; two would be >= 2 timeouts
+        assert sum(stalls) <= 1.5 * timeout + 1, (node, stalls)
 
 
 @pytest.mark.timeout(120)

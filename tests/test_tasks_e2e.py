@@ -4,14 +4,26 @@ Hugging Face dataset (prepared once into shards by the launcher)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import textwrap
 
 import numpy as np
 import pytest
 
 from fedgossip.config import PeerSection
+from fedgossip.launcher.processes import child_env
 
 from .data_helpers import digit_images, save_hf_digits
-from .helpers import RECORD_FIELDS, loopback_ports, metrics, run_cli, start_peer, wait_exit, write_node_config
+from .helpers import (
+    RECORD_FIELDS,
+    cli_argv,
+    loopback_ports,
+    metrics,
+    run_cli,
+    start_peer,
+    wait_exit,
+    write_node_config,
+)
 
 ROUNDS = 3
 SMALL = [
@@ -100,3 +112,20 @@ def test_devices_started_by_hand_each_learn_their_own_npz_file(tmp_path):
         assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
         assert all(r["num_examples"] == 500 and r["neighbours_heard"] == [1 - node] for r in rounds)
         assert rounds[-1]["test_accuracy"] > 0.5
+
+
+@pytest.mark.timeout(300)
+def test_three_peers_merge_a_batchnorm_model_keeping_their_statistics(tmp_path):
+    """BatchNorm statistics (int64 counters among them) stay each node's own; the rest is merged."""
+    from .test_tasks_user_models import USER_MODULE
+
+    (tmp_path / "user_nets.py").write_text(textwrap.dedent(USER_MODULE))
+    out = tmp_path / "bn"
+    argv = cli_argv("run", "--out", str(out), settings=[*SMALL, 'task.model="user_nets:bn_net"'])
+    env = child_env(1, {"PYTHONPATH": str(tmp_path)})
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = metrics(out)
+    assert len(records) == 3 * ROUNDS
+    assert all(r["merged"] == 2 and r["discarded"] is None for r in records)
+    assert min(r["test_accuracy"] for r in records if r["round"] == ROUNDS) > 0.5
