@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedgossip.config import StrategySection
-from fedgossip.strategies import Outcome, resolve, run_rule
+from fedgossip.strategies import Outcome, Rule, resolve, run_rule
 
 log = logging.getLogger("fedgossip.merge")
 
@@ -35,9 +35,11 @@ def merge_models(
     """
     if not received:
         return Outcome(own, None)
-    try:
+    try:  # validated at config load: only a module changed since, or a Flower config, fails here
         rule = resolve(strategy.name)
-    except ValueError as err:  # validated at config load; only a module changed since fails here
+        if not isinstance(rule, Rule):
+            raise ValueError("is one of Flower's built-ins, not a gossip rule")
+    except ValueError as err:
         outcome = Outcome(None, f"strategy {strategy.name!r}: {err}")
     else:
         outcome = run_rule(rule, own, received, num_examples, strategy.params, round_)
