@@ -155,7 +155,9 @@ class GossipPeer:
                 current = caught_up.arrays
                 emit(self._caught_up_record(caught_up, round_))
                 round_ = caught_up.round + 1
-                unreachable = set()  # back in step: wait for the neighbours again
+                # their models of the next round came before the jump and were refused as ahead:
+                # wait for nobody once, and again for each neighbour as soon as it is heard from
+                unreachable = set(self.neighbours)
                 continue
             self.service.state = "training"
             train_loss = self.learner.train()
