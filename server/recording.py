@@ -128,7 +128,8 @@ def exchange(
 ) -> tuple[list[Message], dict[str, int]]:
     """Push `messages` and pull their replies every `interval` seconds until all are in or
     `timeout` passes (Flower's HTTP grid waits 3 s between pulls: every phase would wait that
-    long). Returns the replies and message id -> destination node of the pushed messages."""
+    long). Returns the replies in the order of the messages they answer (not of their arrival, so
+    aggregation sums in the same order in every run) and message id -> destination node."""
     ids = list(grid.push_messages(messages))
     # the grids return the message ids in message order (None for a message not accepted)
     sent_to = {i: m.metadata.dst_node_id for i, m in zip(ids, messages, strict=False) if i}
@@ -143,6 +144,8 @@ def exchange(
             break
         wait = interval if deadline is None else min(interval, deadline - time.monotonic())
         time.sleep(max(0.0, wait))
+    order = {message_id: k for k, message_id in enumerate(sent_to)}
+    replies.sort(key=lambda reply: order.get(reply.metadata.reply_to_message_id, len(order)))
     return replies, sent_to
 
 

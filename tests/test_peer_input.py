@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from fedgossip.client.identity import LinkKeys, write_link_keys
 from fedgossip.client.security import TOKEN_KEY
 from fedgossip.client.wire import encode
 from fedgossip.config import PeerSection, load_config
@@ -182,3 +183,32 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
         assert push(stub, chunks, auth).accepted
         assert push(stub, encode(1, 2, n, names, arrays), auth).accepted
         assert wait_exit(child, 60) == 0
+
+
+@pytest.mark.timeout(90)
+def test_the_norm_bound_refuses_implausible_models_from_an_identified_neighbour(tmp_path):
+    port, neighbour = loopback_ports(2)
+    keys = write_link_keys([(0, 1)], [0, 1], tmp_path / "secrets")
+    peer = PeerSection(
+        id=0,
+        listen=f"127.0.0.1:{port}",
+        neighbours={"1": f"127.0.0.1:{neighbour}"},
+        link_keys_file=str(keys[0]),
+    )
+    node = write_node_config(tmp_path / "node-0.toml", peer, *TASK, "gossip.max_norm_ratio=10")
+    child = start_peer(node, tmp_path / "node-0.log")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sink_neighbour(neighbour))
+        stack.callback(child.stop)
+        stub = stub_for(f"127.0.0.1:{port}")
+        wait_healthy(stub)
+        as_1 = LinkKeys.load(keys[1], 1).metadata(0)
+        names, arrays, n = neighbour_model()
+        scaled = push(stub, encode(1, 1, n, names, [100 * a for a in arrays]), as_1)
+        assert not scaled.accepted and "exceeds 10 x own norm" in scaled.detail
+        for round_ in (1, 2):
+            assert push(stub, encode(1, round_, n, names, arrays), as_1).accepted
+        assert wait_exit(child, 60) == 0
+    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    assert [r["neighbours_heard"] for r in rounds] == [[1], [1]]
+    assert rounds[0]["refused"] == 1
