@@ -7,7 +7,8 @@ processes.json  the PID of every process the launcher started
 accuracy.png    accuracy per round
 logs/           one log file per process
 nodes/          the node configs the peers were started with
-secrets/        throwaway CA, certificates and token of a secured run (mode 0700)
+secrets/        per-link keys of every gossip run; CA, certificates and token of a secured run (mode 0700)
+data/           the per-node shards of a Hugging Face dataset, prepared once by the launcher
 
 Every record is one whole line of metrics.jsonl: a write that fails part-way (a full disk) is cut
 back to the previous length, so readers never meet a torn line written by this folder.
