@@ -3,7 +3,9 @@
 Each neighbour has a thread and a one-model slot: `send` puts a model in the slot and returns a
 future at once; a model still waiting in the slot when a newer one comes is replaced (its future
 says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
-neighbour delays only its own sends.
+neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
+with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
+model replaces it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 log = logging.getLogger(__name__)
 
 OnReply = Callable[[int, gossip_pb2.PushReply], None]
+RETRY_S = 0.1  # pause before pushing again after a transient refusal
+TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
 
 
 @dataclass
@@ -88,10 +92,24 @@ class NeighbourSender:
                 if self._closed:
                     return
                 job, self._job = self._job, None
-            job.result.set_result(self._push(job))
+            delivered = self._push(job)
+            while delivered is None and not self._retry_later(job):
+                delivered = self._push(job)
+            if delivered is None:
+                log.info("push to node %d given up: busy or not serving until the deadline", self.node)
+            job.result.set_result(delivered or 0)
 
-    def _push(self, job: _Job) -> int:
-        """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered."""
+    def _retry_later(self, job: _Job) -> bool:
+        """After a transient refusal, wait RETRY_S and say whether to give up instead: the deadline
+        passed, a newer model is waiting, or the sender closed."""
+        with self._cond:
+            if self._job is None and not self._closed:
+                self._cond.wait(RETRY_S)
+            return self._closed or self._job is not None or time.monotonic() + RETRY_S > job.deadline
+
+    def _push(self, job: _Job) -> int | None:
+        """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
+        None after a transient refusal (the neighbour is busy or not up yet) worth trying again."""
         try:
             reply = self._stub.PushModel(
                 iter(job.chunks),
@@ -100,6 +118,8 @@ class NeighbourSender:
                 wait_for_ready=job.wait,
             )
         except grpc.RpcError as err:
+            if err.code() in TRANSIENT:
+                return None
             log.warning("push to node %d failed: %s %s", self.node, err.code().name, err.details())
             return 0
         except Exception as err:  # a closed channel at shutdown, never a crash of the push thread
