@@ -60,7 +60,7 @@ from fedgossip.tasks import build_learner
 log = logging.getLogger("fedgossip.peer")
 
 Emit = Callable[[dict[str, Any]], None]
-DELIVERY_GRACE_S = 1.0  # how long a round waits for its model to reach the neighbours in step
+DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
 
 
@@ -182,8 +182,9 @@ class GossipPeer:
             missing, silent = self._wait_for(round_, expected, deadline)
             messages = self.inbox.close(round_)
             heard = [m.sender for m in messages]
-            last = round_ == rounds
-            until = deadline if last else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
+            # the first round waits for connections being set up; the last must reach everyone
+            edge = round_ in (1, rounds)
+            until = deadline if edge else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
             sent = self._delivered(pending, [m.sender for m in messages if m.round == round_], until)
             if missing:
                 log.warning(
@@ -353,8 +354,8 @@ class GossipPeer:
 
         Those neighbours are in step and accept at once, so the wait is short; it is bounded by
         `until` (a monotonic time): a neighbour that froze right after its push holds nobody. In
-        the last round `until` is the deadline, so the final model reaches them before the peer
-        exits. Sends to other neighbours are not waited for.
+        the first round (connections still being set up) and the last (the final model must reach
+        them before the peer exits) `until` is the deadline. Sends to other neighbours are not waited for.
         """
         sends = [pending[node] for node in heard if node in pending]
         done, _ = futures.wait(sends, timeout=max(0.0, until - time.monotonic()))
