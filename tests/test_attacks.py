@@ -54,6 +54,15 @@ def code_of(call) -> grpc.StatusCode | None:
     return None
 
 
+def run_four_nodes(tmp_path, *settings: str):
+    """A launched run of 4 nodes (the quickstart with `settings`) to its end: (folder, result)."""
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out)]
+    for item in ("nodes.count=4", *settings):
+        args += ["--set", item]
+    return out, run_cli(*args)
+
+
 def open_round(stub) -> int:
     """The round a peer accepts models for now."""
     return stub.Health(gossip_pb2.HealthRequest(), timeout=5).round + 1
@@ -227,18 +236,7 @@ def test_a_frozen_peer_stalls_others_once_and_catches_up(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
-    out = tmp_path / "run"
-    result = run_cli(
-        "run",
-        "--out",
-        str(out),
-        "--set",
-        "nodes.count=4",
-        "--set",
-        "experiment.rounds=20",
-        "--set",
-        "task.learning_rate=1e6",
-    )
+    out, result = run_four_nodes(tmp_path, "experiment.rounds=20", "task.learning_rate=1e6")
     assert result.returncode in (1, 3), result.stdout + result.stderr  # all or most nodes diverge
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] in ("failed", "partial") and summary["dead_nodes"]
@@ -250,20 +248,8 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_a_round_timeout_too_short_to_merge_is_degraded(tmp_path):
-    out = tmp_path / "run"
-    result = run_cli(
-        "run",
-        "--out",
-        str(out),
-        "--set",
-        "nodes.count=4",
-        "--set",
-        "experiment.rounds=6",
-        "--set",
-        "task.model=linear",
-        "--set",
-        "experiment.round_timeout=1e-9",
-    )
+    settings = ("experiment.rounds=6", "task.model=linear", "experiment.round_timeout=1e-9")
+    out, result = run_four_nodes(tmp_path, *settings)
     assert result.returncode == 3, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "degraded"
