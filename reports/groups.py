@@ -113,10 +113,10 @@ class Group:
         return Stat.of(run.figures.get(key) for run in self.runs)
 
     def status(self) -> str:
-        """ "complete" when every run is; else how many runs ended in each status, worst first."""
+        """The status of every run if they share one; else how many ended in each, worst first."""
         statuses = [run.status for run in self.runs]
-        if set(statuses) == {"complete"}:
-            return "complete"
+        if len(set(statuses)) == 1:
+            return statuses[0]
         worst_first = sorted(set(statuses), key=_severity, reverse=True)
         return ", ".join(f"{statuses.count(s)} {s}" for s in worst_first)
 
