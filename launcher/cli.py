@@ -42,17 +42,21 @@ def _clear_errors() -> Iterator[None]:
         _fail(os_error_text(err))
 
 
+ExperimentArg = Annotated[
+    Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
+]
+Overrides = Annotated[
+    list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")
+]
+
+
 @app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
-    ] = None,
+    config: ExperimentArg = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")
     ] = None,
-    set_: Annotated[
-        list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")
-    ] = [],  # noqa: B006
+    set_: Overrides = [],  # noqa: B006
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
@@ -139,9 +143,7 @@ def _show_comparison(comparison, format_: str = "table") -> None:
 
 @app.command()
 def sweep(
-    config: Annotated[
-        Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
-    ] = None,
+    config: ExperimentArg = None,
     grid: Annotated[
         list[str],
         typer.Option("--grid", "-g", help="section.key=v1,v2,... : one axis of the grid (repeatable)."),
@@ -158,9 +160,7 @@ def sweep(
             help="Sweep folder (required): one results folder per run; rerun into it to resume.",
         ),
     ] = None,
-    set_: Annotated[
-        list[str], typer.Option("--set", "-s", help="Override a key of every run: section.key=value.")
-    ] = [],  # noqa: B006
+    set_: Overrides = [],  # noqa: B006
 ) -> None:
     """Run a grid of config values x seeds (skipping runs already finished), then compare them."""
     from fedgossip.launcher.sweep import default_jobs, plan, run_sweep

@@ -4,36 +4,31 @@ sweep's runs done and what runs now."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-def _bar(console: Console) -> Progress:
-    """A bar with a label, done/total, a status text and the time elapsed."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+B = TypeVar("B", bound="_Bar")
 
 
-class RoundProgress:
-    """Counts metrics records (nodes x rounds) and shows the mean accuracy of the newest round."""
+class _Bar:
+    """A bar with a label, done/total, a status text and the time elapsed; a context manager."""
 
-    def __init__(self, console: Console, nodes: int, rounds: int, label: str) -> None:
-        self.nodes = nodes
-        self._accuracies: dict[int, list[float]] = defaultdict(list)
-        self._progress = _bar(console)
-        self._task = self._progress.add_task(escape(label), total=nodes * rounds, status="starting nodes")
+    def __init__(self, console: Console, label: str, total: int, done: int, status: str) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = self._progress.add_task(escape(label), total=total, completed=done, status=status)
 
-    def __enter__(self) -> RoundProgress:
+    def __enter__(self: B) -> B:
         self._progress.start()
         return self
 
@@ -42,6 +37,15 @@ class RoundProgress:
 
     def status(self, text: str) -> None:
         self._progress.update(self._task, status=text)
+
+
+class RoundProgress(_Bar):
+    """Counts metrics records (nodes x rounds) and shows the mean accuracy of the newest round."""
+
+    def __init__(self, console: Console, nodes: int, rounds: int, label: str) -> None:
+        super().__init__(console, label, nodes * rounds, 0, "starting nodes")
+        self.nodes = nodes
+        self._accuracies: dict[int, list[float]] = defaultdict(list)
 
     def record(self, record: dict[str, Any]) -> None:
         """Account one node-round record."""
@@ -55,20 +59,12 @@ class RoundProgress:
         )
 
 
-class RunProgress:
+class RunProgress(_Bar):
     """Counts a sweep's runs (those skipped as already done count as done) and names the running ones."""
 
     def __init__(self, console: Console, total: int, done: int) -> None:
-        self._progress = _bar(console)
+        super().__init__(console, "sweep", total, done, "")
         self._running: list[str] = []
-        self._task = self._progress.add_task("sweep", total=total, completed=done, status="")
-
-    def __enter__(self) -> RunProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
 
     def started(self, name: str) -> None:
         self._running.append(name)
@@ -82,4 +78,4 @@ class RunProgress:
         self._show()
 
     def _show(self) -> None:
-        self._progress.update(self._task, status=escape("running: " + ", ".join(self._running)))
+        self.status(escape("running: " + ", ".join(self._running)) if self._running else "")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 
 import psutil
 import pytest
@@ -16,7 +15,7 @@ from fedgossip.config import load_config
 from fedgossip.launcher.proctree import alive, descendants, stop
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.launcher.sweep import plan, run_name, run_sweep, split_values
-from tests.helpers import run_cli, start_cli, wait_for
+from tests.helpers import interrupt, run_cli, start_cli, wait_for
 from tests.recompute import assert_row_matches
 
 TINY = ["experiment.rounds=2", "nodes.count=3", "topology.kind=ring"]
@@ -137,11 +136,6 @@ def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
         assert_row_matches(row, [first, second], target=0.9)
         assert "strategy.name=average" in again.stdout and "…" not in again.stdout
     finally:
-        if sweep.poll() is None:
-            sweep.send_signal(signal.SIGINT)
-            try:
-                sweep.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                sweep.kill()
-                sweep.communicate()
-        stop([*tree.values(), *descendants([sweep.pid])], grace=5)
+        tree.update((proc.pid, proc) for proc in descendants([sweep.pid]))
+        interrupt(sweep)
+        stop(tree.values(), grace=5)
