@@ -171,7 +171,8 @@ def sweep(
         if out is None:
             raise ValueError("--out is required: the sweep folder (give the same one again to resume)")
         planned = plan(config, set_, grid, seeds)
-        outcome = run_sweep(config, planned, set_, out, jobs or default_jobs(planned), console)
+        jobs = default_jobs(planned) if jobs is None else jobs
+        outcome = run_sweep(config, planned, set_, out, jobs, console)
     console.print(
         f"sweep: {len(outcome.results)} runs in {outcome.wall_time_s:.1f}s "
         f"({sum(not r.skipped for r in outcome.results)} run now)"

@@ -92,6 +92,12 @@ def test_a_folder_holding_a_run_of_another_config_is_refused_before_anything_run
     assert not (tmp_path / runs[0].name).exists()
 
 
+def test_no_jobs_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        run_sweep(None, plan(None, TINY, [], 1), TINY, tmp_path / "sweep", 0, Console(file=None))
+    assert not (tmp_path / "sweep").exists()
+
+
 def _status(run_dir) -> str | None:
     try:
         return json.loads((run_dir / "summary.json").read_text())["status"]
