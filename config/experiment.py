@@ -64,6 +64,9 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
+        entry = registry.lookup(name)
+        if isinstance(entry, registry.Mechanism):
+            entry.check_nodes(self.strategy.params, self.nodes.count)
         if self.task.stream_chunks and mode != "flower":
             raise ValueError(
                 "task.stream_chunks streams the data in Flower mode only (gossip peers train on their "
