@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.reports.fair import fair_summary
 from fedgossip.reports.records import SUMMARY, by_round, node_records, read_config, read_records
 
 
@@ -51,6 +52,9 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **accuracy_summary(records, target),
         **(run_info or {}),
     }
+    fair = fair_summary(records, config)
+    if fair is not None:
+        summary["fair"] = fair
     return summary
 
 

@@ -31,7 +31,7 @@ class Field:
 
     name: str
     types: tuple[type, ...]
-    source: str  # "every record", "gossip", "Flower" or "server"
+    source: str  # "every record", "gossip", "Flower", "server" or a strategy's name
     meaning: str
     required: bool = False
 
@@ -46,7 +46,12 @@ FIELDS: tuple[Field, ...] = (
     Field("train_loss", OPTIONAL_NUMBER, "every record", "mean training loss of the round (null: undone)"),
     Field("test_loss", OPTIONAL_NUMBER, "every record", "test loss of the model kept after the merge"),
     Field("test_accuracy", OPTIONAL_NUMBER, "every record", "test accuracy of the model kept"),
-    Field("num_examples", (int,), "every record", "training examples of the node (test examples: server)"),
+    Field(
+        "num_examples",
+        (int, type(None)),
+        "every record",
+        "training examples of the node (test examples: server; null: did not train)",
+    ),
     Field("bytes_sent", (int,), "every record", "model bytes delivered to others in the round"),
     Field("bytes_received", (int,), "every record", "model bytes received and merged in the round"),
     Field("neighbours_heard", (list,), "gossip", "the neighbours whose models were merged"),
@@ -63,6 +68,13 @@ FIELDS: tuple[Field, ...] = (
     Field("jumped_from", (int,), "gossip", "after a catch-up: the round the node was in"),
     Field("evaluated_by", (str,), "Flower", '`"node"`, or `"server"` when the node could not evaluate'),
     Field("errors", (list,), "Flower", "what went wrong with the node's replies in the round"),
+    Field("phase", (str,), "fair", '`"explore"` (every node trains) or `"exploit"` (selected nodes only)'),
+    Field("selected", (bool,), "fair", "whether the node trained from the latest global model this round"),
+    Field("staleness", (int,), "fair", "rounds since the node last received the global model (0: this one)"),
+    Field("contribution", OPTIONAL_NUMBER, "fair", "the node's Shapley value this round (explore rounds)"),
+    Field("psi", OPTIONAL_NUMBER, "fair", "running mean of the node's contributions (frozen in exploit)"),
+    Field("selection_probability", OPTIONAL_NUMBER, "fair", "the node's chance to be selected (exploit)"),
+    Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling test's p-value (explore, after tau rounds)"),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
@@ -78,7 +90,7 @@ class Record(TypedDict, total=False):
     train_loss: float | None
     test_loss: float | None
     test_accuracy: float | None
-    num_examples: int
+    num_examples: int | None
     bytes_sent: int
     bytes_received: int
     neighbours_heard: list[int]
@@ -89,6 +101,13 @@ class Record(TypedDict, total=False):
     jumped_from: int
     evaluated_by: str
     errors: list[str]
+    phase: str
+    selected: bool
+    staleness: int
+    contribution: float | None
+    psi: float | None
+    selection_probability: float | None
+    explore_p_value: float | None
     train_s: float
     evaluate_s: float
 
@@ -112,7 +131,7 @@ def record(
     train_loss: float | None,
     test_loss: float | None,
     test_accuracy: float | None,
-    num_examples: int,
+    num_examples: int | None,
     bytes_sent: int,
     bytes_received: int,
     **extra: Any,
@@ -148,7 +167,7 @@ def problem(candidate: Any) -> str | None:
                 return f"no {field.name!r}"
             continue
         value = candidate[field.name]
-        if isinstance(value, bool) or not isinstance(value, field.types):
+        if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             return f"{field.name!r} is {type(value).__name__}, not {' or '.join(_names(field.types))}"
     if isinstance(candidate["node"], str) and candidate["node"] != SERVER:
         return f"'node' is {candidate['node']!r}, not an int or {SERVER!r}"

@@ -6,7 +6,8 @@ num_examples, **params)`, the same code the gossip peers merge with. `average` i
 average of the client models, `vca` that average variance-corrected towards the mean of the
 clients' per-tensor variances. A rule that fails in a round (raises, or returns an invalid model)
 is logged with its name and the round, and the server keeps the previous global model.
-Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name.
+Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. The registry's mechanisms
+have their own Strategy (`fair`: `fedgossip.server.fair.FairStrategy`).
 
 Every strategy samples nodes with its own generator seeded from (experiment seed, phase, round)
 over the nodes ordered by partition id, so the same config and seed pick the same partitions
@@ -32,7 +33,7 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
-from fedgossip.strategies.registry import FlowerBuiltin, Rule, resolve, run_rule
+from fedgossip.strategies.registry import FlowerBuiltin, Mechanism, Rule, resolve, run_rule
 
 
 class NodesMissing(RuntimeError):
@@ -253,6 +254,16 @@ def build_strategy(
 ) -> Strategy:
     """The strategy named by config.strategy.name, with seeded sampling over `labels`
     (node id -> partition id, read at each sampling)."""
+    if isinstance(resolve(config.strategy.name), Mechanism):  # "fair", checked with the config
+        from fedgossip.server.fair import FairStrategy
+
+        return FairStrategy(
+            num_nodes=config.nodes.count,
+            params=config.strategy.params,
+            seed=config.experiment.seed,
+            labels=labels if labels is not None else {},
+            node_wait=node_wait,
+        )
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     return seeded_class(config.strategy.name)(
         seed=config.experiment.seed, labels=labels, node_wait=node_wait, **kwargs
