@@ -74,7 +74,7 @@ FIELDS: tuple[Field, ...] = (
     Field("contribution", OPTIONAL_NUMBER, "fair", "the node's Shapley value this round (explore rounds)"),
     Field("psi", OPTIONAL_NUMBER, "fair", "running mean of the node's contributions (frozen in exploit)"),
     Field("selection_probability", OPTIONAL_NUMBER, "fair", "the node's chance to be selected (exploit)"),
-    Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling test's p-value (explore, after tau rounds)"),
+    Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling p-value (explore, after tau rounds)"),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
