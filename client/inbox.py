@@ -1,9 +1,11 @@
 """What a peer has heard: the models received by round, the neighbours' progress, refusals.
 
 The gRPC handlers write (`put`, `note`); the round loop reads (`wait`, `close`, `take_refused`,
-`progress`). Models are taken for the open round and the next one; a model one round late stands
-in for its sender's model of the open round, so a neighbour that fell one round behind (it missed
-a deadline by a hair) is still merged, and the two never drift apart for good.
+`progress`, `notices`). Models are taken for the open round and the next one; a model one round
+late stands in for its sender's model of the open round, so a neighbour that fell one round behind
+(it missed a deadline by a hair) is still merged, and the two never drift apart for good. A
+neighbour may instead say that it sends no model in a round (`withhold`, fair gossip): it is not
+waited for in that round.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Inbox:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._models: dict[int, dict[int, ModelMessage]] = {}
+        self._withheld: dict[int, set[int]] = {}  # round -> senders that send no model in it
         self._open_round = 1
         self._progress: dict[int, int] = {}
         self._refused = 0
@@ -59,6 +62,23 @@ class Inbox:
             self._cond.notify_all()
             return None
 
+    def withhold(self, sender: int, round_: int) -> str | None:
+        """Record that `sender` sends no model in `round_`; returns why the notice is not used
+        ("closed": its round is over, a late notice stands in for nothing; "ahead"), None if used."""
+        with self._cond:
+            self._note(sender, round_)
+            refused = "closed" if round_ < self._open_round else self.window(round_)
+            if refused:
+                return refused
+            self._withheld.setdefault(round_, set()).add(sender)
+            self._cond.notify_all()
+            return None
+
+    def notices(self, round_: int) -> set[int]:
+        """The senders that said they send no model in `round_` (until the round is closed)."""
+        with self._cond:
+            return set(self._withheld.get(round_, ()))
+
     def note(self, sender: int | None, round_: int | None = None, *, refused: bool = True) -> None:
         """Record a push that was not stored (refused), and what round its sender is at, if known."""
         with self._cond:
@@ -76,10 +96,14 @@ class Inbox:
             return dict(self._progress)
 
     def wait(self, round_: int, expected: Collection[int], deadline: float) -> set[int]:
-        """Wait until every `expected` sender's model of `round_` is in, or `deadline` (a monotonic
-        time) passes; return the senders still missing."""
+        """Wait until every `expected` sender's model of `round_` (or its notice that it sends
+        none) is in, or `deadline` (a monotonic time) passes; return the senders still missing."""
         with self._cond:
-            while missing := set(expected) - self._models.get(round_, {}).keys():
+            while (
+                missing := set(expected)
+                - self._models.get(round_, {}).keys()
+                - self._withheld.get(round_, set())
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -103,6 +127,8 @@ class Inbox:
         self._open_round = round_
         for stale in [r for r in self._models if r < round_]:
             del self._models[stale]
+        for stale in [r for r in self._withheld if r < round_]:
+            del self._withheld[stale]
 
     def take_refused(self) -> int:
         """Pushes refused since the last call (invalid, unauthenticated, too late or early, implausible)."""

@@ -29,7 +29,7 @@ import grpc
 import numpy as np
 
 from fedgossip.client.inbox import Inbox
-from fedgossip.client.merge import merge_models
+from fedgossip.client.rounds import round_plan
 from fedgossip.client.security import (
     call_metadata,
     channel_credentials,
@@ -96,6 +96,7 @@ class GossipPeer:
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
         self.neighbours = {int(k): v for k, v in (self.peer.neighbours or {}).items()}
         self.inbox = Inbox()
+        self.plan = round_plan(config, self.peer.id, list(self.neighbours))
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
         self.service = GossipService(
             self.peer.id,
@@ -153,6 +154,7 @@ class GossipPeer:
                 unreachable = set(self.neighbours)
                 continue
             self.service.state = "training"
+            self.learner = self.plan.learner(round_, self.learner)
             train_loss = self.learner.train()
             own = self.learner.get_weights()
             if math.isfinite(train_loss) and finite(own):
@@ -171,20 +173,22 @@ class GossipPeer:
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
             expected = set(self.neighbours) - unreachable
-            pending = self._push(round_, own, expected, deadline)
+            pending = self._push(round_, own, expected, deadline, self.plan.recipients(round_))
             missing, silent = self._wait_for(round_, expected, deadline)
+            noticed = self.inbox.notices(round_)  # they send no model this round, yet are in step
             messages = self.inbox.close(round_)
             heard = [m.sender for m in messages]
             # the first round waits for connections being set up; the last must reach everyone
             edge = round_ in (1, rounds)
             until = deadline if edge else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
-            sent = self._delivered(pending, [m.sender for m in messages if m.round == round_], until)
+            in_step = {m.sender for m in messages if m.round == round_} | noticed
+            sent = self._delivered(pending, in_step, until)
             if missing:
                 log.warning(
                     "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
                 )
-            unreachable = (unreachable | silent) - set(heard)
-            current, test_loss, test_accuracy, discarded = self._merge(round_, own, messages)
+            unreachable = (unreachable | silent) - set(heard) - noticed
+            current, test_loss, test_accuracy, discarded = self._merge(round_, current, own, messages)
             self.service.publish(current, self.learner.num_examples, round_)
             emit(
                 {
@@ -203,6 +207,7 @@ class GossipPeer:
                         merged=0 if discarded else len(messages),
                         refused=self.inbox.take_refused(),
                         discarded=discarded,
+                        **self.plan.fields(round_),
                     ),
                 }
             )
@@ -244,29 +249,21 @@ class GossipPeer:
         return rounds
 
     def _merge(
-        self, round_: int, own: list[np.ndarray], messages: list[ModelMessage]
+        self, round_: int, start: list[np.ndarray], own: list[np.ndarray], messages: list[ModelMessage]
     ) -> tuple[list[np.ndarray], float, float, str | None]:
-        """Merge and evaluate; a merge that fails or yields non-finite values or loss is discarded.
+        """Merge (the plan's, from the model trained from, `start`) and evaluate; a merge that
+        fails or yields non-finite values or loss is discarded.
 
         Returns the model kept, its test loss and accuracy, and why a merge was discarded (or None).
         """
-        discarded = None
         merged = own
-        if messages:  # the rule's result is validated (count, shapes, finiteness); a failure is logged
-            shared = self.shared
-            received = [[m.arrays[i] for i in shared] for m in messages]
-            outcome = merge_models(
-                self.config.strategy,
-                [own[i] for i in shared],
-                received,
-                [m.num_examples for m in messages],
-                round_,
-            )
-            discarded = "merge failed" if outcome.error else None
-            if discarded is None:  # local tensors (BatchNorm statistics) keep the node's own values
-                merged = list(own)
-                for i, array in zip(shared, outcome.model, strict=True):
-                    merged[i] = array
+        # the rule's result is validated (count, shapes, finiteness); a failure is logged
+        outcome = self.plan.merge(round_, start, own, self.learner.num_examples, messages, self.shared)
+        discarded = "merge failed" if outcome.error else None
+        if outcome.model is not None and discarded is None:  # local tensors keep the node's own values
+            merged = list(own)
+            for i, array in zip(self.shared, outcome.model, strict=True):
+                merged[i] = array
         self.learner.set_weights(merged)
         test_loss, test_accuracy = self.learner.evaluate()
         if merged is not own and not math.isfinite(test_loss):
@@ -334,15 +331,23 @@ class GossipPeer:
         """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
         self.inbox.note(node, reply.round or None, refused=False)
 
-    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
-        """Queue this round's model for every neighbour; return the sends by node.
+    def _push(
+        self, round_: int, arrays: list, alive: set[int], deadline: float, recipients: set[int]
+    ) -> dict[int, futures.Future]:
+        """Queue this round's model for the `recipients`, a notice that none comes for the other
+        neighbours; return the sends by node.
 
         Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
         starts late still gets round 1; the others get one fail-fast attempt.
         """
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
+        notice = gossip_pb2.WithholdNotice(sender=self.peer.id, round=round_)
+        for node in self.senders.keys() - recipients:
+            self.senders[node].withhold(notice, deadline, wait=node in alive)
         return {
-            node: sender.send(chunks, deadline, wait=node in alive) for node, sender in self.senders.items()
+            node: sender.send(chunks, deadline, wait=node in alive)
+            for node, sender in self.senders.items()
+            if node in recipients
         }
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Pushes to one neighbour, newest model first, never holding the round loop.
+"""Pushes to one neighbour, newest model first, never holding the round loop (and the notices that
+no model comes this round, see `NeighbourSender.withhold`).
 
 Each neighbour has a thread and a one-model slot: `send` puts a model in the slot and returns a
 future at once; a model still waiting in the slot when a newer one comes is replaced (its future
@@ -74,6 +75,31 @@ class NeighbourSender:
             self._job = job
             self._cond.notify()
         return job.result
+
+    def withhold(self, notice: gossip_pb2.WithholdNotice, deadline: float, *, wait: bool) -> None:
+        """Tell the neighbour that no model comes from this peer in `notice.round` (fair gossip),
+        without holding the caller: one unary call, its reply handled like a push's, a failure
+        logged (the neighbour then waits for the model as for a silent one, up to its timeout)."""
+        timeout = max(self._min_timeout, deadline - time.monotonic())
+        try:
+            call = self._stub.Withhold.future(
+                notice, timeout=timeout, metadata=self._metadata, wait_for_ready=wait
+            )
+        except Exception as err:  # a closed channel at shutdown, never a crash of the round loop
+            log.warning("notice to node %d failed: %s", self.node, err)
+            return
+        call.add_done_callback(self._withheld)
+
+    def _withheld(self, call: grpc.Future) -> None:
+        try:
+            reply = call.result()
+        except grpc.RpcError as err:
+            log.warning("notice to node %d failed: %s %s", self.node, err.code().name, err.details())
+            return
+        except Exception as err:  # cancelled at shutdown
+            log.warning("notice to node %d failed: %s", self.node, err)
+            return
+        self._on_reply(self.node, reply)
 
     def close(self) -> None:
         """Stop the thread after the push in progress; a model still waiting is dropped."""

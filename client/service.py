@@ -13,6 +13,8 @@ PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMEN
 RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a stream fell silent),
 UNAVAILABLE (GetModel before the first model). A well-formed push of a closed round, of a round
 too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
+A Withhold notice (the neighbour sends no model this round) is checked the same way: identity,
+sender = caller and a neighbour, round within the run.
 """
 
 from __future__ import annotations
@@ -171,6 +173,27 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
 
     async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
+
+    async def Withhold(self, request: gossip_pb2.WithholdNotice, context: grpc.aio.ServicerContext):
+        """A neighbour's notice that it sends no model in a round: its sender must be the caller
+        (when callers are identified) and a neighbour; the round within the run."""
+        caller = await self._identify(context)
+        sender, round_ = request.sender, request.round
+        problem = None
+        if caller is not None and sender != caller:
+            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {caller} sent a notice as node {sender}")
+        elif self.neighbours is not None and sender not in self.neighbours:
+            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {sender} is not a neighbour")
+        elif not 1 <= round_ <= self.rounds:
+            problem = (grpc.StatusCode.INVALID_ARGUMENT, f"round {round_} is outside 1..{self.rounds}")
+        if problem is not None:
+            self.inbox.note(None)
+            log.warning(
+                "refused notice from %s: %s", caller if caller is not None else context.peer(), problem[1]
+            )
+            await context.abort(*problem)
+        refused = self.inbox.withhold(sender, round_)
+        return self._reply(refused is None, f"round {round_} is {refused}" if refused else "")
 
     async def _identify(self, context: grpc.aio.ServicerContext) -> int | None:
         try:

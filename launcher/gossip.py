@@ -161,7 +161,9 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             if kind == "round":
                 results.append(event)
                 done_rounds[node] = event["round"]
-                if not event.get("merged") and not event.get("caught_up_from"):
+                # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design
+                waited = not event.get("caught_up_from") and event.get("phase") != "exploit"
+                if not event.get("merged") and waited:
                     outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)
             elif kind == "ready":

@@ -49,6 +49,11 @@ class GossipStub:
                 request_serializer=fedgossip_dot_proto_dot_gossip__pb2.HealthRequest.SerializeToString,
                 response_deserializer=fedgossip_dot_proto_dot_gossip__pb2.HealthReply.FromString,
                 _registered_method=True)
+        self.Withhold = channel.unary_unary(
+                '/fedgossip.gossip.Gossip/Withhold',
+                request_serializer=fedgossip_dot_proto_dot_gossip__pb2.WithholdNotice.SerializeToString,
+                response_deserializer=fedgossip_dot_proto_dot_gossip__pb2.PushReply.FromString,
+                _registered_method=True)
 
 
 class GossipServicer:
@@ -76,6 +81,14 @@ class GossipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Withhold(self, request, context):
+        """Say that this peer sends the receiver no model in a round (fair gossip's exploit phase sends
+        to selected neighbours only), so the receiver does not wait for one. Authenticated callers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GossipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_GossipServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=fedgossip_dot_proto_dot_gossip__pb2.HealthRequest.FromString,
                     response_serializer=fedgossip_dot_proto_dot_gossip__pb2.HealthReply.SerializeToString,
+            ),
+            'Withhold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withhold,
+                    request_deserializer=fedgossip_dot_proto_dot_gossip__pb2.WithholdNotice.FromString,
+                    response_serializer=fedgossip_dot_proto_dot_gossip__pb2.PushReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class Gossip:
             '/fedgossip.gossip.Gossip/Health',
             fedgossip_dot_proto_dot_gossip__pb2.HealthRequest.SerializeToString,
             fedgossip_dot_proto_dot_gossip__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withhold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgossip.gossip.Gossip/Withhold',
+            fedgossip_dot_proto_dot_gossip__pb2.WithholdNotice.SerializeToString,
+            fedgossip_dot_proto_dot_gossip__pb2.PushReply.FromString,
             options,
             channel_credentials,
             insecure,

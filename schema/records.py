@@ -68,13 +68,42 @@ FIELDS: tuple[Field, ...] = (
     Field("jumped_from", (int,), "gossip", "after a catch-up: the round the node was in"),
     Field("evaluated_by", (str,), "Flower", '`"node"`, or `"server"` when the node could not evaluate'),
     Field("errors", (list,), "Flower", "what went wrong with the node's replies in the round"),
-    Field("phase", (str,), "fair", '`"explore"` (every node trains) or `"exploit"` (selected nodes only)'),
-    Field("selected", (bool,), "fair", "whether the node trained from the latest global model this round"),
-    Field("staleness", (int,), "fair", "rounds since the node last received the global model (0: this one)"),
-    Field("contribution", OPTIONAL_NUMBER, "fair", "the node's Shapley value this round (explore rounds)"),
+    Field(
+        "phase",
+        (str,),
+        "fair",
+        '`"explore"` (every node trains) or `"exploit"` (selected nodes only); gossip: the peer\'s own',
+    ),
+    Field(
+        "selected",
+        (bool,),
+        "fair",
+        "whether the node trained from the latest global model this round (gossip: whether a "
+        "neighbour sent it its model)",
+    ),
+    Field(
+        "staleness",
+        (int,),
+        "fair",
+        "rounds since the node last received the global model (gossip: a neighbour's model; 0: this one)",
+    ),
+    Field(
+        "contribution",
+        OPTIONAL_NUMBER,
+        "fair",
+        "the node's Shapley value this round (explore rounds; gossip: in its own neighbourhood's game)",
+    ),
     Field("psi", OPTIONAL_NUMBER, "fair", "running mean of the node's contributions (frozen in exploit)"),
     Field("selection_probability", OPTIONAL_NUMBER, "fair", "the node's chance to be selected (exploit)"),
     Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling p-value (explore, after tau rounds)"),
+    Field("sent_to", (list,), "fair gossip", "the neighbours the peer sent its model to this round"),
+    Field("neighbour_psi", (dict, type(None)), "fair gossip", "the peer's psi of each neighbour (by id)"),
+    Field(
+        "neighbour_probability",
+        (dict, type(None)),
+        "fair gossip",
+        "each neighbour's chance to get the peer's model (exploit rounds)",
+    ),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
@@ -108,6 +137,9 @@ class Record(TypedDict, total=False):
     psi: float | None
     selection_probability: float | None
     explore_p_value: float | None
+    sent_to: list[int]
+    neighbour_psi: dict[str, float | None] | None
+    neighbour_probability: dict[str, float | None] | None
     train_s: float
     evaluate_s: float
 

@@ -11,7 +11,7 @@ per-node metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,18 +81,32 @@ def check_nodes(params: Mapping[str, Any], num_nodes: int) -> None:
         raise ValueError(f"strategy.params.ratio: {err}") from None
 
 
-FAIR = register_mechanism("fair", PARAMS, modes=("flower",), doc=DOC, check_nodes=check_nodes)
+FAIR = register_mechanism("fair", PARAMS, modes=("flower", "gossip"), doc=DOC, check_nodes=check_nodes)
 
 
 class FairMechanism:
     """The state of one fair-incentive run over nodes 0..N-1 (see :data:`DOC`)."""
 
-    def __init__(self, num_nodes: int, params: Mapping[str, Any], rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        num_nodes: int,
+        params: Mapping[str, Any],
+        rng: np.random.Generator,
+        candidates: Sequence[int] | None = None,
+    ) -> None:
+        """``candidates``: the nodes the exploit phase draws from (default: all, k = floor(ratio N)).
+        A gossip peer plays its own game with its neighbours but draws among them only, and at
+        least one whatever its degree: k = max(1, floor(ratio * len(candidates)))."""
         self.params = FAIR.bind(params)
-        check_nodes(self.params, num_nodes)
+        if candidates is None:  # a gossip peer's game is checked through its config's node count
+            check_nodes(self.params, num_nodes)
         self.num_nodes = num_nodes
         self.rng = rng
-        self.k = selection_size(self.params["ratio"], num_nodes)
+        self.candidates = np.arange(num_nodes) if candidates is None else np.array(sorted(set(candidates)))
+        if not len(self.candidates) or not set(self.candidates.tolist()) <= set(range(num_nodes)):
+            raise ValueError(f"candidates must be some of the nodes 0..{num_nodes - 1}; got {candidates}")
+        gossip = candidates is not None
+        self.k = selection_size(self.params["ratio"], len(self.candidates), at_least_one=gossip)
         self.stop = ExploreStop(
             num_nodes,
             rng,
@@ -120,9 +134,10 @@ class FairMechanism:
     def choose(self, round_: int) -> list[int]:
         """The nodes that get the global model and train in round ``round_``."""
         if self.exploring:
-            chosen = list(range(self.num_nodes))
+            chosen = [int(i) for i in self.candidates]
         else:
-            chosen = [int(i) for i in select_nodes(self.probabilities, self.k, self.rng)]
+            drawn = select_nodes(self.probabilities[self.candidates], self.k, self.rng)
+            chosen = [int(i) for i in self.candidates[drawn]]
         self._round = {"round": round_, "phase": self.phase, "chosen": chosen, "phi": None}
         return chosen
 
@@ -149,14 +164,22 @@ class FairMechanism:
             self._round["phi"] = phi
             if self.params["selection"] != "all" and self.stop.add(phi):
                 self.exploring = False
-                uniform = self.params["selection"] == "random"
-                self.probabilities = (
-                    np.full(self.num_nodes, 1.0 / self.num_nodes)
-                    if uniform
-                    else selection_probabilities(self.psi, self.params["beta"], self.params["floor"])
-                )
+                self.probabilities = self._probabilities()
         self._round["delivered"] = sorted(updates)
         return step
+
+    def _probabilities(self) -> FloatArray:
+        """Each node's chance to be drawn in the exploit phase (0 for a node not a candidate):
+        softmax(beta psi) with the floor over the candidates, or uniform ("random")."""
+        n = len(self.candidates)
+        if self.params["selection"] == "random":
+            drawn = np.full(n, 1.0 / n)
+        else:
+            psi = self.psi[self.candidates]
+            drawn = selection_probabilities(psi, self.params["beta"], self.params["floor"])
+        probabilities = np.zeros(self.num_nodes)
+        probabilities[self.candidates] = drawn
+        return probabilities
 
     def receivers(self) -> list[int]:
         """The nodes given the new global model at the end of the round: those that delivered."""

@@ -27,9 +27,12 @@ def selection_probabilities(psi: np.ndarray, beta: float, floor: float) -> Float
     return p / p.sum()
 
 
-def selection_size(ratio: float, num_nodes: int) -> int:
-    """k = floor(ratio * num_nodes), which must be at least 1."""
+def selection_size(ratio: float, num_nodes: int, *, at_least_one: bool = False) -> int:
+    """k = floor(ratio * num_nodes), which must be at least 1; with ``at_least_one`` a smaller k
+    becomes 1 (a gossip peer with few neighbours still rewards one)."""
     k = math.floor(ratio * num_nodes + 1e-9)
+    if at_least_one and num_nodes:
+        k = max(k, 1)
     if not 1 <= k <= num_nodes:
         raise ValueError(f"ratio {ratio} of {num_nodes} nodes selects {k} nodes; it must select 1..N")
     return k

@@ -4,7 +4,7 @@ Importing this package loads numpy only; torch or scikit-learn is imported when 
 kind is built (a torch peer never loads sklearn).
 """
 
-from .build import build_learner, node_dataset
+from .build import build_learner, node_dataset, stream_learner
 from .config import TaskConfig
 from .data import Dataset, load_dataset
 from .learner import Learner
@@ -18,4 +18,5 @@ __all__ = [
     "load_dataset",
     "node_dataset",
     "partition_indices",
+    "stream_learner",
 ]

@@ -121,3 +121,15 @@ def build_learner(
     from .torch_learner import TorchLearner
 
     return TorchLearner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng)
+
+
+def stream_learner(
+    task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int, previous: Learner
+) -> Learner:
+    """Node `node`'s learner on round `round_` of a streamed task (its chunk, the round's
+    evaluation set), carrying over the weights and minibatch-order state of `previous`: a gossip
+    peer's data changes every round, its model and its shuffle stream go on."""
+    learner = build_learner(task, node, num_nodes, seed, round_)
+    learner.set_weights(previous.get_weights())
+    learner.shuffle_state = previous.shuffle_state
+    return learner

@@ -41,7 +41,7 @@ class TaskConfig:
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
     `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
-    its partition and evaluates on every node's clean chunk t + 1 (Flower mode; 0 = no stream).
+    its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
     """
 
     dataset: str = "digits"
