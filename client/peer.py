@@ -335,24 +335,24 @@ class GossipPeer:
         self, round_: int, arrays: list, alive: set[int], deadline: float, recipients: set[int]
     ) -> dict[int, futures.Future]:
         """Queue this round's model for the `recipients`, a notice that none comes for the other
-        neighbours; return the sends by node.
+        neighbours; return the sends (and notices, 0 bytes) by node.
 
         Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
         starts late still gets round 1; the others get one fail-fast attempt.
         """
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         notice = gossip_pb2.WithholdNotice(sender=self.peer.id, round=round_)
-        for node in self.senders.keys() - recipients:
-            self.senders[node].withhold(notice, deadline, wait=node in alive)
         return {
             node: sender.send(chunks, deadline, wait=node in alive)
-            for node, sender in self.senders.items()
             if node in recipients
+            else sender.withhold(notice, deadline, wait=node in alive)
+            for node, sender in self.senders.items()
         }
 
     @staticmethod
     def _delivered(pending: dict[int, futures.Future], heard: Collection[int], until: float) -> int:
-        """Bytes of this round's model delivered to the neighbours heard from in time this round.
+        """Bytes of this round's model delivered to the neighbours heard from in time this round
+        (their model or their notice that none comes; a notice of ours counts 0 bytes).
 
         Those neighbours are in step and accept at once, so the wait is short; it is bounded by
         `until` (a monotonic time): a neighbour that froze right after its push holds nobody. In

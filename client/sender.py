@@ -76,10 +76,12 @@ class NeighbourSender:
             self._cond.notify()
         return job.result
 
-    def withhold(self, notice: gossip_pb2.WithholdNotice, deadline: float, *, wait: bool) -> None:
+    def withhold(self, notice: gossip_pb2.WithholdNotice, deadline: float, *, wait: bool) -> futures.Future:
         """Tell the neighbour that no model comes from this peer in `notice.round` (fair gossip),
         without holding the caller: one unary call, its reply handled like a push's, a failure
-        logged (the neighbour then waits for the model as for a silent one, up to its timeout)."""
+        logged (the neighbour then waits for the model as for a silent one, up to its timeout).
+        The future is done (0 bytes) when the call is."""
+        done: futures.Future = futures.Future()
         timeout = max(self._min_timeout, deadline - time.monotonic())
         try:
             call = self._stub.Withhold.future(
@@ -87,19 +89,19 @@ class NeighbourSender:
             )
         except Exception as err:  # a closed channel at shutdown, never a crash of the round loop
             log.warning("notice to node %d failed: %s", self.node, err)
-            return
-        call.add_done_callback(self._withheld)
+            done.set_result(0)
+            return done
+        call.add_done_callback(lambda call: self._withheld(call, done))
+        return done
 
-    def _withheld(self, call: grpc.Future) -> None:
+    def _withheld(self, call: grpc.Future, done: futures.Future) -> None:
         try:
-            reply = call.result()
+            self._on_reply(self.node, call.result())
         except grpc.RpcError as err:
             log.warning("notice to node %d failed: %s %s", self.node, err.code().name, err.details())
-            return
         except Exception as err:  # cancelled at shutdown
             log.warning("notice to node %d failed: %s", self.node, err)
-            return
-        self._on_reply(self.node, reply)
+        done.set_result(0)
 
     def close(self) -> None:
         """Stop the thread after the push in progress; a model still waiting is dropped."""

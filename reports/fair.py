@@ -38,11 +38,52 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def _last(rows: list[dict[str, Any]], node: int, key: str) -> Any:
+    """The last non-null `key` of `node`'s rows (None if it has none)."""
+    return next((r[key] for r in reversed(rows) if r["node"] == node and r.get(key) is not None), None)
+
+
+def gossip_views(rows: list[dict[str, Any]]) -> dict[int, dict[int, float]]:
+    """Fair gossip: each peer's final psi of each of its neighbours (peer -> neighbour -> psi);
+    empty for a Flower run."""
+    views = {n: _last(rows, n, "neighbour_psi") for n in sorted({r["node"] for r in rows})}
+    return {
+        n: {int(j): float(v) for j, v in view.items() if v is not None} for n, view in views.items() if view
+    }
+
+
+def final_psi(rows: list[dict[str, Any]]) -> dict[int, float | None]:
+    """Each node's final psi: its own (Flower: the coordinator's psi of it); in fair gossip its
+    reputation, the mean of its neighbours' psi of it (a peer's own psi is its value in its own
+    game, not comparable across peers)."""
+    nodes = sorted({r["node"] for r in rows})
+    views = gossip_views(rows)
+    if not views:
+        return {n: _last(rows, n, "psi") for n in nodes}
+    held = {n: [view[n] for view in views.values() if n in view] for n in nodes}
+    return {n: float(np.mean(held[n])) if held[n] else None for n in nodes}
+
+
+def local_psi_noise(views: dict[int, dict[int, float]], noise: list[float]) -> float | None:
+    """Fair gossip: the mean over peers of the Pearson correlation of their neighbours' noise with
+    their psi of them (peers with fewer than 3 neighbours or constant sides are left out)."""
+    per_peer = [
+        pearson([noise[j] for j in view], list(view.values()))
+        for view in views.values()
+        if all(j < len(noise) for j in view)
+    ]
+    kept = [c for c in per_peer if c is not None]
+    return float(np.mean(kept)) if kept else None
+
+
 def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
     """The fair object of summary.json (None unless strategy.name is "fair"):
 
-    fairness: Pearson correlation of each node's final psi with its mean own-model accuracy over
-    the exploit phase (all rounds without one); psi_noise_correlation; noise_accuracy_correlation;
+    fairness: Pearson correlation of each node's final psi (`final_psi`: in fair gossip its
+    reputation) with its mean own-model accuracy over the exploit phase (all rounds without one);
+    psi_noise_correlation (fair gossip adds psi_noise_correlation_local, `local_psi_noise`, and
+    the fewest and most explore rounds of a peer; explore_rounds counts the rounds any explored);
+    noise_accuracy_correlation;
     staleness_correlation: psi against the node's mean staleness over the exploit phase;
     explore_rounds; equality: std and max-min spread of node accuracies in the last round, the
     least-squares slope of the spread per exploit round, and the mean spread over the first and
@@ -57,26 +98,33 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     nodes = sorted({r["node"] for r in rows})
     explore = sorted({r["round"] for r in rows if r.get("phase") == "explore"})
     exploit_rows = [r for r in rows if r.get("phase") == "exploit"]
-    phase_rows = exploit_rows or rows
-    psi = {
-        n: next((r["psi"] for r in reversed(rows) if r["node"] == n and r.get("psi") is not None), None)
-        for n in nodes
+    # a node's exploit rows (all its rows without any: a gossip peer may never stop exploring)
+    mine = {
+        n: [r for r in exploit_rows if r["node"] == n] or [r for r in rows if r["node"] == n] for n in nodes
     }
-    accuracy = {n: float(np.mean([r["test_accuracy"] for r in phase_rows if r["node"] == n])) for n in nodes}
-    staleness = {
-        n: float(np.mean([r.get("staleness", 0) for r in phase_rows if r["node"] == n])) for n in nodes
-    }
-    selected = {
-        n: float(np.mean([bool(r.get("selected")) for r in phase_rows if r["node"] == n])) for n in nodes
-    }
+    psi = final_psi(rows)
+    accuracy = {n: float(np.mean([r["test_accuracy"] for r in mine[n]])) for n in nodes}
+    staleness = {n: float(np.mean([r.get("staleness", 0) for r in mine[n]])) for n in nodes}
+    selected = {n: float(np.mean([bool(r.get("selected")) for r in mine[n]])) for n in nodes}
     known = [n for n in nodes if psi[n] is not None and n < len(noise)]
-    groups = by_round(phase_rows)
+    # the spread of every node's accuracy in each round some node exploits (gossip peers leave the
+    # explore phase each on its own; in Flower mode all at once)
+    exploit_rounds = {r["round"] for r in exploit_rows}
+    groups = by_round([r for r in rows if r["round"] in exploit_rounds] or rows)
     spreads = {k: float(np.ptp([r["test_accuracy"] for r in g])) for k, g in groups.items()}
     last = list(groups.values())[-1]
     trend = None
     if exploit_rows and len(spreads) >= 2:
         trend = float(np.polyfit(list(spreads), list(spreads.values()), 1)[0])
     values = list(spreads.values())
+    views = gossip_views(rows)
+    gossip = {}
+    if views:  # each peer leaves the explore phase on its own
+        own = [sum(r["node"] == n and r.get("phase") == "explore" for r in rows) for n in nodes]
+        gossip = {
+            "psi_noise_correlation_local": _round(local_psi_noise(views, noise)),
+            "explore_rounds_per_peer": [min(own), max(own)],
+        }
     return {
         "selection": config.get("strategy", {}).get("params", {}).get("selection", "fair"),
         "explore_rounds": len(explore),
@@ -87,6 +135,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
             pearson([noise[n] for n in known], [accuracy[n] for n in known])
         ),
         "staleness_correlation": _round(pearson([psi[n] for n in known], [staleness[n] for n in known])),
+        **gossip,
         "noise_kind": kind,
         "equality": {
             "std_end": _round(float(np.std([r["test_accuracy"] for r in last]))),
@@ -120,14 +169,13 @@ def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str |
     top = max(noise, default=0.0) or 1.0
     colours = plt.get_cmap("viridis")
     fig, (curves, scatter) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
-    psi = {}
+    psi = final_psi(rows)
     for n in nodes:
         mine = sorted((r["round"], r["test_accuracy"]) for r in rows if r["node"] == n)
         level = noise[n] if n < len(noise) else 0.0
         curves.plot(
             *zip(*mine, strict=True), color=colours(level / top), linewidth=1.1, label=f"{n}: {level:.2f}"
         )
-        psi[n] = next((r["psi"] for r in reversed(rows) if r["node"] == n and r.get("psi") is not None), None)
     explore = [r["round"] for r in rows if r.get("phase") == "explore"]
     if explore and any(r.get("phase") == "exploit" for r in rows):
         curves.axvline(max(explore) + 0.5, color="k", linestyle="--", linewidth=1, label="end of explore")
