@@ -2,7 +2,9 @@
 
 Synchronous rounds: train, push the model to every neighbour, wait (up to the round timeout) for
 the neighbours' models of this round, merge them in sender order with the configured strategy,
-evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
+evaluate, emit a metrics record. The strategy's round plan (`fedgossip.client.rounds`) may stream
+the data, send the model to some neighbours only (the others get a notice that none comes, so
+they do not wait for it: fair gossip) and add fields to the record. A neighbour that missed a round is not waited for again until it
 is heard from again (a model one round late counts: it stands in for this round's), so a dead or
 frozen peer costs its neighbours one timeout, not one per round.
 

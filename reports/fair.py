@@ -193,7 +193,8 @@ def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str |
     )
     for n in known:
         scatter.annotate(str(n), (noise[n], psi[n]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    scatter.set(xlabel=f"{kind} noise level", ylabel="psi (mean contribution)", title="contribution vs noise")
+    measure = "psi: mean of the neighbours' psi" if gossip_views(rows) else "psi (mean contribution)"
+    scatter.set(xlabel=f"{kind} noise level", ylabel=measure, title="contribution vs noise")
     scatter.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

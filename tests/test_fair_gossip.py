@@ -198,12 +198,12 @@ def test_a_fair_gossip_run_sends_to_k_selected_neighbours_and_nobody_waits(tmp_p
     result = run_cli("run", "--out", str(tmp_path / "run"), *[a for s in settings for a in ("--set", s)])
     wall = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    records = metrics(tmp_path / "run")
-    assert len(records) == peers * rounds
-    by = {(r["node"], r["round"]): r for r in records}
+    rows = metrics(tmp_path / "run")
+    assert len(rows) == peers * rounds
+    by = {(r["node"], r["round"]): r for r in rows}
     config = load_config(tmp_path / "run" / "config.toml")
     model_bytes = by[0, 1]["bytes_sent"] // (peers - 1)
-    for r in records:
+    for r in rows:
         node, round_ = r["node"], r["round"]
         others = sorted(set(range(peers)) - {node})
         assert {"phase", "selected", "staleness", "contribution", "psi", "explore_p_value"} <= r.keys()
