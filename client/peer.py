@@ -2,11 +2,13 @@
 
 Synchronous rounds: train, push the model to every neighbour, wait (up to the round timeout) for
 the neighbours' models of this round, merge them in sender order with the configured strategy,
-evaluate, emit a metrics record. The strategy's round plan (`fedgossip.client.rounds`) may stream
-the data, send the model to some neighbours only (the others get a notice that none comes, so
-they do not wait for it: fair gossip) and add fields to the record. A neighbour that missed a round is not waited for again until it
+evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
 is heard from again (a model one round late counts: it stands in for this round's), so a dead or
 frozen peer costs its neighbours one timeout, not one per round.
+
+The strategy's round plan (`fedgossip.client.rounds`) may stream the data, push the model to some
+neighbours only (the others get a notice that none comes, so they do not wait for it: fair
+gossip) and add fields to the record.
 
 Nothing from the network or from training crashes a peer: a merge or a training step that yields
 non-finite values is discarded (the node keeps its previous model) and recorded; only repeated

@@ -18,24 +18,21 @@ from fedgossip.client.inbox import Inbox
 from fedgossip.client.rounds import RoundPlan, round_plan
 from fedgossip.client.security import TOKEN_KEY
 from fedgossip.client.wire import ModelMessage, encode
-from fedgossip.config import PeerSection, load_config
+from fedgossip.config import load_config
 from fedgossip.proto import gossip_pb2
 from fedgossip.strategies.fair import FairMechanism
 from fedgossip.strategies.selection import selection_probabilities, selection_size
 from fedgossip.tasks import node_dataset
 
 from .helpers import (
-    loopback_ports,
     metrics,
     run_cli,
     sink_neighbour,
-    start_peer,
     stub_for,
     wait_exit,
     wait_healthy,
-    write_node_config,
 )
-from .test_peer_input import neighbour_model, records
+from .test_peer_input import neighbour_model, records, start_token_peer
 
 FIXED = {"stopping": "fixed", "explore_rounds": 2, "shapley": "exact", "ratio": 0.5}
 
@@ -144,13 +141,7 @@ def test_a_peer_sent_notices_does_not_wait_and_refuses_bad_ones(tmp_path):
         f"experiment.round_timeout={timeout}",
         "nodes.count=2",
     ]
-    port, neighbour = loopback_ports(2)
-    token = tmp_path / "token"
-    token.write_text("s3cret")
-    peer = PeerSection(
-        id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"}, token_file=str(token)
-    )
-    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task), tmp_path / "node-0.log")
+    child, port, neighbour = start_token_peer(tmp_path, task)
     try:
         with sink_neighbour(neighbour):
             stub = stub_for(f"127.0.0.1:{port}")

@@ -53,15 +53,21 @@ def records(log) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-@pytest.mark.timeout(90)
-def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
+def start_token_peer(tmp_path, task=TASK):
+    """Peer 0 with token "s3cret" and neighbour 1 (the test plays it); returns it and both ports."""
     port, neighbour = loopback_ports(2)
     token = tmp_path / "token"
     token.write_text("s3cret")
     peer = PeerSection(
         id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"}, token_file=str(token)
     )
-    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *TASK), tmp_path / "node-0.log")
+    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task), tmp_path / "node-0.log")
+    return child, port, neighbour
+
+
+@pytest.mark.timeout(90)
+def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
+    child, port, neighbour = start_token_peer(tmp_path)
     with sink_neighbour(neighbour) as node_1:  # we play node 1: receive its pushes, send ours
         _bad_pushes_then_good_ones(child, port)
     assert node_1.pushes == 2
