@@ -25,9 +25,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
-from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record, specs_of
+from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record
 from fedgossip.server.strategies import NodesMissing, build_strategy
 
 Emit = Callable[[dict[str, Any]], None]
