@@ -138,7 +138,7 @@ def model_norm(arrays: Iterable[np.ndarray]) -> float:
     for array in arrays:
         flat = np.asarray(array).reshape(-1)
         for start in range(0, flat.size, NORM_BLOCK):
-            block = flat[start : start + NORM_BLOCK].astype(np.float64)
+            block = flat[start : start + NORM_BLOCK].astype(np.float64, copy=False)
             total += float(np.dot(block, block))
     return total**0.5
 
@@ -151,6 +151,7 @@ def check_norm(arrays: Iterable[np.ndarray], *, ratio: float, own_norm: float) -
 
 
 def _check_dtype(dtype: np.dtype, spec: TensorSpec, exact: bool) -> None:
+    """An array's dtype against its spec: the same, or (not `exact`) one the receiver can cast."""
     want = np.dtype(spec.dtype)
     if exact:
         if dtype.str != spec.dtype:
@@ -167,6 +168,7 @@ def _name(dtype: np.dtype) -> str:
 
 
 def _mismatch(spec: TensorSpec, must: str, got: str) -> None:
+    """Raise the one message of a tensor unlike its spec: what it must be, what came instead."""
     raise ModelRejected(f"weight {spec.name} does not match: it must {must}, got {got}")
 
 
