@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 MAX_TENSORS = 10_000  # more tensors than any model has: refused before they are compared
-NORM_BLOCK = 1 << 20  # values per float64 block when summing squares (no full-size float64 copy)
+NORM_BLOCK = 1 << 18  # values per float64 block when summing squares (no full-size float64 copy)
 
 
 class ModelRejected(ValueError):
