@@ -17,7 +17,6 @@ process those started, is stopped by PID on completion, error and Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from fedgossip.launcher.processes import Child, free_ports, supervised
 from fedgossip.launcher.proctree import ProcessTracker
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
+from fedgossip.schema.records import SERVER, SERVER_EVENTS, LineTail, check_event
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUPERLINK_ATTEMPTS = 3
@@ -52,13 +52,16 @@ class EventSink:
         self.rounds_done = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
+        event = check_event(event, SERVER_EVENTS)  # type: ignore[assignment]
+        if event is None:
+            return
+        kind = event["type"]
         if kind == "record" and isinstance(event.get("record"), dict):
             record = event["record"]
             self.results.append(record)
             if isinstance(record.get("node"), int) and record.get("test_accuracy") is not None:
                 self.bar.record(record)
-            elif record.get("node") == "server":
+            elif record.get("node") == SERVER:
                 self.rounds_done = max(self.rounds_done, int(record.get("round", 0)))
         elif kind == "started":
             self.outcome.startup_s = round(time.time() - self.started, 3)
@@ -76,35 +79,6 @@ class EventSink:
         elif kind == "done":
             self.done = True
             self.info.update({f"serverapp_{k}": v for k, v in event.items() if k != "type"})
-
-
-class RecordsTail:
-    """Reads the JSON lines the ServerApp appends to the records file, complete lines only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as stream:
-                stream.seek(self.offset)
-                data = stream.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
 
 
 def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
@@ -218,7 +192,7 @@ def _run_engine(
     rt.write_connection(files.home, address, security.ca)
     env = rt.flower_env(files.home, config.task.threads)
     tracker = ProcessTracker()
-    tail = RecordsTail(files.records)
+    tail = LineTail(files.records)
     run_id: int | None = None
     with supervised() as children:
         try:
@@ -302,7 +276,7 @@ def _follow(
     run_id: int,
     children: list[Child],
     tracker: ProcessTracker,
-    tail: RecordsTail,
+    tail: LineTail,
     sink: EventSink,
     env: dict[str, str],
     started: float,

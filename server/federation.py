@@ -18,20 +18,17 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.schema.records import Emit
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record
 from fedgossip.server.strategies import NodesMissing, build_strategy
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 class HandshakeFailed(RuntimeError):

@@ -414,13 +414,13 @@ def test_a_folder_that_existed_is_kept_with_what_it_held(tmp_path):
 
 def test_a_started_run_is_never_discarded(tmp_path):
     folder = ResultsFolder(tmp_path / "run", load_config())
-    folder.append({"node": 0, "round": 1})
+    folder.append(_record(0, 1, 0.5))
     assert not folder.discard_unstarted()
-    assert read_records(folder.path) == [{"node": 0, "round": 1}]
+    assert read_records(folder.path) == [_record(0, 1, 0.5)]
     folder.close()
     with pytest.raises(ValueError, match="already holds a run"):
         ResultsFolder(tmp_path / "run", load_config())
-    assert read_records(tmp_path / "run") == [{"node": 0, "round": 1}]
+    assert read_records(tmp_path / "run") == [_record(0, 1, 0.5)]
 
 
 # --- readers ------------------------------------------------------------------------------------
