@@ -45,6 +45,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.schema.tensors import is_finite
 from fedgossip.server import protocol as p
 
 log = logging.getLogger("fedgossip.clientapp")
@@ -173,7 +174,7 @@ def train(message: Message, context: Context) -> Message:
         loss = float(learner.train(mu=_proximal_mu(message)))
         seconds = time.perf_counter() - started
         weights = learner.get_weights()
-        bad = sum(not np.isfinite(w).all() for w in weights)
+        bad = sum(not is_finite(w) for w in weights)
         if bad or not np.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "

@@ -27,9 +27,10 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.schema.records import Emit
+from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
-from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record, specs_of
+from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record
 from fedgossip.server.strategies import NodesMissing, build_strategy
 from fedgossip.tasks.stream import wrap_notice
 
