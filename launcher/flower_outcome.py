@@ -38,8 +38,9 @@ class LaunchError(RuntimeError):
 
 
 def checked(action: Callable[[], T]) -> T:
-    """`action()`, its RuntimeError (a Flower process or `flwr` call failing) as a LaunchError."""
+    """`action()`, its RuntimeError or TimeoutError (a Flower process or `flwr` call failing or not
+    answering) as a LaunchError."""
     try:
         return action()
-    except RuntimeError as err:
+    except (RuntimeError, TimeoutError) as err:
         raise LaunchError(str(err)) from None

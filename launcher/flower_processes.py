@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from fedgossip.launcher.flower_files import FlowerFiles, write_connection
 from fedgossip.launcher.flower_security import Security
 from fedgossip.launcher.flwr_cli import executable
+from fedgossip.launcher.polling import poll_until
 from fedgossip.launcher.processes import LOOPBACK, Child, free_ports
 from fedgossip.launcher.proctree import ProcessTracker
 from fedgossip.launcher.results import ResultsFolder
@@ -26,6 +26,7 @@ from fedgossip.server import protocol as p
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUPERLINK_ATTEMPTS = 3
+HEALTH_POLL_S = 0.2
 
 
 def superlink_argv(port: int, security: Security, *, simulation: bool = False) -> list[str]:
@@ -79,22 +80,23 @@ def supernode_argv(
     return argv
 
 
-def wait_ready(port: int, security: Security, child: Child, timeout: float) -> float:
-    """Wait until the SuperLink at LOOPBACK:port answers /health; seconds waited. Raises
-    RuntimeError if the process exits or the deadline passes."""
+def wait_ready(port: int, security: Security, child: Child, timeout: float) -> None:
+    """Wait until the SuperLink at LOOPBACK:port answers /health. RuntimeError if the process exits
+    first, TimeoutError once `timeout` seconds passed."""
     scheme = "https" if security.tls else "http"
     context = ssl.create_default_context(cafile=str(security.ca)) if security.tls else None
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
+    url = f"{scheme}://{LOOPBACK}:{port}/health"
+
+    def answers() -> bool:
         if child.poll() is not None:
             raise RuntimeError(f"{child.name} exited with {child.poll()} while starting: {tail(child, 3)}")
         try:
-            with urllib.request.urlopen(f"{scheme}://{LOOPBACK}:{port}/health", timeout=1.0, context=context):
-                return time.monotonic() - started
+            with urllib.request.urlopen(url, timeout=1.0, context=context):
+                return True
         except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{child.name} did not answer on {LOOPBACK}:{port} within {timeout:.0f}s")
+            return False
+
+    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {LOOPBACK}:{port}")
 
 
 def start_superlink(
@@ -112,7 +114,8 @@ def start_superlink(
     SuperNodes), point FLWR_HOME's connection at it, and wait until it answers; return the ports.
 
     A free port can be taken before the SuperLink binds it: a SuperLink that exits while starting
-    is retried on fresh ports (SUPERLINK_ATTEMPTS in all). RuntimeError when it never answers."""
+    is retried on fresh ports (SUPERLINK_ATTEMPTS in all). RuntimeError when it keeps exiting,
+    TimeoutError when it does not answer in time."""
     attempts = 0
     while True:
         attempts += 1
@@ -129,7 +132,7 @@ def start_superlink(
         try:
             wait_ready(ports[0], security, superlink, timeout)
             return ports
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):
             if superlink.poll() is None or attempts == SUPERLINK_ATTEMPTS:
                 raise
             children.remove(superlink)
