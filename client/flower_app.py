@@ -3,7 +3,8 @@ the gossip peer (`fedgossip.tasks.build_learner`).
 
 The experiment comes from the run config (see `fedgossip.server.protocol`), the node's partition
 from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
-what must survive rounds (the node's minibatch-order generator) is kept in `context.state`.
+what must survive rounds (the node's minibatch-order generator, and its own values of the local
+tensors: BatchNorm running statistics) is kept in `context.state`.
 
 Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
@@ -11,6 +12,10 @@ Messages:
   the config carries `proximal-mu`), reply the weights, train loss and example count. Non-finite
   weights (a diverged run) are refused here, never sent.
 - evaluate: install the global model and reply its loss and accuracy on the global test set.
+
+Installing the global model keeps the node's own local tensors once it has trained (as a gossip
+peer's merge does, and as VCA's paper keeps running statistics local); the first time, the global
+ones are taken. Replies still carry them; nodes never use the server's aggregate of them after that.
 
 Any failure is answered with an error reply whose reason names the node and the cause.
 
@@ -80,20 +85,30 @@ def _learner(config: ExperimentConfig, partition: int, context: Context):
     return learner
 
 
-def _save_state(learner, context: Context) -> None:
+def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
+    """Keep the minibatch-order generator and the node's own local tensors (of `weights`, the
+    trained model) in `context.state` for the next message."""
     context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state)})
+    local = learner.local_names
+    if local:
+        context.state[p.LOCAL_TENSORS] = ArrayRecord(
+            {n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True) if n in local}
+        )
 
 
-def _install(learner, message: Message) -> None:
+def _install(learner, message: Message, context: Context) -> None:
     """Put the global model of `message` into the learner, checking names (the learner checks
-    shapes, dtypes and finiteness)."""
+    shapes, dtypes and finiteness), with the local tensors this node saved, if any, instead of the
+    global ones."""
     record = message.content.array_records.get(p.ARRAYS)
     if record is None:
         raise ValueError(f"the message carries no {p.ARRAYS!r} ArrayRecord")
     names = list(record.keys())
     if names != list(learner.names):
         raise ValueError(f"the model's tensors {names} are not this task's {list(learner.names)}")
-    learner.set_weights([array.numpy() for array in record.values()])
+    own = context.state.array_records.get(p.LOCAL_TENSORS)
+    local = learner.local_names if own is not None else frozenset()
+    learner.set_weights([(own[n] if n in local and n in own else a).numpy() for n, a in record.items()])
 
 
 def _proximal_mu(message: Message) -> float:
@@ -142,7 +157,7 @@ def train(message: Message, context: Context) -> Message:
     def work() -> RecordDict:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context)
-        _install(learner, message)
+        _install(learner, message, context)
         started = time.perf_counter()
         loss = float(learner.train(mu=_proximal_mu(message)))
         seconds = time.perf_counter() - started
@@ -153,7 +168,7 @@ def train(message: Message, context: Context) -> Message:
                 f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
                 f"{len(weights)} tensors); lower task.learning_rate"
             )
-        _save_state(learner, context)
+        _save_state(learner, context, weights)
         arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
         metrics = MetricRecord(
             {
@@ -174,7 +189,7 @@ def evaluate(message: Message, context: Context) -> Message:
     def work() -> RecordDict:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context)
-        _install(learner, message)
+        _install(learner, message, context)
         loss, accuracy = learner.evaluate()
         metrics = MetricRecord(
             {

@@ -143,7 +143,9 @@ def run_federation(
         initial = evaluator.initial_arrays()
         recorder = RecordingGrid(grid, labels, specs_of(initial))
         if strategy is None:
-            strategy = build_strategy(config, labels, node_wait=flower.startup_timeout)
+            strategy = build_strategy(
+                config, labels, node_wait=flower.startup_timeout, local_names=evaluator.learner.local_names
+            )
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             loss, accuracy = evaluator.evaluate(arrays)

@@ -50,6 +50,7 @@ TEST_LOSS = "test_loss"
 TEST_ACCURACY = "test_accuracy"
 STATE = "fedgossip"  # ConfigRecord in context.state: per-node state that survives rounds
 SHUFFLE_STATE = "shuffle-state"
+LOCAL_TENSORS = "fedgossip-local"  # ArrayRecord in context.state: the node's own local tensors (BatchNorm)
 
 # The built-in experiment of a bare `flwr run .` (no config-toml): the quickstart, federated.
 DEFAULT_OVERRIDES = (
