@@ -42,12 +42,24 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
 
 
 def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a node process: BLAS/OpenMP capped at `threads`, plus `extra`."""
+    """The environment of a node process: BLAS/OpenMP capped at `threads`, plus `extra`, with the
+    launch directory importable (`import_path`) wherever the child runs."""
     env = dict(os.environ)
     env.update({name: str(threads) for name in THREAD_ENV})
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
+    env["PYTHONPATH"] = import_path(env.get("PYTHONPATH", ""))
     return env
+
+
+def import_path(pythonpath: str) -> str:
+    """`pythonpath` for a process that may run in another directory (Flower's processes run in
+    the results folder): every entry made absolute against the launch directory, and the launch
+    directory itself appended, so a user's `package.module:function` found from where the user
+    launched is found in every process of the run."""
+    here = os.getcwd()
+    entries = [os.path.abspath(entry) for entry in pythonpath.split(os.pathsep) if entry]
+    return os.pathsep.join(dict.fromkeys([*entries, here]))
 
 
 class Child:
