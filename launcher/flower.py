@@ -102,7 +102,12 @@ class RecordsTail:
 
 
 def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
-    """Run the Flower experiment on its configured engine and return the outcome."""
+    """Run the Flower experiment on its configured engine and return the outcome. The strategy's
+    arguments are checked first (ValueError: too few nodes per round for krum, a user's rule that
+    does not import), as the ServerApp will, so that a bad config starts nothing."""
+    from fedgossip.server.strategies import strategy_arguments
+
+    strategy_arguments(config)
     started = time.time()
     outcome = FlowerOutcome()
     per_round = _nodes_per_round(config)

@@ -261,13 +261,8 @@ def strategy_arguments(config: ExperimentConfig) -> dict[str, Any]:
         raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
     if isinstance(entry, Rule):
         sampled = max(int(nodes * flower.fraction_train), minimum)
-        needed = entry.min_models(strategy.params) if entry.min_models else 1
-        if sampled < needed:
-            raise ValueError(
-                f"strategy {name!r} with params {strategy.params} needs {needed} models per round; "
-                f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} "
-                f"give {sampled}"
-            )
+        given = f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} give {sampled}"
+        entry.check_enough(strategy.params, sampled, f"round; {given}")
         return {**kwargs, "params": strategy.params}
     return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}
 
