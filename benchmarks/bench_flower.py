@@ -39,6 +39,7 @@ import numpy as np
 from fedgossip.launcher.processes import child_env
 from fedgossip.launcher.proctree import descendants
 from fedgossip.reports import read_records
+from fedgossip.schema.records import read_lines
 from fedgossip.server.protocol import load_model
 
 DEPLOYMENT = [
@@ -248,7 +249,7 @@ def bench_simulation(root: Path, clients: int, rounds: int) -> None:
     handshake = next(
         (
             e.get("handshake_s")
-            for e in map(json.loads, (out / "flower" / "records.jsonl").open())
+            for e in read_lines(out / "flower" / "records.jsonl")
             if e.get("type") == "started"
         ),
         None,

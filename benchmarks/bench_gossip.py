@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from fedgossip.launcher.processes import child_env, free_ports
+from fedgossip.reports import read_records
+from fedgossip.schema.records import decode
 
 P2PFL_SECONDS_PER_ROUND = {3: 5.0, 8: 10.0}
 MODELS = {"digits": ("linear", "mlp"), "hf": ("mlp", "lenet5")}
@@ -71,7 +73,7 @@ def launch(out: Path, *overrides: str) -> tuple[dict, list[dict], dict[int, floa
     if launcher.returncode != 0:
         raise SystemExit(f"run failed ({launcher.returncode}): {launcher.stderr.read().decode()[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_records(out)
     return summary, records, peak
 
 
@@ -186,7 +188,7 @@ def bench_startup(tmp: Path, dataset: str = "digits") -> None:
             )
             try:
                 for line in process.stdout:
-                    if json.loads(line).get("type") == "ready":
+                    if (decode(line) or {}).get("type") == "ready":
                         samples.append(time.perf_counter() - started)
                         break
             finally:

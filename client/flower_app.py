@@ -12,6 +12,10 @@ Messages:
   the config carries `proximal-mu`), reply the weights, train loss and example count. Non-finite
   weights (a diverged run) are refused here, never sent.
 - evaluate: install the global model and reply its loss and accuracy on the global test set.
+  Strategy fair: a model flagged `keep-model` is kept in `context.state` as the node's own model,
+  and a message without a model evaluates that kept one.
+With a streamed task (task.stream_chunks), train and evaluate use the data of the message's
+`server-round` (the node's chunk; the round's evaluation set as test set).
 
 Installing the global model keeps the node's own local tensors once it has trained (as a gossip
 peer's merge does, and as VCA's paper keeps running statistics local); the first time, the global
@@ -74,11 +78,25 @@ def node_setup(context: Context) -> tuple[ExperimentConfig, int]:
     return config, p.node_partition(context.node_config, config.nodes.count)
 
 
-def _learner(config: ExperimentConfig, partition: int, context: Context):
-    """This node's learner, its minibatch-order generator restored from `context.state`."""
+def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
+    """The round whose data a streamed task uses (the message's `server-round`); None unstreamed."""
+    if not config.task.stream_chunks:
+        return None
+    record = message.content.config_records.get(p.CONFIG)
+    round_ = record.get(p.SERVER_ROUND) if record is not None else None
+    if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+        raise ValueError(f"a streamed task needs the message's {p.SERVER_ROUND} (>= 1); got {round_!r}")
+    return round_
+
+
+def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
+    """This node's learner (on the message's round of a streamed task), its minibatch-order
+    generator restored from `context.state`."""
     from fedgossip.tasks import build_learner
 
-    learner = build_learner(config.task, partition, config.nodes.count, config.experiment.seed)
+    learner = build_learner(
+        config.task, partition, config.nodes.count, config.experiment.seed, _stream_round(config, message)
+    )
     state = context.state.config_records.get(p.STATE)
     if state is not None and p.SHUFFLE_STATE in state:
         learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
@@ -96,11 +114,19 @@ def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
         )
 
 
-def _install(learner, message: Message, context: Context) -> None:
-    """Put the global model of `message` into the learner, checking names (the learner checks
-    shapes, dtypes and finiteness), with the local tensors this node saved, if any, instead of the
-    global ones."""
+def _install(learner, message: Message, context: Context, *, evaluating: bool = False) -> None:
+    """Put the model of `message` into the learner, checking names (the learner checks shapes,
+    dtypes and finiteness), with the local tensors this node saved, if any, instead of the
+    message's. When `evaluating`: a message without a model means the node's own kept model, and
+    one flagged `keep-model` becomes it (strategy fair)."""
     record = message.content.array_records.get(p.ARRAYS)
+    config = message.content.config_records.get(p.CONFIG)
+    if evaluating and record is None:
+        record = context.state.array_records.get(p.KEPT_MODEL)
+        if record is None:
+            raise ValueError("the message carries no model and this node keeps none")
+    elif evaluating and config is not None and config.get(p.KEEP_MODEL):
+        context.state[p.KEPT_MODEL] = record
     if record is None:
         raise ValueError(f"the message carries no {p.ARRAYS!r} ArrayRecord")
     names = list(record.keys())
@@ -156,7 +182,7 @@ def train(message: Message, context: Context) -> Message:
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context)
+        learner = _learner(config, partition, context, message)
         _install(learner, message, context)
         started = time.perf_counter()
         loss = float(learner.train(mu=_proximal_mu(message)))
@@ -184,12 +210,13 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Loss and accuracy of the global model on the global held-out test set."""
+    """Loss and accuracy of the message's (or the kept) model on the test set: the global held-out
+    one, or the round's evaluation set of a streamed task."""
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context)
-        _install(learner, message, context)
+        learner = _learner(config, partition, context, message)
+        _install(learner, message, context, evaluating=True)
         loss, accuracy = learner.evaluate()
         metrics = MetricRecord(
             {

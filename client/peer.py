@@ -17,13 +17,11 @@ Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
-import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from concurrent import futures
 from typing import Any, TextIO
 
@@ -55,11 +53,11 @@ from fedgossip.client.wire import (
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.schema.records import Emit, LineWriter, record
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
 
-Emit = Callable[[dict[str, Any]], None]
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
 
@@ -71,11 +69,6 @@ class Diverged(Exception):
 def finite(arrays: Sequence[np.ndarray]) -> bool:
     """Whether every value of a model is finite."""
     return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
-
-
-def _number(value: float | None) -> float | None:
-    """A metric as JSON can carry it: non-finite values become null."""
-    return value if value is not None and math.isfinite(value) else None
 
 
 class GossipPeer:
@@ -196,19 +189,21 @@ class GossipPeer:
             emit(
                 {
                     "type": "round",
-                    "node": self.peer.id,
-                    "round": round_,
-                    "time_s": round(time.time() - self.run_start, 4),
-                    "train_loss": _number(train_loss),
-                    "test_loss": _number(test_loss),
-                    "test_accuracy": _number(test_accuracy),
-                    "num_examples": self.learner.num_examples,
-                    "bytes_sent": sent,
-                    "bytes_received": sum(m.nbytes for m in messages),
-                    "neighbours_heard": heard,
-                    "merged": 0 if discarded else len(messages),
-                    "refused": self.inbox.take_refused(),
-                    "discarded": discarded,
+                    **record(
+                        self.peer.id,
+                        round_,
+                        self.run_start,
+                        train_loss=train_loss,
+                        test_loss=test_loss,
+                        test_accuracy=test_accuracy,
+                        num_examples=self.learner.num_examples,
+                        bytes_sent=sent,
+                        bytes_received=sum(m.nbytes for m in messages),
+                        neighbours_heard=heard,
+                        merged=0 if discarded else len(messages),
+                        refused=self.inbox.take_refused(),
+                        discarded=discarded,
+                    ),
                 }
             )
             round_ += 1
@@ -316,21 +311,23 @@ class GossipPeer:
         test_loss, test_accuracy = self.learner.evaluate()
         return {
             "type": "round",
-            "node": self.peer.id,
-            "round": message.round,
-            "time_s": round(time.time() - self.run_start, 4),
-            "train_loss": None,
-            "test_loss": _number(test_loss),
-            "test_accuracy": _number(test_accuracy),
-            "num_examples": self.learner.num_examples,
-            "bytes_sent": 0,
-            "bytes_received": message.nbytes,
-            "neighbours_heard": [],
-            "merged": 0,
-            "refused": 0,
-            "discarded": None,
-            "caught_up_from": message.sender,
-            "jumped_from": behind,
+            **record(
+                self.peer.id,
+                message.round,
+                self.run_start,
+                train_loss=None,
+                test_loss=test_loss,
+                test_accuracy=test_accuracy,
+                num_examples=self.learner.num_examples,
+                bytes_sent=0,
+                bytes_received=message.nbytes,
+                neighbours_heard=[],
+                merged=0,
+                refused=0,
+                discarded=None,
+                caught_up_from=message.sender,
+                jumped_from=behind,
+            ),
         }
 
     def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
@@ -370,18 +367,6 @@ class GossipPeer:
         self.server.stop(grace=1.0)
 
 
-def json_lines(stream: TextIO) -> Emit:
-    """An emitter writing one JSON object per line, flushed at once."""
-    lock = threading.Lock()
-
-    def emit(record: dict[str, Any]) -> None:
-        with lock:
-            stream.write(json.dumps(record) + "\n")
-            stream.flush()
-
-    return emit
-
-
 def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
     """Entry point of a peer process: load the node config, run all rounds, return an exit status."""
     logging.basicConfig(
@@ -389,7 +374,7 @@ def run_peer(config_path: str, overrides: list[str] | None = None, metrics: Text
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s node: %(message)s",
     )
-    emit = json_lines(metrics or sys.stdout)
+    emit = LineWriter(metrics or sys.stdout)
     try:
         peer = GossipPeer(load_config(config_path, overrides or []))
     except ValueError as err:

@@ -64,6 +64,14 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
+        entry = registry.lookup(name)
+        if isinstance(entry, registry.Mechanism):
+            entry.check_nodes(self.strategy.params, self.nodes.count)
+        if self.task.stream_chunks and mode != "flower":
+            raise ValueError(
+                "task.stream_chunks streams the data in Flower mode only (gossip peers train on their "
+                "whole partition): set experiment.mode = 'flower' or task.stream_chunks = 0"
+            )
         if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
             raise ValueError(
                 "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "

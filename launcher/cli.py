@@ -1,8 +1,9 @@
-"""The `fedgossip` command: run experiments, start a peer by hand, compare runs, make certificates."""
+"""The `fedgossip` command: run experiments and sweeps, start a peer, compare runs, make certificates."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -41,17 +42,21 @@ def _clear_errors() -> Iterator[None]:
         _fail(os_error_text(err))
 
 
+ExperimentArg = Annotated[
+    Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
+]
+Overrides = Annotated[
+    list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")
+]
+
+
 @app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Argument(help="Experiment TOML; omit for the built-in quickstart.")
-    ] = None,
+    config: ExperimentArg = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")
     ] = None,
-    set_: Annotated[
-        list[str], typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable).")
-    ] = [],  # noqa: B006
+    set_: Overrides = [],  # noqa: B006
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
@@ -84,19 +89,102 @@ def peer(
     raise typer.Exit(code)
 
 
+FORMATS = ("table", "csv", "json", "markdown")
+
+
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Results folders to compare.")],
-    plot: Annotated[Path, typer.Option(help="Where to write the comparison plot.")] = Path("compare.png"),
+    runs: Annotated[list[Path], typer.Argument(help="Results folders, or sweep folders of them.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for compare.csv, compare.json, compare.png and compare-final.png "
+            "(default: the sweep folder when it is the one DIR given, else the current folder).",
+        ),
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="table (terminal), or print the full csv, json or markdown.")
+    ] = "table",
+    target: Annotated[
+        float | None, typer.Option(help="Target accuracy (default: each run's experiment.target_accuracy).")
+    ] = None,
 ) -> None:
-    """One table and one plot (accuracy vs rounds and vs time) for several runs."""
+    """Group runs that differ only by seed (mean ± std over seeds); one table, CSV, JSON and figures."""
     from fedgossip.reports import compare as compare_runs
-    from fedgossip.reports import summary_table
+    from fedgossip.reports import default_out_dir
 
     with _clear_errors():
-        summaries = compare_runs(runs, plot)
-    console.print(summary_table(summaries, title="comparison"))
-    console.print(f"plot: {escape(str(plot))}")
+        if format_ not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {format_!r}")
+        comparison = compare_runs(runs, out or default_out_dir(runs), target)
+    _show_comparison(comparison, format_)
+
+
+def _show_comparison(comparison, format_: str = "table") -> None:
+    """Print a comparison: the terminal table (wide or stacked to fit), or the full table as
+    csv/json/markdown on stdout with the list of written files on stderr."""
+    from fedgossip.reports import compare_view, csv_table, markdown_table
+
+    files = "written: " + ", ".join(str(path) for path in comparison.files)
+    if format_ == "table":
+        console.print(compare_view(comparison.rows, console))
+        console.print(escape(files))
+        return
+    if format_ == "json":
+        text = json.dumps({"groups": comparison.rows}, indent=2) + "\n"
+    else:
+        text = (csv_table if format_ == "csv" else markdown_table)(comparison.rows)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    print(files, file=sys.stderr)
+
+
+@app.command()
+def sweep(
+    config: ExperimentArg = None,
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", "-g", help="section.key=v1,v2,... : one axis of the grid (repeatable)."),
+    ] = [],  # noqa: B006
+    seeds: Annotated[int, typer.Option(help="Seeds per grid point: experiment.seed + 0..N-1.")] = 1,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Runs at once (default: cores // nodes per run, >= 1).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Sweep folder (required): one results folder per run; rerun into it to resume.",
+        ),
+    ] = None,
+    set_: Overrides = [],  # noqa: B006
+) -> None:
+    """Run a grid of config values x seeds (skipping runs already finished), then compare them."""
+    from fedgossip.launcher.sweep import default_jobs, plan, run_sweep
+    from fedgossip.reports import compare as compare_runs
+    from fedgossip.reports.compare import is_sweep
+
+    with _clear_errors():
+        if out is None:
+            raise ValueError("--out is required: the sweep folder (give the same one again to resume)")
+        planned = plan(config, set_, grid, seeds)
+        jobs = default_jobs(planned) if jobs is None else jobs
+        outcome = run_sweep(config, planned, set_, out, jobs, console)
+    console.print(
+        f"sweep: {len(outcome.results)} runs in {outcome.wall_time_s:.1f}s "
+        f"({sum(not r.skipped for r in outcome.results)} run now)"
+    )
+    if outcome.interrupted:
+        console.print("[yellow]interrupted: the same command runs only what is missing[/]")
+    elif not is_sweep(out):
+        console.print("[red]no run recorded anything: nothing to compare[/]")
+    else:
+        with _clear_errors():
+            _show_comparison(compare_runs([out], out))
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command()

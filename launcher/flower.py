@@ -14,16 +14,14 @@ node per round plus one "server" record per round; they reach metrics.jsonl (app
 as they are produced, and move the progress bar. Every process the launcher started, and every
 process those started, is stopped by PID on completion, error and Ctrl-C.
 
-This module turns the ServerApp's events into records and the outcome (`EventSink`, `RecordsTail`)
-and picks the engine: `flower_inprocess` or `flower_superlink` (deployment and simulation, on
+This module turns the ServerApp's events into records and the outcome (`EventSink`) and picks
+the engine: `flower_inprocess` or `flower_superlink` (deployment and simulation, on
 `flower_processes`, `flower_files`, `flower_security` and the `flwr_cli` wrapper).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -33,6 +31,7 @@ from fedgossip.launcher.flower_outcome import FlowerOutcome, LaunchError
 from fedgossip.launcher.gossip import Outcome
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
+from fedgossip.schema.records import SERVER, SERVER_EVENTS, check_event
 
 
 class EventSink:
@@ -46,13 +45,16 @@ class EventSink:
         self.rounds_done = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
+        event = check_event(event, SERVER_EVENTS)  # type: ignore[assignment]
+        if event is None:
+            return
+        kind = event["type"]
         if kind == "record" and isinstance(event.get("record"), dict):
             record = event["record"]
             self.results.append(record)
             if isinstance(record.get("node"), int) and record.get("test_accuracy") is not None:
                 self.bar.record(record)
-            elif record.get("node") == "server":
+            elif record.get("node") == SERVER:
                 self.rounds_done = max(self.rounds_done, int(record.get("round", 0)))
         elif kind == "started":
             self.outcome.startup_s = round(time.time() - self.started, 3)
@@ -70,35 +72,6 @@ class EventSink:
         elif kind == "done":
             self.done = True
             self.info.update({f"serverapp_{k}": v for k, v in event.items() if k != "type"})
-
-
-class RecordsTail:
-    """Reads the JSON lines the ServerApp appends to the records file, complete lines only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as stream:
-                stream.seek(self.offset)
-                data = stream.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
 
 
 def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:

@@ -13,7 +13,7 @@ import time
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher import flower_processes as fp
-from fedgossip.launcher.flower import EventSink, RecordsTail
+from fedgossip.launcher.flower import EventSink
 from fedgossip.launcher.flower_files import flower_env, prepare
 from fedgossip.launcher.flower_outcome import LaunchError, checked
 from fedgossip.launcher.flower_security import Security, security_material
@@ -22,6 +22,7 @@ from fedgossip.launcher.processes import Child, supervised
 from fedgossip.launcher.proctree import ProcessTracker
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
+from fedgossip.schema.records import LineTail
 
 STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
@@ -39,7 +40,7 @@ def run_on_superlink(
     security = security_material(config, results.secrets) if tls else Security()
     env = flower_env(files.home, config.task.threads)
     tracker = ProcessTracker()
-    tail = RecordsTail(files.records)
+    tail = LineTail(files.records)
     run_id: int | None = None
     with supervised() as children:
         try:
@@ -100,7 +101,7 @@ def _follow(
     run_id: int,
     children: list[Child],
     tracker: ProcessTracker,
-    tail: RecordsTail,
+    tail: LineTail,
     sink: EventSink,
     env: dict[str, str],
 ) -> dict:

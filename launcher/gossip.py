@@ -7,7 +7,6 @@ If a peer dies the others finish; the outcome names the dead nodes and the run i
 
 from __future__ import annotations
 
-import json
 import queue
 import secrets
 import time
@@ -25,6 +24,7 @@ from fedgossip.launcher.processes import Child, child_env, free_ports, python_mo
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.launcher.topology import build_topology, check_merges, neighbours
+from fedgossip.schema.records import PEER_EVENTS, decode_event
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -157,7 +157,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             if line is None:
                 open_streams.discard(node)
                 continue
-            event = _parse(line)
+            event = decode_event(line, PEER_EVENTS) or {}
             kind = event.pop("type", None)
             if kind == "round":
                 results.append(event)
@@ -187,12 +187,3 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
         outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"
     outcome.judge_merges(done_rounds, config.gossip.degraded_share)
     return outcome
-
-
-def _parse(line: str) -> dict:
-    """A peer's stdout line as an event; anything that is not a JSON object is ignored."""
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return {}
-    return event if isinstance(event, dict) else {}

@@ -28,6 +28,7 @@ from typing import Any
 
 from fedgossip.config import ExperimentConfig, dump_toml
 from fedgossip.reports.records import CONFIG, METRICS
+from fedgossip.schema.records import LineWriter
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the file cannot grow: the disk (or quota) is full
 PROCESSES = "processes.json"
@@ -63,7 +64,7 @@ class ResultsFolder:
         self.path = Path(path).resolve()  # children may run in other working directories
         self.failure: str | None = None
         self.warnings: list[str] = []
-        self._metrics: Any = None
+        self._metrics: LineWriter | None = None
         if (self.path / METRICS).exists():
             raise ValueError(f"{self.path} already holds a run: choose another --out")
         if self.path.exists() and not self.path.is_dir():
@@ -74,7 +75,7 @@ class ResultsFolder:
             for sub in ("logs", "nodes"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             (self.path / CONFIG).write_text(dump_toml(config), encoding="utf-8")
-            self._metrics = open(self.path / METRICS, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+            self._metrics = LineWriter(self.path / METRICS, sync=True)
         except OSError as err:
             self.discard_unstarted()
             reason = os_error_text(err, self.path)
@@ -104,19 +105,11 @@ class ResultsFolder:
         """Append one metrics record as one whole line and flush it to disk.
 
         Raises ResultsWriteError if it cannot (the file is cut back to its previous length)."""
-        if self.failure is not None:
+        if self.failure is not None or self._metrics is None:
             return
-        line = (json.dumps(record) + "\n").encode()
-        fd = self._metrics.fileno()
-        length = os.fstat(fd).st_size
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            self._metrics.write(record)
         except OSError as err:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, length)
             self.failure = _failure(METRICS, err)
             raise ResultsWriteError(err.errno, self.failure, str(self.path / METRICS)) from err
 

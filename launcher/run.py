@@ -14,8 +14,10 @@ from fedgossip.launcher.memory import check_memory
 from fedgossip.launcher.results import ResultsFolder, ResultsWriteError
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.reports import build_summary, plot_run, read_records, run_table, write_summary
+from fedgossip.reports.fair import plot_fair
 from fedgossip.reports.records import SUMMARY
 from fedgossip.tasks.prepare import prepare_shards
+from fedgossip.tasks.stream import wrap_notice
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
 """Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
@@ -33,6 +35,9 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
         f"strategy {config.strategy.name} -> {escape(str(out_dir))}"
     )
+    notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
+    if notice:
+        console.print(f"[yellow]{escape(notice)}[/]")
     started = time.time()
     with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
         try:
@@ -56,6 +61,11 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         results.save(SUMMARY, lambda path: write_summary(path, summary))
         title = f"{config.experiment.name}: test accuracy"
         results.save("accuracy.png", lambda path: plot_run(read_records(out_dir), path, title))
+        if config.strategy.name == "fair":
+            fair_title = f"{config.experiment.name}: fair incentives"
+            results.save(
+                "fair.png", lambda path: plot_fair(read_records(out_dir), config.to_dict(), path, fair_title)
+            )
         console.print(run_table(summary, title=config.experiment.name))
         console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, accuracy.png, logs/)")
         for warning in results.warnings:

@@ -1,35 +1,80 @@
-"""`fedgossip compare`: several results folders in one table and one plot."""
+"""`fedgossip compare`: results folders (or sweep folders holding them) grouped by config, seeds
+pooled as mean +- std, written as compare.csv, compare.json and two figures.
+
+A DIR is a results folder (it holds metrics.jsonl) or a folder of them (a sweep: every direct
+subfolder that holds metrics.jsonl). The files go to `out_dir`; `default_out_dir` picks the sweep
+folder when one is given alone, else the current folder.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedgossip.reports.plots import plot_comparison
-from fedgossip.reports.records import SUMMARY, read_records
-from fedgossip.reports.summary import build_summary
+from fedgossip.reports.groups import Group, group_runs, load_run
+from fedgossip.reports.plots import plot_comparison, plot_final
+from fedgossip.reports.records import METRICS
+from fedgossip.reports.tables import csv_table
+
+CSV, JSON, ACCURACY_PNG, FINAL_PNG = "compare.csv", "compare.json", "compare.png", "compare-final.png"
 
 
-def load_summary(run_dir: Path) -> dict[str, Any]:
-    """A run's summary.json, recomputed from its metrics if missing or torn (a killed launcher, a
-    full disk); the recomputed one is not written back (the folder may be read-only)."""
+@dataclass
+class Comparison:
+    """The groups compared, their rows (JSON-ready) and the files written."""
+
+    groups: list[Group]
+    rows: list[dict[str, Any]]
+    files: list[Path]
+
+
+def is_sweep(folder: Path) -> bool:
+    """Whether `folder` is a folder of results folders rather than one itself."""
+    return not (folder / METRICS).exists() and bool(_runs_under(folder))
+
+
+def _runs_under(folder: Path) -> list[Path]:
+    """The direct subfolders of `folder` that hold a run, by name."""
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        summary = None
-    return summary if isinstance(summary, dict) else build_summary(run_dir, {"status": "unknown"})
+        return sorted(sub for sub in folder.iterdir() if (sub / METRICS).is_file())
+    except OSError:
+        return []
 
 
-def compare(run_dirs: Sequence[str | Path], plot_path: str | Path) -> list[dict[str, Any]]:
-    """Summaries of `run_dirs` (labelled by folder name) and a comparison plot at `plot_path`."""
-    if not run_dirs:
+def find_runs(dirs: Sequence[str | Path]) -> list[Path]:
+    """The results folders named by `dirs` (a sweep folder stands for all its runs), each once."""
+    if not dirs:
         raise ValueError("compare needs at least one results folder")
-    summaries, curves = [], {}
-    for run_dir in map(Path, run_dirs):
-        summary = {**load_summary(run_dir), "label": run_dir.name}
-        summaries.append(summary)
-        curves[run_dir.name] = read_records(run_dir)
-    plot_comparison(curves, plot_path)
-    return summaries
+    found: dict[Path, Path] = {}
+    for folder in map(Path, dirs):
+        runs = [folder] if (folder / METRICS).exists() else _runs_under(folder)
+        if not runs:
+            raise ValueError(f"{folder} is not a results folder: no {METRICS} in it or its subfolders")
+        for run in runs:
+            found.setdefault(run.resolve(), run)
+    return list(found.values())
+
+
+def default_out_dir(dirs: Sequence[str | Path]) -> Path:
+    """Where compare writes its files by default: the sweep folder if it is the one DIR given."""
+    return Path(dirs[0]) if len(dirs) == 1 and is_sweep(Path(dirs[0])) else Path(".")
+
+
+def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | None = None) -> Comparison:
+    """Group the runs of `dirs` and write compare.csv, compare.json, compare.png (mean accuracy with
+    a band over seeds against rounds and seconds) and compare-final.png into `out_dir`.
+    `target` replaces each run's target accuracy for the rounds and seconds to reach it."""
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target must be in (0, 1]; got {target}")
+    groups = group_runs([load_run(path, target) for path in find_runs(dirs)])
+    rows = [group.row() for group in groups]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CSV).write_text(csv_table(rows), encoding="utf-8")
+    (out / JSON).write_text(json.dumps({"groups": rows}, indent=2) + "\n", encoding="utf-8")
+    plot_comparison(groups, out / ACCURACY_PNG)
+    plot_final(groups, out / FINAL_PNG)
+    return Comparison(groups, rows, [out / name for name in (CSV, JSON, ACCURACY_PNG, FINAL_PNG)])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedgossip.reports.records import by_round, node_records
+
+if TYPE_CHECKING:
+    from fedgossip.reports.groups import Group
 
 
 def _pyplot():
@@ -39,30 +43,52 @@ def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Pat
     ax.set(xlabel="round", ylabel="test accuracy", title=title, ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
-def plot_comparison(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
-    """Mean test accuracy of several runs against rounds (left) and wall-clock seconds (right)."""
+def plot_comparison(groups: Sequence[Group], path: str | Path) -> Path:
+    """Mean test accuracy of each group against rounds (left) and seconds (right), averaged over
+    its seeds, with a band of +- one std over the seeds."""
     plt = _pyplot()
     fig, (by_r, by_t) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for label, records in runs.items():
-        groups = by_round(records)
-        if not groups:
+    for group in groups:
+        rounds, mean, std, seconds = group.curves()
+        if not rounds:
             continue
-        mean = [float(np.mean([x["test_accuracy"] for x in g])) for g in groups.values()]
-        seconds = [max(x["time_s"] for x in g) for g in groups.values()]
-        by_r.plot(list(groups), mean, label=label, linewidth=1.8)
-        by_t.plot(seconds, mean, label=label, linewidth=1.8)
+        label = f"{group.label} ({len(group.runs)} seeds)" if len(group.runs) > 1 else group.label
+        (line,) = by_r.plot(rounds, mean, label=label, linewidth=1.8)
+        by_t.plot(seconds, mean, color=line.get_color(), linewidth=1.8)
+        if len(group.runs) > 1:
+            for ax, x in ((by_r, rounds), (by_t, seconds)):
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     by_r.set(xlabel="round", ylabel="mean test accuracy over nodes", ylim=(0, 1))
-    by_t.set(xlabel="seconds since launch (process start-up included)", xlim=(0, None))
+    by_r.xaxis.get_major_locator().set_params(integer=True)
+    by_t.set(xlabel="seconds since launch (mean over seeds; start-up included)", xlim=(0, None))
     for ax in (by_r, by_t):
         ax.grid(alpha=0.3)
-    by_t.legend(loc="lower right")
+    by_r.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_final(groups: Sequence[Group], path: str | Path) -> Path:
+    """Final mean accuracy over nodes of each group: a box over its seeds, every seed a dot."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.2))
+    finals = [[r.figures["final_mean_accuracy"] for r in g.runs] for g in groups]
+    finals = [[value for value in values if value is not None] for values in finals]
+    positions = list(range(1, len(groups) + 1))
+    ax.boxplot(finals, positions=positions, widths=0.5, showfliers=False)
+    for x, values in zip(positions, finals, strict=True):
+        ax.plot([x] * len(values), values, "o", color="C0", alpha=0.7)
+    ax.set_xticks(positions, [g.label for g in groups], rotation=20, ha="right", fontsize="small")
+    ax.set(ylabel="final mean test accuracy over nodes", title="final accuracy per method (one dot per seed)")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG and close it."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return Path(path)

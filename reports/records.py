@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from fedgossip.schema import records as schema
+from fedgossip.schema.records import Record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,21 +20,14 @@ SUMMARY = "summary.json"
 CONFIG = "config.toml"
 
 
-def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every metrics record of a run; a torn line (a run killed mid-write, a full disk, even cut
-    inside a character) or any line that is not a JSON object is skipped, not fatal."""
+def read_records(run_dir: str | Path) -> list[Record]:
+    """Every valid metrics record of a run (`fedgossip.schema.records`); a torn line (a run killed
+    mid-write, a full disk, even cut inside a character), a line that is not a JSON object and a
+    malformed record are skipped, not fatal."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         raise ValueError(f"{run_dir} is not a results folder: no {METRICS}")
-    records = []
-    for line in _read(path).decode("utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return schema.read_records(path)
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:

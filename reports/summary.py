@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.reports.fair import fair_summary
 from fedgossip.reports.records import SUMMARY, by_round, node_records, read_config, read_records
 
 
@@ -16,6 +17,16 @@ def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> di
     summary = build_summary(run_dir, run_info)
     write_summary(Path(run_dir) / SUMMARY, summary)
     return summary
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's summary.json as written by its launcher; None if missing or torn (a killed launcher,
+    a full disk) or not a JSON object."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
@@ -41,6 +52,9 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **accuracy_summary(records, target),
         **(run_info or {}),
     }
+    fair = fair_summary(records, config)
+    if fair is not None:
+        summary["fair"] = fair
     return summary
 
 
@@ -52,11 +66,9 @@ def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, 
         if record["round"] >= last.get(record["node"], {}).get("round", -1):
             last[record["node"]] = record
     final = [r["test_accuracy"] for r in last.values()]
-    curve = {r: float(np.mean([x["test_accuracy"] for x in group])) for r, group in by_round(nodes).items()}
-    reached = next((r for r, acc in curve.items() if acc >= target), None)
-    seconds = None
-    if reached is not None:
-        seconds = max(x["time_s"] for x in by_round(nodes)[reached])
+    curve = round_curve(nodes)
+    reached = next((r for r, (acc, _) in curve.items() if acc >= target), None)
+    seconds = None if reached is None else curve[reached][1]
     return {
         "rounds_completed": max(curve, default=0),
         "final_mean_accuracy": float(np.mean(final)) if final else None,
@@ -66,6 +78,15 @@ def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, 
         "seconds_to_target": seconds,
         "bytes_sent": int(sum(r.get("bytes_sent", 0) for r in nodes)),
         "bytes_received": int(sum(r.get("bytes_received", 0) for r in nodes)),
-        "mean_accuracy_by_round": [round(a, 5) for a in curve.values()],
+        "mean_accuracy_by_round": [round(a, 5) for a, _ in curve.values()],
         "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
+    }
+
+
+def round_curve(records: list[dict[str, Any]]) -> dict[int, tuple[float, float]]:
+    """Per round, in order: the mean test accuracy over the nodes that recorded it and the time
+    the round ended (its slowest node's `time_s`)."""
+    return {
+        r: (float(np.mean([x["test_accuracy"] for x in group])), max(x["time_s"] for x in group))
+        for r, group in by_round(records).items()
     }

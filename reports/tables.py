@@ -1,15 +1,21 @@
-"""Terminal tables of run summaries (rich): one run as a vertical list, several runs side by side.
+"""Tables of runs: one run as a vertical list (rich); a comparison of groups of runs for the
+terminal (a wide table, or stacked ones in a narrow terminal), as Markdown and as CSV.
 
 Every cell and title is escaped: names, folders and errors are shown literally, never as markup.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 Summary = dict[str, Any]
 
@@ -42,7 +48,7 @@ FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("final min acc", lambda s: _fmt(s.get("final_min_accuracy"), ".4f")),
     ("rounds to {t}", lambda s: _fmt(s.get("rounds_to_target"))),
     ("seconds to {t}", lambda s: _fmt(s.get("seconds_to_target"), ".1f")),
-    ("MB sent", lambda s: _fmt(None if s.get("bytes_sent") is None else s["bytes_sent"] / 1e6, ",.1f")),
+    ("MB sent", lambda s: _fmt(None if s.get("bytes_sent") is None else s["bytes_sent"] * 1e-6, ",.1f")),
     ("wall time s", lambda s: _fmt(s.get("wall_time_s"), ".1f")),
     ("status", _status),
 ]
@@ -58,16 +64,90 @@ def run_table(summary: Summary, title: str) -> Table:
     return table
 
 
-def summary_table(summaries: Sequence[Summary], title: str = "comparison") -> Table:
-    """Several runs, one row each, labelled by their `label` (folder name) or name."""
-    table = Table(title=escape(title))
-    target = _target(summaries[0]) if summaries else "0.9"
-    table.add_column("run")
-    for label, _ in FIELDS:
-        table.add_column(
-            label.format(t=target), justify="left" if label in ("mode", "strategy", "status") else "right"
-        )
-    for s in summaries:
-        label = str(s.get("label", s.get("name", "")))
-        table.add_row(escape(label), *(escape(cell(s)) for _, cell in FIELDS))
-    return table
+# The comparison's columns: (label, cell of a row of reports.groups); labels with {t} name the target.
+COMPARE_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
+    ("strategy", lambda row: str(row["strategy"])),
+    ("mode", lambda row: str(row["mode"])),
+    ("nodes", lambda row: _fmt(row["nodes"])),
+    ("seeds", lambda row: str(row["seeds"])),
+    ("final mean acc", lambda row: _stat(row, "final_mean_accuracy", ".4f")),
+    ("final min acc", lambda row: _stat(row, "final_min_accuracy", ".4f")),
+    ("rounds to {t}", lambda row: _stat(row, "rounds_to_target", ".1f")),
+    ("seconds to {t}", lambda row: _stat(row, "seconds_to_target", ".1f")),
+    ("MB sent", lambda row: _stat(row, "bytes_sent", ",.1f", scale=1e-6)),
+    ("wall time s", lambda row: _stat(row, "wall_time_s", ".1f")),
+    ("status", lambda row: str(row["status"])),
+]
+LEFT = ("run", "strategy", "mode", "status")
+UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
+
+
+def _stat(row: Summary, key: str, spec: str, scale: float = 1.0) -> str:
+    """ "mean ± std" of a figure over the group's seeds; "(k/n)" when only k of its n seeds have it
+    (a target reached by some seeds only)."""
+    stat, seeds = row[key], row["seeds"]
+    if stat["mean"] is None:
+        return "-"
+    text = format(stat["mean"] * scale, spec)
+    if stat["std"] is not None:
+        text += f" ± {format(stat['std'] * scale, spec)}"
+    return text + (f" ({stat['n']}/{seeds})" if stat["n"] < seeds else "")
+
+
+def compare_header(rows: Sequence[Summary]) -> list[str]:
+    """The column names of the comparison; the target is named when every group has the same."""
+    targets = {row["target_accuracy"] for row in rows}
+    target = f"{targets.pop():g}" if len(targets) == 1 else "target"
+    return ["run", *(label.format(t=target) for label, _ in COMPARE_FIELDS)]
+
+
+def compare_cells(rows: Sequence[Summary]) -> list[list[str]]:
+    """The comparison as text cells, one list per group, in `compare_header` order."""
+    return [[str(row["label"]), *(cell(row) for _, cell in COMPARE_FIELDS)] for row in rows]
+
+
+def compare_view(rows: Sequence[Summary], console: Console, title: str = "comparison") -> RenderableType:
+    """The comparison for `console`: one wide table if it fits the console's width, else one
+    small table per group (stacked). Nothing is ever cut: cells fold rather than ellipsize."""
+    header, cells = compare_header(rows), compare_cells(rows)
+    wide = Table(title=escape(title))
+    for name in header:
+        wide.add_column(escape(name), justify="left" if name in LEFT else "right", no_wrap=True)
+    for line in cells:
+        wide.add_row(*map(escape, line))
+    if Measurement.get(console, console.options.update_width(UNLIMITED), wide).maximum <= console.width:
+        return wide
+    stacked = []
+    for line in cells:
+        table = Table(title=escape(line[0]), show_header=False, title_justify="left")
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for name, value in zip(header[1:], line[1:], strict=True):
+            table.add_row(escape(name), escape(value))
+        stacked.append(table)
+    return Group(Text(title, style="italic"), *stacked)
+
+
+def markdown_table(rows: Sequence[Summary]) -> str:
+    """The comparison as a Markdown (GitHub) pipe table."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    header = compare_header(rows)
+    rule = ["---" if name in LEFT else "---:" for name in header]
+    return "\n".join([line(header), line(rule), *map(line, compare_cells(rows))]) + "\n"
+
+
+def csv_table(rows: Sequence[Summary]) -> str:
+    """The comparison as CSV: one line per group, each figure as mean, std and n (seeds having it)."""
+    stats = [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
+    plain = ["label", "strategy", "mode", "nodes", "seeds", "target_accuracy"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    parts = ("mean", "std", "n")
+    writer.writerow([*plain, *(f"{key}_{part}" for key in stats for part in parts), "status"])
+    for row in rows:
+        figures = ["" if row[key][part] is None else row[key][part] for key in stats for part in parts]
+        writer.writerow([*(row[key] for key in plain), *figures, row["status"]])
+    return out.getvalue()

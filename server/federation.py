@@ -7,7 +7,8 @@
    evaluates each global model on the global held-out test set (the "server" records).
 3. `Strategy.start` with the strategy named in the config, through a `RecordingGrid` that checks
    replies and counts bytes; after each round, one record per node and one for the server are
-   emitted as they are produced.
+   emitted as they are produced; a strategy with a `node_fields(round)` method (partition id ->
+   fields) adds its own per-node metrics to them (`fair`: psi, selected, staleness, ...).
 
 Events go to `emit` as dicts with a "type": "record" (with the record), "node-error", "started",
 "done" or "error".
@@ -18,19 +19,19 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from logging import WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.schema.records import Emit
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record, specs_of
 from fedgossip.server.strategies import NodesMissing, build_strategy
-
-Emit = Callable[[dict[str, Any]], None]
+from fedgossip.tasks.stream import wrap_notice
 
 
 class HandshakeFailed(RuntimeError):
@@ -146,10 +147,17 @@ def run_federation(
             strategy = build_strategy(
                 config, labels, node_wait=flower.startup_timeout, local_names=evaluator.learner.local_names
             )
+        node_fields = getattr(strategy, "node_fields", None)  # a strategy's own per-node metrics
+        notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
+        if notice:
+            log(WARNING, "%s", notice)
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             loss, accuracy = evaluator.evaluate(arrays)
             nodes = recorder.flush(server_round, run_start, (loss, accuracy)) if server_round else []
+            fields = node_fields(server_round) if node_fields and server_round else {}
+            for record in nodes:
+                record.update(fields.get(record["node"], {}))
             for label, phase, reason in recorder.take_errors():
                 emit(
                     {

@@ -9,10 +9,7 @@ Without a `records-path` (a bare `flwr run .`), events only go to the ServerApp'
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,9 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedgossip.schema.records import Emit, LineWriter, encode
 from fedgossip.server import protocol as p
-from fedgossip.server.federation import Emit, run_federation
+from fedgossip.server.federation import run_federation
 
 log = logging.getLogger("fedgossip.serverapp")
 
@@ -30,24 +28,18 @@ app = ServerApp()
 
 def file_emitter(path: str | Path) -> Emit:
     """Append each event as a JSON line to `path`, flushed and synced at once (and log it)."""
-    lock = threading.Lock()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = LineWriter(path, sync=True)
 
     def emit(event: dict[str, Any]) -> None:
-        line = json.dumps(event)
-        log.info("fedgossip %s", line)
-        with lock, open(target, "a") as sink:
-            sink.write(line + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+        log.info("fedgossip %s", encode(event).decode().rstrip())
+        writer.write(event)
 
     return emit
 
 
 def log_emitter(event: dict[str, Any]) -> None:
     """Events of a run without a records path: to the ServerApp's log only."""
-    print(f"fedgossip {json.dumps(event)}", flush=True)
+    print(f"fedgossip {encode(event).decode()}", end="", flush=True)
 
 
 @app.main()

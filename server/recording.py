@@ -21,6 +21,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedgossip.schema.records import SERVER, Record, record
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 
@@ -254,14 +255,15 @@ class RecordingGrid(Grid):
             return Message(metadata=reply.metadata, error=Error(INVALID_REPLY, f"rejected reply: {err}"))
         return reply
 
-    def flush(self, server_round: int, run_start: float, fallback: tuple[float, float] | None) -> list[dict]:
+    def flush(
+        self, server_round: int, run_start: float, fallback: tuple[float, float] | None
+    ) -> list[Record]:
         """The records of the round that just ended, one per node that took part, and a reset.
 
         A node that trained but was not (or could not be) evaluated gets the server's evaluation
         of the same global model on the same global test set (`"evaluated_by": "server"`); a node
         that delivered nothing usable this round gets no record (its errors are reported).
         """
-        now = round(time.time() - run_start, 4)
         records = []
         for node_id, node in sorted(self.nodes.items(), key=lambda item: str(self.label(item[0])).zfill(12)):
             if node.train_loss is None and node.test_accuracy is None:
@@ -271,19 +273,19 @@ class RecordingGrid(Grid):
             if test_accuracy is None and fallback is not None:
                 (test_loss, test_accuracy), evaluated_by = fallback, "server"
             records.append(
-                {
-                    "node": self.label(node_id),
-                    "round": server_round,
-                    "time_s": now,
-                    "train_loss": node.train_loss,
-                    "test_loss": test_loss,
-                    "test_accuracy": test_accuracy,
-                    "num_examples": node.num_examples,
-                    "bytes_sent": node.bytes_sent,
-                    "bytes_received": node.bytes_received,
-                    "evaluated_by": evaluated_by,
+                record(
+                    self.label(node_id),
+                    server_round,
+                    run_start,
+                    train_loss=node.train_loss,
+                    test_loss=test_loss,
+                    test_accuracy=test_accuracy,
+                    num_examples=node.num_examples,
+                    bytes_sent=node.bytes_sent,
+                    bytes_received=node.bytes_received,
+                    evaluated_by=evaluated_by,
                     **({"errors": node.errors} if node.errors else {}),
-                }
+                )
             )
         self.nodes = {}
         return records
@@ -309,17 +311,17 @@ def server_record(
     """The record of the server's evaluation of the global model after `server_round`."""
     trained = [(r["train_loss"], r["num_examples"]) for r in nodes if r["train_loss"] is not None]
     total = sum(n for _, n in trained)
-    return {
-        "node": "server",
-        "round": server_round,
-        "time_s": round(time.time() - run_start, 4),
-        "train_loss": sum(loss_ * n for loss_, n in trained) / total if total else None,
-        "test_loss": loss,
-        "test_accuracy": accuracy,
-        "num_examples": num_examples,
-        "bytes_sent": sum(r["bytes_received"] for r in nodes),
-        "bytes_received": sum(r["bytes_sent"] for r in nodes),
-    }
+    return record(
+        SERVER,
+        server_round,
+        run_start,
+        train_loss=sum(loss_ * n for loss_, n in trained) / total if total else None,
+        test_loss=loss,
+        test_accuracy=accuracy,
+        num_examples=num_examples,
+        bytes_sent=sum(r["bytes_received"] for r in nodes),
+        bytes_received=sum(r["bytes_sent"] for r in nodes),
+    )
 
 
 def summarize_errors(errors: list[tuple[int | str, str, str]]) -> str:

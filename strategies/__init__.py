@@ -11,11 +11,14 @@ memory.
 - :func:`variance_corrected_average`: VCA for gossip learning (Tian et al., 2024).
 - :func:`coordinate_median` and :func:`trimmed_mean`: coordinate-wise robust rules.
 - :func:`krum` and :func:`multi_krum`: Byzantine-tolerant selection (Blanchard et al., 2017).
+- :mod:`.fair`: the fair-incentive mechanism (Lin et al., 2023): :mod:`.contributions`
+  (cosine-gradient Shapley values), :mod:`.stopping` (explore phase), :mod:`.selection`.
 
 :mod:`.registry` names them (in :mod:`.rules`, with the signature both runtimes call), together
 with Flower's built-ins and users' ``package.module:function`` rules.
 """
 
+from . import fair as _fair  # noqa: F401  (registers the fair-incentive mechanism)
 from . import rules as _rules  # noqa: F401  (registers our rules)
 from ._typing import NDArray, NDArrays
 from .averaging import weighted_average

@@ -19,7 +19,10 @@ parameters). A user's function, named ``"package.module:function"``, goes throug
 by the one validator (:func:`fedgossip.strategies._validation.check_result`) before it is used.
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
-import), so the names allowed in each mode come from this module only.
+import), so the names allowed in each mode come from this module only. So are the mechanisms
+(:data:`MECHANISMS`, :func:`register_mechanism`): strategies that decide which nodes train on
+which model each round rather than how models merge (``fair``); each runtime that offers one has
+its own adapter over the mechanism's pure code.
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ def real(low: float, high: float = math.inf, *, high_open: bool = False) -> Chec
 def integer(low: int, high: int | None = None) -> Check:
     """A check: an integer ``>= low`` (and ``<= high``)."""
     return lambda key, value: check_integer(key, value, low=low, high=high)
+
+
+def choice(*options: str) -> Check:
+    """A check: one of the strings ``options``."""
+
+    def check(key: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(f"{key} must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -164,8 +178,21 @@ class FlowerBuiltin(Entry):
     flower_class: str
 
 
+@dataclass(frozen=True)
+class Mechanism(Entry):
+    """A round protocol (which nodes train on which model), not a merge rule: its ``params`` are
+    checked here; ``check_nodes(params, num_nodes)`` checks them against the node count (raises
+    ValueError); ``doc`` documents it. The runtimes' adapters implement it."""
+
+    doc: str
+    check_nodes: Callable[[Mapping[str, Any], int], None]
+
+
 RULES: dict[str, Rule] = {}
 """Our rules by name (filled by :func:`register`)."""
+
+MECHANISMS: dict[str, Mechanism] = {}
+"""Our mechanisms by name (filled by :func:`register_mechanism`)."""
 
 
 def _flower(name: str, flower_class: str, *params: Param) -> FlowerBuiltin:
@@ -201,8 +228,7 @@ def register(
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:
-        if name in RULES or name in FLOWER_BUILTINS:
-            raise ValueError(f"strategy {name!r} is registered twice")
+        _check_new(name)
         signature = inspect.signature(function).parameters.values()
         keywords = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if set(keywords) != set(checks) or inspect.Parameter.empty in keywords.values():
@@ -217,9 +243,28 @@ def register(
     return decorate
 
 
+def _check_new(name: str) -> None:
+    if name in RULES or name in FLOWER_BUILTINS or name in MECHANISMS:
+        raise ValueError(f"strategy {name!r} is registered twice")
+
+
+def register_mechanism(
+    name: str,
+    params: Sequence[Param],
+    *,
+    modes: tuple[str, ...],
+    doc: str,
+    check_nodes: Callable[[Mapping[str, Any], int], None],
+) -> Mechanism:
+    """Register the mechanism ``name`` (see :class:`Mechanism`) and return its entry."""
+    _check_new(name)
+    entry = MECHANISMS[name] = Mechanism(name, tuple(params), modes, doc, check_nodes)
+    return entry
+
+
 def names(mode: str) -> tuple[str, ...]:
     """The registered strategy names allowed in ``mode`` ("gossip" or "flower"), ours first."""
-    entries = [*RULES.values(), *FLOWER_BUILTINS.values()]
+    entries = [*RULES.values(), *MECHANISMS.values(), *FLOWER_BUILTINS.values()]
     return tuple(entry.name for entry in entries if mode in entry.modes)
 
 
@@ -236,18 +281,18 @@ def lookup(name: str) -> Entry:
     ValueError
         When ``name`` is neither registered nor of the form ``package.module:function``.
     """
-    entry = RULES.get(name) or FLOWER_BUILTINS.get(name)
+    entry = RULES.get(name) or MECHANISMS.get(name) or FLOWER_BUILTINS.get(name)
     if entry is not None:
         return entry
     if is_user_reference(name):
         return Entry(name, None, MODES)
     raise ValueError(
-        f"must be one of {', '.join([*RULES, *FLOWER_BUILTINS])} "
+        f"must be one of {', '.join([*RULES, *MECHANISMS, *FLOWER_BUILTINS])} "
         f"or a function of yours as package.module:function; got {name!r}"
     )
 
 
-def resolve(name: str) -> Rule | FlowerBuiltin:
+def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
     """The entry ``name``, importing a user's ``package.module:function`` (from the working
     directory or ``sys.path``) into a :class:`Rule` with unchecked parameters.
 
@@ -257,7 +302,7 @@ def resolve(name: str) -> Rule | FlowerBuiltin:
         As :func:`lookup`, or when the module cannot be imported or has no such function.
     """
     entry = lookup(name)
-    if isinstance(entry, (Rule, FlowerBuiltin)):
+    if isinstance(entry, (Rule, FlowerBuiltin, Mechanism)):
         return entry
     return _user_rule(name)
 

@@ -12,6 +12,7 @@ from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
 from .seeding import stream
+from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
 from .validation import check_int
 
 
@@ -30,14 +31,20 @@ def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -
     )
 
 
-def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
+def node_dataset(
+    task: TaskConfig, node: int, num_nodes: int, seed: int, stream_round: int | None = None
+) -> Dataset:
     """Node `node`'s training partition (with its label/feature noise) and the global test set;
-    with task.dataset = "prepared", its shard as the launcher wrote it."""
+    with task.dataset = "prepared", its shard as the launcher wrote it. With task.stream_chunks
+    and a `stream_round` t, the node's chunk of round t as training set and round t's
+    evaluation set (every node's clean next chunk) as test set (see `stream`)."""
     if not isinstance(task, TaskConfig):
         raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
     check_int("num_nodes", num_nodes, low=1)
     check_int("node", node, low=0, high=num_nodes - 1)
     check_int("seed", seed, low=0)
+    if task.stream_chunks and stream_round is not None:
+        return _stream_dataset(task, node, num_nodes, seed, check_int("stream_round", stream_round, low=1))
     if task.dataset == "prepared":
         from .files import read_shard
 
@@ -49,6 +56,11 @@ def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Data
             return np.arange(len(labels)) if parts is None else parts[node]
 
         data = load_dataset(task, seed, mine)
+    return _with_noise(task, data, node, num_nodes, seed)
+
+
+def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed: int) -> Dataset:
+    """`data` with node `node`'s label and feature noise on its training set."""
     label_noise = node_level("task.label_noise", task.label_noise, node, num_nodes)
     feature_noise = node_level("task.feature_noise", task.feature_noise, node, num_nodes)
     return dataclasses.replace(
@@ -60,14 +72,46 @@ def node_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Data
     )
 
 
-def build_learner(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Learner:
+def _stream_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int) -> Dataset:
+    """Round `round_` of node `node`'s stream: the noise is drawn on its whole partition (as
+    without a stream), then its chunk is taken; the test set is the clean evaluation chunk union."""
+    sizes: list[int] = []
+
+    def rows(labels: np.ndarray) -> np.ndarray:
+        parts = node_rows(task, labels, num_nodes, seed) or [np.arange(len(labels))] * num_nodes
+        check_chunks(parts, task.stream_chunks)
+        sizes.append(len(parts[node]))
+        return np.concatenate([parts[node], evaluation_rows(parts, task.stream_chunks, round_, seed)])
+
+    data = load_dataset(task, seed, rows)
+    own = _with_noise(
+        task,
+        dataclasses.replace(data, x_train=data.x_train[: sizes[0]], y_train=data.y_train[: sizes[0]]),
+        node,
+        num_nodes,
+        seed,
+    )
+    chunk, _ = chunk_of(round_, task.stream_chunks)
+    mine = node_chunk(np.arange(sizes[0]), task.stream_chunks, chunk, seed, node)
+    return dataclasses.replace(
+        own,
+        x_train=own.x_train[mine],
+        y_train=own.y_train[mine],
+        x_test=data.x_train[sizes[0] :],
+        y_test=data.y_train[sizes[0] :],
+    )
+
+
+def build_learner(
+    task: TaskConfig, node: int, num_nodes: int, seed: int, stream_round: int | None = None
+) -> Learner:
     """Node `node`'s learner: same arguments, same data, initial weights and training.
 
     The split and partition depend on seed only; initial weights on (seed, node) for init="own"
     and on seed for "shared"; minibatch order on (seed, node). torch or sklearn is imported here,
-    only the one the model needs.
+    only the one the model needs. `stream_round`: the round of a streamed task (`node_dataset`).
     """
-    data = node_dataset(task, node, num_nodes, seed)
+    data = node_dataset(task, node, num_nodes, seed, stream_round)
     init_rng = stream(seed, "init", node) if task.init == "own" else stream(seed, "init")
     shuffle_rng = stream(seed, "shuffle", node)
     if task.model == "linear":

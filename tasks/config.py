@@ -40,6 +40,8 @@ class TaskConfig:
     `partition = "none"` gives every node the whole training set (a device with its own file).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
+    its partition and evaluates on every node's clean chunk t + 1 (Flower mode; 0 = no stream).
     """
 
     dataset: str = "digits"
@@ -67,6 +69,7 @@ class TaskConfig:
     synthetic_samples: int = 2000
     synthetic_features: int = 20
     synthetic_classes: int = 4
+    stream_chunks: int = 0
 
     def __post_init__(self) -> None:
         """Validate every field (naming it and its allowed values); normalise numbers, lists."""
@@ -106,6 +109,7 @@ class TaskConfig:
                 "task.synthetic_samples", self.synthetic_samples, low=10 * classes
             ),
             "synthetic_features": check_int("task.synthetic_features", self.synthetic_features, low=1),
+            "stream_chunks": check_int("task.stream_chunks", self.stream_chunks, low=0),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -130,6 +134,11 @@ class TaskConfig:
             )
         if not self.hf_train_split:
             raise ValueError("task.hf_train_split must not be empty")
+        if self.stream_chunks and self.dataset in ("hf", "prepared"):
+            raise ValueError(
+                "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
+                f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:

@@ -1,5 +1,6 @@
-"""Seeded splits of a training set among nodes: IID, Dirichlet label skew, label shards and
-Dirichlet quantity skew (plain numpy: flwr-datasets costs 2.5 s and ~300 MB per process)."""
+"""Seeded splits of a training set among nodes: IID, Dirichlet label skew, label shards,
+Dirichlet quantity skew and power-law sizes (plain numpy: flwr-datasets costs 2.5 s and ~300 MB
+per process)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from .seeding import stream
 from .validation import check_choice, check_int, check_real
 
 # The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all).
-SCHEMES = ("iid", "dirichlet", "shards", "quantity")
+SCHEMES = ("iid", "dirichlet", "shards", "quantity", "powerlaw")
+
+# Power-law sizes (the fair-incentive paper's code): proportional to the quantiles ppf(q) = q^(1/a)
+# of a power law with a = 1.659 at q evenly spaced in [0.3, 0.99].
+_POWERLAW_A = 1.659
+_POWERLAW_Q = (0.3, 0.99)
 
 # Dirichlet label-skew draws tried before giving up on the minimum node size.
 _MAX_DRAWS = 1000
@@ -89,6 +95,18 @@ def _quantity(
     return _groups_of(rng.permutation(len(labels)), min_size + extra)
 
 
+def _powerlaw(labels: np.ndarray, num_nodes: int, min_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Owner per example: IID labels; node i's size proportional to the power-law quantile
+    ppf(q_i) = q_i^(1/a), q evenly spaced in [0.3, 0.99] (node 0 smallest; the last about twice
+    its size), above a floor of min_size; rounded by largest remainders."""
+    _check_room("powerlaw", len(labels), num_nodes, min_size)
+    shares = np.linspace(*_POWERLAW_Q, num_nodes) ** (1 / _POWERLAW_A)
+    ideal = (len(labels) - num_nodes * min_size) * shares / shares.sum()
+    extra = np.floor(ideal).astype(np.int64)
+    extra[np.argsort(extra - ideal, kind="stable")[: len(labels) - num_nodes * min_size - extra.sum()]] += 1
+    return _groups_of(rng.permutation(len(labels)), min_size + extra)
+
+
 def partition_indices(
     labels: np.ndarray,
     num_nodes: int,
@@ -104,7 +122,8 @@ def partition_indices(
     "iid": shuffled equal split. "dirichlet": label skew, each class divided in Dirichlet(alpha)
     proportions (redrawn until each node has min_size examples). "shards": pathological label
     skew, shards_per_node label-sorted shards per node. "quantity": IID labels, sizes skewed by
-    Dirichlet(alpha) above a floor of min_size. Smaller alpha means stronger skew.
+    Dirichlet(alpha) above a floor of min_size. Smaller alpha means stronger skew. "powerlaw": IID
+    labels, sizes growing with the node id as power-law quantiles (the fair-incentive setting).
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -122,7 +141,9 @@ def partition_indices(
         owner = _dirichlet(labels, num_nodes, alpha, min_size, rng)
     elif scheme == "shards":
         owner = _shards(labels, num_nodes, shards_per_node, rng)
-    else:
+    elif scheme == "quantity":
         owner = _quantity(labels, num_nodes, alpha, min_size, rng)
+    else:
+        owner = _powerlaw(labels, num_nodes, min_size, rng)
     sizes = np.bincount(owner, minlength=num_nodes)
     return np.split(np.argsort(owner, kind="stable"), np.cumsum(sizes)[:-1])

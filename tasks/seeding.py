@@ -14,6 +14,8 @@ _STREAMS = {
     "shuffle": 4,
     "label_noise": 5,
     "feature_noise": 6,
+    "stream": 7,
+    "fair": 8,
 }
 
 

@@ -159,13 +159,19 @@ def launched(out: Path, settings: Sequence[str]):
     try:
         yield launcher
     finally:
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)
-            try:
-                launcher.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.communicate()
+        interrupt(launcher)
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGINT a CLI process started by `start_cli` if it still runs and reap it; SIGKILL its
+    process group if it has not exited after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 def node_config(out: Path, node: int):

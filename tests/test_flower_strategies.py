@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import Bulyan, FedAvg, FedAvgM, FedProx, FedTrimmed
 
 from fedgossip.config import FLOWER_STRATEGIES, load_config
 from fedgossip.server import protocol as p
+from fedgossip.server.fair import FairStrategy
 from fedgossip.server.federation import HandshakeFailed, discover_nodes
 from fedgossip.server.local_grid import LocalGrid, claim_server_identity
 from fedgossip.server.recording import RecordingGrid, RoundFailed, specs_of
@@ -132,8 +133,9 @@ def test_every_configured_strategy_builds_and_aggregates(name, replies):
     config = load_config(
         None, ['experiment.mode="flower"', f'strategy.name="{name}"', f"nodes.count={nodes}"]
     )
-    strategy = build_strategy(config)
+    strategy = build_strategy(config, labels={10 + i: i for i in range(nodes)})
     expected_base = {
+        "fair": FairStrategy,
         "average": Average,
         "vca": VarianceCorrected,
         "fedavgm": FedAvgM,
@@ -145,7 +147,7 @@ def test_every_configured_strategy_builds_and_aggregates(name, replies):
     assert isinstance(strategy, expected_base)
     rng = np.random.default_rng(1)
     messages = [reply(10 + i, model(rng), 20) for i in range(nodes)]
-    if name in ("fedavgm", "fedadam", "fedyogi", "fedadagrad"):  # server optimisers need the global model
+    if name in ("fedavgm", "fedadam", "fedyogi", "fedadagrad", "fair"):  # they need the global model
         strategy.configure_train(
             1,
             ArrayRecord({n: Array(a) for n, a in zip(NAMES, models[0], strict=True)}),

@@ -67,9 +67,10 @@ def test_a_torn_last_line_is_skipped(run_dir):
     assert len(read_records(run_dir)) == 6
 
 
-def test_compare_writes_a_plot_and_labels_runs(run_dir, tmp_path):
-    summaries = compare([run_dir, run_dir], tmp_path / "cmp.png")
-    assert [s["label"] for s in summaries] == ["run", "run"]
-    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+def test_compare_writes_its_files_and_labels_runs(run_dir, tmp_path):
+    comparison = compare([run_dir, run_dir], tmp_path / "cmp")  # the same folder counts once
+    assert [(row["label"], row["seeds"]) for row in comparison.rows] == [("run", 1)]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+    assert sorted(p.name for p in comparison.files) == sorted(p.name for p in (tmp_path / "cmp").iterdir())
     with pytest.raises(ValueError, match="not a results folder"):
-        compare([tmp_path], tmp_path / "x.png")
+        compare([tmp_path / "cmp"], tmp_path / "x")

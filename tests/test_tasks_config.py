@@ -32,7 +32,7 @@ def test_defaults_are_valid_and_hashable():
         (
             "partition",
             "foo",
-            "task.partition must be one of iid, dirichlet, shards, quantity, none; got 'foo'",
+            "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none; got 'foo'",
         ),
         ("init", "zeros", "task.init must be one of own, shared"),
         ("alpha", 0.0, "task.alpha must be a finite number in (0.0"),

@@ -5,7 +5,7 @@ import pytest
 
 from fedgossip.tasks import TaskConfig, load_dataset, partition_indices
 
-SCHEMES = ["iid", "dirichlet", "shards", "quantity"]
+SCHEMES = ["iid", "dirichlet", "shards", "quantity", "powerlaw"]
 
 
 @pytest.fixture(scope="module")

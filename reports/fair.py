@@ -1,0 +1,153 @@
+"""The `fair` object of a fair-incentive run's summary, and its plot (per-node accuracy over rounds
+coloured by noise level; psi against noise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedgossip.reports.records import by_round, node_records
+from fedgossip.tasks.heterogeneity import node_level
+
+TREND_WINDOW = 5  # exploit rounds averaged for the spread at the start and at the end of the phase
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson correlation; None with fewer than 3 pairs or a constant side."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def node_noise(config: dict[str, Any]) -> tuple[str, list[float]]:
+    """Which noise makes nodes unequal ("label", "feature" or "none") and each node's level."""
+    task, count = config.get("task", {}), int(config.get("nodes", {}).get("count", 0))
+    for kind in ("label", "feature"):
+        value = task.get(f"{kind}_noise", 0.0)
+        setting = tuple(value) if isinstance(value, list) else float(value)
+        levels = [node_level(f"task.{kind}_noise", setting, i, count) for i in range(count)]
+        if any(levels):
+            return kind, levels
+    return "none", [0.0] * count
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
+    """The fair object of summary.json (None unless strategy.name is "fair"):
+
+    fairness: Pearson correlation of each node's final psi with its mean own-model accuracy over
+    the exploit phase (all rounds without one); psi_noise_correlation; noise_accuracy_correlation;
+    staleness_correlation: psi against the node's mean staleness over the exploit phase;
+    explore_rounds; equality: std and max-min spread of node accuracies in the last round, the
+    least-squares slope of the spread per exploit round, and the mean spread over the first and
+    last TREND_WINDOW exploit rounds; per node: psi, noise, mean accuracy, selected share.
+    """
+    if config.get("strategy", {}).get("name") != "fair":
+        return None
+    rows = [r for r in node_records(records) if r.get("test_accuracy") is not None]
+    if not rows:
+        return None
+    kind, noise = node_noise(config)
+    nodes = sorted({r["node"] for r in rows})
+    explore = sorted({r["round"] for r in rows if r.get("phase") == "explore"})
+    exploit_rows = [r for r in rows if r.get("phase") == "exploit"]
+    phase_rows = exploit_rows or rows
+    psi = {
+        n: next((r["psi"] for r in reversed(rows) if r["node"] == n and r.get("psi") is not None), None)
+        for n in nodes
+    }
+    accuracy = {n: float(np.mean([r["test_accuracy"] for r in phase_rows if r["node"] == n])) for n in nodes}
+    staleness = {
+        n: float(np.mean([r.get("staleness", 0) for r in phase_rows if r["node"] == n])) for n in nodes
+    }
+    selected = {
+        n: float(np.mean([bool(r.get("selected")) for r in phase_rows if r["node"] == n])) for n in nodes
+    }
+    known = [n for n in nodes if psi[n] is not None and n < len(noise)]
+    groups = by_round(phase_rows)
+    spreads = {k: float(np.ptp([r["test_accuracy"] for r in g])) for k, g in groups.items()}
+    last = list(groups.values())[-1]
+    trend = None
+    if exploit_rows and len(spreads) >= 2:
+        trend = float(np.polyfit(list(spreads), list(spreads.values()), 1)[0])
+    values = list(spreads.values())
+    return {
+        "selection": config.get("strategy", {}).get("params", {}).get("selection", "fair"),
+        "explore_rounds": len(explore),
+        "exploit_rounds": len({r["round"] for r in exploit_rows}),
+        "fairness": _round(pearson([psi[n] for n in known], [accuracy[n] for n in known])),
+        "psi_noise_correlation": _round(pearson([noise[n] for n in known], [psi[n] for n in known])),
+        "noise_accuracy_correlation": _round(
+            pearson([noise[n] for n in known], [accuracy[n] for n in known])
+        ),
+        "staleness_correlation": _round(pearson([psi[n] for n in known], [staleness[n] for n in known])),
+        "noise_kind": kind,
+        "equality": {
+            "std_end": _round(float(np.std([r["test_accuracy"] for r in last]))),
+            "spread_end": _round(float(np.ptp([r["test_accuracy"] for r in last]))),
+            "spread_trend_per_round": None if trend is None else round(trend, 6),
+            "spread_exploit_start": _round(float(np.mean(values[:TREND_WINDOW]))) if exploit_rows else None,
+            "spread_exploit_end": _round(float(np.mean(values[-TREND_WINDOW:]))) if exploit_rows else None,
+        },
+        "nodes": {
+            str(n): {
+                "psi": _round(psi[n]),
+                "noise": noise[n] if n < len(noise) else None,
+                "mean_accuracy": _round(accuracy[n]),
+                "mean_staleness": _round(staleness[n]),
+                "selected_share": _round(selected[n]),
+            }
+            for n in nodes
+        },
+    }
+
+
+def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:
+    """Left: each node's own-model accuracy per round, coloured by its noise level, the end of the
+    explore phase dashed. Right: final psi against noise level."""
+    from fedgossip.reports.plots import _pyplot
+
+    plt = _pyplot()
+    kind, noise = node_noise(config)
+    rows = [r for r in node_records(records) if r.get("test_accuracy") is not None]
+    nodes = sorted({r["node"] for r in rows})
+    top = max(noise, default=0.0) or 1.0
+    colours = plt.get_cmap("viridis")
+    fig, (curves, scatter) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
+    psi = {}
+    for n in nodes:
+        mine = sorted((r["round"], r["test_accuracy"]) for r in rows if r["node"] == n)
+        level = noise[n] if n < len(noise) else 0.0
+        curves.plot(
+            *zip(*mine, strict=True), color=colours(level / top), linewidth=1.1, label=f"{n}: {level:.2f}"
+        )
+        psi[n] = next((r["psi"] for r in reversed(rows) if r["node"] == n and r.get("psi") is not None), None)
+    explore = [r["round"] for r in rows if r.get("phase") == "explore"]
+    if explore and any(r.get("phase") == "exploit" for r in rows):
+        curves.axvline(max(explore) + 0.5, color="k", linestyle="--", linewidth=1, label="end of explore")
+    curves.set(xlabel="round", ylabel="own-model accuracy (round's evaluation set)", title=title, ylim=(0, 1))
+    curves.grid(alpha=0.3)
+    curves.legend(title=f"node: {kind} noise", fontsize=7, ncol=2, loc="lower right")
+    known = [n for n in nodes if psi[n] is not None and n < len(noise)]
+    scatter.scatter(
+        [noise[n] for n in known],
+        [psi[n] for n in known],
+        c=[noise[n] / top for n in known],
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+    )
+    for n in known:
+        scatter.annotate(str(n), (noise[n], psi[n]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    scatter.set(xlabel=f"{kind} noise level", ylabel="psi (mean contribution)", title="contribution vs noise")
+    scatter.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
