@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 
 import pytest
 from rich.console import Console
@@ -142,22 +143,6 @@ def test_flower_builtins_run_in_process(name):
     assert len(server) == 3 and server[-1]["test_accuracy"] > 0.5
 
 
-BN_MODULE = """
-from torch import nn
-
-
-def bn_net(input_shape, num_classes):
-    channels, height, width = input_shape
-    return nn.Sequential(
-        nn.Conv2d(channels, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * height * width, num_classes),
-    )
-"""
-
-
 def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
     """Each client trains and evaluates with its own running statistics (the global ones only in
     round 1), kept in context.state between messages; replayed here with a fresh learner."""
@@ -167,7 +152,9 @@ def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
 
     from fedgossip.tasks import build_learner
 
-    (tmp_path / "bn_user.py").write_text(BN_MODULE)
+    from .test_tasks_user_models import USER_MODULE  # its bn_net: conv, BatchNorm2d, linear, BatchNorm1d
+
+    (tmp_path / "bn_user.py").write_text(textwrap.dedent(USER_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "bn_user", raising=False)
     config = small('task.model="bn_user:bn_net"', "nodes.count=2")
