@@ -145,7 +145,9 @@ def run_federation(
         initial = evaluator.initial_arrays()
         recorder = RecordingGrid(grid, labels, specs_of(initial))
         if strategy is None:
-            strategy = build_strategy(config, labels, node_wait=flower.startup_timeout)
+            strategy = build_strategy(
+                config, labels, node_wait=flower.startup_timeout, local_names=evaluator.learner.local_names
+            )
         node_fields = getattr(strategy, "node_fields", None)  # a strategy's own per-node metrics
         notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
         if notice:
