@@ -218,7 +218,8 @@ def serve(port: int, megabytes: int, links: str) -> None:
     from fedgossip.client.inbox import Inbox
     from fedgossip.client.server import LoopServer
     from fedgossip.client.service import Authenticator, GossipService
-    from fedgossip.client.wire import CHANNEL_OPTIONS, specs_of
+    from fedgossip.client.wire import CHANNEL_OPTIONS
+    from fedgossip.schema.tensors import specs_of
 
     names, arrays = transfer_model(megabytes)
     service = GossipService(

@@ -3,7 +3,8 @@ the gossip peer (`fedgossip.tasks.build_learner`).
 
 The experiment comes from the run config (see `fedgossip.server.protocol`), the node's partition
 from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
-what must survive rounds (the node's minibatch-order generator) is kept in `context.state`.
+what must survive rounds (the node's minibatch-order generator, and its own values of the local
+tensors: BatchNorm running statistics) is kept in `context.state`.
 
 Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
@@ -15,6 +16,10 @@ Messages:
   and a message without a model evaluates that kept one.
 With a streamed task (task.stream_chunks), train and evaluate use the data of the message's
 `server-round` (the node's chunk; the round's evaluation set as test set).
+
+Installing the global model keeps the node's own local tensors once it has trained (as a gossip
+peer's merge does, and as VCA's paper keeps running statistics local); the first time, the global
+ones are taken. Replies still carry them; nodes never use the server's aggregate of them after that.
 
 Any failure is answered with an error reply whose reason names the node and the cause.
 
@@ -45,6 +50,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.schema.tensors import is_finite
 from fedgossip.server import protocol as p
 
 log = logging.getLogger("fedgossip.clientapp")
@@ -98,28 +104,38 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
     return learner
 
 
-def _save_state(learner, context: Context) -> None:
+def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
+    """Keep the minibatch-order generator and the node's own local tensors (of `weights`, the
+    trained model) in `context.state` for the next message."""
     context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state)})
+    local = learner.local_names
+    if local:
+        context.state[p.LOCAL_TENSORS] = ArrayRecord(
+            {n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True) if n in local}
+        )
 
 
-def _install(learner, message: Message, context: Context | None = None) -> None:
+def _install(learner, message: Message, context: Context, *, evaluating: bool = False) -> None:
     """Put the model of `message` into the learner, checking names (the learner checks shapes,
-    dtypes and finiteness). With a `context` (evaluation): a message without a model means the
-    node's own kept model, and one flagged `keep-model` becomes it (strategy fair)."""
+    dtypes and finiteness), with the local tensors this node saved, if any, instead of the
+    message's. When `evaluating`: a message without a model means the node's own kept model, and
+    one flagged `keep-model` becomes it (strategy fair)."""
     record = message.content.array_records.get(p.ARRAYS)
     config = message.content.config_records.get(p.CONFIG)
-    if context is not None and record is None:
+    if evaluating and record is None:
         record = context.state.array_records.get(p.KEPT_MODEL)
         if record is None:
             raise ValueError("the message carries no model and this node keeps none")
-    elif context is not None and config is not None and config.get(p.KEEP_MODEL):
+    elif evaluating and config is not None and config.get(p.KEEP_MODEL):
         context.state[p.KEPT_MODEL] = record
     if record is None:
         raise ValueError(f"the message carries no {p.ARRAYS!r} ArrayRecord")
     names = list(record.keys())
     if names != list(learner.names):
         raise ValueError(f"the model's tensors {names} are not this task's {list(learner.names)}")
-    learner.set_weights([array.numpy() for array in record.values()])
+    own = context.state.array_records.get(p.LOCAL_TENSORS)
+    local = learner.local_names if own is not None else frozenset()
+    learner.set_weights([(own[n] if n in local and n in own else a).numpy() for n, a in record.items()])
 
 
 def _proximal_mu(message: Message) -> float:
@@ -168,18 +184,18 @@ def train(message: Message, context: Context) -> Message:
     def work() -> RecordDict:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context, message)
-        _install(learner, message)
+        _install(learner, message, context)
         started = time.perf_counter()
         loss = float(learner.train(mu=_proximal_mu(message)))
         seconds = time.perf_counter() - started
         weights = learner.get_weights()
-        bad = sum(not np.isfinite(w).all() for w in weights)
+        bad = sum(not is_finite(w) for w in weights)
         if bad or not np.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
                 f"{len(weights)} tensors); lower task.learning_rate"
             )
-        _save_state(learner, context)
+        _save_state(learner, context, weights)
         arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
         metrics = MetricRecord(
             {
@@ -201,7 +217,7 @@ def evaluate(message: Message, context: Context) -> Message:
     def work() -> RecordDict:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context, message)
-        _install(learner, message, context)
+        _install(learner, message, context, evaluating=True)
         loss, accuracy = learner.evaluate()
         metrics = MetricRecord(
             {

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from concurrent import futures
 from typing import Any, TextIO
 
@@ -52,12 +52,12 @@ from fedgossip.client.wire import (
     WireError,
     assemble,
     encode,
-    specs_of,
 )
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.records import Emit, LineWriter, record
+from fedgossip.schema.tensors import is_finite, specs_of
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
@@ -68,11 +68,6 @@ MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live
 
 class Diverged(Exception):
     """The node's own training kept producing NaN or Inf."""
-
-
-def finite(arrays: Sequence[np.ndarray]) -> bool:
-    """Whether every value of a model is finite."""
-    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
 
 
 class GossipPeer:
@@ -161,7 +156,7 @@ class GossipPeer:
             self.learner = self.plan.learner(round_, self.learner)
             train_loss = self.learner.train()
             own = self.learner.get_weights()
-            if math.isfinite(train_loss) and finite(own):
+            if math.isfinite(train_loss) and all(map(is_finite, own)):
                 divergences = 0
             else:
                 divergences += 1

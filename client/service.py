@@ -29,8 +29,9 @@ import numpy as np
 
 from fedgossip.client.identity import LinkKeys, Unauthenticated, node_of_certificate, token_matches
 from fedgossip.client.inbox import Inbox
-from fedgossip.client.wire import ModelAssembler, TensorSpec, WireError, encode, model_norm
+from fedgossip.client.wire import ModelAssembler, WireError, encode
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,10 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         published = self._published
         if self.max_norm_ratio <= 0 or published is None:
             return None
-        norm, own = model_norm(arrays), published[3]
-        if norm > self.max_norm_ratio * own:
-            return f"norm {norm:.3g} exceeds {self.max_norm_ratio:g} x own norm {own:.3g}"
+        try:
+            check_norm(arrays, ratio=self.max_norm_ratio, own_norm=published[3])
+        except ModelRejected as err:
+            return str(err)
         return None
 
     def _reply(self, accepted: bool, detail: str = "") -> gossip_pb2.PushReply:

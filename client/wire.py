@@ -2,7 +2,8 @@
 
 A model travels as one header (sender, round, example count, tensor specs, total size) followed by
 the tensors' raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES`. The receiving side
-checks everything against its own model's specs before a single value is used.
+checks everything against its own model's specs before a single value is used (the shared checks
+of `fedgossip.schema.tensors`, answered as gRPC statuses).
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ import grpc
 import numpy as np
 
 from fedgossip.proto import gossip_pb2
+from fedgossip.schema.tensors import (
+    ModelRejected,
+    ModelTooLarge,
+    TensorSpec,
+    check_arrays,
+    check_declared,
+    check_size,
+    specs_of,
+)
 
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 4 << 20
@@ -22,7 +32,6 @@ CHANNEL_OPTIONS = [  # one chunk (plus header) per message: anything bigger is r
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 ALLOWED_DTYPES = frozenset({"<f2", "<f4", "<f8", "<i4", "<i8"})
-MAX_HEADER_TENSORS = 10_000
 MAX_NUM_EXAMPLES = 1 << 40
 
 
@@ -33,18 +42,12 @@ class WireError(Exception):
         super().__init__(message)
         self.code = code
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """What one tensor must look like: name, numpy dtype string, shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+    @classmethod
+    def of(cls, rejected: ModelRejected) -> WireError:
+        """The answer to a model the shared checks rejected: too large or malformed."""
+        too_large = isinstance(rejected, ModelTooLarge)
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if too_large else grpc.StatusCode.INVALID_ARGUMENT
+        return cls(code, str(rejected))
 
 
 @dataclass(frozen=True)
@@ -56,23 +59,6 @@ class ModelMessage:
     num_examples: int
     arrays: list[np.ndarray]
     nbytes: int
-
-
-def specs_of(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
-    """The specs of a local model, in wire form (little-endian dtype strings)."""
-    return [
-        TensorSpec(name, np.dtype(a.dtype).newbyteorder("<").str, tuple(a.shape))
-        for name, a in zip(names, arrays, strict=True)
-    ]
-
-
-def model_norm(arrays: Sequence[np.ndarray]) -> float:
-    """The L2 norm of a whole model (all tensors as one vector), accumulated in float64."""
-    total = 0.0
-    for array in arrays:
-        flat = np.asarray(array, dtype=np.float64).reshape(-1)
-        total += float(np.dot(flat, flat))
-    return total**0.5
 
 
 def encode(
@@ -154,13 +140,13 @@ class ModelAssembler:
             )
         arrays, offset = [], 0
         for spec in self.expected:
-            array = np.frombuffer(
-                self.buffer, dtype=spec.dtype, count=int(np.prod(spec.shape)), offset=offset
-            )
+            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=spec.size, offset=offset)
             arrays.append(array.reshape(spec.shape))
             offset += spec.nbytes
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {spec.name!r} holds NaN or Inf")
+        try:
+            check_arrays(arrays, self.expected)
+        except ModelRejected as err:
+            raise WireError.of(err) from None
         h = self.header
         return ModelMessage(h.sender, h.round, h.num_examples, arrays, self.received)
 
@@ -173,27 +159,15 @@ class ModelAssembler:
             raise WireError(invalid, f"implausible round {h.round}: expected {low}..{high}")
         if not 0 < h.num_examples <= MAX_NUM_EXAMPLES:
             raise WireError(invalid, f"implausible num_examples {h.num_examples}")
-        if len(h.tensors) > MAX_HEADER_TENSORS:
-            raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"header lists {len(h.tensors)} tensors")
-        if h.total_bytes > self.max_bytes:
-            raise WireError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"model of {h.total_bytes} bytes exceeds the limit of {self.max_bytes}",
-            )
-        if len(h.tensors) != len(self.expected):
-            raise WireError(invalid, f"{len(h.tensors)} tensors, expected {len(self.expected)}")
-        for got, want in zip(h.tensors, self.expected, strict=True):
-            if got.dtype not in ALLOWED_DTYPES:
-                raise WireError(invalid, f"tensor {got.name!r}: dtype {got.dtype!r} not allowed")
-            if (got.name, got.dtype, tuple(got.shape)) != (want.name, want.dtype, want.shape):
-                raise WireError(
-                    invalid,
-                    f"tensor {got.name!r} {got.dtype}{tuple(got.shape)} does not match "
-                    f"{want.name!r} {want.dtype}{want.shape}",
-                )
-        declared = sum(s.nbytes for s in self.expected)
-        if h.total_bytes != declared:
-            raise WireError(invalid, f"total_bytes {h.total_bytes} != {declared} implied by the tensors")
+        try:
+            check_size(h.total_bytes, self.max_bytes, tensors=len(h.tensors))
+            declared = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in h.tensors]
+            check_declared(declared, self.expected, allowed=ALLOWED_DTYPES)
+        except ModelRejected as err:
+            raise WireError.of(err) from None
+        implied = sum(s.nbytes for s in self.expected)
+        if h.total_bytes != implied:
+            raise WireError(invalid, f"total_bytes {h.total_bytes} != {implied} implied by the tensors")
 
 
 def assemble(chunks: Iterator[gossip_pb2.ModelChunk], assembler: ModelAssembler) -> ModelMessage:

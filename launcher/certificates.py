@@ -1,7 +1,8 @@
 """Throwaway certificate authorities and node certificates (PEM), for TLS runs and device set-ups.
 
 `make_ca` creates a CA; `make_certificate` issues a certificate valid both as server and as client
-(for mutual TLS) for the given host names and IP addresses.
+(for mutual TLS) for the given host names and IP addresses; `make_openssh_key_pair` writes the key
+pair a Flower SuperNode authenticates with.
 """
 
 from __future__ import annotations
@@ -95,3 +96,21 @@ def make_certificate(ca: Issued, directory: str | Path, name: str, hosts: list[s
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, issued.key)
     return issued
+
+
+def make_openssh_key_pair(stem: Path) -> tuple[Path, Path]:
+    """An EC P-384 key pair in OpenSSH format (what flower-supernode and `flwr supernode register`
+    read): STEM (private, mode 0600) and STEM.pub."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = stem, stem.with_name(stem.name + ".pub")
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + b"\n"
+    )
+    return private, public

@@ -207,7 +207,10 @@ def certs(
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. The working directory is importable, as under `python -m`: a user's
+    `package.module:function` (strategy, model) given relative to it is found."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     app(prog_name="fedgossip")
 
 

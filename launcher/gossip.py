@@ -23,7 +23,7 @@ from fedgossip.launcher.certificates import make_ca, make_certificate
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
-from fedgossip.launcher.topology import build_topology, neighbours
+from fedgossip.launcher.topology import build_topology, check_merges, neighbours
 from fedgossip.schema.records import PEER_EVENTS, decode_event
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_sta
     """One node config per peer (the experiment config plus its [peer] section)."""
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
+    check_merges(graph, config.strategy, config.topology.kind)
     ports = free_ports(count, LOOPBACK)
     credentials = security_material(config, graph, results.secrets)
     paths = []

@@ -22,6 +22,7 @@ from typing import IO
 
 from fedgossip.launcher.watchdog import watchdog
 
+LOOPBACK = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -31,7 +32,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
     """`count` distinct free TCP ports on `host`, held open together so they differ."""
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
@@ -41,12 +42,24 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a node process: BLAS/OpenMP capped at `threads`, plus `extra`."""
+    """The environment of a node process: BLAS/OpenMP capped at `threads`, plus `extra`, with the
+    launch directory importable (`import_path`) wherever the child runs."""
     env = dict(os.environ)
     env.update({name: str(threads) for name in THREAD_ENV})
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
+    env["PYTHONPATH"] = import_path(env.get("PYTHONPATH", ""))
     return env
+
+
+def import_path(pythonpath: str) -> str:
+    """`pythonpath` for a process that may run in another directory (Flower's processes run in
+    the results folder): every entry made absolute against the launch directory, and the launch
+    directory itself appended, so a user's `package.module:function` found from where the user
+    launched is found in every process of the run."""
+    here = os.getcwd()
+    entries = [os.path.abspath(entry) for entry in pythonpath.split(os.pathsep) if entry]
+    return os.pathsep.join(dict.fromkeys([*entries, here]))
 
 
 class Child:

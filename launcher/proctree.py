@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable
 
 import psutil
+
+from fedgossip.launcher.polling import poll_until
 
 POLL_S = 0.05
 
@@ -80,9 +81,8 @@ def stop(procs: Iterable[psutil.Process], grace: float) -> list[psutil.Process]:
     for proc in left:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_running(proc) for proc in left):
-        time.sleep(POLL_S)
+    with contextlib.suppress(TimeoutError):
+        poll_until(lambda: not any(_running(proc) for proc in left), grace, POLL_S, "the processes to exit")
     for proc in left:
         if _running(proc):
             with contextlib.suppress(psutil.Error):

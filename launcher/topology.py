@@ -1,7 +1,8 @@
 """Gossip topologies: who talks to whom, built with networkx from the experiment seed.
 
 Every generator returns a connected undirected graph on nodes 0..n-1; a disconnected result is a
-clear error (gossip on a disconnected graph never mixes), never a silent partial experiment.
+clear error (gossip on a disconnected graph never mixes), never a silent partial experiment; so is
+a graph on which the strategy cannot merge (`check_merges`: krum's n > 2f + 2).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from fedgossip.config import TopologySection
+from fedgossip.config import StrategySection, TopologySection
+from fedgossip.strategies.registry import Rule, lookup
 
 
 def build_topology(topology: TopologySection, num_nodes: int, seed: int) -> nx.Graph:
@@ -71,3 +73,19 @@ def read_edge_list(path: str | Path, num_nodes: int) -> nx.Graph:
 def neighbours(graph: nx.Graph, node: int) -> list[int]:
     """The sorted neighbours of `node`."""
     return sorted(graph.neighbors(node))
+
+
+def check_merges(graph: nx.Graph, strategy: StrategySection, kind: str) -> None:
+    """ValueError when a peer with the fewest neighbours (degree d) cannot merge with `strategy`:
+    a peer merges its own model and its neighbours', d + 1 models (krum needs d + 1 > 2f + 2)."""
+    rule = lookup(strategy.name)  # a user's rule (not imported here) declares no minimum
+    if not isinstance(rule, Rule) or graph.number_of_nodes() < 2:
+        return
+    node, degree = min(graph.degree, key=lambda item: (item[1], item[0]))
+    rule.check_enough(
+        strategy.params,
+        degree + 1,
+        f"merge; a gossip peer merges its own model and its neighbours' (degree + 1), and the "
+        f"smallest degree of topology {kind!r} on {graph.number_of_nodes()} nodes is {degree} "
+        f"(node {node}): {degree + 1} models",
+    )

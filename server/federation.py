@@ -27,9 +27,10 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.schema.records import Emit
+from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
-from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record, specs_of
+from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record
 from fedgossip.server.strategies import NodesMissing, build_strategy
 from fedgossip.tasks.stream import wrap_notice
 
@@ -144,7 +145,9 @@ def run_federation(
         initial = evaluator.initial_arrays()
         recorder = RecordingGrid(grid, labels, specs_of(initial))
         if strategy is None:
-            strategy = build_strategy(config, labels, node_wait=flower.startup_timeout)
+            strategy = build_strategy(
+                config, labels, node_wait=flower.startup_timeout, local_names=evaluator.learner.local_names
+            )
         node_fields = getattr(strategy, "node_fields", None)  # a strategy's own per-node metrics
         notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
         if notice:

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from flwr.app import ArrayRecord, Error, Message, MessageType, RecordDict
+from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedgossip.schema.records import SERVER, Record, record
+from fedgossip.schema.tensors import TensorSpec, check_arrays, check_declared
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 
@@ -32,18 +32,6 @@ NO_REPLY = 101  # error code of a node that did not answer within the round time
 
 class RoundFailed(RuntimeError):
     """No node delivered a usable model in a training round."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-
-def specs_of(record: ArrayRecord) -> list[TensorSpec]:
-    """The tensor specs of the global model, from its ArrayRecord (no deserialisation)."""
-    return [TensorSpec(name, str(array.dtype), tuple(array.shape)) for name, array in record.items()]
 
 
 def array_bytes(content: RecordDict) -> int:
@@ -77,21 +65,8 @@ def check_train_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[flo
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         raise ValueError("a train reply must hold exactly one ArrayRecord and one MetricRecord")
     record = next(iter(content.array_records.values()))
-    names = list(record.keys())
-    if names != [s.name for s in specs]:
-        raise ValueError(f"model tensors {names[:8]} are not the global model's")
-    for spec in specs:
-        array = record[spec.name]
-        if str(array.dtype) != spec.dtype or tuple(array.shape) != spec.shape:
-            raise ValueError(
-                f"tensor {spec.name} is {array.dtype}{list(array.shape)}, "
-                f"expected {spec.dtype}{list(spec.shape)}"
-            )
-        value = array_view(array)
-        if str(value.dtype) != spec.dtype or value.shape != spec.shape:
-            raise ValueError(f"tensor {spec.name}: payload does not match its declared dtype/shape")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise ValueError(f"tensor {spec.name} holds non-finite values")
+    check_declared([TensorSpec(name, tuple(a.shape), a.dtype) for name, a in record.items()], specs)
+    check_arrays([array_view(array) for array in record.values()], specs)  # the payloads, in place
     metrics = next(iter(content.metric_records.values()))
     examples = metrics.get(p.NUM_EXAMPLES)
     if isinstance(examples, bool) or not isinstance(examples, int) or not 0 < examples <= p.MAX_NUM_EXAMPLES:

@@ -5,7 +5,9 @@ in a `RuleStrategy`: a FedAvg subclass whose model aggregation is `rule(None, mo
 num_examples, **params)`, the same code the gossip peers merge with. `average` is the weighted
 average of the client models, `vca` that average variance-corrected towards the mean of the
 clients' per-tensor variances. A rule that fails in a round (raises, or returns an invalid model)
-is logged with its name and the round, and the server keeps the previous global model.
+is logged with its name and the round, and the server keeps the previous global model. The
+model's local tensors (BatchNorm running statistics: the clients keep their own, see
+client/flower_app.py) are not the rule's: the global model carries their example-weighted mean.
 Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. The registry's mechanisms
 have their own Strategy (`fair`: `fedgossip.server.fair.FairStrategy`).
 
@@ -124,16 +126,24 @@ class RuleStrategy(FedAvg):
 
     Subclasses made by :func:`rule_strategy` set `rule`. The rule's declared parameters are keyword
     arguments of the constructor (`VarianceCorrected(eps=0.0)`), checked by the registry; a user's
-    rule takes `params={...}` unchecked.
+    rule takes `params={...}` unchecked. `local_names`: the model's local tensors, left out of the
+    rule and averaged by example count instead.
     """
 
     rule: Rule
 
-    def __init__(self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        params: Mapping[str, Any] | None = None,
+        local_names: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> None:
         declared = {param.name for param in self.rule.params or ()}
         given = {**(params or {}), **{key: kwargs.pop(key) for key in declared & set(kwargs)}}
         super().__init__(*args, **kwargs)
         self.params = self.rule.bind(given)
+        self.local_names = frozenset(local_names)
 
     def summary(self) -> None:
         """Log the rule and its parameters, then FedAvg's settings."""
@@ -155,17 +165,31 @@ class RuleStrategy(FedAvg):
         names = list(records[0].keys())
         models = [[array_view(record[name]) for name in names] for record in records]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        merged, error = run_rule(self.rule, None, models, weights, self.params, server_round)
+        shared = [i for i, name in enumerate(names) if name not in self.local_names]
+        merged, error = run_rule(
+            self.rule,
+            None,
+            [[model[i] for i in shared] for model in models],
+            weights,
+            self.params,
+            server_round,
+        )
         if merged is None:
             log(WARNING, "%s; keeping the previous global model", error)
             return None, metrics
+        values = dict(zip(shared, merged, strict=True))
+        for i in set(range(len(names))) - values.keys():
+            values[i] = _weighted_mean([model[i] for model in models], weights)
         arrays = ArrayRecord(
-            {
-                name: Array(np.asarray(value, dtype=models[0][i].dtype))
-                for i, (name, value) in enumerate(zip(names, merged, strict=True))
-            }
+            {name: Array(np.asarray(values[i], dtype=models[0][i].dtype)) for i, name in enumerate(names)}
         )
         return arrays, metrics
+
+
+def _weighted_mean(tensors: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """The `weights`-weighted mean of one tensor across clients, in its dtype (integers rounded)."""
+    mean = np.average(np.stack(tensors).astype(np.float64), axis=0, weights=weights)
+    return np.rint(mean) if np.issubdtype(tensors[0].dtype, np.integer) else mean
 
 
 @cache
@@ -238,22 +262,21 @@ def strategy_arguments(config: ExperimentConfig) -> dict[str, Any]:
         raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
     if isinstance(entry, Rule):
         sampled = max(int(nodes * flower.fraction_train), minimum)
-        needed = entry.min_models(strategy.params) if entry.min_models else 1
-        if sampled < needed:
-            raise ValueError(
-                f"strategy {name!r} with params {strategy.params} needs {needed} models per round; "
-                f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} "
-                f"give {sampled}"
-            )
+        given = f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} give {sampled}"
+        entry.check_enough(strategy.params, sampled, f"round; {given}")
         return {**kwargs, "params": strategy.params}
     return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}
 
 
 def build_strategy(
-    config: ExperimentConfig, labels: Mapping[int, int] | None = None, node_wait: float = 120.0
+    config: ExperimentConfig,
+    labels: Mapping[int, int] | None = None,
+    node_wait: float = 120.0,
+    local_names: Iterable[str] = (),
 ) -> Strategy:
     """The strategy named by config.strategy.name, with seeded sampling over `labels`
-    (node id -> partition id, read at each sampling)."""
+    (node id -> partition id, read at each sampling); a registry rule leaves the model's
+    `local_names` out of its aggregation."""
     if isinstance(resolve(config.strategy.name), Mechanism):  # "fair", checked with the config
         from fedgossip.server.fair import FairStrategy
 
@@ -265,6 +288,8 @@ def build_strategy(
             node_wait=node_wait,
         )
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
+    if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
+        kwargs["local_names"] = local_names
     return seeded_class(config.strategy.name)(
         seed=config.experiment.seed, labels=labels, node_wait=node_wait, **kwargs
     )

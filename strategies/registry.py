@@ -132,6 +132,21 @@ class Rule(Entry):
         """The rule's documentation: its function's docstring."""
         return inspect.getdoc(self.function) or ""
 
+    def check_enough(self, params: Mapping[str, Any], models: int, per: str) -> None:
+        """ValueError unless the rule with its bound `params` can aggregate `models` models (its
+        `min_models`). `per` completes "needs N models per ..." (what aggregates, and why that
+        many models); for a rule with an `f` parameter (krum) the message adds the largest f
+        that `models` allow."""
+        if self.min_models is None or models >= (needed := self.min_models(params)):
+            return
+        message = f"strategy {self.name!r} with params {dict(params)} needs {needed} models per {per}"
+        if "f" in params:
+            fits = [
+                f for f in range(int(params["f"]), -1, -1) if self.min_models({**params, "f": f}) <= models
+            ]
+            message += f"; the largest f allowed is {fits[0]}" if fits else "; no value of f allows that few"
+        raise ValueError(message)
+
     def apply(
         self,
         own: NDArrays | None,
@@ -208,7 +223,8 @@ def register(
     """Decorator: register ``function`` as rule ``name`` with one check per keyword-only parameter.
 
     ``min_models(params)``, if given, is the least number of models (own included) the rule
-    needs with those parameters; the Flower adapter checks it against the sampled nodes.
+    needs with those parameters; the launcher checks it against the sampled nodes (Flower) and
+    the topology's smallest degree (gossip) before the run starts.
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fedgossip.schema.tensors import TensorSpec, check_arrays
+
 from .config import TaskConfig
 from .data import Dataset
 from .validation import check_int, check_real
@@ -53,20 +55,16 @@ class Learner(abc.ABC):
     def get_weights(self) -> list[np.ndarray]:
         """Fresh copies of the weight tensors in `names` order."""
 
+    @property
+    def specs(self) -> list[TensorSpec]:
+        """The weight tensors' specs (names, shapes, dtypes), what set_weights checks against."""
+        return list(map(TensorSpec.of, self.names, self.shapes, self.dtypes))
+
     def set_weights(self, arrays: Sequence[np.ndarray]) -> None:
-        """Replace the weights after checking count, shapes, numeric dtype (integers for integer
-        tensors such as num_batches_tracked) and finiteness."""
-        if len(arrays) != len(self.shapes):
-            raise ValueError(f"expected {len(self.shapes)} weight arrays, got {len(arrays)}")
-        checked = [np.asarray(array) for array in arrays]
-        for name, shape, dtype, array in zip(self.names, self.shapes, self.dtypes, checked, strict=True):
-            if array.shape != shape:
-                raise ValueError(f"weight {name} must have shape {shape}; got {array.shape}")
-            if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
-                raise ValueError(f"weight {name} must hold finite real numbers")
-            if dtype.kind in "iu" and array.dtype.kind not in "iu":
-                raise ValueError(f"weight {name} holds integers ({dtype}); got {array.dtype}")
-        self._assign(checked)
+        """Replace the weights after the shared untrusted-model checks: count, shapes, real dtypes
+        (integers for integer tensors such as num_batches_tracked) and finiteness. ValueError
+        (ModelRejected) names the first bad tensor."""
+        self._assign(check_arrays(arrays, self.specs, exact_dtype=False))
 
     @abc.abstractmethod
     def _assign(self, arrays: list[np.ndarray]) -> None:

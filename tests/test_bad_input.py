@@ -296,6 +296,49 @@ def test_infinite_round_timeout_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ("strategy.name=krum", "strategy.params.f=1", "topology.kind=ring", "nodes.count=6"),
+            "error: strategy 'krum' with params {'f': 1} needs 5 models per merge; a gossip peer merges "
+            "its own model and its neighbours' (degree + 1), and the smallest degree of topology 'ring' "
+            "on 6 nodes is 2 (node 0): 3 models; the largest f allowed is 0",
+        ),
+        (  # a star's leaves have one neighbour: two models, too few for krum whatever f
+            ("strategy.name=multi-krum", "topology.kind=star", "nodes.count=5"),
+            "smallest degree of topology 'star' on 5 nodes is 1 (node 1): 2 models; no value of f allows",
+        ),
+        (
+            (
+                'experiment.mode="flower"',
+                'flower.engine="inprocess"',
+                "strategy.name=krum",
+                "strategy.params.f=2",
+            ),
+            "error: strategy 'krum' with params {'f': 2} needs 7 models per round; nodes.count = 4 and "
+            "flower.fraction_train = 1.0 give 4; the largest f allowed is 0",
+        ),
+        (
+            (
+                'experiment.mode="flower"',
+                "strategy.name=krum",
+                "strategy.params.f=1",
+                "nodes.count=10",
+                "flower.fraction_train=0.3",
+            ),
+            "needs 5 models per round; nodes.count = 10 and flower.fraction_train = 0.3 give 3",
+        ),
+    ],
+    ids=["gossip-ring", "gossip-star", "flower-all-nodes", "flower-fraction"],
+)
+def test_krum_f_too_large_for_the_models_per_aggregation_is_a_launch_error(tmp_path, settings, message):
+    out = tmp_path / "out"
+    settings = ("task.model=linear", "nodes.count=4", *settings)
+    assert_clear(run_cli("run", "--out", str(out), *sets(*settings)), message)
+    assert not out.exists()  # nothing started
+
+
+@pytest.mark.parametrize(
     ("name", "problem"),
     [
         ("../../x", "must be a plain file name (it names the results folder), not a path"),

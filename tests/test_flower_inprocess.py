@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 
 import pytest
 from rich.console import Console
@@ -140,3 +141,71 @@ def test_flower_builtins_run_in_process(name):
     events, _ = federate(small(f'strategy.name="{name}"', "nodes.count=4", "flower.fraction_evaluate=0.0"))
     server = [e["record"] for e in events if e["type"] == "record" and e["record"]["node"] == "server"]
     assert len(server) == 3 and server[-1]["test_accuracy"] > 0.5
+
+
+def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
+    """Each client trains and evaluates with its own running statistics (the global ones only in
+    round 1), kept in context.state between messages; replayed here with a fresh learner."""
+    import sys
+
+    import numpy as np
+
+    from fedgossip.tasks import build_learner
+
+    from .test_tasks_user_models import USER_MODULE  # its bn_net: conv, BatchNorm2d, linear, BatchNorm1d
+
+    (tmp_path / "bn_user.py").write_text(textwrap.dedent(USER_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "bn_user", raising=False)
+    config = small('task.model="bn_user:bn_net"', "nodes.count=2")
+    seen = []  # (partition, message type, shuffle state before, message, reply)
+
+    def recording(message, context):
+        state = context.state.config_records.get(p.STATE)
+        shuffle = json.loads(str(state[p.SHUFFLE_STATE])) if state is not None else None
+        reply = client_app(message, context)
+        seen.append(
+            (context.node_config[p.PARTITION_ID], message.metadata.message_type, shuffle, message, reply)
+        )
+        return reply
+
+    grid = LocalGrid(recording, 2, {p.CONFIG_TOML: dump_toml(config)})
+    events: list[dict] = []
+    final = run_federation(grid, config, events.append)
+    assert "error" not in [e["type"] for e in events]
+    server = [e["record"] for e in events if e["type"] == "record" and e["record"]["node"] == "server"]
+    assert server[2]["test_accuracy"] > server[0]["test_accuracy"] + 0.3  # the rule ran every round
+
+    def arrays(message):
+        return {n: a.numpy() for n, a in message.content.array_records[p.ARRAYS].items()}
+
+    kept = {}
+    for node in (0, 1):
+        learner = build_learner(config.task, node, 2, config.experiment.seed)
+        local = learner.local_names
+        assert "1.running_mean" in local
+        own = None
+        for _, kind, shuffle, message, reply in (s for s in seen if s[0] == node and s[1] != "query"):
+            sent = arrays(message)
+            start = {n: own[n] if own is not None and n in local else a for n, a in sent.items()}
+            learner.set_weights(list(start.values()))
+            if kind == "train":
+                if shuffle is not None:
+                    learner.shuffle_state = shuffle
+                learner.train()
+                got = arrays(reply)
+                for name, want in zip(learner.names, learner.get_weights(), strict=True):
+                    np.testing.assert_allclose(got[name], want, rtol=1e-6, atol=1e-7, err_msg=name)
+                own = got
+            else:  # evaluate: the global model with this node's own statistics
+                loss, accuracy = learner.evaluate()
+                metrics = reply.content.metric_records[p.METRICS]
+                assert (metrics[p.TEST_LOSS], metrics[p.TEST_ACCURACY]) == pytest.approx((loss, accuracy))
+        state = next(c for c in grid.contexts.values() if c.node_config[p.PARTITION_ID] == node).state
+        kept[node] = {n: a.numpy() for n, a in state.array_records[p.LOCAL_TENSORS].items()}
+        assert kept[node].keys() == local
+        np.testing.assert_array_equal(kept[node]["1.running_mean"], own["1.running_mean"])
+    # the two clients' statistics (different data) differ, and differ from the server's average
+    assert not np.allclose(kept[0]["1.running_mean"], kept[1]["1.running_mean"])
+    for node in (0, 1):
+        assert not np.allclose(kept[node]["1.running_mean"], final["1.running_mean"].numpy())

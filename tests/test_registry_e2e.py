@@ -1,11 +1,13 @@
 """Every registry rule, and a user's rule from a temporary module, in real runs of both runtimes:
 gossip peers through the CLI (real processes, real gRPC) and the Flower ServerApp/ClientApp
-in-process (through the CLI for user rules, so the module comes from PYTHONPATH)."""
+in-process (through the CLI for user rules, so the module comes from PYTHONPATH or from the
+directory the user launched from)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -170,3 +172,57 @@ def test_a_failing_user_rule_leaves_the_run_going(tmp_path, user_module, functio
     for round_ in range(1, ROUNDS + 1):
         assert f"strategy '{name}' failed in round {round_}: " in log, log
     assert reason in log and "keeping the previous global model" in log
+
+
+USER_MODEL = """
+
+def net(input_shape, num_classes):
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
+"""
+
+
+@pytest.mark.timeout(250)
+def test_a_user_rule_is_found_from_the_launch_directory_without_pythonpath(tmp_path):
+    """`fedgossip run` (the console script, which does not search the working directory by
+    itself) started in the folder holding the module, with no PYTHONPATH, in both runtimes; the
+    Flower run also takes its model from there."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "mymod.py").write_text(textwrap.dedent(USER_RULES) + USER_MODEL)
+    env = {k: v for k, v in child_env(1).items() if k != "PYTHONPATH"}
+    script = str(Path(sys.executable).parent / "fedgossip")
+    gossip = [*GOSSIP, "nodes.count=2"]
+    flower = [*FLOWER, "task.model=mymod:net"]
+    for mode, base, calls_expected in (("gossip", gossip, ROUNDS * 2), ("flower", flower, ROUNDS)):
+        calls = tmp_path / f"calls-{mode}.jsonl"
+        out = tmp_path / mode
+        settings = [*base, "strategy.name=mymod:recording", f'strategy.params.calls="{calls}"']
+        argv = [script, "run", "--out", str(out), *(arg for s in settings for arg in ("--set", s))]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=200, env=env, cwd=folder)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+        assert len(calls.read_text().splitlines()) == calls_expected, mode
+
+
+def test_child_processes_import_from_the_launch_directory_and_a_relative_pythonpath(tmp_path, monkeypatch):
+    """What Flower's processes (started in the results folder) rely on: the launcher's child
+    environment carries the launch directory and PYTHONPATH's relative entries made absolute."""
+    (tmp_path / "mymod.py").write_text("VALUE = 'launch directory'\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "mylib.py").write_text("VALUE = 'relative entry'\n")
+    elsewhere = tmp_path / "results"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "lib")
+    code = "import mymod, mylib; print(mymod.VALUE, '/', mylib.VALUE)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(1),
+        cwd=elsewhere,
+    )
+    assert result.stdout.strip() == "launch directory / relative entry", result.stderr

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedgossip.client.wire import ModelAssembler, assemble, encode, specs_of
+from fedgossip.client.wire import ModelAssembler, assemble, encode
+from fedgossip.schema.tensors import specs_of
 from fedgossip.tasks import TaskConfig, build_learner
 
 USER_MODULE = '''

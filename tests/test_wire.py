@@ -6,8 +6,9 @@ import grpc
 import numpy as np
 import pytest
 
-from fedgossip.client.wire import ModelAssembler, WireError, assemble, encode, specs_of
+from fedgossip.client.wire import ModelAssembler, WireError, assemble, encode
 from fedgossip.proto import gossip_pb2
+from fedgossip.schema.tensors import specs_of
 
 NAMES = ["w", "b", "scale"]
 
