@@ -19,6 +19,7 @@ figures are only comparable at the same load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -51,8 +52,10 @@ class Memory:
 
     peak_rss: dict[int, int]
     peak_pss: dict[int, int]
+    cpu_s: dict[int, float]
     peak_total_rss: int = 0
     peak_total_pss: int = 0
+    launcher_cpu_s: float = 0.0
 
 
 def sample(launcher: psutil.Process, memory: Memory) -> None:
@@ -62,15 +65,20 @@ def sample(launcher: psutil.Process, memory: Memory) -> None:
         try:
             info = proc.memory_full_info()
             name = proc.cmdline()
+            times = proc.cpu_times()
         except psutil.Error:
             continue
         if any("watchdog" in part for part in name):
             continue
+        memory.cpu_s[proc.pid] = times.user + times.system
         memory.peak_rss[proc.pid] = max(memory.peak_rss.get(proc.pid, 0), info.rss)
         memory.peak_pss[proc.pid] = max(memory.peak_pss.get(proc.pid, 0), info.pss)
         rss, pss = rss + info.rss, pss + info.pss
     memory.peak_total_rss = max(memory.peak_total_rss, rss)
     memory.peak_total_pss = max(memory.peak_total_pss, pss)
+    with contextlib.suppress(psutil.Error):
+        times = launcher.cpu_times()
+        memory.launcher_cpu_s = times.user + times.system
 
 
 def launch(out: Path, settings: list[str]) -> tuple[float, Memory, int]:
@@ -81,7 +89,7 @@ def launch(out: Path, settings: list[str]) -> tuple[float, Memory, int]:
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(1))
     launcher = psutil.Process(process.pid)
-    memory = Memory({}, {})
+    memory = Memory({}, {}, {})
     while process.poll() is None:
         sample(launcher, memory)
         time.sleep(SAMPLE_S)
@@ -158,6 +166,15 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
     print(
         f"per peer: PSS {pss_peer:.0f} MB, RSS {rss_peer:.0f} MB"
         + compare(pss_peer, "pss_mb", before, targets, "MB PSS")
+    )
+    cpu = sum(memory.cpu_s.values())
+    core_s = (os.cpu_count() or 1) * wall
+    share = (cpu + memory.launcher_cpu_s) / core_s
+    print(
+        f"CPU time: {cpu:.1f} s in the node processes and the fork server "
+        f"({1000 * cpu / (peers * rounds):.0f} ms per peer-round, start-up included), "
+        f"{memory.launcher_cpu_s:.1f} s in the launcher: {share:.0%} of the {core_s:.0f} core-seconds "
+        "of the wall time (the rest went to other processes on the machine)"
     )
     biggest = max(memory.peak_pss.values(), default=0) / MB
     print(f"largest process: PSS {biggest:.0f} MB (a process of {per_process} peer(s), or the fork server)")

@@ -28,6 +28,7 @@ pid, "code"} when a child is reaped (code as subprocess gives it: negative for a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import json
@@ -43,6 +44,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -57,14 +59,24 @@ REAP_S = 0.05  # how often the server looks for exited children
 MAX_MESSAGE = 1 << 16
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
 FORBIDDEN = ("grpc",)  # never imported before a fork
+RAW_DATASETS = ("digits", "breast_cancer", "mnist-5k")  # what fedgossip.tasks.data.load_raw reads and caches
 
 
-def preload_modules(model: str) -> list[str]:
-    """What a gossip peer with `model` imports before it creates any gRPC state. Not scikit-learn
-    (the linear model): it imports pandas and pyarrow when installed, whose allocator starts a
-    thread, and a process with threads must not fork."""
+@dataclass(frozen=True)
+class Preload:
+    """What the fork server loads before forking: modules, and bundled datasets (`load_raw` names,
+    cached read-only arrays the children then share)."""
+
+    modules: tuple[str, ...]
+    raw_data: tuple[str, ...] = ()
+
+
+def preload_for(model: str, dataset: str = "") -> Preload:
+    """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state. Not
+    scikit-learn (the linear model): it imports pandas and pyarrow when installed, whose allocator
+    starts a thread, and a process with threads must not fork."""
     learner = [] if model == "linear" else ["fedgossip.tasks.torch_learner"]
-    return [
+    modules = [
         "numpy",
         "fedgossip.config",
         "fedgossip.tasks",
@@ -75,6 +87,7 @@ def preload_modules(model: str) -> list[str]:
         "fedgossip.schema.records",
         "fedgossip.launcher.signals",
     ]
+    return Preload(tuple(modules), (dataset,) if dataset in RAW_DATASETS else ())
 
 
 # ---- the launcher's side ---------------------------------------------------------------------
@@ -132,13 +145,17 @@ class ForkedChild:
 class ForkServer:
     """A running fork server (start it with `start_fork_server`); `spawn` forks a child."""
 
-    def __init__(self, preload: Sequence[str], log_path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, preload: Preload, log_path: Path, env: Mapping[str, str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
         try:
             self.process = subprocess.Popen(
-                python_module("fedgossip.launcher.forkserver", str(theirs.fileno()), *preload),
+                python_module(
+                    "fedgossip.launcher.forkserver",
+                    str(theirs.fileno()),
+                    json.dumps(dataclasses.asdict(preload)),
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=self._log,
@@ -245,7 +262,7 @@ class ForkServer:
 
 
 @contextlib.contextmanager
-def start_fork_server(preload: Sequence[str], log_path: Path, env: Mapping[str, str]) -> Iterator[ForkServer]:
+def start_fork_server(preload: Preload, log_path: Path, env: Mapping[str, str]) -> Iterator[ForkServer]:
     """A fork server for the block; closed (children stopped) on exit, error and Ctrl-C alike."""
     server = ForkServer(preload, log_path, env)
     try:
@@ -351,10 +368,16 @@ def _unsafe_to_fork() -> str | None:
     return None
 
 
-def serve(control: socket.socket, preload: Sequence[str]) -> None:
-    """Import `preload`, then fork a child per request until the launcher closes the socket."""
-    for module in preload:
+def serve(control: socket.socket, preload: Preload) -> None:
+    """Load `preload`, then fork a child per request until the launcher closes the socket."""
+    for module in preload.modules:
         importlib.import_module(module)
+    if preload.raw_data:
+        from fedgossip.tasks.data import load_raw
+
+        for name in preload.raw_data:
+            with contextlib.suppress(ValueError):  # not installed: each peer reports it itself
+                load_raw(name)
     problem = _unsafe_to_fork()
     if problem:
         _send(control, {"ready": False, "error": problem})
@@ -390,4 +413,4 @@ def serve(control: socket.socket, preload: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])
+    serve(socket.socket(fileno=int(sys.argv[1])), Preload(**json.loads(sys.argv[2])))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.config import ExperimentConfig
-from fedgossip.launcher.forkserver import ForkedChild, preload_modules, start_fork_server
+from fedgossip.launcher.forkserver import ForkedChild, preload_for, start_fork_server
 from fedgossip.launcher.processes import Child, child_env, python_module
 from fedgossip.launcher.results import ResultsFolder
 
@@ -75,7 +75,7 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
 
         yield fresh
         return
-    preload = preload_modules(config.task.model)
+    preload = preload_for(config.task.model, config.task.dataset)
     with start_fork_server(preload, results.logs / "forkserver.log", env) as server:
 
         def forked(name: str, module: str, args: Sequence[str], log_path: Path) -> ForkedChild:

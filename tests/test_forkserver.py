@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from fedgossip.config import PeerSection
-from fedgossip.launcher.forkserver import preload_modules, start_fork_server
+from fedgossip.launcher.forkserver import preload_for, start_fork_server
 from fedgossip.launcher.processes import child_env
 
 from .helpers import loopback_ports, metrics, run_cli, wait_for, write_node_config
@@ -72,7 +72,7 @@ def test_forked_peers_give_bit_identical_metrics_to_fresh_ones(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_forked_child_reports_its_output_log_and_exit_status(tmp_path):
     lines: queue.Queue = queue.Queue()
-    with start_fork_server(preload_modules("linear"), tmp_path / "server.log", child_env(1)) as server:
+    with start_fork_server(preload_for("linear"), tmp_path / "server.log", child_env(1)) as server:
         child = spawn_peer(server, tmp_path / "missing.toml", lines)
         event = next_event(lines)
         assert event["type"] == "error" and "config file not found" in event["error"]
@@ -86,7 +86,7 @@ def test_a_forked_child_reports_its_output_log_and_exit_status(tmp_path):
 def test_a_forked_peer_is_stopped_by_pid_through_its_shutdown(tmp_path):
     config = lonely_peer(tmp_path)
     lines: queue.Queue = queue.Queue()
-    with start_fork_server(preload_modules("mlp"), tmp_path / "server.log", child_env(1)) as server:
+    with start_fork_server(preload_for("mlp", "digits"), tmp_path / "server.log", child_env(1)) as server:
         child = spawn_peer(server, config, lines)
         try:
             assert next_event(lines)["type"] == "ready"
@@ -102,11 +102,11 @@ def test_a_forked_peer_is_stopped_by_pid_through_its_shutdown(tmp_path):
 LAUNCHER = """
 import json, queue, sys, time
 from pathlib import Path
-from fedgossip.launcher.forkserver import preload_modules, start_fork_server
+from fedgossip.launcher.forkserver import preload_for, start_fork_server
 from fedgossip.launcher.processes import child_env
 tmp, config = Path(sys.argv[1]), sys.argv[2]
 lines = queue.Queue()
-with start_fork_server(preload_modules("linear"), tmp / "server.log", child_env(1)) as server:
+with start_fork_server(preload_for("linear"), tmp / "server.log", child_env(1)) as server:
     child = server.spawn("node-0", "fedgossip.client.peer", [config], log_path=tmp / "n.log", lines=lines)
     lines.get(timeout=60)
     print(json.dumps([server.process.pid, child.pid]), flush=True)
