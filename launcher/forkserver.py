@@ -370,6 +370,7 @@ def _unsafe_to_fork() -> str | None:
 
 def serve(control: socket.socket, preload: Preload) -> None:
     """Load `preload`, then fork a child per request until the launcher closes the socket."""
+    started = time.monotonic()
     for module in preload.modules:
         importlib.import_module(module)
     if preload.raw_data:
@@ -384,6 +385,11 @@ def serve(control: socket.socket, preload: Preload) -> None:
         return
     gc.collect()
     gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
+    print(
+        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s",
+        file=sys.stderr,
+        flush=True,
+    )
     _send(control, {"ready": True})
     me, children = os.getpid(), set()
     with Shutdown() as shutdown:
