@@ -4,13 +4,11 @@ process, and a crash of one process ends only its peers."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import psutil
 import pytest
 
-from .helpers import metrics, node_config, run_cli, start_cli, wait_for
+from .helpers import kill_during_run, metrics, node_config, run_cli, set_args, timeless
 
 EIGHT = [
     "nodes.count=8",
@@ -21,26 +19,14 @@ EIGHT = [
 ]
 
 
-def settings(items):
-    return [arg for item in items for arg in ("--set", item)]
-
-
-def deterministic(records):
-    """What a record says that does not depend on timing: all but time_s, in (node, round) order."""
-    return sorted(
-        ({k: v for k, v in r.items() if k != "time_s"} for r in records),
-        key=lambda r: (r["node"], r["round"]),
-    )
-
-
 @pytest.mark.timeout(400)
 def test_four_peers_per_process_record_what_one_peer_per_process_records(tmp_path):
     runs = {}
     for per_process in (4, 1):
         out = tmp_path / f"per-{per_process}"
-        result = run_cli("run", "--out", str(out), *settings([*EIGHT, f"nodes.per_process={per_process}"]))
+        result = run_cli("run", "--out", str(out), *set_args([*EIGHT, f"nodes.per_process={per_process}"]))
         assert result.returncode == 0, result.stdout + result.stderr
-        runs[per_process] = deterministic(metrics(out))
+        runs[per_process] = timeless(metrics(out))
     processes = json.loads((tmp_path / "per-4" / "processes.json").read_text())
     assert sorted(processes) == ["nodes-0-3", "nodes-4-7"]
     assert sorted(p.name for p in (tmp_path / "per-4" / "logs").iterdir()) == [
@@ -61,38 +47,22 @@ def listening_ports(pid: int) -> set[int]:
 @pytest.mark.timeout(300)
 def test_killing_one_process_of_four_peers_leaves_the_other_four_running(tmp_path):
     out = tmp_path / "killed"
-    launcher = start_cli(
-        "run",
-        "--out",
-        str(out),
-        settings=[
-            "nodes.count=8",
-            "nodes.per_process=4",
-            "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
-            "topology.kind=complete",
-            "experiment.round_timeout=4",
-            "task.model=linear",
-        ],
-    )
+    settings = [
+        "nodes.count=8",
+        "nodes.per_process=4",
+        "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
+        "topology.kind=complete",
+        "experiment.round_timeout=4",
+        "task.model=linear",
+    ]
 
-    def node_0_finished_round_2() -> bool:
-        assert launcher.poll() is None, "the launcher ended early"
-        return (out / "metrics.jsonl").exists() and any(
-            r["node"] == 0 and r["round"] == 2 for r in metrics(out)
-        )
-
-    try:
-        wait_for(node_0_finished_round_2, 120, "node 0 to finish round 2")
-        processes = json.loads((out / "processes.json").read_text())
+    def one_server_per_peer(processes: dict[str, int]) -> None:
         for name, nodes in (("nodes-0-3", range(4)), ("nodes-4-7", range(4, 8))):
             own = {int(node_config(out, n).peer.listen.rsplit(":", 1)[1]) for n in nodes}
             assert listening_ports(processes[name]) == own  # one gRPC server per hosted peer
-        os.kill(processes["nodes-0-3"], signal.SIGKILL)
-        output, _ = launcher.communicate(timeout=180)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode == 3, output.decode(errors="replace")
+
+    code, output = kill_during_run(out, settings, 0, "nodes-0-3", one_server_per_peer)
+    assert code == 3, output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "partial" and summary["dead_nodes"] == [0, 1, 2, 3]
     records = metrics(out)
