@@ -10,6 +10,14 @@ shared libraries, which is what each extra process really costs), rounded up by 
     Flower deployment, per node           SuperNode 100 + its SuperExec 93 + a ClientApp 240 PSS
     Flower deployment, once               SuperLink 103 + SuperExec 106 + ServerApp 290 PSS
     the launcher                          RSS 61 MiB, PSS 47
+    forked peer, torch MLP (fork server)  RSS 217 MB, PSS 32 (64 peers, digits, all processes' PSS / 64)
+    8 peers per forked process, MLP       PSS 1.40 GiB for 256 peers (5.6 MB per peer, 32 processes)
+    25 peers per forked process, MLP      PSS 2.86 GiB for 1000 peers (3 MB per peer, 40 processes)
+
+For forked and packed peers the estimate is `fork server + processes x FORKED + further peers x
+PACKED_PEER`, kept well above those measurements (a process's private memory grows as it runs);
+forked linear-model peers import scikit-learn after the fork (its import starts a thread), so they
+are counted like fresh ones.
 
 Flower's simulation engine and the in-process engine run virtual clients inside a few processes,
 so their node count is not checked here. The memory available is psutil's
@@ -29,7 +37,7 @@ from fedgossip.config import ExperimentConfig
 
 MIB = 2**20
 PER_NODE_MIB = {"torch": 185, "linear": 105, "flower": 480}  # a process of its own, started afresh
-FORKED_MIB = {"torch": 45, "linear": 105}  # a process forked by the fork server (linear: not measured)
+FORKED_MIB = {"torch": 45, "linear": 105}  # a process forked by the fork server
 PACKED_PEER_MIB = {"torch": 12, "linear": 12}  # each further peer of a process (nodes.per_process)
 FORK_SERVER_MIB = {"torch": 120, "linear": 60}
 FIXED_MIB = {"gossip": 60, "flower": 600}
