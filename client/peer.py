@@ -371,13 +371,30 @@ class GossipPeer:
         self.server.stop(grace=1.0)
 
 
-def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
-    """Entry point of a peer process: load the node config, run all rounds, return an exit status."""
+def configure_logging(who: str = "node") -> None:
+    """Log to stderr (the process's log file), each line naming `who` (a logging format field)."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s node: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}: %(message)s",
     )
+
+
+def run_to_end(peer: GossipPeer, emit: Emit) -> int:
+    """Run all of `peer`'s rounds; 0 when done, 1 (an error event emitted) when it diverged.
+    A KeyboardInterrupt (the process's shutdown) goes through."""
+    try:
+        peer.run(emit)
+    except Diverged as err:
+        log.error("%s", err)
+        emit({"type": "error", "node": peer.peer.id, "error": str(err)})
+        return 1
+    return 0
+
+
+def run_peer(config_path: str, overrides: list[str] | None = None, metrics: TextIO | None = None) -> int:
+    """Entry point of a peer process: load the node config, run all rounds, return an exit status."""
+    configure_logging()
     emit = LineWriter(metrics or sys.stdout)
     try:
         peer = GossipPeer(load_config(config_path, overrides or []))
@@ -387,18 +404,15 @@ def run_peer(config_path: str, overrides: list[str] | None = None, metrics: Text
         return 2
     shutdown = Shutdown().install()  # SIGTERM/SIGINT end the peer like Ctrl-C, once; later ones ignored
     try:
-        peer.run(emit)
-    except Diverged as err:
-        log.error("%s", err)
-        emit({"type": "error", "node": peer.peer.id, "error": str(err)})
-        return 1
+        code = run_to_end(peer, emit)
     except KeyboardInterrupt:
         return shutdown.exit_code
     finally:
         shutdown.begin()
         peer.close()
-    emit({"type": "done", "node": peer.peer.id})
-    return 0
+    if code == 0:
+        emit({"type": "done", "node": peer.peer.id})
+    return code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from fedgossip.config.sections import (
     ExperimentSection,
     FlowerSection,
     GossipSection,
+    LauncherSection,
     NodesSection,
     PeerSection,
     SecuritySection,
@@ -53,6 +54,7 @@ class ExperimentConfig:
     security: SecuritySection = field(default_factory=SecuritySection)
     gossip: GossipSection = field(default_factory=GossipSection)
     flower: FlowerSection = field(default_factory=FlowerSection)
+    launcher: LauncherSection = field(default_factory=LauncherSection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:

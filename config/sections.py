@@ -67,12 +67,25 @@ class ExperimentSection:
 
 @dataclass(frozen=True)
 class NodesSection:
-    """How many nodes learn together."""
+    """How many nodes learn together, and (gossip mode) how many peers share one OS process:
+    `per_process = k` runs k peers per process, each with its own gRPC server, learner and round
+    loop (hundreds of peers on one machine); a crash of a process ends only its k peers."""
 
     count: int = 8
+    per_process: int = 1
 
     def __post_init__(self) -> None:
         require(self.count >= 2, "nodes.count", f"must be >= 2; got {self.count}")
+        require(self.per_process >= 1, "nodes.per_process", f"must be >= 1; got {self.per_process}")
+
+
+@dataclass(frozen=True)
+class LauncherSection:
+    """How the launcher starts gossip node processes. fork_server: fork them from one parent that
+    has imported numpy, torch and the task code (never grpc) instead of starting each afresh:
+    start-up in a fraction of a second, the imported code shared copy-on-write."""
+
+    fork_server: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from rich.console import Console
 from fedgossip.client.identity import certificate_name, write_link_keys
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.certificates import make_ca, make_certificate
-from fedgossip.launcher.processes import Child, child_env, free_ports, python_module, supervised
+from fedgossip.launcher.placement import node_starter, process_groups
+from fedgossip.launcher.processes import free_ports, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.launcher.topology import build_topology, check_merges, neighbours
@@ -130,20 +131,18 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     count, rounds = config.nodes.count, config.experiment.rounds
     lines: queue.Queue = queue.Queue()
     done_rounds = dict.fromkeys(range(count), 0)
-    open_streams = set(range(count))
+    finished: set[int] = set()
+    hosted = process_groups(node_configs, config.nodes.per_process)
+    open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
-    with supervised() as children, RoundProgress(console, count, rounds, config.experiment.name) as bar:
-        for node, path in enumerate(node_configs):
-            children.append(
-                Child(
-                    f"node-{node}",
-                    python_module("fedgossip.client.peer", str(path)),
-                    log_path=results.logs / f"node-{node}.log",
-                    env=child_env(config.task.threads),
-                    lines=lines,
-                )
-            )
+    with (
+        supervised() as children,
+        RoundProgress(console, count, rounds, config.experiment.name) as bar,
+        node_starter(config, results, lines) as start,
+    ):
+        for name, group in hosted.items():
+            children.append(start(name, *group.command, results.logs / f"{name}.log"))
         results.write_processes({c.name: c.pid for c in children})
         while open_streams:
             if time.time() > deadline:
@@ -153,13 +152,13 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 name, line = lines.get(timeout=1.0)
             except queue.Empty:
                 continue
-            node = int(name.split("-")[1])
             if line is None:
-                open_streams.discard(node)
+                open_streams.discard(name)
                 continue
             event = decode_event(line, PEER_EVENTS) or {}
             kind = event.pop("type", None)
-            if kind == "round":
+            node = hosted[name].node_of(event)
+            if kind == "round" and node is not None:
                 results.append(event)
                 done_rounds[node] = event["round"]
                 # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design
@@ -167,23 +166,27 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 if not event.get("merged") and waited:
                     outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)
-            elif kind == "ready":
+            elif kind == "ready" and node is not None:
                 ready.add(node)
                 if len(ready) == count:
                     outcome.startup_s = round(time.time() - started, 3)
                     bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
+            elif kind == "done" and node is not None:
+                finished.add(node)
             elif kind == "error":
-                outcome.errors.append(f"node {node}: {event.get('error')}")
-        for node, child in enumerate(children):
+                outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")
+        for child in children:
             code = child.stop()
-            if code != 0 or done_rounds[node] < rounds:
-                outcome.dead_nodes.append(node)
-                if not any(e.startswith(f"node {node}:") for e in outcome.errors):
-                    tail = child.log_tail(1)
-                    outcome.errors.append(
-                        f"node {node} exited with {code} after round "
-                        f"{done_rounds[node]}" + (f": {tail}" if tail else "")
-                    )
+            for node in hosted[child.name].nodes:
+                if done_rounds[node] < rounds or (code != 0 and node not in finished):
+                    outcome.dead_nodes.append(node)
+                    if not any(e.startswith(f"node {node}:") for e in outcome.errors):
+                        tail = child.log_tail(1)
+                        outcome.errors.append(
+                            f"node {node} exited with {code} after round "
+                            f"{done_rounds[node]}" + (f": {tail}" if tail else "")
+                        )
+    outcome.dead_nodes.sort()
     outcome.wall_time_s = time.time() - started
     if outcome.dead_nodes:
         outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"

@@ -10,6 +10,14 @@ shared libraries, which is what each extra process really costs), rounded up by 
     Flower deployment, per node           SuperNode 100 + its SuperExec 93 + a ClientApp 240 PSS
     Flower deployment, once               SuperLink 103 + SuperExec 106 + ServerApp 290 PSS
     the launcher                          RSS 61 MiB, PSS 47
+    forked peer, torch MLP (fork server)  RSS 217 MB, PSS 32 (64 peers, digits, all processes' PSS / 64)
+    8 peers per forked process, MLP       PSS 1.40 GiB for 256 peers (5.6 MB per peer, 32 processes)
+    25 peers per forked process, MLP      PSS 2.86 GiB for 1000 peers (3 MB per peer, 40 processes)
+
+For forked and packed peers the estimate is `fork server + processes x FORKED + further peers x
+PACKED_PEER`, kept well above those measurements (a process's private memory grows as it runs);
+forked linear-model peers import scikit-learn after the fork (its import starts a thread), so they
+are counted like fresh ones.
 
 Flower's simulation engine and the in-process engine run virtual clients inside a few processes,
 so their node count is not checked here. The memory available is psutil's
@@ -20,14 +28,20 @@ configs are validated on small devices too.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedgossip.config import ExperimentConfig
 
 MIB = 2**20
-PER_NODE_MIB = {"torch": 185, "linear": 105, "flower": 480}
+PER_NODE_MIB = {"torch": 185, "linear": 105, "flower": 480}  # a process of its own, started afresh
+FORKED_MIB = {"torch": 45, "linear": 105}  # a process forked by the fork server
+PACKED_PEER_MIB = {"torch": 12, "linear": 12}  # each further peer of a process (nodes.per_process)
+FORK_SERVER_MIB = {"torch": 120, "linear": 60}
 FIXED_MIB = {"gossip": 60, "flower": 600}
+PACKING = 25  # the nodes.per_process suggested when peers do not fit
 SIMULATION = 'Flower\'s simulation engine (experiment.mode = "flower", flower.engine = "simulation")'
 
 
@@ -58,9 +72,14 @@ def estimate(config: ExperimentConfig) -> Estimate | None:
         what = "Flower SuperNodes with their ClientApps"
         return Estimate(what, PER_NODE_MIB["flower"], FIXED_MIB["flower"], nodes)
     kind = "linear" if config.task.model == "linear" else "torch"
-    return Estimate(
-        f"gossip peers with the {config.task.model} model", PER_NODE_MIB[kind], FIXED_MIB["gossip"], nodes
-    )
+    forked = config.launcher.fork_server
+    per_process = min(config.nodes.per_process, nodes)
+    process = (FORKED_MIB if forked else PER_NODE_MIB)[kind]
+    per_node = math.ceil((process + (per_process - 1) * PACKED_PEER_MIB[kind]) / per_process)
+    fixed = FIXED_MIB["gossip"] + (FORK_SERVER_MIB[kind] if forked else 0)
+    how = f"{per_process} per process" if per_process > 1 else "one process each"
+    how += ", forked" if forked else ""
+    return Estimate(f"gossip peers with the {config.task.model} model, {how}", per_node, fixed, nodes)
 
 
 def available_mib() -> float | None:
@@ -88,6 +107,15 @@ def check_memory(config: ExperimentConfig, available: float | None = None) -> No
     if need is None or available is None or need.total_mib <= available:
         return
     alternatives = [f"at most {need.max_nodes(available)} nodes"]
+    if config.experiment.mode == "gossip" and config.nodes.per_process < PACKING:
+        packed = config.replace(
+            nodes=dataclasses.replace(config.nodes, per_process=PACKING),
+            launcher=dataclasses.replace(config.launcher, fork_server=True),
+        )
+        alternatives.append(
+            f"nodes.per_process = {PACKING} with launcher.fork_server = true "
+            f"(~{estimate(packed).per_node_mib} MiB per peer)"  # type: ignore[union-attr]
+        )
     if config.experiment.mode == "gossip" and config.task.model != "linear":
         alternatives.append(f'task.model = "linear" (~{PER_NODE_MIB["linear"]} MiB per peer)')
     alternatives.append(SIMULATION)

@@ -27,7 +27,7 @@ PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -62,6 +62,28 @@ def import_path(pythonpath: str) -> str:
     return os.pathsep.join(dict.fromkeys([*entries, here]))
 
 
+def start_pump(name: str, stream: IO[bytes], lines: queue.Queue) -> threading.Thread:
+    """A thread queueing each line of `stream` as (name, line), then (name, None) at its end."""
+
+    def pump() -> None:
+        for raw in iter(stream.readline, b""):
+            lines.put((name, raw.decode(errors="replace").rstrip("\n")))
+        lines.put((name, None))
+
+    thread = threading.Thread(target=pump, name=f"lines-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a log file, for error messages ("" if unreadable)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
 class Child:
     """One started process; stdout lines (if captured) are queued as (name, line) tuples."""
 
@@ -86,19 +108,13 @@ class Child:
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.pid = self.process.pid
         self._terminated = False
         self._reader = None
         if lines is not None:
-            self._reader = threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True)
-            self._reader.start()
-
-    def _pump(self, stream: IO[bytes], lines: queue.Queue) -> None:
-        for raw in iter(stream.readline, b""):
-            lines.put((self.name, raw.decode(errors="replace").rstrip("\n")))
-        lines.put((self.name, None))
+            self._reader = start_pump(name, self.process.stdout, lines)
 
     def poll(self) -> int | None:
         return self.process.poll()
@@ -128,11 +144,7 @@ class Child:
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the child's log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@ is (batch, num_classes)). Every failure is a ValueError naming task.model.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +30,11 @@ def select_device(name: str) -> torch.device:
     return torch.device("cuda" if available else "cpu")
 
 
+RNG_LOCK = threading.RLock()
+"""Held while torch's global random state is swapped for a node's own (`fork_rng`): several
+peers of one process (`nodes.per_process`) must not swap it under each other's feet."""
+
+
 def _construct(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """Call the factory on a forked torch RNG seeded with `seed`: its own random draws are
     reproducible and the global random state is left as it was. (Building on the meta device
@@ -37,7 +44,7 @@ def _construct(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int,
         raise ValueError(f"task.model {task.model!r} is not a torch model")
     factory = resolve_factory(entry.path)
     options = {name: getattr(task, name) for name in entry.options}
-    with torch.random.fork_rng(devices=[]):
+    with RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             module = factory(tuple(input_shape), num_classes, **options)

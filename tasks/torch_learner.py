@@ -11,7 +11,7 @@ from torch.nn import functional
 from .config import TaskConfig
 from .data import Dataset
 from .learner import Learner
-from .torch_build import build_module, initial_state, select_device
+from .torch_build import RNG_LOCK, build_module, initial_state, select_device
 
 # Test examples per forward pass in evaluate(): bounds the activation memory on large test sets
 # (LeNet-5 on a 10,000-image test set: 2048 at a time peaks ~180 MB higher than 128, which costs
@@ -133,7 +133,7 @@ class TorchLearner(Learner):
         def epoch(order: np.ndarray) -> float:
             self._model.train()
             total = 0.0
-            with torch.random.fork_rng(devices=[]):
+            with RNG_LOCK, torch.random.fork_rng(devices=[]):
                 torch.set_rng_state(self._torch_rng)
                 for batch in self._batches(order):
                     index = torch.from_numpy(batch).to(self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -193,3 +194,42 @@ def rounds_done(out: Path, node: int) -> int:
     if not (out / "metrics.jsonl").exists():
         return 0
     return max((r["round"] for r in metrics(out) if r["node"] == node), default=0)
+
+
+def set_args(items: Sequence[str]) -> list[str]:
+    """`--set ITEM` for each of `items`."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def timeless(records: list[dict]) -> list[dict]:
+    """What records say that does not depend on timing: all but time_s, in (node, round) order."""
+    return sorted(
+        ({k: v for k, v in r.items() if k != "time_s"} for r in records),
+        key=lambda r: (r["node"], r["round"]),
+    )
+
+
+def kill_during_run(out: Path, settings: Sequence[str], node: int, process: str, before_kill=None):
+    """Run `fedgossip run --out OUT` with `settings`, SIGKILL the process named `process` in
+    processes.json once `node` finished round 2 (after calling `before_kill(processes)`), and
+    wait for the launcher; returns its exit status and output."""
+    launcher = start_cli("run", "--out", str(out), settings=settings)
+
+    def finished_round_2() -> bool:
+        assert launcher.poll() is None, "the launcher ended early"
+        return (out / "metrics.jsonl").exists() and any(
+            r["node"] == node and r["round"] == 2 for r in metrics(out)
+        )
+
+    try:
+        wait_for(finished_round_2, 120, f"node {node} to finish round 2")
+        processes = json.loads((out / "processes.json").read_text())
+        if before_kill is not None:
+            before_kill(processes)
+        os.kill(processes[process], signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+    return launcher.returncode, output.decode(errors="replace")

@@ -390,7 +390,7 @@ def test_sensible_node_counts_pass_on_a_24_gib_machine(count, model):
 
 
 def test_500_mlp_peers_are_refused_on_a_24_gib_machine_with_the_numbers():
-    config = load_config(None, ["nodes.count=500"])
+    config = load_config(None, ["nodes.count=500", "launcher.fork_server=false"])
     need = estimate(config)
     assert need.total_mib == 60 + 500 * 185  # measured anchors: see launcher/memory.py
     with pytest.raises(ValueError) as err:
@@ -399,7 +399,17 @@ def test_500_mlp_peers_are_refused_on_a_24_gib_machine_with_the_numbers():
     assert message.startswith("nodes.count = 500 needs about 90.4 GiB of memory (500 gossip peers")
     assert "24.0 GiB available" in message
     assert f"at most {int((GIB24 - 60) // 185)} nodes" in message  # 132
+    packed = math.ceil((45 + 24 * 12) / 25)  # a forked process of 25 peers, shared by them
+    assert f"nodes.per_process = 25 with launcher.fork_server = true (~{packed} MiB per peer)" in message
     assert 'task.model = "linear"' in message and 'flower.engine = "simulation"' in message
+
+
+def test_forked_and_packed_peers_are_estimated_by_process():
+    forked = estimate(load_config(None, ["nodes.count=64"]))
+    assert forked.total_mib == 60 + 120 + 64 * 45  # the fork server, then 64 forked processes
+    packed = estimate(load_config(None, ["nodes.count=1000", "nodes.per_process=25"]))
+    assert packed.total_mib == 60 + 120 + 1000 * math.ceil((45 + 24 * 12) / 25)
+    check_memory(load_config(None, ["nodes.count=1000", "nodes.per_process=25"]), available=GIB24)
 
 
 def test_flower_engines_are_checked_only_where_nodes_are_processes():
@@ -411,12 +421,12 @@ def test_flower_engines_are_checked_only_where_nodes_are_processes():
 
 
 def test_too_many_nodes_through_the_cli_start_nothing(tmp_path):
-    config = load_config(None, ["nodes.count=500"])
+    config = load_config(None, ["nodes.count=500", "launcher.fork_server=false"])
     available = available_mib()
     if available is None or estimate(config).total_mib <= available:
         pytest.skip("this machine has room for 500 MLP peers")
     out = tmp_path / "out"
-    result = run_cli("run", "--out", str(out), *sets("nodes.count=500"))
+    result = run_cli("run", "--out", str(out), *sets("nodes.count=500", "launcher.fork_server=false"))
     assert_clear(result, "error: nodes.count = 500 needs about 90.4 GiB of memory", "GiB available")
     assert not out.exists()
 

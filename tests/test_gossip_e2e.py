@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from .helpers import RECORD_FIELDS, metrics, run_cli, start_cli, wait_for
+from .helpers import RECORD_FIELDS, kill_during_run, metrics, run_cli, start_cli, timeless, wait_for
 
 FIELDS = RECORD_FIELDS | {"neighbours_heard"}
 SMALL = [
@@ -40,7 +40,8 @@ def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
     run = two_runs[0]
     for name in ("config.toml", "metrics.jsonl", "summary.json", "accuracy.png", "processes.json"):
         assert (run / name).stat().st_size > 0, name
-    assert sorted(p.name for p in (run / "logs").iterdir()) == [f"node-{i}.log" for i in range(4)]
+    logs = sorted(p.name for p in (run / "logs").iterdir())  # peers forked by the fork server (the default)
+    assert logs == ["forkserver.log", *(f"node-{i}.log" for i in range(4))]
     records = metrics(run)
     assert len(records) == 12
     assert all(r.keys() >= FIELDS for r in records)
@@ -56,46 +57,22 @@ def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
 
 @pytest.mark.timeout(300)
 def test_same_config_and_seed_give_identical_metrics(two_runs):
-    def strip(rs):
-        return sorted(
-            ({k: v for k, v in r.items() if k != "time_s"} for r in rs),
-            key=lambda r: (r["node"], r["round"]),
-        )
-
-    first, second = (strip(metrics(run)) for run in two_runs)
+    first, second = (timeless(metrics(run)) for run in two_runs)
     assert first == second
 
 
 @pytest.mark.timeout(300)
 def test_a_killed_peer_does_not_stop_the_others(tmp_path):
     out = tmp_path / "killed"
-    launcher = start_cli(
-        "run",
-        "--out",
-        str(out),
-        settings=[
-            "nodes.count=4",
-            "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
-            "topology.kind=complete",
-            "experiment.round_timeout=4",
-            "task.model=linear",
-        ],
-    )
-
-    def node_2_finished_round_2() -> bool:
-        assert launcher.poll() is None, "the launcher ended early"
-        return (out / "metrics.jsonl").exists() and any(
-            r["node"] == 2 and r["round"] == 2 for r in metrics(out)
-        )
-
-    try:
-        wait_for(node_2_finished_round_2, 120, "node 2 to finish round 2")
-        os.kill(json.loads((out / "processes.json").read_text())["node-2"], signal.SIGKILL)
-        output, _ = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode == 3, output.decode(errors="replace")
+    settings = [
+        "nodes.count=4",
+        "experiment.rounds=40",  # linear-model rounds take ~10 ms: leave plenty after the kill
+        "topology.kind=complete",
+        "experiment.round_timeout=4",
+        "task.model=linear",
+    ]
+    code, output = kill_during_run(out, settings, 2, "node-2")
+    assert code == 3, output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "partial" and summary["dead_nodes"] == [2]
     records = metrics(out)
