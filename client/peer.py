@@ -54,12 +54,14 @@ from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.records import Emit, LineWriter, record
+from fedgossip.strategies.diagnostics import layer_variance
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+OBSERVER_WAIT_S = 5.0  # how long a finished peer keeps serving for the observer to read its last model
 
 
 class Diverged(Exception):
@@ -85,6 +87,8 @@ class GossipPeer:
         check_plaintext(self.peer)
         token, links = read_token(self.peer), read_link_keys(self.peer)
         auth = Authenticator(token, links, certificates=bool(self.peer.client_ca_file))
+        # the launcher's observer reads the last model (consensus distance) before the peer exits
+        self.observed = bool(links and links.observer and config.experiment.consensus_every)
         if not auth.identifies:
             log.warning(
                 "callers are not identified (no peer.link_keys_file, no mutual TLS): "
@@ -203,11 +207,14 @@ class GossipPeer:
                         merged=0 if discarded else len(messages),
                         refused=self.inbox.take_refused(),
                         discarded=discarded,
+                        layer_variance=layer_variance(self.names, current),
                     ),
                 }
             )
             round_ += 1
         self.service.state = "done"
+        if self.observed:
+            self.service.observed.wait(OBSERVER_WAIT_S)
 
     def _wait_for(self, round_: int, neighbours: set[int], deadline: float) -> tuple[set[int], set[int]]:
         """Wait for the neighbours' models of `round_` until `deadline`; then ask the missing ones
@@ -327,6 +334,7 @@ class GossipPeer:
                 discarded=None,
                 caught_up_from=message.sender,
                 jumped_from=behind,
+                layer_variance=layer_variance(self.names, message.arrays),
             ),
         }
 

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from fedgossip.client.identity import LinkKeys, Unauthenticated, node_of_certificate, token_matches
+from fedgossip.client.identity import (
+    NODE_KEY,
+    OBSERVER,
+    LinkKeys,
+    Unauthenticated,
+    node_of_certificate,
+    token_matches,
+)
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.wire import ModelAssembler, TensorSpec, WireError, encode, model_norm
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -56,6 +64,23 @@ class Authenticator:
         if by_key is not None and by_cert is not None and by_key != by_cert:
             raise Unauthenticated(f"link key of node {by_key} with the certificate of node {by_cert}")
         return by_key if by_key is not None else by_cert
+
+    def reader(self, context: grpc.aio.ServicerContext) -> int | str | None:
+        """Who may read this peer's model (GetModel): a caller as in `caller`, or the run's
+        observer (`OBSERVER`, proved by its secret and, with mutual TLS, a certificate so named)."""
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        if metadata.get(NODE_KEY) != OBSERVER:
+            return self.caller(context)
+        if not token_matches(metadata, self.token):
+            raise Unauthenticated("missing or wrong token")
+        if self.links is None:
+            raise Unauthenticated("this peer has no observer key")
+        self.links.verify_observer(metadata)
+        if self.certificates:
+            names = context.auth_context().get("x509_common_name", [])
+            if [n.decode(errors="replace") for n in names] != [OBSERVER]:
+                raise Unauthenticated(f"the observer's client certificate is not named {OBSERVER!r}")
+        return OBSERVER
 
     @staticmethod
     def _certificate_node(context: grpc.aio.ServicerContext) -> int:
@@ -96,6 +121,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self.state = "starting"
         self.completed = 0
         self._published: tuple[list[np.ndarray], int, int, float] | None = None
+        self.observed = threading.Event()  # set once the observer has read the model of the last round
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
 
@@ -160,7 +186,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         return sender
 
     async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
-        await self._identify(context)
+        reader = await self._identify(context, self.auth.reader)
         published = self._published
         if published is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
@@ -168,13 +194,16 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         names = [s.name for s in self.specs]
         for chunk in encode(self.node, completed, num_examples, names, arrays):
             await context.write(chunk)
+        if reader == OBSERVER and completed >= self.rounds:
+            self.observed.set()
 
     async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
 
-    async def _identify(self, context: grpc.aio.ServicerContext) -> int | None:
+    async def _identify(self, context: grpc.aio.ServicerContext, who=None) -> int | str | None:
+        """The caller as `who` (default: `Authenticator.caller`) tells; UNAUTHENTICATED if wrong."""
         try:
-            return self.auth.caller(context)
+            return (who or self.auth.caller)(context)
         except Unauthenticated as err:
             self.inbox.note(None)
             log.warning("refused call from %s: %s", context.peer(), err)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import networkx as nx
 from rich.console import Console
 
-from fedgossip.client.identity import certificate_name, write_link_keys
+from fedgossip.client.identity import OBSERVER, certificate_name, write_link_keys
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.certificates import make_ca, make_certificate
+from fedgossip.launcher.consensus import observe_consensus
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
@@ -77,15 +78,18 @@ def security_material(
 ) -> dict[int, dict[str, str]]:
     """Per-peer credentials of a launched run, as PeerSection fields by node.
 
-    Always: a key per link (identity, even on loopback). With security.tls: a throwaway CA and one
-    certificate per peer naming its node (checked by the neighbours under mutual TLS). With
-    security.token: one shared token on top.
+    Always: a key per link (identity, even on loopback), and the secret of the launcher's observer
+    (GetModel only, for the consensus distance). With security.tls: a throwaway CA and one
+    certificate per peer naming its node (checked by the neighbours under mutual TLS), and one named
+    `observer`. With security.token: one shared token on top. The observer's material stays in
+    `secrets_dir` (`fedgossip.launcher.consensus.ObserverAccess` reads it).
     """
-    links = write_link_keys(graph.edges, graph.nodes, secrets_dir)
+    links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=True)
     fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
     security = config.security
     if security.tls:
         ca = make_ca(secrets_dir)
+        make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
         for node in graph.nodes:
             cert = make_certificate(ca, secrets_dir, certificate_name(node), [LOOPBACK, "localhost"])
             fields[node].update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
@@ -132,7 +136,11 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     open_streams = set(range(count))
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
-    with supervised() as children, RoundProgress(console, count, rounds, config.experiment.name) as bar:
+    with (
+        supervised() as children,
+        RoundProgress(console, count, rounds, config.experiment.name) as bar,
+        observe_consensus(config, node_configs, results, started) as observer,
+    ):
         for node, path in enumerate(node_configs):
             children.append(
                 Child(
@@ -155,6 +163,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             node = int(name.split("-")[1])
             if line is None:
                 open_streams.discard(node)
+                if observer:
+                    observer.gone(node)
                 continue
             event = decode_event(line, PEER_EVENTS) or {}
             kind = event.pop("type", None)
@@ -164,6 +174,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 if not event.get("merged") and not event.get("caught_up_from"):
                     outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)
+                if observer:
+                    observer.saw(node, event["round"])
             elif kind == "ready":
                 ready.add(node)
                 if len(ready) == count:

@@ -75,6 +75,21 @@ FIELDS: tuple[Field, ...] = (
     Field("psi", OPTIONAL_NUMBER, "fair", "running mean of the node's contributions (frozen in exploit)"),
     Field("selection_probability", OPTIONAL_NUMBER, "fair", "the node's chance to be selected (exploit)"),
     Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling p-value (explore, after tau rounds)"),
+    Field(
+        "layer_variance",
+        (dict,),
+        "gossip, server",
+        "population variance of each float tensor (name -> variance) of the model kept after the merge; "
+        "server: of the global model",
+    ),
+    Field(
+        "consensus_distance",
+        OPTIONAL_NUMBER,
+        "server",
+        "mean L2 distance of the round's client models to their unweighted average (gossip: "
+        "`consensus.jsonl`)",
+    ),
+    Field("consensus_models", (int,), "server", "how many client models the consensus distance is over"),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
@@ -108,6 +123,9 @@ class Record(TypedDict, total=False):
     psi: float | None
     selection_probability: float | None
     explore_p_value: float | None
+    layer_variance: dict[str, float]
+    consensus_distance: float | None
+    consensus_models: int
     train_s: float
     evaluate_s: float
 
