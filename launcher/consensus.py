@@ -4,8 +4,10 @@ When a peer's record of round r arrives (r a multiple of `experiment.consensus_e
 round), its model is still round r's: a peer publishes its model before it records the round, and
 publishes the next one only after training and waiting again. A background pool fetches that model
 with GetModel, under the observer's credentials (accepted by peers for GetModel only, never for a
-push), and checks the round the peer says it is. Once every peer is accounted for (fetched, not
-answering, moved on to another round, or gone), one line goes to `consensus.jsonl`:
+push), and checks the round the peer says it is (a model of a later measured round, from a peer
+that moved on, is kept for that round; a peer's last model is read before it exits). Once every
+peer is accounted for (fetched, not answering, moved on to another round, or gone), one line goes
+to `consensus.jsonl`:
 
     {"round", "time_s", "consensus_distance", "consensus_models", "nodes_skipped", "nodes_moved_on",
      "nodes_missing"}
@@ -153,7 +155,8 @@ class ConsensusObserver:
         with self._lock:
             if round_ in self._written:  # written without it (too many rounds pending)
                 return
-            self._rounds.setdefault(round_, _Round({}, [], []))
+            if node in self._rounds.setdefault(round_, _Round({}, [], [])).models:
+                return  # read already, by a fetch for an earlier round
         self._pool.submit(self._fetch_and_settle, node, round_)
 
     def gone(self, node: int) -> None:
@@ -179,18 +182,20 @@ class ConsensusObserver:
             served, arrays = self._fetch(node)
         except (grpc.RpcError, WireError, ValueError, StopIteration) as err:
             detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
-            log.warning("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
+            log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
             served, arrays = None, None
         with self._lock:
             entry = self._rounds.get(round_)
-            if entry is None:  # written without it (too many rounds pending)
-                return
-            if arrays is None:
-                entry.skipped.append(node)
-            elif served != round_:
-                entry.moved_on.append(node)
-            else:
-                entry.models[node] = arrays
+            later = served is not None and served != round_ and self.wanted(served)
+            if later and served not in self._written:  # the model of a later measured round: keep it
+                self._rounds.setdefault(served, _Round({}, [], [])).models[node] = arrays
+            if entry is not None:  # else written without it (too many rounds pending)
+                if arrays is None:
+                    entry.skipped.append(node)
+                elif served != round_:
+                    entry.moved_on.append(node)
+                else:
+                    entry.models[node] = arrays
             self._write_complete()
 
     def _fetch(self, node: int) -> tuple[int, list[np.ndarray]]:
