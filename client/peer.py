@@ -113,6 +113,7 @@ class GossipPeer:
             idle_timeout=self.gossip.idle_timeout,
             max_norm_ratio=self.gossip.max_norm_ratio,
         )
+        self.service.keep_previous = self.observed  # the observer may read a round late
         self.server = LoopServer(
             self.service, self.peer.listen, server_credentials(self.peer), CHANNEL_OPTIONS
         )

@@ -13,6 +13,9 @@ PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMEN
 RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a stream fell silent),
 UNAVAILABLE (GetModel before the first model). A well-formed push of a closed round, of a round
 too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
+
+GetModel serves the current model, or the one published before it when asked for that round
+(`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from fedgossip.client.wire import ModelAssembler, TensorSpec, WireError, encode,
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,15 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self.completed = 0
         self._published: tuple[list[np.ndarray], int, int, float] | None = None
         self.observed = threading.Event()  # set once the observer has read the model of the last round
+        self.keep_previous = False  # also serve the model published before (the observer asks for it)
+        self._previous: tuple[list[np.ndarray], int, int, float] | None = None
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
 
     def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
         """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
         norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
+        self._previous = self._published if self.keep_previous else None
         self._published = (arrays, num_examples, completed, norm)
         self.completed = completed
 
@@ -187,7 +195,10 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
 
     async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
         reader = await self._identify(context, self.auth.reader)
-        published = self._published
+        published, previous = self._published, self._previous
+        wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
+        if previous is not None and wanted == str(previous[2]):  # the observer, one round late
+            published = previous
         if published is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
         arrays, num_examples, completed, _ = published

@@ -2,7 +2,9 @@
 
 When a peer's record of round r arrives (r a multiple of `experiment.consensus_every`, or the last
 round), its model is still round r's: a peer publishes its model before it records the round, and
-publishes the next one only after training and waiting again. A background pool fetches that model
+publishes the next one only after training and waiting again; a peer whose rounds are faster than
+that still holds round r's model one round on (it keeps the previous model when observed) and
+serves it when asked for round r. A background pool fetches that model
 with GetModel, under the observer's credentials (accepted by peers for GetModel only, never for a
 push), and checks the round the peer says it is (a model of a later measured round, from a peer
 that moved on, is kept for that round; a peer's last model is read before it exits). Once every
@@ -34,6 +36,7 @@ import grpc
 import numpy as np
 
 from fedgossip.client.identity import OBSERVER, TOKEN_KEY, observer_metadata, read_observer_secret
+from fedgossip.client.service import ROUND_KEY
 from fedgossip.client.wire import CHANNEL_OPTIONS, ModelAssembler, TensorSpec, WireError, assemble
 from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.certificates import issued_paths
@@ -179,7 +182,7 @@ class ConsensusObserver:
 
     def _fetch_and_settle(self, node: int, round_: int) -> None:
         try:
-            served, arrays = self._fetch(node)
+            served, arrays = self._fetch(node, round_)
         except (grpc.RpcError, WireError, ValueError, StopIteration) as err:
             detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
             log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
@@ -198,11 +201,13 @@ class ConsensusObserver:
                     entry.models[node] = arrays
             self._write_complete()
 
-    def _fetch(self, node: int) -> tuple[int, list[np.ndarray]]:
-        """The round and the tensors of `node`'s current model, checked like any model from the
-        network (the first model's header sets the specs every later one must match)."""
+    def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
+        """The round and the tensors of `node`'s model of `round_` (its current model if it no
+        longer holds that one), checked like any model from the network (the first model's
+        header sets the specs every later one must match)."""
+        metadata = (*self.access.metadata, (ROUND_KEY, str(round_)))
         stream = self._stubs[node].GetModel(
-            gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=self.access.metadata
+            gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata
         )
         first = next(stream)
         with self._lock:
