@@ -65,14 +65,8 @@ def read_consensus(run_dir: str | Path, records: list[Record]) -> list[dict[str,
             for r in records
             if r.get("node") == schema.SERVER and "consensus_distance" in r
         ]
-    valid = [e for e in entries if _consensus_entry(e)]
+    valid = [e for e in entries if schema.consensus_problem(e) is None]
     return sorted(valid, key=lambda e: e["round"])
-
-
-def _consensus_entry(entry: dict[str, Any]) -> bool:
-    distance, round_ = entry.get("consensus_distance"), entry.get("round")
-    number = distance is None or (isinstance(distance, (int, float)) and not isinstance(distance, bool))
-    return number and isinstance(round_, int) and not isinstance(round_, bool)
 
 
 def node_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -95,6 +95,24 @@ FIELDS: tuple[Field, ...] = (
 )
 _BY_NAME = {field.name: field for field in FIELDS}
 
+CONSENSUS_FIELDS: tuple[Field, ...] = (
+    Field("round", (int,), "launcher", "the round whose models were measured", True),
+    Field("time_s", NUMBER, "launcher", "seconds since the launch of the run, when measured", True),
+    Field(
+        "consensus_distance",
+        OPTIONAL_NUMBER,
+        "launcher",
+        "mean L2 distance of the peers' models of the round to their unweighted average (null: < 2 models)",
+        True,
+    ),
+    Field("consensus_models", (int,), "launcher", "how many peers' models of the round were measured", True),
+    Field("nodes_skipped", (list,), "launcher", "peers that did not serve their model (GetModel) in time"),
+    Field("nodes_moved_on", (list,), "launcher", "peers that served a model of another round (not used)"),
+    Field("nodes_missing", (list,), "launcher", "peers that never recorded the round (dead, too far behind)"),
+)
+"""The lines of a gossip run's `consensus.jsonl` (the launcher's observer; Flower mode has the
+`consensus_*` fields of the server records instead)."""
+
 
 class Record(TypedDict, total=False):
     """A metrics record (see `FIELDS` for the meaning of each key)."""
@@ -177,9 +195,22 @@ def problem(candidate: Any) -> str | None:
     """Why `candidate` is not a valid record (a field missing or of the wrong JSON type), or None.
 
     Fields this schema does not know are allowed (a newer writer); bool is not a number."""
+    reason = _typed_problem(candidate, FIELDS)
+    if reason is None and isinstance(candidate["node"], str) and candidate["node"] != SERVER:
+        return f"'node' is {candidate['node']!r}, not an int or {SERVER!r}"
+    return reason
+
+
+def consensus_problem(candidate: Any) -> str | None:
+    """Why `candidate` is not a valid line of consensus.jsonl (see `CONSENSUS_FIELDS`), or None."""
+    return _typed_problem(candidate, CONSENSUS_FIELDS)
+
+
+def _typed_problem(candidate: Any, fields: Iterable[Field]) -> str | None:
+    """A required field missing or a field of the wrong JSON type, or None."""
     if not isinstance(candidate, dict):
         return "not a JSON object"
-    for field in FIELDS:
+    for field in fields:
         if field.name not in candidate:
             if field.required:
                 return f"no {field.name!r}"
@@ -187,8 +218,6 @@ def problem(candidate: Any) -> str | None:
         value = candidate[field.name]
         if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             return f"{field.name!r} is {type(value).__name__}, not {' or '.join(_names(field.types))}"
-    if isinstance(candidate["node"], str) and candidate["node"] != SERVER:
-        return f"'node' is {candidate['node']!r}, not an int or {SERVER!r}"
     return None
 
 
@@ -321,8 +350,8 @@ def read_records(path: str | Path) -> list[Record]:
     return [obj for obj in read_lines(path) if problem(obj) is None]  # type: ignore[misc]
 
 
-def fields_markdown() -> str:
-    """The table of record fields for the README (the README is checked against it)."""
+def fields_markdown(fields: Iterable[Field] = FIELDS) -> str:
+    """The table of record fields (or of `CONSENSUS_FIELDS`) for the README (checked against it)."""
     rows = ["| field | written by | meaning |", "|---|---|---|"]
-    rows += [f"| `{f.name}` | {f.source} | {f.meaning} |" for f in FIELDS]
+    rows += [f"| `{f.name}` | {f.source} | {f.meaning} |" for f in fields]
     return "\n".join(rows)

@@ -31,7 +31,9 @@ from fedgossip.launcher.gossip import write_node_configs
 from fedgossip.launcher.processes import child_env
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.proto import gossip_pb2
+from fedgossip.reports import build_summary, plot_consensus, plot_variance, read_records
 from fedgossip.reports.records import read_consensus
+from fedgossip.schema.records import LineWriter, record
 from fedgossip.server import protocol as p
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
@@ -257,14 +259,14 @@ def test_flower_server_records_consensus_and_the_global_variance(tmp_path, monke
     assert "consensus_distance" not in server[0]  # round 0: nothing trained yet
     calls = sorted(saved.glob("*.npz"))
     assert len(calls) == rounds
-    for record, call in zip(server[1:], calls, strict=True):
+    for entry, call in zip(server[1:], calls, strict=True):
         with np.load(call) as data:
             tensors = [data[f"arr_{i}"] for i in range(len(data.files))]
         per_model = len(tensors) // NODES
         models = [tensors[i * per_model : (i + 1) * per_model] for i in range(NODES)]
-        assert record["consensus_models"] == NODES
-        assert record["consensus_distance"] == pytest.approx(direct_consensus(models), rel=1e-9)
-        assert record["consensus_distance"] > 0
+        assert entry["consensus_models"] == NODES
+        assert entry["consensus_distance"] == pytest.approx(direct_consensus(models), rel=1e-9)
+        assert entry["consensus_distance"] > 0
     names = list(final.keys())
     for name in names:
         expected = np.var(final[name].numpy().astype(np.float64))
@@ -299,3 +301,46 @@ def test_a_launched_gossip_run_records_variance_and_consensus_every_round_over_m
     assert summary["final_consensus_distance"] == entries[-1]["consensus_distance"] > 0
     assert summary["final_consensus_round"] == ROUNDS
     assert (out / "variance.png").stat().st_size > 0 and (out / "consensus.png").stat().st_size > 0
+
+
+def test_flower_consensus_reaches_the_summary_and_the_figures_from_the_server_records(tmp_path):
+    """Reports read Flower's consensus from the server records (no consensus.jsonl); malformed
+    values are skipped; the figures are drawn, or not written when there is nothing to draw."""
+    writer = LineWriter(tmp_path / "metrics.jsonl")
+    for round_, distance in ((0, None), (1, 2.0), (2, 1.25), (3, "bad")):
+        server = record(
+            "server",
+            round_,
+            time.time(),
+            train_loss=None,
+            test_loss=1.0,
+            test_accuracy=0.5,
+            num_examples=10,
+            bytes_sent=0,
+            bytes_received=0,
+            layer_variance={"w": 0.1 / (round_ + 1)},
+        )
+        node = record(
+            0,
+            round_,
+            time.time(),
+            train_loss=1.0,
+            test_loss=1.0,
+            test_accuracy=0.5,
+            num_examples=10,
+            bytes_sent=0,
+            bytes_received=0,
+        )
+        if round_:
+            server.update(consensus_distance=distance, consensus_models=4)
+        writer.write(server)
+        writer.write(node)
+    writer.close()
+    records = read_records(tmp_path)
+    entries = read_consensus(tmp_path, records)
+    assert [(e["round"], e["consensus_distance"]) for e in entries] == [(1, 2.0), (2, 1.25)]
+    summary = build_summary(tmp_path)
+    assert (summary["final_consensus_distance"], summary["final_consensus_round"]) == (1.25, 2)
+    assert plot_variance(records, tmp_path / "variance.png", "t") is not None
+    assert plot_consensus(entries, tmp_path / "consensus.png", "t") is not None
+    assert plot_consensus([], tmp_path / "none.png", "t") is None and not (tmp_path / "none.png").exists()
