@@ -17,7 +17,9 @@ to `consensus.jsonl`:
 `consensus_distance` is `fedgossip.strategies.diagnostics.consensus_distance` over the models of
 round r only (null with fewer than two); the lists name the peers left out: no answer within the
 timeout, a model of another round, no record of round r. The launcher's event loop only submits
-work: it never waits for a peer. At most `MAX_PENDING_ROUNDS` rounds of models are held at once.
+work: it never waits for a peer. A peer that recorded a later round without this one (it caught
+up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others are (a peer alive but
+silent) is written with what it has, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -52,7 +54,7 @@ else:  # pragma: no cover
 
 log = logging.getLogger("fedgossip.consensus")
 
-MAX_PENDING_ROUNDS = 3  # rounds whose models are held; an older one is written with what it has
+MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one is written with what it has
 FETCH_TIMEOUT_S = 10.0  # a GetModel longer than this (or the round timeout) counts as no answer
 FETCH_WORKERS = 4
 
@@ -114,9 +116,10 @@ def observe_consensus(
 class _Round:
     """The fetches of one round so far."""
 
-    models: dict[int, list[np.ndarray]]
-    skipped: list[int]
-    moved_on: list[int]
+    models: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    moved_on: list[int] = field(default_factory=list)
+    asked: set[int] = field(default_factory=set)  # the peers whose record of the round came
 
 
 class ConsensusObserver:
@@ -136,6 +139,7 @@ class ConsensusObserver:
         self._lock = threading.Lock()
         self._rounds: dict[int, _Round] = {}
         self._gone: set[int] = set()
+        self._latest: dict[int, int] = {}  # the last round each peer recorded
         self._written: set[int] = set()
         self._specs: list[TensorSpec] | None = None
         self._channels = {
@@ -153,12 +157,16 @@ class ConsensusObserver:
 
     def saw(self, node: int, round_: int) -> None:
         """Peer `node` recorded `round_`: fetch its model now, in the background."""
-        if not self.wanted(round_) or node not in self._stubs:
+        if node not in self._stubs:
             return
         with self._lock:
-            if round_ in self._written:  # written without it (too many rounds pending)
+            self._latest[node] = max(self._latest.get(node, 0), round_)
+            if not self.wanted(round_) or round_ in self._written:  # written without it: too many pending
+                self._write_complete()  # rounds it jumped over are complete without it
                 return
-            if node in self._rounds.setdefault(round_, _Round({}, [], [])).models:
+            entry = self._rounds.setdefault(round_, _Round())
+            entry.asked.add(node)
+            if node in entry.models:
                 return  # read already, by a fetch for an earlier round
         self._pool.submit(self._fetch_and_settle, node, round_)
 
@@ -191,7 +199,7 @@ class ConsensusObserver:
             entry = self._rounds.get(round_)
             later = served is not None and served != round_ and self.wanted(served)
             if later and served not in self._written:  # the model of a later measured round: keep it
-                self._rounds.setdefault(served, _Round({}, [], [])).models[node] = arrays
+                self._rounds.setdefault(served, _Round()).models[node] = arrays
             if entry is not None:  # else written without it (too many rounds pending)
                 if arrays is None:
                     entry.skipped.append(node)
@@ -222,13 +230,13 @@ class ConsensusObserver:
         return message.round, message.arrays
 
     def _write_complete(self) -> None:
-        """Write every round all peers are accounted for, and the oldest beyond the pending limit
-        (called with the lock held)."""
-        everyone = set(self._stubs)
+        """Write every round all peers are accounted for (read, not answering, moved on, gone, or
+        past it without recording it), and the oldest beyond the pending limit (lock held)."""
         for round_ in sorted(self._rounds):
             entry = self._rounds[round_]
             settled = set(entry.models) | set(entry.skipped) | set(entry.moved_on) | self._gone
-            if settled >= everyone or len(self._rounds) > MAX_PENDING_ROUNDS:
+            passed = {n for n, last in self._latest.items() if last >= round_ and n not in entry.asked}
+            if settled | passed >= set(self._stubs) or len(self._rounds) > MAX_PENDING_ROUNDS:
                 self._write(round_)
 
     def _write(self, round_: int) -> None:
