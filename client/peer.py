@@ -12,6 +12,10 @@ divergence of its own training stops a peer ("diverged at round r"). A peer that
 `gossip.catch_up_rounds` behind its neighbours fetches a neighbour's model (GetModel), adopts its
 round, and goes on from there.
 
+Each record carries the `layer_variance` of the model kept. Under a launcher that measures the
+consensus distance (`experiment.consensus_every`), the peer also serves its previous model and,
+after its last round, waits (up to OBSERVER_WAIT_S) until the observer has read its last model.
+
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.peer NODE.toml`.
 """
 

@@ -126,7 +126,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self.state = "starting"
         self.completed = 0
         self._published: tuple[list[np.ndarray], int, int, float] | None = None
-        self.observed = threading.Event()  # set once the observer has read the model of the last round
+        self.observed = threading.Event()  # set once the observer has read the last round's model
         self.keep_previous = False  # also serve the model published before (the observer asks for it)
         self._previous: tuple[list[np.ndarray], int, int, float] | None = None
         self._in_flight: set[int] = set()
@@ -205,8 +205,8 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         names = [s.name for s in self.specs]
         for chunk in encode(self.node, completed, num_examples, names, arrays):
             await context.write(chunk)
-        if reader == OBSERVER and completed >= self.rounds:
-            self.observed.set()
+        if reader == OBSERVER and completed >= self.rounds and wanted == str(completed):
+            self.observed.set()  # the observer asked for the last round and has it
 
     async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)

@@ -166,7 +166,7 @@ class ConsensusObserver:
                 return
             entry = self._rounds.setdefault(round_, _Round())
             entry.asked.add(node)
-            if node in entry.models:
+            if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
                 return  # read already, by a fetch for an earlier round
         self._pool.submit(self._fetch_and_settle, node, round_)
 
