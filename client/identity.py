@@ -6,6 +6,10 @@ sends its node id and the key of the link to the callee; the callee compares it,
 with the key it holds for that neighbour. A neighbour therefore cannot pose as anyone else to a third
 peer: it holds no key of their links. With mutual TLS, a certificate whose common name is `node-ID`
 proves the same identity (`fedgossip certs --node ID`); when both are present they must agree.
+
+The observer (the launcher, fetching models to measure consensus) holds one more secret, known to
+every peer of the run, and presents it as node `observer` (with mutual TLS, a certificate named
+`observer`). Peers accept it for GetModel only: it is no node id, so every push with it is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ NODE_KEY = "x-fedgossip-node"
 LINK_KEY = "x-fedgossip-link"
 TOKEN_KEY = "x-fedgossip-token"
 NODE_NAME = re.compile(r"node-(\d+)")
+OBSERVER = "observer"  # the identity (and certificate name) of a run's observer
+OBSERVER_FILE = "observer.secret"
 
 
 class Unauthenticated(Exception):
@@ -45,6 +51,7 @@ class LinkKeys:
 
     node: int
     keys: Mapping[int, str]
+    observer: str | None = None  # the observer's secret, if the run has an observer
 
     @classmethod
     def load(cls, path: str | Path, node: int) -> LinkKeys:
@@ -58,9 +65,11 @@ class LinkKeys:
         links = data.get("links") if isinstance(data, dict) else None
         if data.get("node") != node or not isinstance(links, dict):
             raise ValueError(f"link keys {path} are not node {node}'s")
-        if not all(k.isdigit() and isinstance(v, str) and len(v) >= 32 for k, v in links.items()):
+        observer = data.get(OBSERVER)
+        given = [*links.values(), *([observer] if observer is not None else [])]
+        if not all(k.isdigit() for k in links) or not all(isinstance(v, str) and len(v) >= 32 for v in given):
             raise ValueError(f"link keys {path}: each link needs a secret of at least 32 characters")
-        return cls(node, {int(k): v for k, v in links.items()})
+        return cls(node, {int(k): v for k, v in links.items()}, observer)
 
     def metadata(self, neighbour: int) -> tuple[tuple[str, str], ...]:
         """Call metadata that proves this node's identity to `neighbour`."""
@@ -74,10 +83,25 @@ class LinkKeys:
             raise Unauthenticated("missing or wrong link key")
         return int(claimed)
 
+    def verify_observer(self, metadata: Mapping[str, str]) -> None:
+        """Return if the caller presents the observer's secret; Unauthenticated otherwise."""
+        given = metadata.get(LINK_KEY, "").encode()
+        if self.observer is None or not hmac.compare_digest(given, self.observer.encode()):
+            raise Unauthenticated("missing or wrong observer key")
 
-def write_link_keys(edges: Iterable[tuple[int, int]], nodes: Iterable[int], folder: Path) -> dict[int, Path]:
-    """A fresh secret per edge; one file per node (mode 0600) with the keys of its links."""
+
+def observer_metadata(secret: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that proves the observer's identity to a peer (add the token, if any)."""
+    return ((NODE_KEY, OBSERVER), (LINK_KEY, secret))
+
+
+def write_link_keys(
+    edges: Iterable[tuple[int, int]], nodes: Iterable[int], folder: Path, *, observer: bool = False
+) -> dict[int, Path]:
+    """A fresh secret per edge; one file per node (mode 0600) with the keys of its links. With
+    `observer`, one more secret for the observer, in every node's file and in `OBSERVER_FILE`."""
     links: dict[int, dict[str, str]] = {node: {} for node in nodes}
+    extra = {OBSERVER: secrets.token_hex(32)} if observer else {}
     for i, j in edges:
         secret = secrets.token_hex(32)
         links[i][str(j)] = secret
@@ -85,11 +109,22 @@ def write_link_keys(edges: Iterable[tuple[int, int]], nodes: Iterable[int], fold
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = {}
     for node, keys in links.items():
-        path = folder / f"node-{node}.links"
-        path.touch(mode=0o600)
-        path.write_text(json.dumps({"node": node, "links": keys}))
-        paths[node] = path
+        content = json.dumps({"node": node, "links": keys, **extra})
+        paths[node] = _write_secret(folder / f"node-{node}.links", content)
+    if observer:
+        _write_secret(folder / OBSERVER_FILE, extra[OBSERVER])
     return paths
+
+
+def read_observer_secret(folder: Path) -> str:
+    """The observer's secret written by `write_link_keys(..., observer=True)` into `folder`."""
+    return (folder / OBSERVER_FILE).read_text().strip()
+
+
+def _write_secret(path: Path, text: str) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(text)
+    return path
 
 
 def token_matches(metadata: Mapping[str, str], token: str | None) -> bool:

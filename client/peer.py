@@ -16,6 +16,10 @@ divergence of its own training stops a peer ("diverged at round r"). A peer that
 `gossip.catch_up_rounds` behind its neighbours fetches a neighbour's model (GetModel), adopts its
 round, and goes on from there.
 
+Each record carries the `layer_variance` of the model kept. Under a launcher that measures the
+consensus distance (`experiment.consensus_every`), the peer also serves its previous model and,
+after its last round, waits (up to OBSERVER_WAIT_S) until the observer has read its last model.
+
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.peer NODE.toml`.
 """
 
@@ -58,12 +62,14 @@ from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.records import Emit, LineWriter, record
 from fedgossip.schema.tensors import is_finite, specs_of
+from fedgossip.strategies.diagnostics import layer_variance
 from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+OBSERVER_WAIT_S = 5.0  # how long a finished peer keeps serving for the observer to read its last model
 
 
 class Diverged(Exception):
@@ -84,6 +90,8 @@ class GossipPeer:
         check_plaintext(self.peer)
         token, links = read_token(self.peer), read_link_keys(self.peer)
         auth = Authenticator(token, links, certificates=bool(self.peer.client_ca_file))
+        # the launcher's observer reads the last model (consensus distance) before the peer exits
+        self.observed = bool(links and links.observer and config.experiment.consensus_every)
         if not auth.identifies:
             log.warning(
                 "callers are not identified (no peer.link_keys_file, no mutual TLS): "
@@ -109,6 +117,7 @@ class GossipPeer:
             idle_timeout=self.gossip.idle_timeout,
             max_norm_ratio=self.gossip.max_norm_ratio,
         )
+        self.service.keep_previous = self.observed  # the observer may read a round late
         self.server = LoopServer(
             self.service, self.peer.listen, server_credentials(self.peer), CHANNEL_OPTIONS
         )
@@ -207,11 +216,14 @@ class GossipPeer:
                         refused=self.inbox.take_refused(),
                         discarded=discarded,
                         **self.plan.fields(round_),
+                        layer_variance=layer_variance(self.names, current),
                     ),
                 }
             )
             round_ += 1
         self.service.state = "done"
+        if self.observed:
+            self.service.observed.wait(OBSERVER_WAIT_S)
 
     def _wait_for(self, round_: int, neighbours: set[int], deadline: float) -> tuple[set[int], set[int]]:
         """Wait for the neighbours' models of `round_` until `deadline`; then ask the missing ones
@@ -323,6 +335,7 @@ class GossipPeer:
                 discarded=None,
                 caught_up_from=message.sender,
                 jumped_from=behind,
+                layer_variance=layer_variance(self.names, message.arrays),
             ),
         }
 

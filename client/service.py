@@ -15,25 +15,38 @@ UNAVAILABLE (GetModel before the first model). A well-formed push of a closed ro
 too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
 A Withhold notice (the neighbour sends no model this round) is checked the same way: identity,
 sender = caller and a neighbour, round within the run.
+
+GetModel serves the current model, or the one published before it when asked for that round
+(`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from fedgossip.client.identity import LinkKeys, Unauthenticated, node_of_certificate, token_matches
+from fedgossip.client.identity import (
+    NODE_KEY,
+    OBSERVER,
+    LinkKeys,
+    Unauthenticated,
+    node_of_certificate,
+    token_matches,
+)
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.wire import ModelAssembler, WireError, encode
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
 log = logging.getLogger(__name__)
+
+ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,23 @@ class Authenticator:
         if by_key is not None and by_cert is not None and by_key != by_cert:
             raise Unauthenticated(f"link key of node {by_key} with the certificate of node {by_cert}")
         return by_key if by_key is not None else by_cert
+
+    def reader(self, context: grpc.aio.ServicerContext) -> int | str | None:
+        """Who may read this peer's model (GetModel): a caller as in `caller`, or the run's
+        observer (`OBSERVER`, proved by its secret and, with mutual TLS, a certificate so named)."""
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        if metadata.get(NODE_KEY) != OBSERVER:
+            return self.caller(context)
+        if not token_matches(metadata, self.token):
+            raise Unauthenticated("missing or wrong token")
+        if self.links is None:
+            raise Unauthenticated("this peer has no observer key")
+        self.links.verify_observer(metadata)
+        if self.certificates:
+            names = context.auth_context().get("x509_common_name", [])
+            if [n.decode(errors="replace") for n in names] != [OBSERVER]:
+                raise Unauthenticated(f"the observer's client certificate is not named {OBSERVER!r}")
+        return OBSERVER
 
     @staticmethod
     def _certificate_node(context: grpc.aio.ServicerContext) -> int:
@@ -99,12 +129,16 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self.state = "starting"
         self.completed = 0
         self._published: tuple[list[np.ndarray], int, int, float] | None = None
+        self.observed = threading.Event()  # set once the observer has read the last round's model
+        self.keep_previous = False  # also serve the model published before (the observer asks for it)
+        self._previous: tuple[list[np.ndarray], int, int, float] | None = None
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
 
     def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
         """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
         norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
+        self._previous = self._published if self.keep_previous else None
         self._published = (arrays, num_examples, completed, norm)
         self.completed = completed
 
@@ -163,14 +197,19 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         return sender
 
     async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
-        await self._identify(context)
-        published = self._published
+        reader = await self._identify(context, self.auth.reader)
+        published, previous = self._published, self._previous
+        wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
+        if previous is not None and wanted == str(previous[2]):  # the observer, one round late
+            published = previous
         if published is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
         arrays, num_examples, completed, _ = published
         names = [s.name for s in self.specs]
         for chunk in encode(self.node, completed, num_examples, names, arrays):
             await context.write(chunk)
+        if reader == OBSERVER and completed >= self.rounds and wanted == str(completed):
+            self.observed.set()  # the observer asked for the last round and has it
 
     async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
@@ -196,9 +235,10 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         refused = self.inbox.withhold(sender, round_)
         return self._reply(refused is None, f"round {round_} is {refused}" if refused else "")
 
-    async def _identify(self, context: grpc.aio.ServicerContext) -> int | None:
+    async def _identify(self, context: grpc.aio.ServicerContext, who=None) -> int | str | None:
+        """The caller as `who` (default: `Authenticator.caller`) tells; UNAUTHENTICATED if wrong."""
         try:
-            return self.auth.caller(context)
+            return (who or self.auth.caller)(context)
         except Unauthenticated as err:
             self.inbox.note(None)
             log.warning("refused call from %s: %s", context.peer(), err)

@@ -54,6 +54,7 @@ class ExperimentSection:
     seed: int = 0
     round_timeout: float = 30.0
     target_accuracy: float = 0.9
+    consensus_every: int = 1  # gossip: the launcher measures the consensus distance every k rounds (0: off)
 
     def __post_init__(self) -> None:
         problem = file_name_problem(self.name)
@@ -63,6 +64,7 @@ class ExperimentSection:
         require(self.seed >= 0, "experiment.seed", f"must be >= 0; got {self.seed}")
         require(self.round_timeout > 0, "experiment.round_timeout", "must be > 0 seconds")
         require(0 < self.target_accuracy <= 1, "experiment.target_accuracy", "must be in (0, 1]")
+        require(self.consensus_every >= 0, "experiment.consensus_every", "must be >= 0 (0: off)")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBui
     )
 
 
+def issued_paths(directory: Path, name: str) -> Issued:
+    """Where `make_certificate` puts the certificate and key named `name`."""
+    return Issued(directory / f"{name}.pem", directory / f"{name}.key")
+
+
 def make_ca(directory: str | Path, name: str = "fedgossip-ca") -> Issued:
     """Create a self-signed CA in `directory` (ca.pem, ca.key)."""
     directory = Path(directory)
@@ -92,7 +97,7 @@ def make_certificate(ca: Issued, directory: str | Path, name: str, hosts: list[s
         )
         .sign(ca_key, hashes.SHA256())
     )
-    issued = Issued(directory / f"{name}.pem", directory / f"{name}.key")
+    issued = issued_paths(directory, name)
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, issued.key)
     return issued

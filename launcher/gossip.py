@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import networkx as nx
 from rich.console import Console
 
-from fedgossip.client.identity import certificate_name, write_link_keys
+from fedgossip.client.identity import OBSERVER, certificate_name, write_link_keys
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.certificates import make_ca, make_certificate
+from fedgossip.launcher.consensus import observe_consensus
 from fedgossip.launcher.placement import node_starter, process_groups
 from fedgossip.launcher.processes import free_ports, supervised
 from fedgossip.launcher.progress import RoundProgress
@@ -78,15 +79,18 @@ def security_material(
 ) -> dict[int, dict[str, str]]:
     """Per-peer credentials of a launched run, as PeerSection fields by node.
 
-    Always: a key per link (identity, even on loopback). With security.tls: a throwaway CA and one
-    certificate per peer naming its node (checked by the neighbours under mutual TLS). With
-    security.token: one shared token on top.
+    Always: a key per link (identity, even on loopback), and the secret of the launcher's observer
+    (GetModel only, for the consensus distance). With security.tls: a throwaway CA and one
+    certificate per peer naming its node (checked by the neighbours under mutual TLS), and one named
+    `observer`. With security.token: one shared token on top. The observer's material stays in
+    `secrets_dir` (`fedgossip.launcher.consensus.ObserverAccess` reads it).
     """
-    links = write_link_keys(graph.edges, graph.nodes, secrets_dir)
+    links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=True)
     fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
     security = config.security
     if security.tls:
         ca = make_ca(secrets_dir)
+        make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
         for node in graph.nodes:
             cert = make_certificate(ca, secrets_dir, certificate_name(node), [LOOPBACK, "localhost"])
             fields[node].update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
@@ -139,6 +143,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     with (
         supervised() as children,
         RoundProgress(console, count, rounds, config.experiment.name) as bar,
+        observe_consensus(config, node_configs, results, started) as observer,
         node_starter(config, results, lines) as start,
     ):
         for name, group in hosted.items():
@@ -154,6 +159,9 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 continue
             if line is None:
                 open_streams.discard(name)
+                if observer:
+                    for node in hosted[name].nodes:
+                        observer.gone(node)
                 continue
             event = decode_event(line, PEER_EVENTS) or {}
             kind = event.pop("type", None)
@@ -166,6 +174,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 if not event.get("merged") and waited:
                     outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)
+                if observer:
+                    observer.saw(node, event["round"])
             elif kind == "ready" and node is not None:
                 ready.add(node)
                 if len(ready) == count:

@@ -13,9 +13,17 @@ from fedgossip.launcher.gossip import Outcome, run_gossip
 from fedgossip.launcher.memory import check_memory
 from fedgossip.launcher.results import ResultsFolder, ResultsWriteError
 from fedgossip.launcher.signals import Shutdown
-from fedgossip.reports import build_summary, plot_run, read_records, run_table, write_summary
+from fedgossip.reports import (
+    build_summary,
+    plot_consensus,
+    plot_run,
+    plot_variance,
+    read_records,
+    run_table,
+    write_summary,
+)
 from fedgossip.reports.fair import plot_fair
-from fedgossip.reports.records import SUMMARY
+from fedgossip.reports.records import SUMMARY, read_consensus
 from fedgossip.tasks.prepare import prepare_shards
 from fedgossip.tasks.stream import wrap_notice
 
@@ -60,14 +68,17 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         summary = build_summary(out_dir, outcome.info())
         results.save(SUMMARY, lambda path: write_summary(path, summary))
         title = f"{config.experiment.name}: test accuracy"
-        results.save("accuracy.png", lambda path: plot_run(read_records(out_dir), path, title))
+        records = read_records(out_dir)
+        results.save("accuracy.png", lambda path: plot_run(records, path, title))
+        results.save("variance.png", lambda path: plot_variance(records, path, title))
+        consensus_title = f"{config.experiment.name}: consensus distance"
+        consensus = read_consensus(out_dir, records)
+        results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
         if config.strategy.name == "fair":
             fair_title = f"{config.experiment.name}: fair incentives"
-            results.save(
-                "fair.png", lambda path: plot_fair(read_records(out_dir), config.to_dict(), path, fair_title)
-            )
+            results.save("fair.png", lambda path: plot_fair(records, config.to_dict(), path, fair_title))
         console.print(run_table(summary, title=config.experiment.name))
-        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, accuracy.png, logs/)")
+        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
         for warning in results.warnings:
             console.print(f"[yellow]{escape(warning)}[/]")
         for error in outcome.errors:

@@ -1,7 +1,7 @@
 """Reports read results folders only: summaries, tables and plots; they never talk to nodes."""
 
 from fedgossip.reports.compare import Comparison, compare, default_out_dir, find_runs
-from fedgossip.reports.plots import plot_comparison, plot_final, plot_run
+from fedgossip.reports.plots import plot_comparison, plot_consensus, plot_final, plot_run, plot_variance
 from fedgossip.reports.records import read_config, read_records
 from fedgossip.reports.summary import build_summary, summarize, write_summary
 from fedgossip.reports.tables import compare_view, csv_table, markdown_table, run_table
@@ -16,8 +16,10 @@ __all__ = [
     "find_runs",
     "markdown_table",
     "plot_comparison",
+    "plot_consensus",
     "plot_final",
     "plot_run",
+    "plot_variance",
     "read_config",
     "read_records",
     "run_table",

@@ -27,6 +27,12 @@ def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Pat
     """Test accuracy per round: every node thin, the mean bold, the min-max band shaded."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    _accuracy(ax, records, title)
+    return _save(fig, path)
+
+
+def _accuracy(ax: Any, records: list[dict[str, Any]], title: str) -> None:
+    """Draw the accuracy of `plot_run` on `ax`."""
     nodes = node_records(records)
     for node in sorted({r["node"] for r in nodes}):
         mine = sorted((r["round"], r["test_accuracy"]) for r in nodes if r["node"] == node)
@@ -43,6 +49,56 @@ def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Pat
     ax.set(xlabel="round", ylabel="test accuracy", title=title, ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+
+
+def plot_variance(records: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Accuracy per round (left, as `plot_run`) beside the variance of each tensor per round
+    (right, log scale): the mean over nodes of their `layer_variance`, and the global model's
+    (dashed) where a server recorded one. None (nothing written) if no record has a variance."""
+    nodes = _variance_curves(node_records(records))
+    server = _variance_curves([r for r in records if r.get("node") == "server"])
+    if not nodes and not server:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    _accuracy(left, records, title)
+    colours: dict[str, Any] = {}
+    for curves, style, suffix in ((nodes, "-", " (mean over nodes)"), (server, "--", " (global)")):
+        for name, (rounds, values) in curves.items():
+            (line,) = right.plot(rounds, values, style, color=colours.get(name), linewidth=1.5)
+            colours.setdefault(name, line.get_color())
+            line.set_label(name + (suffix if nodes and server else ""))
+    right.set(xlabel="round", ylabel="variance of the tensor's entries", yscale="log")
+    right.set_title("layer variance after the merge" if nodes else "layer variance of the global model")
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize="x-small", ncol=1 + len(colours) // 12, loc="best")
+    return _save(fig, path)
+
+
+def _variance_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """Tensor name -> (rounds, mean over the records of that round of its variance)."""
+    values: dict[str, dict[int, list[float]]] = {}
+    for record in records:
+        for name, variance in (record.get("layer_variance") or {}).items():
+            if isinstance(variance, (int, float)) and variance > 0:
+                values.setdefault(name, {}).setdefault(record["round"], []).append(variance)
+    return {
+        name: (sorted(by_round), [float(np.mean(by_round[r])) for r in sorted(by_round)])
+        for name, by_round in values.items()
+    }
+
+
+def plot_consensus(entries: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """The consensus distance (mean L2 distance of the node models to their average) per round;
+    None (nothing written) if it was never measured."""
+    points = [(e["round"], e["consensus_distance"]) for e in entries if e["consensus_distance"] is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(*zip(*points, strict=True), "o-", linewidth=1.8, markersize=3)
+    ax.set(xlabel="round", ylabel="mean L2 distance to the average model", title=title, ylim=(0, None))
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

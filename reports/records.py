@@ -18,6 +18,7 @@ else:  # pragma: no cover
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.toml"
+CONSENSUS = "consensus.jsonl"
 
 
 def read_records(run_dir: str | Path) -> list[Record]:
@@ -47,6 +48,25 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as err:
         raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def read_consensus(run_dir: str | Path, records: list[Record]) -> list[dict[str, Any]]:
+    """The consensus distance over rounds, one place for both modes as the reports see it:
+    `consensus.jsonl` (gossip: measured by the launcher from the peers' models) if the run has
+    one, else the `consensus_*` fields of the server records (Flower: the client models the server
+    received). Entries {round, time_s, consensus_distance, consensus_models, ...}, in round order;
+    malformed lines are skipped."""
+    path = Path(run_dir) / CONSENSUS
+    if path.exists():
+        entries: list[dict[str, Any]] = schema.read_lines(path)
+    else:
+        entries = [
+            {key: r.get(key) for key in ("round", "time_s", "consensus_distance", "consensus_models")}
+            for r in records
+            if r.get("node") == schema.SERVER and "consensus_distance" in r
+        ]
+    valid = [e for e in entries if schema.consensus_problem(e) is None]
+    return sorted(valid, key=lambda e: e["round"])
 
 
 def node_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from fedgossip.reports.fair import fair_summary
-from fedgossip.reports.records import SUMMARY, by_round, node_records, read_config, read_records
+from fedgossip.reports.records import (
+    SUMMARY,
+    by_round,
+    node_records,
+    read_config,
+    read_consensus,
+    read_records,
+)
 
 
 def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,6 +57,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         "rounds_planned": experiment.get("rounds"),
         "target_accuracy": target,
         **accuracy_summary(records, target),
+        **consensus_summary(read_consensus(run_dir, records)),
         **(run_info or {}),
     }
     fair = fair_summary(records, config)
@@ -80,6 +88,16 @@ def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, 
         "bytes_received": int(sum(r.get("bytes_received", 0) for r in nodes)),
         "mean_accuracy_by_round": [round(a, 5) for a, _ in curve.values()],
         "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
+    }
+
+
+def consensus_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last measured consensus distance and its round (None when it was not measured)."""
+    measured = [e for e in entries if e["consensus_distance"] is not None]
+    last = measured[-1] if measured else {}
+    return {
+        "final_consensus_distance": last.get("consensus_distance"),
+        "final_consensus_round": last.get("round"),
     }
 
 

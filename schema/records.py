@@ -104,10 +104,43 @@ FIELDS: tuple[Field, ...] = (
         "fair gossip",
         "each neighbour's chance to get the peer's model (exploit rounds)",
     ),
+    Field(
+        "layer_variance",
+        (dict,),
+        "gossip, server",
+        "population variance of each float tensor (name -> variance) of the model kept after the merge; "
+        "server: of the global model",
+    ),
+    Field(
+        "consensus_distance",
+        OPTIONAL_NUMBER,
+        "server",
+        "mean L2 distance of the round's client models to their unweighted average (gossip: "
+        "`consensus.jsonl`)",
+    ),
+    Field("consensus_models", (int,), "server", "how many client models the consensus distance is over"),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
 _BY_NAME = {field.name: field for field in FIELDS}
+
+CONSENSUS_FIELDS: tuple[Field, ...] = (
+    Field("round", (int,), "launcher", "the round whose models were measured", True),
+    Field("time_s", NUMBER, "launcher", "seconds since the launch of the run, when measured", True),
+    Field(
+        "consensus_distance",
+        OPTIONAL_NUMBER,
+        "launcher",
+        "mean L2 distance of the peers' models of the round to their unweighted average (null: < 2 models)",
+        True,
+    ),
+    Field("consensus_models", (int,), "launcher", "how many peers' models of the round were measured", True),
+    Field("nodes_skipped", (list,), "launcher", "peers that did not serve their model (GetModel) in time"),
+    Field("nodes_moved_on", (list,), "launcher", "peers that served a model of another round (not used)"),
+    Field("nodes_missing", (list,), "launcher", "peers that never recorded the round (dead, too far behind)"),
+)
+"""The lines of a gossip run's `consensus.jsonl` (the launcher's observer; Flower mode has the
+`consensus_*` fields of the server records instead)."""
 
 
 class Record(TypedDict, total=False):
@@ -140,6 +173,9 @@ class Record(TypedDict, total=False):
     sent_to: list[int]
     neighbour_psi: dict[str, float | None] | None
     neighbour_probability: dict[str, float | None] | None
+    layer_variance: dict[str, float]
+    consensus_distance: float | None
+    consensus_models: int
     train_s: float
     evaluate_s: float
 
@@ -191,9 +227,22 @@ def problem(candidate: Any) -> str | None:
     """Why `candidate` is not a valid record (a field missing or of the wrong JSON type), or None.
 
     Fields this schema does not know are allowed (a newer writer); bool is not a number."""
+    reason = _typed_problem(candidate, FIELDS)
+    if reason is None and isinstance(candidate["node"], str) and candidate["node"] != SERVER:
+        return f"'node' is {candidate['node']!r}, not an int or {SERVER!r}"
+    return reason
+
+
+def consensus_problem(candidate: Any) -> str | None:
+    """Why `candidate` is not a valid line of consensus.jsonl (see `CONSENSUS_FIELDS`), or None."""
+    return _typed_problem(candidate, CONSENSUS_FIELDS)
+
+
+def _typed_problem(candidate: Any, fields: Iterable[Field]) -> str | None:
+    """A required field missing or a field of the wrong JSON type, or None."""
     if not isinstance(candidate, dict):
         return "not a JSON object"
-    for field in FIELDS:
+    for field in fields:
         if field.name not in candidate:
             if field.required:
                 return f"no {field.name!r}"
@@ -201,8 +250,6 @@ def problem(candidate: Any) -> str | None:
         value = candidate[field.name]
         if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             return f"{field.name!r} is {type(value).__name__}, not {' or '.join(_names(field.types))}"
-    if isinstance(candidate["node"], str) and candidate["node"] != SERVER:
-        return f"'node' is {candidate['node']!r}, not an int or {SERVER!r}"
     return None
 
 
@@ -335,8 +382,8 @@ def read_records(path: str | Path) -> list[Record]:
     return [obj for obj in read_lines(path) if problem(obj) is None]  # type: ignore[misc]
 
 
-def fields_markdown() -> str:
-    """The table of record fields for the README (the README is checked against it)."""
+def fields_markdown(fields: Iterable[Field] = FIELDS) -> str:
+    """The table of record fields (or of `CONSENSUS_FIELDS`) for the README (checked against it)."""
     rows = ["| field | written by | meaning |", "|---|---|---|"]
-    rows += [f"| `{f.name}` | {f.source} | {f.meaning} |" for f in FIELDS]
+    rows += [f"| `{f.name}` | {f.source} | {f.meaning} |" for f in fields]
     return "\n".join(rows)

@@ -6,7 +6,8 @@
 2. The common start: `build_learner(task, 0, N, seed)`'s initial weights; the same learner
    evaluates each global model on the global held-out test set (the "server" records).
 3. `Strategy.start` with the strategy named in the config, through a `RecordingGrid` that checks
-   replies and counts bytes; after each round, one record per node and one for the server are
+   replies and counts bytes; after each round, one record per node and one for the server (with
+   the global model's `layer_variance` and the client models' `consensus_distance`) are
    emitted as they are produced; a strategy with a `node_fields(round)` method (partition id ->
    fields) adds its own per-node metrics to them (`fair`: psi, selected, staleness, ...).
 
@@ -112,6 +113,12 @@ class ServerEvaluator:
 
         return ArrayRecord({n: Array(w) for n, w in zip(self.names, self.learner.get_weights(), strict=True)})
 
+    def layer_variance(self, arrays: ArrayRecord) -> dict[str, float]:
+        """The variance of each float tensor of a global model (`strategies.diagnostics`)."""
+        from fedgossip.strategies.diagnostics import layer_variance
+
+        return layer_variance(self.names, [array_view(arrays[name]) for name in self.names])
+
     def evaluate(self, arrays: ArrayRecord) -> tuple[float, float]:
         self.learner.set_weights([array_view(arrays[name]) for name in self.names])
         loss, accuracy = self.learner.evaluate()
@@ -172,6 +179,7 @@ def run_federation(
             for record in nodes:
                 emit({"type": "record", "record": record})
             record = server_record(server_round, run_start, loss, accuracy, evaluator.test_examples, nodes)
+            record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
             emit({"type": "record", "record": {**record, **recorder.take_phase_seconds()}})
             return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy})
 

@@ -6,7 +6,8 @@ untrusted input (model tensor names, dtypes, shapes and finiteness against the g
 example counts, metric values) and turns a bad reply into an error reply the strategies skip,
 (2) counts the model bytes each node received and sent, and (3) keeps each node's train loss and
 test metrics of the round. `flush(round)` turns them into one record per node (labelled by its
-partition id) and starts the next round.
+partition id) and starts the next round; `take_consensus()` then gives the consensus distance of
+the client models trained that round (read-only views of the replies, dropped at the flush).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedgossip.schema.records import SERVER, Record, record
+from fedgossip.schema.records import SERVER, Record, metric, record
 from fedgossip.schema.tensors import TensorSpec, check_arrays, check_declared
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
+from fedgossip.strategies.diagnostics import consensus_distance
 
 PULL_INTERVAL = 0.2  # seconds between pulls of replies from the SuperLink
 INVALID_REPLY = 100  # error code of a reply rejected by the ServerApp's checks
@@ -50,6 +53,7 @@ class NodeRound:
     bytes_sent: int = 0
     bytes_received: int = 0
     errors: list[str] = field(default_factory=list)
+    model: list[np.ndarray] | None = None  # the model of its train reply (views into the reply)
 
 
 def _number(value: Any, key: str, *, low: float = -math.inf, high: float = math.inf) -> float:
@@ -140,6 +144,7 @@ class RecordingGrid(Grid):
         self.labels = labels
         self.specs = specs
         self.nodes: dict[int, NodeRound] = {}
+        self.consensus: dict[str, Any] = {}  # the consensus fields of the last flushed round
         self.phase_seconds: dict[str, float] = {}  # message type -> seconds waited this round
         self._sent_to: dict[str, int] = {}  # message id -> destination node of the last exchange
         self.errors: list[tuple[int | str, str, str]] = []  # (node label, phase, reason) this round
@@ -223,6 +228,8 @@ class RecordingGrid(Grid):
         try:
             if phase == "train":
                 node.train_loss, node.num_examples = check_train_reply(reply.content, self.specs)
+                arrays = next(iter(reply.content.array_records.values()))
+                node.model = [array_view(arrays[spec.name]) for spec in self.specs]
             else:
                 node.test_loss, node.test_accuracy = check_evaluate_reply(reply.content)
         except (ValueError, TypeError, KeyError) as err:
@@ -262,8 +269,14 @@ class RecordingGrid(Grid):
                     **({"errors": node.errors} if node.errors else {}),
                 )
             )
+        self.consensus = consensus_fields([n.model for n in self.nodes.values() if n.model is not None])
         self.nodes = {}
         return records
+
+    def take_consensus(self) -> dict[str, Any]:
+        """The consensus fields of the round flushed last (and a reset)."""
+        consensus, self.consensus = self.consensus, {}
+        return consensus
 
     def take_phase_seconds(self) -> dict[str, float]:
         """Seconds spent waiting for each kind of message this round (and a reset)."""
@@ -297,6 +310,15 @@ def server_record(
         bytes_sent=sum(r["bytes_received"] for r in nodes),
         bytes_received=sum(r["bytes_sent"] for r in nodes),
     )
+
+
+def consensus_fields(models: list[list[np.ndarray]]) -> dict[str, Any]:
+    """`consensus_distance` of the round's trained client models (null with fewer than two) and
+    `consensus_models`; nothing for a round without training (round 0)."""
+    if not models:
+        return {}
+    distance = consensus_distance(models) if len(models) >= 2 else None
+    return {"consensus_distance": metric(distance), "consensus_models": len(models)}
 
 
 def summarize_errors(errors: list[tuple[int | str, str, str]]) -> str:
