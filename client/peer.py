@@ -28,8 +28,11 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
+from fedgossip.client.adversary import ModelAttack, poison_data, trigger_success
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.merge import merge_models
+from fedgossip.client.network import FaultySender, Link
+from fedgossip.client.scenario import CrashClock, Events, roles
 from fedgossip.client.security import (
     call_metadata,
     channel_credentials,
@@ -51,15 +54,19 @@ from fedgossip.client.wire import (
     specs_of,
 )
 from fedgossip.config import ExperimentConfig, load_config
+from fedgossip.config.sections import DATA_ATTACKS, MODEL_ATTACKS
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.records import Emit, LineWriter, record
 from fedgossip.tasks import build_learner
+from fedgossip.tasks.seeding import stream
 
 log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+# with churn, a neighbour that crashed comes back within a second, not after gRPC's growing backoff
+QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class Diverged(Exception):
@@ -90,7 +97,21 @@ class GossipPeer:
                 "callers are not identified (no peer.link_keys_file, no mutual TLS): "
                 "any caller may push as any neighbour"
             )
-        self.learner = build_learner(config.task, self.peer.id, config.nodes.count, config.experiment.seed)
+        self.scenario = config.scenario
+        seed, count = config.experiment.seed, config.nodes.count
+        self.roles = roles(self.scenario, self.peer.id, count, seed)
+        self.events = Events(self.peer.id, self.run_start)
+        attack = self.roles.attack
+        poison = (lambda data: poison_data(attack, self.scenario, data)) if attack in DATA_ATTACKS else None
+        self.learner = build_learner(config.task, self.peer.id, count, seed, poison=poison)
+        self.initial = self.learner.get_weights()
+        self.attack = (
+            ModelAttack(attack, self.scenario, self.initial, stream(seed, "attack", self.peer.id))
+            if attack in MODEL_ATTACKS
+            else None
+        )
+        self.crashes = CrashClock(self.scenario, self.roles, self.peer.id, seed)
+        self.rejoined: dict[str, Any] = {}  # rounds_missed and rejoin_s, for the next record
         self.names = list(self.learner.names)
         self.specs = specs_of(self.names, self.learner.get_weights())
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
@@ -109,23 +130,31 @@ class GossipPeer:
             idle_timeout=self.gossip.idle_timeout,
             max_norm_ratio=self.gossip.max_norm_ratio,
         )
-        self.server = LoopServer(
-            self.service, self.peer.listen, server_credentials(self.peer), CHANNEL_OPTIONS
-        )
+        self.server = self._serve(self.peer.listen)
         self.port = self.server.port
         credentials = channel_credentials(self.peer)
+        options = CHANNEL_OPTIONS + (QUICK_RECONNECT if self.scenario.churn else [])
         self.channels = {
-            node: grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
+            node: grpc.secure_channel(address, credentials, options)
             if credentials
-            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
+            else grpc.insecure_channel(address, options)
             for node, address in self.neighbours.items()
         }
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, links, node) for node in self.neighbours}
-        self.senders = {
-            node: NeighbourSender(node, stub, self.metadata[node], self._on_reply)
-            for node, stub in self.stubs.items()
-        }
+        self.senders = {node: self._sender(node, stub) for node, stub in self.stubs.items()}
+
+    def _serve(self, listen: str) -> LoopServer:
+        """Start the gRPC server on `listen`."""
+        return LoopServer(self.service, listen, server_credentials(self.peer), CHANNEL_OPTIONS)
+
+    def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub) -> NeighbourSender:
+        """The push queue to `node`: through the scenario's network faults, if any."""
+        if not self.scenario.network_faults:
+            return NeighbourSender(node, stub, self.metadata[node], self._on_reply)
+        config = self.config
+        link = Link(self.scenario, self.peer.id, node, config.nodes.count, config.experiment.seed)
+        return FaultySender(node, stub, self.metadata[node], self._on_reply, link, self.events)
 
     def run(self, emit: Emit) -> None:
         """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
@@ -141,8 +170,14 @@ class GossipPeer:
                 "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
             }
         )
+        self._announce_roles()
         round_, divergences = 1, 0
         while round_ <= rounds:
+            if self.crashes.crashes(round_):
+                current = self._crash(round_, emit)
+                unreachable = set()
+                round_ = self.service.completed + 1
+                continue
             caught_up = self._catch_up(round_)
             if caught_up is not None:
                 current = caught_up.arrays
@@ -153,7 +188,7 @@ class GossipPeer:
                 unreachable = set(self.neighbours)
                 continue
             self.service.state = "training"
-            train_loss = self.learner.train()
+            train_loss = self._train()
             own = self.learner.get_weights()
             if math.isfinite(train_loss) and finite(own):
                 divergences = 0
@@ -186,6 +221,8 @@ class GossipPeer:
             unreachable = (unreachable | silent) - set(heard)
             current, test_loss, test_accuracy, discarded = self._merge(round_, own, messages)
             self.service.publish(current, self.learner.num_examples, round_)
+            if self.attack is not None:
+                self.attack.remember(current)
             emit(
                 {
                     "type": "round",
@@ -203,10 +240,13 @@ class GossipPeer:
                         merged=0 if discarded else len(messages),
                         refused=self.inbox.take_refused(),
                         discarded=discarded,
+                        **self._scenario_fields(round_),
                     ),
                 }
             )
+            self._emit_events(emit)
             round_ += 1
+        self._emit_events(emit)
         self.service.state = "done"
 
     def _wait_for(self, round_: int, neighbours: set[int], deadline: float) -> tuple[set[int], set[int]]:
@@ -276,17 +316,20 @@ class GossipPeer:
             test_loss, test_accuracy = self.learner.evaluate()
         return merged, test_loss, test_accuracy, discarded
 
-    def _catch_up(self, round_: int) -> ModelMessage | None:
-        """If neighbours are `catch_up_rounds` ahead, fetch and adopt the furthest one's model."""
+    def _catch_up(self, round_: int, margin: int | None = None) -> ModelMessage | None:
+        """If neighbours are `margin` (default: catch_up_rounds) rounds ahead, fetch and adopt the
+        furthest one's model (not older than round `round_`, or `round_ + margin` for a negative
+        margin: a peer that rejoins takes any neighbour's model not behind its own)."""
+        margin = self.gossip.catch_up_rounds if margin is None else margin
         progress = self.inbox.progress()
-        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + self.gossip.catch_up_rounds]
+        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + margin]
         for node in sorted(ahead, key=lambda n: -progress[n]):
             try:
                 message = self._fetch(node)
             except (grpc.RpcError, WireError) as err:
                 log.warning("catch-up from node %d failed: %s", node, err)
                 continue
-            if message.round >= round_:
+            if message.round >= round_ + min(margin, 0):
                 self.learner.set_weights(message.arrays)
                 self.inbox.skip_to(message.round + 1)
                 self.service.publish(message.arrays, self.learner.num_examples, message.round)
@@ -330,6 +373,65 @@ class GossipPeer:
             ),
         }
 
+    def _train(self) -> float:
+        """Train one round; a straggler then waits until it took `slowdown` times as long."""
+        started = time.monotonic()
+        loss = self.learner.train()
+        if self.roles.slowdown > 1:
+            time.sleep((self.roles.slowdown - 1) * (time.monotonic() - started))
+        return loss
+
+    def _announce_roles(self) -> None:
+        """The scenario events of the start: the node's attack, its slowdown."""
+        if self.roles.attack is not None:
+            self.events.add("attack", 0, attack=self.roles.attack)
+        if self.roles.slowdown > 1:
+            self.events.add("straggler", 0, slowdown=self.roles.slowdown)
+
+    def _crash(self, round_: int, emit: Emit) -> list[np.ndarray]:
+        """Crash at the start of `round_`: stop serving and forget the model for scenario.down_s
+        seconds, then serve again on the same port and rejoin by adopting the model of the
+        furthest neighbour not behind it (GetModel). Returns the model it goes on with."""
+        self.events.add("crash", round_, down_s=self.scenario.down_s)
+        self._emit_events(emit)
+        self.service.state = "crashed"
+        self.server.stop(grace=0.0)
+        self.learner.set_weights(self.initial)
+        time.sleep(self.scenario.down_s)  # the time the node is away: nothing to wait for
+        back = time.monotonic()
+        self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
+        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
+        for node, done in self._health(set(self.stubs), self.config.experiment.round_timeout / 4).items():
+            self.inbox.note(node, done, refused=False)
+        caught_up = self._catch_up(round_, margin=-1)
+        current = self.initial if caught_up is None else caught_up.arrays
+        if caught_up is not None and caught_up.round >= round_:
+            emit(self._caught_up_record(caught_up, round_))
+        resume = self.service.completed + 1
+        self.rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - back, 4)}
+        self.events.add(
+            "rejoin", resume, from_node=None if caught_up is None else caught_up.sender, **self.rejoined
+        )
+        self._emit_events(emit)
+        return current
+
+    def _scenario_fields(self, round_: int) -> dict[str, Any]:
+        """The scenario's fields of this round's record (none without a scenario)."""
+        fields: dict[str, Any] = {}
+        if self.roles.attack is not None:
+            fields["attack"] = self.roles.attack
+        if self.scenario.attack == "collective":
+            fields["trigger_success"] = trigger_success(self.learner, self.scenario)
+        if self.scenario.network_faults:
+            fields.update(self.events.take_counts(round_))
+        fields.update(self.rejoined)
+        self.rejoined = {}
+        return fields
+
+    def _emit_events(self, emit: Emit) -> None:
+        for event in self.events.take():
+            emit(event)
+
     def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
         """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
         self.inbox.note(node, reply.round or None, refused=False)
@@ -340,6 +442,8 @@ class GossipPeer:
         Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
         starts late still gets round 1; the others get one fail-fast attempt.
         """
+        if self.attack is not None:
+            arrays = self.attack.forge(arrays)
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         return {
             node: sender.send(chunks, deadline, wait=node in alive) for node, sender in self.senders.items()

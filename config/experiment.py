@@ -23,6 +23,7 @@ from fedgossip.config.sections import (
     GossipSection,
     NodesSection,
     PeerSection,
+    ScenarioSection,
     SecuritySection,
     StrategySection,
     TopologySection,
@@ -53,6 +54,7 @@ class ExperimentConfig:
     security: SecuritySection = field(default_factory=SecuritySection)
     gossip: GossipSection = field(default_factory=GossipSection)
     flower: FlowerSection = field(default_factory=FlowerSection)
+    scenario: ScenarioSection = field(default_factory=ScenarioSection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +66,7 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
+        self.scenario.check_nodes(self.nodes.count, mode)
         entry = registry.lookup(name)
         if isinstance(entry, registry.Mechanism):
             entry.check_nodes(self.strategy.params, self.nodes.count)

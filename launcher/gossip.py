@@ -169,6 +169,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 if len(ready) == count:
                     outcome.startup_s = round(time.time() - started, 3)
                     bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
+            elif kind == "scenario":
+                results.event(event)
             elif kind == "error":
                 outcome.errors.append(f"node {node}: {event.get('error')}")
         for node, child in enumerate(children):
