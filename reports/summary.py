@@ -10,6 +10,7 @@ import numpy as np
 
 from fedgossip.reports.fair import fair_summary
 from fedgossip.reports.records import SUMMARY, by_round, node_records, read_config, read_records
+from fedgossip.reports.scenario import last_records, scenario_summary
 
 
 def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         "rounds_planned": experiment.get("rounds"),
         "target_accuracy": target,
         **accuracy_summary(records, target),
+        **scenario_summary(records, config),
         **(run_info or {}),
     }
     fair = fair_summary(records, config)
@@ -61,10 +63,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
 def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
     """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`."""
     nodes = node_records(records)
-    last: dict[int, dict[str, Any]] = {}
-    for record in nodes:
-        if record["round"] >= last.get(record["node"], {}).get("round", -1):
-            last[record["node"]] = record
+    last = last_records(records)
     final = [r["test_accuracy"] for r in last.values()]
     curve = round_curve(nodes)
     reached = next((r for r, (acc, _) in curve.items() if acc >= target), None)
