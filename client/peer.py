@@ -32,6 +32,7 @@ from fedgossip.client.adversary import ModelAttack, poison_data, trigger_success
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.merge import merge_models
 from fedgossip.client.network import FaultySender, Link
+from fedgossip.client.resample import epoch_of, k_out_graph
 from fedgossip.client.scenario import CrashClock, Events, roles
 from fedgossip.client.security import (
     call_metadata,
@@ -112,6 +113,7 @@ class GossipPeer:
         )
         self.crashes = CrashClock(self.scenario, self.roles, self.peer.id, seed)
         self.rejoined: dict[str, Any] = {}  # rounds_missed and rejoin_s, for the next record
+        self._epoch: tuple[int, set[int]] | None = None  # the resampling epoch and its neighbours
         self.names = list(self.learner.names)
         self.specs = specs_of(self.names, self.learner.get_weights())
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
@@ -205,8 +207,9 @@ class GossipPeer:
             timeout = self.config.experiment.round_timeout
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
-            expected = set(self.neighbours) - unreachable
-            pending = self._push(round_, own, expected, deadline)
+            linked = self._linked(round_)
+            expected = linked - unreachable
+            pending = self._push(round_, own, linked, expected, deadline)
             missing, silent = self._wait_for(round_, expected, deadline)
             messages = self.inbox.close(round_)
             heard = [m.sender for m in messages]
@@ -436,8 +439,26 @@ class GossipPeer:
         """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
         self.inbox.note(node, reply.round or None, refused=False)
 
-    def _push(self, round_: int, arrays: list, alive: set[int], deadline: float) -> dict[int, futures.Future]:
-        """Queue this round's model for every neighbour; return the sends by node.
+    def _linked(self, round_: int) -> set[int]:
+        """The neighbours of `round_`: the static ones, or (scenario.resample_every) the epoch's
+        random k-out draw, announced as a "topology" event when an epoch starts."""
+        every = self.scenario.resample_every
+        if not every:
+            return set(self.neighbours)
+        epoch = epoch_of(round_, every)
+        if self._epoch is None or self._epoch[0] != epoch:
+            config = self.config
+            graph = k_out_graph(
+                config.nodes.count, self.scenario.resample_degree, config.experiment.seed, epoch
+            )
+            self._epoch = (epoch, graph[self.peer.id])
+            self.events.add("topology", round_, neighbours=sorted(self._epoch[1]))
+        return set(self._epoch[1])
+
+    def _push(
+        self, round_: int, arrays: list, linked: set[int], alive: set[int], deadline: float
+    ) -> dict[int, futures.Future]:
+        """Queue this round's model for every neighbour linked this round; return the sends by node.
 
         Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
         starts late still gets round 1; the others get one fail-fast attempt.
@@ -446,7 +467,9 @@ class GossipPeer:
             arrays = self.attack.forge(arrays)
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         return {
-            node: sender.send(chunks, deadline, wait=node in alive) for node, sender in self.senders.items()
+            node: sender.send(chunks, deadline, wait=node in alive)
+            for node, sender in self.senders.items()
+            if node in linked
         }
 
     @staticmethod

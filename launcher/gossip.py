@@ -104,6 +104,8 @@ def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_sta
     """One node config per peer (the experiment config plus its [peer] section)."""
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
+    if config.scenario.resample_every:  # every pair may be linked some epoch (client/resample.py)
+        graph = nx.complete_graph(count)
     ports = free_ports(count, LOOPBACK)
     credentials = security_material(config, graph, results.secrets)
     paths = []

@@ -1,8 +1,8 @@
 """The scenario's figures of one run: honest nodes' accuracy apart from the attackers', the attack
 success rate, messages lost and held back, rounds missed and time to rejoin after crashes.
 
-Attackers are the nodes whose records carry `attack`; everything else is read from the records and
-the resolved config, never from the nodes.
+Attackers are the nodes the resolved config's [scenario] names (in Flower mode only the config
+says so) and those whose records carry `attack`; everything else is read from the records.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.client.scenario import chosen
+from fedgossip.config import ScenarioSection
+from fedgossip.config.experiment import build_section
 from fedgossip.reports.records import node_records
 
 
@@ -21,6 +24,18 @@ def last_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         if record["round"] >= last.get(record["node"], {}).get("round", -1):
             last[record["node"]] = record
     return last
+
+
+def config_attackers(config: dict[str, Any]) -> set[int]:
+    """The attackers the run's resolved config names (none without an attack, or if unreadable)."""
+    table, count = config.get("scenario"), config.get("nodes", {}).get("count")
+    if not table or table.get("attack", "none") == "none" or not isinstance(count, int):
+        return set()
+    try:
+        scenario = build_section(ScenarioSection, table, "scenario")
+    except ValueError:
+        return set()
+    return set(chosen(scenario, "attackers", count, int(config.get("experiment", {}).get("seed", 0))))
 
 
 def scenario_label(config: dict[str, Any]) -> str:
@@ -49,7 +64,7 @@ def scenario_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> d
     success rate (a collective's trigger success, mean over honest nodes' final models), and the
     network and churn counts where the scenario has them."""
     last = last_records(records)
-    attackers = sorted(n for n in last if "attack" in last[n])
+    attackers = sorted({n for n in last if "attack" in last[n]} | config_attackers(config))
     honest = [
         r["test_accuracy"] for n, r in last.items() if n not in attackers and r["test_accuracy"] is not None
     ]
