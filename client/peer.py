@@ -66,6 +66,7 @@ log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went far enough
 # with churn, a neighbour that crashed comes back within a second, not after gRPC's growing backoff
 QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
@@ -177,7 +178,7 @@ class GossipPeer:
         while round_ <= rounds:
             if self.crashes.crashes(round_):
                 current = self._crash(round_, emit)
-                unreachable = set()
+                unreachable = set(self.neighbours)  # as after a catch-up: in step again before waiting
                 round_ = self.service.completed + 1
                 continue
             caught_up = self._catch_up(round_)
@@ -352,7 +353,7 @@ class GossipPeer:
         )
         return assemble(stream, assembler)
 
-    def _caught_up_record(self, message: ModelMessage, behind: int) -> dict[str, Any]:
+    def _caught_up_record(self, message: ModelMessage, behind: int, **extra: Any) -> dict[str, Any]:
         """The record of a jump: the adopted model's round, evaluated, with where it came from."""
         test_loss, test_accuracy = self.learner.evaluate()
         return {
@@ -373,6 +374,7 @@ class GossipPeer:
                 discarded=None,
                 caught_up_from=message.sender,
                 jumped_from=behind,
+                **extra,
             ),
         }
 
@@ -392,15 +394,16 @@ class GossipPeer:
             self.events.add("straggler", 0, slowdown=self.roles.slowdown)
 
     def _crash(self, round_: int, emit: Emit) -> list[np.ndarray]:
-        """Crash at the start of `round_`: stop serving and forget the model for scenario.down_s
-        seconds, then serve again on the same port and rejoin by adopting the model of the
-        furthest neighbour not behind it (GetModel). Returns the model it goes on with."""
-        self.events.add("crash", round_, down_s=self.scenario.down_s)
+        """Crash at the start of `round_`: stop serving and forget the model while the neighbours
+        go scenario.down_rounds rounds on, then serve again on the same port and rejoin by
+        adopting the model of the furthest neighbour not behind it (GetModel). Returns the model
+        it goes on with."""
+        self.events.add("crash", round_, down_rounds=self.scenario.down_rounds)
         self._emit_events(emit)
         self.service.state = "crashed"
         self.server.stop(grace=0.0)
         self.learner.set_weights(self.initial)
-        time.sleep(self.scenario.down_s)  # the time the node is away: nothing to wait for
+        self._stay_down(round_ - 1 + self.scenario.down_rounds)
         back = time.monotonic()
         self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
         self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
@@ -408,15 +411,27 @@ class GossipPeer:
             self.inbox.note(node, done, refused=False)
         caught_up = self._catch_up(round_, margin=-1)
         current = self.initial if caught_up is None else caught_up.arrays
-        if caught_up is not None and caught_up.round >= round_:
-            emit(self._caught_up_record(caught_up, round_))
         resume = self.service.completed + 1
-        self.rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - back, 4)}
+        rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - back, 4)}
         self.events.add(
-            "rejoin", resume, from_node=None if caught_up is None else caught_up.sender, **self.rejoined
+            "rejoin", resume, from_node=None if caught_up is None else caught_up.sender, **rejoined
         )
+        if caught_up is not None and caught_up.round >= round_:  # the record of the jump says it
+            emit(self._caught_up_record(caught_up, round_, **rejoined))
+        else:  # in step with its neighbours: the next record says it
+            self.rejoined = rejoined
         self._emit_events(emit)
         return current
+
+    def _stay_down(self, until: int) -> None:
+        """Wait (asking the neighbours' Health) until one of them completed round `until`, or
+        MAX_WAIT_TIMEOUTS round timeouts per round to wait have passed (neighbours gone)."""
+        timeout = self.config.experiment.round_timeout
+        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * timeout * self.scenario.down_rounds
+        while time.monotonic() < limit:
+            if max(self._health(set(self.stubs), min(1.0, timeout / 4)).values(), default=0) >= until:
+                return
+            time.sleep(HEALTH_POLL_S)
 
     def _scenario_fields(self, round_: int) -> dict[str, Any]:
         """The scenario's fields of this round's record (none without a scenario)."""

@@ -254,8 +254,10 @@ class ScenarioSection:
     collective plants its trigger (the last trigger_size features set to the data's maximum) and
     relabels its examples as target_label. Churn (gossip): the nodes `crash` (or a seeded
     crash_fraction) crash at crash_round, and every node crashes with probability crash_rate
-    each round; a crashed node loses its model, stops serving for down_s seconds, then rejoins by
-    fetching a neighbour's model. Stragglers (ids, or a fraction) train `slowdown` times slower.
+    each round; a crashed node loses its model and stops serving until its neighbours are
+    down_rounds rounds past the round it crashed in (it asks their Health; at most down_rounds x 3
+    round timeouts), then rejoins by fetching a neighbour's model. Stragglers (ids, or a
+    fraction) train `slowdown` times slower.
     Topology (gossip): every resample_every rounds each node draws resample_degree random
     neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.
     """
@@ -277,7 +279,7 @@ class ScenarioSection:
     crash_fraction: float = 0.0
     crash_round: int = 0
     crash_rate: float = 0.0
-    down_s: float = 5.0
+    down_rounds: int = 3
     stragglers: tuple[int, ...] = ()
     straggler_fraction: float = 0.0
     slowdown: float = 1.0
@@ -285,7 +287,8 @@ class ScenarioSection:
     resample_degree: int = 2
 
     def __post_init__(self) -> None:
-        for key in ("delay_ms", "jitter_ms", "bandwidth_mbps", "down_s"):
+        require(self.down_rounds >= 1, "scenario.down_rounds", "must be >= 1")
+        for key in ("delay_ms", "jitter_ms", "bandwidth_mbps"):
             require(getattr(self, key) >= 0, f"scenario.{key}", "must be >= 0")
         require(self.jitter_ms <= self.delay_ms, "scenario.jitter_ms", "must be <= scenario.delay_ms")
         for key in ("loss", "attacker_fraction", "crash_fraction", "straggler_fraction"):
