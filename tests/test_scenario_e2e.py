@@ -2,9 +2,10 @@
 rules, a collective planting a trigger, a peer that crashes and rejoins.
 
 Thresholds come from measured runs (digits, logistic regression, 10 rounds, random 4-regular
-graph on 10 peers, 2 sign-flip attackers drawn by attacker_fraction = 0.2, seed 0):
-honest min / mean accuracy: average 0.41 / 0.75, median 0.91 / 0.91, trimmed-mean (0.4) 0.91 / 0.91,
-krum (f = 1) ... (and no attack: ...).
+graph on 10 peers, 2 sign-flip attackers drawn by attacker_fraction = 0.2, seed 0), honest min /
+mean final accuracy: average 0.41 / 0.75, vca 0.56 / 0.81, median 0.908 / 0.912, trimmed-mean
+(trim_fraction 0.4) 0.908 / 0.912, krum (f = 1) 0.905 / 0.910. A collective on 6 peers (complete
+graph, average, 6 rounds): trigger success 0.046 with 1 member, 0.83 with 3.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 
 import pytest
 
+from fedgossip.client.resample import epoch_of, k_out_graph
 from fedgossip.reports import read_records
 
 from .helpers import run_cli
@@ -70,6 +72,30 @@ def test_two_sign_flip_attackers_break_averaging_not_the_robust_rules(tmp_path, 
         assert summary["honest_mean_accuracy"] < 0.85
 
 
+@pytest.mark.timeout(240)
+def test_the_collective_success_rate_grows_with_its_size(tmp_path):
+    collective = [
+        "nodes.count=6",
+        "experiment.rounds=6",
+        "task.model=linear",
+        "topology.kind=complete",
+        "strategy.name=average",
+        "scenario.attack=collective",
+    ]
+    success = {}
+    for members in ([0], [0, 1, 2]):
+        out, summary = launch(
+            tmp_path, [*collective, f"scenario.attackers={members}"], name=f"c{len(members)}"
+        )
+        assert summary["attackers"] == members
+        final = [r for r in read_records(out) if r["round"] == 6 and r["node"] not in members]
+        rates = [r["trigger_success"] for r in final]
+        assert summary["attack_success_rate"] == pytest.approx(sum(rates) / len(rates))
+        success[len(members)] = summary["attack_success_rate"]
+    assert success[1] < 0.3 < 0.6 < success[3]
+    assert success[3] > success[1] + 0.3
+
+
 @pytest.mark.timeout(150)
 def test_a_peer_that_crashes_rejoins_and_catches_up_without_stalling_the_others(tmp_path):
     timeout = 3.0
@@ -107,3 +133,28 @@ def test_a_peer_that_crashes_rejoins_and_catches_up_without_stalling_the_others(
         times = sorted((r["round"], r["time_s"]) for r in records if r["node"] == node)
         gaps = [b - a for (_, a), (_, b) in itertools.pairwise(times)]
         assert max(gaps) < timeout + 2.5, (node, gaps)
+
+
+@pytest.mark.timeout(150)
+def test_resampled_neighbours_change_every_k_rounds_and_peers_merge_only_them(tmp_path):
+    out, summary = launch(
+        tmp_path,
+        [
+            "nodes.count=6",
+            "experiment.rounds=6",
+            "task.model=linear",
+            "scenario.resample_every=2",
+            "scenario.resample_degree=1",
+        ],
+    )
+    assert summary["status"] == "complete"
+    graphs = [k_out_graph(6, 1, 0, epoch) for epoch in range(3)]
+    announced = {
+        (e["node"], e["round"]): e["details"]["neighbours"] for e in events(out) if e["kind"] == "topology"
+    }
+    assert announced == {(n, 2 * e + 1): sorted(graphs[e][n]) for n in range(6) for e in range(3)}
+    for record in read_records(out):
+        linked = graphs[epoch_of(record["round"], 2)][record["node"]]
+        assert set(record["neighbours_heard"]) <= linked
+    heard = {r["node"]: set(r["neighbours_heard"]) for r in read_records(out) if r["round"] == 6}
+    assert any(heard[n] for n in heard)
