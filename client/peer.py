@@ -177,8 +177,7 @@ class GossipPeer:
         round_, divergences = 1, 0
         while round_ <= rounds:
             if self.crashes.crashes(round_):
-                current = self._crash(round_, emit)
-                unreachable = set(self.neighbours)  # as after a catch-up: in step again before waiting
+                current, unreachable = self._crash(round_, emit)
                 round_ = self.service.completed + 1
                 continue
             caught_up = self._catch_up(round_)
@@ -393,11 +392,13 @@ class GossipPeer:
         if self.roles.slowdown > 1:
             self.events.add("straggler", 0, slowdown=self.roles.slowdown)
 
-    def _crash(self, round_: int, emit: Emit) -> list[np.ndarray]:
+    def _crash(self, round_: int, emit: Emit) -> tuple[list[np.ndarray], set[int]]:
         """Crash at the start of `round_`: stop serving and forget the model while the neighbours
         go scenario.down_rounds rounds on, then serve again on the same port and rejoin by
         adopting the model of the furthest neighbour not behind it (GetModel). Returns the model
-        it goes on with."""
+        it goes on with, and the neighbours not to wait for in its next round: those silent or
+        not behind it (their model of that round may have gone out before they could reach it
+        again); those behind it are waited for, so it does not run on alone."""
         self.events.add("crash", round_, down_rounds=self.scenario.down_rounds)
         self._emit_events(emit)
         self.service.state = "crashed"
@@ -407,7 +408,8 @@ class GossipPeer:
         back = time.monotonic()
         self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
         self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
-        for node, done in self._health(set(self.stubs), self.config.experiment.round_timeout / 4).items():
+        answered = self._health(set(self.stubs), self.config.experiment.round_timeout / 4)
+        for node, done in answered.items():
             self.inbox.note(node, done, refused=False)
         caught_up = self._catch_up(round_, margin=-1)
         current = self.initial if caught_up is None else caught_up.arrays
@@ -421,7 +423,7 @@ class GossipPeer:
         else:  # in step with its neighbours: the next record says it
             self.rejoined = rejoined
         self._emit_events(emit)
-        return current
+        return current, {n for n in self.neighbours if answered.get(n, resume) >= resume - 1}
 
     def _stay_down(self, until: int) -> None:
         """Wait (asking the neighbours' Health) until one of them completed round `until`, or

@@ -126,6 +126,8 @@ def test_a_peer_that_crashes_rejoins_and_catches_up_without_stalling_the_others(
     back = next(r for r in mine if "rounds_missed" in r)
     assert back["rounds_missed"] == rejoin["details"]["rounds_missed"] >= 4  # away for down_rounds
     assert summary["rounds_missed_by_node"] == {"2": back["rounds_missed"]}
+    after = [r for r in mine if r["round"] > back["round"]]
+    assert sum(bool(r["neighbours_heard"]) for r in after) >= len(after) / 2  # in step, not alone
     final = {r["node"]: r["test_accuracy"] for r in records if r["round"] == 20}
     others = [final[n] for n in (0, 1, 3)]
     assert abs(final[2] - sum(others) / 3) < 0.03  # caught up: as good as its neighbours
