@@ -10,7 +10,9 @@ Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
 - train: install the global model, train `task.local_epochs` (with FedProx's proximal term when
   the config carries `proximal-mu`), reply the weights, train loss and example count. Non-finite
-  weights (a diverged run) are refused here, never sent.
+  weights (a diverged run) are refused here, never sent. A scenario's attacker trains on its
+  poisoned data (label-flip, collective) or replies a forged model (sign-flip, scale, noise;
+  a free-rider replies the global model it received).
 - evaluate: install the global model and reply its loss and accuracy on the global test set.
   Strategy fair: a model flagged `keep-model` is kept in `context.state` as the node's own model,
   and a message without a model evaluates that kept one.
@@ -93,10 +95,20 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
 def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
     """This node's learner (on the message's round of a streamed task), its minibatch-order
     generator restored from `context.state`."""
+    from fedgossip.client.adversary import poison_data
+    from fedgossip.client.scenario import roles
+    from fedgossip.config.sections import DATA_ATTACKS
     from fedgossip.tasks import build_learner
 
+    attack = roles(config.scenario, partition, config.nodes.count, config.experiment.seed).attack
+    poison = (lambda data: poison_data(attack, config.scenario, data)) if attack in DATA_ATTACKS else None
     learner = build_learner(
-        config.task, partition, config.nodes.count, config.experiment.seed, _stream_round(config, message)
+        config.task,
+        partition,
+        config.nodes.count,
+        config.experiment.seed,
+        _stream_round(config, message),
+        poison=poison,
     )
     state = context.state.config_records.get(p.STATE)
     if state is not None and p.SHUFFLE_STATE in state:
@@ -136,6 +148,26 @@ def _install(learner, message: Message, context: Context, *, evaluating: bool = 
     own = context.state.array_records.get(p.LOCAL_TENSORS)
     local = learner.local_names if own is not None else frozenset()
     learner.set_weights([(own[n] if n in local and n in own else a).numpy() for n, a in record.items()])
+
+
+def _forged(
+    config: ExperimentConfig, partition: int, message: Message, received: list, weights: list
+) -> list:
+    """The weights a model attacker replies instead of `weights` (`received`: the global model,
+    what a free-rider sends back); an honest node's own. Noise is drawn per node and round."""
+    from fedgossip.client.adversary import ModelAttack
+    from fedgossip.client.scenario import roles
+    from fedgossip.config.sections import MODEL_ATTACKS
+    from fedgossip.tasks.seeding import stream
+
+    seed = config.experiment.seed
+    attack = roles(config.scenario, partition, config.nodes.count, seed).attack
+    if attack not in MODEL_ATTACKS:
+        return weights
+    record = message.content.config_records.get(p.CONFIG)
+    round_ = record.get(p.SERVER_ROUND, 0) if record is not None else 0
+    rng = stream(seed, "attack", partition, int(round_))
+    return ModelAttack(attack, config.scenario, received, rng).forge(weights)
 
 
 def _proximal_mu(message: Message) -> float:
@@ -185,6 +217,7 @@ def train(message: Message, context: Context) -> Message:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context, message)
         _install(learner, message, context)
+        received = learner.get_weights()
         started = time.perf_counter()
         loss = float(learner.train(mu=_proximal_mu(message)))
         seconds = time.perf_counter() - started
@@ -196,6 +229,7 @@ def train(message: Message, context: Context) -> Message:
                 f"{len(weights)} tensors); lower task.learning_rate"
             )
         _save_state(learner, context, weights)
+        weights = _forged(config, partition, message, received, weights)
         arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
         metrics = MetricRecord(
             {

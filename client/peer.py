@@ -36,8 +36,12 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
+from fedgossip.client.adversary import ModelAttack, poison_data, trigger_success
 from fedgossip.client.inbox import Inbox
+from fedgossip.client.network import FaultySender, Link
+from fedgossip.client.resample import epoch_of, k_out_graph
 from fedgossip.client.rounds import round_plan
+from fedgossip.client.scenario import CrashClock, Events, roles
 from fedgossip.client.security import (
     call_metadata,
     channel_credentials,
@@ -58,18 +62,23 @@ from fedgossip.client.wire import (
     encode,
 )
 from fedgossip.config import ExperimentConfig, load_config
+from fedgossip.config.sections import DATA_ATTACKS, MODEL_ATTACKS
 from fedgossip.launcher.signals import Shutdown
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.records import Emit, LineWriter, record
 from fedgossip.schema.tensors import is_finite, specs_of
 from fedgossip.strategies.diagnostics import layer_variance
 from fedgossip.tasks import build_learner
+from fedgossip.tasks.seeding import stream
 
 log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
 OBSERVER_WAIT_S = 5.0  # how long a finished peer keeps serving for the observer to read its last model
+HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went far enough
+# with churn, a neighbour that crashed comes back within a second, not after gRPC's growing backoff
+QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class Diverged(Exception):
@@ -97,7 +106,22 @@ class GossipPeer:
                 "callers are not identified (no peer.link_keys_file, no mutual TLS): "
                 "any caller may push as any neighbour"
             )
-        self.learner = build_learner(config.task, self.peer.id, config.nodes.count, config.experiment.seed)
+        self.scenario = config.scenario
+        seed, count = config.experiment.seed, config.nodes.count
+        self.roles = roles(self.scenario, self.peer.id, count, seed)
+        self.events = Events(self.peer.id, self.run_start)
+        attack = self.roles.attack
+        poison = (lambda data: poison_data(attack, self.scenario, data)) if attack in DATA_ATTACKS else None
+        self.learner = build_learner(config.task, self.peer.id, count, seed, poison=poison)
+        self.initial = self.learner.get_weights()
+        self.attack = (
+            ModelAttack(attack, self.scenario, self.initial, stream(seed, "attack", self.peer.id))
+            if attack in MODEL_ATTACKS
+            else None
+        )
+        self.crashes = CrashClock(self.scenario, self.roles, self.peer.id, seed)
+        self.rejoined: dict[str, Any] = {}  # rounds_missed and rejoin_s, for the next record
+        self._epoch: tuple[int, set[int]] | None = None  # the resampling epoch and its neighbours
         self.names = list(self.learner.names)
         self.specs = specs_of(self.names, self.learner.get_weights())
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
@@ -118,23 +142,31 @@ class GossipPeer:
             max_norm_ratio=self.gossip.max_norm_ratio,
         )
         self.service.keep_previous = self.observed  # the observer may read a round late
-        self.server = LoopServer(
-            self.service, self.peer.listen, server_credentials(self.peer), CHANNEL_OPTIONS
-        )
+        self.server = self._serve(self.peer.listen)
         self.port = self.server.port
         credentials = channel_credentials(self.peer)
+        options = CHANNEL_OPTIONS + (QUICK_RECONNECT if self.scenario.churn else [])
         self.channels = {
-            node: grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
+            node: grpc.secure_channel(address, credentials, options)
             if credentials
-            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
+            else grpc.insecure_channel(address, options)
             for node, address in self.neighbours.items()
         }
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, links, node) for node in self.neighbours}
-        self.senders = {
-            node: NeighbourSender(node, stub, self.metadata[node], self._on_reply)
-            for node, stub in self.stubs.items()
-        }
+        self.senders = {node: self._sender(node, stub) for node, stub in self.stubs.items()}
+
+    def _serve(self, listen: str) -> LoopServer:
+        """Start the gRPC server on `listen`."""
+        return LoopServer(self.service, listen, server_credentials(self.peer), CHANNEL_OPTIONS)
+
+    def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub) -> NeighbourSender:
+        """The push queue to `node`: through the scenario's network faults, if any."""
+        if not self.scenario.network_faults:
+            return NeighbourSender(node, stub, self.metadata[node], self._on_reply)
+        config = self.config
+        link = Link(self.scenario, self.peer.id, node, config.nodes.count, config.experiment.seed)
+        return FaultySender(node, stub, self.metadata[node], self._on_reply, link, self.events)
 
     def run(self, emit: Emit) -> None:
         """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
@@ -150,8 +182,13 @@ class GossipPeer:
                 "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
             }
         )
+        self._announce_roles()
         round_, divergences = 1, 0
         while round_ <= rounds:
+            if self.crashes.crashes(round_):
+                current, unreachable = self._crash(round_, emit)
+                round_ = self.service.completed + 1
+                continue
             caught_up = self._catch_up(round_)
             if caught_up is not None:
                 current = caught_up.arrays
@@ -163,7 +200,7 @@ class GossipPeer:
                 continue
             self.service.state = "training"
             self.learner = self.plan.learner(round_, self.learner)
-            train_loss = self.learner.train()
+            train_loss = self._train()
             own = self.learner.get_weights()
             if math.isfinite(train_loss) and all(map(is_finite, own)):
                 divergences = 0
@@ -180,8 +217,9 @@ class GossipPeer:
             timeout = self.config.experiment.round_timeout
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
-            expected = set(self.neighbours) - unreachable
-            pending = self._push(round_, own, expected, deadline, self.plan.recipients(round_))
+            linked = self._linked(round_)
+            expected = linked - unreachable
+            pending = self._push(round_, own, linked, expected, deadline, self.plan.recipients(round_))
             missing, silent = self._wait_for(round_, expected, deadline)
             noticed = self.inbox.notices(round_)  # they send no model this round, yet are in step
             messages = self.inbox.close(round_)
@@ -198,6 +236,8 @@ class GossipPeer:
             unreachable = (unreachable | silent) - set(heard) - noticed
             current, test_loss, test_accuracy, discarded = self._merge(round_, current, own, messages)
             self.service.publish(current, self.learner.num_examples, round_)
+            if self.attack is not None:
+                self.attack.remember(current)
             emit(
                 {
                     "type": "round",
@@ -217,10 +257,13 @@ class GossipPeer:
                         discarded=discarded,
                         **self.plan.fields(round_),
                         layer_variance=layer_variance(self.names, current),
+                        **self._scenario_fields(round_),
                     ),
                 }
             )
+            self._emit_events(emit)
             round_ += 1
+        self._emit_events(emit)
         self.service.state = "done"
         if self.observed:
             self.service.observed.wait(OBSERVER_WAIT_S)
@@ -284,17 +327,20 @@ class GossipPeer:
             test_loss, test_accuracy = self.learner.evaluate()
         return merged, test_loss, test_accuracy, discarded
 
-    def _catch_up(self, round_: int) -> ModelMessage | None:
-        """If neighbours are `catch_up_rounds` ahead, fetch and adopt the furthest one's model."""
+    def _catch_up(self, round_: int, margin: int | None = None) -> ModelMessage | None:
+        """If neighbours are `margin` (default: catch_up_rounds) rounds ahead, fetch and adopt the
+        furthest one's model (not older than round `round_`, or `round_ + margin` for a negative
+        margin: a peer that rejoins takes any neighbour's model not behind its own)."""
+        margin = self.gossip.catch_up_rounds if margin is None else margin
         progress = self.inbox.progress()
-        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + self.gossip.catch_up_rounds]
+        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + margin]
         for node in sorted(ahead, key=lambda n: -progress[n]):
             try:
                 message = self._fetch(node)
             except (grpc.RpcError, WireError) as err:
                 log.warning("catch-up from node %d failed: %s", node, err)
                 continue
-            if message.round >= round_:
+            if message.round >= round_ + min(margin, 0):
                 self.learner.set_weights(message.arrays)
                 self.inbox.skip_to(message.round + 1)
                 self.service.publish(message.arrays, self.learner.num_examples, message.round)
@@ -314,7 +360,7 @@ class GossipPeer:
         )
         return assemble(stream, assembler)
 
-    def _caught_up_record(self, message: ModelMessage, behind: int) -> dict[str, Any]:
+    def _caught_up_record(self, message: ModelMessage, behind: int, **extra: Any) -> dict[str, Any]:
         """The record of a jump: the adopted model's round, evaluated, with where it came from."""
         test_loss, test_accuracy = self.learner.evaluate()
         return {
@@ -336,22 +382,123 @@ class GossipPeer:
                 caught_up_from=message.sender,
                 jumped_from=behind,
                 layer_variance=layer_variance(self.names, message.arrays),
+                **extra,
             ),
         }
+
+    def _train(self) -> float:
+        """Train one round; a straggler then waits until it took `slowdown` times as long."""
+        started = time.monotonic()
+        loss = self.learner.train()
+        if self.roles.slowdown > 1:
+            time.sleep((self.roles.slowdown - 1) * (time.monotonic() - started))
+        return loss
+
+    def _announce_roles(self) -> None:
+        """The scenario events of the start: the node's attack, its slowdown."""
+        if self.roles.attack is not None:
+            self.events.add("attack", 0, attack=self.roles.attack)
+        if self.roles.slowdown > 1:
+            self.events.add("straggler", 0, slowdown=self.roles.slowdown)
+
+    def _crash(self, round_: int, emit: Emit) -> tuple[list[np.ndarray], set[int]]:
+        """Crash at the start of `round_`: stop serving and forget the model while the neighbours
+        go scenario.down_rounds rounds on, then serve again on the same port and rejoin by
+        adopting the model of the furthest neighbour not behind it (GetModel). Returns the model
+        it goes on with, and the neighbours not to wait for in its next round: those silent or
+        not behind it (their model of that round may have gone out before they could reach it
+        again); those behind it are waited for, so it does not run on alone."""
+        self.events.add("crash", round_, down_rounds=self.scenario.down_rounds)
+        self._emit_events(emit)
+        self.service.state = "crashed"
+        self.server.stop(grace=0.0)
+        self.learner.set_weights(self.initial)
+        self._stay_down(round_ - 1 + self.scenario.down_rounds)
+        back = time.monotonic()
+        self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
+        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
+        answered = self._health(set(self.stubs), self.config.experiment.round_timeout / 4)
+        for node, done in answered.items():
+            self.inbox.note(node, done, refused=False)
+        caught_up = self._catch_up(round_, margin=-1)
+        current = self.initial if caught_up is None else caught_up.arrays
+        resume = self.service.completed + 1
+        rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - back, 4)}
+        self.events.add(
+            "rejoin", resume, from_node=None if caught_up is None else caught_up.sender, **rejoined
+        )
+        if caught_up is not None and caught_up.round >= round_:  # the record of the jump says it
+            emit(self._caught_up_record(caught_up, round_, **rejoined))
+        else:  # in step with its neighbours: the next record says it
+            self.rejoined = rejoined
+        self._emit_events(emit)
+        return current, {n for n in self.neighbours if answered.get(n, resume) >= resume - 1}
+
+    def _stay_down(self, until: int) -> None:
+        """Wait (asking the neighbours' Health) until one of them completed round `until`, or
+        MAX_WAIT_TIMEOUTS round timeouts per round to wait have passed (neighbours gone)."""
+        timeout = self.config.experiment.round_timeout
+        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * timeout * self.scenario.down_rounds
+        while time.monotonic() < limit:
+            if max(self._health(set(self.stubs), min(1.0, timeout / 4)).values(), default=0) >= until:
+                return
+            time.sleep(HEALTH_POLL_S)
+
+    def _scenario_fields(self, round_: int) -> dict[str, Any]:
+        """The scenario's fields of this round's record (none without a scenario)."""
+        fields: dict[str, Any] = {}
+        if self.roles.attack is not None:
+            fields["attack"] = self.roles.attack
+        if self.scenario.attack == "collective":
+            fields["trigger_success"] = trigger_success(self.learner, self.scenario)
+        if self.scenario.network_faults:
+            fields.update(self.events.take_counts(round_))
+        fields.update(self.rejoined)
+        self.rejoined = {}
+        return fields
+
+    def _emit_events(self, emit: Emit) -> None:
+        for event in self.events.take():
+            emit(event)
 
     def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
         """A neighbour's reply says which round it is in (how far behind it this peer may be)."""
         self.inbox.note(node, reply.round or None, refused=False)
 
+    def _linked(self, round_: int) -> set[int]:
+        """The neighbours of `round_`: the static ones, or (scenario.resample_every) the epoch's
+        random k-out draw, announced as a "topology" event when an epoch starts."""
+        every = self.scenario.resample_every
+        if not every:
+            return set(self.neighbours)
+        epoch = epoch_of(round_, every)
+        if self._epoch is None or self._epoch[0] != epoch:
+            config = self.config
+            graph = k_out_graph(
+                config.nodes.count, self.scenario.resample_degree, config.experiment.seed, epoch
+            )
+            self._epoch = (epoch, graph[self.peer.id])
+            self.events.add("topology", round_, neighbours=sorted(self._epoch[1]))
+        return set(self._epoch[1])
+
     def _push(
-        self, round_: int, arrays: list, alive: set[int], deadline: float, recipients: set[int]
+        self,
+        round_: int,
+        arrays: list,
+        linked: set[int],
+        alive: set[int],
+        deadline: float,
+        recipients: set[int],
     ) -> dict[int, futures.Future]:
-        """Queue this round's model for the `recipients`, a notice that none comes for the other
-        neighbours; return the sends (and notices, 0 bytes) by node.
+        """Queue this round's model for the `recipients` among the neighbours linked this round,
+        a notice that none comes for the other linked ones; return the sends (and notices, 0
+        bytes) by node.
 
         Neighbours in `alive` are waited for (`wait_for_ready`) until the deadline, so a peer that
         starts late still gets round 1; the others get one fail-fast attempt.
         """
+        if self.attack is not None:
+            arrays = self.attack.forge(arrays)
         chunks = encode(self.peer.id, round_, self.learner.num_examples, self.names, arrays)
         notice = gossip_pb2.WithholdNotice(sender=self.peer.id, round=round_)
         return {
@@ -359,6 +506,7 @@ class GossipPeer:
             if node in recipients
             else sender.withhold(notice, deadline, wait=node in alive)
             for node, sender in self.senders.items()
+            if node in linked
         }
 
     @staticmethod

@@ -120,12 +120,21 @@ class NeighbourSender:
                 if self._closed:
                     return
                 job, self._job = self._job, None
+            job.result.set_result(self._transmit(job))
+
+    def _transmit(self, job: _Job) -> int:
+        """Push one model, again after each transient refusal until its deadline; bytes delivered."""
+        delivered = self._push(job)
+        while delivered is None and not self._retry_later(job):
             delivered = self._push(job)
-            while delivered is None and not self._retry_later(job):
-                delivered = self._push(job)
-            if delivered is None:
-                log.info("push to node %d given up: busy or not serving until the deadline", self.node)
-            job.result.set_result(delivered or 0)
+        if delivered is None:
+            log.info("push to node %d given up: busy or not serving until the deadline", self.node)
+        return delivered or 0
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` (a message in flight); True if the sender closed meanwhile."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout=seconds)
 
     def _retry_later(self, job: _Job) -> bool:
         """After a transient refusal, wait RETRY_S and say whether to give up instead: the deadline

@@ -24,6 +24,7 @@ from fedgossip.config.sections import (
     LauncherSection,
     NodesSection,
     PeerSection,
+    ScenarioSection,
     SecuritySection,
     StrategySection,
     TopologySection,
@@ -55,6 +56,7 @@ class ExperimentConfig:
     gossip: GossipSection = field(default_factory=GossipSection)
     flower: FlowerSection = field(default_factory=FlowerSection)
     launcher: LauncherSection = field(default_factory=LauncherSection)
+    scenario: ScenarioSection = field(default_factory=ScenarioSection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +68,7 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
+        self.scenario.check_nodes(self.nodes.count, mode)
         entry = registry.lookup(name)
         if isinstance(entry, registry.Mechanism):
             entry.check_nodes(self.strategy.params, self.nodes.count)

@@ -248,3 +248,136 @@ class PeerSection:
             "needs a server certificate",
         )
         require(self.max_model_mb > 0, "peer.max_model_mb", "must be > 0")
+
+
+ATTACKS = ("none", "sign-flip", "noise", "scale", "free-rider", "stale", "label-flip", "collective")
+MODEL_ATTACKS = ("sign-flip", "noise", "scale", "free-rider", "stale")  # change the model a node sends
+DATA_ATTACKS = ("label-flip", "collective")  # change the data a node trains on
+
+
+@dataclass(frozen=True)
+class ScenarioSection:
+    """What goes wrong in a run, seeded from the experiment seed and recorded in events.jsonl.
+
+    Network (gossip): each push waits delay_ms +- jitter_ms (uniform) plus its size over
+    bandwidth_mbps (0: unlimited), and is lost with probability `loss`; in rounds
+    partition_rounds = [a, b] the nodes are split into partition_groups contiguous groups (by id)
+    whose pushes to each other are lost. Adversaries: `attack` carried out by the nodes `attackers`
+    (ids) or, when that is empty, a seeded attacker_fraction of the nodes (the 10% set is inside
+    the 20% set). attack_scale: the sign-flip and scaling factor, the noise's standard deviation.
+    stale_rounds: how old the model a "stale" attacker sends is. target_label, trigger_size: the
+    collective plants its trigger (the last trigger_size features set to the data's maximum) and
+    relabels its examples as target_label. Churn (gossip): the nodes `crash` (or a seeded
+    crash_fraction) crash at crash_round, and every node crashes with probability crash_rate
+    each round; a crashed node loses its model and stops serving until its neighbours are
+    down_rounds rounds past the round it crashed in (it asks their Health; at most down_rounds x 3
+    round timeouts), then rejoins by fetching a neighbour's model. Stragglers (ids, or a
+    fraction) train `slowdown` times slower.
+    Topology (gossip): every resample_every rounds each node draws resample_degree random
+    neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.
+    """
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_mbps: float = 0.0
+    partition_groups: int = 0
+    partition_rounds: tuple[int, ...] = ()
+    attack: str = "none"
+    attackers: tuple[int, ...] = ()
+    attacker_fraction: float = 0.0
+    attack_scale: float = 1.0
+    stale_rounds: int = 5
+    target_label: int = 0
+    trigger_size: int = 4
+    crash: tuple[int, ...] = ()
+    crash_fraction: float = 0.0
+    crash_round: int = 0
+    crash_rate: float = 0.0
+    down_rounds: int = 3
+    stragglers: tuple[int, ...] = ()
+    straggler_fraction: float = 0.0
+    slowdown: float = 1.0
+    resample_every: int = 0
+    resample_degree: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.down_rounds >= 1, "scenario.down_rounds", "must be >= 1")
+        for key in ("delay_ms", "jitter_ms", "bandwidth_mbps"):
+            require(getattr(self, key) >= 0, f"scenario.{key}", "must be >= 0")
+        require(self.jitter_ms <= self.delay_ms, "scenario.jitter_ms", "must be <= scenario.delay_ms")
+        for key in ("loss", "attacker_fraction", "crash_fraction", "straggler_fraction"):
+            require(0 <= getattr(self, key) <= 1, f"scenario.{key}", "must be in [0, 1]")
+        require(0 <= self.crash_rate < 1, "scenario.crash_rate", "must be in [0, 1)")
+        require(self.partition_groups != 1, "scenario.partition_groups", "must be 0 (none) or >= 2")
+        require(self.partition_groups >= 0, "scenario.partition_groups", "must be 0 (none) or >= 2")
+        rounds = self.partition_rounds
+        require(
+            (len(rounds) == 2 and 1 <= rounds[0] <= rounds[1]) == bool(self.partition_groups),
+            "scenario.partition_rounds",
+            "must be [first, last] rounds (1 <= first <= last), given with scenario.partition_groups",
+        )
+        require_choice(self.attack, "scenario.attack", ATTACKS)
+        require(
+            self.attack != "none" or not (self.attackers or self.attacker_fraction),
+            "scenario.attack",
+            "must name an attack when scenario.attackers or attacker_fraction is set",
+        )
+        for key in ("attackers", "crash", "stragglers"):
+            ids = getattr(self, key)
+            require(all(i >= 0 for i in ids), f"scenario.{key}", f"must be node ids (>= 0); got {list(ids)}")
+            require(len(set(ids)) == len(ids), f"scenario.{key}", f"has a repeated node id: {list(ids)}")
+        require(self.stale_rounds >= 1, "scenario.stale_rounds", "must be >= 1")
+        require(self.target_label >= 0, "scenario.target_label", "must be >= 0")
+        require(self.trigger_size >= 1, "scenario.trigger_size", "must be >= 1")
+        require(self.crash_round >= 0, "scenario.crash_round", "must be >= 0 (0: none)")
+        require(
+            self.crash_round > 0 or not (self.crash or self.crash_fraction),
+            "scenario.crash_round",
+            "must be >= 1 when scenario.crash or crash_fraction is set",
+        )
+        require(self.slowdown >= 1, "scenario.slowdown", "must be >= 1 (1: no stragglers)")
+        require(self.resample_every >= 0, "scenario.resample_every", "must be >= 0 (0: static)")
+        require(self.resample_degree >= 1, "scenario.resample_degree", "must be >= 1")
+
+    def check_nodes(self, count: int, mode: str) -> None:
+        """Refuse node ids beyond `count` and, in Flower mode, what only gossip peers apply."""
+        for key in ("attackers", "crash", "stragglers"):
+            ids = getattr(self, key)
+            require(all(i < count for i in ids), f"scenario.{key}", f"names a node >= nodes.count ({count})")
+        require(
+            self.partition_groups <= count, "scenario.partition_groups", f"must be <= nodes.count ({count})"
+        )
+        if mode == "flower":
+            require(self.attack != "stale", "scenario.attack", "'stale' applies in gossip mode only")
+            gossip_only = [key for key in GOSSIP_ONLY if getattr(self, key) != getattr(DEFAULT_SCENARIO, key)]
+            require(
+                not gossip_only,
+                f"scenario.{gossip_only[0] if gossip_only else ''}",
+                "applies in gossip mode only (Flower mode runs the attacks alone)",
+            )
+
+    @property
+    def churn(self) -> bool:
+        """Whether nodes crash and rejoin."""
+        return bool(self.crash_round or self.crash_rate)
+
+    @property
+    def network_faults(self) -> bool:
+        """Whether pushes go through network faults (delay, loss, bandwidth cap, partition)."""
+        return bool(self.delay_ms or self.loss or self.bandwidth_mbps or self.partition_groups)
+
+
+GOSSIP_ONLY = (
+    "delay_ms",
+    "loss",
+    "bandwidth_mbps",
+    "partition_groups",
+    "crash",
+    "crash_fraction",
+    "crash_rate",
+    "stragglers",
+    "straggler_fraction",
+    "resample_every",
+)
+DEFAULT_SCENARIO = ScenarioSection()

@@ -109,6 +109,8 @@ def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_sta
     """One node config per peer (the experiment config plus its [peer] section)."""
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
+    if config.scenario.resample_every:  # every pair may be linked some epoch (client/resample.py)
+        graph = nx.complete_graph(count)
     check_merges(graph, config.strategy, config.topology.kind)
     ports = free_ports(count, LOOPBACK)
     credentials = security_material(config, graph, results.secrets)
@@ -183,6 +185,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                     bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
             elif kind == "done" and node is not None:
                 finished.add(node)
+            elif kind == "scenario":
+                results.event(event)
             elif kind == "error":
                 outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")
         for child in children:

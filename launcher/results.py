@@ -2,6 +2,7 @@
 
 config.toml     the resolved config (defaults included): the run can be repeated exactly
 metrics.jsonl   one JSON record per node per round, appended and flushed as produced
+events.jsonl    the scenario's events (losses, delays, crashes, rejoins, attacks), if it has any
 summary.json    written at the end by fedgossip.reports
 processes.json  the PID of every process the launcher started
 accuracy.png    accuracy per round
@@ -32,6 +33,8 @@ from fedgossip.schema.records import LineWriter
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the file cannot grow: the disk (or quota) is full
 PROCESSES = "processes.json"
+EVENTS = "events.jsonl"
+EVENT_KEYS = ("time_s", "round", "node", "kind", "details")
 
 
 def default_out_dir(config: ExperimentConfig) -> Path:
@@ -65,6 +68,7 @@ class ResultsFolder:
         self.failure: str | None = None
         self.warnings: list[str] = []
         self._metrics: LineWriter | None = None
+        self._events: LineWriter | None = None
         if (self.path / METRICS).exists():
             raise ValueError(f"{self.path} already holds a run: choose another --out")
         if self.path.exists() and not self.path.is_dir():
@@ -113,6 +117,19 @@ class ResultsFolder:
             self.failure = _failure(METRICS, err)
             raise ResultsWriteError(err.errno, self.failure, str(self.path / METRICS)) from err
 
+    def event(self, event: dict[str, Any]) -> None:
+        """Append one scenario event to events.jsonl (opened at the first one) as
+        {time_s, round, node, kind, details}. Raises ResultsWriteError like `append`."""
+        if self.failure is not None:
+            return
+        try:
+            if self._events is None:
+                self._events = LineWriter(self.path / EVENTS, sync=True)
+            self._events.write({key: event.get(key) for key in EVENT_KEYS})
+        except OSError as err:
+            self.failure = _failure(EVENTS, err)
+            raise ResultsWriteError(err.errno, self.failure, str(self.path / EVENTS)) from err
+
     def save(self, name: str, write: Callable[[Path], object]) -> None:
         """Write the file `name` of the folder with `write(path)`; an OS error (a full disk) removes
         the partial file and becomes one of `warnings` instead of a traceback."""
@@ -156,8 +173,9 @@ class ResultsFolder:
         return True
 
     def close(self) -> None:
-        if self._metrics is not None:
-            self._metrics.close()
+        for writer in (self._metrics, self._events):
+            if writer is not None:
+                writer.close()
 
 
 def _failure(name: str, err: OSError) -> str:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.reports.groups import Group, group_runs, load_run
-from fedgossip.reports.plots import plot_comparison, plot_final
+from fedgossip.reports.plots import attacker_fraction, plot_comparison, plot_final, plot_robustness
 from fedgossip.reports.records import METRICS
 from fedgossip.reports.tables import csv_table
 
 CSV, JSON, ACCURACY_PNG, FINAL_PNG = "compare.csv", "compare.json", "compare.png", "compare-final.png"
+ROBUSTNESS_PNG = "compare-robustness.png"  # when the runs differ by their share of attackers
 
 
 @dataclass
@@ -65,7 +66,8 @@ def default_out_dir(dirs: Sequence[str | Path]) -> Path:
 
 def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | None = None) -> Comparison:
     """Group the runs of `dirs` and write compare.csv, compare.json, compare.png (mean accuracy with
-    a band over seeds against rounds and seconds) and compare-final.png into `out_dir`.
+    a band over seeds against rounds and seconds) and compare-final.png into `out_dir`, and
+    compare-robustness.png (honest accuracy against the attackers' share) when that share varies.
     `target` replaces each run's target accuracy for the rounds and seconds to reach it."""
     if target is not None and not 0 < target <= 1:
         raise ValueError(f"--target must be in (0, 1]; got {target}")
@@ -77,4 +79,7 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | Non
     (out / JSON).write_text(json.dumps({"groups": rows}, indent=2) + "\n", encoding="utf-8")
     plot_comparison(groups, out / ACCURACY_PNG)
     plot_final(groups, out / FINAL_PNG)
-    return Comparison(groups, rows, [out / name for name in (CSV, JSON, ACCURACY_PNG, FINAL_PNG)])
+    files = [out / name for name in (CSV, JSON, ACCURACY_PNG, FINAL_PNG)]
+    if len({attacker_fraction(g) for g in groups} - {None}) > 1:
+        files.append(plot_robustness(groups, out / ROBUSTNESS_PNG))
+    return Comparison(groups, rows, files)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedgossip.reports.records import read_config, read_records
+from fedgossip.reports.scenario import scenario_summary
 from fedgossip.reports.summary import accuracy_summary, read_summary, round_curve
 
 SEED_SUFFIX = re.compile(r"(^|_)seed=\d+$")  # a sweep's run is named <grid point>_seed=<seed>
@@ -29,6 +30,9 @@ STATS = (  # (key of the run's figures, key in the comparison)
     ("seconds_to_target", "seconds_to_target"),
     ("bytes_sent", "bytes_sent"),
     ("wall_time_s", "wall_time_s"),
+    ("honest_mean_accuracy", "honest_mean_accuracy"),
+    ("honest_min_accuracy", "honest_min_accuracy"),
+    ("attack_success_rate", "attack_success_rate"),
 )
 
 
@@ -87,6 +91,7 @@ def load_run(path: Path, target: float | None = None) -> Run:
         "nodes": config.get("nodes", {}).get("count"),
         **_launcher_info(path),
         **accuracy_summary(records, goal),
+        **scenario_summary(records, config),
         "target_accuracy": goal,
     }
     return Run(path, seed, {**config, "experiment": experiment}, figures, round_curve(records))
@@ -128,6 +133,7 @@ class Group:
             "strategy": first["strategy"],
             "mode": f"{first['mode']}/{first['engine']}" if first.get("engine") else first["mode"],
             "nodes": first["nodes"],
+            "scenario": first["scenario"],
             "seeds": len(self.runs),
             "target_accuracy": first["target_accuracy"],
             **{name: self.stat(key).to_dict() for key, name in STATS},

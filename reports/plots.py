@@ -142,6 +142,41 @@ def plot_final(groups: Sequence[Group], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def attacker_fraction(group: Group) -> float | None:
+    """The group's scenario.attacker_fraction when it has an attack (None: no attack, or ids)."""
+    scenario = group.runs[0].config.get("scenario", {})
+    if scenario.get("attack", "none") == "none" or scenario.get("attackers"):
+        return None
+    return float(scenario.get("attacker_fraction", 0.0))
+
+
+def plot_robustness(groups: Sequence[Group], path: str | Path) -> Path:
+    """Final honest mean accuracy against the fraction of attackers, one line per strategy (mean
+    over seeds, a band of +- one std); the attack success rate dashed where one is measured."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    lines: dict[str, list[tuple[float, float, float, float | None]]] = {}
+    for group in groups:
+        fraction = attacker_fraction(group)
+        honest = group.stat("honest_mean_accuracy")
+        if fraction is None or honest.mean is None:
+            continue
+        label = f"{group.first['strategy']} ({group.runs[0].config['scenario']['attack']})"
+        success = group.stat("attack_success_rate").mean
+        lines.setdefault(label, []).append((fraction, honest.mean, honest.std or 0.0, success))
+    for label, points in sorted(lines.items()):
+        x, mean, std, success = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        (line,) = ax.plot(x, mean, "o-", label=label, linewidth=1.8)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        if not np.isnan(success).all():
+            ax.plot(x, success, "s--", color=line.get_color(), label=f"{label}: attack success")
+    ax.set(xlabel="fraction of attackers", ylabel="final honest mean test accuracy", ylim=(0, 1))
+    ax.set_title("robustness: honest nodes' accuracy against the attackers' share")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     """Write a figure as PNG and close it."""
     fig.tight_layout()

@@ -17,6 +17,7 @@ from fedgossip.reports.records import (
     read_consensus,
     read_records,
 )
+from fedgossip.reports.scenario import last_records, scenario_summary
 
 
 def summarize(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         "target_accuracy": target,
         **accuracy_summary(records, target),
         **consensus_summary(read_consensus(run_dir, records)),
+        **scenario_summary(records, config),
         **(run_info or {}),
     }
     fair = fair_summary(records, config)
@@ -69,10 +71,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
 def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
     """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`."""
     nodes = node_records(records)
-    last: dict[int, dict[str, Any]] = {}
-    for record in nodes:
-        if record["round"] >= last.get(record["node"], {}).get("round", -1):
-            last[record["node"]] = record
+    last = last_records(records)
     final = [r["test_accuracy"] for r in last.values()]
     curve = round_curve(nodes)
     reached = next((r for r, (acc, _) in curve.items() if acc >= target), None)

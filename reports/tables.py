@@ -78,7 +78,14 @@ COMPARE_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("wall time s", lambda row: _stat(row, "wall_time_s", ".1f")),
     ("status", lambda row: str(row["status"])),
 ]
-LEFT = ("run", "strategy", "mode", "status")
+# shown when a compared run has a scenario
+SCENARIO_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
+    ("scenario", lambda row: str(row.get("scenario", "none"))),
+    ("honest mean acc", lambda row: _stat(row, "honest_mean_accuracy", ".4f")),
+    ("honest min acc", lambda row: _stat(row, "honest_min_accuracy", ".4f")),
+    ("attack success", lambda row: _stat(row, "attack_success_rate", ".4f")),
+]
+LEFT = ("run", "strategy", "mode", "status", "scenario")
 UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
 
 
@@ -94,16 +101,30 @@ def _stat(row: Summary, key: str, spec: str, scale: float = 1.0) -> str:
     return text + (f" ({stat['n']}/{seeds})" if stat["n"] < seeds else "")
 
 
+def compare_fields(rows: Sequence[Summary]) -> list[tuple[str, Callable[[Summary], str]]]:
+    """The comparison's columns: the scenario's beside the strategy when a run has a scenario."""
+    if all(row.get("scenario", "none") == "none" for row in rows):
+        return COMPARE_FIELDS
+    return [
+        COMPARE_FIELDS[0],
+        *SCENARIO_FIELDS[:1],
+        *COMPARE_FIELDS[1:6],
+        *SCENARIO_FIELDS[1:],
+        *COMPARE_FIELDS[6:],
+    ]
+
+
 def compare_header(rows: Sequence[Summary]) -> list[str]:
     """The column names of the comparison; the target is named when every group has the same."""
     targets = {row["target_accuracy"] for row in rows}
     target = f"{targets.pop():g}" if len(targets) == 1 else "target"
-    return ["run", *(label.format(t=target) for label, _ in COMPARE_FIELDS)]
+    return ["run", *(label.format(t=target) for label, _ in compare_fields(rows))]
 
 
 def compare_cells(rows: Sequence[Summary]) -> list[list[str]]:
     """The comparison as text cells, one list per group, in `compare_header` order."""
-    return [[str(row["label"]), *(cell(row) for _, cell in COMPARE_FIELDS)] for row in rows]
+    fields = compare_fields(rows)
+    return [[str(row["label"]), *(cell(row) for _, cell in fields)] for row in rows]
 
 
 def compare_view(rows: Sequence[Summary], console: Console, title: str = "comparison") -> RenderableType:
@@ -142,7 +163,7 @@ def markdown_table(rows: Sequence[Summary]) -> str:
 def csv_table(rows: Sequence[Summary]) -> str:
     """The comparison as CSV: one line per group, each figure as mean, std and n (seeds having it)."""
     stats = [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
-    plain = ["label", "strategy", "mode", "nodes", "seeds", "target_accuracy"]
+    plain = ["label", "strategy", "mode", "nodes", "scenario", "seeds", "target_accuracy"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     parts = ("mean", "std", "n")

@@ -119,6 +119,21 @@ FIELDS: tuple[Field, ...] = (
         "`consensus.jsonl`)",
     ),
     Field("consensus_models", (int,), "server", "how many client models the consensus distance is over"),
+    Field("attack", (str,), "scenario", "the attack the node carries out (only attackers' records have it)"),
+    Field(
+        "trigger_success",
+        OPTIONAL_NUMBER,
+        "scenario",
+        "collective action: share of triggered test examples of other classes classified as the target",
+    ),
+    Field(
+        "dropped", (int,), "scenario", "pushes of the round lost by the scenario's network (loss, partition)"
+    ),
+    Field(
+        "delayed_s", NUMBER, "scenario", "seconds the scenario's network held the round's pushes back, summed"
+    ),
+    Field("rounds_missed", (int,), "scenario", "after a crash: the rounds the node did not train"),
+    Field("rejoin_s", NUMBER, "scenario", "after a crash: seconds from serving again to holding a model"),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )
@@ -176,12 +191,19 @@ class Record(TypedDict, total=False):
     layer_variance: dict[str, float]
     consensus_distance: float | None
     consensus_models: int
+    attack: str
+    trigger_success: float | None
+    dropped: int
+    delayed_s: float
+    rounds_missed: int
+    rejoin_s: float
     train_s: float
     evaluate_s: float
 
 
 # the kinds of events a process emits, one JSON object per line with its kind under "type"
-PEER_EVENTS = ("ready", "round", "error", "done")  # a gossip peer, on its stdout ("round" is a record)
+# a gossip peer, on its stdout ("round" is a record; "scenario": a fault, attack or churn event)
+PEER_EVENTS = ("ready", "round", "error", "done", "scenario")
 SERVER_EVENTS = ("started", "record", "node-error", "error", "done")  # the ServerApp, to its records file
 Emit = Callable[[dict[str, Any]], None]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -103,15 +104,23 @@ def _stream_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int, roun
 
 
 def build_learner(
-    task: TaskConfig, node: int, num_nodes: int, seed: int, stream_round: int | None = None
+    task: TaskConfig,
+    node: int,
+    num_nodes: int,
+    seed: int,
+    stream_round: int | None = None,
+    poison: Callable[[Dataset], Dataset] | None = None,
 ) -> Learner:
     """Node `node`'s learner: same arguments, same data, initial weights and training.
 
     The split and partition depend on seed only; initial weights on (seed, node) for init="own"
     and on seed for "shared"; minibatch order on (seed, node). torch or sklearn is imported here,
     only the one the model needs. `stream_round`: the round of a streamed task (`node_dataset`).
+    `poison`: what a data attacker does to its dataset before the learner sees it (a scenario).
     """
     data = node_dataset(task, node, num_nodes, seed, stream_round)
+    if poison is not None:
+        data = poison(data)
     init_rng = stream(seed, "init", node) if task.init == "own" else stream(seed, "init")
     shuffle_rng = stream(seed, "shuffle", node)
     if task.model == "linear":

@@ -87,5 +87,9 @@ class Learner(abc.ABC):
         over the training examples in the given order and returns the epoch's training loss."""
 
     @abc.abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The predicted class of each row of `x` (flat float32 features, as in `data`)."""
+
+    @abc.abstractmethod
     def evaluate(self) -> tuple[float, float]:
         """(loss, accuracy) on the global held-out test set, the same for every node."""

@@ -89,6 +89,10 @@ class LinearLearner(Learner):
         loss, _ = _log_loss_and_accuracy(probabilities, self.data.y_train)
         return loss
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The most probable class of each row of `x`."""
+        return self._model.predict_proba(x.astype(np.float64)).argmax(axis=1)
+
     def evaluate(self) -> tuple[float, float]:
         """Log loss and accuracy on the global test set."""
         return _log_loss_and_accuracy(self._model.predict_proba(self._x_test), self.data.y_test)

@@ -16,6 +16,11 @@ _STREAMS = {
     "feature_noise": 6,
     "stream": 7,
     "fair": 8,
+    "scenario": 9,  # who attacks, crashes, straggles (keyed by the choice)
+    "network": 10,  # per link: losses and jitter (keyed by sender, receiver)
+    "churn": 11,  # per node: crashes at a rate (keyed by node)
+    "attack": 12,  # per node: the noise of a noise attacker
+    "topology": 13,  # per resampling epoch: the neighbours drawn
 }
 
 

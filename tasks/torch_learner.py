@@ -167,6 +167,19 @@ class TorchLearner(Learner):
         return np.split(order, starts[1:])
 
     @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The arg-max class of each row of `x` (eval mode, in batches)."""
+        self._model.eval()
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).view(-1, *self.data.input_shape)
+        return np.concatenate(
+            [
+                self._model(inputs[start : start + _EVAL_BATCH].to(self.device)).argmax(dim=1).cpu().numpy()
+                for start in range(0, len(inputs), _EVAL_BATCH)
+            ]
+            or [np.zeros(0, dtype=np.int64)]
+        )
+
+    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """Cross-entropy and accuracy on the global test set (eval mode: BatchNorm uses its
         running statistics)."""
