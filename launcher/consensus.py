@@ -39,13 +39,14 @@ import numpy as np
 
 from fedgossip.client.identity import OBSERVER, TOKEN_KEY, observer_metadata, read_observer_secret
 from fedgossip.client.service import ROUND_KEY
-from fedgossip.client.wire import CHANNEL_OPTIONS, ModelAssembler, TensorSpec, WireError, assemble
+from fedgossip.client.wire import CHANNEL_OPTIONS, ModelAssembler, WireError, assemble
 from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.certificates import issued_paths
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.reports.records import CONSENSUS
 from fedgossip.schema.records import LineWriter, metric
+from fedgossip.schema.tensors import TensorSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,7 +221,7 @@ class ConsensusObserver:
         first = next(stream)
         with self._lock:
             if self._specs is None:
-                self._specs = [TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in first.header.tensors]
+                self._specs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in first.header.tensors]
             specs = self._specs
         assembler = ModelAssembler(
             specs, senders=[node], rounds=(0, self.last), max_bytes=self.access.max_bytes
