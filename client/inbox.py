@@ -6,6 +6,12 @@ late stands in for its sender's model of the open round, so a neighbour that fel
 (it missed a deadline by a hair) is still merged, and the two never drift apart for good. A
 neighbour may instead say that it sends no model in a round (`withhold`, fair gossip): it is not
 waited for in that round.
+
+A model further ahead is not used now but held (the latest per sender): when the peer jumps ahead
+(catch-up, rejoin), its neighbours' models of the rounds it lands in are already there. The peer
+marks the neighbours that stopped answering as silent (`mark_silent`), and does not wait for them;
+any sign of life from one of them in the open round or the one before (a push, a notice, a reply)
+ends that, so it is waited for again from then on.
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ class Inbox:
     """Thread-safe store of received models, keyed by round and sender.
 
     A sender pushing twice in a round replaces its earlier model. Models more than one round late
-    or ahead are refused; the round of every sender is remembered, so a peer that fell behind
-    learns it from there.
+    are refused, those further ahead held; the round of every sender is remembered, so a peer that
+    fell behind learns it from there.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._models: dict[int, dict[int, ModelMessage]] = {}
         self._withheld: dict[int, set[int]] = {}  # round -> senders that send no model in it
+        self._held: dict[int, ModelMessage] = {}  # sender -> its latest model ahead of the window
+        self._silent: set[int] = set()  # senders not waited for until heard from again
         self._open_round = 1
         self._progress: dict[int, int] = {}
         self._refused = 0
@@ -47,20 +55,28 @@ class Inbox:
         return None
 
     def put(self, message: ModelMessage) -> str | None:
-        """Store a model; returns why it was refused ("closed", "ahead"), None when stored."""
+        """Store a model; returns why it is not used now ("closed": refused; "ahead": held for a
+        jump, replacing an older one held), None when stored for the window."""
         with self._cond:
             self._note(message.sender, message.round)
             refused = self.window(message.round)
+            if refused == "ahead":
+                held = self._held.get(message.sender)
+                if held is None or held.round <= message.round:
+                    self._held[message.sender] = message
             if refused:
                 self._refused += 1
                 return refused
-            if message.round < self._open_round:  # one round late: stands in for the open round
-                senders = self._models.setdefault(self._open_round, {})
-                senders.setdefault(message.sender, message)
-            else:
-                self._models.setdefault(message.round, {})[message.sender] = message
+            self._store(message)
             self._cond.notify_all()
             return None
+
+    def _store(self, message: ModelMessage) -> None:
+        """Put a model of the window in its round; one round late, it stands in for the open round."""
+        if message.round < self._open_round:
+            self._models.setdefault(self._open_round, {}).setdefault(message.sender, message)
+        else:
+            self._models.setdefault(message.round, {})[message.sender] = message
 
     def withhold(self, sender: int, round_: int) -> str | None:
         """Record that `sender` sends no model in `round_`; returns why the notice is not used
@@ -87,8 +103,23 @@ class Inbox:
             self._refused += int(refused)
 
     def _note(self, sender: int, round_: int | None) -> None:
-        if round_ is not None and round_ > self._progress.get(sender, 0):
+        if round_ is None:
+            return
+        if round_ > self._progress.get(sender, 0):
             self._progress[sender] = round_
+        if round_ >= self._open_round - 1:  # in step again: waited for from now on
+            self._silent.discard(sender)
+
+    def mark_silent(self, senders: Collection[int]) -> None:
+        """Stop waiting for `senders` (they did not answer) until they are heard from in the open
+        round or the one before."""
+        with self._cond:
+            self._silent |= set(senders)
+
+    def silent(self) -> set[int]:
+        """The senders marked silent and not heard from since."""
+        with self._cond:
+            return set(self._silent)
 
     def progress(self) -> dict[int, int]:
         """The highest round each neighbour is known to have reached (from its pushes and replies)."""
@@ -124,11 +155,17 @@ class Inbox:
             self._advance(round_)
 
     def _advance(self, round_: int) -> None:
+        """Open `round_`: drop what is older, move the held models now in the window to their round."""
         self._open_round = round_
         for stale in [r for r in self._models if r < round_]:
             del self._models[stale]
         for stale in [r for r in self._withheld if r < round_]:
             del self._withheld[stale]
+        for sender, message in list(self._held.items()):
+            if self.window(message.round) != "ahead":
+                del self._held[sender]
+                if self.window(message.round) is None:
+                    self._store(message)
 
     def take_refused(self) -> int:
         """Pushes refused since the last call (invalid, unauthenticated, too late or early, implausible)."""

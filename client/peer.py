@@ -3,8 +3,8 @@
 Synchronous rounds: train, push the model to every neighbour, wait (up to the round timeout) for
 the neighbours' models of this round, merge them in sender order with the configured strategy,
 evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
-is heard from again (a model one round late counts: it stands in for this round's), so a dead or
-frozen peer costs its neighbours one timeout, not one per round.
+is heard from again in step (a model one round late counts: it stands in for this round's), so a
+dead or frozen peer costs its neighbours one timeout, not one per round.
 
 The strategy's round plan (`fedgossip.client.rounds`) may stream the data, push the model to some
 neighbours only (the others get a notice that none comes, so they do not wait for it: fair
@@ -171,7 +171,6 @@ class GossipPeer:
     def run(self, emit: Emit) -> None:
         """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
         rounds = self.config.experiment.rounds
-        unreachable: set[int] = set()  # neighbours whose Health did not answer: not waited for
         current = self.learner.get_weights()
         self.service.publish(current, self.learner.num_examples, 0)
         emit(
@@ -186,17 +185,14 @@ class GossipPeer:
         round_, divergences = 1, 0
         while round_ <= rounds:
             if self.crashes.crashes(round_):
-                current, unreachable = self._crash(round_, emit)
+                current = self._crash(round_, emit)
                 round_ = self.service.completed + 1
                 continue
             caught_up = self._catch_up(round_)
             if caught_up is not None:
                 current = caught_up.arrays
                 emit(self._caught_up_record(caught_up, round_))
-                round_ = caught_up.round + 1
-                # their models of the next round came before the jump and were refused as ahead:
-                # wait for nobody once, and again for each neighbour as soon as it is heard from
-                unreachable = set(self.neighbours)
+                round_ = caught_up.round + 1  # their models of it that came before are held
                 continue
             self.service.state = "training"
             self.learner = self.plan.learner(round_, self.learner)
@@ -218,7 +214,7 @@ class GossipPeer:
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
             linked = self._linked(round_)
-            expected = linked - unreachable
+            expected = linked - self.inbox.silent()  # neighbours whose Health did not answer
             pending = self._push(round_, own, linked, expected, deadline, self.plan.recipients(round_))
             missing, silent = self._wait_for(round_, expected, deadline)
             noticed = self.inbox.notices(round_)  # they send no model this round, yet are in step
@@ -233,7 +229,7 @@ class GossipPeer:
                 log.warning(
                     "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
                 )
-            unreachable = (unreachable | silent) - set(heard) - noticed
+            self.inbox.mark_silent(silent - set(heard) - noticed)
             current, test_loss, test_accuracy, discarded = self._merge(round_, current, own, messages)
             self.service.publish(current, self.learner.num_examples, round_)
             if self.attack is not None:
@@ -401,13 +397,13 @@ class GossipPeer:
         if self.roles.slowdown > 1:
             self.events.add("straggler", 0, slowdown=self.roles.slowdown)
 
-    def _crash(self, round_: int, emit: Emit) -> tuple[list[np.ndarray], set[int]]:
+    def _crash(self, round_: int, emit: Emit) -> list[np.ndarray]:
         """Crash at the start of `round_`: stop serving and forget the model while the neighbours
         go scenario.down_rounds rounds on, then serve again on the same port and rejoin by
         adopting the model of the furthest neighbour not behind it (GetModel). Returns the model
-        it goes on with, and the neighbours not to wait for in its next round: those silent or
-        not behind it (their model of that round may have gone out before they could reach it
-        again); those behind it are waited for, so it does not run on alone."""
+        it goes on with; the neighbours that do not answer are not waited for (`mark_silent`),
+        the others are (their models of the round it lands in, pushed while it was coming back,
+        are held), so it does not run on alone."""
         self.events.add("crash", round_, down_rounds=self.scenario.down_rounds)
         self._emit_events(emit)
         self.service.state = "crashed"
@@ -431,8 +427,9 @@ class GossipPeer:
             emit(self._caught_up_record(caught_up, round_, **rejoined))
         else:  # in step with its neighbours: the next record says it
             self.rejoined = rejoined
+        self.inbox.mark_silent(set(self.stubs) - answered.keys())
         self._emit_events(emit)
-        return current, {n for n in self.neighbours if answered.get(n, resume) >= resume - 1}
+        return current
 
     def _stay_down(self, until: int) -> None:
         """Wait (asking the neighbours' Health) until one of them completed round `until`, or

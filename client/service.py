@@ -44,6 +44,8 @@ from fedgossip.client.wire import ModelAssembler, WireError, encode
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
+CUT = "the push was cut before its end (deadline or cancel)"
+
 log = logging.getLogger(__name__)
 
 ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
@@ -165,10 +167,9 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
                 )
             if caller is None:
                 sender = self._hold(header.sender)
-            too_early_or_late = self.inbox.window(header.round)
-            if too_early_or_late:
+            if self.inbox.window(header.round) == "closed":  # a model further ahead is held
                 self.inbox.note(sender, header.round)
-                return self._reply(False, f"round {header.round} is {too_early_or_late}")
+                return self._reply(False, f"round {header.round} is closed")
             while (chunk := await self._read(context)) is not None:
                 assembler.add(chunk)
             message = assembler.finish()
@@ -183,11 +184,20 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
             return self._reply(True)
         except WireError as err:
             self.inbox.note(None)  # a bad push proves nothing about its sender being in the round
-            log.warning("refused push from %s: %s", caller if caller is not None else context.peer(), err)
+            log.warning("refused push from %s: %s", self._who(sender, caller, context), err)
             await context.abort(err.code, str(err))
+        except asyncio.CancelledError:  # cut while reading (deadline, cancel): nothing to answer
+            self.inbox.note(None)
+            log.warning("refused push from %s: %s", self._who(sender, caller, context), CUT)
+            raise
         finally:
             self._pushes -= counted
             self._in_flight.discard(sender)
+
+    @staticmethod
+    def _who(sender: int | None, caller: int | str | None, context: grpc.aio.ServicerContext) -> object:
+        """The push's sender for a log line: from its header, its credentials, or its address."""
+        return next((n for n in (sender, caller) if n is not None), context.peer())
 
     def _hold(self, sender: int) -> int:
         """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
@@ -245,14 +255,27 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
 
     async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
-        """The next chunk, None at the end of the stream; a silent stream is a WireError."""
+        """The next chunk, None at the end of the stream; a silent stream, or one cut at its deadline
+        or cancelled (its sender saw the push fail: it may have frozen mid-push, so the model proves
+        nothing about it), is a WireError."""
         try:
             chunk = await asyncio.wait_for(context.read(), self.idle_timeout)
         except asyncio.TimeoutError:
             raise WireError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"stream silent for {self.idle_timeout:g}s"
             ) from None
-        return None if chunk is grpc.aio.EOF else chunk
+        if chunk is not grpc.aio.EOF:
+            return chunk
+        # grpc.aio reads a stream cut by its deadline or cancelled as its end: the deadline has
+        # passed, or the cancellation lands at the next await
+        remaining = context.time_remaining()
+        try:
+            if remaining is not None and remaining <= 0:
+                raise asyncio.CancelledError
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise WireError(grpc.StatusCode.CANCELLED, CUT) from None
+        return None
 
     def _implausible(self, arrays: list[np.ndarray]) -> str | None:
         """Why a finite model is not plausible (norm bound), None if it is or the bound is off."""

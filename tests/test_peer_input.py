@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 
 from fedgossip.client.identity import LinkKeys, write_link_keys
 from fedgossip.client.security import TOKEN_KEY
+from fedgossip.client.service import CUT
 from fedgossip.client.wire import encode
 from fedgossip.config import PeerSection, load_config
 from fedgossip.launcher.certificates import make_ca, make_certificate
@@ -25,6 +30,7 @@ from .helpers import (
     start_peer,
     stub_for,
     wait_exit,
+    wait_for,
     wait_healthy,
     write_node_config,
 )
@@ -127,6 +133,68 @@ def _bad_pushes_then_good_ones(child, port: int) -> None:
         assert wait_exit(child, 60) == 0
     finally:
         child.stop()
+
+
+STUCK_PUSHER = """
+import sys
+import grpc
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+address, key, token, path = sys.argv[1:]
+data, chunks = open(path, "rb").read(), []
+while data:
+    size = int.from_bytes(data[:4], "big")
+    chunks.append(gossip_pb2.ModelChunk.FromString(data[4 : 4 + size]))
+    data = data[4 + size :]
+
+def stuck_after_last_chunk():
+    yield from chunks
+    print("sent", flush=True)
+    sys.stdin.readline()  # the stream stays open: the test freezes this process now
+
+stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(address))
+stub.PushModel(stuck_after_last_chunk(), timeout=2.0, metadata=((key, token),))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_push_cut_at_its_deadline_is_refused_though_every_chunk_arrived(tmp_path):
+    """A sender frozen (SIGSTOP) after its last chunk, before it closed its stream: grpc.aio reads
+    the deadline as the end of the stream, but the push failed, so it is no model (a frozen sender
+    must not count as heard from: its neighbour would wait for it again)."""
+    child, port, neighbour = start_token_peer(tmp_path)
+    names, arrays, n = neighbour_model()
+    framed = (c.SerializeToString() for c in encode(1, 1, n, names, arrays))
+    (tmp_path / "chunks").write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in framed))
+    argv = [
+        sys.executable,
+        "-c",
+        STUCK_PUSHER,
+        f"127.0.0.1:{port}",
+        TOKEN_KEY,
+        "s3cret",
+        str(tmp_path / "chunks"),
+    ]
+    pusher = None
+    try:
+        with sink_neighbour(neighbour):
+            stub = stub_for(f"127.0.0.1:{port}")
+            wait_healthy(stub)
+            pusher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert pusher.stdout.readline().strip() == "sent"
+            os.kill(pusher.pid, signal.SIGSTOP)
+            log = tmp_path / "node-0.log"
+            wait_for(lambda: CUT in log.read_text(), 30, "the refusal of the cut push")
+            auth = ((TOKEN_KEY, "s3cret"),)
+            for round_ in (1, 2):
+                assert push(stub, encode(1, round_, n, names, arrays), auth).accepted
+            assert wait_exit(child, 60) == 0
+    finally:
+        if pusher is not None:
+            pusher.kill()
+            pusher.wait(10)
+        child.stop()
+    first = next(r for r in records(tmp_path / "node-0.log") if r.get("type") == "round")
+    assert first["refused"] == 1 and first["neighbours_heard"] == [1]
 
 
 @pytest.mark.timeout(90)
