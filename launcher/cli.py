@@ -188,6 +188,48 @@ def sweep(
 
 
 @app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="vanishing-variance or fair-incentives.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")
+    ] = False,
+    full: Annotated[bool, typer.Option("--full", help="The paper-sized setting (long).")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Folder of the runs (default results/reproduce/NAME); rerun to resume."
+        ),
+    ] = None,
+    docs: Annotated[Path, typer.Option(help="Folder of the write-up NAME.md and its figures.")] = Path(
+        "docs/reproductions"
+    ),
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Runs at once (default: cores // nodes per run, >= 1).")
+    ] = None,
+) -> None:
+    """Reproduce a paper's experiment in one command: its runs (a sweep), figures and write-up."""
+    from fedgossip.launcher.reproduce import default_out, plan, reproduce
+    from fedgossip.launcher.sweep import default_jobs
+    from fedgossip.reports.reproductions import write_report
+
+    with _clear_errors():
+        if quick and full:
+            raise ValueError("--quick and --full are exclusive: choose one setting")
+        setting = "quick" if quick else "full" if full else "default"
+        planned = plan(name, setting)
+        out = out or default_out(name, setting)
+        outcome = reproduce(planned, out, default_jobs(planned.runs) if jobs is None else jobs, console)
+    if outcome.interrupted:
+        console.print("[yellow]interrupted: the same command runs only what is missing[/]")
+        raise typer.Exit(outcome.exit_code)
+    with _clear_errors():
+        files = write_report(out, docs)
+    console.print(escape(f"reproduction {name} ({setting}) in {outcome.wall_time_s:.1f}s; written: "))
+    console.print(escape(", ".join(str(path) for path in files)))
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
 def certs(
     out: Annotated[Path, typer.Argument(help="Folder for ca.pem/ca.key and the node certificates.")],
     host: Annotated[

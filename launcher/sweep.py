@@ -150,19 +150,32 @@ def plan(
     points: list[list[tuple[str, str]]] = [[]]
     for key, values in parse_grid(grid):
         points = [[*point, (key, value)] for point in points for value in values]
-    runs = []
-    for point in points:
-        for seed in range(base.experiment.seed, base.experiment.seed + seeds):
-            name = run_name(point, seed)
-            point_overrides = (*(f"{key}={value}" for key, value in point), f"experiment.seed={seed}")
-            try:
-                config = load_config(config_path, [*overrides, *point_overrides])
-            except ValueError as err:
-                raise ValueError(f"run {name}: {err}") from None
-            runs.append(SweepRun(name, point_overrides, seed, config))
+    runs = [
+        plan_run(config_path, overrides, run_name(point, seed), [f"{k}={v}" for k, v in point], seed)
+        for point in points
+        for seed in seed_range(base, seeds)
+    ]
     if len({run.name for run in runs}) < len(runs):
         raise ValueError("two grid points give the same run folder name: make their values differ more")
     return runs
+
+
+def seed_range(base: ExperimentConfig, seeds: int) -> range:
+    """The seeds of `seeds` runs of `base`: its experiment.seed + 0, 1, ..., seeds - 1."""
+    return range(base.experiment.seed, base.experiment.seed + seeds)
+
+
+def plan_run(
+    config_path: Path | None, overrides: Sequence[str], name: str, settings: Sequence[str], seed: int
+) -> SweepRun:
+    """The run `name` of the config with `overrides`, then `settings` (its own `--set` items) and
+    `seed`, validated (a bad key or value raises ValueError naming the run)."""
+    run_overrides = (*settings, f"experiment.seed={seed}")
+    try:
+        config = load_config(config_path, [*overrides, *run_overrides])
+    except ValueError as err:
+        raise ValueError(f"run {name}: {err}") from None
+    return SweepRun(name, run_overrides, seed, config)
 
 
 def default_jobs(runs: Sequence[SweepRun]) -> int:

@@ -160,15 +160,24 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
 def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:
     """Left: each node's own-model accuracy per round, coloured by its noise level, the end of the
     explore phase dashed. Right: final psi against noise level."""
+    from fedgossip.reports.plots import _pyplot, _save
+
+    fig, (curves, scatter) = _pyplot().subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
+    draw_fair(curves, scatter, records, config, title)
+    return _save(fig, path)
+
+
+def draw_fair(
+    curves: Any, scatter: Any, records: list[dict[str, Any]], config: dict[str, Any], title: str
+) -> None:
+    """Draw `plot_fair`'s two panels on the axes `curves` and `scatter`."""
     from fedgossip.reports.plots import _pyplot
 
-    plt = _pyplot()
+    colours = _pyplot().get_cmap("viridis")
     kind, noise = node_noise(config)
     rows = [r for r in node_records(records) if r.get("test_accuracy") is not None]
     nodes = sorted({r["node"] for r in rows})
     top = max(noise, default=0.0) or 1.0
-    colours = plt.get_cmap("viridis")
-    fig, (curves, scatter) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
     psi = final_psi(rows)
     for n in nodes:
         mine = sorted((r["round"], r["test_accuracy"]) for r in rows if r["node"] == n)
@@ -196,7 +205,3 @@ def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str |
     measure = "psi: mean of the neighbours' psi" if gossip_views(rows) else "psi (mean contribution)"
     scatter.set(xlabel=f"{kind} noise level", ylabel=measure, title="contribution vs noise")
     scatter.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -55,8 +55,8 @@ def plot_variance(records: list[dict[str, Any]], path: str | Path, title: str) -
     """Accuracy per round (left, as `plot_run`) beside the variance of each tensor per round
     (right, log scale): the mean over nodes of their `layer_variance`, and the global model's
     (dashed) where a server recorded one. None (nothing written) if no record has a variance."""
-    nodes = _variance_curves(node_records(records))
-    server = _variance_curves([r for r in records if r.get("node") == "server"])
+    nodes = variance_curves(node_records(records))
+    server = variance_curves([r for r in records if r.get("node") == "server"])
     if not nodes and not server:
         return None
     plt = _pyplot()
@@ -75,7 +75,7 @@ def plot_variance(records: list[dict[str, Any]], path: str | Path, title: str) -
     return _save(fig, path)
 
 
-def _variance_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+def variance_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
     """Tensor name -> (rounds, mean over the records of that round of its variance)."""
     values: dict[str, dict[int, list[float]]] = {}
     for record in records:
@@ -86,6 +86,31 @@ def _variance_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[int]
         name: (sorted(by_round), [float(np.mean(by_round[r])) for r in sorted(by_round)])
         for name, by_round in values.items()
     }
+
+
+def plot_seed_bands(
+    panels: Sequence[tuple[str, str, dict[str, list[dict[int, float]]]]], path: str | Path
+) -> Path:
+    """Side by side, one panel per (title, y label, curves): every label's curves (one per seed,
+    round -> value) as their mean over the seeds having each round, with a band of +- one std;
+    log scale (the panels are variances)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, ylabel, curves) in zip(axes[0], panels, strict=True):
+        for label, seeds in curves.items():
+            rounds = sorted({r for curve in seeds for r in curve})
+            if not rounds:
+                continue
+            values = [[curve[r] for curve in seeds if r in curve] for r in rounds]
+            mean = np.array([np.mean(v) for v in values])
+            std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values])
+            (line,) = ax.plot(rounds, mean, linewidth=1.8, label=label)
+            low = np.maximum(mean - std, mean * 1e-2)  # a log axis: the band stops above 0
+            ax.fill_between(rounds, low, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(xlabel="round", ylabel=ylabel, title=title, yscale="log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small", loc="best")
+    return _save(fig, path)
 
 
 def plot_consensus(entries: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:

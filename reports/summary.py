@@ -74,8 +74,7 @@ def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, 
     last = last_records(records)
     final = [r["test_accuracy"] for r in last.values()]
     curve = round_curve(nodes)
-    reached = next((r for r, (acc, _) in curve.items() if acc >= target), None)
-    seconds = None if reached is None else curve[reached][1]
+    reached, seconds = first_reaching(curve, target)
     return {
         "rounds_completed": max(curve, default=0),
         "final_mean_accuracy": float(np.mean(final)) if final else None,
@@ -88,6 +87,13 @@ def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, 
         "mean_accuracy_by_round": [round(a, 5) for a, _ in curve.values()],
         "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
     }
+
+
+def first_reaching(curve: dict[int, tuple[float, float]], target: float) -> tuple[int | None, float | None]:
+    """The first round of a `round_curve` whose mean accuracy is >= `target`, and its seconds
+    ((None, None) if none is)."""
+    reached = next((r for r, (acc, _) in curve.items() if acc >= target), None)
+    return reached, None if reached is None else curve[reached][1]
 
 
 def consensus_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:

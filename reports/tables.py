@@ -85,14 +85,18 @@ SCENARIO_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("honest min acc", lambda row: _stat(row, "honest_min_accuracy", ".4f")),
     ("attack success", lambda row: _stat(row, "attack_success_rate", ".4f")),
 ]
-LEFT = ("run", "strategy", "mode", "status", "scenario")
+LEFT = ("run", "method", "strategy", "mode", "status", "scenario")
 UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
 
 
 def _stat(row: Summary, key: str, spec: str, scale: float = 1.0) -> str:
-    """ "mean ± std" of a figure over the group's seeds; "(k/n)" when only k of its n seeds have it
-    (a target reached by some seeds only)."""
-    stat, seeds = row[key], row["seeds"]
+    """The cell of figure `key` of a comparison row (`stat_text`)."""
+    return stat_text(row[key], row["seeds"], spec, scale)
+
+
+def stat_text(stat: Summary, seeds: int, spec: str, scale: float = 1.0) -> str:
+    """ "mean ± std" of a figure (a `Stat.to_dict()`) over `seeds` seeds; "(k/n)" when only k of
+    its n seeds have it (a target reached by some seeds only); "-" when none has it."""
     if stat["mean"] is None:
         return "-"
     text = format(stat["mean"] * scale, spec)
@@ -151,13 +155,17 @@ def compare_view(rows: Sequence[Summary], console: Console, title: str = "compar
 
 def markdown_table(rows: Sequence[Summary]) -> str:
     """The comparison as a Markdown (GitHub) pipe table."""
+    return markdown_pipe_table(compare_header(rows), compare_cells(rows))
 
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    header = compare_header(rows)
+def markdown_pipe_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """A Markdown (GitHub) pipe table: the LEFT columns left-aligned, the others right-aligned."""
+
+    def line(items: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in items) + " |"
+
     rule = ["---" if name in LEFT else "---:" for name in header]
-    return "\n".join([line(header), line(rule), *map(line, compare_cells(rows))]) + "\n"
+    return "\n".join([line(header), line(rule), *map(line, cells)]) + "\n"
 
 
 def csv_table(rows: Sequence[Summary]) -> str:
