@@ -1,0 +1,134 @@
+"""`fedgossip reproduce`: the plan (methods x seeds, optional methods skipped), the command's bad
+input, and the quick vanishing-variance reproduction end to end with its table recomputed from the
+runs' metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+
+from fedgossip.config import load_config
+from fedgossip.launcher import reproduce
+from fedgossip.launcher.reproduce import VANISHING_VARIANCE, Method
+from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, write_report
+from tests.helpers import run_cli
+from tests.recompute import run_figures
+
+
+def test_the_plan_is_every_method_times_the_seeds_and_optional_methods_the_config_refuses_are_skipped(
+    monkeypatch,
+):
+    spec = replace(
+        VANISHING_VARIANCE,
+        methods=(
+            Method("plain", ("strategy.name=average",)),
+            Method("future", ("gossip.not_a_key_yet=1",), optional=True),
+        ),
+    )
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    planned = reproduce.plan(spec.name, "quick")
+    seeds = spec.settings["quick"].seeds
+    assert [run.name for run in planned.runs] == [f"plain_seed={s}" for s in range(seeds)]
+    assert [run.config.experiment.seed for run in planned.runs] == list(range(seeds))
+    assert all(run.config.nodes.count == 4 for run in planned.runs)  # the quick setting's overrides
+    ((skipped, why),) = planned.skipped
+    assert skipped.label == "future" and "gossip.not_a_key_yet" in why
+    record = planned.record()
+    assert record["skipped"][0]["label"] == "future" and record["methods"][0]["runs"] == [
+        run.name for run in planned.runs
+    ]
+
+
+def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run(monkeypatch):
+    spec = replace(VANISHING_VARIANCE, methods=(Method("bad", ("nodes.count=1",)),))
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    with pytest.raises(ValueError, match=r"run bad_seed=0: nodes.count"):
+        reproduce.plan(spec.name, "quick")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("no-such-paper",),
+            "unknown reproduction 'no-such-paper'; known: vanishing-variance, fair-incentives",
+        ),
+        (("vanishing-variance", "--quick", "--full"), "--quick and --full are exclusive"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_error(tmp_path, args, message):
+    result = run_cli("reproduce", *args, "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs"))
+    output = " ".join((result.stdout + result.stderr).split())  # rich may wrap long lines
+    assert result.returncode == 2, output
+    assert f"error: {message}" in output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "docs").exists()
+
+
+def _table(markdown: str) -> dict[str, list[str]]:
+    """The measured table of the write-up: method -> its cells."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    header = next(line for line in lines if line.startswith("| method | seeds | rounds to"))
+    rows = lines[lines.index(header) + 1 :]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    return {row[0]: row[1:] for row in cells if len(row) == 9}
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@pytest.mark.timeout(150)
+def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matches_the_metrics(tmp_path):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    result = run_cli(
+        "reproduce", "vanishing-variance", "--quick", "--out", str(out), "--docs", str(docs), timeout=140
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan = json.loads((out / "reproduction.json").read_text())
+    base = VANISHING_VARIANCE.config_path
+    try:
+        load_config(base, ["gossip.schedule=async"])
+        async_accepted = True
+    except ValueError:
+        async_accepted = False
+    labels = [m["label"] for m in plan["methods"]]
+    assert labels[:3] == ["gossip-average", "gossip-vca", "fl-fedavg"]
+    assert bool([m for m in plan["skipped"] if m["label"].endswith("-async")]) != async_accepted
+    page = (docs / "vanishing-variance.md").read_text()
+    for figure in ("vanishing-variance-accuracy.png", "vanishing-variance-variance.png"):
+        data = (docs / figure).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 400_000
+        assert f"]({figure})" in page
+    if not async_accepted:
+        assert "Skipped `gossip-vca-async`: the config refuses" in page
+    table = _table(page)
+    assert sorted(table) == sorted(labels)
+    for method in plan["methods"]:
+        (run,) = method["runs"]  # quick: one seed
+        assert (out / run / "summary.json").exists()
+        cells = table[method["label"]]
+        assert cells[0] == "1"
+        for index, target in enumerate((0.5, 0.8)):
+            figures = run_figures(out / run, target)
+            assert cells[1 + 2 * index] == _cell(figures["rounds_to_target"], ".1f"), (method, target)
+            assert cells[2 + 2 * index] == _cell(figures["seconds_to_target"], ".1f"), (method, target)
+        assert cells[5] == _cell(figures["final_mean_accuracy"], ".3f")
+        assert cells[6] == _cell(figures["final_min_accuracy"], ".3f")
+        assert cells[7] == _cell(figures["wall_time_s"], ".0f")
+    records = [
+        json.loads(line) for line in (out / "fl-fedavg_seed=0" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert any(r["node"] == "server" and r.get("layer_variance") for r in records)
+
+    # made again: the hand-written reading is kept, the rest regenerated the same
+    edited = page.replace(
+        f"{KEEP_BEGIN}\n(to be written)\n{KEEP_END}", f"{KEEP_BEGIN}\nmy reading\n{KEEP_END}"
+    )
+    assert edited != page
+    (docs / "vanishing-variance.md").write_text(edited)
+    write_report(out, docs)
+    again = (docs / "vanishing-variance.md").read_text()
+    assert "my reading" in again and re.sub("my reading", "(to be written)", again) == page
