@@ -101,7 +101,7 @@ def stat_text(stat: Summary, seeds: int, spec: str, scale: float = 1.0) -> str:
         return "-"
     text = format(stat["mean"] * scale, spec)
     if stat["std"] is not None:
-        text += f" ± {format(stat['std'] * scale, spec)}"
+        text += f" ± {format(stat['std'] * scale, spec.lstrip('+'))}"
     return text + (f" ({stat['n']}/{seeds})" if stat["n"] < seeds else "")
 
 
