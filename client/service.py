@@ -39,6 +39,7 @@ from fedgossip.client.identity import (
     node_of_certificate,
     token_matches,
 )
+from fedgossip.client.async_inbox import AsyncInbox
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.wire import ModelAssembler, WireError, encode
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -108,7 +109,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self,
         node: int,
         specs: Sequence[TensorSpec],
-        inbox: Inbox,
+        inbox: Inbox | AsyncInbox,
         *,
         neighbours: Sequence[int] | None,
         rounds: int,
