@@ -197,7 +197,7 @@ class GossipSection:
     catch_up_rounds: how many rounds behind its neighbours a peer must fall before it fetches a
     neighbour's model; divergence_limit: consecutive rounds of non-finite training before the
     peer stops; degraded_share: the run is "degraded" when a node merged nothing in more than this
-    share of its rounds (async: of its units whose merge came by timeout).
+    share of its rounds (async: its units whose merge came by timeout and found nothing fresh).
     """
 
     schedule: str = "sync"
