@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from fedgossip.client.async_inbox import AsyncInbox
 from fedgossip.client.identity import (
     NODE_KEY,
     OBSERVER,
@@ -39,7 +40,6 @@ from fedgossip.client.identity import (
     node_of_certificate,
     token_matches,
 )
-from fedgossip.client.async_inbox import AsyncInbox
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.wire import ModelAssembler, WireError, encode
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
