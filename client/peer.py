@@ -4,7 +4,10 @@ Synchronous rounds: train, push the model to every neighbour, wait (up to the ro
 the neighbours' models of this round, merge them in sender order with the configured strategy,
 evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
 is heard from again in step (a model one round late counts: it stands in for this round's), so a
-dead or frozen peer costs its neighbours one timeout, not one per round.
+dead or frozen peer costs its neighbours one timeout, not one per round. With
+`gossip.schedule = "async"` the same peer runs `fedgossip.client.async_loop` instead: no barrier,
+each peer at its own pace (the helpers `_start`, `_checked`, `_train`, `_push`, `_merge`,
+`_record` and `_finish` serve both schedules).
 
 The strategy's round plan (`fedgossip.client.rounds`) may stream the data, push the model to some
 neighbours only (the others get a notice that none comes, so they do not wait for it: fair
