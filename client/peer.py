@@ -4,7 +4,10 @@ Synchronous rounds: train, push the model to every neighbour, wait (up to the ro
 the neighbours' models of this round, merge them in sender order with the configured strategy,
 evaluate, emit a metrics record. A neighbour that missed a round is not waited for again until it
 is heard from again in step (a model one round late counts: it stands in for this round's), so a
-dead or frozen peer costs its neighbours one timeout, not one per round.
+dead or frozen peer costs its neighbours one timeout, not one per round. With
+`gossip.schedule = "async"` the same peer runs `fedgossip.client.async_loop` instead: no barrier,
+each peer at its own pace (the helpers `_start`, `_checked`, `_train`, `_push`, `_merge`,
+`_record` and `_finish` serve both schedules).
 
 The strategy's round plan (`fedgossip.client.rounds`) may stream the data, push the model to some
 neighbours only (the others get a notice that none comes, so they do not wait for it: fair
@@ -37,6 +40,8 @@ import grpc
 import numpy as np
 
 from fedgossip.client.adversary import ModelAttack, poison_data, trigger_success
+from fedgossip.client.async_inbox import AsyncInbox
+from fedgossip.client.async_loop import AsyncLoop
 from fedgossip.client.inbox import Inbox
 from fedgossip.client.network import FaultySender, Link
 from fedgossip.client.resample import epoch_of, k_out_graph
@@ -100,7 +105,7 @@ class GossipPeer:
         token, links = read_token(self.peer), read_link_keys(self.peer)
         auth = Authenticator(token, links, certificates=bool(self.peer.client_ca_file))
         # the launcher's observer reads the last model (consensus distance) before the peer exits
-        self.observed = bool(links and links.observer and config.experiment.consensus_every)
+        self.observed = bool(links and links.observer and config.observes_consensus)
         if not auth.identifies:
             log.warning(
                 "callers are not identified (no peer.link_keys_file, no mutual TLS): "
@@ -126,7 +131,7 @@ class GossipPeer:
         self.specs = specs_of(self.names, self.learner.get_weights())
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
         self.neighbours = {int(k): v for k, v in (self.peer.neighbours or {}).items()}
-        self.inbox = Inbox()
+        self.inbox = AsyncInbox() if self.gossip.schedule == "async" else Inbox()
         self.plan = round_plan(config, self.peer.id, list(self.neighbours))
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
         self.service = GossipService(
@@ -169,19 +174,13 @@ class GossipPeer:
         return FaultySender(node, stub, self.metadata[node], self._on_reply, link, self.events)
 
     def run(self, emit: Emit) -> None:
-        """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
+        """Run every round (or, with gossip.schedule "async", every local unit: `AsyncLoop`),
+        calling `emit` with each metrics record; Diverged if training keeps failing."""
+        if self.gossip.schedule == "async":
+            AsyncLoop(self).run(emit)
+            return
         rounds = self.config.experiment.rounds
-        current = self.learner.get_weights()
-        self.service.publish(current, self.learner.num_examples, 0)
-        emit(
-            {
-                "type": "ready",
-                "node": self.peer.id,
-                "port": self.port,
-                "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
-            }
-        )
-        self._announce_roles()
+        current = self._start(emit)
         round_, divergences = 1, 0
         while round_ <= rounds:
             if self.crashes.crashes(round_):
@@ -196,20 +195,7 @@ class GossipPeer:
                 continue
             self.service.state = "training"
             self.learner = self.plan.learner(round_, self.learner)
-            train_loss = self._train()
-            own = self.learner.get_weights()
-            if math.isfinite(train_loss) and all(map(is_finite, own)):
-                divergences = 0
-            else:
-                divergences += 1
-                log.warning("round %d: training gave NaN or Inf; keeping the previous model", round_)
-                if divergences >= self.gossip.divergence_limit:
-                    raise Diverged(
-                        f"diverged at round {round_}: training gave NaN or Inf in {divergences} rounds "
-                        "in a row (is task.learning_rate too high?)"
-                    )
-                self.learner.set_weights(current)
-                own, train_loss = current, None
+            own, train_loss, divergences = self._checked(round_, current, self._train(), divergences)
             timeout = self.config.experiment.round_timeout
             deadline = time.monotonic() + timeout
             self.service.state = "waiting"
@@ -231,34 +217,91 @@ class GossipPeer:
                 )
             self.inbox.mark_silent(silent - set(heard) - noticed)
             current, test_loss, test_accuracy, discarded = self._merge(round_, current, own, messages)
-            self.service.publish(current, self.learner.num_examples, round_)
-            if self.attack is not None:
-                self.attack.remember(current)
             emit(
-                {
-                    "type": "round",
-                    **record(
-                        self.peer.id,
-                        round_,
-                        self.run_start,
-                        train_loss=train_loss,
-                        test_loss=test_loss,
-                        test_accuracy=test_accuracy,
-                        num_examples=self.learner.num_examples,
-                        bytes_sent=sent,
-                        bytes_received=sum(m.nbytes for m in messages),
-                        neighbours_heard=heard,
-                        merged=0 if discarded else len(messages),
-                        refused=self.inbox.take_refused(),
-                        discarded=discarded,
-                        **self.plan.fields(round_),
-                        layer_variance=layer_variance(self.names, current),
-                        **self._scenario_fields(round_),
-                    ),
-                }
+                self._record(
+                    round_,
+                    current,
+                    messages,
+                    train_loss=train_loss,
+                    test_loss=test_loss,
+                    test_accuracy=test_accuracy,
+                    bytes_sent=sent,
+                    discarded=discarded,
+                    **self.plan.fields(round_),
+                )
             )
             self._emit_events(emit)
             round_ += 1
+        self._finish(emit)
+
+    def _start(self, emit: Emit) -> list[np.ndarray]:
+        """Serve the initial model, say "ready" and announce the node's roles; the initial model."""
+        current = self.learner.get_weights()
+        self.service.publish(current, self.learner.num_examples, 0)
+        emit(
+            {
+                "type": "ready",
+                "node": self.peer.id,
+                "port": self.port,
+                "setup_s": round(time.time() - self.started, 3),  # learner + server, after imports
+            }
+        )
+        self._announce_roles()
+        return current
+
+    def _checked(
+        self, round_: int, current: list[np.ndarray], train_loss: float, divergences: int
+    ) -> tuple[list[np.ndarray], float | None, int]:
+        """The trained model, its loss and the count of non-finite trainings in a row; a training
+        that gave NaN or Inf is undone (the model trained from, `current`, and no loss), and
+        Diverged raised once gossip.divergence_limit of them came in a row."""
+        own = self.learner.get_weights()
+        if math.isfinite(train_loss) and all(map(is_finite, own)):
+            return own, train_loss, 0
+        divergences += 1
+        log.warning("round %d: training gave NaN or Inf; keeping the previous model", round_)
+        if divergences >= self.gossip.divergence_limit:
+            raise Diverged(
+                f"diverged at round {round_}: training gave NaN or Inf in {divergences} rounds "
+                "in a row (is task.learning_rate too high?)"
+            )
+        self.learner.set_weights(current)
+        return current, None, divergences
+
+    def _record(
+        self,
+        round_: int,
+        current: list[np.ndarray],
+        messages: list[ModelMessage],
+        *,
+        discarded: str | None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Publish the model kept after round `round_`'s merge of `messages` (`current`) and return
+        the round's record event (the attacker remembers the model, for a stale attack)."""
+        self.service.publish(current, self.learner.num_examples, round_)
+        if self.attack is not None:
+            self.attack.remember(current)
+        return {
+            "type": "round",
+            **record(
+                self.peer.id,
+                round_,
+                self.run_start,
+                num_examples=self.learner.num_examples,
+                bytes_received=sum(m.nbytes for m in messages),
+                neighbours_heard=[m.sender for m in messages],
+                merged=0 if discarded else len(messages),
+                refused=self.inbox.take_refused(),
+                discarded=discarded,
+                **fields,
+                layer_variance=layer_variance(self.names, current),
+                **self._scenario_fields(round_),
+            ),
+        }
+
+    def _finish(self, emit: Emit) -> None:
+        """After the last round: the last events, state "done", and (observed) the observer's read."""
         self._emit_events(emit)
         self.service.state = "done"
         if self.observed:
@@ -382,10 +425,11 @@ class GossipPeer:
             ),
         }
 
-    def _train(self) -> float:
-        """Train one round; a straggler then waits until it took `slowdown` times as long."""
+    def _train(self, unit: str = "epoch") -> float:
+        """Train one round (`unit` "epoch": one train() call; "step": one minibatch, async gossip);
+        a straggler then waits until it took `slowdown` times as long."""
         started = time.monotonic()
-        loss = self.learner.train()
+        loss = self.learner.train_step() if unit == "step" else self.learner.train()
         if self.roles.slowdown > 1:
             time.sleep((self.roles.slowdown - 1) * (time.monotonic() - started))
         return loss

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from fedgossip.client.async_inbox import AsyncInbox
 from fedgossip.client.identity import (
     NODE_KEY,
     OBSERVER,
@@ -108,7 +109,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self,
         node: int,
         specs: Sequence[TensorSpec],
-        inbox: Inbox,
+        inbox: Inbox | AsyncInbox,
         *,
         neighbours: Sequence[int] | None,
         rounds: int,

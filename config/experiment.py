@@ -72,12 +72,33 @@ class ExperimentConfig:
         entry = registry.lookup(name)
         if isinstance(entry, registry.Mechanism):
             entry.check_nodes(self.strategy.params, self.nodes.count)
+        if self.gossip.schedule == "async":
+            self._check_async()
         if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
             raise ValueError(
                 "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "
                 "task.model 'linear' (scikit-learn) does not have: "
                 "use a torch model or flower.proximal_mu = 0"
             )
+
+    def _check_async(self) -> None:
+        """Refuse what asynchronous gossip cannot run: it has no common rounds, which Flower mode,
+        fair gossip's rounds of selection and churn's crash rounds are made of."""
+        refused = (
+            (self.experiment.mode != "gossip", f"experiment.mode {self.experiment.mode!r}", "gossip mode"),
+            (self.strategy.name == "fair", "strategy.name 'fair'", "synchronous rounds of selection"),
+            (self.scenario.churn, "scenario.crash_round/crash_rate", "synchronous crash rounds"),
+        )
+        for refuse, key, needs in refused:
+            if refuse:
+                raise ValueError(f"gossip.schedule 'async' cannot run with {key}: it needs {needs}")
+
+    @property
+    def observes_consensus(self) -> bool:
+        """Whether the launcher measures the consensus distance (every experiment.consensus_every
+        rounds, over the peers' models of one round): never for async gossip, which has no rounds
+        in common."""
+        return bool(self.experiment.consensus_every) and self.gossip.schedule == "sync"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML-ready) of every section, defaults included."""

@@ -16,6 +16,8 @@ from fedgossip.strategies import registry
 GOSSIP_STRATEGIES = registry.names("gossip")
 FLOWER_STRATEGIES = registry.names("flower")
 FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
+SCHEDULES = ("sync", "async")
+ASYNC_UNITS = ("epoch", "step")
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
 MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
@@ -181,15 +183,27 @@ class FlowerSection:
 
 @dataclass(frozen=True)
 class GossipSection:
-    """How a gossip peer defends its rounds against slow, frozen and hostile neighbours.
+    """How a gossip peer schedules its rounds and defends them against slow, frozen and hostile
+    neighbours.
 
-    max_pushes: pushes served at once (0: 2 per neighbour + 4); idle_timeout: seconds a push
-    stream may stay silent; max_norm_ratio: refuse received models whose norm exceeds this multiple
-    of the own model's (0 = off, so attacks stay measurable); catch_up_rounds: how many rounds
-    behind its neighbours a peer must fall before it fetches a neighbour's model; divergence_limit:
-    consecutive rounds of non-finite training before the peer stops; degraded_share: the run is
-    "degraded" when a node merged nothing in more than this share of its rounds.
+    schedule: "sync" (rounds with a barrier: every peer waits for its neighbours' models of the
+    round) or "async" (no barrier, `fedgossip.client.async_loop`: each peer trains one
+    async_unit at a time, "epoch" (one train() call, task.local_epochs epochs) or "step" (one
+    minibatch), then waits a seeded random interval in async_interval = [lo, hi] seconds, pushes,
+    and merges once as many fresh models came as it has neighbours, or async_merge_timeout
+    seconds after its last merge). max_pushes: pushes served at once (0: 2 per neighbour + 4);
+    idle_timeout: seconds a push stream may stay silent; max_norm_ratio: refuse received models
+    whose norm exceeds this multiple of the own model's (0 = off, so attacks stay measurable);
+    catch_up_rounds: how many rounds behind its neighbours a peer must fall before it fetches a
+    neighbour's model; divergence_limit: consecutive rounds of non-finite training before the
+    peer stops; degraded_share: the run is "degraded" when a node merged nothing in more than this
+    share of its rounds (async: its units whose merge came by timeout and found nothing fresh).
     """
+
+    schedule: str = "sync"
+    async_unit: str = "epoch"
+    async_interval: tuple[float, ...] = (0.0, 0.1)
+    async_merge_timeout: float = 5.0
 
     max_pushes: int = 0
     idle_timeout: float = 10.0
@@ -199,6 +213,15 @@ class GossipSection:
     degraded_share: float = 0.5
 
     def __post_init__(self) -> None:
+        require_choice(self.schedule, "gossip.schedule", SCHEDULES)
+        require_choice(self.async_unit, "gossip.async_unit", ASYNC_UNITS)
+        interval = self.async_interval
+        require(
+            len(interval) == 2 and 0 <= interval[0] <= interval[1],
+            "gossip.async_interval",
+            f"must be [lo, hi] seconds with 0 <= lo <= hi; got {list(interval)}",
+        )
+        require(self.async_merge_timeout > 0, "gossip.async_merge_timeout", "must be > 0 seconds")
         require(self.max_pushes >= 0, "gossip.max_pushes", "must be >= 0")
         require(self.idle_timeout > 0, "gossip.idle_timeout", "must be > 0 seconds")
         require(self.max_norm_ratio >= 0, "gossip.max_norm_ratio", "must be >= 0")

@@ -99,9 +99,10 @@ class ObserverAccess:
 def observe_consensus(
     config: ExperimentConfig, node_configs: list[Path], results: ResultsFolder, run_start: float
 ) -> Iterator[ConsensusObserver | None]:
-    """The run's observer (None when `experiment.consensus_every` is 0), closed on the way out;
-    after an error or Ctrl-C without waiting for fetches not started."""
-    if not config.experiment.consensus_every:
+    """The run's observer (None when `experiment.consensus_every` is 0 or the gossip is async:
+    `ExperimentConfig.observes_consensus`), closed on the way out; after an error or Ctrl-C
+    without waiting for fetches not started."""
+    if not config.observes_consensus:
         yield None
         return
     observer = ConsensusObserver(config, ObserverAccess.of_nodes(node_configs), results, run_start)

@@ -142,6 +142,11 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
+    if config.experiment.consensus_every and not config.observes_consensus:
+        console.print(
+            "consensus distance off: it compares the peers' models of one round, and async "
+            "gossip has no rounds in common (experiment.consensus_every ignored)"
+        )
     with (
         supervised() as children,
         RoundProgress(console, count, rounds, config.experiment.name) as bar,
@@ -171,8 +176,13 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             if kind == "round" and node is not None:
                 results.append(event)
                 done_rounds[node] = event["round"]
-                # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design
-                waited = not event.get("caught_up_from") and event.get("phase") != "exploit"
+                # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
+                # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
+                waited = (
+                    not event.get("caught_up_from")
+                    and event.get("phase") != "exploit"
+                    and event.get("merge_trigger", "sync") is not None
+                )
                 if not event.get("merged") and waited:
                     outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
                 bar.record(event)

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedgossip.reports.records import read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
-from fedgossip.reports.summary import accuracy_summary, read_summary, round_curve
+from fedgossip.reports.summary import accuracy_summary, mode_label, read_summary, round_curve, schedule_of
 
 SEED_SUFFIX = re.compile(r"(^|_)seed=\d+$")  # a sweep's run is named <grid point>_seed=<seed>
 STATUS_SEVERITY = ("complete", "degraded", "partial", "unknown", "interrupted", "failed")
@@ -89,8 +89,9 @@ def load_run(path: Path, target: float | None = None) -> Run:
         "engine": config.get("flower", {}).get("engine") if experiment.get("mode") == "flower" else None,
         "strategy": config.get("strategy", {}).get("name"),
         "nodes": config.get("nodes", {}).get("count"),
+        "schedule": schedule_of(config),
         **_launcher_info(path),
-        **accuracy_summary(records, goal),
+        **accuracy_summary(records, goal, schedule_of(config)),
         **scenario_summary(records, config),
         "target_accuracy": goal,
     }
@@ -131,7 +132,7 @@ class Group:
         return {
             "label": self.label,
             "strategy": first["strategy"],
-            "mode": f"{first['mode']}/{first['engine']}" if first.get("engine") else first["mode"],
+            "mode": mode_label(first),
             "nodes": first["nodes"],
             "scenario": first["scenario"],
             "seeds": len(self.runs),

@@ -55,9 +55,10 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         "engine": config.get("flower", {}).get("engine") if experiment.get("mode") == "flower" else None,
         "strategy": config.get("strategy", {}).get("name"),
         "nodes": config.get("nodes", {}).get("count"),
+        "schedule": schedule_of(config),
         "rounds_planned": experiment.get("rounds"),
         "target_accuracy": target,
-        **accuracy_summary(records, target),
+        **accuracy_summary(records, target, schedule_of(config)),
         **consensus_summary(read_consensus(run_dir, records)),
         **scenario_summary(records, config),
         **(run_info or {}),
@@ -68,13 +69,35 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
     return summary
 
 
-def accuracy_summary(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`."""
+def schedule_of(config: dict[str, Any]) -> str | None:
+    """A gossip run's schedule ("sync" or "async"), None for a Flower run."""
+    if config.get("experiment", {}).get("mode", "gossip") != "gossip":
+        return None
+    return str(config.get("gossip", {}).get("schedule", "sync"))
+
+
+def mode_label(summary: dict[str, Any]) -> str:
+    """How a run ran, for tables: "gossip", "gossip/async" or "flower/ENGINE"."""
+    mode = str(summary.get("mode", ""))
+    detail = summary.get("engine") or ("async" if summary.get("schedule") == "async" else None)
+    return f"{mode}/{detail}" if detail else mode
+
+
+def accuracy_summary(
+    records: list[dict[str, Any]], target: float, schedule: str | None = "sync"
+) -> dict[str, Any]:
+    """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`.
+
+    Rounds to the target: the first round (async gossip: local unit) whose mean accuracy over the
+    nodes reaches it. Seconds: when that round ended (its slowest node); async gossip, whose nodes
+    are not in step: the first time the mean of every node's latest accuracy reached it."""
     nodes = node_records(records)
     last = last_records(records)
     final = [r["test_accuracy"] for r in last.values()]
     curve = round_curve(nodes)
     reached, seconds = first_reaching(curve, target)
+    if schedule == "async":  # no rounds in common: the first moment the nodes' latest mean gets there
+        seconds = next((t for t, acc in time_curve(nodes) if acc >= target), None)
     return {
         "rounds_completed": max(curve, default=0),
         "final_mean_accuracy": float(np.mean(final)) if final else None,
@@ -113,3 +136,16 @@ def round_curve(records: list[dict[str, Any]]) -> dict[int, tuple[float, float]]
         r: (float(np.mean([x["test_accuracy"] for x in group])), max(x["time_s"] for x in group))
         for r, group in by_round(records).items()
     }
+
+
+def time_curve(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """At each record's `time_s`, from the first moment every node has one, the mean over the
+    nodes of their latest test accuracy: accuracy against time when nodes are not in step."""
+    nodes = {r["node"] for r in records}
+    latest: dict[Any, float] = {}
+    curve = []
+    for r in sorted(records, key=lambda r: r["time_s"]):
+        latest[r["node"]] = r["test_accuracy"]
+        if len(latest) == len(nodes):
+            curve.append((float(r["time_s"]), float(np.mean(list(latest.values())))))
+    return curve

@@ -17,15 +17,13 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from fedgossip.reports.summary import mode_label
+
 Summary = dict[str, Any]
 
 
 def _fmt(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def _mode(s: Summary) -> str:
-    return f"{s.get('mode', '')}/{s['engine']}" if s.get("engine") else str(s.get("mode", ""))
 
 
 def _status(s: Summary) -> str:
@@ -40,7 +38,7 @@ def _target(s: Summary) -> str:
 
 # (label, cell) pairs shared by both layouts; labels with {t} name the target accuracy.
 FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
-    ("mode", _mode),
+    ("mode", mode_label),
     ("strategy", lambda s: str(s.get("strategy", ""))),
     ("nodes", lambda s: _fmt(s.get("nodes"))),
     ("rounds", lambda s: _fmt(s.get("rounds_completed"))),

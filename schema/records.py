@@ -41,7 +41,13 @@ OPTIONAL_NUMBER = (int, float, type(None))
 
 FIELDS: tuple[Field, ...] = (
     Field("node", (int, str), "every record", 'the node id, or `"server"` for the global model', True),
-    Field("round", (int,), "every record", "the round the record closes (1 = the first)", True),
+    Field(
+        "round",
+        (int,),
+        "every record",
+        "the round the record closes (1 = the first; async gossip: the node's local unit)",
+        True,
+    ),
     Field("time_s", NUMBER, "every record", "seconds since the launch of the run", True),
     Field("train_loss", OPTIONAL_NUMBER, "every record", "mean training loss of the round (null: undone)"),
     Field("test_loss", OPTIONAL_NUMBER, "every record", "test loss of the model kept after the merge"),
@@ -63,6 +69,19 @@ FIELDS: tuple[Field, ...] = (
         "gossip",
         'why the merge was thrown away: `"merge failed"` (the rule raised or returned a bad model) or '
         '`"merged loss not finite"`',
+    ),
+    Field(
+        "merge_trigger",
+        (str, type(None)),
+        "async gossip",
+        'why the unit merged: `"fresh"` (as many fresh models as neighbours) or `"timeout"` '
+        "(gossip.async_merge_timeout since the last merge); null: no merge due",
+    ),
+    Field(
+        "merged_units",
+        (list,),
+        "async gossip",
+        "the local unit of each merged model (its sender's `round`), in `neighbours_heard` order",
     ),
     Field("caught_up_from", (int,), "gossip", "after a catch-up: the neighbour whose model was adopted"),
     Field("jumped_from", (int,), "gossip", "after a catch-up: the round the node was in"),
@@ -174,6 +193,8 @@ class Record(TypedDict, total=False):
     merged: int
     refused: int
     discarded: str | None
+    merge_trigger: str | None
+    merged_units: list[int]
     caught_up_from: int
     jumped_from: int
     evaluated_by: str

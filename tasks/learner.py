@@ -33,6 +33,8 @@ class Learner(abc.ABC):
         self.node = node
         self.num_examples = len(data.y_train)
         self._shuffle_rng = shuffle_rng
+        self._step_epoch: Callable[[np.ndarray], float] | None = None  # train_step's optimiser
+        self._step_order = np.empty(0, dtype=np.int64)  # the examples left in train_step's epoch
 
     @property
     def shuffle_state(self) -> dict:
@@ -80,6 +82,19 @@ class Learner(abc.ABC):
         for _ in range(epochs):
             loss = run_epoch(self._shuffle_rng.permutation(self.num_examples))
         return loss
+
+    def train_step(self) -> float:
+        """Train on one minibatch of task.batch_size examples (asynchronous gossip's "step"): the
+        next of an epoch order drawn from the node's shuffle stream, a new order once one is used
+        up (a single example left over joins the batch before it). The optimiser state (momentum)
+        carries over from step to step, as within one epoch. Returns the batch's training loss."""
+        if self._step_epoch is None:
+            self._step_epoch = self._make_epoch(0.0)
+        if not self._step_order.size:
+            self._step_order = self._shuffle_rng.permutation(self.num_examples)
+        size = self.task.batch_size + int(self._step_order.size == self.task.batch_size + 1)
+        batch, self._step_order = self._step_order[:size], self._step_order[size:]
+        return self._step_epoch(batch)
 
     @abc.abstractmethod
     def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:

@@ -21,6 +21,7 @@ _STREAMS = {
     "churn": 11,  # per node: crashes at a rate (keyed by node)
     "attack": 12,  # per node: the noise of a noise attacker
     "topology": 13,  # per resampling epoch: the neighbours drawn
+    "async": 14,  # per node: asynchronous gossip's pauses between local units
 }
 
 
