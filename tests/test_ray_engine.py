@@ -1,0 +1,145 @@
+"""The Ray engine (`launcher.engine = "ray"`): gossip peers as Ray actors on a local 2-node Ray
+cluster bound to loopback, compared with the same run on the local engine; a killed actor is a
+dead peer; nothing of a run is left on the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from fedgossip.launcher.ray_engine import RAY_INFO
+
+from .helpers import kill_during_run, metrics, run_cli, set_args, timeless, wait_for
+
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's address of this machine is loopback
+FOUR = [
+    "nodes.count=4",
+    "experiment.rounds=3",
+    "topology.kind=ring",
+    "task.model=linear",  # the actors start in seconds: no torch to import
+    "security.tls=true",
+    "security.mutual_tls=true",
+    "security.token=true",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes of one CPU each on 127.0.0.1, shared by the module's tests (Ray's start-up
+    takes tens of seconds on 2 busy cores); the test process is a driver of it, for checks."""
+    from ray._private import ray_constants
+
+    saved = os.environ.get(LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY] = "0"  # for the launchers the tests start
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this process, whenever it imported Ray
+    two = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    try:
+        two.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        ray.init(address=two.address, log_to_driver=False)
+        yield two
+    finally:
+        ray.shutdown()
+        two.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+        if saved[0] is None:
+            os.environ.pop(LOCAL_ONLY, None)
+        else:
+            os.environ[LOCAL_ONLY] = saved[0]
+
+
+def on_ray(cluster: Cluster, settings: list[str]) -> list[str]:
+    return [*settings, "launcher.engine=ray", f"launcher.ray_address={cluster.address}"]
+
+
+def assert_nothing_left(out, cluster: Cluster) -> None:
+    """No actor of the run alive, its actors' processes gone, every CPU of the cluster free."""
+    info = json.loads((out / RAY_INFO).read_text())
+    named = ray.util.list_named_actors(all_namespaces=True)
+    assert [a for a in named if a["namespace"] == info["namespace"]] == []
+    pids = json.loads((out / "processes.json").read_text()).values()
+
+    def gone() -> bool:
+        return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+
+    wait_for(gone, 30, "the actors' worker processes to exit")
+    wait_for(lambda: ray.available_resources().get("CPU") == 2, 30, "the placement group to be removed")
+
+
+@pytest.mark.timeout(300)
+def test_four_peers_on_two_ray_nodes_record_what_local_processes_record(cluster, tmp_path):
+    runs = {}
+    for engine, settings in (("ray", on_ray(cluster, FOUR)), ("local", FOUR)):
+        out = tmp_path / engine
+        result = run_cli("run", "--out", str(out), *set_args(settings), timeout=240)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[engine] = timeless(metrics(out))
+    out = tmp_path / "ray"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["dead_nodes"] == []
+    assert len(runs["ray"]) == 12 and all(r["merged"] == 2 for r in runs["ray"])
+    assert runs["ray"] == runs["local"]  # over mutual TLS + token, between actors: the same bits
+    info = json.loads((out / RAY_INFO).read_text())
+    assert sorted(info["actors"]) == [f"node-{n}" for n in range(4)]
+    assert len({a["node_id"] for a in info["actors"].values()}) == 2  # spread over both nodes
+    for node in range(4):
+        listen = (out / "nodes" / f"node-{node}.toml").read_text()
+        assert 'listen = "127.0.0.1:' in listen  # the actor's node address, as Ray gave it
+        assert (out / "logs" / f"node-{node}.log").exists()
+    for name in ("metrics.jsonl", "summary.json", "config.toml", "accuracy.png", "consensus.jsonl"):
+        assert (out / name).exists(), name
+    assert_nothing_left(out, cluster)
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_actor_is_a_dead_peer_and_the_others_finish(cluster, tmp_path):
+    out = tmp_path / "killed"
+    settings = [
+        "nodes.count=4",
+        "experiment.rounds=30",
+        "topology.kind=complete",
+        "experiment.round_timeout=4",
+        "task.model=linear",
+    ]
+
+    def ray_kill(name: str) -> None:
+        namespace = json.loads((out / RAY_INFO).read_text())["namespace"]
+        ray.kill(ray.get_actor(name, namespace=namespace))
+
+    code, output = kill_during_run(out, on_ray(cluster, settings), 0, "node-1", kill=ray_kill)
+    assert code == 3, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["dead_nodes"] == [1], summary
+    assert any("node 1" in e and "Ray actor died" in e for e in summary["errors"]), summary["errors"]
+    records = metrics(out)
+    for node in (0, 2, 3):
+        assert max(r["round"] for r in records if r["node"] == node) == 30
+    last = max(r["round"] for r in records if r["node"] == 1)
+    late = [r for r in records if r["node"] != 1 and r["round"] > last + 1]
+    assert late and all(1 not in r["neighbours_heard"] for r in late)
+    assert_nothing_left(out, cluster)
+
+
+def test_without_ray_the_ray_engine_is_a_clear_error(tmp_path):
+    out = tmp_path / "no-ray"
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # `import ray` raises ImportError
+        "from fedgossip.launcher.cli import main\n"
+        f"sys.argv = ['fedgossip', 'run', '--out', {str(out)!r}, '--set', 'launcher.engine=ray']\n"
+        "main()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    output = " ".join((result.stdout + result.stderr).split())  # the console wraps long lines
+    assert result.returncode == 2, output
+    assert 'error: launcher.engine = "ray" needs Ray' in output
+    assert 'an optional extra: pip install "fedgossip[ray]"' in output
+    assert not (out / "metrics.jsonl").exists()
