@@ -5,7 +5,6 @@ dead peer; nothing of a run is left on the cluster."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,8 +16,8 @@ from ray.cluster_utils import Cluster
 from fedgossip.launcher.ray_engine import RAY_INFO
 
 from .helpers import kill_during_run, metrics, run_cli, set_args, timeless, wait_for
+from .ray_cluster import loopback_cluster
 
-LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's address of this machine is loopback
 FOUR = [
     "nodes.count=4",
     "experiment.rounds=3",
@@ -34,34 +33,15 @@ FOUR = [
 def cluster():
     """Two Ray nodes of one CPU each on 127.0.0.1, shared by the module's tests (Ray's start-up
     takes tens of seconds on 2 busy cores); the test process is a driver of it, for checks."""
-    from ray._private import ray_constants
-
-    saved = os.environ.get(LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[LOCAL_ONLY] = "0"  # for the launchers the tests start
-    ray_constants.ENABLE_RAY_CLUSTER = False  # for this process, whenever it imported Ray
-    two = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
-    )
-    try:
-        two.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        ray.init(address=two.address, log_to_driver=False)
+    with loopback_cluster(nodes=2, cpus=1) as two:
         yield two
-    finally:
-        ray.shutdown()
-        two.shutdown()
-        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
-        if saved[0] is None:
-            os.environ.pop(LOCAL_ONLY, None)
-        else:
-            os.environ[LOCAL_ONLY] = saved[0]
 
 
 def on_ray(cluster: Cluster, settings: list[str]) -> list[str]:
     return [*settings, "launcher.engine=ray", f"launcher.ray_address={cluster.address}"]
 
 
-def assert_nothing_left(out, cluster: Cluster) -> None:
+def assert_nothing_left(out) -> None:
     """No actor of the run alive, its actors' processes gone, every CPU of the cluster free."""
     info = json.loads((out / RAY_INFO).read_text())
     named = ray.util.list_named_actors(all_namespaces=True)
@@ -97,7 +77,7 @@ def test_four_peers_on_two_ray_nodes_record_what_local_processes_record(cluster,
         assert (out / "logs" / f"node-{node}.log").exists()
     for name in ("metrics.jsonl", "summary.json", "config.toml", "accuracy.png", "consensus.jsonl"):
         assert (out / name).exists(), name
-    assert_nothing_left(out, cluster)
+    assert_nothing_left(out)
 
 
 @pytest.mark.timeout(300)
@@ -126,7 +106,7 @@ def test_a_killed_actor_is_a_dead_peer_and_the_others_finish(cluster, tmp_path):
     last = max(r["round"] for r in records if r["node"] == 1)
     late = [r for r in records if r["node"] != 1 and r["round"] > last + 1]
     assert late and all(1 not in r["neighbours_heard"] for r in late)
-    assert_nothing_left(out, cluster)
+    assert_nothing_left(out)
 
 
 def test_without_ray_the_ray_engine_is_a_clear_error(tmp_path):
