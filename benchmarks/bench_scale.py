@@ -52,7 +52,7 @@ CASES = {
     "256": (256, 5, 8, 120, {}),
     "1000": (1000, 5, 25, 600, {"total_gib": 24.0}),
 }
-RAY_CASE = (8, 20, 120)  # peers, rounds, round timeout: the same config on the local and the Ray engine
+RAY_CASE = (8, 50, 120)  # peers, rounds (50: rounds of ~0.2 s vary a lot on a shared machine), round timeout
 RAY_TARGET = 1.2  # the Ray engine's seconds per round, at most this multiple of the local engine's
 SAMPLE_S = 1.0
 

@@ -81,10 +81,11 @@ def test_four_peers_on_two_ray_nodes_record_what_local_processes_record(cluster,
 
 
 @pytest.mark.timeout(300)
-def test_a_killed_actor_is_a_dead_peer_and_the_others_finish(cluster, tmp_path):
+def test_a_killed_actor_of_two_peers_is_two_dead_peers_and_the_others_finish(cluster, tmp_path):
     out = tmp_path / "killed"
     settings = [
         "nodes.count=4",
+        "nodes.per_process=2",  # two actors of two peers (client/host.py's grouping)
         "experiment.rounds=30",
         "topology.kind=complete",
         "experiment.round_timeout=4",
@@ -95,17 +96,18 @@ def test_a_killed_actor_is_a_dead_peer_and_the_others_finish(cluster, tmp_path):
         namespace = json.loads((out / RAY_INFO).read_text())["namespace"]
         ray.kill(ray.get_actor(name, namespace=namespace))
 
-    code, output = kill_during_run(out, on_ray(cluster, settings), 0, "node-1", kill=ray_kill)
+    code, output = kill_during_run(out, on_ray(cluster, settings), 0, "nodes-2-3", kill=ray_kill)
     assert code == 3, output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "partial" and summary["dead_nodes"] == [1], summary
-    assert any("node 1" in e and "Ray actor died" in e for e in summary["errors"]), summary["errors"]
+    assert summary["status"] == "partial" and summary["dead_nodes"] == [2, 3], summary
+    for node in (2, 3):
+        assert any(f"node {node}" in e and "Ray actor died" in e for e in summary["errors"]), summary
     records = metrics(out)
-    for node in (0, 2, 3):
+    for node in (0, 1):
         assert max(r["round"] for r in records if r["node"] == node) == 30
-    last = max(r["round"] for r in records if r["node"] == 1)
-    late = [r for r in records if r["node"] != 1 and r["round"] > last + 1]
-    assert late and all(1 not in r["neighbours_heard"] for r in late)
+    last = max(r["round"] for r in records if r["node"] >= 2)
+    late = [r for r in records if r["node"] < 2 and r["round"] > last + 1]
+    assert late and all(r["neighbours_heard"] == [1 - r["node"]] for r in late), late
     assert_nothing_left(out)
 
 
