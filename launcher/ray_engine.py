@@ -44,17 +44,26 @@ CALL_TIMEOUT_S = 60.0  # one call to an actor that answers in a second at most
 TAKE_WAIT_S = 1.0  # how long an actor's take() waits for a line
 DIED = -9  # the exit status of a dead actor: as a process killed by SIGKILL
 RAY_INFO = "ray.json"
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes loopback for this machine's address
 MAX_CONCURRENCY = 4  # an actor's calls served at once: start, take, stop
 
 
-def import_ray() -> Any:
-    """The ray module, or a ValueError saying how to install it."""
+def import_ray(loopback: bool = False) -> Any:
+    """The ray module, or a ValueError saying how to install it. `loopback`: a Ray started from
+    here (its nodes, their workers, so the actors' peers) takes 127.0.0.1 for this machine's
+    address, as Ray does on macOS, instead of the machine's outward address."""
+    if loopback:
+        os.environ[LOCAL_ONLY] = "0"  # read when Ray is imported, here and in the workers
     try:
         import ray
     except ImportError:
         raise ValueError(
             'launcher.engine = "ray" needs Ray, an optional extra: pip install "fedgossip[ray]"'
         ) from None
+    if loopback:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # Ray was imported before (a driver in-process)
     return ray
 
 
@@ -79,9 +88,9 @@ def ray_engine(config: ExperimentConfig, results: ResultsFolder, lines: queue.Qu
     """The Ray engine for the block: connected (or a local Ray started) on entry; on exit every
     actor of the run is killed, its placement group removed and the driver disconnected (a Ray
     started here stops with it)."""
-    ray = import_ray()
-    namespace = f"fedgossip-{secrets.token_hex(6)}"
     address = config.launcher.ray_address
+    ray = import_ray(loopback=not address)
+    namespace = f"fedgossip-{secrets.token_hex(6)}"
     options: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "configure_logging": False}
     if not address:  # a Ray of this machine alone: no dashboard to start
         options.update(address="local", include_dashboard=False)
@@ -137,7 +146,12 @@ class RayEngine:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, index),
             ).remote(self.config.task.threads, paths)
         calls = [self.actors[g.name].place.remote(len(g.nodes)) for g in groups]
-        placed = ray.get(calls, timeout=PLACEMENT_TIMEOUT_S)
+        try:
+            placed = ray.get(calls, timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.RayError as err:  # no answer in time, or an actor that cannot start
+            # (e.g. fedgossip is not installed on one of the machines)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(f"the Ray actors did not start: {type(err).__name__}: {first}") from None
         self.placed = {group.name: where for group, where in zip(groups, placed, strict=True)}
         exposed = sorted({where.ip for where in placed if not is_loopback(host_port(where.ip, 1))})
         if exposed and not self.config.security.tls:

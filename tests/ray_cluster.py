@@ -6,7 +6,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's address of this machine is loopback
+from fedgossip.launcher.ray_engine import LOCAL_ONLY
+
 LOOPBACK = "127.0.0.1"
 
 
