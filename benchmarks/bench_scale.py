@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py                    # 64 peers, then 256 and 1000 packed
     python benchmarks/bench_scale.py --only 64          # 64 | 256 | 1000
     python benchmarks/bench_scale.py --only 64 --baseline   # also 64 fresh processes (no fork server)
+    python benchmarks/bench_scale.py --only ray         # the Ray engine against the local engine
 
 Each case is one `fedgossip run` (digits MLP, random 4-regular graph, VCA) in a subprocess. While
 it runs, every process of the run (the node processes and the fork server: the launcher's
@@ -14,6 +15,12 @@ of the launcher, imports included), peak RSS and PSS per peer and in total, and 
 targets and to the measurements before the fork server (issue 10: 64 x 20 in 99 s, 67 s of
 start-up, 155 MB PSS per peer). The machine's load average is printed with each case: the
 figures are only comparable at the same load.
+
+The "ray" case runs one config (RAY_CASE) twice: on the local engine, then on the Ray engine with
+a local 2-node Ray cluster on loopback (`ray.cluster_utils.Cluster`, started before and not
+timed), and prints both engines' seconds per round, start-up and wall time, and the ratio of
+seconds per round (target <= 1.2x). Memory is not compared: the actors are Ray's processes, not
+the launcher's.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ CASES = {
     "256": (256, 5, 8, 120, {}),
     "1000": (1000, 5, 25, 600, {"total_gib": 24.0}),
 }
+RAY_CASE = (8, 50, 120)  # peers, rounds (50: rounds of ~0.2 s vary a lot on a shared machine), round timeout
+RAY_TARGET = 1.2  # the Ray engine's seconds per round, at most this multiple of the local engine's
 SAMPLE_S = 1.0
 
 
@@ -128,9 +137,9 @@ def compare(value: float, key: str, before: dict, targets: dict, unit: str) -> s
     return text
 
 
-def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
-    peers, rounds, per_process, round_timeout, targets = CASES[case]
-    settings = [
+def scale_settings(peers: int, rounds: int, per_process: int, round_timeout: float, name: str) -> list[str]:
+    """The benchmarks' config: digits MLP, random 4-regular graph, VCA."""
+    return [
         f"nodes.count={peers}",
         f"nodes.per_process={per_process}",
         f"experiment.rounds={rounds}",
@@ -139,25 +148,44 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
         "topology.degree=4",
         "task.model=mlp",
         "strategy.name=vca",
-        f"launcher.fork_server={str(fork_server).lower()}",
-        f"experiment.name=scale-{case}",
+        f"experiment.name={name}",
     ]
-    out = tmp / f"scale-{case}-{'fork' if fork_server else 'fresh'}"
-    load = os.getloadavg()
-    wall, memory, code = launch(out, settings)
+
+
+def round_figures(out: Path) -> tuple[dict, list[float], float]:
+    """A finished run's summary, when every peer was done with each round, and the median
+    seconds per round."""
     summary = json.loads((out / "summary.json").read_text())
     ends = round_ends(read_records(out))
     per_round = (
         statistics.median(b - a for a, b in itertools.pairwise(ends)) if len(ends) > 1 else float("nan")
     )
+    return summary, ends, per_round
+
+
+def load_text() -> str:
+    """The machine's load average, to read the figures by (the machine is shared)."""
+    load = os.getloadavg()
+    return f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores, shared"
+
+
+def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
+    peers, rounds, per_process, round_timeout, targets = CASES[case]
+    settings = [
+        *scale_settings(peers, rounds, per_process, round_timeout, f"scale-{case}"),
+        f"launcher.fork_server={str(fork_server).lower()}",
+    ]
+    out = tmp / f"scale-{case}-{'fork' if fork_server else 'fresh'}"
+    load = load_text()
+    wall, memory, code = launch(out, settings)
+    summary, ends, per_round = round_figures(out)
     processes = len(memory.peak_pss)
     pss_peer = memory.peak_total_pss / peers / MB
     rss_peer = memory.peak_total_rss / peers / MB
     startup = summary.get("startup_s") or float("nan")
     print(
         f"== {peers} peers x {rounds} rounds, {per_process} per process, "
-        f"fork server {'on' if fork_server else 'off'} (load average {load[0]:.1f} {load[1]:.1f} "
-        f"{load[2]:.1f} on {os.cpu_count()} cores, shared) =="
+        f"fork server {'on' if fork_server else 'off'} ({load}) =="
     )
     print(f"status {summary['status']} (exit {code}), {processes} processes sampled")
     before = BEFORE if case == "64" and per_process == 1 else {}
@@ -193,17 +221,48 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
     print(f"final mean accuracy {summary.get('final_mean_accuracy')}")
 
 
+def bench_ray(tmp: Path) -> None:
+    """RAY_CASE on the local engine, then on the Ray engine with a local 2-node cluster on loopback."""
+    from fedgossip.tests.ray_cluster import loopback_cluster
+
+    peers, rounds, round_timeout = RAY_CASE
+    settings = scale_settings(peers, rounds, 1, round_timeout, "scale-ray")
+    print(f"== {peers} peers x {rounds} rounds, one peer per process: local engine vs Ray engine ==")
+    with loopback_cluster(nodes=2, cpus=1) as cluster:
+        per_round = {}
+        for engine, extra in (
+            ("local", []),
+            ("ray", ["launcher.engine=ray", f"launcher.ray_address={cluster.address}"]),
+        ):
+            out = tmp / f"scale-ray-{engine}"
+            load = load_text()
+            wall, _, code = launch(out, [*settings, *extra])
+            summary, ends, per_round[engine] = round_figures(out)
+            print(
+                f"{engine:5s}: status {summary['status']} (exit {code}), all peers ready "
+                f"{summary.get('startup_s') or float('nan'):.1f} s after the run's start, first round done "
+                f"{ends[0] if ends else float('nan'):.1f} s, {per_round[engine]:.3f} s per round (median), "
+                f"wall {wall:.1f} s ({load})"
+            )
+    ratio = per_round["ray"] / per_round["local"]
+    verdict = "PASS" if ratio <= RAY_TARGET else "MISS"
+    print(f"Ray engine / local engine, seconds per round: {ratio:.2f}x [{verdict} target <= {RAY_TARGET}x]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=sorted(CASES), action="append")
+    parser.add_argument("--only", choices=[*sorted(CASES), "ray"], action="append")
     parser.add_argument("--baseline", action="store_true", help="also run 64 peers as fresh processes")
     parser.add_argument("--keep", type=Path, help="keep the results folders here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
-        for case in args.only or ["64", "256", "1000"]:
+        for case in args.only or ["64", "256", "1000", "ray"]:
+            if case == "ray":
+                bench_ray(tmp)
+                continue
             bench(case, tmp)
             if args.baseline and case == "64":
                 bench(case, tmp, fork_server=False)

@@ -61,12 +61,9 @@ class Hosted:
                 self.peer.close()
 
 
-def run_peers(config_paths: Sequence[str]) -> int:
-    """Entry point of a process hosting one peer per node config; its exit status: 0 when every
-    peer finished, 1 if one diverged or failed, 2 for a bad config (no peer started), 128 +
-    the signal when stopped."""
-    configure_logging("%(threadName)s")
-    emit = LineWriter(sys.stdout)
+def build_peers(config_paths: Sequence[str], emit: Emit) -> list[GossipPeer] | None:
+    """The peers of the node configs; None (an error event emitted, those built closed) when one
+    of the configs is bad."""
     peers: list[GossipPeer] = []
     try:
         for path in config_paths:
@@ -76,22 +73,40 @@ def run_peers(config_paths: Sequence[str]) -> int:
         emit({"type": "error", "error": str(err)})
         for peer in peers:
             peer.close()
+        return None
+    return peers
+
+
+def run_hosted(hosted: Sequence[Hosted]) -> int:
+    """Run the hosted peers to their ends (the calling thread wakes every JOIN_S for signals);
+    0 when every peer finished, 1 if one diverged or failed."""
+    for one in hosted:
+        one.thread.start()
+    for one in hosted:
+        while one.thread.is_alive():
+            one.thread.join(JOIN_S)
+    return max(one.code or 0 for one in hosted)
+
+
+def run_peers(config_paths: Sequence[str]) -> int:
+    """Entry point of a process hosting one peer per node config; its exit status: 0 when every
+    peer finished, 1 if one diverged or failed, 2 for a bad config (no peer started), 128 +
+    the signal when stopped."""
+    configure_logging("%(threadName)s")
+    emit = LineWriter(sys.stdout)
+    peers = build_peers(config_paths, emit)
+    if peers is None:
         return 2
     shutdown = Shutdown().install()
     hosted = [Hosted(peer, emit, shutdown) for peer in peers]
     try:
-        for one in hosted:
-            one.thread.start()
-        for one in hosted:
-            while one.thread.is_alive():
-                one.thread.join(JOIN_S)
+        return run_hosted(hosted)
     except KeyboardInterrupt:
         return shutdown.exit_code
     finally:
         shutdown.begin()
         for one in hosted:
             one.close()
-    return max(one.code or 0 for one in hosted)
 
 
 if __name__ == "__main__":

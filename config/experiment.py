@@ -69,6 +69,11 @@ class ExperimentConfig:
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
         self.scenario.check_nodes(self.nodes.count, mode)
+        if self.launcher.engine == "ray" and mode != "gossip":
+            raise ValueError(
+                'launcher.engine "ray" runs gossip peers; Flower mode has its own engines '
+                '(flower.engine: "simulation" runs on Ray)'
+            )
         entry = registry.lookup(name)
         if isinstance(entry, registry.Mechanism):
             entry.check_nodes(self.strategy.params, self.nodes.count)

@@ -18,6 +18,7 @@ FLOWER_STRATEGIES = registry.names("flower")
 FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
 SCHEDULES = ("sync", "async")
 ASYNC_UNITS = ("epoch", "step")
+ENGINES = ("local", "ray")  # launcher.engine: where gossip node processes run
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
 MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
@@ -85,11 +86,29 @@ class NodesSection:
 
 @dataclass(frozen=True)
 class LauncherSection:
-    """How the launcher starts gossip node processes. fork_server: fork them from one parent that
-    has imported numpy, torch and the task code (never grpc) instead of starting each afresh:
-    start-up in a fraction of a second, the imported code shared copy-on-write."""
+    """Where and how the launcher starts gossip node processes.
+
+    engine: "local" (processes on this machine) or "ray" (one Ray actor per node process, spread
+    over a Ray cluster's machines: launcher/ray_engine.py). fork_server (local engine): fork them
+    from one parent that has imported numpy, torch and the task code (never grpc) instead of
+    starting each afresh: start-up in a fraction of a second, the imported code shared
+    copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
+    machine), HOST:PORT of a cluster's head, or "" (start a Ray of this machine alone).
+    """
 
     fork_server: bool = True
+    engine: str = "local"
+    ray_address: str = ""
+
+    def __post_init__(self) -> None:
+        require_choice(self.engine, "launcher.engine", ENGINES)
+        host, _, port = self.ray_address.rpartition(":")
+        host_port = bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
+        require(
+            self.ray_address in ("", "auto") or host_port,
+            "launcher.ray_address",
+            f'must be "auto", HOST:PORT or "" (start a local Ray); got {self.ray_address!r}',
+        )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Launch a gossip experiment: one peer process per node on free loopback ports.
+"""Launch a gossip experiment: one peer per node, in the node processes of the run's engine.
 
-The launcher only orchestrates: it writes each node's config, starts the peers, streams their
-metrics records into the results folder, and stops every child on completion, error and Ctrl-C.
-If a peer dies the others finish; the outcome names the dead nodes and the run is "partial".
+The launcher only orchestrates: the engine (launcher/placement.py: local processes on free
+loopback ports, or Ray actors across machines) says where each peer listens, the launcher writes
+each node's config, the engine starts the peers, the launcher streams their metrics records into
+the results folder, and every node process is stopped on completion, error and Ctrl-C. If a peer
+dies the others finish; the outcome names the dead nodes and the run is "partial".
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import queue
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +24,7 @@ from fedgossip.client.identity import OBSERVER, certificate_name, write_link_key
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.certificates import make_ca, make_certificate
 from fedgossip.launcher.consensus import observe_consensus
-from fedgossip.launcher.placement import node_starter, process_groups
+from fedgossip.launcher.placement import node_engine, process_groups
 from fedgossip.launcher.processes import free_ports, supervised
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
@@ -75,15 +78,16 @@ class Outcome:
 
 
 def security_material(
-    config: ExperimentConfig, graph: nx.Graph, secrets_dir: Path
+    config: ExperimentConfig, graph: nx.Graph, secrets_dir: Path, hosts: Sequence[str] = ()
 ) -> dict[int, dict[str, str]]:
     """Per-peer credentials of a launched run, as PeerSection fields by node.
 
     Always: a key per link (identity, even on loopback), and the secret of the launcher's observer
     (GetModel only, for the consensus distance). With security.tls: a throwaway CA and one
-    certificate per peer naming its node (checked by the neighbours under mutual TLS), and one named
-    `observer`. With security.token: one shared token on top. The observer's material stays in
-    `secrets_dir` (`fedgossip.launcher.consensus.ObserverAccess` reads it).
+    certificate per peer naming its node (checked by the neighbours under mutual TLS) and its host
+    (`hosts[node]`, loopback if not given), and one named `observer`. With security.token: one
+    shared token on top. The observer's material stays in `secrets_dir`
+    (`fedgossip.launcher.consensus.ObserverAccess` reads it).
     """
     links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=True)
     fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
@@ -92,7 +96,8 @@ def security_material(
         ca = make_ca(secrets_dir)
         make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
         for node in graph.nodes:
-            cert = make_certificate(ca, secrets_dir, certificate_name(node), [LOOPBACK, "localhost"])
+            names = list(dict.fromkeys([hosts[node] if hosts else LOOPBACK, LOOPBACK, "localhost"]))
+            cert = make_certificate(ca, secrets_dir, certificate_name(node), names)
             fields[node].update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
             if security.mutual_tls:
                 fields[node]["client_ca_file"] = str(ca.cert)
@@ -105,27 +110,36 @@ def security_material(
     return fields
 
 
-def write_node_configs(config: ExperimentConfig, results: ResultsFolder, run_start: float) -> list[Path]:
-    """One node config per peer (the experiment config plus its [peer] section)."""
+def node_config_paths(results: ResultsFolder, count: int) -> list[Path]:
+    """Where the node configs of a run go (nodes/node-N.toml), before they are written."""
+    return [results.nodes / f"node-{node}.toml" for node in range(count)]
+
+
+def write_node_configs(
+    config: ExperimentConfig, results: ResultsFolder, run_start: float, listen: Sequence[str] = ()
+) -> list[Path]:
+    """One node config per peer (the experiment config plus its [peer] section), the peer of node
+    N listening on `listen[N]` ("host:port", as its engine placed it; free loopback ports if not
+    given) and its neighbours' addresses filled in from the same list."""
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
     if config.scenario.resample_every:  # every pair may be linked some epoch (client/resample.py)
         graph = nx.complete_graph(count)
     check_merges(graph, config.strategy, config.topology.kind)
-    ports = free_ports(count, LOOPBACK)
-    credentials = security_material(config, graph, results.secrets)
-    paths = []
-    for node in range(count):
+    listen = list(listen) or [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
+    credentials = security_material(
+        config, graph, results.secrets, [address.rpartition(":")[0] for address in listen]
+    )
+    paths = node_config_paths(results, count)
+    for node, path in enumerate(paths):
         peer = PeerSection(
             id=node,
-            listen=f"{LOOPBACK}:{ports[node]}",
-            neighbours={str(n): f"{LOOPBACK}:{ports[n]}" for n in neighbours(graph, node)},
+            listen=listen[node],
+            neighbours={str(n): listen[n] for n in neighbours(graph, node)},
             run_start=run_start,
             **credentials[node],
         )
-        path = results.nodes / f"node-{node}.toml"
         path.write_text(dump_toml(config.replace(peer=peer)))
-        paths.append(path)
     return paths
 
 
@@ -133,12 +147,11 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     """Run all peers to the end (or until they die) and return the outcome."""
     started = time.time()
     outcome = Outcome()
-    node_configs = write_node_configs(config, results, started)
     count, rounds = config.nodes.count, config.experiment.rounds
     lines: queue.Queue = queue.Queue()
     done_rounds = dict.fromkeys(range(count), 0)
     finished: set[int] = set()
-    hosted = process_groups(node_configs, config.nodes.per_process)
+    hosted = process_groups(node_config_paths(results, count), config.nodes.per_process)
     open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
@@ -149,67 +162,70 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
         )
     with (
         supervised() as children,
-        RoundProgress(console, count, rounds, config.experiment.name) as bar,
-        observe_consensus(config, node_configs, results, started) as observer,
-        node_starter(config, results, lines) as start,
+        node_engine(config, results, lines) as engine,
     ):
-        for name, group in hosted.items():
-            children.append(start(name, *group.command, results.logs / f"{name}.log"))
-        results.write_processes({c.name: c.pid for c in children})
-        while open_streams:
-            if time.time() > deadline:
-                outcome.errors.append("the run exceeded its time limit")
-                break
-            try:
-                name, line = lines.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams.discard(name)
-                if observer:
-                    for node in hosted[name].nodes:
-                        observer.gone(node)
-                continue
-            event = decode_event(line, PEER_EVENTS) or {}
-            kind = event.pop("type", None)
-            node = hosted[name].node_of(event)
-            if kind == "round" and node is not None:
-                results.append(event)
-                done_rounds[node] = event["round"]
-                # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
-                # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
-                waited = (
-                    not event.get("caught_up_from")
-                    and event.get("phase") != "exploit"
-                    and event.get("merge_trigger", "sync") is not None
-                )
-                if not event.get("merged") and waited:
-                    outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
-                bar.record(event)
-                if observer:
-                    observer.saw(node, event["round"])
-            elif kind == "ready" and node is not None:
-                ready.add(node)
-                if len(ready) == count:
-                    outcome.startup_s = round(time.time() - started, 3)
-                    bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
-            elif kind == "done" and node is not None:
-                finished.add(node)
-            elif kind == "scenario":
-                results.event(event)
-            elif kind == "error":
-                outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")
-        for child in children:
-            code = child.stop()
-            for node in hosted[child.name].nodes:
-                if done_rounds[node] < rounds or (code != 0 and node not in finished):
-                    outcome.dead_nodes.append(node)
-                    if not any(e.startswith(f"node {node}:") for e in outcome.errors):
-                        tail = child.log_tail(1)
-                        outcome.errors.append(
-                            f"node {node} exited with {code} after round "
-                            f"{done_rounds[node]}" + (f": {tail}" if tail else "")
-                        )
+        node_configs = write_node_configs(config, results, started, engine.place(list(hosted.values())))
+        with (
+            RoundProgress(console, count, rounds, config.experiment.name) as bar,
+            observe_consensus(config, node_configs, results, started) as observer,
+        ):
+            for group in hosted.values():
+                children.append(engine.start(group))
+            results.write_processes({c.name: c.pid for c in children})
+            while open_streams:
+                if time.time() > deadline:
+                    outcome.errors.append("the run exceeded its time limit")
+                    break
+                try:
+                    name, line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    open_streams.discard(name)
+                    if observer:
+                        for node in hosted[name].nodes:
+                            observer.gone(node)
+                    continue
+                event = decode_event(line, PEER_EVENTS) or {}
+                kind = event.pop("type", None)
+                node = hosted[name].node_of(event)
+                if kind == "round" and node is not None:
+                    results.append(event)
+                    done_rounds[node] = event["round"]
+                    # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
+                    # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
+                    waited = (
+                        not event.get("caught_up_from")
+                        and event.get("phase") != "exploit"
+                        and event.get("merge_trigger", "sync") is not None
+                    )
+                    if not event.get("merged") and waited:
+                        outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
+                    bar.record(event)
+                    if observer:
+                        observer.saw(node, event["round"])
+                elif kind == "ready" and node is not None:
+                    ready.add(node)
+                    if len(ready) == count:
+                        outcome.startup_s = round(time.time() - started, 3)
+                        bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
+                elif kind == "done" and node is not None:
+                    finished.add(node)
+                elif kind == "scenario":
+                    results.event(event)
+                elif kind == "error":
+                    outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")
+            for child in children:
+                code = child.stop()
+                for node in hosted[child.name].nodes:
+                    if done_rounds[node] < rounds or (code != 0 and node not in finished):
+                        outcome.dead_nodes.append(node)
+                        if not any(e.startswith(f"node {node}:") for e in outcome.errors):
+                            tail = child.log_tail(1)
+                            outcome.errors.append(
+                                f"node {node} exited with {code} after round "
+                                f"{done_rounds[node]}" + (f": {tail}" if tail else "")
+                            )
     outcome.dead_nodes.sort()
     outcome.wall_time_s = time.time() - started
     if outcome.dead_nodes:

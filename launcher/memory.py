@@ -64,8 +64,11 @@ class Estimate:
 
 
 def estimate(config: ExperimentConfig) -> Estimate | None:
-    """The memory estimate of `config`, or None for engines whose nodes are not processes."""
+    """The memory estimate of `config`, or None for engines whose nodes are not processes of
+    this machine (Ray actors run on a cluster's machines)."""
     nodes = config.nodes.count
+    if config.launcher.engine == "ray":
+        return None
     if config.experiment.mode == "flower":
         if config.flower.engine != "deployment":
             return None

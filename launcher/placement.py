@@ -1,5 +1,6 @@
-"""A gossip run's node processes: which nodes share one (`nodes.per_process`), and how each starts
-(afresh, or forked by the fork server: `launcher.fork_server`)."""
+"""A gossip run's node processes: which nodes share one (`nodes.per_process`), and the engine that
+places and starts them (`launcher.engine`): local processes, afresh or forked by the fork server
+(`launcher.fork_server`), or Ray actors (launcher/ray_engine.py, imported only for that engine)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,37 @@ import queue
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.forkserver import ForkedChild, preload_for, start_fork_server
-from fedgossip.launcher.processes import Child, child_env, python_module
+from fedgossip.launcher.processes import LOOPBACK, Child, child_env, free_ports, python_module
 from fedgossip.launcher.results import ResultsFolder
 
 Starter = Callable[[str, str, Sequence[str], Path], "Child | ForkedChild"]
 """start(name, module, args, log_path): a node process running `python -m module args`."""
+
+
+class NodeProcess(Protocol):
+    """What the launcher needs of a node process, wherever it runs (`processes.Child`)."""
+
+    name: str
+    pid: int
+
+    def terminate(self) -> None: ...
+
+    def stop(self, grace: float = ...) -> int: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+
+class Engine(Protocol):
+    """Where a run's node processes run: `place` says where each node's peer will listen (in node
+    order, before any node config is written), then `start` starts each group's process."""
+
+    def place(self, groups: Sequence[ProcessGroup]) -> list[str]: ...
+
+    def start(self, group: ProcessGroup) -> NodeProcess: ...
 
 
 @dataclass(frozen=True)
@@ -82,3 +105,32 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
             return server.spawn(name, module, args, log_path=log_path, lines=lines)
 
         yield forked
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Node processes on this machine, their peers on free loopback ports."""
+
+    starter: Starter
+    logs: Path
+
+    def place(self, groups: Sequence[ProcessGroup]) -> list[str]:
+        count = sum(len(group.nodes) for group in groups)
+        return [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
+
+    def start(self, group: ProcessGroup) -> NodeProcess:
+        return self.starter(group.name, *group.command, self.logs / f"{group.name}.log")
+
+
+@contextlib.contextmanager
+def node_engine(config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue) -> Iterator[Engine]:
+    """This run's engine (`launcher.engine`) for the block; the node processes' stdout lines (their
+    events) go to `lines` as (process name, line), then (name, None) when a process ends."""
+    if config.launcher.engine == "ray":
+        from fedgossip.launcher.ray_engine import ray_engine
+
+        with ray_engine(config, results, lines) as engine:
+            yield engine
+        return
+    with node_starter(config, results, lines) as start:
+        yield LocalEngine(start, results.logs)

@@ -4,7 +4,8 @@ config.toml     the resolved config (defaults included): the run can be repeated
 metrics.jsonl   one JSON record per node per round, appended and flushed as produced
 events.jsonl    the scenario's events (losses, delays, crashes, rejoins, attacks), if it has any
 summary.json    written at the end by fedgossip.reports
-processes.json  the PID of every process the launcher started
+processes.json  the PID of every process the launcher started (Ray engine: each actor's, on its machine)
+ray.json        Ray engine: the cluster, the run's namespace, where each actor ran (launcher/ray_engine.py)
 accuracy.png    accuracy per round
 logs/           one log file per process
 nodes/          the node configs the peers were started with

@@ -209,10 +209,10 @@ def timeless(records: list[dict]) -> list[dict]:
     )
 
 
-def kill_during_run(out: Path, settings: Sequence[str], node: int, process: str, before_kill=None):
+def kill_during_run(out: Path, settings: Sequence[str], node: int, process: str, before_kill=None, kill=None):
     """Run `fedgossip run --out OUT` with `settings`, SIGKILL the process named `process` in
-    processes.json once `node` finished round 2 (after calling `before_kill(processes)`), and
-    wait for the launcher; returns its exit status and output."""
+    processes.json (or call `kill(process)`) once `node` finished round 2 (after calling
+    `before_kill(processes)`), and wait for the launcher; returns its exit status and output."""
     launcher = start_cli("run", "--out", str(out), settings=settings)
 
     def finished_round_2() -> bool:
@@ -226,7 +226,10 @@ def kill_during_run(out: Path, settings: Sequence[str], node: int, process: str,
         processes = json.loads((out / "processes.json").read_text())
         if before_kill is not None:
             before_kill(processes)
-        os.kill(processes[process], signal.SIGKILL)
+        if kill is None:
+            os.kill(processes[process], signal.SIGKILL)
+        else:
+            kill(process)
         output, _ = launcher.communicate(timeout=180)
     finally:
         if launcher.poll() is None:

@@ -497,3 +497,9 @@ def test_readers_skip_a_torn_last_line(tmp_path):
     (folder.path / "summary.json").write_text('{"name": "torn')  # a summary cut by a full disk
     (row,) = compare([folder.path], tmp_path / "compare").rows
     assert row["final_mean_accuracy"]["mean"] == pytest.approx(0.5) and row["status"] == "unknown"
+
+
+def test_ray_engine_runs_are_not_checked_against_this_machine():
+    config = load_config(None, ["nodes.count=5000", "launcher.engine=ray"])  # the cluster's memory
+    assert estimate(config) is None
+    check_memory(config, available=GIB24)

@@ -49,6 +49,14 @@ def test_overrides_are_parsed_as_toml_values():
         ({"task": {"oops": 1}}, "unknown key task.oops"),
         ({"peer": {"listen": "nowhere"}}, "peer.listen"),
         ({"peer": {"id": 1, "neighbours": {"1": "127.0.0.1:5"}}}, "must not name the peer itself"),
+        ({"launcher": {"engine": "slurm"}}, "launcher.engine must be one of local, ray"),
+        ({"launcher": {"ray_address": "head"}}, 'launcher.ray_address must be "auto", HOST:PORT'),
+        ({"launcher": {"ray_address": "head:99999"}}, "launcher.ray_address"),
+        ({"launcher": {"ray_address": ":6379"}}, "launcher.ray_address"),
+        (
+            {"experiment": {"mode": "flower"}, "strategy": {"name": "fedavg"}, "launcher": {"engine": "ray"}},
+            'launcher.engine "ray" runs gossip peers',
+        ),
     ],
 )
 def test_bad_config_names_the_key(data, message):
@@ -70,3 +78,9 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[experiment\nname=")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("address", ["", "auto", "10.0.0.5:6379", "head-node.cluster:6379", "[::1]:6379"])
+def test_ray_addresses_that_are_accepted(address):
+    config = config_from_dict({"launcher": {"engine": "ray", "ray_address": address}})
+    assert (config.launcher.engine, config.launcher.ray_address) == ("ray", address)

@@ -16,6 +16,8 @@ HEAVY = ("torch", "sklearn", "flwr", "ray", "matplotlib")
         ("fedgossip.client.peer", ()),  # the model decides: torch or sklearn arrive with build_learner
         ("fedgossip.launcher.cli", ()),  # `fedgossip --help` and `fedgossip peer` stay light
         ("fedgossip.config", ()),
+        ("fedgossip.launcher.run", ()),  # Ray only with launcher.engine = "ray" (launcher/ray_engine.py)
+        ("fedgossip.client.actor", ()),  # a Ray actor's class: Ray imported in its worker only
         ("fedgossip.client.flower_app", ("flwr",)),
     ],
 )
