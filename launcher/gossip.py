@@ -115,17 +115,30 @@ def node_config_paths(results: ResultsFolder, count: int) -> list[Path]:
     return [results.nodes / f"node-{node}.toml" for node in range(count)]
 
 
-def write_node_configs(
-    config: ExperimentConfig, results: ResultsFolder, run_start: float, listen: Sequence[str] = ()
-) -> list[Path]:
-    """One node config per peer (the experiment config plus its [peer] section), the peer of node
-    N listening on `listen[N]` ("host:port", as its engine placed it; free loopback ports if not
-    given) and its neighbours' addresses filled in from the same list."""
+def node_graph(config: ExperimentConfig) -> nx.Graph:
+    """The graph of the run's links, checked against the strategy (Krum's n > 2f + 2): a launch
+    error before any process starts."""
     count = config.nodes.count
     graph = build_topology(config.topology, count, config.experiment.seed)
     if config.scenario.resample_every:  # every pair may be linked some epoch (client/resample.py)
         graph = nx.complete_graph(count)
     check_merges(graph, config.strategy, config.topology.kind)
+    return graph
+
+
+def write_node_configs(
+    config: ExperimentConfig,
+    results: ResultsFolder,
+    run_start: float,
+    listen: Sequence[str] = (),
+    graph: nx.Graph | None = None,
+) -> list[Path]:
+    """One node config per peer (the experiment config plus its [peer] section), the peer of node
+    N listening on `listen[N]` ("host:port", as its engine placed it; free loopback ports if not
+    given) and its neighbours' addresses filled in from the same list; `graph`: the run's
+    `node_graph` (built here if not given)."""
+    count = config.nodes.count
+    graph = node_graph(config) if graph is None else graph
     listen = list(listen) or [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
     credentials = security_material(
         config, graph, results.secrets, [address.rpartition(":")[0] for address in listen]
@@ -155,6 +168,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
+    graph = node_graph(config)  # a bad topology fails before the engine starts anything
     if config.experiment.consensus_every and not config.observes_consensus:
         console.print(
             "consensus distance off: it compares the peers' models of one round, and async "
@@ -164,7 +178,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
         supervised() as children,
         node_engine(config, results, lines) as engine,
     ):
-        node_configs = write_node_configs(config, results, started, engine.place(list(hosted.values())))
+        listen = engine.place(list(hosted.values()))
+        node_configs = write_node_configs(config, results, started, listen, graph)
         with (
             RoundProgress(console, count, rounds, config.experiment.name) as bar,
             observe_consensus(config, node_configs, results, started) as observer,

@@ -28,7 +28,9 @@ from fedgossip.launcher.sweep import SweepOutcome, SweepRun, plan_run, run_sweep
 from fedgossip.reports.groups import seed_tag
 from fedgossip.reports.reproductions import PLAN_JSON
 
-REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout: the base configs are its examples
+# the base configs are the repository's examples: from the clone's root (any install), or beside
+# the code (an editable install)
+SEARCHED = (Path.cwd, lambda: Path(__file__).resolve().parents[1])
 SETTINGS = ("quick", "default", "full")
 
 
@@ -75,7 +77,10 @@ class Reproduction:
 
     @property
     def config_path(self) -> Path:
-        return REPOSITORY / self.config
+        """The base config: in the current directory's checkout, else beside the code; the first
+        candidate when neither has it (the caller reports it missing)."""
+        candidates = [root() / self.config for root in SEARCHED]
+        return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 ASYNC = "gossip.schedule=async"
@@ -205,7 +210,10 @@ def plan(name: str, setting: str = "default") -> Plan:
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
     if not reproduction.config_path.is_file():
-        raise ValueError(f"{reproduction.config} not found: reproductions run from a clone of the repository")
+        raise ValueError(
+            f"{reproduction.config} not found: run `fedgossip reproduce` from the root of a clone "
+            "of the repository"
+        )
     chosen = reproduction.settings[setting]
     overrides, notes = list(chosen.overrides), []
     for fallback in reproduction.fallbacks:
