@@ -186,13 +186,26 @@ def default_jobs(runs: Sequence[SweepRun]) -> int:
     return max(1, cores // max(run.config.nodes.count for run in runs))
 
 
+def same_config(path: Path, config: ExperimentConfig) -> bool:
+    """Whether the run folder `path` holds a run of `config`: the same resolved config, keys added
+    to fedgossip since that run was made taking their defaults (so an upgrade keeps a sweep's
+    finished runs); a key fedgossip no longer knows makes it another config."""
+    wanted = tomllib.loads(dump_toml(config))
+    if read_config(path) == wanted:
+        return True
+    try:
+        return tomllib.loads(dump_toml(load_config(path / CONFIG))) == wanted
+    except (OSError, ValueError):
+        return False
+
+
 def folder_state(path: Path, config: ExperimentConfig) -> str:
     """The status in the summary of the run folder `path` of `config` if that run reached its end
     (one of FINISHED); else "missing" (nothing there) or "unfinished". A folder that holds a run
     of another config raises ValueError: it is never removed nor skipped."""
     if not (path / CONFIG).exists() and not (path / METRICS).exists():
         return "missing"
-    if read_config(path) != tomllib.loads(dump_toml(config)):
+    if not same_config(path, config):
         raise ValueError(f"{path} holds a run of another config: choose another --out or remove it")
     status = (read_summary(path) or {}).get("status")
     return status if status in FINISHED else "unfinished"

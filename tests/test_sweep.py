@@ -9,12 +9,14 @@ import signal
 
 import psutil
 import pytest
+import tomli_w
 from rich.console import Console
 
 from fedgossip.config import load_config
 from fedgossip.launcher.proctree import alive, descendants, stop
 from fedgossip.launcher.results import ResultsFolder
-from fedgossip.launcher.sweep import plan, run_name, run_sweep, split_values
+from fedgossip.launcher.sweep import folder_state, plan, run_name, run_sweep, split_values
+from fedgossip.reports.records import read_config
 from tests.helpers import interrupt, run_cli, start_cli, wait_for
 from tests.recompute import assert_row_matches
 
@@ -90,6 +92,21 @@ def test_a_folder_holding_a_run_of_another_config_is_refused_before_anything_run
     with pytest.raises(ValueError, match="holds a run of another config"):
         run_sweep(None, runs, TINY, tmp_path, 1, Console(file=None))
     assert not (tmp_path / runs[0].name).exists()
+
+
+def test_a_run_made_before_a_key_with_a_default_was_added_is_still_the_same_config(tmp_path):
+    run = plan(None, TINY, [], 1)[0]
+    folder = ResultsFolder(tmp_path / run.name, run.config)
+    folder.close()
+    saved = folder.path / "config.toml"
+    resolved = read_config(folder.path)
+    del resolved["gossip"]["schedule"]  # as written by a fedgossip without async gossip
+    saved.write_text(tomli_w.dumps(resolved))
+    assert folder_state(folder.path, run.config) == "unfinished"  # resumable, not refused
+    resolved["gossip"]["max_pushes"] = 7  # a value that differs: another config
+    saved.write_text(tomli_w.dumps(resolved))
+    with pytest.raises(ValueError, match="holds a run of another config"):
+        folder_state(folder.path, run.config)
 
 
 def test_no_jobs_is_refused_before_anything_is_written(tmp_path):
