@@ -101,6 +101,8 @@ class FairGossip(RoundPlan):
             "psi": mine["psi"],
             "selection_probability": None,
             "explore_p_value": mine["explore_p_value"],
+            "update_norm": mine["update_norm"],
+            "update_alignment": mine["update_alignment"],
             "sent_to": list(self._sent),
             "neighbour_psi": None
             if mine["psi"] is None

@@ -43,6 +43,19 @@ def _last(rows: list[dict[str, Any]], node: int, key: str) -> Any:
     return next((r[key] for r in reversed(rows) if r["node"] == node and r.get(key) is not None), None)
 
 
+def _explore_mean(rows: list[dict[str, Any]], node: int, key: str) -> float | None:
+    """The mean of `node`'s non-null `key` over its explore rounds (None if it has none)."""
+    mine = [r for r in rows if r["node"] == node and r.get("phase") == "explore"]
+    values = [r[key] for r in mine if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _pairs(x: Any, y: dict[int, float | None], nodes: list[int]) -> tuple[list[float], list[float]]:
+    """(x[n], y[n]) over the nodes where y[n] is known, as two lists for `pearson`."""
+    kept = [n for n in nodes if y[n] is not None]
+    return [x[n] for n in kept], [y[n] for n in kept]
+
+
 def gossip_views(rows: list[dict[str, Any]]) -> dict[int, dict[int, float]]:
     """Fair gossip: each peer's final psi of each of its neighbours (peer -> neighbour -> psi);
     empty for a Flower run."""
@@ -85,6 +98,8 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     the fewest and most explore rounds of a peer; explore_rounds counts the rounds any explored);
     noise_accuracy_correlation;
     staleness_correlation: psi against the node's mean staleness over the exploit phase;
+    norm_noise_correlation and norm_psi_correlation: each node's mean update norm ||g_i|| over its
+    explore rounds against its noise and its psi (the cosine utility credits large updates);
     explore_rounds; equality: std and max-min spread of node accuracies in the last round, the
     least-squares slope of the spread per exploit round, and the mean spread over the first and
     last TREND_WINDOW exploit rounds; per node: psi, noise, mean accuracy, selected share.
@@ -106,6 +121,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     accuracy = {n: float(np.mean([r["test_accuracy"] for r in mine[n]])) for n in nodes}
     staleness = {n: float(np.mean([r.get("staleness", 0) for r in mine[n]])) for n in nodes}
     selected = {n: float(np.mean([bool(r.get("selected")) for r in mine[n]])) for n in nodes}
+    norms = {n: _explore_mean(rows, n, "update_norm") for n in nodes}
     known = [n for n in nodes if psi[n] is not None and n < len(noise)]
     # the spread of every node's accuracy in each round some node exploits (gossip peers leave the
     # explore phase each on its own; in Flower mode all at once)
@@ -135,6 +151,8 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
             pearson([noise[n] for n in known], [accuracy[n] for n in known])
         ),
         "staleness_correlation": _round(pearson([psi[n] for n in known], [staleness[n] for n in known])),
+        "norm_noise_correlation": _round(pearson(*_pairs(noise, norms, known))),
+        "norm_psi_correlation": _round(pearson(*_pairs(psi, norms, known))),
         **gossip,
         "noise_kind": kind,
         "equality": {
@@ -151,6 +169,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
                 "mean_accuracy": _round(accuracy[n]),
                 "mean_staleness": _round(staleness[n]),
                 "selected_share": _round(selected[n]),
+                "mean_update_norm": _round(norms[n]),
             }
             for n in nodes
         },

@@ -115,6 +115,13 @@ FIELDS: tuple[Field, ...] = (
     Field("psi", OPTIONAL_NUMBER, "fair", "running mean of the node's contributions (frozen in exploit)"),
     Field("selection_probability", OPTIONAL_NUMBER, "fair", "the node's chance to be selected (exploit)"),
     Field("explore_p_value", OPTIONAL_NUMBER, "fair", "the Hotelling p-value (explore, after tau rounds)"),
+    Field("update_norm", OPTIONAL_NUMBER, "fair", "L2 norm of the node's update g_i (rounds it trained)"),
+    Field(
+        "update_alignment",
+        OPTIONAL_NUMBER,
+        "fair",
+        "cosine of the node's update with the round's aggregate step (rounds it trained)",
+    ),
     Field("sent_to", (list,), "fair gossip", "the neighbours the peer sent its model to this round"),
     Field("neighbour_psi", (dict, type(None)), "fair gossip", "the peer's psi of each neighbour (by id)"),
     Field(
@@ -206,6 +213,8 @@ class Record(TypedDict, total=False):
     psi: float | None
     selection_probability: float | None
     explore_p_value: float | None
+    update_norm: float | None
+    update_alignment: float | None
     sent_to: list[int]
     neighbour_psi: dict[str, float | None] | None
     neighbour_probability: dict[str, float | None] | None

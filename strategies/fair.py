@@ -89,6 +89,19 @@ def check_nodes(params: Mapping[str, Any], num_nodes: int) -> None:
 FAIR = register_mechanism("fair", PARAMS, modes=("flower", "gossip"), doc=DOC, check_nodes=check_nodes)
 
 
+def _norm(tensors: Sequence[np.ndarray]) -> float:
+    """The L2 norm of a model's tensors taken as one vector."""
+    return float(np.sqrt(sum(float(np.vdot(t, t)) for t in tensors)))
+
+
+def _cosine(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float | None:
+    """cos(a, b) of two models taken as vectors (None when either is zero)."""
+    norms = _norm(a) * _norm(b)
+    if norms == 0:
+        return None
+    return sum(float(np.vdot(x, y)) for x, y in zip(a, b, strict=True)) / norms
+
+
 class FairMechanism:
     """The state of one fair-incentive run over nodes 0..N-1 (see :data:`DOC`)."""
 
@@ -144,6 +157,7 @@ class FairMechanism:
             drawn = select_nodes(self.probabilities[self.candidates], self.k, self.rng)
             chosen = [int(i) for i in self.candidates[drawn]]
         self._round = {"round": round_, "phase": self.phase, "chosen": chosen, "phi": None}
+        self._round.update(norms={}, alignments={})
         return chosen
 
     def aggregate(self, updates: Mapping[int, NDArrays], sizes: Mapping[int, int]) -> list[FloatArray]:
@@ -171,6 +185,8 @@ class FairMechanism:
                 self.exploring = False
                 self.probabilities = self._probabilities()
         self._round["delivered"] = sorted(updates)
+        self._round["norms"] = {i: _norm(g) for i, g in updates.items()}
+        self._round["alignments"] = {i: _cosine(g, step) for i, g in updates.items()}
         return step
 
     def _probabilities(self) -> FloatArray:
@@ -195,7 +211,8 @@ class FairMechanism:
     def fields(self) -> dict[int, dict[str, Any]]:
         """The round's metrics per node: phase, selected, staleness (rounds since the node last
         received the global model), contribution (phi; explore rounds), psi,
-        selection_probability (exploit rounds), explore_p_value (the stopping test's p, if run)."""
+        selection_probability (exploit rounds), explore_p_value (the stopping test's p, if run);
+        for a node that delivered, update_norm ||g_i|| and update_alignment cos(g_i, step)."""
         round_, phi = self._round["round"], self._round["phi"]
         p_value = self.stop.p_values[-1] if phi is not None and self.stop.p_values else None
         return {
@@ -209,6 +226,8 @@ class FairMechanism:
                 if self._round["phase"] == "explore"
                 else float(self.probabilities[i]),
                 "explore_p_value": p_value,
+                "update_norm": self._round["norms"].get(i),
+                "update_alignment": self._round["alignments"].get(i),
             }
             for i in range(self.num_nodes)
         }

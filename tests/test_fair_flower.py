@@ -79,6 +79,66 @@ def test_the_global_step_weights_updates_by_size_over_all_nodes_even_when_few_tr
     assert {i: f["staleness"] for i, f in fields.items()} == {i: 0 if i == ids[node] else 1 for i in range(3)}
 
 
+def hand_made_round(rng: np.random.Generator, odd: str) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """Four nodes' updates of one round: nodes 0-2 agree (a common direction s plus a little
+    noise, norm ~1); node 3's is -s ("opposite") or a random direction of the same norm ("random")."""
+    s = model(rng)
+    scale = np.sqrt(sum(float(np.vdot(t, t)) for t in s))
+    s = [t / scale for t in s]
+    clean = [[t + 0.05 * rng.standard_normal(t.shape).astype(np.float32) for t in s] for _ in range(3)]
+    if odd == "opposite":
+        other = [-t for t in s]
+    else:
+        r = model(rng)
+        norm = np.sqrt(sum(float(np.vdot(t, t)) for t in r))
+        other = [t / norm for t in r]
+    return [*clean, other], scale
+
+
+@pytest.mark.parametrize("odd", ["opposite", "random"])
+def test_a_node_whose_update_disagrees_gets_the_lowest_psi_through_the_server_path(odd):
+    """The ServerApp's own path (configure_train, aggregate_train on replies, node_fields) on a
+    hand-made case: the odd node 3 must end with the lowest psi; psi is the mean of the rounds'
+    contributions, which sum to about U(all) = 1; update_norm and update_alignment are
+    ||g_i|| and cos(g_i, sum_j w_j g_j), computed here independently."""
+    claim_server_identity(1)
+    rng = np.random.default_rng(11)
+    ids = {200: 0, 201: 1, 202: 2, 203: 3}  # node id -> partition id, as the handshake fills it
+    strategy = FairStrategy(
+        num_nodes=4, params={"stopping": "fixed", "explore_rounds": 9}, seed=0, labels=ids
+    )
+    grid = Nodes(reversed(list(ids)))  # the grid's order is not the partition order
+    theta = model(rng)
+    phis = []
+    for round_ in range(1, 9):
+        arrays = ArrayRecord({n: Array(t) for n, t in zip(NAMES, theta, strict=True)})
+        sent = list(strategy.configure_train(round_, arrays, ConfigRecord(), grid))
+        assert sorted(m.metadata.dst_node_id for m in sent) == sorted(ids)
+        updates, _ = hand_made_round(rng, odd)
+        replies = [
+            reply(node, [t + g for t, g in zip(theta, updates[i], strict=True)], 50)
+            for node, i in sorted(ids.items(), key=lambda item: -item[1])  # replies in any order
+        ]
+        merged, _ = strategy.aggregate_train(round_, replies)
+        list(strategy.configure_evaluate(round_, merged, ConfigRecord(), grid))
+        fields = strategy.node_fields(round_)
+        step = np.concatenate([np.ravel(sum(u[t] for u in updates) / 4) for t in range(len(NAMES))])
+        for i in range(4):
+            g = np.concatenate([np.ravel(t) for t in updates[i]])
+            assert fields[i]["update_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-4)
+            expected = g @ step / (np.linalg.norm(g) * np.linalg.norm(step))
+            assert fields[i]["update_alignment"] == pytest.approx(expected, abs=1e-4)
+        phis.append([fields[i]["contribution"] for i in range(4)])
+        assert [fields[i]["psi"] for i in range(4)] == pytest.approx(np.mean(phis, axis=0))
+        theta = [array_view(merged[name]) for name in NAMES]
+    psi = np.mean(phis, axis=0)
+    assert int(np.argmin(psi)) == 3 and psi[3] < min(psi[:3]) - 0.1
+    if odd == "opposite":
+        assert psi[3] < 0  # pulling against the aggregate is a negative contribution
+    else:  # (with -s, a clean node plus node 3 sums to ~0: a coalition of random direction)
+        assert psi[:3] == pytest.approx([psi[:3].mean()] * 3, abs=0.08)  # the agreeing nodes alike
+
+
 def fair_config(*overrides: str):
     return load_config(
         None,
@@ -155,6 +215,19 @@ def test_the_same_seed_selects_the_same_nodes_whatever_the_node_ids(fair_records
     again = federate(fair_config(), id_seed=9)
     strip = [{k: v for k, v in r.items() if k not in TIMINGS} for r in fair_records]
     assert strip == [{k: v for k, v in r.items() if k not in TIMINGS} for r in again]
+
+
+def test_the_noisiest_partition_is_the_record_of_the_same_node_id():
+    """Noise, training and records use one id: with every label of partition 4 random (the others
+    clean) and node ids shuffled against partitions, record 4 is the node that cannot fit its
+    labels (the highest train loss in every explore round after the first)."""
+    config = fair_config("task.label_noise=[0.0, 0.0, 0.0, 0.0, 1.0]", "experiment.rounds=3")
+    records = federate(config, id_seed=5)
+    for round_ in (2, 3):
+        rows = rows_of(records, round_)
+        losses = [r["train_loss"] for r in rows]
+        assert int(np.argmax(losses)) == 4 and losses[4] > max(losses[:4]) + 0.05
+        assert all(r["update_norm"] > 0 and -1 <= r["update_alignment"] <= 1 for r in rows)
 
 
 @pytest.mark.parametrize("selection", ["all", "random"])

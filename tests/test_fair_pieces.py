@@ -103,6 +103,24 @@ def test_an_update_of_the_same_norm_contributes_less_the_noisier_it_is():
     assert list(np.argsort(-phi)) == [0, 1, 2, 3, 4]
 
 
+def test_a_larger_update_orthogonal_to_the_others_outweighs_each_agreeing_one():
+    """What the cosine utility rewards: three nodes agree on s, a fourth sends a direction
+    orthogonal to s (as random labels give) k times longer. g_N leans towards the long update, so
+    from k ~ 2.2 on the disagreeing node gets more credit than each agreeing one (brute force)."""
+    rng = np.random.default_rng(2)
+    s, r = rng.normal(size=50), rng.normal(size=50)
+    r -= (r @ s) / (s @ s) * s
+    s, r = s / np.linalg.norm(s), r / np.linalg.norm(r)
+    shares = {}
+    for k in (0.5, 1.0, 2.0, 3.0, 4.0):
+        updates = [s, s, s, k * r]
+        phi = brute_force_shapley(updates, [1.0] * 4)
+        np.testing.assert_allclose(cosine_shapley([[u] for u in updates], [1.0] * 4, method="exact"), phi)
+        shares[k] = phi[3] - phi[0]
+    assert list(shares.values()) == sorted(shares.values())  # credit grows with the norm
+    assert shares[2.0] < 0 < shares[3.0]
+
+
 def test_utility_of_generic_coalitions_and_the_empty_one():
     updates, weights = random_round(3, seed=7)
     utility = CosineUtility(updates, weights)
