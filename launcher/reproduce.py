@@ -47,11 +47,13 @@ class Method:
 @dataclass(frozen=True)
 class Setting:
     """How big the runs are: `--set` overrides on the base, the seeds, and how this compares with
-    the paper's setting (for the write-up)."""
+    the paper's setting (for the write-up); `config`: a base config of its own (relative to the
+    repository) instead of the reproduction's, when the paper's regime is a different experiment."""
 
     overrides: tuple[str, ...]
     seeds: int
     scale: str
+    config: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,14 @@ class Reproduction:
     settings: Mapping[str, Setting]
     fallbacks: tuple[Fallback, ...] = ()
 
-    @property
-    def config_path(self) -> Path:
-        """The base config: in the current directory's checkout, else beside the code; the first
-        candidate when neither has it (the caller reports it missing)."""
-        candidates = [root() / self.config for root in SEARCHED]
+    def config_of(self, setting: str) -> str:
+        """The base config of `setting` (relative to the repository)."""
+        return self.settings[setting].config or self.config
+
+    def config_path(self, setting: str) -> Path:
+        """The base config of `setting`: in the current directory's checkout, else beside the
+        code; the first candidate when neither has it (the caller reports it missing)."""
+        candidates = [root() / self.config_of(setting) for root in SEARCHED]
         return next((path for path in candidates if path.is_file()), candidates[0])
 
 
@@ -148,9 +153,14 @@ FAIR_INCENTIVES = Reproduction(
             "authors: 30 nodes on MNIST, 250 chunks (their test: 10 nodes)",
         ),
         "full": Setting(
-            ("nodes.count=30", "experiment.rounds=120", "strategy.params.max_explore=60"),
+            (),
             3,
-            "30 nodes (the authors' N) on digits, 120 rounds, 3 seeds",
+            "the authors' regime (examples/fair-authors.toml): 30 nodes, mnist-5k, LeNet-5, 8 fresh "
+            "examples per node per round (20 chunks: the stream wraps around after round 20), 3 "
+            "full-batch SGD steps of lr 0.002 (momentum 0.9) per round, label noise (i/30) x 0.9; "
+            "40 rounds, at most 25 of them exploring, 3 seeds; the authors: 250 chunks of MNIST's "
+            "60,000 images",
+            config="examples/fair-authors.toml",
         ),
     },
 )
@@ -170,6 +180,11 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def config_path(self) -> Path:
+        """The base config of the planned setting."""
+        return self.reproduction.config_path(self.setting)
+
+    @property
     def runs(self) -> list[SweepRun]:
         """Every run, method by method, seed by seed."""
         return [run for _, runs in self.methods for run in runs]
@@ -180,7 +195,7 @@ class Plan:
         return {
             "name": self.reproduction.name,
             "title": self.reproduction.title,
-            "config": self.reproduction.config,
+            "config": self.reproduction.config_of(self.setting),
             "setting": self.setting,
             "scale": setting.scale,
             "seeds": setting.seeds,
@@ -209,10 +224,11 @@ def plan(name: str, setting: str = "default") -> Plan:
     reproduction = lookup(name)
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
-    if not reproduction.config_path.is_file():
+    config_path = reproduction.config_path(setting)
+    if not config_path.is_file():
         raise ValueError(
-            f"{reproduction.config} not found: run `fedgossip reproduce` from the root of a clone "
-            "of the repository"
+            f"{reproduction.config_of(setting)} not found: run `fedgossip reproduce` from the root of a "
+            "clone of the repository"
         )
     chosen = reproduction.settings[setting]
     overrides, notes = list(chosen.overrides), []
@@ -221,16 +237,16 @@ def plan(name: str, setting: str = "default") -> Plan:
             overrides += fallback.overrides
             notes.append(fallback.note)
     result = Plan(reproduction, setting, tuple(overrides), notes=notes)
-    base = load_config(reproduction.config_path, overrides)
+    base = load_config(config_path, overrides)
     for method in reproduction.methods:
         if method.optional:
             try:
-                load_config(reproduction.config_path, [*overrides, *method.overrides])
+                load_config(config_path, [*overrides, *method.overrides])
             except ValueError as err:
                 result.skipped.append((method, str(err)))
                 continue
         runs = [
-            plan_run(reproduction.config_path, overrides, run_folder(method, seed), method.overrides, seed)
+            plan_run(config_path, overrides, run_folder(method, seed), method.overrides, seed)
             for seed in seed_range(base, chosen.seeds)
         ]
         result.methods.append((method, runs))
@@ -249,8 +265,7 @@ def default_out(name: str, setting: str) -> Path:
 
 def reproduce(planned: Plan, out: Path, jobs: int, console: Console) -> SweepOutcome:
     """Run the planned runs not finished yet into `out` (a sweep) and write OUT/reproduction.json."""
-    reproduction = planned.reproduction
-    outcome = run_sweep(reproduction.config_path, planned.runs, planned.overrides, out, jobs, console)
+    outcome = run_sweep(planned.config_path, planned.runs, planned.overrides, out, jobs, console)
     record = {**planned.record(), "wall_time_s": round(outcome.wall_time_s, 3)}
     (out / PLAN_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return outcome

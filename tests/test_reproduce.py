@@ -12,7 +12,7 @@ import pytest
 
 from fedgossip.config import load_config
 from fedgossip.launcher import reproduce
-from fedgossip.launcher.reproduce import VANISHING_VARIANCE, Method
+from fedgossip.launcher.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
 from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, write_report
 from tests.helpers import run_cli
 from tests.recompute import run_figures
@@ -40,6 +40,19 @@ def test_the_plan_is_every_method_times_the_seeds_and_optional_methods_the_confi
     assert record["skipped"][0]["label"] == "future" and record["methods"][0]["runs"] == [
         run.name for run in planned.runs
     ]
+
+
+def test_a_setting_with_its_own_base_config_plans_its_runs_from_it():
+    """fair-incentives --full runs the authors' regime (examples/fair-authors.toml), the default
+    setting examples/fair-flower.toml; the plan's record names the config its runs came from."""
+    full, default = reproduce.plan("fair-incentives", "full"), reproduce.plan("fair-incentives")
+    assert full.config_path.name == "fair-authors.toml" and default.config_path.name == "fair-flower.toml"
+    assert full.record()["config"] == "examples/fair-authors.toml" == FAIR_INCENTIVES.config_of("full")
+    authors = load_config(full.config_path)
+    for run in full.runs:
+        assert run.config.task == authors.task and run.config.nodes.count == 30
+    assert {run.config.strategy.params["selection"] for run in full.runs} == {"fair", "random", "all"}
+    assert {run.config.task.dataset for run in default.runs} == {"digits"}
 
 
 def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run(monkeypatch):
@@ -88,7 +101,7 @@ def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matche
     )
     assert result.returncode == 0, result.stdout + result.stderr
     plan = json.loads((out / "reproduction.json").read_text())
-    base = VANISHING_VARIANCE.config_path
+    base = VANISHING_VARIANCE.config_path("quick")
     try:
         load_config(base, ["gossip.schedule=async"])
         async_accepted = True
