@@ -3,6 +3,7 @@ coloured by noise level; psi against noise)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,24 @@ def _pairs(x: Any, y: dict[int, float | None], nodes: list[int]) -> tuple[list[f
     return [x[n] for n in kept], [y[n] for n in kept]
 
 
+def psi_noise_by_round(rows: list[dict[str, Any]], noise: list[float]) -> dict[int, float | None]:
+    """Flower mode: corr(noise, psi_t) after each explore round t (how the ranking forms; with a
+    stream that wraps around it can turn as nodes see their data again); empty for fair gossip,
+    whose per-peer psi are not comparable across peers."""
+    return {} if gossip_views(rows) else noise_correlation_by_round(rows, noise, "psi")
+
+
+def noise_correlation_by_round(
+    rows: list[dict[str, Any]], noise: list[float], key: str
+) -> dict[int, float | None]:
+    """corr(noise, `key`) over the nodes in each explore round (None: too few or constant)."""
+    out = {}
+    for t in sorted({r["round"] for r in rows if r.get("phase") == "explore"}):
+        known = [r for r in rows if r["round"] == t and r.get(key) is not None and r["node"] < len(noise)]
+        out[t] = _round(pearson([noise[r["node"]] for r in known], [r[key] for r in known]))
+    return out
+
+
 def gossip_views(rows: list[dict[str, Any]]) -> dict[int, dict[int, float]]:
     """Fair gossip: each peer's final psi of each of its neighbours (peer -> neighbour -> psi);
     empty for a Flower run."""
@@ -100,6 +119,9 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     staleness_correlation: psi against the node's mean staleness over the exploit phase;
     norm_noise_correlation and norm_psi_correlation: each node's mean update norm ||g_i|| over its
     explore rounds against its noise and its psi (the cosine utility credits large updates);
+    psi_noise_correlation_by_round (Flower mode, `psi_noise_by_round`) and
+    psi_noise_correlation_first_pass: its value after the last explore round in which the stream
+    (task.stream_chunks) had not wrapped around yet;
     explore_rounds; equality: std and max-min spread of node accuracies in the last round, the
     least-squares slope of the spread per exploit round, and the mean spread over the first and
     last TREND_WINDOW exploit rounds; per node: psi, noise, mean accuracy, selected share.
@@ -133,6 +155,9 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     if exploit_rows and len(spreads) >= 2:
         trend = float(np.polyfit(list(spreads), list(spreads.values()), 1)[0])
     values = list(spreads.values())
+    trajectory = psi_noise_by_round(rows, noise)
+    chunks = int(config.get("task", {}).get("stream_chunks", 0)) or max(trajectory, default=0)
+    fresh = [t for t in trajectory if t <= chunks]
     views = gossip_views(rows)
     gossip = {}
     if views:  # each peer leaves the explore phase on its own
@@ -151,6 +176,8 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
             pearson([noise[n] for n in known], [accuracy[n] for n in known])
         ),
         "staleness_correlation": _round(pearson([psi[n] for n in known], [staleness[n] for n in known])),
+        "psi_noise_correlation_first_pass": trajectory[max(fresh)] if fresh else None,
+        "psi_noise_correlation_by_round": {str(t): c for t, c in trajectory.items()},
         "norm_noise_correlation": _round(pearson(*_pairs(noise, norms, known))),
         "norm_psi_correlation": _round(pearson(*_pairs(psi, norms, known))),
         **gossip,
@@ -178,18 +205,36 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
 
 def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:
     """Left: each node's own-model accuracy per round, coloured by its noise level, the end of the
-    explore phase dashed. Right: final psi against noise level."""
+    explore phase dashed. Middle: final psi against noise level. Right: per explore round, the
+    correlation of noise with psi_t and with the round's update norms (`draw_trajectory`)."""
     from fedgossip.reports.plots import _pyplot, _save
 
-    fig, (curves, scatter) = _pyplot().subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
-    draw_fair(curves, scatter, records, config, title)
+    fig, axes = _pyplot().subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [2, 1, 1]})
+    draw_fair(axes, records, config, title)
     return _save(fig, path)
 
 
-def draw_fair(
-    curves: Any, scatter: Any, records: list[dict[str, Any]], config: dict[str, Any], title: str
-) -> None:
-    """Draw `plot_fair`'s two panels on the axes `curves` and `scatter`."""
+def draw_trajectory(axis: Any, rows: list[dict[str, Any]], noise: list[float], chunks: int) -> None:
+    """Per explore round t: corr(noise, psi_t) (Flower mode) and corr(noise, ||g_i||) of the round,
+    the stream's wrap-arounds (every `chunks` rounds) dotted."""
+    norms = noise_correlation_by_round(rows, noise, "update_norm")
+    rounds = list(norms)
+    for label, series in (("psi_t", psi_noise_by_round(rows, noise)), ("update norm", norms)):
+        points = [(t, c) for t, c in series.items() if c is not None]
+        if points:
+            axis.plot(*zip(*points, strict=True), marker=".", linewidth=1, label=f"corr(noise, {label})")
+    for wrap in range(chunks, max(rounds, default=0), chunks) if chunks else ():
+        axis.axvline(wrap + 0.5, color="grey", linestyle=":", linewidth=1)
+    axis.axhline(0, color="k", linewidth=0.6)
+    axis.set(xlabel="explore round (dotted: the stream wraps around)", ylabel="Pearson", ylim=(-1, 1))
+    axis.set_title("how the ranking forms")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def draw_fair(axes: Sequence[Any], records: list[dict[str, Any]], config: dict[str, Any], title: str) -> None:
+    """Draw `plot_fair`'s three panels on `axes` (curves, scatter, trajectory)."""
+    curves, scatter, trajectory = axes
     from fedgossip.reports.plots import _pyplot
 
     colours = _pyplot().get_cmap("viridis")
@@ -224,3 +269,4 @@ def draw_fair(
     measure = "psi: mean of the neighbours' psi" if gossip_views(rows) else "psi (mean contribution)"
     scatter.set(xlabel=f"{kind} noise level", ylabel=measure, title="contribution vs noise")
     scatter.grid(alpha=0.3)
+    draw_trajectory(trajectory, rows, noise, int(config.get("task", {}).get("stream_chunks", 0)))

@@ -243,6 +243,8 @@ def run_variance(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], li
 
 FAIR_FIELDS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("psi-noise corr", lambda f: f["psi_noise_correlation"], "+.2f"),
+    ("psi-noise corr, first pass", lambda f: f["psi_noise_correlation_first_pass"], "+.2f"),
+    ("norm-noise corr", lambda f: f["norm_noise_correlation"], "+.2f"),
     ("fairness", lambda f: f["fairness"], "+.2f"),
     ("noise-accuracy corr", lambda f: f["noise_accuracy_correlation"], "+.2f"),
     ("explore rounds", lambda f: f["explore_rounds"], ".1f"),
@@ -291,7 +293,10 @@ def fair_incentives(
         "## Measured",
         "",
         "Per method, mean ± std over seeds: the Pearson correlation of each node's final psi with its "
-        "noise level and (fairness) with its mean own-model accuracy over the exploit phase, the "
+        "noise level and (fairness) with its mean own-model accuracy over the exploit phase; the "
+        "psi-noise correlation after the last explore round before the stream wrapped around (first "
+        "pass: every node had seen each of its examples once at most); the correlation of each "
+        "node's mean update norm ||g_i|| over its explore rounds with its noise; the "
         "correlation of noise with that accuracy, the explore rounds, and the spread (max - min) of "
         "node accuracies over the first and last 5 exploit rounds, its least-squares slope per exploit "
         "round and the std of node accuracies in the last round (`reports/fair.py`). fedavg never "
@@ -300,11 +305,11 @@ def fair_incentives(
         markdown_pipe_table(header, cells),
         "",
         "Targets of issue #9 for `fair`: psi-noise correlation <= -0.8 (measured "
-        f"{_signed(psi)}), fairness >= 0.8 (measured {_signed(fairness)}); the previous session measured "
-        "+0.46 and -0.35 on one seed of the same setting.",
+        f"{_signed(psi)}), fairness >= 0.8 (measured {_signed(fairness)}).",
         "",
-        f"Per-node own-model accuracy over rounds coloured by noise (left) and psi against noise (right), "
-        f"first seed of each method: ![nodes]({figure.name})",
+        f"Per-node own-model accuracy over rounds coloured by noise (left), psi against noise "
+        f"(middle) and, over the explore rounds, the correlation of noise with psi_t and with the "
+        f"round's update norms (right), first seed of each method: ![nodes]({figure.name})",
         "",
     ]
     return body, [figure]
@@ -317,16 +322,15 @@ def _signed(stat: Stat) -> str:
 
 
 def plot_fair_methods(groups: Sequence[Group], path: Path) -> Path:
-    """One row per method (its first seed): `draw_fair`'s per-node accuracy and psi against noise."""
+    """One row per method (its first seed): `draw_fair`'s per-node accuracy, psi against noise and
+    the correlations over the explore rounds."""
     shown = [g for g in groups if g.runs]
     fig, axes = _pyplot().subplots(
-        len(shown), 2, figsize=(12, 3.6 * len(shown)), squeeze=False, gridspec_kw={"width_ratios": [2, 1]}
+        len(shown), 3, figsize=(16, 3.6 * len(shown)), squeeze=False, gridspec_kw={"width_ratios": [2, 1, 1]}
     )
-    for (curves, scatter), group in zip(axes, shown, strict=True):
+    for row, group in zip(axes, shown, strict=True):
         run = group.runs[0]
-        draw_fair(
-            curves, scatter, read_records(run.path), read_config(run.path), f"{group.label} (seed {run.seed})"
-        )
+        draw_fair(row, read_records(run.path), read_config(run.path), f"{group.label} (seed {run.seed})")
     return _save(fig, path)
 
 

@@ -16,6 +16,7 @@ from fedgossip.client.flower_app import app as client_app
 from fedgossip.config import dump_toml, load_config
 from fedgossip.launcher.run import run_experiment
 from fedgossip.reports import read_records
+from fedgossip.reports.fair import fair_summary
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 from fedgossip.server.fair import FairStrategy
@@ -255,6 +256,18 @@ def test_the_launcher_writes_the_fair_summary_and_plot(tmp_path):
         assert fair[key] is None or -1 <= fair[key] <= 1
     assert fair["equality"]["spread_end"] >= 0 and fair["equality"]["spread_trend_per_round"] is not None
     assert (tmp_path / "run" / "fair.png").stat().st_size > 10_000
+    # the diagnostics, recomputed from the records: corr(noise, psi_t) per explore round, its value
+    # after the last round before the stream wrapped (here the explore phase ends first), and the
+    # correlation of noise with each node's mean update norm over the explore phase
+    rows = [r for r in read_records(tmp_path / "run") if isinstance(r["node"], int)]
+    noise = [n / 5 * 0.6 for n in range(5)]
+    explore = [[r for r in rows if r["round"] == t] for t in (1, 2, 3)]
+    by_round = [np.corrcoef([noise[r["node"]] for r in g], [r["psi"] for r in g])[0, 1] for g in explore]
+    assert list(fair["psi_noise_correlation_by_round"]) == ["1", "2", "3"]
+    assert list(fair["psi_noise_correlation_by_round"].values()) == pytest.approx(by_round, abs=1e-4)
+    assert fair["psi_noise_correlation_first_pass"] == fair["psi_noise_correlation_by_round"]["3"]
+    norms = [np.mean([r["update_norm"] for g in explore for r in g if r["node"] == n]) for n in range(5)]
+    assert fair["norm_noise_correlation"] == pytest.approx(np.corrcoef(noise, norms)[0, 1], abs=1e-4)
 
 
 @pytest.mark.timeout(330)  # well above run_cli's 250 s, so a slow run fails with its output
@@ -283,3 +296,29 @@ def test_fair_on_the_deployment_engine(tmp_path):
     assert len(exploit) == 2 and sum(r["selected"] for r in exploit) == 1
     stale = [r for r in exploit if not r["selected"]]
     assert all(r["bytes_received"] == 0 and r["evaluated_by"] == "node" for r in stale)  # its kept model
+
+
+def test_the_first_pass_correlation_is_the_one_before_the_stream_wraps_around():
+    """Hand-made records, 4 nodes, 2 chunks, 4 explore rounds: psi ranks the noisy nodes lowest
+    while the data are fresh (rounds 1-2), then highest; the first-pass value is round 2's, the
+    final one round 4's."""
+    task = {"label_noise": 0.4, "stream_chunks": 2}
+    config = {"strategy": {"name": "fair"}, "task": task, "nodes": {"count": 4}}
+    fresh, repeated = [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.45]
+    records = [
+        {
+            "node": n,
+            "round": t,
+            "phase": "explore",
+            "test_accuracy": 0.5,
+            "psi": psi[n],
+            "update_norm": n + 1.0,
+        }
+        for t, psi in ((1, fresh), (2, fresh), (3, repeated), (4, repeated))
+        for n in range(4)
+    ]
+    fair = fair_summary(records, config)
+    assert fair["psi_noise_correlation_first_pass"] == pytest.approx(-1.0)
+    assert fair["psi_noise_correlation"] == pytest.approx(np.corrcoef([0, 1, 2, 3], repeated)[0, 1], abs=1e-4)
+    assert fair["norm_noise_correlation"] == pytest.approx(1.0)
+    assert fair["nodes"]["3"]["mean_update_norm"] == 4.0
