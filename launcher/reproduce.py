@@ -157,7 +157,8 @@ FAIR_INCENTIVES = Reproduction(
             3,
             "the authors' regime (examples/fair-authors.toml): 30 nodes, mnist-5k, LeNet-5, 8 fresh "
             "examples per node per round (20 chunks: the stream wraps around after round 20), 3 "
-            "full-batch SGD steps of lr 0.002 (momentum 0.9) per round, label noise (i/30) x 0.9; "
+            "full-batch SGD steps (lr 0.01, fresh momentum 0.9: about the authors' 0.002 with "
+            "momentum kept across rounds) per round, label noise (i/30) x 0.9; "
             "40 rounds, at most 25 of them exploring, 3 seeds; the authors: 250 chunks of MNIST's "
             "60,000 images",
             config="examples/fair-authors.toml",
