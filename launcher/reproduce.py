@@ -159,8 +159,8 @@ FAIR_INCENTIVES = Reproduction(
             "examples per node per round (20 chunks: the stream wraps around after round 20), 3 "
             "full-batch SGD steps (lr 0.01, fresh momentum 0.9: about the authors' 0.002 with "
             "momentum kept across rounds) per round, label noise (i/30) x 0.9; "
-            "40 rounds, at most 25 of them exploring, 3 seeds; the authors: 250 chunks of MNIST's "
-            "60,000 images",
+            "30 rounds, at most 20 of them exploring (on fresh data only, as theirs), 3 seeds; the "
+            "authors: 250 chunks of MNIST's 60,000 images",
             config="examples/fair-authors.toml",
         ),
     },
