@@ -74,6 +74,8 @@ def write_report(out: Path, docs: Path) -> list[Path]:
 def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
     """The title, the command, the exact setting and how it is scaled, the methods run and skipped."""
     flag = "" if plan["setting"] == "default" else f" --{plan['setting']}"
+    if plan["seeds"] != plan.get("default_seeds", plan["seeds"]):
+        flag += f" --seeds {plan['seeds']}"
     config = next((g.runs[0].config for g in groups if g.runs), {})
     task, nodes = config.get("task", {}), config.get("nodes", {})
     return [
