@@ -194,6 +194,9 @@ def reproduce(
         bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")
     ] = False,
     full: Annotated[bool, typer.Option("--full", help="The paper-sized setting (long).")] = False,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", help="Seeds per method (default: the setting's).")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -216,7 +219,7 @@ def reproduce(
         if quick and full:
             raise ValueError("--quick and --full are exclusive: choose one setting")
         setting = "quick" if quick else "full" if full else "default"
-        planned = plan(name, setting)
+        planned = plan(name, setting, seeds)
         out = out or default_out(name, setting)
         outcome = reproduce(planned, out, default_jobs(planned.runs) if jobs is None else jobs, console)
     if outcome.interrupted:

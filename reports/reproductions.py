@@ -74,6 +74,8 @@ def write_report(out: Path, docs: Path) -> list[Path]:
 def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
     """The title, the command, the exact setting and how it is scaled, the methods run and skipped."""
     flag = "" if plan["setting"] == "default" else f" --{plan['setting']}"
+    if plan["seeds"] != plan.get("default_seeds", plan["seeds"]):
+        flag += f" --seeds {plan['seeds']}"
     config = next((g.runs[0].config for g in groups if g.runs), {})
     task, nodes = config.get("task", {}), config.get("nodes", {})
     return [
@@ -92,8 +94,9 @@ def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
         f"epoch(s) of batches of {task.get('batch_size')}, SGD lr {task.get('learning_rate')}, momentum "
         f"{task.get('momentum')}, weight decay {task.get('weight_decay')}.",
         f"- Seeds: {plan['seeds']} (experiment.seed {', '.join(str(r.seed) for r in _first_runs(groups))}).",
-        f"- Wall time of the last `fedgossip reproduce` call: {plan.get('wall_time_s', 0):.0f} s "
-        "(runs already finished are skipped, not counted).",
+        f"- Wall time: {_runs_wall_s(groups):.0f} s for the runs, one after another; the last "
+        f"`fedgossip reproduce` call took {plan.get('wall_time_s', 0):.0f} s (runs already finished "
+        "are skipped, not counted).",
         *(f"- Note: {note}." for note in plan["notes"]),
         "",
         "| method | overrides |",
@@ -106,6 +109,11 @@ def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
             for m in plan["skipped"]
         ),
     ]
+
+
+def _runs_wall_s(groups: Sequence[Group]) -> float:
+    """The wall time of every run of the reproduction, added up (from their summaries)."""
+    return sum(run.figures.get("wall_time_s") or 0.0 for group in groups for run in group.runs)
 
 
 def _first_runs(groups: Sequence[Group]) -> list[Any]:

@@ -13,7 +13,7 @@ import pytest
 from fedgossip.config import load_config
 from fedgossip.launcher import reproduce
 from fedgossip.launcher.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
-from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, write_report
+from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, setting_section, write_report
 from tests.helpers import run_cli
 from tests.recompute import run_figures
 
@@ -55,6 +55,17 @@ def test_a_setting_with_its_own_base_config_plans_its_runs_from_it():
     assert {run.config.task.dataset for run in default.runs} == {"digits"}
 
 
+def test_seeds_overrides_the_settings_count_and_the_record_says_both(monkeypatch):
+    spec = replace(VANISHING_VARIANCE, methods=(Method("plain", ("strategy.name=average",)),))
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    planned = reproduce.plan(spec.name, "quick", seeds=3)
+    assert [run.config.experiment.seed for run in planned.runs] == [0, 1, 2]
+    record = planned.record()
+    assert record["seeds"] == 3 and record["default_seeds"] == spec.settings["quick"].seeds
+    heading = setting_section(record, [])[2]  # the write-up names the command that made it
+    assert heading.startswith(f"Made by `fedgossip reproduce {spec.name} --quick --seeds 3`")
+
+
 def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run(monkeypatch):
     spec = replace(VANISHING_VARIANCE, methods=(Method("bad", ("nodes.count=1",)),))
     monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
@@ -70,6 +81,7 @@ def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run
             "unknown reproduction 'no-such-paper'; known: vanishing-variance, fair-incentives",
         ),
         (("vanishing-variance", "--quick", "--full"), "--quick and --full are exclusive"),
+        (("vanishing-variance", "--quick", "--seeds", "0"), "--seeds must be >= 1; got 0"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_error(tmp_path, args, message):
