@@ -12,6 +12,10 @@ from fedgossip.client import loop
 from fedgossip.proto import gossip_pb2_grpc
 
 START_TIMEOUT = 30.0
+# gRPC binds with SO_REUSEPORT by default: a port another process listens on (another run on the
+# machine) would be shared silently, the kernel spreading the neighbours' connections over both
+# servers (seen as pushes refused for a wrong link key). Without it, such a port is an error.
+EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
 
 
 class LoopServer:
@@ -28,7 +32,7 @@ class LoopServer:
         self.port = loop.call(self._start(servicer, listen, credentials, options), START_TIMEOUT)
 
     async def _start(self, servicer, listen: str, credentials, options) -> int:
-        server = grpc.aio.server(options=list(options))
+        server = grpc.aio.server(options=[*options, *EXCLUSIVE_PORT])
         gossip_pb2_grpc.add_GossipServicer_to_server(servicer, server)
         try:
             if credentials:

@@ -1,6 +1,6 @@
 """The senders on the process's one event loop (client/loop.py, client/sender.py), on real gRPC:
 a frozen neighbour delays only its own pushes, a newer model replaces one not sent, and many
-senders add no thread."""
+senders add no thread; a peer's server does not share a port with another server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from fedgossip.client.sender import NeighbourSender
+from fedgossip.client.server import LoopServer
 from fedgossip.client.wire import encode
+from fedgossip.proto.gossip_pb2_grpc import GossipServicer
 
 from .helpers import aio_stub_for, loopback_ports, sink_neighbour
 
@@ -98,3 +100,11 @@ def test_senders_share_the_process_loop_and_add_no_threads():
             for sender in [first, *senders]:
                 sender.close()
         assert sink.pushes == 50
+
+
+@pytest.mark.timeout(60)
+def test_a_peer_server_never_shares_a_port_another_server_listens_on():
+    (port,) = loopback_ports(1)
+    # another process's gRPC server (it binds with SO_REUSEPORT, gRPC's default)
+    with sink_neighbour(port), pytest.raises(ValueError, match="cannot listen"):
+        LoopServer(GossipServicer(), f"127.0.0.1:{port}", None, [])
