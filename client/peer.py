@@ -158,9 +158,10 @@ class GossipPeer:
         self.metadata = {node: call_metadata(token, links, node) for node in self.neighbours}
         self.senders = {node: self._sender(node, stub) for node, stub in self.stubs.items()}
 
-    def _serve(self, listen: str) -> LoopServer:
-        """Start the gRPC server on `listen`."""
-        return LoopServer(self.service, listen, server_credentials(self.peer), CHANNEL_OPTIONS)
+    def _serve(self, listen: str, *, exclusive: bool = True) -> LoopServer:
+        """Start the gRPC server on `listen` (`exclusive`: see LoopServer)."""
+        credentials = server_credentials(self.peer)
+        return LoopServer(self.service, listen, credentials, CHANNEL_OPTIONS, exclusive=exclusive)
 
     def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub) -> NeighbourSender:
         """The push queue to `node`: through the scenario's network faults, if any."""
@@ -461,7 +462,8 @@ class GossipPeer:
         self._stay_down(round_ - 1 + self.scenario.down_rounds)
         back = time.monotonic()
         self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
-        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
+        # its own port again, whose old socket the stopped server may not have closed yet
+        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}", exclusive=False)
         answered = self._health(set(self.stubs), self.config.experiment.round_timeout / 4)
         for node, done in answered.items():
             self.inbox.note(node, done, refused=False)

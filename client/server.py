@@ -27,12 +27,17 @@ class LoopServer:
         listen: str,
         credentials: grpc.ServerCredentials | None,
         options: Sequence[tuple[str, int]],
+        *,
+        exclusive: bool = True,
     ) -> None:
+        """`exclusive`: bind without SO_REUSEPORT (EXCLUSIVE_PORT); False only to serve again on
+        the port this process's stopped server had."""
         self._server: grpc.aio.Server | None = None
+        options = [*options, *EXCLUSIVE_PORT] if exclusive else list(options)
         self.port = loop.call(self._start(servicer, listen, credentials, options), START_TIMEOUT)
 
     async def _start(self, servicer, listen: str, credentials, options) -> int:
-        server = grpc.aio.server(options=[*options, *EXCLUSIVE_PORT])
+        server = grpc.aio.server(options=options)
         gossip_pb2_grpc.add_GossipServicer_to_server(servicer, server)
         try:
             if credentials:
