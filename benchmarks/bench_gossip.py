@@ -242,10 +242,14 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
     import grpc
 
     from fedgossip.client.identity import LinkKeys, write_link_keys
+    from fedgossip.client.sender import NeighbourSender, close_channels, open_channels
     from fedgossip.client.wire import CHANNEL_OPTIONS, encode
     from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
-    print(f"== moving a {megabytes} MB model between two peer processes (loopback, authenticated) ==")
+    print(
+        f"== moving a {megabytes} MB model between two peer processes (loopback, authenticated; "
+        "pushed by a NeighbourSender, the peers' grpc.aio push path) =="
+    )
     (port,) = free_ports(1)
     links = Path(tempfile.mkdtemp())
     write_link_keys([(0, 1)], [0, 1], links)
@@ -261,9 +265,12 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
         str(links),
     ]
     receiver = subprocess.Popen(argv, env=child_env(1))
+    address = f"127.0.0.1:{port}"
+    channels = open_channels({0: address}, None, CHANNEL_OPTIONS)  # a peer's own push path
+    sender = NeighbourSender(0, gossip_pb2_grpc.GossipStub(channels[0]), metadata, lambda *_: None)
     try:
-        stub = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS))
-        stub.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
+        health = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(address, CHANNEL_OPTIONS))
+        health.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
         names, arrays = transfer_model(megabytes)
         size = sum(a.nbytes for a in arrays) / 1e6
         wire, total = [], []
@@ -271,7 +278,7 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
             started = time.perf_counter()
             chunks = encode(1, 1, 100, names, arrays)  # round 1 each time: it replaces the last one
             sent = time.perf_counter()
-            assert stub.PushModel(iter(chunks), timeout=120, metadata=metadata).accepted
+            assert sender.send(chunks, time.monotonic() + 120, wait=True).result(130) > 0  # accepted
             done = time.perf_counter()
             wire.append(done - sent)
             total.append(done - started)
@@ -282,6 +289,8 @@ def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
             f"[{verdict(best_total >= TRANSFER_TARGET_MBPS)} target >= {TRANSFER_TARGET_MBPS} MB/s]"
         )
     finally:
+        sender.close()
+        close_channels(list(channels.values()))
         receiver.kill()
         receiver.wait()
 

@@ -7,14 +7,19 @@
 
 Each case is one `fedgossip run` (digits MLP, random 4-regular graph, VCA) in a subprocess. While
 it runs, every process of the run (the node processes and the fork server: the launcher's
-descendants) is sampled once a second for RSS and PSS (psutil `memory_full_info`, from
-/proc/PID/smaps_rollup: PSS charges each shared page to the processes sharing it, so the PSS of
-all processes adds up to what the run really costs). Printed per case: all peers ready (from
-launch), first round done by every peer, seconds per round (median), wall time (launch to exit
-of the launcher, imports included), peak RSS and PSS per peer and in total, and the ratios to the
-targets and to the measurements before the fork server (issue 10: 64 x 20 in 99 s, 67 s of
-start-up, 155 MB PSS per peer). The machine's load average is printed with each case: the
-figures are only comparable at the same load.
+descendants) is sampled once a second for RSS, CPU time and threads (cheap: /proc/PID/statm and
+stat). PSS (psutil `memory_full_info`, from /proc/PID/smaps_rollup: PSS charges each shared page to
+the processes sharing it, so the PSS of all processes adds up to what the run really costs) is
+costly to read: a sweep of 64 processes takes seconds of CPU and holds each process's mmap lock
+while it reads. So PSS is read in sweeps spaced out: the first once the node processes are
+started, then again PSS_GAP_S (at least PSS_GAP_RATIO times the last sweep's duration) after the
+previous one ended; the peak PSS is the highest sweep's, a lower bound of the true peak. Printed
+per case: all peers ready (from launch), first round done by every peer, seconds per round
+(median), wall time (launch to exit of the launcher, imports included), peak RSS and PSS per peer
+and in total, CPU time, threads per process, and the ratios to the targets and to the
+measurements before the fork server (issue 10: 64 x 20 in 99 s, 67 s of start-up, 155 MB PSS per
+peer). The machine's load average is printed with each case: the figures are only comparable at
+the same load.
 
 The "ray" case runs one config (RAY_CASE) twice: on the local engine, then on the Ray engine with
 a local 2-node Ray cluster on loopback (`ray.cluster_utils.Cluster`, started before and not
@@ -54,43 +59,69 @@ CASES = {
 }
 RAY_CASE = (8, 50, 120)  # peers, rounds (50: rounds of ~0.2 s vary a lot on a shared machine), round timeout
 RAY_TARGET = 1.2  # the Ray engine's seconds per round, at most this multiple of the local engine's
-SAMPLE_S = 1.0
+SAMPLE_S = 1.0  # RSS, CPU and threads: once a second
+PSS_GAP_S = 10.0  # PSS sweeps: at least this long apart...
+PSS_GAP_RATIO = 3.0  # ...and at least this many times the last sweep's duration
 
 
 @dataclass
 class Memory:
-    """Peak memory of a run's processes, in bytes."""
+    """Peak memory of a run's processes (bytes), their CPU time and threads."""
 
     peak_rss: dict[int, int]
     peak_pss: dict[int, int]
     cpu_s: dict[int, float]
+    threads: dict[int, int]  # the most threads seen in each process
     peak_total_rss: int = 0
     peak_total_pss: int = 0
+    pss_sweeps: int = 0
     launcher_cpu_s: float = 0.0
     started_s: float | None = None  # when the launcher had started every node process
 
 
-def sample(launcher: psutil.Process, memory: Memory) -> None:
-    """One sample of every process of the run (the launcher's descendants; the launcher apart)."""
-    rss = pss = 0
+def run_processes(launcher: psutil.Process) -> list[psutil.Process]:
+    """The processes of the run: the launcher's descendants, its watchdogs apart."""
+    found = []
     for proc in launcher.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if not any("watchdog" in part for part in proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+def sample(launcher: psutil.Process, memory: Memory) -> None:
+    """The cheap sample of every process of the run (the launcher apart): RSS, CPU time, threads."""
+    rss = 0
+    for proc in run_processes(launcher):
         try:
-            info = proc.memory_full_info()
-            name = proc.cmdline()
-            times = proc.cpu_times()
+            with proc.oneshot():
+                info = proc.memory_info()
+                times = proc.cpu_times()
+                threads = proc.num_threads()
         except psutil.Error:
             continue
-        if any("watchdog" in part for part in name):
-            continue
         memory.cpu_s[proc.pid] = times.user + times.system
+        memory.threads[proc.pid] = max(memory.threads.get(proc.pid, 0), threads)
         memory.peak_rss[proc.pid] = max(memory.peak_rss.get(proc.pid, 0), info.rss)
-        memory.peak_pss[proc.pid] = max(memory.peak_pss.get(proc.pid, 0), info.pss)
-        rss, pss = rss + info.rss, pss + info.pss
+        rss += info.rss
     memory.peak_total_rss = max(memory.peak_total_rss, rss)
-    memory.peak_total_pss = max(memory.peak_total_pss, pss)
     with contextlib.suppress(psutil.Error):
         times = launcher.cpu_times()
         memory.launcher_cpu_s = times.user + times.system
+
+
+def sweep_pss(launcher: psutil.Process, memory: Memory) -> None:
+    """One PSS sweep of every process of the run (costly: see the module docstring)."""
+    pss = 0
+    for proc in run_processes(launcher):
+        try:
+            value = proc.memory_full_info().pss
+        except psutil.Error:
+            continue
+        memory.peak_pss[proc.pid] = max(memory.peak_pss.get(proc.pid, 0), value)
+        pss += value
+    memory.peak_total_pss = max(memory.peak_total_pss, pss)
+    memory.pss_sweeps += 1
 
 
 def launch(out: Path, settings: list[str]) -> tuple[float, Memory, int]:
@@ -101,11 +132,18 @@ def launch(out: Path, settings: list[str]) -> tuple[float, Memory, int]:
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(1))
     launcher = psutil.Process(process.pid)
-    memory = Memory({}, {}, {})
+    memory = Memory({}, {}, {}, {})
+    next_sweep = float("inf")  # the first sweep once the node processes are started
     while process.poll() is None:
         if memory.started_s is None and (out / "processes.json").exists():
             memory.started_s = time.monotonic() - started
+            next_sweep = time.monotonic()
         sample(launcher, memory)
+        if time.monotonic() >= next_sweep:
+            began = time.monotonic()
+            sweep_pss(launcher, memory)
+            ended = time.monotonic()
+            next_sweep = ended + max(PSS_GAP_S, PSS_GAP_RATIO * (ended - began))
         time.sleep(SAMPLE_S)
     wall = time.monotonic() - started
     if process.returncode not in (0, 3):
@@ -179,7 +217,7 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
     load = load_text()
     wall, memory, code = launch(out, settings)
     summary, ends, per_round = round_figures(out)
-    processes = len(memory.peak_pss)
+    processes = len(memory.peak_rss)
     pss_peer = memory.peak_total_pss / peers / MB
     rss_peer = memory.peak_total_rss / peers / MB
     startup = summary.get("startup_s") or float("nan")
@@ -208,7 +246,12 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
     print(
         f"per peer: PSS {pss_peer:.0f} MB, RSS {rss_peer:.0f} MB"
         + compare(pss_peer, "pss_mb", before, targets, "MB PSS")
+        + f" (RSS sampled every {SAMPLE_S:g} s, PSS in {memory.pss_sweeps} sweeps at least "
+        f"{PSS_GAP_S:g} s apart)"
     )
+    threads = sorted(memory.threads.values())
+    if threads:
+        print(f"threads per process: median {statistics.median(threads):g}, max {threads[-1]}")
     cpu = sum(memory.cpu_s.values())
     core_s = (os.cpu_count() or 1) * wall
     share = (cpu + memory.launcher_cpu_s) / core_s

@@ -1,12 +1,13 @@
 """Several gossip peers in one OS process (`[nodes] per_process = k`): hundreds of peers per machine.
 
-Each hosted peer is a whole `GossipPeer`: its own gRPC server on its own port (its own event loop
-thread), its own senders, learner and round loop (a thread); the peers of one process still talk
-to each other over real gRPC, like any neighbours. What they share is the interpreter, the
-imported code and gRPC's core. Every event a peer emits names its node, so the launcher tells
-them apart on the one stdout. A peer that diverges ends alone; the process ends when all have
-ended, or on SIGTERM/SIGINT (`Shutdown`, as a single peer), which stops every hosted peer; a
-crash of the process ends exactly its k peers, which the launcher then records as dead.
+Each hosted peer is a whole `GossipPeer`: its own gRPC server on its own port, its own senders,
+learner and round loop (a thread); the peers of one process still talk to each other over real
+gRPC, like any neighbours. What they share is the interpreter, the imported code, gRPC's core and
+the process's one event loop (`fedgossip.client.loop`), on which every server and sender runs.
+Every event a peer emits names its node, so the launcher tells them apart on the one stdout. A
+peer that diverges ends alone; the process ends when all have ended, or on SIGTERM/SIGINT
+(`Shutdown`, as a single peer), which stops every hosted peer; a crash of the process ends
+exactly its k peers, which the launcher then records as dead.
 
     python -m fedgossip.client.host NODE-0.toml NODE-1.toml ...
 """

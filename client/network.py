@@ -5,7 +5,7 @@ link's `Link` what happens to the message: it is lost (with probability scenario
 while a partition separates the two ends), or it waits delay_ms +- jitter_ms (uniform) plus its
 size over bandwidth_mbps before it goes. Each direction of a link is the push of one of its ends,
 so both directions are covered. Each link draws from its own stream of the experiment seed (in
-push order, on its push thread), and every loss and delay is an event of the sender.
+push order, in the sender's coroutine), and every loss and delay is an event of the sender.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class FaultySender(NeighbourSender):
         self._events = events
         super().__init__(node, stub, metadata, on_reply)
 
-    def _transmit(self, job: _Job) -> int:
+    async def _transmit(self, job: _Job) -> int:
         round_ = job.chunks[0].header.round
         nbytes = sum(len(c.data) for c in job.chunks)
         reason, delay = self._link.fate(round_, nbytes)
@@ -84,6 +84,6 @@ class FaultySender(NeighbourSender):
         if delay > 0:
             self._events.add("delay", round_, to=self.node, delay_s=round(delay, 4))
             self._events.count(round_, "delayed_s", delay)
-            if self._pause(delay):
+            if await self._pause(delay):
                 return 0
-        return super()._transmit(job)
+        return await super()._transmit(job)

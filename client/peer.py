@@ -28,6 +28,7 @@ Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
@@ -39,6 +40,7 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
+from fedgossip.client import loop
 from fedgossip.client.adversary import ModelAttack, poison_data, trigger_success
 from fedgossip.client.async_inbox import AsyncInbox
 from fedgossip.client.async_loop import AsyncLoop
@@ -55,7 +57,7 @@ from fedgossip.client.security import (
     read_token,
     server_credentials,
 )
-from fedgossip.client.sender import NeighbourSender
+from fedgossip.client.sender import NeighbourSender, close_channels, open_channels
 from fedgossip.client.server import LoopServer
 from fedgossip.client.service import Authenticator, GossipService
 from fedgossip.client.wire import (
@@ -63,7 +65,6 @@ from fedgossip.client.wire import (
     ModelAssembler,
     ModelMessage,
     WireError,
-    assemble,
     encode,
 )
 from fedgossip.config import ExperimentConfig, load_config
@@ -81,6 +82,7 @@ log = logging.getLogger("fedgossip.peer")
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
 OBSERVER_WAIT_S = 5.0  # how long a finished peer keeps serving for the observer to read its last model
+LOOP_SLACK_S = 5.0  # beyond a call's gRPC timeout, how long the round loop waits for the event loop
 HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went far enough
 # with churn, a neighbour that crashed comes back within a second, not after gRPC's growing backoff
 QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
@@ -151,19 +153,15 @@ class GossipPeer:
         self.port = self.server.port
         credentials = channel_credentials(self.peer)
         options = CHANNEL_OPTIONS + (QUICK_RECONNECT if self.scenario.churn else [])
-        self.channels = {
-            node: grpc.secure_channel(address, credentials, options)
-            if credentials
-            else grpc.insecure_channel(address, options)
-            for node, address in self.neighbours.items()
-        }
+        self.channels = open_channels(self.neighbours, credentials, options)
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, links, node) for node in self.neighbours}
         self.senders = {node: self._sender(node, stub) for node, stub in self.stubs.items()}
 
-    def _serve(self, listen: str) -> LoopServer:
-        """Start the gRPC server on `listen`."""
-        return LoopServer(self.service, listen, server_credentials(self.peer), CHANNEL_OPTIONS)
+    def _serve(self, listen: str, *, exclusive: bool = True) -> LoopServer:
+        """Start the gRPC server on `listen` (`exclusive`: see LoopServer)."""
+        credentials = server_credentials(self.peer)
+        return LoopServer(self.service, listen, credentials, CHANNEL_OPTIONS, exclusive=exclusive)
 
     def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub) -> NeighbourSender:
         """The push queue to `node`: through the scenario's network faults, if any."""
@@ -332,14 +330,17 @@ class GossipPeer:
 
     def _health(self, nodes: set[int], timeout: float) -> dict[int, int]:
         """The rounds completed by those of `nodes` whose Health answers within `timeout`."""
-        calls = {n: self.stubs[n].Health.future(gossip_pb2.HealthRequest(), timeout=timeout) for n in nodes}
-        rounds = {}
-        for node, call in calls.items():
-            try:
-                rounds[node] = call.result().round
-            except grpc.RpcError:
-                continue
-        return rounds
+
+        async def ask() -> dict[int, int]:
+            calls = {n: self.stubs[n].Health(gossip_pb2.HealthRequest(), timeout=timeout) for n in nodes}
+            replies = await asyncio.gather(*calls.values(), return_exceptions=True)
+            answered = zip(calls, replies, strict=True)
+            return {n: r.round for n, r in answered if not isinstance(r, BaseException)}
+
+        try:
+            return loop.call(ask(), timeout + LOOP_SLACK_S)
+        except TimeoutError:
+            return {}
 
     def _merge(
         self, round_: int, start: list[np.ndarray], own: list[np.ndarray], messages: list[ModelMessage]
@@ -376,7 +377,7 @@ class GossipPeer:
         for node in sorted(ahead, key=lambda n: -progress[n]):
             try:
                 message = self._fetch(node)
-            except (grpc.RpcError, WireError) as err:
+            except (grpc.RpcError, WireError, TimeoutError) as err:
                 log.warning("catch-up from node %d failed: %s", node, err)
                 continue
             if message.round >= round_ + min(margin, 0):
@@ -392,12 +393,17 @@ class GossipPeer:
         assembler = ModelAssembler(
             self.specs, senders=[node], rounds=(0, self.config.experiment.rounds), max_bytes=self.max_bytes
         )
-        stream = self.stubs[node].GetModel(
-            gossip_pb2.GetModelRequest(),
-            timeout=self.config.experiment.round_timeout,
-            metadata=self.metadata[node],
-        )
-        return assemble(stream, assembler)
+        timeout = self.config.experiment.round_timeout
+
+        async def fetch() -> ModelMessage:
+            stream = self.stubs[node].GetModel(
+                gossip_pb2.GetModelRequest(), timeout=timeout, metadata=self.metadata[node]
+            )
+            async for chunk in stream:
+                assembler.add(chunk)
+            return assembler.finish()
+
+        return loop.call(fetch(), timeout + LOOP_SLACK_S)
 
     def _caught_up_record(self, message: ModelMessage, behind: int, **extra: Any) -> dict[str, Any]:
         """The record of a jump: the adopted model's round, evaluated, with where it came from."""
@@ -456,7 +462,8 @@ class GossipPeer:
         self._stay_down(round_ - 1 + self.scenario.down_rounds)
         back = time.monotonic()
         self.service.publish(self.initial, self.learner.num_examples, round_ - 1)
-        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}")
+        # its own port again, whose old socket the stopped server may not have closed yet
+        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}", exclusive=False)
         answered = self._health(set(self.stubs), self.config.experiment.round_timeout / 4)
         for node, done in answered.items():
             self.inbox.note(node, done, refused=False)
@@ -568,8 +575,7 @@ class GossipPeer:
         """Stop serving and drop the neighbour connections (cancelling sends still in flight)."""
         for sender in self.senders.values():
             sender.close()
-        for channel in self.channels.values():
-            channel.close()
+        close_channels(list(self.channels.values()))
         self.server.stop(grace=1.0)
 
 

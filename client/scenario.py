@@ -1,9 +1,9 @@
 """One node's part in the run's scenario: its roles (attacker, crash, straggler), drawn from the
 experiment seed so every process agrees, and the events it records.
 
-Events are collected from any thread (the push threads report losses and delays) and taken by the
-round loop, which emits them to the launcher as "scenario" events: the launcher appends them to
-the run's events.jsonl as {time_s, round, node, kind, details}.
+Events are collected from any thread (the senders, on the event loop, report losses and delays)
+and taken by the round loop, which emits them to the launcher as "scenario" events: the launcher
+appends them to the run's events.jsonl as {time_s, round, node, kind, details}.
 """
 
 from __future__ import annotations

@@ -1,25 +1,30 @@
 """Pushes to one neighbour, newest model first, never holding the round loop (and the notices that
 no model comes this round, see `NeighbourSender.withhold`).
 
-Each neighbour has a thread and a one-model slot: `send` puts a model in the slot and returns a
-future at once; a model still waiting in the slot when a newer one comes is replaced (its future
-says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
+Each neighbour has a one-model slot and a coroutine on the process's event loop
+(`fedgossip.client.loop`; grpc.aio calls, no thread): `send` puts a model in the slot and returns
+a future at once; a model still waiting in the slot when a newer one comes is replaced (its
+future says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
 neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
 with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
-model replaces it.
+model replaces it. `open_channels` makes the grpc.aio channels the senders' stubs use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 
+from fedgossip.client import loop
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,49 @@ log = logging.getLogger(__name__)
 OnReply = Callable[[int, gossip_pb2.PushReply], None]
 RETRY_S = 0.1  # pause before pushing again after a transient refusal
 TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
+
+
+def open_channels(
+    addresses: Mapping[int, str],
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, int]],
+) -> dict[int, grpc.aio.Channel]:
+    """A grpc.aio channel (on the process's loop) to each address, by node: TLS with `credentials`,
+    plaintext without."""
+
+    async def make() -> dict[int, grpc.aio.Channel]:
+        return {
+            node: grpc.aio.secure_channel(address, credentials, list(options))
+            if credentials
+            else grpc.aio.insecure_channel(address, list(options))
+            for node, address in addresses.items()
+        }
+
+    return loop.call(make(), OPEN_TIMEOUT)
+
+
+def close_channels(channels: Sequence[grpc.aio.Channel]) -> None:
+    """Close channels made by `open_channels` (cancelling their calls in flight)."""
+
+    async def close() -> None:
+        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+
+    with contextlib.suppress(TimeoutError):
+        loop.call(close(), OPEN_TIMEOUT)
+
+
+async def _event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; whether it is set."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+def _settle(result: futures.Future, nbytes: int) -> None:
+    """Give a send's future its bytes (once: a future the caller cancelled stays cancelled)."""
+    with contextlib.suppress(futures.InvalidStateError):
+        result.set_result(nbytes)
 
 
 @dataclass
@@ -38,7 +86,7 @@ class _Job:
 
 
 class NeighbourSender:
-    """The push queue (one slot deep) of one neighbour."""
+    """The push queue (one slot deep) of one neighbour; `stub` is on a channel of `open_channels`."""
 
     def __init__(
         self,
@@ -53,11 +101,12 @@ class NeighbourSender:
         self._metadata = tuple(metadata)
         self._on_reply = on_reply
         self._min_timeout = min_timeout
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # the slot and the closed flag: set by callers, read on the loop
         self._job: _Job | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"push-{node}", daemon=True)
-        self._thread.start()
+        self._wake = asyncio.Event()  # a model in the slot, or closed (set on the loop only)
+        self._closing = asyncio.Event()
+        self._worker = loop.submit(self._work())
 
     def send(self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool) -> futures.Future:
         """Queue a model (replacing one not yet sent); the future gives the bytes delivered.
@@ -66,14 +115,14 @@ class NeighbourSender:
         `deadline` (monotonic); otherwise one fail-fast attempt.
         """
         job = _Job(chunks, deadline, wait, futures.Future())
-        with self._cond:
+        with self._lock:
             if self._closed:
-                job.result.set_result(0)
+                _settle(job.result, 0)
                 return job.result
             if self._job is not None:
-                self._job.result.set_result(0)  # replaced by a newer model before it was sent
+                _settle(self._job.result, 0)  # replaced by a newer model before it was sent
             self._job = job
-            self._cond.notify()
+        loop.call_soon(self._wake.set)
         return job.result
 
     def withhold(self, notice: gossip_pb2.WithholdNotice, deadline: float, *, wait: bool) -> futures.Future:
@@ -81,89 +130,103 @@ class NeighbourSender:
         without holding the caller: one unary call, its reply handled like a push's, a failure
         logged (the neighbour then waits for the model as for a silent one, up to its timeout).
         The future is done (0 bytes) when the call is."""
-        done: futures.Future = futures.Future()
         timeout = max(self._min_timeout, deadline - time.monotonic())
-        try:
-            call = self._stub.Withhold.future(
-                notice, timeout=timeout, metadata=self._metadata, wait_for_ready=wait
-            )
-        except Exception as err:  # a closed channel at shutdown, never a crash of the round loop
-            log.warning("notice to node %d failed: %s", self.node, err)
-            done.set_result(0)
-            return done
-        call.add_done_callback(lambda call: self._withheld(call, done))
-        return done
 
-    def _withheld(self, call: grpc.Future, done: futures.Future) -> None:
-        try:
-            self._on_reply(self.node, call.result())
-        except grpc.RpcError as err:
-            log.warning("notice to node %d failed: %s %s", self.node, err.code().name, err.details())
-        except Exception as err:  # cancelled at shutdown
-            log.warning("notice to node %d failed: %s", self.node, err)
-        done.set_result(0)
+        async def notify() -> int:
+            call = partial(
+                self._stub.Withhold, notice, timeout=timeout, metadata=self._metadata, wait_for_ready=wait
+            )
+            reply = await self._answer("notice", call, quiet=frozenset())
+            if not isinstance(reply, grpc.StatusCode):
+                self._on_reply(self.node, reply)
+            return 0
+
+        return loop.submit(notify())
 
     def close(self) -> None:
-        """Stop the thread after the push in progress; a model still waiting is dropped."""
-        with self._cond:
+        """Stop the coroutine after the push in progress; a model still waiting is dropped."""
+        with self._lock:
             self._closed = True
             if self._job is not None:
-                self._job.result.set_result(0)
+                _settle(self._job.result, 0)
                 self._job = None
-            self._cond.notify()
+        loop.call_soon(self._shut)
 
-    def _work(self) -> None:
+    def _shut(self) -> None:
+        self._closing.set()
+        self._wake.set()
+
+    async def _work(self) -> None:
         while True:
-            with self._cond:
-                while self._job is None and not self._closed:
-                    self._cond.wait()
+            await self._wake.wait()
+            self._wake.clear()
+            with self._lock:
                 if self._closed:
                     return
                 job, self._job = self._job, None
-            job.result.set_result(self._transmit(job))
+            if job is not None:
+                delivered = 0
+                try:
+                    delivered = await self._transmit(job)
+                finally:
+                    _settle(job.result, delivered)
 
-    def _transmit(self, job: _Job) -> int:
+    async def _transmit(self, job: _Job) -> int:
         """Push one model, again after each transient refusal until its deadline; bytes delivered."""
-        delivered = self._push(job)
-        while delivered is None and not self._retry_later(job):
-            delivered = self._push(job)
+        delivered = await self._push(job)
+        while delivered is None and not await self._retry_later(job):
+            delivered = await self._push(job)
         if delivered is None:
             log.info("push to node %d given up: busy or not serving until the deadline", self.node)
         return delivered or 0
 
-    def _pause(self, seconds: float) -> bool:
+    async def _pause(self, seconds: float) -> bool:
         """Wait `seconds` (a message in flight); True if the sender closed meanwhile."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._closed, timeout=seconds)
+        return await _event(self._closing, seconds)
 
-    def _retry_later(self, job: _Job) -> bool:
+    def _waiting(self) -> bool:
+        """Whether the sender closed or a newer model waits in the slot."""
+        with self._lock:
+            return self._closed or self._job is not None
+
+    async def _retry_later(self, job: _Job) -> bool:
         """After a transient refusal, wait RETRY_S and say whether to give up instead: the deadline
         passed, a newer model is waiting, or the sender closed."""
-        with self._cond:
-            if self._job is None and not self._closed:
-                self._cond.wait(RETRY_S)
-            return self._closed or self._job is not None or time.monotonic() + RETRY_S > job.deadline
+        if not self._waiting():
+            self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
+            await _event(self._wake, RETRY_S)
+        return self._waiting() or time.monotonic() + RETRY_S > job.deadline
 
-    def _push(self, job: _Job) -> int | None:
+    async def _push(self, job: _Job) -> int | None:
         """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
         None after a transient refusal (the neighbour is busy or not up yet) worth trying again."""
-        try:
-            reply = self._stub.PushModel(
-                iter(job.chunks),
-                timeout=max(self._min_timeout, job.deadline - time.monotonic()),
-                metadata=self._metadata,
-                wait_for_ready=job.wait,
-            )
-        except grpc.RpcError as err:
-            if err.code() in TRANSIENT:
-                return None
-            log.warning("push to node %d failed: %s %s", self.node, err.code().name, err.details())
-            return 0
-        except Exception as err:  # a closed channel at shutdown, never a crash of the push thread
-            log.warning("push to node %d failed: %s", self.node, err)
-            return 0
+        call = partial(
+            self._stub.PushModel,
+            iter(job.chunks),
+            timeout=max(self._min_timeout, job.deadline - time.monotonic()),
+            metadata=self._metadata,
+            wait_for_ready=job.wait,
+        )
+        reply = await self._answer("push", call, quiet=TRANSIENT)
+        if isinstance(reply, grpc.StatusCode):
+            return None if reply in TRANSIENT else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)
             return 0
         return sum(len(c.data) for c in job.chunks)
+
+    async def _answer(
+        self, what: str, call: Callable[[], Awaitable[gossip_pb2.PushReply]], quiet: frozenset
+    ) -> gossip_pb2.PushReply | grpc.StatusCode:
+        """The reply of the call `call()` makes, or the status it failed with, logged unless in
+        `quiet` (CANCELLED for a call cut at shutdown: a closed channel never crashes the loop)."""
+        try:
+            return await call()
+        except grpc.RpcError as err:
+            if err.code() not in quiet:
+                log.warning("%s to node %d failed: %s %s", what, self.node, err.code().name, err.details())
+            return err.code()
+        except (Exception, asyncio.CancelledError) as err:  # a channel closed under the call
+            log.warning("%s to node %d failed: %s", what, self.node, type(err).__name__)
+            return grpc.StatusCode.CANCELLED

@@ -12,8 +12,10 @@ peer imports this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,12 +47,13 @@ class TensorSpec:
         form, the byte order models travel in)."""
         return cls(name, tuple(int(n) for n in shape), np.dtype(dtype).newbyteorder("<").str)
 
-    @property
+    @cached_property
     def size(self) -> int:
-        """Number of values."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        """Number of values (computed once: the wire asks for it on every chunk; exact Python
+        integers, so a hostile shape cannot overflow it)."""
+        return math.prod(self.shape)
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Bytes of the tensor's raw values."""
         return self.size * np.dtype(self.dtype).itemsize

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from fedgossip.client.identity import LinkKeys
+from fedgossip.client.sender import open_channels
 from fedgossip.config import PeerSection, dump_toml, load_config
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -150,6 +151,12 @@ def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None)
 
 def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    return gossip_pb2_grpc.GossipStub(channel)
+
+
+def aio_stub_for(address: str) -> gossip_pb2_grpc.GossipStub:
+    """A stub on a grpc.aio channel of the process's event loop (what a peer's senders use)."""
+    (channel,) = open_channels({0: address}, None, []).values()
     return gossip_pb2_grpc.GossipStub(channel)
 
 

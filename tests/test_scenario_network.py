@@ -14,7 +14,7 @@ from fedgossip.client.scenario import Events
 from fedgossip.client.wire import encode
 from fedgossip.config import ScenarioSection
 
-from .helpers import loopback_ports, sink_neighbour, stub_for
+from .helpers import aio_stub_for, loopback_ports, sink_neighbour
 
 MODEL = [np.zeros(1000, dtype=np.float32)]  # 4,000 bytes
 
@@ -25,7 +25,7 @@ def chunks(round_: int = 1):
 
 def sender_to(port: int, scenario: ScenarioSection, events: Events, neighbour: int = 1, count: int = 4):
     link = Link(scenario, 0, neighbour, count, seed=7)
-    return FaultySender(neighbour, stub_for(f"127.0.0.1:{port}"), [], lambda *_: None, link, events)
+    return FaultySender(neighbour, aio_stub_for(f"127.0.0.1:{port}"), [], lambda *_: None, link, events)
 
 
 def push(sender: FaultySender, round_: int = 1) -> int:

@@ -1,0 +1,110 @@
+"""The senders on the process's one event loop (client/loop.py, client/sender.py), on real gRPC:
+a frozen neighbour delays only its own pushes, a newer model replaces one not sent, and many
+senders add no thread; a peer's server does not share a port with another server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fedgossip.client.sender import NeighbourSender
+from fedgossip.client.server import LoopServer
+from fedgossip.client.wire import encode
+from fedgossip.proto.gossip_pb2_grpc import GossipServicer
+
+from .helpers import aio_stub_for, loopback_ports, sink_neighbour
+
+CHUNKS = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)])
+NBYTES = sum(len(c.data) for c in CHUNKS)
+
+
+def sender_to(port: int, node: int = 1) -> NeighbourSender:
+    return NeighbourSender(node, aio_stub_for(f"127.0.0.1:{port}"), [], lambda *_: None)
+
+
+def frozen_neighbour() -> tuple[socket.socket, int]:
+    """A port that takes connections (the kernel's backlog) and never answers: a SIGSTOPped peer."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, listener.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_frozen_neighbour_delays_only_its_own_pushes():
+    (port,) = loopback_ports(1)
+    listener, frozen_port = frozen_neighbour()
+    with sink_neighbour(port) as sink:
+        live, stuck = sender_to(port, 1), sender_to(frozen_port, 2)
+        try:
+            assert live.send(CHUNKS, time.monotonic() + 10, wait=True).result(30) == NBYTES  # connected
+            started = time.monotonic()
+            hanging = stuck.send(CHUNKS, started + 3.0, wait=True)
+            times = []
+            for _ in range(10):
+                began = time.monotonic()
+                assert live.send(CHUNKS, began + 10, wait=True).result(30) == NBYTES
+                times.append(time.monotonic() - began)
+            assert not hanging.done()  # still waiting for the frozen neighbour...
+            assert hanging.result(30) == 0  # ...until its deadline, then given up
+            waited = time.monotonic() - started
+        finally:
+            live.close()
+            stuck.close()
+            listener.close()
+        assert sink.pushes == 11
+    assert max(times) < 1.0, times  # the live neighbour's pushes went on meanwhile
+    assert 3.0 <= waited < 6.0, waited
+
+
+@pytest.mark.timeout(60)
+def test_a_newer_model_replaces_one_not_sent_and_close_drops_the_waiting_one():
+    listener, frozen_port = frozen_neighbour()
+    sender = sender_to(frozen_port)
+    try:
+        deadline = time.monotonic() + 30
+        in_flight = sender.send(CHUNKS, deadline, wait=True)
+        time.sleep(0.2)  # the first push is in flight (to a neighbour that never answers)
+        replaced = sender.send(CHUNKS, deadline, wait=True)
+        newest = sender.send(CHUNKS, deadline, wait=True)
+        assert replaced.result(5) == 0  # replaced at once, before it was sent
+        assert not newest.done() and not in_flight.done()
+    finally:
+        sender.close()
+        listener.close()
+    assert newest.result(5) == 0  # dropped by close, never sent
+
+
+def own_threads() -> list[str]:
+    """The names of this process's Python threads, the sink server's workers apart."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("ThreadPoolExecutor"))
+
+
+@pytest.mark.timeout(60)
+def test_senders_share_the_process_loop_and_add_no_threads():
+    (port,) = loopback_ports(1)
+    with sink_neighbour(port) as sink:
+        first = sender_to(port)  # the loop (and gRPC's own threads) exist from here on
+        threads = own_threads()
+        assert "grpc-aio" in threads
+        senders = [sender_to(port, node) for node in range(2, 52)]
+        try:
+            sent = [s.send(CHUNKS, time.monotonic() + 20, wait=True) for s in senders]
+            assert [f.result(30) for f in sent] == [NBYTES] * 50
+            assert own_threads() == threads
+        finally:
+            for sender in [first, *senders]:
+                sender.close()
+        assert sink.pushes == 50
+
+
+@pytest.mark.timeout(60)
+def test_a_peer_server_never_shares_a_port_another_server_listens_on():
+    (port,) = loopback_ports(1)
+    # another process's gRPC server (it binds with SO_REUSEPORT, gRPC's default)
+    with sink_neighbour(port), pytest.raises(ValueError, match="cannot listen"):
+        LoopServer(GossipServicer(), f"127.0.0.1:{port}", None, [])
