@@ -123,10 +123,13 @@ def _follow(
     A SuperNode that dies is reported (its node becomes a dead node) and the ServerApp carries on
     without it, as gossip peers do; the run is stopped (and fails) when the SuperLink dies or the
     run outlives its time limit: startup plus twice the round timeout per round (train and
-    evaluate messages) plus a grace.
+    evaluate messages) plus a grace, plus the start-up time again for each round SuperNodes
+    restart in under churn.
     """
     flower = config.flower
-    limit = flower.startup_timeout + config.experiment.rounds * 2 * flower.round_timeout + SUBMIT_GRACE_S
+    restarts = len({outage.back for outage in churn_plan(config).outages if outage.back})
+    rounds = config.experiment.rounds * 2 * flower.round_timeout
+    limit = (1 + restarts) * flower.startup_timeout + rounds + SUBMIT_GRACE_S
     deadline = time.monotonic() + limit
     next_status = time.monotonic() + STATUS_POLL_S
     next_scan = 0.0

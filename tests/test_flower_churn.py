@@ -149,3 +149,48 @@ def test_a_supernode_stopped_at_round_1_misses_it_and_takes_part_again_in_round_
     assert f"Deactivated node_id={first_id}" in superlink
     assert (run / "logs" / "supernode-1.log").read_text().count("Starting Flower SuperNode") == 2
     assert processes_gone(run) == {}
+
+
+def test_rejoins_forget_a_node_that_left_and_ask_the_one_that_came_back_its_partition():
+    from fedgossip.client.flower_app import app
+    from fedgossip.server import protocol as p
+    from fedgossip.server.handshake import discover_nodes
+    from fedgossip.server.local_grid import LocalGrid
+    from fedgossip.server.rejoin import Rejoins
+
+    config = load_config(
+        None,
+        [
+            *CHURN,
+            "nodes.count=3",
+            "experiment.rounds=3",
+            "scenario.crash=[1]",
+            "scenario.crash_round=1",
+            "scenario.down_rounds=1",
+        ],
+    )
+    grid = LocalGrid(app, 3, {p.OVERRIDES: "nodes.count=3"}, id_seed=7)
+    labels = discover_nodes(grid, 3, timeout=5)
+    old_id = next(i for i, n in labels.items() if n == 1)
+    events, away = [], {}
+
+    def launcher(event: dict) -> None:  # what the launcher does at each round start
+        events.append(event)
+        if event == {"type": "round-start", "round": 1}:
+            away["context"] = grid.contexts.pop(old_id)
+        elif event == {"type": "round-start", "round": 2}:
+            grid.contexts[old_id + 1] = away["context"]  # registered again, under a new id
+
+    rejoins = Rejoins(grid, churn_plan(config), labels, 3, launcher, 0.0, timeout=5)
+    rejoins.before_round(1)
+    assert sorted(labels.values()) == [0, 2] and old_id not in labels
+    assert rejoins.take(1) == {}
+    rejoins.before_round(2)
+    assert labels[old_id + 1] == 1 and sorted(labels.values()) == [0, 1, 2]
+    fields = rejoins.take(1)
+    assert fields["rounds_missed"] == 1 and 0 <= fields["rejoin_s"] < 5 and rejoins.take(1) == {}
+    rejoin = events[-1]
+    assert (rejoin["type"], rejoin["kind"], rejoin["node"], rejoin["round"]) == ("scenario", "rejoin", 1, 2)
+    assert rejoin["details"]["node_id"] == str(old_id + 1)
+    rejoins.before_round(3)
+    assert events[-1] == {"type": "round-start", "round": 3} and sorted(labels.values()) == [0, 1, 2]
