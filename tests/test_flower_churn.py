@@ -22,6 +22,11 @@ from .test_flower_deployment import FLOWER, processes_gone
 CHURN = ["experiment.mode=flower", "strategy.name=average", "experiment.rounds=10"]
 
 
+def sets(settings: dict[str, str]) -> list[str]:
+    """`fedgossip run` arguments that set each key to its value."""
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
 def test_the_plan_crashes_the_chosen_nodes_for_down_rounds_and_brings_them_back():
     config = load_config(
         None, [*CHURN, "scenario.crash=[1, 3]", "scenario.crash_round=4", "scenario.down_rounds=3"]
@@ -88,17 +93,8 @@ def test_churn_that_leaves_too_few_nodes_for_the_strategy_is_refused_before_the_
 
 
 def test_the_cli_refuses_flower_churn_it_cannot_run_with_exit_2(tmp_path):
-    result = run_cli(
-        "run",
-        "--out",
-        str(tmp_path / "run"),
-        *FLOWER,
-        "--set",
-        "scenario.crash=[1]",
-        "--set",
-        "scenario.crash_round=2",
-        timeout=60,
-    )
+    args = sets({"scenario.crash": "[1]", "scenario.crash_round": "2"})
+    result = run_cli("run", "--out", str(tmp_path / "run"), *FLOWER, *args, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "error: scenario churn leaves 1 of 2 nodes up in round 2" in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
@@ -116,8 +112,7 @@ def test_a_supernode_stopped_at_round_1_misses_it_and_takes_part_again_in_round_
         "scenario.crash_round": "1",
         "scenario.down_rounds": "1",
     }
-    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    result = run_cli("run", "--out", str(run), *FLOWER, *args, timeout=290)
+    result = run_cli("run", "--out", str(run), *FLOWER, *sets(settings), timeout=290)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["errors"] == [], summary
