@@ -68,7 +68,7 @@ class ExperimentConfig:
                 registry.resolve(name)
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
-        self.scenario.check_nodes(self.nodes.count, mode)
+        self.scenario.check_nodes(self.nodes.count, mode, self.flower.engine)
         if self.launcher.engine == "ray" and mode != "gossip":
             raise ValueError(
                 'launcher.engine "ray" runs gossip peers; Flower mode has its own engines '

@@ -309,12 +309,14 @@ class ScenarioSection:
     the 20% set). attack_scale: the sign-flip and scaling factor, the noise's standard deviation.
     stale_rounds: how old the model a "stale" attacker sends is. target_label, trigger_size: the
     collective plants its trigger (the last trigger_size features set to the data's maximum) and
-    relabels its examples as target_label. Churn (gossip): the nodes `crash` (or a seeded
-    crash_fraction) crash at crash_round, and every node crashes with probability crash_rate
-    each round; a crashed node loses its model and stops serving until its neighbours are
-    down_rounds rounds past the round it crashed in (it asks their Health; at most down_rounds x 3
-    round timeouts), then rejoins by fetching a neighbour's model. Stragglers (ids, or a
-    fraction) train `slowdown` times slower.
+    relabels its examples as target_label. Churn: the nodes `crash` (or a seeded crash_fraction)
+    crash at crash_round, and every node crashes with probability crash_rate each round. Gossip: a
+    crashed node loses its model and stops serving until its neighbours are down_rounds rounds
+    past the round it crashed in (it asks their Health; at most down_rounds x 3 round timeouts),
+    then rejoins by fetching a neighbour's model. Flower (deployment engine): the launcher stops
+    the node's SuperNode process before that round and starts it again, same partition and key,
+    for round crash + down_rounds (server/churn.py). Stragglers (ids, or a fraction, gossip)
+    train `slowdown` times slower.
     Topology (gossip): every resample_every rounds each node draws resample_degree random
     neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.
     """
@@ -382,8 +384,9 @@ class ScenarioSection:
         require(self.resample_every >= 0, "scenario.resample_every", "must be >= 0 (0: static)")
         require(self.resample_degree >= 1, "scenario.resample_degree", "must be >= 1")
 
-    def check_nodes(self, count: int, mode: str) -> None:
-        """Refuse node ids beyond `count` and, in Flower mode, what only gossip peers apply."""
+    def check_nodes(self, count: int, mode: str, engine: str = "deployment") -> None:
+        """Refuse node ids beyond `count` and, in Flower mode, what only gossip peers apply, and
+        churn on a Flower `engine` without SuperNode processes to stop."""
         for key in ("attackers", "crash", "stragglers"):
             ids = getattr(self, key)
             require(all(i < count for i in ids), f"scenario.{key}", f"names a node >= nodes.count ({count})")
@@ -396,7 +399,14 @@ class ScenarioSection:
             require(
                 not gossip_only,
                 f"scenario.{gossip_only[0] if gossip_only else ''}",
-                "applies in gossip mode only (Flower mode runs the attacks alone)",
+                "applies in gossip mode only (Flower mode runs the attacks and SuperNode churn only)",
+            )
+            churn = [key for key in CHURN if getattr(self, key) != getattr(DEFAULT_SCENARIO, key)]
+            require(
+                engine == "deployment" or not self.churn,
+                f"scenario.{churn[0] if churn else 'crash'}",
+                f"needs flower.engine = 'deployment' (SuperNode processes to stop and restart); "
+                f"flower.engine {engine!r} has none",
             )
 
     @property
@@ -415,11 +425,9 @@ GOSSIP_ONLY = (
     "loss",
     "bandwidth_mbps",
     "partition_groups",
-    "crash",
-    "crash_fraction",
-    "crash_rate",
     "stragglers",
     "straggler_fraction",
     "resample_every",
 )
+CHURN = ("crash", "crash_fraction", "crash_round", "crash_rate")
 DEFAULT_SCENARIO = ScenarioSection()

@@ -14,6 +14,9 @@ node per round plus one "server" record per round; they reach metrics.jsonl (app
 as they are produced, and move the progress bar. Every process the launcher started, and every
 process those started, is stopped by PID on completion, error and Ctrl-C.
 
+Under churn (scenario.crash / crash_fraction / crash_rate, deployment only) SuperNodes are stopped
+and restarted mid-run (`flower_churn`), every stop and rejoin an event of events.jsonl.
+
 This module turns the ServerApp's events into records and the outcome (`EventSink`) and picks
 the engine: `flower_inprocess` or `flower_superlink` (deployment and simulation, on
 `flower_processes`, `flower_files`, `flower_security` and the `flwr_cli` wrapper).
@@ -22,7 +25,7 @@ the engine: `flower_inprocess` or `flower_superlink` (deployment and simulation,
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -32,6 +35,9 @@ from fedgossip.launcher.gossip import Outcome
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.schema.records import SERVER, SERVER_EVENTS, check_event
+
+if TYPE_CHECKING:
+    from fedgossip.launcher.flower_churn import SuperNodeChurn
 
 
 class EventSink:
@@ -43,6 +49,7 @@ class EventSink:
         self.failed = False
         self.info: dict[str, Any] = {}
         self.rounds_done = 0
+        self.churn: SuperNodeChurn | None = None  # the deployment engine's, under churn
 
     def __call__(self, event: dict[str, Any]) -> None:
         event = check_event(event, SERVER_EVENTS)  # type: ignore[assignment]
@@ -66,6 +73,12 @@ class EventSink:
             self.outcome.errors.append(
                 f"node {node}, round {event.get('round')} ({event.get('phase')}): {event.get('error')}"
             )
+        elif kind == "round-start" and self.churn is not None:
+            round_ = event.get("round")
+            if isinstance(round_, int) and not isinstance(round_, bool):
+                self.churn.round_start(round_)
+        elif kind == "scenario" and self.churn is not None:
+            self.churn.rejoined(event)
         elif kind == "error":
             self.failed = True
             self.outcome.errors.append(f"ServerApp: {event.get('error')}")
@@ -76,11 +89,15 @@ class EventSink:
 
 def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
     """Run the Flower experiment on its configured engine and return the outcome. The strategy's
-    arguments are checked first (ValueError: too few nodes per round for krum, a user's rule that
-    does not import), as the ServerApp will, so that a bad config starts nothing."""
+    arguments are checked first (ValueError: too few nodes per round for krum, also in the
+    emptiest round under churn; a user's rule that does not import), as the ServerApp will, so
+    that a bad config starts nothing."""
+    from fedgossip.launcher.flower_churn import check_churn
+    from fedgossip.server.churn import churn_plan
     from fedgossip.server.strategies import strategy_arguments
 
     strategy_arguments(config)
+    check_churn(config, churn_plan(config))
     started = time.time()
     outcome = FlowerOutcome()
     per_round = _nodes_per_round(config)

@@ -20,7 +20,7 @@ from fedgossip.launcher.flower_security import Security
 from fedgossip.launcher.flwr_cli import executable
 from fedgossip.launcher.polling import poll_until
 from fedgossip.launcher.processes import LOOPBACK, Child, free_ports
-from fedgossip.launcher.proctree import ProcessTracker
+from fedgossip.launcher.proctree import ProcessTracker, descendants, stop_leaves_first
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.server import protocol as p
 
@@ -139,8 +139,8 @@ def start_superlink(
             superlink.stop()
 
 
-def start_supernodes(
-    children: list[Child],
+def supernode(
+    node: int,
     ports: list[int],
     security: Security,
     files: FlowerFiles,
@@ -148,20 +148,25 @@ def start_supernodes(
     logs: Path,
     *,
     max_wait: float,
-) -> None:
-    """One SuperNode per port of `ports[1:]`, node i holding partition i, all connecting to the
-    SuperLink on `ports[0]`."""
+) -> Child:
+    """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
+    SuperLink on `ports[0]`); started again under churn, it is the same node: same command line,
+    same log (appended)."""
     superlink, count = f"{LOOPBACK}:{ports[0]}", len(ports) - 1
-    for node in range(count):
-        children.append(
-            Child(
-                f"supernode-{node}",
-                supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait),
-                log_path=logs / f"supernode-{node}.log",
-                env=env,
-                cwd=files.root,
-            )
-        )
+    return Child(
+        f"supernode-{node}",
+        supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait),
+        log_path=logs / f"supernode-{node}.log",
+        env=env,
+        cwd=files.root,
+    )
+
+
+def stop_supernode(child: Child, grace: float = 5.0) -> int:
+    """Stop one SuperNode by PID: what it started (leaves first), then itself (SIGTERM, so it signs
+    off at the SuperLink; SIGKILL after `grace`). Returns its exit code."""
+    stop_leaves_first(descendants([child.pid]), grace)
+    return child.stop(grace)
 
 
 def scan(tracker: ProcessTracker, children: list[Child]) -> None:

@@ -2,7 +2,8 @@
 starts on a free loopback port, submit it with `flwr run` and follow it until the SuperLink reports
 it finished (`flwr run` exits 0 for a failed run too).
 
-- deployment: one `flower-supernode` per node, optionally with TLS and SuperNode authentication;
+- deployment: one `flower-supernode` per node, optionally with TLS and SuperNode authentication,
+  stopped and restarted mid-run under churn (launcher/flower_churn.py);
 - simulation: `flower-superlink --simulation` runs `nodes.count` virtual SuperNodes on Flower's
   Ray-based simulation engine.
 """
@@ -10,10 +11,12 @@ it finished (`flwr run` exits 0 for a failed run too).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher import flower_processes as fp
 from fedgossip.launcher.flower import EventSink
+from fedgossip.launcher.flower_churn import SuperNodeChurn
 from fedgossip.launcher.flower_files import flower_env, prepare
 from fedgossip.launcher.flower_outcome import LaunchError, checked
 from fedgossip.launcher.flower_security import Security, security_material
@@ -23,6 +26,7 @@ from fedgossip.launcher.proctree import ProcessTracker
 from fedgossip.launcher.progress import RoundProgress
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.schema.records import LineTail
+from fedgossip.server.churn import churn_plan
 
 STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
@@ -60,9 +64,18 @@ def run_on_superlink(
             if security.node_keys:
                 checked(lambda: register_node_keys([public for _, public in security.node_keys], env))
             if not simulation:
-                fp.start_supernodes(
-                    children, ports, security, files, env, results.logs, max_wait=flower.startup_timeout
+                start = partial(
+                    fp.supernode,
+                    ports=ports,
+                    security=security,
+                    files=files,
+                    env=env,
+                    logs=results.logs,
+                    max_wait=flower.startup_timeout,
                 )
+                children.extend(start(node) for node in range(count))
+                if plan := churn_plan(config):
+                    sink.churn = SuperNodeChurn(plan, children, start, results, started)
             fp.write_processes(results, children, run_id)
             bar.status("submitting the run")
             federation = (
@@ -110,10 +123,13 @@ def _follow(
     A SuperNode that dies is reported (its node becomes a dead node) and the ServerApp carries on
     without it, as gossip peers do; the run is stopped (and fails) when the SuperLink dies or the
     run outlives its time limit: startup plus twice the round timeout per round (train and
-    evaluate messages) plus a grace.
+    evaluate messages) plus a grace, plus the start-up time again for each round SuperNodes
+    restart in under churn.
     """
     flower = config.flower
-    limit = flower.startup_timeout + config.experiment.rounds * 2 * flower.round_timeout + SUBMIT_GRACE_S
+    restarts = len({outage.back for outage in churn_plan(config).outages if outage.back})
+    rounds = config.experiment.rounds * 2 * flower.round_timeout
+    limit = (1 + restarts) * flower.startup_timeout + rounds + SUBMIT_GRACE_S
     deadline = time.monotonic() + limit
     next_status = time.monotonic() + STATUS_POLL_S
     next_scan = 0.0

@@ -234,7 +234,8 @@ class Record(TypedDict, total=False):
 # the kinds of events a process emits, one JSON object per line with its kind under "type"
 # a gossip peer, on its stdout ("round" is a record; "scenario": a fault, attack or churn event)
 PEER_EVENTS = ("ready", "round", "error", "done", "scenario")
-SERVER_EVENTS = ("started", "record", "node-error", "error", "done")  # the ServerApp, to its records file
+# the ServerApp, to its records file ("round-start" and "scenario": Flower churn, server/rejoin.py)
+SERVER_EVENTS = ("started", "record", "node-error", "round-start", "scenario", "error", "done")
 Emit = Callable[[dict[str, Any]], None]
 
 

@@ -1,8 +1,7 @@
 """The federation one ServerApp runs, on any Grid: handshake, rounds, records.
 
-1. Handshake: wait (with a deadline) until `nodes.count` nodes are connected and ask each for its
-   partition (a query message), so records and sampling use stable partition ids, and a SuperNode
-   started with a wrong or duplicate partition is refused before any training.
+1. Handshake (server/handshake.py): wait (with a deadline) until `nodes.count` nodes are
+   connected and ask each for its partition, so records and sampling use stable partition ids.
 2. The common start: `build_learner(task, 0, N, seed)`'s initial weights; the same learner
    evaluates each global model on the global held-out test set (the "server" records).
 3. `Strategy.start` with the strategy named in the config, through a `RecordingGrid` that checks
@@ -10,9 +9,11 @@
    the global model's `layer_variance` and the client models' `consensus_distance`) are
    emitted as they are produced; a strategy with a `node_fields(round)` method (partition id ->
    fields) adds its own per-node metrics to them (`fair`: psi, selected, staleness, ...).
+4. Under Flower churn (server/churn.py), before each round `Rejoins` (server/rejoin.py) lets the
+   launcher stop and restart SuperNodes and waits until the SuperLink's nodes match the plan.
 
 Events go to `emit` as dicts with a "type": "record" (with the record), "node-error", "started",
-"done" or "error".
+"round-start", "scenario" (a node's rejoin), "done" or "error".
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from logging import WARNING
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -31,71 +32,12 @@ from fedgossip.schema.records import Emit
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
-from fedgossip.server.recording import RecordingGrid, exchange, labels_view, server_record
-from fedgossip.server.strategies import NodesMissing, build_strategy
+from fedgossip.server.churn import churn_plan
+from fedgossip.server.handshake import discover_nodes
+from fedgossip.server.recording import RecordingGrid, labels_view, server_record
+from fedgossip.server.rejoin import Rejoins
+from fedgossip.server.strategies import build_strategy
 from fedgossip.tasks.stream import wrap_notice
-
-
-class HandshakeFailed(RuntimeError):
-    """The connected nodes do not make up the experiment's partitions."""
-
-
-def discover_nodes(grid: Grid, count: int, timeout: float, interval: float = 0.5) -> dict[int, int]:
-    """Node id -> partition id of `count` connected nodes, asked by a query message each.
-
-    Raises NodesMissing when fewer than `count` nodes answered within `timeout` seconds, and
-    HandshakeFailed when a node answers with an error, a partition outside [0, count), a
-    different partition count, or a partition another node already holds.
-    """
-    labels: dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        unknown = [node for node in grid.get_node_ids() if node not in labels]
-        if unknown:
-            messages = [
-                Message(
-                    RecordDict({p.CONFIG: ConfigRecord({"ask": p.PARTITION_ID})}),
-                    dst_node_id=node,
-                    message_type=MessageType.QUERY,
-                )
-                for node in unknown
-            ]
-            replies, sent_to = exchange(grid, messages, max(1.0, deadline - time.monotonic()))
-            for reply in replies:
-                node = sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-                labels[node] = _partition_of(reply, count, node)
-            taken: dict[int, int] = {}
-            for node, partition in labels.items():
-                if partition in taken:
-                    raise HandshakeFailed(
-                        f"two SuperNodes (ids {taken[partition]} and {node}) hold partition-id {partition}"
-                    )
-                taken[partition] = node
-        if len(labels) >= count:
-            return labels
-        if time.monotonic() >= deadline:
-            missing = sorted(set(range(count)) - set(labels.values()))
-            raise NodesMissing(
-                f"only {len(labels)} of {count} nodes connected and answered within {timeout:.0f}s; "
-                f"missing partition ids {missing}"
-            )
-        time.sleep(interval)
-
-
-def _partition_of(reply: Message, count: int, node: int) -> int:
-    if reply.has_error():
-        raise HandshakeFailed(f"node {node} failed the handshake: {reply.error.reason}")
-    record = reply.content.config_records.get(p.NODE)
-    partition = record.get(p.PARTITION_ID) if record is not None else None
-    partitions = record.get(p.NUM_PARTITIONS) if record is not None else None
-    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < count:
-        raise HandshakeFailed(f"node {node} reports partition-id {partition!r}, not one of 0..{count - 1}")
-    if partitions != count:
-        raise HandshakeFailed(
-            f"node {node} (partition {partition}) reports "
-            f"num-partitions={partitions!r}; the experiment has {count} nodes"
-        )
-    return partition
 
 
 class ServerEvaluator:
@@ -151,6 +93,9 @@ def run_federation(
         evaluator = ServerEvaluator(config)
         initial = evaluator.initial_arrays()
         recorder = RecordingGrid(grid, labels, specs_of(initial))
+        rejoins = Rejoins(
+            grid, churn_plan(config), labels, config.nodes.count, emit, run_start, flower.startup_timeout
+        )
         if strategy is None:
             strategy = build_strategy(
                 config, labels, node_wait=flower.startup_timeout, local_names=evaluator.learner.local_names
@@ -165,7 +110,7 @@ def run_federation(
             nodes = recorder.flush(server_round, run_start, (loss, accuracy)) if server_round else []
             fields = node_fields(server_round) if node_fields and server_round else {}
             for record in nodes:
-                record.update(fields.get(record["node"], {}))
+                record.update(fields.get(record["node"], {}), **rejoins.take(record["node"]))
             for label, phase, reason in recorder.take_errors():
                 emit(
                     {
@@ -181,6 +126,8 @@ def run_federation(
             record = server_record(server_round, run_start, loss, accuracy, evaluator.test_examples, nodes)
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
             emit({"type": "record", "record": {**record, **recorder.take_phase_seconds()}})
+            if server_round < config.experiment.rounds:
+                rejoins.before_round(server_round + 1)
             return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy})
 
         result = strategy.start(

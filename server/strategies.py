@@ -238,14 +238,15 @@ def _builtin_arguments(config: ExperimentConfig) -> dict[str, Callable[[], dict]
     }
 
 
-def strategy_arguments(config: ExperimentConfig) -> dict[str, Any]:
+def strategy_arguments(config: ExperimentConfig, nodes: int | None = None) -> dict[str, Any]:
     """The keyword arguments of the strategy named by config.strategy.name.
 
     Raises ValueError when a user's rule cannot be imported, or the nodes sampled per round are
-    too few for the rule (Krum's n > 2f + 2, Bulyan).
+    too few for the rule (Krum's n > 2f + 2, Bulyan) when `nodes` (default: nodes.count; fewer
+    in a round under churn) are up.
     """
     name, flower, strategy = config.strategy.name, config.flower, config.strategy
-    nodes = config.nodes.count
+    nodes = config.nodes.count if nodes is None else nodes
     minimum = min(2, nodes)
     kwargs: dict[str, Any] = {
         "fraction_train": flower.fraction_train,
@@ -262,7 +263,8 @@ def strategy_arguments(config: ExperimentConfig) -> dict[str, Any]:
         raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
     if isinstance(entry, Rule):
         sampled = max(int(nodes * flower.fraction_train), minimum)
-        given = f"nodes.count = {nodes} and flower.fraction_train = {flower.fraction_train} give {sampled}"
+        who = f"nodes.count = {nodes}" if nodes == config.nodes.count else f"{nodes} nodes up"
+        given = f"{who} and flower.fraction_train = {flower.fraction_train} give {sampled}"
         entry.check_enough(strategy.params, sampled, f"round; {given}")
         return {**kwargs, "params": strategy.params}
     return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}

@@ -26,7 +26,7 @@ from fedgossip.config import FLOWER_STRATEGIES, load_config
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server import protocol as p
 from fedgossip.server.fair import FairStrategy
-from fedgossip.server.federation import HandshakeFailed, discover_nodes
+from fedgossip.server.handshake import HandshakeFailed, discover_nodes
 from fedgossip.server.local_grid import LocalGrid, claim_server_identity
 from fedgossip.server.recording import RecordingGrid, RoundFailed
 from fedgossip.server.strategies import Average, RuleStrategy, VarianceCorrected, build_strategy
