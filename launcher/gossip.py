@@ -180,13 +180,16 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     ):
         listen = engine.place(list(hosted.values()))
         node_configs = write_node_configs(config, results, started, listen, graph)
+        for group in hosted.values():
+            children.append(engine.start(group))
+        results.write_processes({c.name: c.pid for c in children})
+        # the observer's gRPC channels open only once every node process is started: a process
+        # forked while this one has active gRPC channels can abort before its exec (epoll EBADF,
+        # grpc/grpc#43055), seen with launcher.fork_server = false
         with (
             RoundProgress(console, count, rounds, config.experiment.name) as bar,
             observe_consensus(config, node_configs, results, started) as observer,
         ):
-            for group in hosted.values():
-                children.append(engine.start(group))
-            results.write_processes({c.name: c.pid for c in children})
             while open_streams:
                 if time.time() > deadline:
                     outcome.errors.append("the run exceeded its time limit")
