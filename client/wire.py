@@ -1,9 +1,10 @@
 """Models on the wire: split a model into gossip chunks, and rebuild one from untrusted chunks.
 
-A model travels as one header (sender, round, example count, tensor specs, total size) followed by
-the tensors' raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES`. The receiving side
-checks everything against its own model's specs before a single value is used (the shared checks
-of `fedgossip.schema.tensors`, answered as gRPC statuses).
+A model travels as one header (sender, round, example count, tensor specs, total size) with the
+tensors' concatenated raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES` (the first
+slice rides with the header). The receiving side checks everything against its own model's specs
+before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
+statuses).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def encode(
     arrays: Sequence[np.ndarray],
     chunk_bytes: int = CHUNK_BYTES,
 ) -> list[gossip_pb2.ModelChunk]:
-    """Split a model into chunks, the first carrying the header. Built once, sent to every neighbour."""
+    """Split a model into chunks, the first carrying the header and the first slice of data (a
+    model under `chunk_bytes` is one message: each message costs the event loop a write). Built
+    once, sent to every neighbour."""
     specs = specs_of(names, arrays)
     header = gossip_pb2.ModelHeader(
         sender=sender,
@@ -78,12 +81,30 @@ def encode(
         tensors=[gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs],
         total_bytes=sum(s.nbytes for s in specs),
     )
-    chunks = [gossip_pb2.ModelChunk(header=header)]
-    for spec, array in zip(specs, arrays, strict=True):
-        view = memoryview(np.ascontiguousarray(array, dtype=spec.dtype)).cast("B")
-        for start in range(0, len(view), chunk_bytes):
-            chunks.append(gossip_pb2.ModelChunk(data=view[start : start + chunk_bytes].tobytes()))
-    return chunks
+    views = [
+        memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B") for s, a in zip(specs, arrays, strict=True)
+    ]
+    slices = list(_slices(views, chunk_bytes)) or [b""]
+    return [gossip_pb2.ModelChunk(header=header, data=slices[0])] + [
+        gossip_pb2.ModelChunk(data=data) for data in slices[1:]
+    ]
+
+
+def _slices(views: Sequence[memoryview], size: int) -> Iterator[bytes]:
+    """The concatenation of `views` in slices of `size` bytes (the last one shorter), each copied once."""
+    parts: list[memoryview] = []
+    filled = 0
+    for view in views:
+        while len(view):
+            take = view[: size - filled]
+            parts.append(take)
+            filled += len(take)
+            view = view[len(take) :]
+            if filled == size:
+                yield b"".join(parts)
+                parts, filled = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 class ModelAssembler:

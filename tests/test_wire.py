@@ -30,12 +30,27 @@ def assembler(**kw) -> ModelAssembler:
 def test_round_trip_over_several_chunks():
     arrays = model(1)
     chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=64 << 10)
-    assert len(chunks) > 10 and chunks[0].HasField("header")
+    assert len(chunks) > 5 and chunks[0].HasField("header")
     message = assemble(iter(chunks), assembler())
     assert (message.sender, message.round, message.num_examples) == (3, 2, 77)
     for got, want in zip(message.arrays, arrays, strict=True):
         np.testing.assert_array_equal(got, want)
     assert message.nbytes == sum(a.nbytes for a in arrays)
+
+
+def test_slices_fill_every_chunk_and_a_small_model_is_one_message():
+    """The tensors' bytes are concatenated and sliced regardless of tensor boundaries: every chunk
+    but the last holds exactly chunk_bytes (the header's included), so a small model costs one
+    message."""
+    arrays = model(2)
+    raw = b"".join(a.tobytes() for a in arrays)  # 602,004 bytes
+    for size in (1000, 4096, 64 << 10, 1 << 20):
+        chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=size)
+        assert [c.HasField("header") for c in chunks] == [True] + [False] * (len(chunks) - 1)
+        assert [len(c.data) for c in chunks[:-1]] == [size] * (len(chunks) - 1)
+        assert len(chunks) == -(-len(raw) // size)
+        assert b"".join(c.data for c in chunks) == raw
+    assert len(encode(3, 2, 77, NAMES, arrays)) == 1
 
 
 def refused(chunks, **kw) -> WireError:
@@ -75,7 +90,7 @@ def test_unknown_sender_and_bad_round():
 
 
 def test_size_lies_are_caught():
-    chunks = encode(3, 1, 5, NAMES, model())
+    chunks = encode(3, 1, 5, NAMES, model(), chunk_bytes=64 << 10)
     assert "got" in str(refused(chunks[:-1]))
     extra = [*chunks, gossip_pb2.ModelChunk(data=b"1234")]
     assert "more data" in str(refused(extra))
