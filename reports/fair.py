@@ -203,6 +203,20 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     }
 
 
+FAIR_FIGURES = ("psi_noise_correlation", "fairness", "spread_trend_per_round", "std_end")
+
+
+def fair_figures(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of `fair_summary`, flat (the comparison's columns): the selection,
+    psi-noise correlation, fairness, and equality's spread trend and final std; None each unless
+    strategy.name is "fair"."""
+    fair = fair_summary(records, config)
+    if fair is None:
+        return {"selection": None, **dict.fromkeys(FAIR_FIGURES)}
+    flat = {**fair, **fair["equality"]}
+    return {"selection": fair["selection"], **{key: flat[key] for key in FAIR_FIGURES}}
+
+
 def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:
     """Left: each node's own-model accuracy per round, coloured by its noise level, the end of the
     explore phase dashed. Middle: final psi against noise level. Right: per explore round, the

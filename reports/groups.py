@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.reports.fair import FAIR_FIGURES, fair_figures
 from fedgossip.reports.records import read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
 from fedgossip.reports.summary import accuracy_summary, mode_label, read_summary, round_curve, schedule_of
@@ -33,6 +34,7 @@ STATS = (  # (key of the run's figures, key in the comparison)
     ("honest_mean_accuracy", "honest_mean_accuracy"),
     ("honest_min_accuracy", "honest_min_accuracy"),
     ("attack_success_rate", "attack_success_rate"),
+    *((key, key) for key in FAIR_FIGURES),  # fair incentives (None for other strategies)
 )
 
 
@@ -93,6 +95,7 @@ def load_run(path: Path, target: float | None = None) -> Run:
         **_launcher_info(path),
         **accuracy_summary(records, goal, schedule_of(config)),
         **scenario_summary(records, config),
+        **fair_figures(records, config),
         "target_accuracy": goal,
     }
     return Run(path, seed, {**config, "experiment": experiment}, figures, round_curve(records))
@@ -135,6 +138,7 @@ class Group:
             "mode": mode_label(first),
             "nodes": first["nodes"],
             "scenario": first["scenario"],
+            "selection": first["selection"],
             "seeds": len(self.runs),
             "target_accuracy": first["target_accuracy"],
             **{name: self.stat(key).to_dict() for key, name in STATS},

@@ -52,13 +52,28 @@ FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
 ]
 
 
+# a fair-incentives run's own table adds these (from summary.json's fair object)
+RUN_FAIR_FIELDS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("selection", lambda f: str(f.get("selection", "-"))),
+    ("explore rounds", lambda f: _fmt(f.get("explore_rounds"))),
+    ("psi-noise corr", lambda f: _fmt(f.get("psi_noise_correlation"), "+.2f")),
+    ("fairness", lambda f: _fmt(f.get("fairness"), "+.2f")),
+    ("spread trend", lambda f: _fmt(f.get("equality", {}).get("spread_trend_per_round"), "+.4f")),
+]
+
+
 def run_table(summary: Summary, title: str) -> Table:
-    """One run, one row per figure."""
+    """One run, one row per figure (and the fair incentives' figures for a fair run)."""
     table = Table(title=escape(title), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for label, cell in FIELDS:
+    for label, cell in FIELDS[:-1]:
         table.add_row(label.format(t=_target(summary)), escape(cell(summary)))
+    fair = summary.get("fair")
+    for label, cell in RUN_FAIR_FIELDS if isinstance(fair, dict) else ():
+        table.add_row(label, escape(cell(fair)))
+    label, cell = FIELDS[-1]
+    table.add_row(label, escape(cell(summary)))
     return table
 
 
@@ -83,7 +98,15 @@ SCENARIO_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("honest min acc", lambda row: _stat(row, "honest_min_accuracy", ".4f")),
     ("attack success", lambda row: _stat(row, "attack_success_rate", ".4f")),
 ]
-LEFT = ("run", "method", "strategy", "mode", "status", "scenario")
+# shown when a compared run is fair incentives (its baselines are fair runs with another selection)
+FAIR_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
+    ("selection", lambda row: str(row.get("selection") or "-")),
+    ("psi-noise corr", lambda row: _stat(row, "psi_noise_correlation", "+.2f")),
+    ("fairness", lambda row: _stat(row, "fairness", "+.2f")),
+    ("spread trend", lambda row: _stat(row, "spread_trend_per_round", "+.4f")),
+    ("acc std at end", lambda row: _stat(row, "std_end", ".3f")),
+]
+LEFT = ("run", "method", "strategy", "mode", "status", "scenario", "selection")
 UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
 
 
@@ -104,14 +127,17 @@ def stat_text(stat: Summary, seeds: int, spec: str, scale: float = 1.0) -> str:
 
 
 def compare_fields(rows: Sequence[Summary]) -> list[tuple[str, Callable[[Summary], str]]]:
-    """The comparison's columns: the scenario's beside the strategy when a run has a scenario."""
-    if all(row.get("scenario", "none") == "none" for row in rows):
-        return COMPARE_FIELDS
+    """The comparison's columns: the scenario's beside the strategy when a run has a scenario, the
+    fair incentives' (selection, psi-noise correlation, fairness, equality) when a run is fair."""
+    scenario = any(row.get("scenario", "none") != "none" for row in rows)
+    fair = any(row.get("selection") for row in rows)
     return [
         COMPARE_FIELDS[0],
-        *SCENARIO_FIELDS[:1],
+        *(SCENARIO_FIELDS[:1] if scenario else ()),
+        *(FAIR_FIELDS[:1] if fair else ()),
         *COMPARE_FIELDS[1:6],
-        *SCENARIO_FIELDS[1:],
+        *(SCENARIO_FIELDS[1:] if scenario else ()),
+        *(FAIR_FIELDS[1:] if fair else ()),
         *COMPARE_FIELDS[6:],
     ]
 
@@ -169,12 +195,12 @@ def markdown_pipe_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -
 def csv_table(rows: Sequence[Summary]) -> str:
     """The comparison as CSV: one line per group, each figure as mean, std and n (seeds having it)."""
     stats = [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
-    plain = ["label", "strategy", "mode", "nodes", "scenario", "seeds", "target_accuracy"]
+    plain = ["label", "strategy", "mode", "nodes", "scenario", "selection", "seeds", "target_accuracy"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     parts = ("mean", "std", "n")
     writer.writerow([*plain, *(f"{key}_{part}" for key in stats for part in parts), "status"])
     for row in rows:
         figures = ["" if row[key][part] is None else row[key][part] for key in stats for part in parts]
-        writer.writerow([*(row[key] for key in plain), *figures, row["status"]])
+        writer.writerow([*("" if row[key] is None else row[key] for key in plain), *figures, row["status"]])
     return out.getvalue()

@@ -322,3 +322,30 @@ def test_the_first_pass_correlation_is_the_one_before_the_stream_wraps_around():
     assert fair["psi_noise_correlation"] == pytest.approx(np.corrcoef([0, 1, 2, 3], repeated)[0, 1], abs=1e-4)
     assert fair["norm_noise_correlation"] == pytest.approx(1.0)
     assert fair["nodes"]["3"]["mean_update_norm"] == 4.0
+
+
+def test_compare_puts_fair_and_its_baselines_side_by_side_with_their_fairness(tmp_path):
+    """`fedgossip compare` of a fair run and its random-selection baseline: a selection column and
+    the psi-noise correlation, fairness and equality of each, recomputed here from the records
+    (Pearson of the final psi with each node's mean accuracy over the exploit phase)."""
+    for selection in ("fair", "random"):
+        config = fair_config(f'strategy.params.selection="{selection}"', "experiment.rounds=8")
+        _, code = run_experiment(config, tmp_path / selection, Console(file=io.StringIO()))
+        assert code == 0
+    result = run_cli("compare", str(tmp_path / "fair"), str(tmp_path / "random"), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["label"]: row for row in json.loads(result.stdout)["groups"]}
+    noise = [n / 5 * 0.6 for n in range(5)]
+    for selection in ("fair", "random"):
+        row, records = rows[selection], read_records(tmp_path / selection)
+        nodes = [[r for r in records if r["node"] == n] for n in range(5)]
+        psi = [mine[-1]["psi"] for mine in nodes]
+        accuracy = [np.mean([r["test_accuracy"] for r in mine if r["phase"] == "exploit"]) for mine in nodes]
+        assert row["selection"] == selection
+        assert row["fairness"]["mean"] == pytest.approx(np.corrcoef(psi, accuracy)[0, 1], abs=1e-4)
+        assert row["psi_noise_correlation"]["mean"] == pytest.approx(np.corrcoef(noise, psi)[0, 1], abs=1e-4)
+        last = [mine[-1]["test_accuracy"] for mine in nodes]
+        assert row["std_end"]["mean"] == pytest.approx(np.std(last), abs=1e-4)
+    table = run_cli("compare", str(tmp_path / "fair"), str(tmp_path / "random"), "--format", "markdown")
+    header = table.stdout.splitlines()[0]
+    assert all(name in header for name in ("selection", "psi-noise corr", "fairness", "spread trend"))
