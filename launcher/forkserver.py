@@ -75,14 +75,16 @@ def preload_for(model: str, dataset: str = "") -> Preload:
     """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state. Not
     scikit-learn (the linear model): it imports pandas and pyarrow when installed, whose allocator
     starts a thread, and a process with threads must not fork."""
-    learner = [] if model == "linear" else ["fedgossip.tasks.torch_learner"]
+    learner = [] if model == "linear" else ["fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"]
     modules = [
         "numpy",
+        "numpy.ma",  # imported by the first np.unique (the data split): ~15 ms per child otherwise
         "fedgossip.config",
         "fedgossip.tasks",
         *learner,
         "fedgossip.client.identity",
         "fedgossip.client.merge",
+        "fedgossip.strategies.diagnostics",
         "fedgossip.proto.gossip_pb2",
         "fedgossip.schema.records",
         "fedgossip.launcher.signals",
