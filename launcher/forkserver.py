@@ -79,6 +79,7 @@ def preload_for(model: str, dataset: str = "") -> Preload:
     modules = [
         "numpy",
         "numpy.ma",  # imported by the first np.unique (the data split): ~15 ms per child otherwise
+        "numpy.random",  # numpy imports it lazily, at the first np.random (the seeded streams)
         "fedgossip.config",
         "fedgossip.tasks",
         *learner,
