@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ from fedgossip.launcher.gossip import write_node_configs
 from fedgossip.launcher.ray_engine import RAY_INFO
 from fedgossip.launcher.results import ResultsFolder
 
-from .helpers import kill_during_run, metrics, run_cli, set_args, timeless, wait_for
+from .helpers import kill_during_run, metrics, run_cli, set_args, start_cli, timeless, wait_for
 from .ray_cluster import loopback_cluster
 
 FOUR = [
@@ -115,6 +117,31 @@ def test_a_killed_actor_of_two_peers_is_two_dead_peers_and_the_others_finish(clu
     last = max(r["round"] for r in records if r["node"] >= 2)
     late = [r for r in records if r["node"] < 2 and r["round"] > last + 1]
     assert late and all(r["neighbours_heard"] == [1 - r["node"]] for r in late), late
+    assert_nothing_left(out)
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_of_a_ray_engine_run_is_an_interrupt_that_leaves_nothing_on_the_cluster(cluster, tmp_path):
+    """SIGINT to the launcher's process group, as Ctrl-C in its terminal: exit 130, status
+    "interrupted", the records made so far kept, no actor or actor process left, every CPU free."""
+    out = tmp_path / "interrupted"
+    settings = ["nodes.count=4", "experiment.rounds=500", "topology.kind=ring", "task.model=linear"]
+    launcher = start_cli("run", "--out", str(out), settings=on_ray(cluster, settings))
+    try:
+        wait_for(
+            lambda: len(metrics(out)) >= 8 if (out / "metrics.jsonl").exists() else False, 150, "2 rounds"
+        )
+        before = len(metrics(out))
+        os.killpg(launcher.pid, signal.SIGINT)
+        output, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+    assert launcher.returncode == 130, output.decode(errors="replace")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and len(metrics(out)) >= before
+    assert b"Traceback" not in output
     assert_nothing_left(out)
 
 
