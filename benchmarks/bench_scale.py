@@ -239,6 +239,13 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
         f"wall {wall:.1f} s from launch to exit (run itself {summary['wall_time_s']:.1f} s)"
         + compare(wall, "wall_s", before, targets, "s")
     )
+    if ends:
+        print(
+            f"where the wall time goes: {ends[-1]:.1f} s of the run until every peer finished its "
+            f"last round, {summary['wall_time_s'] - ends[-1]:.1f} s more until the run's end (peers "
+            f"closing), {wall - summary['wall_time_s']:.1f} s outside the run (the launcher's imports "
+            "and config before it; summary, plots and table after it)"
+        )
     print(
         f"peak memory: total PSS {total_gib:.2f} GiB, RSS {memory.peak_total_rss / 2**30:.2f} GiB"
         + compare(total_gib, "total_gib", before, targets, "GiB")
