@@ -97,7 +97,8 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     from fedgossip.server.strategies import strategy_arguments
 
     strategy_arguments(config)
-    check_churn(config, churn_plan(config))
+    plan = churn_plan(config)
+    check_churn(config, plan)
     started = time.time()
     outcome = FlowerOutcome()
     per_round = _nodes_per_round(config)
@@ -108,7 +109,9 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
         console.print(
             f"[yellow]security.tls applies to the deployment engine only, not {config.flower.engine}[/]"
         )
-    with RoundProgress(console, per_round, config.experiment.rounds, config.experiment.name) as bar:
+    rounds, count = config.experiment.rounds, config.nodes.count
+    records = sum(_nodes_per_round(config, count - len(plan.down(r))) for r in range(1, rounds + 1))
+    with RoundProgress(console, per_round, rounds, config.experiment.name, records) as bar:
         sink = EventSink(results, bar, outcome, started)
         try:
             if config.flower.engine == "inprocess":
@@ -134,9 +137,10 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     return outcome
 
 
-def _nodes_per_round(config: ExperimentConfig) -> int:
-    """How many node records a round has (the sample sizes; all nodes at fraction 1)."""
-    count, flower = config.nodes.count, config.flower
+def _nodes_per_round(config: ExperimentConfig, up: int | None = None) -> int:
+    """How many node records a round with `up` nodes up (default: all) has: the sample sizes,
+    every node up at fraction 1."""
+    count, flower = config.nodes.count if up is None else up, config.flower
     minimum = min(2, count)
     train = max(int(count * flower.fraction_train), minimum)
     evaluate = max(int(count * flower.fraction_evaluate), minimum) if flower.fraction_evaluate > 0 else 0

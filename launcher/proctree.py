@@ -108,6 +108,7 @@ class ProcessTracker:
         self.exclude = set(exclude)
         self.since = since
         self.foreign_sessions = {0, 1, os.getsid(0), *foreign_sessions}
+        self._listed: set[int] = set()  # the process table's PIDs at the last `scan_new`
 
     def scan(self, roots: Iterable[int]) -> None:
         """Add the current descendants of `roots` (call it now and then while the run goes on); the
@@ -115,6 +116,25 @@ class ProcessTracker:
         roots = set(roots)
         self.exclude |= roots
         self._add_descendants(roots)
+
+    def scan_new(self, roots: Iterable[int]) -> None:
+        """`scan` for roots that never change, reading only the processes that appeared since the
+        last call (the first call reads them all). A process joins a tree only when it is created,
+        so this finds what `scan` finds while looking at a few processes instead of all of them."""
+        listed = set(psutil.pids())
+        new, self._listed = listed - self._listed, listed
+        roots = set(roots)
+        self.exclude |= roots
+        parents = roots | (self.known.keys() & listed)
+        parent_of: dict[int, tuple[psutil.Process, int]] = {}
+        for pid in new - self.exclude:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                parent_of[pid] = (proc, proc.ppid())
+        while attached := [pid for pid, (_, ppid) in parent_of.items() if ppid in parents]:
+            for pid in attached:  # children first seen with their parent join in the next pass
+                self._add(parent_of.pop(pid)[0])
+                parents.add(pid)
 
     def _add_descendants(self, roots: Iterable[int]) -> None:
         for proc in descendants(roots):

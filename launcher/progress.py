@@ -40,10 +40,13 @@ class _Bar:
 
 
 class RoundProgress(_Bar):
-    """Counts metrics records (nodes x rounds) and shows the mean accuracy of the newest round."""
+    """Counts metrics records (nodes x rounds, or the `total` a churn plan leaves) and shows the mean
+    accuracy of the newest round."""
 
-    def __init__(self, console: Console, nodes: int, rounds: int, label: str) -> None:
-        super().__init__(console, label, nodes * rounds, 0, "starting nodes")
+    def __init__(
+        self, console: Console, nodes: int, rounds: int, label: str, total: int | None = None
+    ) -> None:
+        super().__init__(console, label, nodes * rounds if total is None else total, 0, "starting nodes")
         self.nodes = nodes
         self._accuracies: dict[int, list[float]] = defaultdict(list)
 

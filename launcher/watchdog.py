@@ -11,9 +11,11 @@ only notice the loss through Flower's own parent polls, seconds later. So `watch
 - its stdin is the read end of a pipe whose write end only the launcher holds (close-on-exec, so
   no child inherits it). The kernel closes that end when the launcher dies by any means, and the
   watchdog sees EOF at once: no polling delay, no PID to trust;
-- every SCAN_S it walks the launcher's descendants (psutil) and remembers each one by PID and
-  creation time, so a process re-parented to init after its parent died stays known and a reused
-  PID is never signalled;
+- every SCAN_S it looks for the launcher's new descendants (psutil) and remembers each one by PID
+  and creation time, so a process re-parented to init after its parent died stays known and a
+  reused PID is never signalled. It reads only the processes that appeared since its last look
+  (`ProcessTracker.scan_new`): a process joins the launcher's tree only when it is created, and a
+  quiet tick costs one listing of /proc, not a read of every process (~2.5% of a core before);
 - on EOF it sweeps (the remembered processes, what they started since, the members of their
   sessions), SIGTERMs them, SIGKILLs whatever still runs after GRACE_S, and exits: every process of
   the run is gone within about a second of the launcher's death.
@@ -55,7 +57,7 @@ def watch(launcher: int, fd: int = 0) -> list[int]:
             break
         if not parent.is_running():
             break
-        tracker.scan([launcher])
+        tracker.scan_new([launcher])
     tracker.scan([launcher])
     left = tracker.stop_leftovers(GRACE_S)
     if left and not parent.is_running():

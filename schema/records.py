@@ -159,7 +159,13 @@ FIELDS: tuple[Field, ...] = (
         "delayed_s", NUMBER, "scenario", "seconds the scenario's network held the round's pushes back, summed"
     ),
     Field("rounds_missed", (int,), "scenario", "after a crash: the rounds the node did not train"),
-    Field("rejoin_s", NUMBER, "scenario", "after a crash: seconds from serving again to holding a model"),
+    Field(
+        "rejoin_s",
+        NUMBER,
+        "scenario",
+        "after a crash: seconds to be back; gossip: from serving again to holding a model; Flower: "
+        "from the start of the round it is back for (its SuperNode restarted) to its handshake answer",
+    ),
     Field("train_s", NUMBER, "server", "seconds the server waited for training replies in the round"),
     Field("evaluate_s", NUMBER, "server", "seconds the server waited for evaluation replies in the round"),
 )

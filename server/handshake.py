@@ -81,11 +81,7 @@ def _partition_of(reply: Message, count: int, node: int) -> int:
     record = reply.content.config_records.get(p.NODE)
     partition = record.get(p.PARTITION_ID) if record is not None else None
     partitions = record.get(p.NUM_PARTITIONS) if record is not None else None
-    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < count:
-        raise HandshakeFailed(f"node {node} reports partition-id {partition!r}, not one of 0..{count - 1}")
-    if partitions != count:
-        raise HandshakeFailed(
-            f"node {node} (partition {partition}) reports "
-            f"num-partitions={partitions!r}; the experiment has {count} nodes"
-        )
+    problem = p.partition_problem(partition, partitions, count)
+    if problem:
+        raise HandshakeFailed(f"node {node} reports {problem}")
     return partition

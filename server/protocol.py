@@ -108,6 +108,16 @@ def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfi
     return config
 
 
+def partition_problem(partition: Any, partitions: Any, num_nodes: int) -> str | None:
+    """What is wrong with a node's partition-id and num-partitions for an experiment of `num_nodes`
+    nodes (None: nothing); the SuperNode's own check and the server's handshake say it alike."""
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < num_nodes:
+        return f"{PARTITION_ID}={partition!r} must be an integer in [0, {num_nodes})"
+    if partitions != num_nodes:
+        return f"{NUM_PARTITIONS}={partitions!r} does not match the experiment's nodes.count={num_nodes}"
+    return None
+
+
 def node_partition(node_config: Mapping[str, Any], num_nodes: int) -> int:
     """The partition id of a SuperNode, checked against the experiment's node count."""
     if PARTITION_ID not in node_config:
@@ -115,12 +125,8 @@ def node_partition(node_config: Mapping[str, Any], num_nodes: int) -> int:
             f"this SuperNode has no {PARTITION_ID} in its node config: start it with "
             f'--node-config "{PARTITION_ID}=I {NUM_PARTITIONS}={num_nodes}"'
         )
-    partition, partitions = node_config[PARTITION_ID], node_config.get(NUM_PARTITIONS, num_nodes)
-    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < num_nodes:
-        raise ValueError(f"node config {PARTITION_ID}={partition!r} must be an integer in [0, {num_nodes})")
-    if partitions != num_nodes:
-        raise ValueError(
-            f"node config {NUM_PARTITIONS}={partitions!r} does not match the experiment's "
-            f"nodes.count={num_nodes}"
-        )
+    partition = node_config[PARTITION_ID]
+    problem = partition_problem(partition, node_config.get(NUM_PARTITIONS, num_nodes), num_nodes)
+    if problem:
+        raise ValueError(f"node config {problem}")
     return partition

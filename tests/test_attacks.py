@@ -236,7 +236,9 @@ def test_a_frozen_peer_stalls_others_once_and_catches_up(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
-    out, result = run_four_nodes(tmp_path, "experiment.rounds=20", "task.learning_rate=1e6")
+    # a survivor waits one round_timeout for the diverged neighbours: 5 s, not the default 30 s
+    settings = ("experiment.rounds=20", "task.learning_rate=1e6", "experiment.round_timeout=5")
+    out, result = run_four_nodes(tmp_path, *settings)
     assert result.returncode in (1, 3), result.stdout + result.stderr  # all or most nodes diverge
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] in ("failed", "partial") and summary["dead_nodes"]

@@ -114,6 +114,7 @@ def test_a_supernode_stopped_at_round_1_misses_it_and_takes_part_again_in_round_
     }
     result = run_cli("run", "--out", str(run), *FLOWER, *sets(settings), timeout=290)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r" 5/5 round 2: mean acc", result.stdout), result.stdout  # the bar ends at its total
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["errors"] == [], summary
     assert summary["flower"]["status"] == "finished:completed"

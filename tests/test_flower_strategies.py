@@ -4,6 +4,7 @@ the ServerApp, seeded sampling and the handshake: no engine, no processes."""
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import numpy as np
@@ -308,6 +309,29 @@ def test_handshake_refuses_a_node_of_another_experiment():
     next(iter(grid.contexts.values())).node_config[p.NUM_PARTITIONS] = 5
     with pytest.raises(HandshakeFailed, match="num-partitions=5 does not match"):
         discover_nodes(grid, 3, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("partition", "partitions", "problem"),
+    [
+        (7, 3, "partition-id=7 must be an integer in [0, 3)"),
+        (True, 3, "partition-id=True must be an integer in [0, 3)"),
+        (1, 5, "num-partitions=5 does not match the experiment's nodes.count=3"),
+    ],
+)
+def test_the_server_and_the_supernode_refuse_a_bad_partition_with_the_same_words(
+    partition, partitions, problem
+):
+    def liar(message: Message, context) -> Message:  # a ClientApp that skips its own check
+        record = ConfigRecord({p.PARTITION_ID: partition, p.NUM_PARTITIONS: partitions})
+        return Message(RecordDict({p.NODE: record}), reply_to=message)
+
+    grid = LocalGrid(liar, 3, {}, id_seed=5)
+    with pytest.raises(HandshakeFailed, match=r"node \d+ reports " + re.escape(problem)):
+        discover_nodes(grid, 3, timeout=5)
+    with pytest.raises(ValueError, match="^node config " + re.escape(problem)):
+        p.node_partition({p.PARTITION_ID: partition, p.NUM_PARTITIONS: partitions}, 3)
+    assert p.partition_problem(1, 3, 3) is None
 
 
 def test_array_view_reads_the_payload_in_place():

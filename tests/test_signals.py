@@ -269,3 +269,30 @@ def test_a_peer_stops_once_and_quietly_on_repeated_signals(tmp_path):
     log = child.log_path.read_text()
     assert code == 143, log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
+
+
+@pytest.mark.timeout(30)
+def test_scan_new_finds_the_new_descendants_a_full_scan_finds(tmp_path):
+    """The watchdog's cheap look (only the processes that appeared since the last one) still finds a
+    child and its grandchild in a session of its own, as a full walk of the process table does."""
+    from fedgossip.launcher.proctree import ProcessTracker
+
+    me = os.getpid()
+    cheap, full = ProcessTracker(exclude={me}), ProcessTracker(exclude={me})
+    cheap.scan_new([me])  # the first look reads every process
+    pid_file = tmp_path / "grandchild.pid"
+    child = subprocess.Popen([sys.executable, "-c", CHILD.replace("1.0", "30"), str(pid_file)])
+    grandchild = None
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the grandchild")
+        grandchild = psutil.Process(int(pid_file.read_text()))
+        cheap.scan_new([me])
+        full.scan([me])
+        assert {child.pid, grandchild.pid} <= cheap.known.keys()
+        assert full.known.keys() <= cheap.known.keys()
+        assert cheap.sessions >= {grandchild.pid}
+    finally:
+        for proc in (grandchild, psutil.Process(child.pid)):
+            if proc is not None and _running(proc):
+                proc.kill()
+        child.wait(10)
