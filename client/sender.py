@@ -6,8 +6,10 @@ Each neighbour has a one-model slot and a coroutine on the process's event loop
 a future at once; a model still waiting in the slot when a newer one comes is replaced (its
 future says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
 neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
-with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
-model replaces it. `open_channels` makes the grpc.aio channels the senders' stubs use.
+with pushes, or not serving yet) or cut by the neighbour before its deadline (it found the stream
+silent for gossip.idle_timeout: this process was too busy to feed it) is tried again every RETRY_S
+until its deadline, unless a newer model replaces it. `open_channels` makes the grpc.aio channels
+the senders' stubs use.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 OnReply = Callable[[int, gossip_pb2.PushReply], None]
 RETRY_S = 0.1  # pause before pushing again after a transient refusal
 TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+# the status a receiver cuts a silent stream with (client/service.py), and a call past its deadline ends with
+CUT = grpc.StatusCode.DEADLINE_EXCEEDED
 OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
 
 
@@ -172,7 +176,8 @@ class NeighbourSender:
                     _settle(job.result, delivered)
 
     async def _transmit(self, job: _Job) -> int:
-        """Push one model, again after each transient refusal until its deadline; bytes delivered."""
+        """Push one model, again after each transient refusal or cut until its deadline; bytes
+        delivered (by the push that arrived: a cut one delivered none)."""
         delivered = await self._push(job)
         while delivered is None and not await self._retry_later(job):
             delivered = await self._push(job)
@@ -190,7 +195,7 @@ class NeighbourSender:
             return self._closed or self._job is not None
 
     async def _retry_later(self, job: _Job) -> bool:
-        """After a transient refusal, wait RETRY_S and say whether to give up instead: the deadline
+        """After a transient refusal or a cut, wait RETRY_S and say whether to give up instead: the deadline
         passed, a newer model is waiting, or the sender closed."""
         if not self._waiting():
             self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
@@ -199,7 +204,8 @@ class NeighbourSender:
 
     async def _push(self, job: _Job) -> int | None:
         """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
-        None after a transient refusal (the neighbour is busy or not up yet) worth trying again."""
+        None after a transient refusal (the neighbour is busy or not up yet) or a cut (see `_cut`)
+        worth trying again."""
         call = partial(
             self._stub.PushModel,
             iter(job.chunks),
@@ -207,14 +213,23 @@ class NeighbourSender:
             metadata=self._metadata,
             wait_for_ready=job.wait,
         )
-        reply = await self._answer("push", call, quiet=TRANSIENT)
+        reply = await self._answer("push", call, quiet=TRANSIENT | {CUT})
         if isinstance(reply, grpc.StatusCode):
-            return None if reply in TRANSIENT else 0
+            return None if reply in TRANSIENT or (reply == CUT and self._cut(job)) else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)
             return 0
         return sum(len(c.data) for c in job.chunks)
+
+    def _cut(self, job: _Job) -> bool:
+        """After a push ended DEADLINE_EXCEEDED, say (logged) whether the receiver cut it before the
+        job's deadline (it found the stream silent: worth pushing again) or the deadline passed."""
+        if time.monotonic() < job.deadline:
+            log.info("push to node %d cut by the receiver (stream silent too long): pushing again", self.node)
+            return True
+        log.warning("push to node %d failed: %s (its deadline passed)", self.node, CUT.name)
+        return False
 
     async def _answer(
         self, what: str, call: Callable[[], Awaitable[gossip_pb2.PushReply]], quiet: frozenset
