@@ -150,7 +150,8 @@ def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, capl
     its header: the receiver cuts it, we push the same model again, and its round uses that one
     (bytes counted once on both sides, long before its round timeout)."""
     caplog.set_level(logging.INFO, logger="fedgossip.client.sender")
-    child, port, neighbour = start_token_peer(tmp_path, [*TASK, "experiment.rounds=1", "gossip.idle_timeout=1"])
+    task = [*TASK, "experiment.rounds=1", "gossip.idle_timeout=1"]
+    child, port, neighbour = start_token_peer(tmp_path, task)
     names, arrays, n = neighbour_model()
     chunks = encode(1, 1, n, names, arrays)
     nbytes = sum(len(c.data) for c in chunks)
