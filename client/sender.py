@@ -32,10 +32,10 @@ from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 log = logging.getLogger(__name__)
 
 OnReply = Callable[[int, gossip_pb2.PushReply], None]
-RETRY_S = 0.1  # pause before pushing again after a transient refusal
+RETRY_S = 0.1  # pause before pushing again after a transient refusal or a cut
 TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
-# the status a receiver cuts a silent stream with (client/service.py), and a call past its deadline ends with
-CUT = grpc.StatusCode.DEADLINE_EXCEEDED
+# the status a receiver cuts a silent stream with (client/service.py); a call past its deadline too
+CUT_STATUS = grpc.StatusCode.DEADLINE_EXCEEDED
 OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
 
 
@@ -195,8 +195,8 @@ class NeighbourSender:
             return self._closed or self._job is not None
 
     async def _retry_later(self, job: _Job) -> bool:
-        """After a transient refusal or a cut, wait RETRY_S and say whether to give up instead: the deadline
-        passed, a newer model is waiting, or the sender closed."""
+        """After a transient refusal or a cut, wait RETRY_S and say whether to give up instead: the
+        deadline passed, a newer model is waiting, or the sender closed."""
         if not self._waiting():
             self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
             await _event(self._wake, RETRY_S)
@@ -213,9 +213,9 @@ class NeighbourSender:
             metadata=self._metadata,
             wait_for_ready=job.wait,
         )
-        reply = await self._answer("push", call, quiet=TRANSIENT | {CUT})
+        reply = await self._answer("push", call, quiet=TRANSIENT | {CUT_STATUS})
         if isinstance(reply, grpc.StatusCode):
-            return None if reply in TRANSIENT or (reply == CUT and self._cut(job)) else 0
+            return None if reply in TRANSIENT or (reply == CUT_STATUS and self._cut(job)) else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)
@@ -228,7 +228,7 @@ class NeighbourSender:
         if time.monotonic() < job.deadline:
             log.info("push to node %d cut by the receiver (stream silent too long): pushing again", self.node)
             return True
-        log.warning("push to node %d failed: %s (its deadline passed)", self.node, CUT.name)
+        log.warning("push to node %d failed: %s (its deadline passed)", self.node, CUT_STATUS.name)
         return False
 
     async def _answer(
