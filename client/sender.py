@@ -6,10 +6,12 @@ Each neighbour has a one-model slot and a coroutine on the process's event loop
 a future at once; a model still waiting in the slot when a newer one comes is replaced (its
 future says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
 neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
-with pushes, or not serving yet) or cut by the neighbour before its deadline (it found the stream
-silent for gossip.idle_timeout: this process was too busy to feed it) is tried again every RETRY_S
-until its deadline, unless a newer model replaces it. `open_channels` makes the grpc.aio channels
-the senders' stubs use.
+with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
+model replaces it. A push the neighbour cut before its deadline (it found the stream silent for
+gossip.idle_timeout: this process was too busy to feed it) is tried again even when a newer model
+waits, which goes next: the neighbour is most likely still in that model's round, waiting for it,
+and takes no model of a later round in its stead. `open_channels` makes the grpc.aio channels the
+senders' stubs use.
 """
 
 from __future__ import annotations
@@ -178,12 +180,15 @@ class NeighbourSender:
     async def _transmit(self, job: _Job) -> int:
         """Push one model, again after each transient refusal or cut until its deadline; bytes
         delivered (by the push that arrived: a cut one delivered none)."""
-        delivered = await self._push(job)
-        while delivered is None and not await self._retry_later(job):
-            delivered = await self._push(job)
-        if delivered is None:
-            log.info("push to node %d given up: busy or not serving until the deadline", self.node)
-        return delivered or 0
+        outcome = await self._push(job)
+        while isinstance(outcome, grpc.StatusCode) and not await self._retry_later(job, outcome):
+            outcome = await self._push(job)
+        if isinstance(outcome, grpc.StatusCode):
+            log.info(
+                "push to node %d given up (%s): deadline, newer model or closed", self.node, outcome.name
+            )
+            return 0
+        return outcome
 
     async def _pause(self, seconds: float) -> bool:
         """Wait `seconds` (a message in flight); True if the sender closed meanwhile."""
@@ -194,18 +199,20 @@ class NeighbourSender:
         with self._lock:
             return self._closed or self._job is not None
 
-    async def _retry_later(self, job: _Job) -> bool:
-        """After a transient refusal or a cut, wait RETRY_S and say whether to give up instead: the
-        deadline passed, a newer model is waiting, or the sender closed."""
+    async def _retry_later(self, job: _Job, failed: grpc.StatusCode) -> bool:
+        """After a transient refusal or a cut (`failed`), wait RETRY_S and say whether to give up
+        instead: the deadline passed, the sender closed, or (after a refusal) a newer model waits."""
         if not self._waiting():
             self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
             await _event(self._wake, RETRY_S)
-        return self._waiting() or time.monotonic() + RETRY_S > job.deadline
+        with self._lock:
+            stop = self._closed or (self._job is not None and failed != CUT_STATUS)
+        return stop or time.monotonic() + RETRY_S > job.deadline
 
-    async def _push(self, job: _Job) -> int | None:
+    async def _push(self, job: _Job) -> int | grpc.StatusCode:
         """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
-        None after a transient refusal (the neighbour is busy or not up yet) or a cut (see `_cut`)
-        worth trying again."""
+        or the status of a failure worth trying again: a transient refusal (the neighbour is busy
+        or not up yet) or a cut (see `_cut`)."""
         call = partial(
             self._stub.PushModel,
             iter(job.chunks),
@@ -215,7 +222,7 @@ class NeighbourSender:
         )
         reply = await self._answer("push", call, quiet=TRANSIENT | {CUT_STATUS})
         if isinstance(reply, grpc.StatusCode):
-            return None if reply in TRANSIENT or (reply == CUT_STATUS and self._cut(job)) else 0
+            return reply if reply in TRANSIENT or (reply == CUT_STATUS and self._cut(job)) else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)

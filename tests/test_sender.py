@@ -124,6 +124,7 @@ class StallsOnce(Sequence):
     def __init__(self, chunks: Sequence[gossip_pb2.ModelChunk], seconds: float) -> None:
         self._chunks = list(chunks)
         self._stall = seconds
+        self.stalling = threading.Event()  # set when the stall begins
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -135,7 +136,8 @@ class StallsOnce(Sequence):
         stall, self._stall = self._stall, 0.0
         for index, chunk in enumerate(self._chunks):
             yield chunk
-            if index == 0:
+            if index == 0 and stall:
+                self.stalling.set()
                 time.sleep(stall)
 
 
@@ -146,23 +148,26 @@ def pushed_again(caplog) -> list[str]:
 
 @pytest.mark.timeout(90)
 def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, caplog):
-    """Peer 0 (a real process) cuts streams silent for 1 s; our first push to it stalls 2.5 s after
-    its header: the receiver cuts it, we push the same model again, and its round uses that one
-    (bytes counted once on both sides)."""
+    """Peer 0 (a real process) cuts streams silent for 1 s; our push of round 1 stalls 2.5 s after
+    its header, and meanwhile we move on to round 2: the receiver cuts the push, we push the round 1
+    model again all the same (the receiver is still in round 1, waiting for it), then the round 2
+    one, and its rounds use them (bytes counted once on both sides)."""
     caplog.set_level(logging.INFO, logger="fedgossip.client.sender")
-    task = [*TASK, "experiment.rounds=1", "gossip.idle_timeout=1"]
-    child, port, neighbour = start_token_peer(tmp_path, task)
+    child, port, neighbour = start_token_peer(tmp_path, [*TASK, "gossip.idle_timeout=1"])
     names, arrays, n = neighbour_model()
-    chunks = encode(1, 1, n, names, arrays)
-    nbytes = sum(len(c.data) for c in chunks)
+    first, second = (encode(1, round_, n, names, arrays) for round_ in (1, 2))
+    nbytes = sum(len(c.data) for c in first)
     try:
         with sink_neighbour(neighbour):  # node 0's pushes to us
             wait_healthy(stub_for(f"127.0.0.1:{port}"))
             stub = aio_stub_for(f"127.0.0.1:{port}")
             sender = NeighbourSender(1, stub, [(TOKEN_KEY, "s3cret")], lambda *_: None)
             try:
-                sent = sender.send(StallsOnce(chunks, 2.5), time.monotonic() + 20, wait=True)
-                assert sent.result(30) == nbytes  # once: the cut push delivered nothing
+                stalled = StallsOnce(first, 2.5)
+                sent = [sender.send(stalled, time.monotonic() + 20, wait=True)]
+                assert stalled.stalling.wait(10)
+                sent.append(sender.send(second, time.monotonic() + 20, wait=True))
+                assert [s.result(30) for s in sent] == [nbytes, nbytes]  # the cut push delivered none
             finally:
                 sender.close()
             assert wait_exit(child, 60) == 0
@@ -170,9 +175,12 @@ def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, capl
         child.stop()
     assert len(pushed_again(caplog)) == 1
     assert (tmp_path / "node-0.log").read_text().count("stream silent for 1s") == 1
-    (first,) = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
-    assert first["neighbours_heard"] == [1] and first["merged"] == 1
-    assert first["bytes_received"] == nbytes and first["refused"] == 1
+    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    assert [(r["round"], r["neighbours_heard"], r["merged"], r["bytes_received"]) for r in rounds] == [
+        (1, [1], 1, nbytes),
+        (2, [1], 1, nbytes),
+    ]
+    assert rounds[0]["refused"] == 1
 
 
 @pytest.mark.timeout(60)
