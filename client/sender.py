@@ -7,7 +7,11 @@ a future at once; a model still waiting in the slot when a newer one comes is re
 future says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
 neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
 with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
-model replaces it. `open_channels` makes the grpc.aio channels the senders' stubs use.
+model replaces it. A push the neighbour cut before its deadline (it found the stream silent for
+gossip.idle_timeout: this process was too busy to feed it) is tried again even when a newer model
+waits, which goes next: the neighbour is most likely still in that model's round, waiting for it,
+and takes no model of a later round in its stead. `open_channels` makes the grpc.aio channels the
+senders' stubs use.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 log = logging.getLogger(__name__)
 
 OnReply = Callable[[int, gossip_pb2.PushReply], None]
-RETRY_S = 0.1  # pause before pushing again after a transient refusal
+RETRY_S = 0.1  # pause before pushing again after a transient refusal or a cut
 TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+# the status a receiver cuts a silent stream with (client/service.py); a call past its deadline too
+CUT_STATUS = grpc.StatusCode.DEADLINE_EXCEEDED
 OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
 
 
@@ -172,13 +178,17 @@ class NeighbourSender:
                     _settle(job.result, delivered)
 
     async def _transmit(self, job: _Job) -> int:
-        """Push one model, again after each transient refusal until its deadline; bytes delivered."""
-        delivered = await self._push(job)
-        while delivered is None and not await self._retry_later(job):
-            delivered = await self._push(job)
-        if delivered is None:
-            log.info("push to node %d given up: busy or not serving until the deadline", self.node)
-        return delivered or 0
+        """Push one model, again after each transient refusal or cut until its deadline; bytes
+        delivered (by the push that arrived: a cut one delivered none)."""
+        outcome = await self._push(job)
+        while isinstance(outcome, grpc.StatusCode) and not await self._retry_later(job, outcome):
+            outcome = await self._push(job)
+        if isinstance(outcome, grpc.StatusCode):
+            log.info(
+                "push to node %d given up (%s): deadline, newer model or closed", self.node, outcome.name
+            )
+            return 0
+        return outcome
 
     async def _pause(self, seconds: float) -> bool:
         """Wait `seconds` (a message in flight); True if the sender closed meanwhile."""
@@ -189,17 +199,20 @@ class NeighbourSender:
         with self._lock:
             return self._closed or self._job is not None
 
-    async def _retry_later(self, job: _Job) -> bool:
-        """After a transient refusal, wait RETRY_S and say whether to give up instead: the deadline
-        passed, a newer model is waiting, or the sender closed."""
+    async def _retry_later(self, job: _Job, failed: grpc.StatusCode) -> bool:
+        """After a transient refusal or a cut (`failed`), wait RETRY_S and say whether to give up
+        instead: the deadline passed, the sender closed, or (after a refusal) a newer model waits."""
         if not self._waiting():
             self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
             await _event(self._wake, RETRY_S)
-        return self._waiting() or time.monotonic() + RETRY_S > job.deadline
+        with self._lock:
+            stop = self._closed or (self._job is not None and failed != CUT_STATUS)
+        return stop or time.monotonic() + RETRY_S > job.deadline
 
-    async def _push(self, job: _Job) -> int | None:
+    async def _push(self, job: _Job) -> int | grpc.StatusCode:
         """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
-        None after a transient refusal (the neighbour is busy or not up yet) worth trying again."""
+        or the status of a failure worth trying again: a transient refusal (the neighbour is busy
+        or not up yet) or a cut (see `_cut`)."""
         call = partial(
             self._stub.PushModel,
             iter(job.chunks),
@@ -207,14 +220,23 @@ class NeighbourSender:
             metadata=self._metadata,
             wait_for_ready=job.wait,
         )
-        reply = await self._answer("push", call, quiet=TRANSIENT)
+        reply = await self._answer("push", call, quiet=TRANSIENT | {CUT_STATUS})
         if isinstance(reply, grpc.StatusCode):
-            return None if reply in TRANSIENT else 0
+            return reply if reply in TRANSIENT or (reply == CUT_STATUS and self._cut(job)) else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)
             return 0
         return sum(len(c.data) for c in job.chunks)
+
+    def _cut(self, job: _Job) -> bool:
+        """After a push ended DEADLINE_EXCEEDED, say (logged) whether the receiver cut it before the
+        job's deadline (it found the stream silent: worth pushing again) or the deadline passed."""
+        if time.monotonic() < job.deadline:
+            log.info("push to node %d cut by the receiver (stream silent too long): pushing again", self.node)
+            return True
+        log.warning("push to node %d failed: %s (its deadline passed)", self.node, CUT_STATUS.name)
+        return False
 
     async def _answer(
         self, what: str, call: Callable[[], Awaitable[gossip_pb2.PushReply]], quiet: frozenset

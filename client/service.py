@@ -184,21 +184,23 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
                 return self._reply(False, f"round {header.round} is {refused}")
             return self._reply(True)
         except WireError as err:
-            self.inbox.note(None)  # a bad push proves nothing about its sender being in the round
-            log.warning("refused push from %s: %s", self._who(sender, caller, context), err)
+            self._refused(sender, caller, context, str(err))
             await context.abort(err.code, str(err))
-        except asyncio.CancelledError:  # cut while reading (deadline, cancel): nothing to answer
-            self.inbox.note(None)
-            log.warning("refused push from %s: %s", self._who(sender, caller, context), CUT)
+        except asyncio.CancelledError:  # cancelled while reading: nobody to answer
+            self._refused(sender, caller, context, CUT)
             raise
         finally:
             self._pushes -= counted
             self._in_flight.discard(sender)
 
-    @staticmethod
-    def _who(sender: int | None, caller: int | str | None, context: grpc.aio.ServicerContext) -> object:
-        """The push's sender for a log line: from its header, its credentials, or its address."""
-        return next((n for n in (sender, caller) if n is not None), context.peer())
+    def _refused(
+        self, sender: int | None, caller: int | str | None, context: grpc.aio.ServicerContext, why: str
+    ) -> None:
+        """Count and log a refused push (a bad push proves nothing about its sender being in the
+        round), naming its sender from its header, its credentials, or its address."""
+        self.inbox.note(None)
+        who = next((n for n in (sender, caller) if n is not None), context.peer())
+        log.warning("refused push from %s: %s", who, why)
 
     def _hold(self, sender: int) -> int:
         """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
@@ -256,9 +258,10 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
 
     async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
-        """The next chunk, None at the end of the stream; a silent stream, or one cut at its deadline
-        or cancelled (its sender saw the push fail: it may have frozen mid-push, so the model proves
-        nothing about it), is a WireError."""
+        """The next chunk, None at the end of the stream. A stream silent for `idle_timeout`, or one
+        that ends past its deadline, is a WireError; a cancelled one raises CancelledError. grpc.aio
+        reads a stream cut at its deadline or cancelled as its end, though its sender saw the push
+        fail (it may have frozen mid-push: the model proves nothing about it)."""
         try:
             chunk = await asyncio.wait_for(context.read(), self.idle_timeout)
         except asyncio.TimeoutError:
@@ -267,15 +270,10 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
             ) from None
         if chunk is not grpc.aio.EOF:
             return chunk
-        # grpc.aio reads a stream cut by its deadline or cancelled as its end: the deadline has
-        # passed, or the cancellation lands at the next await
         remaining = context.time_remaining()
-        try:
-            if remaining is not None and remaining <= 0:
-                raise asyncio.CancelledError
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            raise WireError(grpc.StatusCode.CANCELLED, CUT) from None
+        if remaining is not None and remaining <= 0:
+            raise WireError(grpc.StatusCode.CANCELLED, CUT)
+        await asyncio.sleep(0)  # a cancellation read as the end lands here
         return None
 
     def _implausible(self, arrays: list[np.ndarray]) -> str | None:

@@ -122,12 +122,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 class _Sink(gossip_pb2_grpc.GossipServicer):
-    """A neighbour that accepts any push and counts them."""
+    """A neighbour that accepts any push and counts them (those started, those read to the end)."""
 
     def __init__(self) -> None:
+        self.started = 0
         self.pushes = 0
 
     def PushModel(self, request_iterator, context):
+        self.started += 1
         for _ in request_iterator:
             pass
         self.pushes += 1
