@@ -82,7 +82,8 @@ def encode(
         total_bytes=sum(s.nbytes for s in specs),
     )
     views = [
-        memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B") for s, a in zip(specs, arrays, strict=True)
+        memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B")
+        for s, a in zip(specs, arrays, strict=True)
     ]
     slices = list(_slices(views, chunk_bytes)) or [b""]
     return [gossip_pb2.ModelChunk(header=header, data=slices[0])] + [
