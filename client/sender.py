@@ -38,6 +38,10 @@ RETRY_S = 0.1  # pause before pushing again after a transient refusal or a cut
 TRANSIENT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
 # the status a receiver cuts a silent stream with (client/service.py); a call past its deadline too
 CUT_STATUS = grpc.StatusCode.DEADLINE_EXCEEDED
+# how a push may end when it was cut, or passed its deadline, while this process stalled in its
+# stream: as CUT_STATUS, or as a local cancellation (grpc.aio cancels a call whose stalled write
+# fails before the call's status reached Python; on an idle machine it is the usual outcome)
+CUT_ENDINGS = frozenset({CUT_STATUS, grpc.StatusCode.CANCELLED})
 OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
 
 
@@ -206,7 +210,7 @@ class NeighbourSender:
             self._wake.clear()  # a send's wake-up runs on this loop after this line: none is lost
             await _event(self._wake, RETRY_S)
         with self._lock:
-            stop = self._closed or (self._job is not None and failed != CUT_STATUS)
+            stop = self._closed or (self._job is not None and failed not in CUT_ENDINGS)
         return stop or time.monotonic() + RETRY_S > job.deadline
 
     async def _push(self, job: _Job) -> int | grpc.StatusCode:
@@ -222,20 +226,24 @@ class NeighbourSender:
         )
         reply = await self._answer("push", call, quiet=TRANSIENT | {CUT_STATUS})
         if isinstance(reply, grpc.StatusCode):
-            return reply if reply in TRANSIENT or (reply == CUT_STATUS and self._cut(job)) else 0
+            return reply if reply in TRANSIENT or (reply in CUT_ENDINGS and self._cut(job, reply)) else 0
         self._on_reply(self.node, reply)
         if not reply.accepted:
             log.info("node %d did not use our model: %s", self.node, reply.detail)
             return 0
         return sum(len(c.data) for c in job.chunks)
 
-    def _cut(self, job: _Job) -> bool:
-        """After a push ended DEADLINE_EXCEEDED, say (logged) whether the receiver cut it before the
-        job's deadline (it found the stream silent: worth pushing again) or the deadline passed."""
+    def _cut(self, job: _Job, ending: grpc.StatusCode) -> bool:
+        """After a push ended as one of CUT_ENDINGS, say (logged) whether the receiver cut it before
+        the job's deadline (it found the stream silent: worth pushing again) or the deadline
+        passed; a push cancelled because the sender closed is neither."""
+        with self._lock:
+            if self._closed:
+                return False
         if time.monotonic() < job.deadline:
             log.info("push to node %d cut by the receiver (stream silent too long): pushing again", self.node)
             return True
-        log.warning("push to node %d failed: %s (its deadline passed)", self.node, CUT_STATUS.name)
+        log.warning("push to node %d failed: %s (its deadline passed)", self.node, ending.name)
         return False
 
     async def _answer(
