@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -24,6 +26,9 @@ from fedgossip.launcher.watchdog import watchdog
 
 LOOPBACK = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
+LISTEN_FLOOR = 20000
+IANA_EPHEMERAL_START = 49152
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -33,12 +38,38 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """`count` distinct free TCP ports on `host`, held open together so they differ."""
+    """`count` distinct TCP ports free on `host`, held open together so they differ.
+
+    Drawn from `listening_ports()` first, outside the kernel's ephemeral range: a run's own
+    outgoing connections take ephemeral ports, and at 1000 peers one of them took a port handed
+    to a peer before that peer bound it. Ports the kernel picks fill in if that range runs short.
+    """
+    ranged = listening_ports()
+    order = random.SystemRandom().sample(ranged, len(ranged))  # not an experiment's choice
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in sockets]
+        ports: list[int] = []
+        for port in itertools.chain(order, itertools.repeat(0)):
+            if len(ports) == count:
+                break
+            s = stack.enter_context(socket.socket())
+            try:
+                s.bind((host, port))
+            except OSError:
+                if port == 0:
+                    raise
+                continue  # taken: the next candidate
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def listening_ports() -> Sequence[int]:
+    """Ports for the run's servers: from 20000 (below it, Ray's workers bind 10002-19999 and
+    Flower its 909x) to the start of the ephemeral range (Linux's, else the IANA one)."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = IANA_EPHEMERAL_START
+    return range(LISTEN_FLOOR, max(LISTEN_FLOOR, low))
 
 
 def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:
