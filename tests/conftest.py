@@ -1,4 +1,8 @@
-"""Pytest configuration: a deterministic Hypothesis profile for CI."""
+"""Pytest configuration: gRPC's fork handlers off before anything imports grpc (the tests start
+processes beside live gRPC calls, as the launcher does: see fedgossip/launcher/__init__.py), and
+a deterministic Hypothesis profile for CI."""
+
+import fedgossip.launcher  # noqa: F401, I001 - first: sets GRPC_ENABLE_FORK_SUPPORT before grpc loads
 
 from hypothesis import settings
 
