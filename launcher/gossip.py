@@ -184,8 +184,8 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
             children.append(engine.start(group))
         results.write_processes({c.name: c.pid for c in children})
         # the observer's gRPC channels open only once every node process is started: a process
-        # forked while this one has active gRPC channels can abort before its exec (epoll EBADF,
-        # grpc/grpc#43055), seen with launcher.fork_server = false
+        # forked beside active gRPC channels could abort before its exec (grpc/grpc#43055, seen
+        # with launcher.fork_server = false; fedgossip/launcher/__init__.py turns that off too)
         with (
             RoundProgress(console, count, rounds, config.experiment.name) as bar,
             observe_consensus(config, node_configs, results, started) as observer,
