@@ -19,6 +19,7 @@ from fedgossip.client.identity import LinkKeys
 from fedgossip.client.sender import open_channels
 from fedgossip.config import PeerSection, dump_toml, load_config
 from fedgossip.launcher.processes import Child, child_env, free_ports, python_module
+from fedgossip.launcher.proctree import descendants
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.reports import read_records
 
@@ -108,6 +109,29 @@ def wait_exit(child: Child, timeout: float) -> int:
         raise AssertionError(
             f"{child.name} did not finish within {timeout}s:\n{child.log_tail(20)}"
         ) from None
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The status in a run folder's summary.json (None while the run has not written it)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def interrupt_in_second_run(
+    launcher: subprocess.Popen, first: Path, second: Path, tree: dict
+) -> tuple[str, list[int], bytes]:
+    """Wait until run folder `first` is complete and the nodes of `second` started, add the
+    launcher's processes to `tree` (PID -> psutil.Process), then SIGINT the launcher and wait for
+    it: its output, the PIDs of `second`'s nodes, and `first`'s metrics.jsonl as it was."""
+    wait_for(lambda: run_status(first) == "complete", 120, "the first run to finish")
+    wait_for(lambda: (second / "processes.json").exists(), 60, "the second run's nodes to start")
+    tree.update((proc.pid, proc) for proc in descendants([launcher.pid]))
+    nodes = list(json.loads((second / "processes.json").read_text()).values())
+    first_metrics = (first / "metrics.jsonl").read_bytes()
+    launcher.send_signal(signal.SIGINT)
+    return launcher.communicate(timeout=90)[0].decode(), nodes, first_metrics
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):

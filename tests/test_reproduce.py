@@ -1,6 +1,7 @@
 """`fedgossip reproduce`: the plan (methods x seeds, optional methods skipped), the command's bad
-input, and the quick vanishing-variance reproduction end to end with its table recomputed from the
-runs' metrics.jsonl."""
+input, the quick vanishing-variance reproduction end to end with its table recomputed from the
+runs' metrics.jsonl, and a Ctrl-C in the middle of it (nothing left running, the write-up not
+touched, the same command finishing only what is missing)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import json
 import re
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from fedgossip.config import load_config
 from fedgossip.launcher import reproduce
+from fedgossip.launcher.proctree import alive, descendants, stop
 from fedgossip.launcher.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
 from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, setting_section, write_report
-from tests.helpers import run_cli
+from tests.helpers import interrupt, interrupt_in_second_run, run_cli, start_cli
 from tests.recompute import run_figures
 
 
@@ -157,3 +160,35 @@ def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matche
     write_report(out, docs)
     again = (docs / "vanishing-variance.md").read_text()
     assert "my reading" in again and re.sub("my reading", "(to be written)", again) == page
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_of_a_reproduction_stops_its_runs_keeps_the_write_up_and_the_same_command_resumes(tmp_path):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    docs.mkdir()
+    page = docs / "vanishing-variance.md"
+    page.write_text("the committed write-up\n")
+    args = ("reproduce", "vanishing-variance", "--quick", "--out", str(out), "--docs", str(docs))
+    first, second = out / "gossip-average_seed=0", out / "gossip-vca_seed=0"
+    launcher = start_cli(*args, "--jobs", "1")
+    tree: dict[int, psutil.Process] = {}
+    try:
+        output, nodes, first_metrics = interrupt_in_second_run(launcher, first, second, tree)
+        assert launcher.returncode == 130, output
+        assert "the same command runs only what is missing" in output
+        assert not [pid for pid in nodes if alive(pid)]
+        assert not [p.pid for p in tree.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert page.read_text() == "the committed write-up\n"  # no write-up from part of the runs
+        assert sorted(f.name for f in docs.iterdir()) == [page.name]
+
+        again = run_cli(*args, "--jobs", "2", timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        runs = json.loads((out / "sweep.json").read_text())["runs"]
+        assert [(r["name"], r["skipped"]) for r in runs][:2] == [(first.name, True), (second.name, False)]
+        assert all(r["status"] == "complete" for r in runs)
+        assert (first / "metrics.jsonl").read_bytes() == first_metrics  # not run again
+        assert "gossip-average" in page.read_text() and "the committed write-up" not in page.read_text()
+    finally:
+        tree.update((proc.pid, proc) for proc in descendants([launcher.pid]))
+        interrupt(launcher)
+        stop(tree.values(), grace=5)

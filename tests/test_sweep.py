@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 
 import psutil
 import pytest
@@ -17,7 +16,7 @@ from fedgossip.launcher.proctree import alive, descendants, stop
 from fedgossip.launcher.results import ResultsFolder
 from fedgossip.launcher.sweep import folder_state, plan, run_name, run_sweep, split_values
 from fedgossip.reports.records import read_config
-from tests.helpers import interrupt, run_cli, start_cli, wait_for
+from tests.helpers import interrupt, interrupt_in_second_run, run_cli, run_status, start_cli
 from tests.recompute import assert_row_matches
 
 TINY = ["experiment.rounds=2", "nodes.count=3", "topology.kind=ring"]
@@ -115,13 +114,6 @@ def test_no_jobs_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
-def _status(run_dir) -> str | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 @pytest.mark.timeout(240)
 def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
     out = tmp_path / "sweep"
@@ -130,19 +122,12 @@ def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
     sweep = start_cli(*args, settings=TINY)
     tree: dict[int, psutil.Process] = {}
     try:
-        wait_for(lambda: _status(first) == "complete", 120, "the first run to finish")
-        wait_for(lambda: (second / "processes.json").exists(), 60, "the second run's nodes to start")
-        for proc in descendants([sweep.pid]):
-            tree[proc.pid] = proc
-        pids = json.loads((second / "processes.json").read_text()).values()
-        first_metrics = (first / "metrics.jsonl").read_bytes()
-        sweep.send_signal(signal.SIGINT)
-        output = sweep.communicate(timeout=90)[0].decode()
+        output, pids, first_metrics = interrupt_in_second_run(sweep, first, second, tree)
         assert sweep.returncode == 130, output
         assert "interrupted" in output
         assert not [pid for pid in pids if alive(pid)]  # the running run stopped its nodes
         assert not [p.pid for p in tree.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert _status(second) == "interrupted"
+        assert run_status(second) == "interrupted"
         record = json.loads((out / "sweep.json").read_text())
         assert [r["status"] for r in record["runs"]] == ["complete", "interrupted"]
 
