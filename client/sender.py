@@ -42,6 +42,7 @@ CUT_STATUS = grpc.StatusCode.DEADLINE_EXCEEDED
 # stream: as CUT_STATUS, or as a local cancellation (grpc.aio cancels a call whose stalled write
 # fails before the call's status reached Python; on an idle machine it is the usual outcome)
 CUT_ENDINGS = frozenset({CUT_STATUS, grpc.StatusCode.CANCELLED})
+QUIET = TRANSIENT | {CUT_STATUS}  # push failures the retry logic logs itself (or not at all)
 OPEN_TIMEOUT = 30.0  # making or closing channels on the loop (no network: creation is lazy)
 
 
@@ -224,7 +225,7 @@ class NeighbourSender:
             metadata=self._metadata,
             wait_for_ready=job.wait,
         )
-        reply = await self._answer("push", call, quiet=TRANSIENT | {CUT_STATUS})
+        reply = await self._answer("push", call, quiet=QUIET)
         if isinstance(reply, grpc.StatusCode):
             return reply if reply in TRANSIENT or (reply in CUT_ENDINGS and self._cut(job, reply)) else 0
         self._on_reply(self.node, reply)

@@ -51,14 +51,15 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
         for port in itertools.chain(order, itertools.repeat(0)):
             if len(ports) == count:
                 break
-            s = stack.enter_context(socket.socket())
+            s = socket.socket()
             try:
                 s.bind((host, port))
             except OSError:
+                s.close()
                 if port == 0:
                     raise
                 continue  # taken: the next candidate
-            ports.append(s.getsockname()[1])
+            ports.append(stack.enter_context(s).getsockname()[1])
         return ports
 
 
