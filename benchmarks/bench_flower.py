@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgossip.launcher.processes import child_env
-from fedgossip.launcher.proctree import descendants
+from fedgossip.base.flower_protocol import load_model
+from fedgossip.launcher.supervision.processes import child_env
+from fedgossip.launcher.supervision.proctree import descendants
 from fedgossip.reports import read_records
 from fedgossip.schema.records import read_lines
-from fedgossip.server.protocol import load_model
 
 DEPLOYMENT = [
     "experiment.mode=flower",
@@ -201,7 +201,7 @@ def bench_aggregation(params: int, clients: int = 8, repeats: int = 7) -> None:
 
     from flwr.serverapp.strategy import FedAvg
 
-    from fedgossip.server.strategies import Average
+    from fedgossip.server.flower_strategies import Average
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     models = {

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgossip.launcher.processes import child_env, free_ports
+from fedgossip.base.ports import free_ports
+from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.reports import read_records
 from fedgossip.schema.records import decode
 
@@ -162,7 +163,7 @@ def bench_memory(tmp: Path, dataset: str = "digits") -> None:
 
 def bench_startup(tmp: Path, dataset: str = "digits") -> None:
     from fedgossip.config import PeerSection, dump_toml, load_config
-    from fedgossip.tasks.prepare import prepare_shards
+    from fedgossip.launcher.experiments.prepare import prepare_shards
 
     print(f"== start-up: process start until the peer serves gRPC (its 'ready' line), {dataset} ==")
     base = load_config(None, dataset_settings(dataset, tmp))
@@ -181,7 +182,7 @@ def bench_startup(tmp: Path, dataset: str = "digits") -> None:
             path.write_text(dump_toml(config))
             started = time.perf_counter()
             process = subprocess.Popen(
-                [sys.executable, "-m", "fedgossip.client.peer", str(path)],
+                [sys.executable, "-m", "fedgossip.client.gossip.peer", str(path)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 env=child_env(1),
@@ -214,11 +215,11 @@ def serve(port: int, megabytes: int, links: str) -> None:
     authentication on) with a 100 MB model spec."""
     import threading
 
-    from fedgossip.client.identity import LinkKeys
-    from fedgossip.client.inbox import Inbox
-    from fedgossip.client.server import LoopServer
-    from fedgossip.client.service import Authenticator, GossipService
-    from fedgossip.client.wire import CHANNEL_OPTIONS
+    from fedgossip.client.gossip.inbox import Inbox
+    from fedgossip.client.gossip.transport.grpc_server import LoopServer
+    from fedgossip.client.gossip.transport.identity import LinkKeys
+    from fedgossip.client.gossip.transport.service import Authenticator, GossipService
+    from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS
     from fedgossip.schema.tensors import specs_of
 
     names, arrays = transfer_model(megabytes)
@@ -241,9 +242,9 @@ def serve(port: int, megabytes: int, links: str) -> None:
 def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
     import grpc
 
-    from fedgossip.client.identity import LinkKeys, write_link_keys
-    from fedgossip.client.sender import NeighbourSender, close_channels, open_channels
-    from fedgossip.client.wire import CHANNEL_OPTIONS, encode
+    from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
+    from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels
+    from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
     from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
     print(

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import psutil
 
-from fedgossip.launcher.processes import child_env
+from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.reports import read_records
 
 MB = 1e6
@@ -273,7 +273,8 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
 
 def bench_ray(tmp: Path) -> None:
     """RAY_CASE on the local engine, then on the Ray engine with a local 2-node cluster on loopback."""
-    from fedgossip.tests.ray_cluster import loopback_cluster
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests' support
+    from tests.support import loopback_cluster
 
     peers, rounds, round_timeout = RAY_CASE
     settings = scale_settings(peers, rounds, 1, round_timeout, "scale-ray")

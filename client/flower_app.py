@@ -1,7 +1,7 @@
 """The fedgossip Flower ClientApp: one node's partition, trained and evaluated with the task code of
 the gossip peer (`fedgossip.tasks.build_learner`).
 
-The experiment comes from the run config (see `fedgossip.server.protocol`), the node's partition
+The experiment comes from the run config (see `fedgossip.base.flower_protocol`), the node's partition
 from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
 what must survive rounds (the node's minibatch-order generator, and its own values of the local
 tensors: BatchNorm running statistics) is kept in `context.state`.
@@ -51,9 +51,10 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fedgossip.base import flower_protocol as p
 from fedgossip.config import ExperimentConfig
+from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.tensors import is_finite
-from fedgossip.server import protocol as p
 
 log = logging.getLogger("fedgossip.clientapp")
 
@@ -77,7 +78,7 @@ def node_setup(context: Context) -> tuple[ExperimentConfig, int]:
     key = json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
     config = _CONFIGS.get(key)
     if config is None:
-        config = _CONFIGS[key] = p.experiment_from_run_config(context.run_config)
+        config = _CONFIGS[key] = experiment_from_run_config(context.run_config)
     return config, p.node_partition(context.node_config, config.nodes.count)
 
 
@@ -95,9 +96,9 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
 def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
     """This node's learner (on the message's round of a streamed task), its minibatch-order
     generator restored from `context.state`."""
-    from fedgossip.client.adversary import poison_data
-    from fedgossip.client.scenario import roles
     from fedgossip.config.sections import DATA_ATTACKS
+    from fedgossip.scenario.attacks import poison_data
+    from fedgossip.scenario.roles import roles
     from fedgossip.tasks import build_learner
 
     attack = roles(config.scenario, partition, config.nodes.count, config.experiment.seed).attack
@@ -155,10 +156,10 @@ def _forged(
 ) -> list:
     """The weights a model attacker replies instead of `weights` (`received`: the global model,
     what a free-rider sends back); an honest node's own. Noise is drawn per node and round."""
-    from fedgossip.client.adversary import ModelAttack
-    from fedgossip.client.scenario import roles
+    from fedgossip.base.seeding import stream
     from fedgossip.config.sections import MODEL_ATTACKS
-    from fedgossip.tasks.seeding import stream
+    from fedgossip.scenario.attacks import ModelAttack
+    from fedgossip.scenario.roles import roles
 
     seed = config.experiment.seed
     attack = roles(config.scenario, partition, config.nodes.count, seed).attack

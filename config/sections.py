@@ -89,7 +89,7 @@ class LauncherSection:
     """Where and how the launcher starts gossip node processes.
 
     engine: "local" (processes on this machine) or "ray" (one Ray actor per node process, spread
-    over a Ray cluster's machines: launcher/ray_engine.py). fork_server (local engine): fork them
+    over a Ray cluster's machines: launcher/gossip/ray_engine.py). fork_server (local engine): fork them
     from one parent that has imported numpy, torch and the task code (never grpc) instead of
     starting each afresh: start-up in a fraction of a second, the imported code shared
     copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
@@ -206,7 +206,7 @@ class GossipSection:
     neighbours.
 
     schedule: "sync" (rounds with a barrier: every peer waits for its neighbours' models of the
-    round) or "async" (no barrier, `fedgossip.client.async_loop`: each peer trains one
+    round) or "async" (no barrier, `fedgossip.client.gossip.async_schedule`: each peer trains one
     async_unit at a time, "epoch" (one train() call, task.local_epochs epochs) or "step" (one
     minibatch), then waits a seeded random interval in async_interval = [lo, hi] seconds, pushes,
     and merges once as many fresh models came as it has neighbours, or async_merge_timeout
@@ -255,7 +255,8 @@ class PeerSection:
 
     `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files.
     Plaintext on a non-loopback address needs `insecure = true`, said explicitly.
-    `link_keys_file` holds the secrets of this peer's links (client/identity.py): with it, or with
+    `link_keys_file` holds the secrets of this peer's links (client/gossip/transport/identity.py):
+    with it, or with
     mutual TLS and node certificates, every caller is identified and may push only as itself.
     """
 
@@ -315,7 +316,7 @@ class ScenarioSection:
     past the round it crashed in (it asks their Health; at most down_rounds x 3 round timeouts),
     then rejoins by fetching a neighbour's model. Flower (deployment engine): the launcher stops
     the node's SuperNode process before that round and starts it again, same partition and key,
-    for round crash + down_rounds (server/churn.py). Stragglers (ids, or a fraction, gossip)
+    for round crash + down_rounds (scenario/churn.py). Stragglers (ids, or a fraction, gossip)
     train `slowdown` times slower.
     Topology (gossip): every resample_every rounds each node draws resample_degree random
     neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.

@@ -32,7 +32,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _clear_errors() -> Iterator[None]:
     """Bad input (ValueError) and OS errors (a path under a file, a full or read-only disk) become
     `error: ...` and exit 2, never a traceback."""
-    from fedgossip.launcher.results import os_error_text
+    from fedgossip.launcher.runs.results import os_error_text
 
     try:
         yield
@@ -60,8 +60,8 @@ def run(
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
-    from fedgossip.launcher.results import default_out_dir
-    from fedgossip.launcher.run import run_experiment
+    from fedgossip.launcher.experiments.run import run_experiment
+    from fedgossip.launcher.runs.results import default_out_dir
 
     with _clear_errors():
         experiment = load_config(config, set_)
@@ -81,7 +81,7 @@ def peer(
     """Start one gossip peer by hand (device deployments; TLS and token from its [peer] section)."""
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
-    from fedgossip.client.peer import run_peer
+    from fedgossip.client.gossip.peer import run_peer
 
     with _clear_errors(), contextlib.ExitStack() as stack:
         sink = None if metrics is None else stack.enter_context(open(metrics, "a"))
@@ -163,7 +163,7 @@ def sweep(
     set_: Overrides = [],  # noqa: B006
 ) -> None:
     """Run a grid of config values x seeds (skipping runs already finished), then compare them."""
-    from fedgossip.launcher.sweep import default_jobs, plan, run_sweep
+    from fedgossip.launcher.experiments.sweep import default_jobs, plan, run_sweep
     from fedgossip.reports import compare as compare_runs
     from fedgossip.reports.compare import is_sweep
 
@@ -211,8 +211,8 @@ def reproduce(
     ] = None,
 ) -> None:
     """Reproduce a paper's experiment in one command: its runs (a sweep), figures and write-up."""
-    from fedgossip.launcher.reproduce import default_out, plan, reproduce
-    from fedgossip.launcher.sweep import default_jobs
+    from fedgossip.launcher.experiments.reproduce import default_out, plan, reproduce
+    from fedgossip.launcher.experiments.sweep import default_jobs
     from fedgossip.reports.reproductions import write_report
 
     with _clear_errors():
@@ -241,7 +241,7 @@ def certs(
     name: Annotated[str, typer.Option(help="File name of the certificate (NAME.pem, NAME.key).")] = "node",
 ) -> None:
     """Make (or reuse) a CA in OUT and issue a node certificate for device deployments."""
-    from fedgossip.launcher.certificates import Issued, make_ca, make_certificate
+    from fedgossip.base.certificates import Issued, make_ca, make_certificate
 
     with _clear_errors():
         ca = Issued(out / "ca.pem", out / "ca.key")

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.client.scenario import chosen
 from fedgossip.config import ScenarioSection
 from fedgossip.config.experiment import build_section
 from fedgossip.reports.records import node_records
+from fedgossip.scenario.roles import chosen
 
 
 def last_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:

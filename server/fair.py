@@ -26,10 +26,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from fedgossip.server import protocol as p
+from fedgossip.base import flower_protocol as p
+from fedgossip.base.seeding import stream
 from fedgossip.server.arrays import array_view
 from fedgossip.strategies.fair import FairMechanism
-from fedgossip.tasks.seeding import stream
 
 
 class FairStrategy(Strategy):
@@ -58,7 +58,7 @@ class FairStrategy(Strategy):
 
     def _node_ids(self, grid: Grid) -> dict[int, int]:
         """partition id -> node id of every node (waiting, with a deadline, until all are there)."""
-        from fedgossip.server.strategies import wait_for_nodes
+        from fedgossip.server.flower_strategies import wait_for_nodes
 
         wait_for_nodes(grid, self.num_nodes, self.node_wait)
         return {self.labels[n]: n for n in grid.get_node_ids() if n in self.labels}

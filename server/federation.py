@@ -9,7 +9,7 @@
    the global model's `layer_variance` and the client models' `consensus_distance`) are
    emitted as they are produced; a strategy with a `node_fields(round)` method (partition id ->
    fields) adds its own per-node metrics to them (`fair`: psi, selected, staleness, ...).
-4. Under Flower churn (server/churn.py), before each round `Rejoins` (server/rejoin.py) lets the
+4. Under Flower churn (scenario/churn.py), before each round `Rejoins` (server/rejoin.py) lets the
    launcher stop and restart SuperNodes and waits until the SuperLink's nodes match the plan.
 
 Events go to `emit` as dicts with a "type": "record" (with the record), "node-error", "started",
@@ -27,16 +27,16 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedgossip.base import flower_protocol as p
 from fedgossip.config import ExperimentConfig
+from fedgossip.scenario.churn import churn_plan
 from fedgossip.schema.records import Emit
 from fedgossip.schema.tensors import specs_of
-from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
-from fedgossip.server.churn import churn_plan
+from fedgossip.server.flower_strategies import build_strategy
 from fedgossip.server.handshake import discover_nodes
 from fedgossip.server.recording import RecordingGrid, labels_view, server_record
 from fedgossip.server.rejoin import Rejoins
-from fedgossip.server.strategies import build_strategy
 from fedgossip.tasks.stream import wrap_notice
 
 

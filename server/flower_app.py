@@ -1,6 +1,6 @@
 """The fedgossip Flower ServerApp (component `fedgossip.server.flower_app:app`).
 
-It reads the experiment from the run config (`fedgossip.server.protocol`), runs the federation
+It reads the experiment from the run config (`fedgossip.base.flower_protocol`), runs the federation
 (`fedgossip.server.federation.run_federation`) and appends every event, one JSON object per line,
 flushed, to the run config's `records-path` (the launcher turns them into metrics.jsonl records).
 Without a `records-path` (a bare `flwr run .`), events only go to the ServerApp's log
@@ -17,8 +17,9 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedgossip.base import flower_protocol as p
+from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.records import Emit, LineWriter, encode
-from fedgossip.server import protocol as p
 from fedgossip.server.federation import run_federation
 
 log = logging.getLogger("fedgossip.serverapp")
@@ -48,7 +49,7 @@ def main(grid: Grid, context: Context) -> None:
     path = str(context.run_config.get(p.RECORDS_PATH, "") or "")
     emit = file_emitter(path) if path else log_emitter
     try:
-        config = p.experiment_from_run_config(context.run_config)
+        config = experiment_from_run_config(context.run_config)
     except ValueError as err:
         emit({"type": "error", "error": f"bad run config: {err}"})
         raise

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedgossip.server import protocol as p
+from fedgossip.base import flower_protocol as p
+from fedgossip.server.flower_strategies import NodesMissing
 from fedgossip.server.recording import exchange
-from fedgossip.server.strategies import NodesMissing
 
 
 class HandshakeFailed(RuntimeError):

@@ -22,9 +22,9 @@ import numpy as np
 from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedgossip.base import flower_protocol as p
 from fedgossip.schema.records import SERVER, Record, metric, record
 from fedgossip.schema.tensors import TensorSpec, check_arrays, check_declared
-from fedgossip.server import protocol as p
 from fedgossip.server.arrays import array_view
 from fedgossip.strategies.diagnostics import consensus_distance
 

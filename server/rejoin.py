@@ -1,4 +1,4 @@
-"""The ServerApp's side of Flower churn (the plan: server/churn.py).
+"""The ServerApp's side of Flower churn (the plan: scenario/churn.py).
 
 Before each round it emits a "round-start" event (the launcher then stops the SuperNodes that
 crash in that round and starts again those that come back) and waits, with a deadline, until the
@@ -19,8 +19,8 @@ from typing import Any
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedgossip.scenario.churn import ChurnPlan
 from fedgossip.schema.records import Emit
-from fedgossip.server.churn import ChurnPlan
 from fedgossip.server.handshake import ask_partitions
 
 POLL_S = 0.5  # seconds between looks at the SuperLink's node list

@@ -3,7 +3,7 @@ framework; all randomness from the generator it is given). After Lin et al., "Fa
 Asymptotically Equal Collaborative Learning" (ICML 2023); see docs in :data:`DOC`.
 
 A runtime (the Flower adapter in ``fedgossip.server.fair``; each gossip peer's plan in
-``fedgossip.client.fair_gossip``) asks :meth:`FairMechanism.choose`
+``fedgossip.client.gossip.fair``) asks :meth:`FairMechanism.choose`
 which nodes train in a round, gives :meth:`FairMechanism.aggregate` their updates
 g_i = theta_i - theta and example counts, adds the returned step to the global model, and hands
 that model to :meth:`FairMechanism.receivers`; :meth:`FairMechanism.fields` are the round's
@@ -43,7 +43,7 @@ nodes) or "all" (every node every round: FedAvg, contributions still measured); 
 max_explore, explore_rounds; beta, ratio, floor (probability floor, see selection_probabilities;
 the authors' 1e-30 makes a low-psi node practically never selected).
 
-Gossip mode (fedgossip.client.fair_gossip): every peer runs this mechanism over its own
+Gossip mode (fedgossip.client.gossip.fair): every peer runs this mechanism over its own
 neighbourhood, itself one of the players, drawing max(1, floor(ratio degree)) of its neighbours
 to send its model to; see docs/fair-gossip.md.
 """

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedgossip.base.seeding import stream
+
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
-from .seeding import stream
 from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
 from .validation import check_int
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fedgossip.base.seeding import stream
+
 from .config import TaskConfig
-from .seeding import stream
 from .source import UINT8_SCALE, Source
 from .validation import check_int
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .seeding import stream
+from fedgossip.base.seeding import stream
+
 from .validation import check_choice, check_int, check_real
 
 # The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all).

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .seeding import stream
+from fedgossip.base.seeding import stream
 
 
 def chunk_of(round_: int, chunks: int) -> tuple[int, int]:

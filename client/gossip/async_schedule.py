@@ -1,0 +1,109 @@
+"""Asynchronous gossip (`gossip.schedule = "async"`): a peer's loop without a round barrier.
+
+Each peer goes at its own pace, unit after unit: it trains one `gossip.async_unit` ("epoch": one
+train() call, task.local_epochs epochs; "step": one minibatch of task.batch_size), waits an
+interval drawn uniformly from `gossip.async_interval` = [lo, hi] seconds (the node's stream
+"async" of the experiment seed), pushes the trained model to its neighbours, and merges (the
+strategy's rule, as in synchronous rounds) when as many *fresh* models came as it has
+neighbours, or `gossip.async_merge_timeout` seconds after its last merge (whatever is fresh,
+maybe nothing): `fedgossip.client.gossip.async_inbox`. It never waits for a neighbour, so a dead or
+frozen one only makes its merges rarer, never later than the timeout.
+
+The run is `experiment.rounds` units per peer: the same amount of training as that many
+synchronous rounds of the same unit. The wire's `round` is the sender's unit count (monotone:
+receivers tell fresh from stale by it). One metrics record per unit: `round` is the unit,
+`time_s` its time; `merge_trigger` says why it merged ("fresh", "timeout"; null: no merge due)
+and `merged_units` the units of the models merged (how stale they were). `bytes_sent` counts the
+bytes delivered since the previous record (sends are not waited for, except after the last unit,
+up to FINAL_DELIVERY_S, so the final model reaches the neighbours still running).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedgossip.base.seeding import stream
+from fedgossip.client.gossip.async_inbox import AsyncInbox, MergeTrigger
+from fedgossip.schema.records import Emit
+
+if TYPE_CHECKING:
+    from fedgossip.client.gossip.peer import GossipPeer
+
+FINAL_DELIVERY_S = 2.0  # how long the last unit's pushes may take to land before the peer exits
+
+
+class AsyncLoop:
+    """The asynchronous schedule of one `GossipPeer` (its learner, server, senders and merge)."""
+
+    def __init__(self, peer: GossipPeer) -> None:
+        if not isinstance(peer.inbox, AsyncInbox):
+            raise ValueError("an async loop needs the peer's AsyncInbox (gossip.schedule = 'async')")
+        self.peer = peer
+        self.inbox = peer.inbox
+        self.pauses = stream(peer.config.experiment.seed, "async", peer.peer.id)
+        self.pending: list[futures.Future] = []  # sends not yet counted in a record
+
+    def run(self, emit: Emit) -> None:
+        """Train, pause, push and maybe merge experiment.rounds times, one record per unit."""
+        peer, gossip = self.peer, self.peer.gossip
+        units = peer.config.experiment.rounds
+        current = peer._start(emit)
+        trigger = MergeTrigger(len(peer.neighbours), gossip.async_merge_timeout, time.monotonic())
+        divergences = 0
+        for unit in range(1, units + 1):
+            peer.service.state = "training"
+            peer.learner = peer.plan.learner(unit, peer.learner)
+            loss = peer._train(gossip.async_unit)
+            own, train_loss, divergences = peer._checked(unit, current, loss, divergences)
+            peer.service.state = "waiting"
+            time.sleep(self.pauses.uniform(*gossip.async_interval))
+            self.inbox.step = unit
+            self._push(unit, own)
+            reason = trigger.due(self.inbox.arrivals, time.monotonic())
+            messages = self.inbox.take() if reason else []
+            if reason:
+                trigger.merged(time.monotonic())
+            current, test_loss, test_accuracy, discarded = peer._merge(unit, current, own, messages)
+            emit(
+                peer._record(
+                    unit,
+                    current,
+                    messages,
+                    train_loss=train_loss,
+                    test_loss=test_loss,
+                    test_accuracy=test_accuracy,
+                    bytes_sent=self._delivered(FINAL_DELIVERY_S if unit == units else 0.0),
+                    discarded=discarded,
+                    merge_trigger=reason,
+                    merged_units=[m.round for m in messages],
+                )
+            )
+            peer._emit_events(emit)
+        peer._finish(emit)
+
+    def _push(self, unit: int, own: list[np.ndarray]) -> None:
+        """Queue the model of `unit` for every neighbour linked in it (a send waits for a
+        neighbour not reachable yet up to the round timeout; a newer model replaces one still
+        queued)."""
+        peer = self.peer
+        linked = peer._linked(unit)
+        deadline = time.monotonic() + peer.config.experiment.round_timeout
+        self.pending += peer._push(unit, own, linked, linked, deadline, linked).values()
+
+    def _delivered(self, wait: float) -> int:
+        """Bytes delivered by the sends done since the last call, after waiting up to `wait`
+        seconds for those still in flight; the others are counted by a later call."""
+        if wait:
+            futures.wait(self.pending, timeout=wait)
+        delivered, waiting = 0, []
+        for send in self.pending:
+            if send.done():
+                delivered += send.result()
+            else:
+                waiting.append(send)
+        self.pending = waiting
+        return delivered

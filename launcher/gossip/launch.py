@@ -1,0 +1,214 @@
+"""Launch a gossip experiment: one peer per node, in the node processes of the run's engine.
+
+The launcher only orchestrates: the engine (launcher/gossip/placement.py: local processes on free
+loopback ports, or Ray actors across machines) says where each peer listens, the launcher writes
+each node's config, the engine starts the peers, the launcher streams their metrics records into
+the results folder, and every node process is stopped on completion, error and Ctrl-C. If a peer
+dies the others finish; the outcome names the dead nodes and the run is "partial".
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import networkx as nx
+from rich.console import Console
+
+from fedgossip.base.certificates import make_ca, make_certificate
+from fedgossip.base.ports import free_ports
+from fedgossip.client.gossip.transport.identity import OBSERVER, certificate_name, write_link_keys
+from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
+from fedgossip.launcher.gossip.consensus import observe_consensus
+from fedgossip.launcher.gossip.placement import node_engine, process_groups
+from fedgossip.launcher.runs.outcome import Outcome
+from fedgossip.launcher.runs.progress import RoundProgress
+from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.processes import supervised
+from fedgossip.scenario.topology import build_topology, check_merges, neighbours
+from fedgossip.schema.records import PEER_EVENTS, decode_event
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+STARTUP_TIMEOUT = 120.0
+LOOPBACK = "127.0.0.1"
+
+
+def security_material(
+    config: ExperimentConfig, graph: nx.Graph, secrets_dir: Path, hosts: Sequence[str] = ()
+) -> dict[int, dict[str, str]]:
+    """Per-peer credentials of a launched run, as PeerSection fields by node.
+
+    Always: a key per link (identity, even on loopback), and the secret of the launcher's observer
+    (GetModel only, for the consensus distance). With security.tls: a throwaway CA and one
+    certificate per peer naming its node (checked by the neighbours under mutual TLS) and its host
+    (`hosts[node]`, loopback if not given), and one named `observer`. With security.token: one
+    shared token on top. The observer's material stays in `secrets_dir`
+    (`fedgossip.launcher.gossip.consensus.ObserverAccess` reads it).
+    """
+    links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=True)
+    fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
+    security = config.security
+    if security.tls:
+        ca = make_ca(secrets_dir)
+        make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
+        for node in graph.nodes:
+            names = list(dict.fromkeys([hosts[node] if hosts else LOOPBACK, LOOPBACK, "localhost"]))
+            cert = make_certificate(ca, secrets_dir, certificate_name(node), names)
+            fields[node].update(ca_file=str(ca.cert), cert_file=str(cert.cert), key_file=str(cert.key))
+            if security.mutual_tls:
+                fields[node]["client_ca_file"] = str(ca.cert)
+    if security.token:
+        path = secrets_dir / "token"
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+        for node in graph.nodes:
+            fields[node]["token_file"] = str(path)
+    return fields
+
+
+def node_config_paths(results: ResultsFolder, count: int) -> list[Path]:
+    """Where the node configs of a run go (nodes/node-N.toml), before they are written."""
+    return [results.nodes / f"node-{node}.toml" for node in range(count)]
+
+
+def node_graph(config: ExperimentConfig) -> nx.Graph:
+    """The graph of the run's links, checked against the strategy (Krum's n > 2f + 2): a launch
+    error before any process starts."""
+    count = config.nodes.count
+    graph = build_topology(config.topology, count, config.experiment.seed)
+    if config.scenario.resample_every:  # every pair may be linked some epoch (scenario/resample.py)
+        graph = nx.complete_graph(count)
+    check_merges(graph, config.strategy, config.topology.kind)
+    return graph
+
+
+def write_node_configs(
+    config: ExperimentConfig,
+    results: ResultsFolder,
+    run_start: float,
+    listen: Sequence[str] = (),
+    graph: nx.Graph | None = None,
+) -> list[Path]:
+    """One node config per peer (the experiment config plus its [peer] section), the peer of node
+    N listening on `listen[N]` ("host:port", as its engine placed it; free loopback ports if not
+    given) and its neighbours' addresses filled in from the same list; `graph`: the run's
+    `node_graph` (built here if not given)."""
+    count = config.nodes.count
+    graph = node_graph(config) if graph is None else graph
+    listen = list(listen) or [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
+    credentials = security_material(
+        config, graph, results.secrets, [address.rpartition(":")[0] for address in listen]
+    )
+    paths = node_config_paths(results, count)
+    for node, path in enumerate(paths):
+        peer = PeerSection(
+            id=node,
+            listen=listen[node],
+            neighbours={str(n): listen[n] for n in neighbours(graph, node)},
+            run_start=run_start,
+            **credentials[node],
+        )
+        path.write_text(dump_toml(config.replace(peer=peer)))
+    return paths
+
+
+def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
+    """Run all peers to the end (or until they die) and return the outcome."""
+    started = time.time()
+    outcome = Outcome()
+    count, rounds = config.nodes.count, config.experiment.rounds
+    lines: queue.Queue = queue.Queue()
+    done_rounds = dict.fromkeys(range(count), 0)
+    finished: set[int] = set()
+    hosted = process_groups(node_config_paths(results, count), config.nodes.per_process)
+    open_streams = set(hosted)
+    ready: set[int] = set()
+    deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
+    graph = node_graph(config)  # a bad topology fails before the engine starts anything
+    if config.experiment.consensus_every and not config.observes_consensus:
+        console.print(
+            "consensus distance off: it compares the peers' models of one round, and async "
+            "gossip has no rounds in common (experiment.consensus_every ignored)"
+        )
+    with (
+        supervised() as children,
+        node_engine(config, results, lines) as engine,
+    ):
+        listen = engine.place(list(hosted.values()))
+        node_configs = write_node_configs(config, results, started, listen, graph)
+        for group in hosted.values():
+            children.append(engine.start(group))
+        results.write_processes({c.name: c.pid for c in children})
+        # the observer's gRPC channels open only once every node process is started: a process
+        # forked beside active gRPC channels could abort before its exec (grpc/grpc#43055, seen
+        # with launcher.fork_server = false; fedgossip/launcher/__init__.py turns that off too)
+        with (
+            RoundProgress(console, count, rounds, config.experiment.name) as bar,
+            observe_consensus(config, node_configs, results, started) as observer,
+        ):
+            while open_streams:
+                if time.time() > deadline:
+                    outcome.errors.append("the run exceeded its time limit")
+                    break
+                try:
+                    name, line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    open_streams.discard(name)
+                    if observer:
+                        for node in hosted[name].nodes:
+                            observer.gone(node)
+                    continue
+                event = decode_event(line, PEER_EVENTS) or {}
+                kind = event.pop("type", None)
+                node = hosted[name].node_of(event)
+                if kind == "round" and node is not None:
+                    results.append(event)
+                    done_rounds[node] = event["round"]
+                    # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
+                    # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
+                    waited = (
+                        not event.get("caught_up_from")
+                        and event.get("phase") != "exploit"
+                        and event.get("merge_trigger", "sync") is not None
+                    )
+                    if not event.get("merged") and waited:
+                        outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
+                    bar.record(event)
+                    if observer:
+                        observer.saw(node, event["round"])
+                elif kind == "ready" and node is not None:
+                    ready.add(node)
+                    if len(ready) == count:
+                        outcome.startup_s = round(time.time() - started, 3)
+                        bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
+                elif kind == "done" and node is not None:
+                    finished.add(node)
+                elif kind == "scenario":
+                    results.event(event)
+                elif kind == "error":
+                    outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")
+            for child in children:
+                code = child.stop()
+                for node in hosted[child.name].nodes:
+                    if done_rounds[node] < rounds or (code != 0 and node not in finished):
+                        outcome.dead_nodes.append(node)
+                        if not any(e.startswith(f"node {node}:") for e in outcome.errors):
+                            tail = child.log_tail(1)
+                            outcome.errors.append(
+                                f"node {node} exited with {code} after round "
+                                f"{done_rounds[node]}" + (f": {tail}" if tail else "")
+                            )
+    outcome.dead_nodes.sort()
+    outcome.wall_time_s = time.time() - started
+    if outcome.dead_nodes:
+        outcome.status = "failed" if len(outcome.dead_nodes) == count else "partial"
+    outcome.judge_merges(done_rounds, config.gossip.degraded_share)
+    return outcome

@@ -1,0 +1,1 @@
+"""Process supervision: child processes, their trees, the watchdog, the fork server, memory checks."""

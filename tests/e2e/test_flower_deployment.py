@@ -1,0 +1,177 @@
+"""Flower's deployment engine for real: `fedgossip run` starts a SuperLink and SuperNodes on free
+loopback ports, submits the fedgossip app and follows it to the end. Every test checks that each
+process of the run (SuperLink, SuperNodes, and the SuperExec/ServerApp/ClientApp processes they
+started) is gone afterwards; `fedgossip run` has its own timeout and is killed on expiry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fedgossip.base.flower_protocol import load_model
+from fedgossip.launcher.supervision.processes import child_env
+from fedgossip.launcher.supervision.proctree import alive
+from fedgossip.reports import read_records
+from tests.support import RECORD_FIELDS, cli_argv, run_cli, wait_for
+
+FLOWER = [
+    "--set",
+    "experiment.mode=flower",
+    "--set",
+    "flower.engine=deployment",
+    "--set",
+    "nodes.count=2",
+    "--set",
+    "flower.startup_timeout=60",
+    "--set",
+    "flower.round_timeout=60",
+]
+
+
+def processes_gone(run: Path) -> dict[str, int]:
+    """The processes of the run (processes.json) that are still alive."""
+    pids = json.loads((run / "processes.json").read_text())
+    assert pids.get("superlink") and pids.get("supernode-0") and pids.get("supernode-1")
+    assert any(name.startswith("flower-superexe") for name in pids), pids  # descendants were tracked
+    return {name: pid for name, pid in pids.items() if name != "flower_run_id" and alive(pid)}
+
+
+@pytest.mark.timeout(180)
+def test_superlink_and_two_supernodes_run_two_rounds_over_tls_with_registered_keys(tmp_path):
+    run = tmp_path / "deploy"
+    result = run_cli(
+        "run",
+        "--out",
+        str(run),
+        *FLOWER,
+        "--set",
+        "experiment.rounds=2",
+        "--set",
+        "strategy.name=average",
+        "--set",
+        "security.tls=true",
+        "--set",
+        "security.mutual_tls=true",
+        timeout=170,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["errors"] == []
+    assert summary["flower"]["status"] == "finished:completed"
+    log = (run / "logs" / "superlink.log").read_text()
+    assert "https://127.0.0.1:" in log and log.count("RegisterNode] Created node_id") == 2
+    assert {p.name for p in (run / "secrets").iterdir()} >= {
+        "ca.pem",
+        "superlink.pem",
+        "supernode-0",
+        "supernode-0.pub",
+        "supernode-1",
+    }
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "accuracy.png",
+        "processes.json",
+        "logs/superlink.log",
+        "logs/supernode-0.log",
+        "logs/supernode-1.log",
+        "flower/app/pyproject.toml",
+        "flower/records.jsonl",
+    ):
+        assert (run / name).stat().st_size > 0, name
+    records = read_records(run)
+    nodes = [r for r in records if isinstance(r["node"], int)]
+    assert {(r["node"], r["round"]) for r in nodes} == {(0, 1), (1, 1), (0, 2), (1, 2)}
+    assert [r["round"] for r in records if r["node"] == "server"] == [0, 1, 2]
+    assert all(r.keys() >= RECORD_FIELDS and r["evaluated_by"] == "node" for r in nodes)
+    assert all(r["bytes_sent"] > 0 and r["bytes_received"] == 2 * r["bytes_sent"] for r in nodes)
+    assert summary["final_mean_accuracy"] > 0.8
+    assert processes_gone(run) == {}
+    # the same config and seed in process (no Flower runtime) gives the same numbers
+    same = tmp_path / "same"
+    result = run_cli(
+        "run",
+        "--out",
+        str(same),
+        *FLOWER,
+        "--set",
+        "experiment.rounds=2",
+        "--set",
+        "strategy.name=average",
+        "--set",
+        "flower.engine=inprocess",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _numbers(read_records(same)) == _numbers(records)
+    deployed, local = (
+        load_model(run / "flower" / "final-model.npz"),
+        load_model(same / "flower" / "final-model.npz"),
+    )
+    assert list(deployed) == list(local) and all((deployed[k] == local[k]).all() for k in deployed)
+
+
+def _numbers(records: list[dict]) -> list[tuple]:
+    keys = ("node", "round", "train_loss", "test_loss", "test_accuracy", "num_examples", "bytes_sent")
+    return sorted((tuple(str(r.get(k)) for k in keys) for r in records), key=str)
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_client_app_fails_the_run_with_its_reason(tmp_path):
+    run = tmp_path / "diverge"
+    result = run_cli(
+        "run",
+        "--out",
+        str(run),
+        *FLOWER,
+        "--set",
+        "experiment.rounds=3",
+        "--set",
+        "task.learning_rate=1e30",
+        "--set",
+        "flower.fraction_evaluate=0.0",
+        timeout=110,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["flower"]["status"] == "finished:failed"
+    assert any("training diverged" in e for e in summary["errors"]), summary["errors"]
+    assert "training diverged" in result.stdout
+    assert processes_gone(run) == {}
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_every_process_and_keeps_finished_rounds(tmp_path):
+    run = tmp_path / "interrupted"
+    argv = cli_argv(
+        "run",
+        "--out",
+        str(run),
+        # the server evaluates (flower.fraction_evaluate = 0): round 1 ends one ClientApp per node sooner
+        settings=[s for s in FLOWER if s != "--set"] + ["experiment.rounds=8", "flower.fraction_evaluate=0"],
+    )
+    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115 - closed below
+    launcher = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if our shell ignores Ctrl-C
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (run / "metrics.jsonl").exists() and any(
+            r["round"] == 1 and r["node"] == 0 for r in read_records(run)), 90, "round 1")  # fmt: skip
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(10)
+        log.close()
+    assert launcher.returncode == 130, (tmp_path / "launcher.log").read_text(errors="replace")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
+    assert processes_gone(run) == {}

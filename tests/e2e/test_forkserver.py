@@ -1,0 +1,131 @@
+"""The fork server: peers forked from a pre-imported parent behave exactly like fresh ones, and are
+stopped, reaped and cleaned up like any child of the launcher."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from fedgossip.config import PeerSection
+from fedgossip.launcher.supervision.forkserver import preload_for, start_fork_server
+from fedgossip.launcher.supervision.processes import child_env
+from tests.support import loopback_ports, metrics, run_cli, set_args, timeless, wait_for, write_node_config
+
+SMALL = ["nodes.count=4", "experiment.rounds=3", "topology.kind=ring", "strategy.name=vca", "task.model=mlp"]
+
+
+def lonely_peer(tmp_path, rounds=1000):
+    """A node config whose only neighbour never answers: the peer waits, round after round."""
+    own, silent = loopback_ports(2)
+    peer = PeerSection(id=0, listen=f"127.0.0.1:{own}", neighbours={"1": f"127.0.0.1:{silent}"})
+    return write_node_config(
+        tmp_path / "node-0.toml", peer, f"experiment.rounds={rounds}", "experiment.round_timeout=30"
+    )
+
+
+def spawn_peer(server, config, lines):
+    """Fork `fedgossip.client.gossip.peer CONFIG`, logging beside the config."""
+    log = config.with_suffix(".log")
+    return server.spawn(config.stem, "fedgossip.client.gossip.peer", [str(config)], log_path=log, lines=lines)
+
+
+def next_event(lines: queue.Queue, timeout: float = 60) -> dict | None:
+    _, line = lines.get(timeout=timeout)
+    return None if line is None else json.loads(line)
+
+
+@pytest.mark.timeout(300)
+def test_forked_peers_give_bit_identical_metrics_to_fresh_ones(tmp_path):
+    runs = {}
+    for fork in ("true", "false"):
+        out = tmp_path / f"fork-{fork}"
+        result = run_cli("run", "--out", str(out), *set_args([*SMALL, f"launcher.fork_server={fork}"]))
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[fork] = timeless(metrics(out))
+    assert (tmp_path / "fork-true" / "logs" / "forkserver.log").exists()
+    assert not (tmp_path / "fork-false" / "logs" / "forkserver.log").exists()
+    assert len(runs["true"]) == 12
+    assert all(r["train_loss"] is not None and r["merged"] == 2 for r in runs["true"])
+    assert runs["true"] == runs["false"]  # losses and accuracies to the last bit
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_reports_its_output_log_and_exit_status(tmp_path):
+    lines: queue.Queue = queue.Queue()
+    with start_fork_server(preload_for("linear"), tmp_path / "server.log", child_env(1)) as server:
+        child = spawn_peer(server, tmp_path / "missing.toml", lines)
+        event = next_event(lines)
+        assert event["type"] == "error" and "config file not found" in event["error"]
+        assert next_event(lines) is None  # the stdout pipe closes when the child exits
+        assert child.wait(30) == 2
+        assert child.stop() == 2
+    assert "config file not found" in child.log_tail()
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_peer_is_stopped_by_pid_through_its_shutdown(tmp_path):
+    config = lonely_peer(tmp_path)
+    lines: queue.Queue = queue.Queue()
+    with start_fork_server(preload_for("mlp", "digits"), tmp_path / "server.log", child_env(1)) as server:
+        child = spawn_peer(server, config, lines)
+        try:
+            assert next_event(lines)["type"] == "ready"
+            process = psutil.Process(child.pid)
+            assert process.ppid() == server.process.pid  # forked, not started afresh
+            assert child.poll() is None
+        finally:
+            code = child.stop(grace=20)
+    assert code == 128 + signal.SIGTERM  # the peer's Shutdown ended it, not the default action
+    assert not psutil.pid_exists(child.pid) or process.status() == psutil.STATUS_ZOMBIE
+
+
+LAUNCHER = """
+import json, queue, sys, time
+from pathlib import Path
+from fedgossip.launcher.supervision.forkserver import preload_for, start_fork_server
+from fedgossip.launcher.supervision.processes import child_env
+tmp, config = Path(sys.argv[1]), sys.argv[2]
+lines = queue.Queue()
+with start_fork_server(preload_for("linear"), tmp / "server.log", child_env(1)) as server:
+    peer = "fedgossip.client.gossip.peer"
+    child = server.spawn("node-0", peer, [config], log_path=tmp / "n.log", lines=lines)
+    lines.get(timeout=60)
+    print(json.dumps([server.process.pid, child.pid]), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_forked_peers_die_with_their_launcher(tmp_path):
+    config = lonely_peer(tmp_path)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path), str(config)],
+        stdout=subprocess.PIPE,
+        env=child_env(1),
+        start_new_session=True,
+    )
+    pids = []
+    try:
+        pids = json.loads(launcher.stdout.readline())
+        processes = [psutil.Process(pid) for pid in pids]
+        launcher.kill()  # no cleanup at all: only the fork server's and its children's own rules act
+        launcher.wait(30)
+
+        def gone() -> bool:
+            return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+        wait_for(gone, 20, "the fork server and its peer to exit")
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.stdout.close()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

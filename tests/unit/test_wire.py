@@ -1,0 +1,104 @@
+"""Chunked model encoding and the validation of untrusted chunks (in-process, no network)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, assemble, encode
+from fedgossip.proto import gossip_pb2
+from fedgossip.schema.tensors import specs_of
+
+NAMES = ["w", "b", "scale"]
+
+
+def model(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        rng.normal(size=(300, 500)).astype(np.float32),
+        rng.normal(size=500).astype(np.float32),
+        np.array([1.5], dtype=np.float32),
+    ]
+
+
+def assembler(**kw) -> ModelAssembler:
+    args = {"senders": [3], "rounds": (1, 5), "max_bytes": 10 << 20} | kw
+    return ModelAssembler(specs_of(NAMES, model()), **args)
+
+
+def test_round_trip_over_several_chunks():
+    arrays = model(1)
+    chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=64 << 10)
+    assert len(chunks) > 5 and chunks[0].HasField("header")
+    message = assemble(iter(chunks), assembler())
+    assert (message.sender, message.round, message.num_examples) == (3, 2, 77)
+    for got, want in zip(message.arrays, arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert message.nbytes == sum(a.nbytes for a in arrays)
+
+
+def test_slices_fill_every_chunk_and_a_small_model_is_one_message():
+    """The tensors' bytes are concatenated and sliced regardless of tensor boundaries: every chunk
+    but the last holds exactly chunk_bytes (the header's included), so a small model costs one
+    message."""
+    arrays = model(2)
+    raw = b"".join(a.tobytes() for a in arrays)  # 602,004 bytes
+    for size in (1000, 4096, 64 << 10, 1 << 20):
+        chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=size)
+        assert [c.HasField("header") for c in chunks] == [True] + [False] * (len(chunks) - 1)
+        assert [len(c.data) for c in chunks[:-1]] == [size] * (len(chunks) - 1)
+        assert len(chunks) == -(-len(raw) // size)
+        assert b"".join(c.data for c in chunks) == raw
+    assert len(encode(3, 2, 77, NAMES, arrays)) == 1
+
+
+def refused(chunks, **kw) -> WireError:
+    with pytest.raises(WireError) as err:
+        assemble(iter(chunks), assembler(**kw))
+    return err.value
+
+
+def test_garbage_without_header():
+    err = refused([gossip_pb2.ModelChunk(data=b"\x00" * 100)])
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "no header" in str(err)
+
+
+def test_wrong_shape():
+    arrays = model()
+    arrays[0] = arrays[0].reshape(500, 300)
+    err = refused(encode(3, 1, 5, NAMES, arrays))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in str(err)
+
+
+def test_nan_values():
+    arrays = model()
+    arrays[1][7] = np.nan
+    err = refused(encode(3, 1, 5, NAMES, arrays))
+    assert "NaN" in str(err)
+
+
+def test_oversize_model():
+    err = refused(encode(3, 1, 5, NAMES, model()), max_bytes=1000)
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_unknown_sender_and_bad_round():
+    assert refused(encode(9, 1, 5, NAMES, model())).code == grpc.StatusCode.PERMISSION_DENIED
+    assert "implausible round" in str(refused(encode(3, 6, 5, NAMES, model())))
+    assert "num_examples" in str(refused(encode(3, 1, 0, NAMES, model())))
+
+
+def test_size_lies_are_caught():
+    chunks = encode(3, 1, 5, NAMES, model(), chunk_bytes=64 << 10)
+    assert "got" in str(refused(chunks[:-1]))
+    extra = [*chunks, gossip_pb2.ModelChunk(data=b"1234")]
+    assert "more data" in str(refused(extra))
+    chunks[0].header.total_bytes += 4
+    assert "total_bytes" in str(refused(chunks))
+
+
+def test_dtype_not_allowed():
+    chunks = encode(3, 1, 5, NAMES, model())
+    chunks[0].header.tensors[0].dtype = "|O"
+    assert "not allowed" in str(refused(chunks))
