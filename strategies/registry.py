@@ -27,24 +27,19 @@ its own adapter over the mechanism's pure code.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-import os
-import re
-import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, NamedTuple, Protocol
 
+from fedgossip.base.loading import describe_error, is_reference, load_callable
+
 from ._typing import NDArrays
 from ._validation import check_integer, check_models, check_own, check_real, check_result
 
 MODES = ("gossip", "flower")
-USER_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-"""A user's rule: ``package.module:function``."""
 
 Check = Callable[[str, Any], Any]
 """Checks one parameter value: ``check(key, value)`` returns it (converted) or raises ValueError."""
@@ -270,7 +265,7 @@ def names(mode: str) -> tuple[str, ...]:
 
 def is_user_reference(name: str) -> bool:
     """Whether ``name`` has the form of a user's rule, ``package.module:function``."""
-    return USER_REFERENCE.fullmatch(name) is not None
+    return is_reference(name)
 
 
 def lookup(name: str) -> Entry:
@@ -309,17 +304,7 @@ def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
 
 @cache
 def _user_rule(reference: str) -> Rule:
-    module_name, _, function_name = reference.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # a console script does not search the working directory
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # the user's module: any import-time error is a config error
-        raise ValueError(f"cannot import module {module_name!r} of {reference!r}: {_describe(err)}") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ValueError(f"module {module_name!r} has no function {function_name!r}")
-    return Rule(reference, None, MODES, function)
+    return Rule(reference, None, MODES, load_callable(reference))
 
 
 class Outcome(NamedTuple):
@@ -346,15 +331,5 @@ def run_rule(
         return Outcome(None, f"strategy {rule.name!r} failed{where}: {_describe(err)}")
 
 
-_IMPORT_SYSTEM = os.path.dirname(importlib.__file__)
-
-
 def _describe(err: BaseException) -> str:
-    """``Type: message (at file:line in function)``: the innermost frame outside the import machinery."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(err.__traceback__)
-        if not frame.filename.startswith(("<frozen", _IMPORT_SYSTEM)) and frame.filename != __file__
-    ]
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    return f"{type(err).__name__}: {err}{where}"
+    return describe_error(err, skip=(__file__,))

@@ -13,12 +13,10 @@ is built.
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+from fedgossip.base.loading import is_reference, load_callable
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,6 @@ TORCH_MODELS: dict[str, ModelEntry] = {
 MODEL_NAMES = (*TORCH_MODELS, "linear")
 
 
-def is_factory_path(spec: str) -> bool:
-    """True if `spec` has the form package.module:function."""
-    return bool(_PATH.match(spec))
-
-
 def model_entry(model: str) -> ModelEntry | None:
     """The registry entry of a torch model name, or an entry without options for a user's factory
     path; None for "linear" (scikit-learn, not a torch factory)."""
@@ -49,7 +42,7 @@ def model_entry(model: str) -> ModelEntry | None:
         return None
     if isinstance(model, str) and model in TORCH_MODELS:
         return TORCH_MODELS[model]
-    if not isinstance(model, str) or not is_factory_path(model):
+    if not isinstance(model, str) or not is_reference(model):
         raise ValueError(
             f"task.model must be one of {', '.join(MODEL_NAMES)} or 'package.module:function'; got {model!r}"
         )
@@ -57,19 +50,9 @@ def model_entry(model: str) -> ModelEntry | None:
 
 
 def resolve_factory(path: str) -> Callable:
-    """The callable at `package.module:function`; ValueError if the module does not import or the
-    attribute is missing or not callable."""
-    module_name, _, attribute = path.partition(":")
+    """The callable at `package.module:function`; ValueError (naming task.model) if the module does
+    not import or the attribute is missing or not callable."""
     try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # a user's module may fail in any way while importing
-        raise ValueError(
-            f"task.model {path!r}: cannot import module {module_name!r} ({type(err).__name__}: {err}); "
-            "it must be importable from the working directory or PYTHONPATH"
-        ) from err
-    factory = getattr(module, attribute, None)
-    if factory is None:
-        raise ValueError(f"task.model {path!r}: module {module_name!r} has no attribute {attribute!r}")
-    if not callable(factory):
-        raise ValueError(f"task.model {path!r}: {attribute!r} is not callable")
-    return factory
+        return load_callable(path)
+    except ValueError as err:
+        raise ValueError(f"task.model {path!r}: {err}") from None

@@ -211,9 +211,9 @@ def test_our_rules_results_pass_the_same_check(monkeypatch):
 def test_user_rule_reference_errors(user_module):
     with pytest.raises(ValueError, match="cannot import module 'no_such_module_x'"):
         resolve("no_such_module_x:f")
-    with pytest.raises(ValueError, match=f"module '{user_module}' has no function 'missing'"):
+    with pytest.raises(ValueError, match=f"module '{user_module}' has no attribute 'missing'"):
         resolve(f"{user_module}:missing")
-    with pytest.raises(ValueError, match="has no function 'not_callable'"):
+    with pytest.raises(ValueError, match="'not_callable' is not callable"):
         resolve(f"{user_module}:not_callable")
 
 

@@ -1,0 +1,66 @@
+"""The one loader of `package.module:attribute` references: a user's strategy, model factory or
+mechanism part, and our own registered parts named the same way.
+
+A console script does not search the working directory, so it is added to `sys.path` (after
+everything else) before the first import: a user's module next to their config is found.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+"""``package.module:attribute``."""
+
+_IMPORT_SYSTEM = os.path.dirname(importlib.__file__)
+
+
+def is_reference(text: object) -> bool:
+    """True if `text` is a string of the form ``package.module:attribute``."""
+    return isinstance(text, str) and REFERENCE.fullmatch(text) is not None
+
+
+def load_callable(reference: str) -> Callable[..., Any]:
+    """The callable named by `reference` (``package.module:attribute``).
+
+    Raises
+    ------
+    ValueError
+        When the module cannot be imported (any error while importing it, described with the
+        innermost frame of the user's code), or has no such attribute, or it is not callable.
+    """
+    module_name, _, attribute = reference.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a user's module may fail in any way while importing
+        raise ValueError(
+            f"cannot import module {module_name!r} ({describe_error(err)}); "
+            "it must be importable from the working directory or PYTHONPATH"
+        ) from None
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r}")
+    if not callable(found):
+        raise ValueError(f"{attribute!r} is not callable (module {module_name!r})")
+    return found
+
+
+def describe_error(err: BaseException, skip: tuple[str, ...] = ()) -> str:
+    """``Type: message (at file:line in function)``: the innermost frame outside the import
+    machinery, this module and the files `skip` (the caller's own)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(err.__traceback__)
+        if not frame.filename.startswith(("<frozen", _IMPORT_SYSTEM))
+        and frame.filename not in (__file__, *skip)
+    ]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
