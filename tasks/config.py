@@ -73,7 +73,7 @@ class TaskConfig(Constrained):
         "feature_noise": ListOf(Interval(Real, 0.0), single=True),
         "hidden": AT_LEAST_ONE,
         "threads": AT_LEAST_ONE,
-        "synthetic_samples": Interval(Integral, 20),  # 10 per class (check_together), >= 2 classes
+        "synthetic_samples": AT_LEAST_ONE,  # and 10 per class: check_together
         "synthetic_features": AT_LEAST_ONE,
         "synthetic_classes": Interval(Integral, 2),
         "stream_chunks": Interval(Integral, 0),
