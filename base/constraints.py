@@ -111,7 +111,8 @@ class StrOptions(Constraint):
         return "|".join(self.options) + "?"
 
 
-TYPE_NAMES = {bool: "true or false", str: "a string", dict: "a table"}
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+"""Each TOML value type in words (the config loader's type errors use them too)."""
 
 
 class InstanceOf(Constraint):
@@ -127,7 +128,7 @@ class InstanceOf(Constraint):
         return TYPE_NAMES.get(self.kind, f"of type {self.kind.__name__}")
 
     def invalid_example(self) -> Any:
-        return 0
+        return "0" if isinstance(0, self.kind) else 0
 
 
 class Satisfies(Constraint):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgossip.base.constraints import StrOptions
+from fedgossip.base.constraints import TYPE_NAMES, StrOptions
 from fedgossip.config.runtime_sections import (
     FlowerSection,
     GossipSection,
@@ -281,9 +281,7 @@ def _type_name(option: Any) -> str:
         return f"a list of {_type_name(typing.get_args(option)[0])}"
     if origin is dict:
         return "a table"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        option, str(option)
-    )
+    return TYPE_NAMES.get(option, str(option))
 
 
 def _plain(value: Any) -> Any:

@@ -229,8 +229,14 @@ def test_user_rule_reference_errors(user_module):
             {"strategy": {"name": "vca", "params": {"epsilon": 1}}},
             "unknown parameter strategy.params.epsilon",
         ),
-        ({"strategy": {"name": "vca", "params": {"eps": -1}}}, "strategy.params.eps must be a finite number >= 0.0; got -1"),
-        ({"strategy": {"name": "krum", "params": {"f": "1"}}}, "strategy.params.f must be an integer >= 0; got '1'"),
+        (
+            {"strategy": {"name": "vca", "params": {"eps": -1}}},
+            "strategy.params.eps must be a finite number >= 0.0; got -1",
+        ),
+        (
+            {"strategy": {"name": "krum", "params": {"f": "1"}}},
+            "strategy.params.f must be an integer >= 0; got '1'",
+        ),
         ({"strategy": {"name": "vca", "own_weight": 0.5}}, "unknown key strategy.own_weight"),
         ({"strategy": {"name": "vca", "params": 3}}, "strategy.params must be a table"),
         ({"strategy": {"name": "no_such_module_y:f"}}, "strategy.name cannot import module"),
