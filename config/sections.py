@@ -9,14 +9,15 @@ inside a node process.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 from fedgossip.base.constraints import (
+    Composite,
     Constrained,
     Constraint,
-    FileName,
     InstanceOf,
     Interval,
     ListOf,
@@ -33,6 +34,40 @@ MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file n
 FRACTION = Interval(Real, 0, 1)
 NON_NEGATIVE = Interval(Real, 0)
 NODE_IDS = ListOf(Interval(Integral, 0), distinct=True)
+
+
+class FileName(Composite):
+    """A plain file name (no path, no control characters) of at most `max_length` characters; its
+    error says which of these the value breaks."""
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+
+    def check(self, key: str, value: Any) -> Any:
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(f"{key} {problem}")
+        return value
+
+    def problem(self, name: Any) -> str | None:
+        """Why `name` is not a plain file name, or None if it is one."""
+        if not isinstance(name, str):
+            return f"must be {self}; got {name!r}"
+        if not name.strip():
+            return "must not be empty"
+        if len(name) > self.max_length:
+            return f"must be at most {self.max_length} characters; got {len(name)}"
+        if name in (".", "..") or "/" in name or "\\" in name:
+            return f"must be a plain file name (it names the results folder), not a path; got {name!r}"
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+            return f"must not contain control characters; got {name!r}"
+        return None
+
+    def __str__(self) -> str:
+        return f"a plain file name of at most {self.max_length} characters"
+
+    def invalid_example(self) -> str:
+        return "../name"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import pytest
 from fedgossip.base.constraints import (
     Constrained,
     Constraint,
-    FileName,
     InstanceOf,
     Interval,
     ListOf,
@@ -26,6 +25,7 @@ from fedgossip.base.constraints import (
     require,
 )
 from fedgossip.config import ExperimentConfig, config_from_dict
+from fedgossip.config.sections import FileName
 from fedgossip.strategies import registry
 
 
