@@ -16,8 +16,8 @@ The keyword-only parameters of the function are the rule's parameters: their def
 signature's, their constraints (:mod:`fedgossip.base.constraints`) the ones given to
 :func:`register` (both must name the same parameters). A user's function, named
 ``"package.module:function"``, goes through the same path (:func:`resolve`); its parameters are
-passed unchecked. Every result, ours or a user's, is checked
-by the one validator (:func:`fedgossip.strategies._validation.check_result`) before it is used.
+passed unchecked. Every result, ours or a user's, is checked by the one validator
+(:func:`fedgossip.strategies._validation.check_result`) before it is used.
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
 import), so the names allowed in each mode come from this module only. So are the mechanisms
