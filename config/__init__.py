@@ -8,19 +8,21 @@ from fedgossip.config.experiment import (
     dump_toml,
     load_config,
 )
+from fedgossip.config.runtime_sections import (
+    FlowerSection,
+    GossipSection,
+    LauncherSection,
+    PeerSection,
+    SecuritySection,
+)
 from fedgossip.config.sections import (
     FLOWER_BUILTIN_STRATEGIES,
     FLOWER_STRATEGIES,
     GOSSIP_STRATEGIES,
     TOPOLOGIES,
     ExperimentSection,
-    FlowerSection,
-    GossipSection,
-    LauncherSection,
     NodesSection,
-    PeerSection,
     ScenarioSection,
-    SecuritySection,
     StrategySection,
     TopologySection,
 )

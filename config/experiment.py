@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgossip.config.sections import (
-    ExperimentSection,
+from fedgossip.base.constraints import TYPE_NAMES, StrOptions
+from fedgossip.config.runtime_sections import (
     FlowerSection,
     GossipSection,
     LauncherSection,
-    NodesSection,
     PeerSection,
-    ScenarioSection,
     SecuritySection,
+)
+from fedgossip.config.sections import (
+    ExperimentSection,
+    NodesSection,
+    ScenarioSection,
     StrategySection,
     TopologySection,
-    require_choice,
 )
 from fedgossip.strategies import registry
 from fedgossip.tasks import TaskConfig
@@ -62,7 +64,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         mode, name = self.experiment.mode, self.strategy.name
         if not registry.is_user_reference(name):
-            require_choice(name, f"strategy.name (mode {mode})", registry.names(mode))
+            StrOptions(*registry.names(mode)).check(f"strategy.name (mode {mode})", name)
         elif mode == "gossip":  # every peer runs it: import it now (a Flower server imports it itself)
             try:
                 registry.resolve(name)
@@ -186,7 +188,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
 
 def build_section(cls: type, table: Mapping[str, Any], name: str) -> Any:
     """Build dataclass `cls` from a TOML table, checking key names and value types."""
-    hints = typing.get_type_hints(cls)
+    every_hint = typing.get_type_hints(cls)  # the class variables too (section_name, constraints)
+    hints = {f.name: every_hint[f.name] for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(hints))
     if unknown:
         raise ValueError(f"unknown key {name}.{unknown[0]}; known: {', '.join(hints)}")
@@ -278,9 +281,7 @@ def _type_name(option: Any) -> str:
         return f"a list of {_type_name(typing.get_args(option)[0])}"
     if origin is dict:
         return "a table"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        option, str(option)
-    )
+    return TYPE_NAMES.get(option, str(option))
 
 
 def _plain(value: Any) -> Any:

@@ -6,8 +6,6 @@ the data (NaN/Inf) are done block by block during aggregation where possible; th
 helpers for that live here too (:func:`raise_non_finite`, :func:`check_finite`).
 """
 
-import math
-import numbers
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -110,31 +108,6 @@ def check_weights(weights: Any, count: int) -> FloatArray:
         raise ValueError("`weights` must not all be zero")
     values = values / largest  # no overflow when summing huge weights
     return values / values.sum()
-
-
-def check_real(
-    name: str, value: Any, *, low: float, high: float = math.inf, high_open: bool = False
-) -> float:
-    """Return ``value`` as a float, checking ``low <= value <= high`` (or ``< high``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`{name}` must be a real number, got {value!r}")
-    result = float(value)
-    in_range = low <= result < high if high_open else low <= result <= high
-    if not (math.isfinite(result) and in_range):
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"`{name}` must be finite and in [{low}, {high}{bracket}, got {value!r}")
-    return result
-
-
-def check_integer(name: str, value: Any, *, low: int, high: int | None = None) -> int:
-    """Return ``value`` as an int, checking ``low <= value`` (and ``value <= high`` if given)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be an integer, got {value!r}")
-    result = int(value)
-    if result < low or (high is not None and result > high):
-        upper = "" if high is None else f" and <= {high}"
-        raise ValueError(f"`{name}` must be >= {low}{upper}, got {value!r}")
-    return result
 
 
 def check_result(result: Any, reference: list[NDArray]) -> list[NDArray]:

@@ -10,14 +10,16 @@ the differences (not from ``|x|^2 + |y|^2 - 2 x.y``, which cancels when models a
 """
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import numpy as np
+
+from fedgossip.base.constraints import Interval
 
 from ._blocks import accumulation_dtype, flat, iter_blocks
 from ._typing import FloatArray, NDArrays
 from ._validation import (
     check_float_tensors,
-    check_integer,
     check_models,
     raise_non_finite,
 )
@@ -72,7 +74,7 @@ def krum_scores(models: Sequence[NDArrays], f: int) -> FloatArray:
         As :func:`squared_distances`, or when ``f`` is not an integer with ``n > 2f + 2``.
     """
     count = len(models) if isinstance(models, Sequence) else 0
-    f = check_integer("f", f, low=0)
+    f = Interval(Integral, 0).check("f", f)
     if count <= 2 * f + 2:
         raise ValueError(f"krum needs more than 2f + 2 = {2 * f + 2} models (f = {f}), got {count}")
     distances = squared_distances(models)
@@ -84,7 +86,7 @@ def krum_scores(models: Sequence[NDArrays], f: int) -> FloatArray:
 def krum_select(models: Sequence[NDArrays], f: int, m: int) -> list[int]:
     """Indices (ascending) of the ``m`` best-scored models; ties go to the lower index."""
     scores = krum_scores(models, f)
-    m = check_integer("m", m, low=1, high=len(scores))
+    m = Interval(Integral, 1, len(scores)).check("m", m)
     return sorted(int(i) for i in np.argsort(scores, kind="stable")[:m])
 
 

@@ -1,4 +1,4 @@
-"""The one registry of aggregation rules: name -> pure function, parameters and their checks.
+"""The one registry of aggregation rules: name -> pure function, parameters and their constraints.
 
 Every rule has the signature the gossip merge and the Flower adapter both call::
 
@@ -13,10 +13,11 @@ clients' models, ``weights`` their example counts, ``params`` the rule's paramet
         \"\"\"The math (the docstring is the rule's documentation).\"\"\"
 
 The keyword-only parameters of the function are the rule's parameters: their defaults are the
-signature's, their checks the ones given to :func:`register` (both must name the same
-parameters). A user's function, named ``"package.module:function"``, goes through the same path
-(:func:`resolve`); its parameters are passed unchecked. Every result, ours or a user's, is checked
-by the one validator (:func:`fedgossip.strategies._validation.check_result`) before it is used.
+signature's, their constraints (:mod:`fedgossip.base.constraints`) the ones given to
+:func:`register` (both must name the same parameters). A user's function, named
+``"package.module:function"``, goes through the same path (:func:`resolve`); its parameters are
+passed unchecked. Every result, ours or a user's, is checked by the one validator
+(:func:`fedgossip.strategies._validation.check_result`) before it is used.
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
 import), so the names allowed in each mode come from this module only. So are the mechanisms
@@ -28,21 +29,19 @@ its own adapter over the mechanism's pure code.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from numbers import Integral, Real
 from typing import Any, NamedTuple, Protocol
 
+from fedgossip.base.constraints import Constraint, Interval, StrOptions
 from fedgossip.base.loading import describe_error, is_reference, load_callable
 
 from ._typing import NDArrays
-from ._validation import check_integer, check_models, check_own, check_real, check_result
+from ._validation import check_models, check_own, check_result
 
 MODES = ("gossip", "flower")
-
-Check = Callable[[str, Any], Any]
-"""Checks one parameter value: ``check(key, value)`` returns it (converted) or raises ValueError."""
 
 
 class RuleFunction(Protocol):
@@ -53,34 +52,29 @@ class RuleFunction(Protocol):
     ) -> NDArrays: ...
 
 
-def real(low: float, high: float = math.inf, *, high_open: bool = False) -> Check:
-    """A check: a finite real number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
-    return lambda key, value: check_real(key, value, low=low, high=high, high_open=high_open)
+def real(low: float, high: float | None = None, *, high_open: bool = False) -> Interval:
+    """A finite real number in ``[low, high]`` (``[low, high)`` with ``high_open``; no ``high``:
+    unbounded), kept as a float."""
+    return Interval(Real, low, high, closed="left" if high_open else "both")
 
 
-def integer(low: int, high: int | None = None) -> Check:
-    """A check: an integer ``>= low`` (and ``<= high``)."""
-    return lambda key, value: check_integer(key, value, low=low, high=high)
+def integer(low: int, high: int | None = None) -> Interval:
+    """An integer ``>= low`` (and ``<= high``)."""
+    return Interval(Integral, low, high)
 
 
-def choice(*options: str) -> Check:
-    """A check: one of the strings ``options``."""
-
-    def check(key: str, value: Any) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise ValueError(f"{key} must be one of {', '.join(options)}; got {value!r}")
-        return value
-
-    return check
+def choice(*options: str) -> StrOptions:
+    """One of the strings ``options``."""
+    return StrOptions(*options)
 
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a rule: its name, default value and check."""
+    """One parameter of a rule: its name, default value and constraint."""
 
     name: str
     default: Any
-    check: Check
+    constraint: Constraint
 
 
 @dataclass(frozen=True)
@@ -110,7 +104,7 @@ class Entry:
                 f"known: {', '.join(known) or 'none'}"
             )
         return {
-            name: param.check(f"{key}.{name}", given[name]) if name in given else param.default
+            name: param.constraint.check(f"{key}.{name}", given[name]) if name in given else param.default
             for name, param in known.items()
         }
 
@@ -213,9 +207,10 @@ FLOWER_BUILTINS: dict[str, FlowerBuiltin] = {
 
 
 def register(
-    name: str, *, min_models: Callable[[Mapping[str, Any]], int] | None = None, **checks: Check
+    name: str, *, min_models: Callable[[Mapping[str, Any]], int] | None = None, **constraints: Constraint
 ) -> Callable[[RuleFunction], RuleFunction]:
-    """Decorator: register ``function`` as rule ``name`` with one check per keyword-only parameter.
+    """Decorator: register ``function`` as rule ``name`` with one constraint per keyword-only
+    parameter.
 
     ``min_models(params)``, if given, is the least number of models (own included) the rule
     needs with those parameters; the launcher checks it against the sampled nodes (Flower) and
@@ -226,12 +221,12 @@ def register(
         _check_new(name)
         signature = inspect.signature(function).parameters.values()
         keywords = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        if set(keywords) != set(checks) or inspect.Parameter.empty in keywords.values():
+        if set(keywords) != set(constraints) or inspect.Parameter.empty in keywords.values():
             raise ValueError(
-                f"strategy {name!r}: the checks {sorted(checks)} must name the function's "
+                f"strategy {name!r}: the constraints {sorted(constraints)} must name the function's "
                 f"keyword-only parameters, each with a default: {sorted(keywords)}"
             )
-        params = tuple(Param(key, keywords[key], check) for key, check in checks.items())
+        params = tuple(Param(key, keywords[key], constraint) for key, constraint in constraints.items())
         RULES[name] = Rule(name, params, MODES, function, min_models)
         return function
 

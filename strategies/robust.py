@@ -5,15 +5,17 @@ Optimal Statistical Rates").
 """
 
 from collections.abc import Callable, Sequence
+from numbers import Real
 
 import numpy as np
+
+from fedgossip.base.constraints import Interval
 
 from ._blocks import WorkspacePool, accumulation_dtype, flat, iter_blocks
 from ._typing import NDArray, NDArrays
 from ._validation import (
     check_float_tensors,
     check_models,
-    check_real,
     raise_non_finite,
 )
 from .averaging import workspace_pool
@@ -79,7 +81,7 @@ def trimmed_mean(models: Sequence[NDArrays], trim_fraction: float) -> NDArrays:
         On an empty model list, mismatched models, non-float dtypes, NaN/Inf values or
         ``trim_fraction`` outside ``[0, 0.5)``.
     """
-    fraction = check_real("trim_fraction", trim_fraction, low=0.0, high=0.5, high_open=True)
+    fraction = Interval(Real, 0.0, 0.5, closed="left").check("trim_fraction", trim_fraction)
 
     def trimmed(rows: NDArray) -> NDArray:
         count = rows.shape[0]

@@ -12,8 +12,11 @@ of the models that were averaged.
 
 import math
 from collections.abc import Collection, Sequence
+from numbers import Real
 
 import numpy as np
+
+from fedgossip.base.constraints import Interval
 
 from ._blocks import WorkspacePool, accumulation_dtype, flat, iter_merged_blocks
 from ._moments import RunningMoments, block_m2
@@ -24,7 +27,6 @@ from ._validation import (
     check_indices,
     check_models,
     check_own,
-    check_real,
     check_weights,
     raise_non_finite,
 )
@@ -116,9 +118,9 @@ def variance_corrected_average(
     models = check_models(received, "received")
     reference = models[0]
     count = len(reference)
-    own_weight = check_real("own_weight", own_weight, low=0.0, high=1.0)
-    eps = check_real("eps", eps, low=0.0)
-    ratio = check_real("ratio", ratio, low=0.0)
+    own_weight = Interval(Real, 0.0, 1.0).check("own_weight", own_weight)
+    eps = Interval(Real, 0.0).check("eps", eps)
+    ratio = Interval(Real, 0.0).check("ratio", ratio)
     skipped = check_indices("skip", skip, count)
     own_model = None if own is None else check_own(own, reference)
     model_weights = check_weights(weights, len(models))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from numbers import Integral
 
 import numpy as np
 
+from fedgossip.base.constraints import Interval
 from fedgossip.base.seeding import stream
 
 from .config import TaskConfig
@@ -15,7 +17,6 @@ from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
 from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
-from .validation import check_int
 
 
 def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -> list[np.ndarray] | None:
@@ -42,11 +43,13 @@ def node_dataset(
     evaluation set (every node's clean next chunk) as test set (see `stream`)."""
     if not isinstance(task, TaskConfig):
         raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
-    check_int("num_nodes", num_nodes, low=1)
-    check_int("node", node, low=0, high=num_nodes - 1)
-    check_int("seed", seed, low=0)
+    Interval(Integral, 1).check("num_nodes", num_nodes)
+    Interval(Integral, 0, num_nodes - 1).check("node", node)
+    Interval(Integral, 0).check("seed", seed)
     if task.stream_chunks and stream_round is not None:
-        return _stream_dataset(task, node, num_nodes, seed, check_int("stream_round", stream_round, low=1))
+        return _stream_dataset(
+            task, node, num_nodes, seed, Interval(Integral, 1).check("stream_round", stream_round)
+        )
     if task.dataset == "prepared":
         from .files import read_shard
 

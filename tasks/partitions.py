@@ -4,11 +4,12 @@ per process)."""
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 
+from fedgossip.base.constraints import Interval, StrOptions
 from fedgossip.base.seeding import stream
-
-from .validation import check_choice, check_int, check_real
 
 # The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all).
 SCHEMES = ("iid", "dirichlet", "shards", "quantity", "powerlaw")
@@ -129,12 +130,12 @@ def partition_indices(
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be a 1-d integer array; got {labels.dtype} of shape {labels.shape}")
-    check_int("num_nodes", num_nodes, low=1)
-    check_choice("scheme", scheme, SCHEMES)
-    check_real("alpha", alpha, low=0.0, low_open=True)
-    check_int("shards_per_node", shards_per_node, low=1)
-    check_int("seed", seed, low=0)
-    check_int("min_size", min_size, low=1)
+    Interval(Integral, 1).check("num_nodes", num_nodes)
+    StrOptions(*SCHEMES).check("scheme", scheme)
+    Interval(Real, 0.0, closed="neither").check("alpha", alpha)
+    Interval(Integral, 1).check("shards_per_node", shards_per_node)
+    Interval(Integral, 0).check("seed", seed)
+    Interval(Integral, 1).check("min_size", min_size)
     rng = stream(seed, "partition")
     if scheme == "iid":
         owner = _iid(labels, num_nodes, rng)

@@ -19,15 +19,18 @@ from tests.support import run_cli
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("scenario.loss=1.5", "scenario.loss must be in [0, 1]"),
+        ("scenario.loss=1.5", "scenario.loss must be a finite number in [0, 1]; got 1.5"),
         ("scenario.attack=bribe", "scenario.attack must be one of"),
         ("scenario.attacker_fraction=0.2", "scenario.attack must name an attack"),
-        ("scenario.stragglers=[1, 1]", "repeated node id"),
+        (
+            "scenario.stragglers=[1, 1]",
+            "scenario.stragglers must be a list of distinct items, each an integer >= 0; got [1, 1]",
+        ),
         ("scenario.jitter_ms=5", "scenario.jitter_ms must be <= scenario.delay_ms"),
         ("scenario.partition_groups=2", "scenario.partition_rounds must be [first, last]"),
         ("scenario.crash=[1]", "scenario.crash_round must be >= 1"),
-        ("scenario.slowdown=0.5", "scenario.slowdown must be >= 1"),
-        ("scenario.crash_rate=1", "scenario.crash_rate must be in [0, 1)"),
+        ("scenario.slowdown=0.5", "scenario.slowdown must be a finite number >= 1; got 0.5"),
+        ("scenario.crash_rate=1", "scenario.crash_rate must be a finite number in [0, 1); got 1.0"),
     ],
 )
 def test_bad_scenario_values_are_refused_naming_the_key(setting, message):
@@ -49,7 +52,7 @@ def test_node_ids_beyond_the_nodes_and_gossip_faults_in_flower_mode_are_refused(
 def test_the_cli_says_error_and_exits_2_for_a_bad_scenario(tmp_path):
     result = run_cli("run", "--out", str(tmp_path / "run"), "--set", "scenario.delay_ms=-1", timeout=60)
     assert result.returncode == 2
-    assert "error: scenario.delay_ms must be >= 0" in result.stderr + result.stdout
+    assert "error: scenario.delay_ms must be a finite number >= 0; got -1.0" in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
 
 

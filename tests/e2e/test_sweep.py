@@ -64,7 +64,7 @@ def test_unsafe_or_long_names_end_in_a_hash_and_stay_apart():
     [
         (["strategy.name=average,nosuch"], 1, r"run strategy.name=nosuch_seed=0: strategy.name"),
         (["strategy.nosuchkey=1,2"], 1, r"unknown key strategy.nosuchkey"),
-        (["nodes.count=4,1"], 1, r"nodes.count must be >= 2"),
+        (["nodes.count=4,1"], 1, r"nodes.count must be an integer >= 2; got 1"),
         (["strategy.name"], 1, r"--grid expects section.key=v1,v2"),
         (["strategy.name=average,,vca"], 1, r"empty value"),
         (["strategy.name=vca,vca"], 1, r"repeated"),

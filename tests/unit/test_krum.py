@@ -121,11 +121,11 @@ def test_ties_go_to_the_lower_index_and_inputs_are_not_modified():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda ms: krum(ms, -1), "`f` must be >= 0"),
-        (lambda ms: krum(ms, 1.5), "`f` must be an integer"),
+        (lambda ms: krum(ms, -1), "f must be an integer >= 0; got -1"),
+        (lambda ms: krum(ms, 1.5), "f must be an integer >= 0; got 1.5"),
         (lambda ms: krum(ms[:4], 1), r"more than 2f \+ 2 = 4 models \(f = 1\), got 4"),
-        (lambda ms: multi_krum(ms, 1, 0), "`m` must be >= 1 and <= 5"),
-        (lambda ms: multi_krum(ms, 1, 6), "`m` must be >= 1 and <= 5"),
+        (lambda ms: multi_krum(ms, 1, 0), r"m must be an integer in \[1, 5\]; got 0"),
+        (lambda ms: multi_krum(ms, 1, 6), r"m must be an integer in \[1, 5\]; got 6"),
         (lambda ms: krum([*ms[:4], [ms[4][0][:1], *ms[4][1:]]], 0), "models\\[4\\] has shape"),
     ],
 )

@@ -86,7 +86,7 @@ def test_params_take_their_defaults_from_the_signature_and_their_checks_from_reg
         RULES["krum"].bind({"g": 1}, "p")
     with pytest.raises(ValueError, match="known: none"):
         RULES["median"].bind({"x": 1})
-    with pytest.raises(ValueError, match=r"`p\.f` must be an integer"):
+    with pytest.raises(ValueError, match=r"p\.f must be an integer >= 0; got 1\.5"):
         RULES["krum"].bind({"f": 1.5}, "p")
 
 
@@ -229,8 +229,14 @@ def test_user_rule_reference_errors(user_module):
             {"strategy": {"name": "vca", "params": {"epsilon": 1}}},
             "unknown parameter strategy.params.epsilon",
         ),
-        ({"strategy": {"name": "vca", "params": {"eps": -1}}}, "`strategy.params.eps` must be finite"),
-        ({"strategy": {"name": "krum", "params": {"f": "1"}}}, "`strategy.params.f` must be an integer"),
+        (
+            {"strategy": {"name": "vca", "params": {"eps": -1}}},
+            "strategy.params.eps must be a finite number >= 0.0; got -1",
+        ),
+        (
+            {"strategy": {"name": "krum", "params": {"f": "1"}}},
+            "strategy.params.f must be an integer >= 0; got '1'",
+        ),
         ({"strategy": {"name": "vca", "own_weight": 0.5}}, "unknown key strategy.own_weight"),
         ({"strategy": {"name": "vca", "params": 3}}, "strategy.params must be a table"),
         ({"strategy": {"name": "no_such_module_y:f"}}, "strategy.name cannot import module"),
@@ -240,7 +246,7 @@ def test_user_rule_reference_errors(user_module):
                 "experiment": {"mode": "flower"},
                 "strategy": {"name": "fedtrimmedavg", "params": {"beta": 0.5}},
             },
-            "`strategy.params.beta` must be finite and in [0.0, 0.5)",
+            "strategy.params.beta must be a finite number in [0.0, 0.5); got 0.5",
         ),
     ],
 )

@@ -69,7 +69,7 @@ def test_mu_zero_is_plain_training_bit_for_bit_and_mu_pulls_towards_the_start():
 
 def test_mu_is_validated_and_the_linear_model_has_no_proximal_term():
     learner = build_learner(TaskConfig(), 0, 2, seed=0)
-    with pytest.raises(ValueError, match=r"mu must be a finite number in \[0\.0, inf\)"):
+    with pytest.raises(ValueError, match=r"^mu must be a finite number >= 0\.0; got -1\.0$"):
         learner.train(mu=-1.0)
     linear = build_learner(TaskConfig(model="linear"), 0, 2, seed=0)
     with pytest.raises(ValueError, match="the linear model has no FedProx proximal term"):
