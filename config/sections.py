@@ -19,6 +19,7 @@ FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
 SCHEDULES = ("sync", "async")
 ASYNC_UNITS = ("epoch", "step")
 ENGINES = ("local", "ray")  # launcher.engine: where gossip node processes run
+# the generators of scenario/topology.py's table (a package above this one: a test ties them)
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
 MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 
@@ -293,9 +294,8 @@ class PeerSection:
         require(self.max_model_mb > 0, "peer.max_model_mb", "must be > 0")
 
 
+# "none" and the names of scenario/attacks.py's registry (a package above this one: a test ties them)
 ATTACKS = ("none", "sign-flip", "noise", "scale", "free-rider", "stale", "label-flip", "collective")
-MODEL_ATTACKS = ("sign-flip", "noise", "scale", "free-rider", "stale")  # change the model a node sends
-DATA_ATTACKS = ("label-flip", "collective")  # change the data a node trains on
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ def prepare_shards(config: ExperimentConfig, results_dir: Path) -> ExperimentCon
     are imported here only) is loaded, split (its test split, else the seeded stratified split),
     partitioned by task.partition among nodes.count nodes, and written to results_dir/data; the
     returned config reads those shards (dataset = "prepared", path = that folder). Node i then
-    trains on exactly the rows it would have had loading the dataset itself. Other file datasets get an absolute task.path
-    (node processes may run in other folders); the rest is returned unchanged.
+    trains on exactly the rows it would have had loading the dataset itself. Other file datasets
+    get an absolute task.path (node processes may run in other folders); the rest is returned
+    unchanged.
     """
     task = config.task
     entry = dataset_entry(task.dataset)
