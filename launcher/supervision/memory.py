@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.runs.engines import configured_engine
 from fedgossip.tasks.registry import MODELS, model_entry
 
 MIB = 2**20
@@ -69,11 +70,9 @@ def estimate(config: ExperimentConfig) -> Estimate | None:
     """The memory estimate of `config`, or None for engines whose nodes are not processes of
     this machine (Ray actors run on a cluster's machines)."""
     nodes = config.nodes.count
-    if config.launcher.engine == "ray":
+    if not configured_engine(config).node_processes:
         return None
     if config.experiment.mode == "flower":
-        if config.flower.engine != "deployment":
-            return None
         what = "Flower SuperNodes with their ClientApps"
         return Estimate(what, PER_NODE_MIB["flower"], FIXED_MIB["flower"], nodes)
     kind = model_entry(config.task.model).family.memory
