@@ -7,15 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import datasets
+from .datasets import DATASETS, dataset_entry
 from .partitions import SCHEMES
-from .registry import MODELS, model_entry
+from .registry import model_entry
 from .validation import check_choice, check_int, check_real
 
-DATASETS = tuple(datasets.DATASETS)  # the registered datasets (see `datasets`)
-FILE_DATASETS = tuple(name for name, entry in datasets.DATASETS.items() if entry.path)  # read task.path
-TABULAR_DATASETS = tuple(name for name, entry in datasets.DATASETS.items() if entry.tabular)
-IMAGE_MODELS = tuple(name for name, entry in MODELS.items() if entry.images)
 PARTITIONS = (*SCHEMES, "none")
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
@@ -32,9 +28,10 @@ def _check_noise(name: str, value: object, high: float) -> float | tuple[float, 
 class TaskConfig:
     """What every node learns (data, partition, model, optimiser) and how nodes are made unequal.
 
-    Data: `dataset` (DATASETS), `path` for the file datasets (an .npz file; a Hugging Face id or
-    local folder; a prepared shard folder), the Hugging Face `image_column` / `label_column`
-    ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split: our split).
+    Data: `dataset` (registered in `datasets`), `path` for the file datasets (an .npz file; a
+    Hugging Face id or local folder; a prepared shard folder), the Hugging Face `image_column` /
+    `label_column` ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split:
+    our split).
     `partition = "none"` gives every node the whole training set (a device with its own file).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
@@ -77,7 +74,7 @@ class TaskConfig:
         check_choice("task.partition", self.partition, PARTITIONS)
         check_choice("task.init", self.init, INITS)
         self._check_data_keys()
-        if self.model in IMAGE_MODELS and self.dataset in TABULAR_DATASETS:
+        if model_entry(self.model).images and dataset_entry(self.dataset).tabular:
             raise ValueError(
                 f"task.model {self.model!r} needs images; task.dataset {self.dataset!r} is tabular "
                 "(use mlp, linear or your own model)"
@@ -118,17 +115,18 @@ class TaskConfig:
         for name in ("path", "image_column", "label_column", "hf_train_split", "hf_test_split"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"task.{name} must be a string; got {getattr(self, name)!r}")
-        if self.dataset in FILE_DATASETS and not self.path:
-            what = datasets.DATASETS[self.dataset].path
-            raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {what}")
-        if self.path and self.dataset not in FILE_DATASETS:
+        entry = dataset_entry(self.dataset)
+        if entry.path and not self.path:
+            raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
+        if self.path and not entry.path:
+            readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
-                f"task.path applies to the datasets {', '.join(FILE_DATASETS)}; "
+                f"task.path applies to the datasets {', '.join(readers)}; "
                 f"task.dataset is {self.dataset!r}"
             )
         if not self.hf_train_split:
             raise ValueError("task.hf_train_split must not be empty")
-        if self.stream_chunks and not datasets.DATASETS[self.dataset].loaded_whole:
+        if self.stream_chunks and not entry.loaded_whole:
             raise ValueError(
                 "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
                 f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"
