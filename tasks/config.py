@@ -121,8 +121,7 @@ class TaskConfig:
         if self.path and not entry.path:
             readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
-                f"task.path applies to the datasets {', '.join(readers)}; "
-                f"task.dataset is {self.dataset!r}"
+                f"task.path applies to the datasets {', '.join(readers)}; task.dataset is {self.dataset!r}"
             )
         if not self.hf_train_split:
             raise ValueError("task.hf_train_split must not be empty")
