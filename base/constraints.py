@@ -112,6 +112,17 @@ class StrOptions(Constraint):
         return "|".join(self.options) + "?"
 
 
+class Registered(StrOptions):
+    """One of the names of `registry` (read at each check, so an entry registered later counts)."""
+
+    def __init__(self, registry: Mapping[str, Any]):
+        self.registry = registry
+
+    @property
+    def options(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.registry)
+
+
 TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
 """Each TOML value type in words (the config loader's type errors use them too)."""
 

@@ -96,13 +96,12 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
 def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
     """This node's learner (on the message's round of a streamed task), its minibatch-order
     generator restored from `context.state`."""
-    from fedgossip.config.sections import DATA_ATTACKS
-    from fedgossip.scenario.attacks import poison_data
+    from fedgossip.scenario.attacks import poisoner
     from fedgossip.scenario.roles import roles
     from fedgossip.tasks import build_learner
 
     attack = roles(config.scenario, partition, config.nodes.count, config.experiment.seed).attack
-    poison = (lambda data: poison_data(attack, config.scenario, data)) if attack in DATA_ATTACKS else None
+    poison = poisoner(attack, config.scenario)
     learner = build_learner(
         config.task,
         partition,
@@ -157,18 +156,17 @@ def _forged(
     """The weights a model attacker replies instead of `weights` (`received`: the global model,
     what a free-rider sends back); an honest node's own. Noise is drawn per node and round."""
     from fedgossip.base.seeding import stream
-    from fedgossip.config.sections import MODEL_ATTACKS
-    from fedgossip.scenario.attacks import ModelAttack
+    from fedgossip.scenario.attacks import model_attacker
     from fedgossip.scenario.roles import roles
 
     seed = config.experiment.seed
     attack = roles(config.scenario, partition, config.nodes.count, seed).attack
-    if attack not in MODEL_ATTACKS:
-        return weights
     record = message.content.config_records.get(p.CONFIG)
     round_ = record.get(p.SERVER_ROUND, 0) if record is not None else 0
-    rng = stream(seed, "attack", partition, int(round_))
-    return ModelAttack(attack, config.scenario, received, rng).forge(weights)
+    attacker = model_attacker(
+        attack, config.scenario, received, stream(seed, "attack", partition, int(round_))
+    )
+    return weights if attacker is None else attacker.forge(weights)
 
 
 def _proximal_mu(message: Message) -> float:

@@ -29,6 +29,7 @@ from fedgossip.strategies import registry
 GOSSIP_STRATEGIES = registry.names("gossip")
 FLOWER_STRATEGIES = registry.names("flower")
 FLOWER_BUILTIN_STRATEGIES = tuple(registry.FLOWER_BUILTINS)
+# the generators of scenario/topology.py's table (a package above this one: a test ties them)
 TOPOLOGIES = ("ring", "regular", "erdos-renyi", "small-world", "complete", "star", "file")
 MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file names stop at 255 bytes
 FRACTION = Interval(Real, 0, 1)
@@ -154,9 +155,8 @@ class StrategySection(Constrained):
         object.__setattr__(self, "params", entry.bind(self.params, "strategy.params"))
 
 
+# "none" and the names of scenario/attacks.py's registry (a package above this one: a test ties them)
 ATTACKS = ("none", "sign-flip", "noise", "scale", "free-rider", "stale", "label-flip", "collective")
-MODEL_ATTACKS = ("sign-flip", "noise", "scale", "free-rider", "stale")  # change the model a node sends
-DATA_ATTACKS = ("label-flip", "collective")  # change the data a node trains on
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """Gossip topologies: who talks to whom, built with networkx from the experiment seed.
 
+A topology is a plain generator function in the manner of networkx's (`ring(n)`,
+`regular(n, *, degree, seed)`, ...) registered by its topology.kind in `GENERATORS` (the name
+must also be among the config's topology.kind choices: config/sections.py sits below this
+package and cannot import it).
+
 Every generator returns a connected undirected graph on nodes 0..n-1; a disconnected result is a
 clear error (gossip on a disconnected graph never mixes), never a silent partial experiment; so is
 a graph on which the strategy cannot merge (`check_merges`: krum's n > 2f + 2).
@@ -7,6 +12,8 @@ a graph on which the strategy cannot merge (`check_merges`: krum's n > 2f + 2).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
@@ -15,32 +22,76 @@ from fedgossip.config import StrategySection, TopologySection
 from fedgossip.strategies.registry import Rule, lookup
 
 
+def ring(n: int) -> nx.Graph:
+    """Each node linked to the next, the last to the first."""
+    return nx.cycle_graph(n)
+
+
+def complete(n: int) -> nx.Graph:
+    """Every node linked to every other."""
+    return nx.complete_graph(n)
+
+
+def star(n: int) -> nx.Graph:
+    """Node 0 linked to all others."""
+    return nx.star_graph(n - 1)
+
+
+def regular(n: int, *, degree: int, seed: int) -> nx.Graph:
+    """A random `degree`-regular graph."""
+    if degree >= n or (degree * n) % 2:
+        raise ValueError(
+            f"topology.degree = {degree}: a random regular graph on {n} nodes "
+            "needs degree < nodes and degree * nodes even"
+        )
+    return nx.random_regular_graph(degree, n, seed=seed)
+
+
+def erdos_renyi(n: int, *, probability: float, seed: int) -> nx.Graph:
+    """Each pair linked with `probability`."""
+    return nx.erdos_renyi_graph(n, probability, seed=seed)
+
+
+def small_world(n: int, *, degree: int, probability: float, seed: int) -> nx.Graph:
+    """Watts-Strogatz: a ring lattice of `degree` neighbours, each link rewired with `probability`."""
+    if not 2 <= degree < n:
+        raise ValueError(f"topology.degree = {degree}: small-world needs 2 <= degree < nodes")
+    return nx.watts_strogatz_graph(n, degree, probability, seed=seed)
+
+
+def from_file(n: int, *, file: str) -> nx.Graph:
+    """The edge list in `file` (`read_edge_list`)."""
+    return read_edge_list(file, n)
+
+
+GENERATORS: dict[str, Callable[..., nx.Graph]] = {
+    "ring": ring,
+    "regular": regular,
+    "erdos-renyi": erdos_renyi,
+    "small-world": small_world,
+    "complete": complete,
+    "star": star,
+    "file": from_file,
+}
+"""topology.kind -> generator `(n, **keywords) -> nx.Graph`; its keyword-only parameters are
+filled from the [topology] keys of the same name and the experiment `seed`."""
+
+
+def parameters(generator: Callable[..., nx.Graph]) -> tuple[str, ...]:
+    """The keyword-only parameters a generator takes (topology keys, and `seed`)."""
+    return tuple(
+        name
+        for name, parameter in inspect.signature(generator).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+
+
 def build_topology(topology: TopologySection, num_nodes: int, seed: int) -> nx.Graph:
-    """The communication graph of an experiment."""
+    """The communication graph of an experiment: topology.kind's generator on num_nodes nodes."""
     kind = topology.kind
-    if kind == "ring":
-        graph = nx.cycle_graph(num_nodes)
-    elif kind == "complete":
-        graph = nx.complete_graph(num_nodes)
-    elif kind == "star":
-        graph = nx.star_graph(num_nodes - 1)
-    elif kind == "regular":
-        if topology.degree >= num_nodes or (topology.degree * num_nodes) % 2:
-            raise ValueError(
-                f"topology.degree = {topology.degree}: a random regular graph on {num_nodes} nodes "
-                "needs degree < nodes and degree * nodes even"
-            )
-        graph = nx.random_regular_graph(topology.degree, num_nodes, seed=seed)
-    elif kind == "erdos-renyi":
-        graph = nx.erdos_renyi_graph(num_nodes, topology.probability, seed=seed)
-    elif kind == "small-world":
-        if not 2 <= topology.degree < num_nodes:
-            raise ValueError(f"topology.degree = {topology.degree}: small-world needs 2 <= degree < nodes")
-        graph = nx.watts_strogatz_graph(num_nodes, topology.degree, topology.probability, seed=seed)
-    elif kind == "file":
-        graph = read_edge_list(topology.file, num_nodes)
-    else:  # pragma: no cover - TopologySection validates kind
-        raise ValueError(f"unknown topology.kind {kind!r}")
+    generator = GENERATORS[kind]
+    keywords = {name: seed if name == "seed" else getattr(topology, name) for name in parameters(generator)}
+    graph = generator(num_nodes, **keywords)
     if num_nodes > 1 and not nx.is_connected(graph):
         parts = nx.number_connected_components(graph)
         raise ValueError(

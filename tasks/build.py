@@ -9,13 +9,16 @@ from numbers import Integral
 import numpy as np
 
 from fedgossip.base.constraints import Interval
+from fedgossip.base.loading import load_callable
 from fedgossip.base.seeding import stream
 
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
+from .datasets import DATASETS
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
+from .registry import model_entry
 from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
 
 
@@ -50,7 +53,7 @@ def node_dataset(
         return _stream_dataset(
             task, node, num_nodes, seed, Interval(Integral, 1).check("stream_round", stream_round)
         )
-    if task.dataset == "prepared":
+    if not DATASETS[task.dataset].source:  # read per node: the launcher's shards
         from .files import read_shard
 
         data = scaled_dataset(read_shard(task.path, node, num_nodes))
@@ -118,8 +121,9 @@ def build_learner(
     """Node `node`'s learner: same arguments, same data, initial weights and training.
 
     The split and partition depend on seed only; initial weights on (seed, node) for init="own"
-    and on seed for "shared"; minibatch order on (seed, node). torch or sklearn is imported here,
-    only the one the model needs. `stream_round`: the round of a streamed task (`node_dataset`).
+    and on seed for "shared"; minibatch order on (seed, node). The learner of the model's family
+    is imported here (torch or sklearn, only the one the model needs). `stream_round`: the round
+    of a streamed task (`node_dataset`).
     `poison`: what a data attacker does to its dataset before the learner sees it (a scenario).
     """
     data = node_dataset(task, node, num_nodes, seed, stream_round)
@@ -127,13 +131,8 @@ def build_learner(
         data = poison(data)
     init_rng = stream(seed, "init", node) if task.init == "own" else stream(seed, "init")
     shuffle_rng = stream(seed, "shuffle", node)
-    if task.model == "linear":
-        from .linear import LinearLearner
-
-        return LinearLearner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng)
-    from .torch_learner import TorchLearner
-
-    return TorchLearner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng)
+    learner = load_callable(model_entry(task.model).family.learner)
+    return learner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng)
 
 
 def stream_learner(

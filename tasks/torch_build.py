@@ -40,7 +40,7 @@ def _construct(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int,
     reproducible and the global random state is left as it was. (Building on the meta device
     instead would import sympy through torch.fx: ~45 MB per process.)"""
     entry = model_entry(task.model)
-    if entry is None:
+    if not entry.path:
         raise ValueError(f"task.model {task.model!r} is not a torch model")
     factory = resolve_factory(entry.path)
     options = {name: getattr(task, name) for name in entry.options}

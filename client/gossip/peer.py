@@ -67,9 +67,8 @@ from fedgossip.client.gossip.transport.wire import (
     encode,
 )
 from fedgossip.config import ExperimentConfig, load_config
-from fedgossip.config.sections import DATA_ATTACKS, MODEL_ATTACKS
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
-from fedgossip.scenario.attacks import ModelAttack, poison_data, trigger_success
+from fedgossip.scenario.attacks import model_attacker, poisoner, record_fields
 from fedgossip.scenario.resample import epoch_of, k_out_graph
 from fedgossip.scenario.roles import CrashClock, Events, roles
 from fedgossip.schema.records import Emit, LineWriter, record
@@ -117,15 +116,11 @@ class GossipPeer:
         seed, count = config.experiment.seed, config.nodes.count
         self.roles = roles(self.scenario, self.peer.id, count, seed)
         self.events = Events(self.peer.id, self.run_start)
-        attack = self.roles.attack
-        poison = (lambda data: poison_data(attack, self.scenario, data)) if attack in DATA_ATTACKS else None
+        poison = poisoner(self.roles.attack, self.scenario)
         self.learner = build_learner(config.task, self.peer.id, count, seed, poison=poison)
         self.initial = self.learner.get_weights()
-        self.attack = (
-            ModelAttack(attack, self.scenario, self.initial, stream(seed, "attack", self.peer.id))
-            if attack in MODEL_ATTACKS
-            else None
-        )
+        rng = stream(seed, "attack", self.peer.id)
+        self.attack = model_attacker(self.roles.attack, self.scenario, self.initial, rng)
         self.crashes = CrashClock(self.scenario, self.roles, self.peer.id, seed)
         self.rejoined: dict[str, Any] = {}  # rounds_missed and rejoin_s, for the next record
         self._epoch: tuple[int, set[int]] | None = None  # the resampling epoch and its neighbours
@@ -497,8 +492,7 @@ class GossipPeer:
         fields: dict[str, Any] = {}
         if self.roles.attack is not None:
             fields["attack"] = self.roles.attack
-        if self.scenario.attack == "collective":
-            fields["trigger_success"] = trigger_success(self.learner, self.scenario)
+        fields.update(record_fields(self.scenario, self.learner))
         if self.scenario.network_faults:
             fields.update(self.events.take_counts(round_))
         fields.update(self.rejoined)

@@ -4,20 +4,22 @@ process (no ports, no Ray); Flower's log goes to logs/inprocess.log, not the con
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedgossip.config import ExperimentConfig
 
 if TYPE_CHECKING:
     from fedgossip.launcher.flower.launch import EventSink
+    from fedgossip.launcher.runs.progress import RoundProgress
+    from fedgossip.launcher.runs.results import ResultsFolder
 
 
 def run_inprocess(
-    config: ExperimentConfig, sink: EventSink, started: float, log_path: Path, model_path: Path
+    config: ExperimentConfig, results: ResultsFolder, sink: EventSink, bar: RoundProgress, started: float
 ) -> None:
-    """Run every round in this process; the final model goes to `model_path`. A failure of the
-    ServerApp marks `sink` failed (with the error in the outcome), never raises."""
+    """Run every round in this process; the final model goes to flower/final-model.npz, Flower's
+    log to logs/inprocess.log. A failure of the ServerApp marks `sink` failed (with the error in
+    the outcome), never raises. (`bar` moves with the records `sink` gets.)"""
     from fedgossip.base import flower_protocol as p
     from fedgossip.client.flower_app import app as client_app
     from fedgossip.config import dump_toml
@@ -29,13 +31,16 @@ def run_inprocess(
     )
     flwr_log = logging.getLogger("flwr")
     saved = flwr_log.handlers[:], flwr_log.propagate
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler = logging.FileHandler(results.logs / "inprocess.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     flwr_log.handlers, flwr_log.propagate = [handler], False  # Flower's log to logs/, not the console
     try:
         arrays = run_federation(grid, config, sink, started)
         if arrays is not None:
-            p.save_model(model_path, {name: array.numpy() for name, array in arrays.items()})
+            p.save_model(
+                results.path / "flower" / "final-model.npz",
+                {name: array.numpy() for name, array in arrays.items()},
+            )
     except Exception as err:  # already emitted as an "error" event by run_federation
         sink.failed = True
         logging.getLogger("fedgossip.launcher").debug("in-process run failed", exc_info=True)

@@ -17,9 +17,10 @@ process those started, is stopped by PID on completion, error and Ctrl-C.
 Under churn (scenario.crash / crash_fraction / crash_rate, deployment only) SuperNodes are stopped
 and restarted mid-run (`flower_churn`), every stop and rejoin an event of events.jsonl.
 
-This module turns the ServerApp's events into records and the outcome (`EventSink`) and picks
-the engine: `flower_inprocess` or `flower_superlink` (deployment and simulation, on
-`flower_processes`, `flower_files`, `flower_security` and the `flwr_cli` wrapper).
+This module turns the ServerApp's events into records and the outcome (`EventSink`) and runs the
+engine registered under flower.engine (launcher/runs/engines.py): `inprocess.run_inprocess` or
+`superlink.run_on_superlink` (deployment and simulation, on `processes`, `files`, `security` and
+the `flwr_cli` wrapper).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rich.console import Console
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower.outcome import FlowerOutcome, LaunchError
+from fedgossip.launcher.runs.engines import FLOWER_ENGINES
 from fedgossip.launcher.runs.outcome import Outcome
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -105,7 +107,8 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     security = config.security
     if security.token:
         console.print("[yellow]security.token is a gossip option: Flower mode does not use it[/]")
-    if security.tls and config.flower.engine != "deployment":
+    engine = FLOWER_ENGINES[config.flower.engine]
+    if security.tls and not engine.node_processes:
         console.print(
             f"[yellow]security.tls applies to the deployment engine only, not {config.flower.engine}[/]"
         )
@@ -114,20 +117,7 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     with RoundProgress(console, per_round, rounds, config.experiment.name, records) as bar:
         sink = EventSink(results, bar, outcome, started)
         try:
-            if config.flower.engine == "inprocess":
-                from fedgossip.launcher.flower.inprocess import run_inprocess
-
-                run_inprocess(
-                    config,
-                    sink,
-                    started,
-                    results.logs / "inprocess.log",
-                    results.path / "flower" / "final-model.npz",
-                )
-            else:
-                from fedgossip.launcher.flower.superlink import run_on_superlink
-
-                run_on_superlink(config, results, sink, bar, started)
+            engine.load()(config, results, sink, bar, started)
         except LaunchError as err:
             outcome.errors.append(str(err))
             sink.failed = True

@@ -33,11 +33,17 @@ SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher 
 
 
 def run_on_superlink(
-    config: ExperimentConfig, results: ResultsFolder, sink: EventSink, bar: RoundProgress, started: float
+    config: ExperimentConfig,
+    results: ResultsFolder,
+    sink: EventSink,
+    bar: RoundProgress,
+    started: float,
+    *,
+    simulation: bool,
 ) -> None:
-    """Deployment or simulation: start the processes, submit, follow, stop everything."""
+    """Deployment (`simulation` false) or simulation: start the processes, submit, follow, stop
+    everything."""
     flower = config.flower
-    simulation = flower.engine == "simulation"
     count = config.nodes.count
     files = prepare(config, results.path / "flower", started)
     tls = config.security.tls and not simulation

@@ -1,10 +1,11 @@
 """Launch a gossip experiment: one peer per node, in the node processes of the run's engine.
 
-The launcher only orchestrates: the engine (launcher/gossip/placement.py: local processes on free
-loopback ports, or Ray actors across machines) says where each peer listens, the launcher writes
-each node's config, the engine starts the peers, the launcher streams their metrics records into
-the results folder, and every node process is stopped on completion, error and Ctrl-C. If a peer
-dies the others finish; the outcome names the dead nodes and the run is "partial".
+The launcher only orchestrates: the engine (`launcher.engine`, launcher/runs/engines.py: local
+processes on free loopback ports, or Ray actors across machines) says where each peer listens,
+the launcher writes each node's config, the engine starts the peers, the launcher streams their
+metrics records into the results folder, and every node process is stopped on completion, error
+and Ctrl-C. If a peer dies the others finish; the outcome names the dead nodes and the run is
+"partial".
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from fedgossip.base.ports import free_ports
 from fedgossip.client.gossip.transport.identity import OBSERVER, certificate_name, write_link_keys
 from fedgossip.config import ExperimentConfig, PeerSection, dump_toml
 from fedgossip.launcher.gossip.consensus import observe_consensus
-from fedgossip.launcher.gossip.placement import node_engine, process_groups
+from fedgossip.launcher.gossip.placement import process_groups
+from fedgossip.launcher.runs.engines import GOSSIP_ENGINES
 from fedgossip.launcher.runs.outcome import Outcome
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -138,7 +140,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
         )
     with (
         supervised() as children,
-        node_engine(config, results, lines) as engine,
+        GOSSIP_ENGINES[config.launcher.engine].load()(config, results, lines) as engine,
     ):
         listen = engine.place(list(hosted.values()))
         node_configs = write_node_configs(config, results, started, listen, graph)

@@ -1,6 +1,7 @@
-"""A gossip run's node processes: which nodes share one (`nodes.per_process`), and the engine that
-places and starts them (`launcher.engine`): local processes, afresh or forked by the fork server
-(`launcher.fork_server`), or Ray actors (launcher/gossip/ray_engine.py, imported only for that engine)."""
+"""A gossip run's node processes: which nodes share one (`nodes.per_process`), and the local engine
+that places and starts them (`launcher.engine = "local"`): processes of this machine, afresh or
+forked by the fork server (`launcher.fork_server`). The engines are registered in
+launcher/runs/engines.py (Ray actors: launcher/gossip/ray_engine.py)."""
 
 from __future__ import annotations
 
@@ -32,15 +33,6 @@ class NodeProcess(Protocol):
     def stop(self, grace: float = ...) -> int: ...
 
     def log_tail(self, lines: int = ...) -> str: ...
-
-
-class Engine(Protocol):
-    """Where a run's node processes run: `place` says where each node's peer will listen (in node
-    order, before any node config is written), then `start` starts each group's process."""
-
-    def place(self, groups: Sequence[ProcessGroup]) -> list[str]: ...
-
-    def start(self, group: ProcessGroup) -> NodeProcess: ...
 
 
 @dataclass(frozen=True)
@@ -125,14 +117,11 @@ class LocalEngine:
 
 
 @contextlib.contextmanager
-def node_engine(config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue) -> Iterator[Engine]:
-    """This run's engine (`launcher.engine`) for the block; the node processes' stdout lines (their
-    events) go to `lines` as (process name, line), then (name, None) when a process ends."""
-    if config.launcher.engine == "ray":
-        from fedgossip.launcher.gossip.ray_engine import ray_engine
-
-        with ray_engine(config, results, lines) as engine:
-            yield engine
-        return
+def local_engine(
+    config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue
+) -> Iterator[LocalEngine]:
+    """The local engine (`launcher.engine = "local"`, launcher/runs/engines.py) for the block: node
+    processes started afresh or forked (`node_starter`); their stdout lines go to `lines` as
+    (process name, line), then (name, None) when a process ends."""
     with node_starter(config, results, lines) as start:
         yield LocalEngine(start, results.logs)

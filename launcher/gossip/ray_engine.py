@@ -109,7 +109,7 @@ def ray_engine(config: ExperimentConfig, results: ResultsFolder, lines: queue.Qu
 
 
 class RayEngine:
-    """Places a run's node processes as actors and starts their peers (`placement.Engine`)."""
+    """Places a run's node processes as actors and starts their peers (`engines.GossipEngine`)."""
 
     def __init__(
         self, ray: Any, config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue, namespace: str

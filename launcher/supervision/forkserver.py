@@ -23,77 +23,58 @@ Control messages (SOCK_SEQPACKET, one JSON object per message): launcher -> serv
 {"fork": name, "module", "args", "log", "env"}; server -> launcher {"ready": true} once the
 imports are done, {"forked": name, "pid"} with the read end of the child's stdout pipe, {"exited":
 pid, "code"} when a child is reaped (code as subprocess gives it: negative for a signal).
+
+This module is the launcher's side; the fork server's own process is `forkserver_process`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
-import importlib
 import json
 import os
 import queue
-import runpy
-import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
-from fedgossip.base.signals import Shutdown
+from fedgossip.launcher.supervision.forkserver_process import GRACE_S, MAX_MESSAGE, Preload
 from fedgossip.launcher.supervision.processes import die_with_parent, log_tail, python_module, start_pump
+from fedgossip.tasks.datasets import dataset_entry
+from fedgossip.tasks.registry import model_entry
 
 READY_TIMEOUT_S = 120.0  # imports of torch on a loaded machine
 REPLY_TIMEOUT_S = 30.0
-GRACE_S = 5.0
-REAP_S = 0.05  # how often the server looks for exited children
-MAX_MESSAGE = 1 << 16
-SIGNALS = {signal.SIGINT, signal.SIGTERM}
-FORBIDDEN = ("grpc",)  # never imported before a fork
-RAW_DATASETS = ("digits", "breast_cancer", "mnist-5k")  # what fedgossip.tasks.data.load_raw reads and caches
-
-
-@dataclass(frozen=True)
-class Preload:
-    """What the fork server loads before forking: modules, and bundled datasets (`load_raw` names,
-    cached read-only arrays the children then share)."""
-
-    modules: tuple[str, ...]
-    raw_data: tuple[str, ...] = ()
+PEER_MODULES = (  # what every gossip peer imports, the model's family's modules in between
+    "numpy",
+    "numpy.ma",  # imported by the first np.unique (the data split): ~15 ms per child otherwise
+    "numpy.random",  # numpy imports it lazily, at the first np.random (the seeded streams)
+    "fedgossip.config",
+    "fedgossip.tasks",
+)
+PEER_PARTS = (
+    "fedgossip.client.gossip.transport.identity",
+    "fedgossip.client.gossip.merge",
+    "fedgossip.strategies.diagnostics",
+    "fedgossip.proto.gossip_pb2",
+    "fedgossip.schema.records",
+    "fedgossip.base.signals",
+)
 
 
 def preload_for(model: str, dataset: str = "") -> Preload:
-    """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state. Not
-    scikit-learn (the linear model): it imports pandas and pyarrow when installed, whose allocator
-    starts a thread, and a process with threads must not fork."""
-    learner = [] if model == "linear" else ["fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"]
-    modules = [
-        "numpy",
-        "numpy.ma",  # imported by the first np.unique (the data split): ~15 ms per child otherwise
-        "numpy.random",  # numpy imports it lazily, at the first np.random (the seeded streams)
-        "fedgossip.config",
-        "fedgossip.tasks",
-        *learner,
-        "fedgossip.client.gossip.transport.identity",
-        "fedgossip.client.gossip.merge",
-        "fedgossip.strategies.diagnostics",
-        "fedgossip.proto.gossip_pb2",
-        "fedgossip.schema.records",
-        "fedgossip.base.signals",
-    ]
-    return Preload(tuple(modules), (dataset,) if dataset in RAW_DATASETS else ())
-
-
-# ---- the launcher's side ---------------------------------------------------------------------
+    """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state: the
+    modules of the model's family (`tasks.registry`) and a bundled dataset's arrays
+    (`tasks.datasets`)."""
+    bundled = bool(dataset) and dataset_entry(dataset).bundled is not None
+    modules = (*PEER_MODULES, *model_entry(model).family.preload, *PEER_PARTS)
+    return Preload(modules, (dataset,) if bundled else ())
 
 
 class ForkedChild:
@@ -155,7 +136,7 @@ class ForkServer:
         try:
             self.process = subprocess.Popen(
                 python_module(
-                    "fedgossip.launcher.supervision.forkserver",
+                    "fedgossip.launcher.supervision.forkserver_process",
                     str(theirs.fileno()),
                     json.dumps(dataclasses.asdict(preload)),
                 ),
@@ -272,154 +253,3 @@ def start_fork_server(preload: Preload, log_path: Path, env: Mapping[str, str]) 
         yield server
     finally:
         server.close()
-
-
-# ---- the server's side -----------------------------------------------------------------------
-
-
-def _run_child(module: str, args: Sequence[str]) -> int:  # pragma: no cover - runs in a forked child
-    """Run `python -m module args` in this (forked) process; its exit status."""
-    sys.argv = [module, *args]
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as done:
-        code = done.code
-        if code is None or isinstance(code, int):
-            return code or 0
-        print(code, file=sys.stderr)
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    return 0
-
-
-def _fork(request: dict, control: socket.socket, server_pid: int) -> tuple[int, int]:
-    """Fork one child for `request`; returns its PID and the read end of its stdout pipe."""
-    read, write = os.pipe()
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            control.close()
-            os.close(read)
-            for signum in SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            die_with_parent()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-            if os.getppid() != server_pid:  # the server died between fork and prctl
-                os._exit(1)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            for fd, target in ((devnull, 0), (write, 1), (log, 2)):
-                os.dup2(fd, target)
-                os.close(fd)
-            os.environ.update(request["env"])
-            code = _run_child(request["module"], request["args"])
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-    os.close(write)
-    os.close(log)
-    return pid, read
-
-
-def _send(control: socket.socket, message: dict, fds: Iterable[int] = ()) -> None:
-    with contextlib.suppress(OSError):  # the launcher is gone: nothing to tell
-        socket.send_fds(control, [json.dumps(message).encode()], list(fds))
-
-
-def _reap(control: socket.socket, children: set[int]) -> None:
-    """Report every child that exited."""
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        children.discard(pid)
-        _send(control, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
-
-
-def _stop_children(control: socket.socket, children: set[int]) -> None:
-    """SIGTERM every child, SIGKILL those still running after GRACE_S; report them all."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-        deadline = time.monotonic() + GRACE_S
-        while children and time.monotonic() < deadline:
-            _reap(control, children)
-            time.sleep(REAP_S)
-
-
-def _unsafe_to_fork() -> str | None:
-    """Why this process must not fork (a forbidden module imported, threads running), or None."""
-    loaded = [name for name in FORBIDDEN if name in sys.modules]
-    if loaded:
-        return f"{', '.join(loaded)} imported before forking"
-    threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["main"]
-    if len(threads) > 1 or threading.active_count() > 1:
-        return f"{len(threads)} threads run after the imports (set OMP_NUM_THREADS=1?): forking is unsafe"
-    return None
-
-
-def serve(control: socket.socket, preload: Preload) -> None:
-    """Load `preload`, then fork a child per request until the launcher closes the socket."""
-    started = time.monotonic()
-    for module in preload.modules:
-        importlib.import_module(module)
-    if preload.raw_data:
-        from fedgossip.tasks.data import load_raw
-
-        for name in preload.raw_data:
-            with contextlib.suppress(ValueError):  # not installed: each peer reports it itself
-                load_raw(name)
-    problem = _unsafe_to_fork()
-    if problem:
-        _send(control, {"ready": False, "error": problem})
-        return
-    gc.collect()
-    gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
-    print(
-        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s",
-        file=sys.stderr,
-        flush=True,
-    )
-    _send(control, {"ready": True})
-    me, children = os.getpid(), set()
-    with Shutdown() as shutdown:
-        try:
-            while True:
-                readable, _, _ = select.select([control], [], [], REAP_S)
-                _reap(control, children)
-                if not readable:
-                    continue
-                data = control.recv(MAX_MESSAGE)
-                if not data:
-                    break
-                request = json.loads(data)
-                try:
-                    pid, read = _fork(request, control, me)
-                except OSError as err:
-                    _send(control, {"forked": None, "error": f"fork failed: {err}"})
-                    continue
-                children.add(pid)
-                _send(control, {"forked": request["fork"], "pid": pid}, [read])
-                os.close(read)
-        except KeyboardInterrupt:  # SIGTERM: the launcher died (parent-death signal) or stops us
-            pass
-        finally:
-            shutdown.begin()
-            _stop_children(control, children)
-
-
-if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])), Preload(**json.loads(sys.argv[2])))

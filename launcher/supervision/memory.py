@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.runs.engines import configured_engine
+from fedgossip.tasks.registry import MODELS, model_entry
 
 MIB = 2**20
+# By memory class (a model family's `memory`, `tasks.registry`), and "flower" for a Flower node.
 PER_NODE_MIB = {"torch": 185, "linear": 105, "flower": 480}  # a process of its own, started afresh
 FORKED_MIB = {"torch": 45, "linear": 105}  # a process forked by the fork server
 PACKED_PEER_MIB = {"torch": 12, "linear": 12}  # each further peer of a process (nodes.per_process)
@@ -67,14 +70,12 @@ def estimate(config: ExperimentConfig) -> Estimate | None:
     """The memory estimate of `config`, or None for engines whose nodes are not processes of
     this machine (Ray actors run on a cluster's machines)."""
     nodes = config.nodes.count
-    if config.launcher.engine == "ray":
+    if not configured_engine(config).node_processes:
         return None
     if config.experiment.mode == "flower":
-        if config.flower.engine != "deployment":
-            return None
         what = "Flower SuperNodes with their ClientApps"
         return Estimate(what, PER_NODE_MIB["flower"], FIXED_MIB["flower"], nodes)
-    kind = "linear" if config.task.model == "linear" else "torch"
+    kind = model_entry(config.task.model).family.memory
     forked = config.launcher.fork_server
     per_process = min(config.nodes.per_process, nodes)
     process = (FORKED_MIB if forked else PER_NODE_MIB)[kind]
@@ -83,6 +84,15 @@ def estimate(config: ExperimentConfig) -> Estimate | None:
     how = f"{per_process} per process" if per_process > 1 else "one process each"
     how += ", forked" if forked else ""
     return Estimate(f"gossip peers with the {config.task.model} model, {how}", per_node, fixed, nodes)
+
+
+def _lighter_models(kind: str) -> list[str]:
+    """The registered models whose processes take less memory than those of memory class `kind`."""
+    return [
+        f'task.model = "{name}" (~{PER_NODE_MIB[entry.family.memory]} MiB per peer)'
+        for name, entry in MODELS.items()
+        if PER_NODE_MIB[entry.family.memory] < PER_NODE_MIB[kind]
+    ]
 
 
 def available_mib() -> float | None:
@@ -119,8 +129,8 @@ def check_memory(config: ExperimentConfig, available: float | None = None) -> No
             f"nodes.per_process = {PACKING} with launcher.fork_server = true "
             f"(~{estimate(packed).per_node_mib} MiB per peer)"  # type: ignore[union-attr]
         )
-    if config.experiment.mode == "gossip" and config.task.model != "linear":
-        alternatives.append(f'task.model = "linear" (~{PER_NODE_MIB["linear"]} MiB per peer)')
+    if config.experiment.mode == "gossip":
+        alternatives.extend(_lighter_models(model_entry(config.task.model).family.memory))
     alternatives.append(SIMULATION)
     raise ValueError(
         f"nodes.count = {need.nodes} needs about {need.total_mib / 1024:.1f} GiB of memory "

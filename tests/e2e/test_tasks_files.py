@@ -128,7 +128,7 @@ def test_a_hugging_face_dataset_becomes_arrays(tmp_path, layout):
     """A DatasetDict from save_to_disk (datasets.load_from_disk) and a folder of parquet files
     (flwr-datasets' FederatedDataset) give the images and labels they were made from."""
     folder = save_hf_digits(tmp_path / layout, 300, test=60, parquet=layout == "parquet")
-    source = hf_source(hf_task(folder))
+    source = hf_source(hf_task(folder), 0)
     x, y = digit_images(300)
     assert source.input_shape == (1, 8, 8) and source.num_classes == 10 and source.scale == 255.0
     np.testing.assert_array_equal(source.x, x[:240].reshape(240, 64))
@@ -144,18 +144,18 @@ def test_a_saved_dataset_without_test_split_is_split_by_us(tmp_path):
 
 def test_hugging_face_columns_and_splits_are_checked(tmp_path):
     folder = save_hf_digits(tmp_path / "d", 100, test=20)
-    source = hf_source(hf_task(folder, image_column="image", label_column="label"))
+    source = hf_source(hf_task(folder, image_column="image", label_column="label"), 0)
     assert source.x.shape == (80, 64)
     with pytest.raises(
         ValueError, match=r"task\.image_column 'pixels' is not a column; columns: \['image', 'label'\]"
     ):
-        hf_source(hf_task(folder, image_column="pixels"))
+        hf_source(hf_task(folder, image_column="pixels"), 0)
     with pytest.raises(
         ValueError, match=r"no split 'training' \(task\.hf_train_split\); splits: \['train', 'test'\]"
     ):
-        hf_source(hf_task(folder, hf_train_split="training"))
+        hf_source(hf_task(folder, hf_train_split="training"), 0)
     with pytest.raises(ValueError, match=r"task\.path '.*nowhere'"):
-        hf_source(hf_task(tmp_path / "nowhere"))
+        hf_source(hf_task(tmp_path / "nowhere"), 0)
 
 
 @pytest.mark.parametrize("partition", ["dirichlet", "none"])
@@ -221,10 +221,10 @@ def test_hugging_face_columns_are_detected_or_asked_for(tmp_path):
     rng = np.random.default_rng(0)
     rows = {"features": rng.normal(size=(40, 5)).tolist(), "label": (np.arange(40) % 2).tolist()}
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "tabular"))
-    source = hf_source(hf_task(tmp_path / "tabular"))  # no Image, no ClassLabel: by name and elimination
+    source = hf_source(hf_task(tmp_path / "tabular"), 0)  # no Image, no ClassLabel: by name and elimination
     assert source.input_shape == (5,) and source.num_classes == 2 and source.scale == 1.0
     np.testing.assert_allclose(source.x, np.array(rows["features"]))
     datasets.Dataset.from_dict({**rows, "other": list(range(40))}).save_to_disk(str(tmp_path / "two"))
     with pytest.raises(ValueError, match=r"cannot tell the input column: set task\.image_column"):
-        hf_source(hf_task(tmp_path / "two"))
-    assert hf_source(hf_task(tmp_path / "two", image_column="features")).x.shape == (40, 5)
+        hf_source(hf_task(tmp_path / "two"), 0)
+    assert hf_source(hf_task(tmp_path / "two", image_column="features"), 0).x.shape == (40, 5)

@@ -1,0 +1,79 @@
+"""The engines a run's nodes run on, one registry entry each, for each runtime.
+
+The two runtimes drive their engines differently, so each has its own protocol and registry:
+- a gossip engine (`launcher.engine`) places node processes and starts them, and the gossip
+  launcher (launcher/gossip/launch.py) supervises them and reads their events itself:
+  `open(config, results, lines)` is a context manager giving a `GossipEngine`;
+- a Flower engine (`flower.engine`) runs the whole federation, feeding the ServerApp's events
+  to the launcher's sink: `run(config, results, sink, bar, started, **options)` returns when
+  the run is over.
+How the nodes share processes (`nodes.per_process`) and whether they are forked
+(`launcher.fork_server`) are options of the local gossip engine, not engines of their own.
+Each entry names its function by `package.module:function`, imported only when the engine is
+used (Ray and Flower's SuperLink machinery stay unimported otherwise).
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fedgossip.base.loading import load_callable
+from fedgossip.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from fedgossip.launcher.gossip.placement import NodeProcess, ProcessGroup
+    from fedgossip.launcher.runs.results import ResultsFolder
+
+
+class GossipEngine(Protocol):
+    """Where a gossip run's node processes run: `place` says where each node's peer will listen
+    (in node order, before any node config is written), then `start` starts each group's process."""
+
+    def place(self, groups: Sequence[ProcessGroup]) -> list[str]: ...
+
+    def start(self, group: ProcessGroup) -> NodeProcess: ...
+
+
+OpenGossipEngine = Callable[
+    [ExperimentConfig, "ResultsFolder", queue.Queue], AbstractContextManager[GossipEngine]
+]
+"""open(config, results, lines): the engine for a block; node processes' stdout lines go to
+`lines` as (process name, line), then (name, None) when a process ends."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A registered engine: its function (`package.module:function`), the keyword options it is
+    called with, and whether each node is a process of this machine (the memory check counts
+    them; in Flower mode, the only engine whose links TLS secures)."""
+
+    function: str
+    node_processes: bool
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., Any]:
+        """The engine's function, its options bound."""
+        function = load_callable(self.function)
+        return lambda *args: function(*args, **self.options)
+
+
+GOSSIP_ENGINES: dict[str, Engine] = {
+    "local": Engine("fedgossip.launcher.gossip.placement:local_engine", node_processes=True),
+    "ray": Engine("fedgossip.launcher.gossip.ray_engine:ray_engine", node_processes=False),
+}
+FLOWER_ENGINES: dict[str, Engine] = {
+    "deployment": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", True, {"simulation": False}),
+    "simulation": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", False, {"simulation": True}),
+    "inprocess": Engine("fedgossip.launcher.flower.inprocess:run_inprocess", node_processes=False),
+}
+
+
+def configured_engine(config: ExperimentConfig) -> Engine:
+    """The engine `config` runs on: flower.engine in Flower mode, else launcher.engine."""
+    if config.experiment.mode == "flower":
+        return FLOWER_ENGINES[config.flower.engine]
+    return GOSSIP_ENGINES[config.launcher.engine]

