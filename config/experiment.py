@@ -91,7 +91,11 @@ class ExperimentConfig:
         fair gossip's rounds of selection and churn's crash rounds are made of."""
         refused = (
             (self.experiment.mode != "gossip", f"experiment.mode {self.experiment.mode!r}", "gossip mode"),
-            (self.strategy.name == "fair", "strategy.name 'fair'", "synchronous rounds of selection"),
+            (
+                not registry.runs_with(self.strategy.name, "async"),
+                f"strategy.name {self.strategy.name!r}",
+                "synchronous rounds of selection",
+            ),
             (self.scenario.churn, "scenario.crash_round/crash_rate", "synchronous crash rounds"),
         )
         for refuse, key, needs in refused:

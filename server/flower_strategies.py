@@ -8,8 +8,9 @@ clients' per-tensor variances. A rule that fails in a round (raises, or returns 
 is logged with its name and the round, and the server keeps the previous global model. The
 model's local tensors (BatchNorm running statistics: the clients keep their own, see
 client/flower_app.py) are not the rule's: the global model carries their example-weighted mean.
-Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. The registry's mechanisms
-have their own Strategy (`fair`: `fedgossip.server.fair.FairStrategy`).
+Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. A registry mechanism
+builds its own Strategy (its entry's `flower_strategy` part; fair incentives:
+`fedgossip.server.fair.fair_strategy`).
 
 Every strategy samples nodes with its own generator seeded from (experiment seed, phase, round)
 over the nodes ordered by partition id, so the same config and seed pick the same partitions
@@ -35,7 +36,7 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
-from fedgossip.strategies.registry import FlowerBuiltin, Mechanism, Rule, resolve, run_rule
+from fedgossip.strategies.registry import FlowerBuiltin, Rule, mechanism, resolve, run_rule
 
 
 class NodesMissing(RuntimeError):
@@ -276,19 +277,13 @@ def build_strategy(
     node_wait: float = 120.0,
     local_names: Iterable[str] = (),
 ) -> Strategy:
-    """The strategy named by config.strategy.name, with seeded sampling over `labels`
-    (node id -> partition id, read at each sampling); a registry rule leaves the model's
-    `local_names` out of its aggregation."""
-    if isinstance(resolve(config.strategy.name), Mechanism):  # "fair", checked with the config
-        from fedgossip.server.fair import FairStrategy
-
-        return FairStrategy(
-            num_nodes=config.nodes.count,
-            params=config.strategy.params,
-            seed=config.experiment.seed,
-            labels=labels if labels is not None else {},
-            node_wait=node_wait,
-        )
+    """The strategy named by config.strategy.name: a mechanism's own (its registry entry's
+    `flower_strategy`), else a rule or built-in with seeded sampling over `labels` (node id ->
+    partition id, read at each sampling); a registry rule leaves the model's `local_names` out of
+    its aggregation."""
+    own = mechanism(config.strategy.name)
+    if own is not None:  # a mechanism builds its own Strategy; its parameters were checked with the config
+        return own.part("flower_strategy")(config, labels if labels is not None else {}, node_wait)
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names
