@@ -310,12 +310,15 @@ def register_mechanism(
     parts = {"gossip_plan": gossip_plan, "flower_strategy": flower_strategy, "report": report}
     for role, reference in parts.items():
         if reference is not None and not is_reference(reference):
-            raise ValueError(f"mechanism {name!r}: {role} must be package.module:attribute; got {reference!r}")
+            raise ValueError(
+                f"mechanism {name!r}: {role} must be package.module:attribute; got {reference!r}"
+            )
     modes = tuple(mode for mode, part in (("gossip", gossip_plan), ("flower", flower_strategy)) if part)
     if not modes:
         raise ValueError(f"mechanism {name!r} names neither a gossip_plan nor a flower_strategy")
-    entry = Mechanism(name, tuple(params), modes, doc, check_nodes, gossip_plan, flower_strategy, report, schedules)
-    MECHANISMS[name] = entry
+    entry = MECHANISMS[name] = Mechanism(
+        name, tuple(params), modes, doc, check_nodes, gossip_plan, flower_strategy, report, schedules
+    )
     return entry
 
 
