@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from logging import INFO, WARNING
 from typing import Any
@@ -220,23 +220,14 @@ def seeded_class(name: str) -> type:
     return type(f"Seeded{base.__name__}", (SeededSampling, base), namespace)
 
 
-def _builtin_arguments(config: ExperimentConfig) -> dict[str, Callable[[], dict]]:
-    """Keyword arguments of Flower's built-ins that come from the [flower] and [task] sections."""
-    flower = config.flower
-    optimiser = {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate}
-    malicious = {"num_malicious_nodes": flower.num_malicious}
-    return {
-        "fedavgm": lambda: {
-            "server_learning_rate": flower.server_learning_rate,
-            "server_momentum": flower.server_momentum,
-        },
-        "fedprox": lambda: {"proximal_mu": flower.proximal_mu},
-        "fedadam": lambda: optimiser,
-        "fedyogi": lambda: optimiser,
-        "fedadagrad": lambda: optimiser,
-        "flwr-krum": lambda: malicious,
-        "bulyan": lambda: malicious,
-    }
+def _builtin_arguments(config: ExperimentConfig, entry: FlowerBuiltin) -> dict[str, Any]:
+    """Keyword arguments of a Flower built-in that come from the config (its entry's
+    `config_args`: argument -> "section.key")."""
+    arguments = {}
+    for argument, key in entry.config_args:
+        section, _, name = key.partition(".")
+        arguments[argument] = getattr(getattr(config, section), name)
+    return arguments
 
 
 def strategy_arguments(config: ExperimentConfig, nodes: int | None = None) -> dict[str, Any]:
@@ -260,15 +251,19 @@ def strategy_arguments(config: ExperimentConfig, nodes: int | None = None) -> di
         entry = resolve(name)
     except ValueError as err:
         raise ValueError(f"strategy.name {err}") from None
-    if name == "bulyan" and nodes < 4 * flower.num_malicious + 3:
-        raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
     if isinstance(entry, Rule):
         sampled = max(int(nodes * flower.fraction_train), minimum)
         who = f"nodes.count = {nodes}" if nodes == config.nodes.count else f"{nodes} nodes up"
         given = f"{who} and flower.fraction_train = {flower.fraction_train} give {sampled}"
         entry.check_enough(strategy.params, sampled, f"round; {given}")
         return {**kwargs, "params": strategy.params}
-    return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}
+    if not isinstance(entry, FlowerBuiltin):  # a mechanism: its own Strategy reads the config
+        return {**kwargs, **strategy.params}
+    arguments = _builtin_arguments(config, entry)
+    if entry.min_nodes is not None and nodes < (needed := entry.min_nodes(arguments)):
+        given = ", ".join(f"{key} = {arguments[argument]}" for argument, key in entry.config_args)
+        raise ValueError(f"strategy {name!r} with {given} needs nodes.count >= {needed}; got {nodes} nodes")
+    return {**kwargs, **arguments, **strategy.params}
 
 
 def build_strategy(

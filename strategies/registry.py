@@ -185,10 +185,14 @@ class Rule(Entry):
 class FlowerBuiltin(Entry):
     """One of Flower's built-in strategies (Flower mode only): its class in flwr.serverapp.strategy.
 
-    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``.
+    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``; so are
+    its ``config_args``, (argument, config key "section.key" that gives its value) pairs. With
+    those arguments it needs ``min_nodes(arguments)`` nodes, if given (Bulyan).
     """
 
     flower_class: str
+    config_args: tuple[tuple[str, str], ...] = ()
+    min_nodes: Callable[[Mapping[str, Any]], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,23 +237,41 @@ MECHANISMS: dict[str, Mechanism] = {}
 """Our mechanisms by name (filled by :func:`register_mechanism`)."""
 
 
-def _flower(name: str, flower_class: str, *params: Param) -> FlowerBuiltin:
-    return FlowerBuiltin(name, params, ("flower",), flower_class)
+def _flower(
+    name: str,
+    flower_class: str,
+    *params: Param,
+    config_args: tuple[tuple[str, str], ...] = (),
+    min_nodes: Callable[[Mapping[str, Any]], int] | None = None,
+) -> FlowerBuiltin:
+    return FlowerBuiltin(name, params, ("flower",), flower_class, config_args, min_nodes)
 
+
+_OPTIMISER = (("eta", "flower.server_learning_rate"), ("eta_l", "task.learning_rate"))
+_MALICIOUS = (("num_malicious_nodes", "flower.num_malicious"),)
+_MOMENTUM = (
+    ("server_learning_rate", "flower.server_learning_rate"),
+    ("server_momentum", "flower.server_momentum"),
+)
 
 FLOWER_BUILTINS: dict[str, FlowerBuiltin] = {
     entry.name: entry
     for entry in (
         _flower("fedavg", "FedAvg"),
-        _flower("fedavgm", "FedAvgM"),
-        _flower("fedprox", "FedProx"),
-        _flower("fedadam", "FedAdam"),
-        _flower("fedyogi", "FedYogi"),
-        _flower("fedadagrad", "FedAdagrad"),
+        _flower("fedavgm", "FedAvgM", config_args=_MOMENTUM),
+        _flower("fedprox", "FedProx", config_args=(("proximal_mu", "flower.proximal_mu"),)),
+        _flower("fedadam", "FedAdam", config_args=_OPTIMISER),
+        _flower("fedyogi", "FedYogi", config_args=_OPTIMISER),
+        _flower("fedadagrad", "FedAdagrad", config_args=_OPTIMISER),
         _flower("fedmedian", "FedMedian"),
         _flower("fedtrimmedavg", "FedTrimmedAvg", Param("beta", 0.2, real(0.0, 0.5, high_open=True))),
-        _flower("flwr-krum", "Krum"),  # `krum` is ours, in both modes
-        _flower("bulyan", "Bulyan"),
+        _flower("flwr-krum", "Krum", config_args=_MALICIOUS),  # `krum` is ours, in both modes
+        _flower(
+            "bulyan",
+            "Bulyan",
+            config_args=_MALICIOUS,
+            min_nodes=lambda args: 4 * args["num_malicious_nodes"] + 3,
+        ),
     )
 }
 """Flower's built-ins by fedgossip name (Flower's Krum is `flwr-krum`: `krum` is ours)."""
