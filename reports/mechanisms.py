@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedgossip.strategies import registry
+from fedgossip.strategies.mechanisms import mechanism, mechanisms
 
 Records = list[dict[str, Any]]
 Config = dict[str, Any]
@@ -56,14 +56,14 @@ class MechanismReport(ABC):
 def mechanism_report(strategy: object) -> MechanismReport | None:
     """The report of the mechanism registered as `strategy` (a run's strategy.name); None for any
     other strategy."""
-    entry = registry.mechanism(strategy)
+    entry = mechanism(strategy)
     return None if entry is None else entry.part("report")(entry.name)
 
 
 def mechanism_reports() -> list[MechanismReport]:
     """The report of every registered mechanism (the comparison has a place for each one's
     figures, None for runs of other strategies)."""
-    return [entry.part("report")(name) for name, entry in registry.MECHANISMS.items()]
+    return [entry.part("report")(entry.name) for entry in mechanisms()]
 
 
 def mechanism_figures(records: Records, config: Config) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
-from fedgossip.strategies.registry import FlowerBuiltin, Rule, mechanism, resolve, run_rule
+from fedgossip.strategies.mechanisms import mechanism
+from fedgossip.strategies.registry import FlowerBuiltin, Rule, resolve, run_rule
 
 
 class NodesMissing(RuntimeError):

@@ -19,7 +19,8 @@ import numpy as np
 
 from ._typing import FloatArray, NDArrays
 from .contributions import MAX_EXACT_NODES, cosine_shapley, running_mean
-from .registry import Param, choice, integer, real, register_mechanism
+from .mechanisms import register_mechanism
+from .registry import Param, choice, integer, real
 from .selection import select_nodes, selection_probabilities, selection_size
 from .stopping import ExploreStop
 

@@ -19,28 +19,10 @@ parameters). A user's function, named ``"package.module:function"``, goes throug
 by the one validator (:func:`fedgossip.strategies._validation.check_result`) before it is used.
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
-import), so the names allowed in each mode come from this module only. So are the mechanisms
-(:data:`MECHANISMS`, :func:`register_mechanism`): strategies that decide which nodes train on
-which model each round rather than how models merge (``fair``). A mechanism's entry names every
-part the rest needs, as ``package.module:attribute`` strings loaded when first asked for
-(:meth:`Mechanism.part`, with the one loader :func:`fedgossip.base.loading.load_callable`), so
-this package imports no runtime and nothing outside the entry compares its name: the gossip peer,
-the Flower server, the config and the reports ask :func:`mechanism` for the entry of a strategy
-name and use its parts.
-
-To add a mechanism, write its parts and one entry, next to its pure code (as ``.fair`` does)::
-
-    register_mechanism(
-        "name", PARAMS, doc=DOC, check_nodes=check_nodes,       # PARAMS: its Param list
-        gossip_plan="fedgossip.client.gossip.NAME:NameGossip",  # a RoundPlan subclass
-        flower_strategy="fedgossip.server.NAME:name_strategy",  # (config, labels, node_wait) -> Strategy
-        report="fedgossip.reports.NAME:NameReport",             # a reports.mechanisms.MechanismReport
-        schedules=("sync",),                                    # the gossip schedules it runs with
-    )
-
-and import its module in ``fedgossip/strategies/__init__.py`` (which registers it). It runs in the
-modes whose part it names (gossip, Flower or both); its ``report`` gives summary.json its object
-under the mechanism's name, the run's plot ``NAME.png`` and its rows and columns in the tables.
+import; each names the config keys its arguments come from), so the names allowed in each mode
+come from this module only. So are the mechanisms' (:data:`MECHANISMS`): strategies that decide
+which nodes train on which model each round rather than how models merge (``fair``); their entry,
+its parts and how to add one are in :mod:`fedgossip.strategies.mechanisms`.
 """
 
 from __future__ import annotations
@@ -195,46 +177,11 @@ class FlowerBuiltin(Entry):
     min_nodes: Callable[[Mapping[str, Any]], int] | None = None
 
 
-@dataclass(frozen=True)
-class Mechanism(Entry):
-    """A round protocol (which nodes train on which model), not a merge rule: its ``params`` are
-    checked here; ``check_nodes(params, num_nodes)`` checks them against the node count (raises
-    ValueError); ``doc`` documents it. Its parts (``package.module:attribute``, see :meth:`part`):
-    ``gossip_plan``, the gossip peer's round plan class, called ``(config, node, neighbours)``;
-    ``flower_strategy``, called ``(config, labels, node_wait)`` for the ServerApp's Strategy;
-    ``report``, the reports' class of its runs. ``schedules``: the gossip schedules it runs with."""
-
-    doc: str
-    check_nodes: Callable[[Mapping[str, Any], int], None]
-    gossip_plan: str | None
-    flower_strategy: str | None
-    report: str
-    schedules: tuple[str, ...]
-
-    def part(self, role: str) -> Callable[..., Any]:
-        """The part named by the field ``role`` ("gossip_plan", "flower_strategy" or "report"),
-        imported on first use.
-
-        Raises
-        ------
-        ValueError
-            When the mechanism has no such part (it does not run in that mode), or it cannot be
-            loaded (the message names the mechanism and the part).
-        """
-        reference = getattr(self, role)
-        if reference is None:
-            raise ValueError(f"strategy {self.name!r} has no {role}")
-        try:
-            return load_callable(reference)
-        except ValueError as err:
-            raise ValueError(f"strategy {self.name!r}, {role} {reference!r}: {err}") from None
-
-
 RULES: dict[str, Rule] = {}
 """Our rules by name (filled by :func:`register`)."""
 
-MECHANISMS: dict[str, Mechanism] = {}
-"""Our mechanisms by name (filled by :func:`register_mechanism`)."""
+MECHANISMS: dict[str, Entry] = {}
+"""Our mechanisms by name (filled by :func:`fedgossip.strategies.mechanisms.register_mechanism`)."""
 
 
 def _flower(
@@ -288,7 +235,7 @@ def register(
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:
-        _check_new(name)
+        check_new(name)
         signature = inspect.signature(function).parameters.values()
         keywords = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if set(keywords) != set(checks) or inspect.Parameter.empty in keywords.values():
@@ -303,58 +250,10 @@ def register(
     return decorate
 
 
-def _check_new(name: str) -> None:
+def check_new(name: str) -> None:
+    """ValueError when strategy ``name`` is registered already (a rule, mechanism or built-in)."""
     if name in RULES or name in FLOWER_BUILTINS or name in MECHANISMS:
         raise ValueError(f"strategy {name!r} is registered twice")
-
-
-def register_mechanism(
-    name: str,
-    params: Sequence[Param],
-    *,
-    doc: str,
-    check_nodes: Callable[[Mapping[str, Any], int], None],
-    gossip_plan: str | None = None,
-    flower_strategy: str | None = None,
-    report: str,
-    schedules: tuple[str, ...] = ("sync", "async"),
-) -> Mechanism:
-    """Register the mechanism ``name`` (see :class:`Mechanism`) and return its entry. It runs in
-    gossip mode if it names a ``gossip_plan``, in Flower mode if it names a ``flower_strategy``.
-
-    Raises
-    ------
-    ValueError
-        When ``name`` is taken, a part is not of the form ``package.module:attribute``, or it
-        names no runtime's part.
-    """
-    _check_new(name)
-    parts = {"gossip_plan": gossip_plan, "flower_strategy": flower_strategy, "report": report}
-    for role, reference in parts.items():
-        if reference is not None and not is_reference(reference):
-            raise ValueError(
-                f"mechanism {name!r}: {role} must be package.module:attribute; got {reference!r}"
-            )
-    modes = tuple(mode for mode, part in (("gossip", gossip_plan), ("flower", flower_strategy)) if part)
-    if not modes:
-        raise ValueError(f"mechanism {name!r} names neither a gossip_plan nor a flower_strategy")
-    entry = MECHANISMS[name] = Mechanism(
-        name, tuple(params), modes, doc, check_nodes, gossip_plan, flower_strategy, report, schedules
-    )
-    return entry
-
-
-def mechanism(name: object) -> Mechanism | None:
-    """The mechanism registered as strategy ``name``; None for any other strategy (a rule, a
-    Flower built-in, a user's function) or no name at all."""
-    return MECHANISMS.get(name) if isinstance(name, str) else None
-
-
-def runs_with(name: str, schedule: str) -> bool:
-    """Whether strategy ``name`` runs with ``gossip.schedule = schedule``: a mechanism with its
-    own ``schedules`` only, every other strategy with all."""
-    entry = mechanism(name)
-    return entry is None or schedule in entry.schedules
 
 
 def names(mode: str) -> tuple[str, ...]:
@@ -376,7 +275,7 @@ def lookup(name: str) -> Entry:
     ValueError
         When ``name`` is neither registered nor of the form ``package.module:function``.
     """
-    entry = RULES.get(name) or MECHANISMS.get(name) or FLOWER_BUILTINS.get(name)
+    entry = _registered(name)
     if entry is not None:
         return entry
     if is_user_reference(name):
@@ -387,7 +286,11 @@ def lookup(name: str) -> Entry:
     )
 
 
-def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
+def _registered(name: str) -> Entry | None:
+    return RULES.get(name) or MECHANISMS.get(name) or FLOWER_BUILTINS.get(name)
+
+
+def resolve(name: str) -> Entry:
     """The entry ``name``, importing a user's ``package.module:function`` (from the working
     directory or ``sys.path``) into a :class:`Rule` with unchecked parameters.
 
@@ -396,9 +299,10 @@ def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
     ValueError
         As :func:`lookup`, or when the module cannot be imported or has no such function.
     """
-    entry = lookup(name)
-    if isinstance(entry, (Rule, FlowerBuiltin, Mechanism)):
-        return entry
+    registered = _registered(name)
+    if registered is not None:
+        return registered
+    lookup(name)  # ValueError unless of the form package.module:function
     return _user_rule(name)
 
 

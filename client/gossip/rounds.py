@@ -19,7 +19,8 @@ import numpy as np
 from fedgossip.client.gossip.merge import merge_models
 from fedgossip.client.gossip.transport.wire import ModelMessage
 from fedgossip.config import ExperimentConfig
-from fedgossip.strategies import Outcome, registry
+from fedgossip.strategies import Outcome
+from fedgossip.strategies.mechanisms import mechanism
 from fedgossip.tasks import Learner, stream_learner
 
 
@@ -70,6 +71,6 @@ class RoundPlan:
 
 def round_plan(config: ExperimentConfig, node: int, neighbours: Sequence[int]) -> RoundPlan:
     """The plan of `config`'s strategy for peer `node`: its mechanism's, or the merge rules'."""
-    mechanism = registry.mechanism(config.strategy.name)
-    plan = RoundPlan if mechanism is None else mechanism.part("gossip_plan")
+    own = mechanism(config.strategy.name)
+    plan = RoundPlan if own is None else own.part("gossip_plan")
     return plan(config, node, neighbours)

@@ -24,6 +24,7 @@ from fedgossip.reports.mechanisms import MechanismReport
 from fedgossip.reports.tables import compare_cells, compare_header, csv_table
 from fedgossip.server.flower_strategies import build_strategy
 from fedgossip.strategies import registry
+from fedgossip.strategies.mechanisms import Mechanism, mechanism, register_mechanism
 from fedgossip.strategies.registry import Param, integer
 
 
@@ -77,10 +78,10 @@ def check_share(params: Mapping[str, Any], num_nodes: int) -> None:
 
 
 @pytest.fixture
-def toy(monkeypatch) -> registry.Mechanism:
+def toy(monkeypatch) -> Mechanism:
     """The toy mechanism, registered for one test only."""
     monkeypatch.setattr(registry, "MECHANISMS", dict(registry.MECHANISMS))
-    return registry.register_mechanism(
+    return register_mechanism(
         "toy",
         (Param("share", 1, integer(1)),),
         doc="A toy: the model goes to the first `share` neighbours.",
@@ -109,26 +110,24 @@ def test_the_config_accepts_the_mechanism_and_checks_it_with_its_entry(toy):
 
 def test_a_mechanism_runs_only_in_the_modes_whose_part_it_names(monkeypatch):
     monkeypatch.setattr(registry, "MECHANISMS", dict(registry.MECHANISMS))
-    registry.register_mechanism(
+    register_mechanism(
         "gossip-toy", (), doc="", check_nodes=check_share, gossip_plan=f"{__name__}:ToyGossip", report="a:b"
     )
     assert "gossip-toy" in registry.names("gossip") and "gossip-toy" not in registry.names("flower")
     with pytest.raises(ValueError, match=re.escape("strategy.name (mode flower)")):
         load_config(None, ['experiment.mode="flower"', 'strategy.name="gossip-toy"'])
     with pytest.raises(ValueError, match=re.escape("strategy 'gossip-toy' has no flower_strategy")):
-        registry.mechanism("gossip-toy").part("flower_strategy")
+        mechanism("gossip-toy").part("flower_strategy")
     with pytest.raises(
         ValueError, match=re.escape("strategy 'gossip-toy', report 'a:b': cannot import module 'a'")
     ):
-        registry.mechanism("gossip-toy").part("report")
+        mechanism("gossip-toy").part("report")
     with pytest.raises(ValueError, match=re.escape("names neither a gossip_plan nor a flower_strategy")):
-        registry.register_mechanism("idle", (), doc="", check_nodes=check_share, report="a:b")
+        register_mechanism("idle", (), doc="", check_nodes=check_share, report="a:b")
     with pytest.raises(
         ValueError, match=re.escape("gossip_plan must be package.module:attribute; got 'ToyGossip'")
     ):
-        registry.register_mechanism(
-            "bad", (), doc="", check_nodes=check_share, gossip_plan="ToyGossip", report="a:b"
-        )
+        register_mechanism("bad", (), doc="", check_nodes=check_share, gossip_plan="ToyGossip", report="a:b")
 
 
 def test_the_gossip_round_plan_is_the_mechanisms(toy):
