@@ -64,9 +64,9 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **(run_info or {}),
     }
     report = mechanism_report(summary["strategy"])
-    mechanism = None if report is None else report.summary(records, config)
-    if mechanism is not None:  # e.g. fair incentives' "fair" object
-        summary[report.name] = mechanism
+    own = None if report is None else report.summary(records, config)
+    if own is not None:  # a mechanism's object, e.g. fair incentives' "fair"
+        summary[report.name] = own
     return summary
 
 

@@ -20,9 +20,9 @@ by the one validator (:func:`fedgossip.strategies._validation.check_result`) bef
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
 import; each names the config keys its arguments come from), so the names allowed in each mode
-come from this module only. So are the mechanisms' (:data:`MECHANISMS`): strategies that decide
-which nodes train on which model each round rather than how models merge (``fair``); their entry,
-its parts and how to add one are in :mod:`fedgossip.strategies.mechanisms`.
+come from this module only. So do the mechanisms' names (:data:`MECHANISMS`): strategies that
+decide which nodes train on which model each round rather than how models merge (``fair``); their
+entry, its parts and how to add one are in :mod:`fedgossip.strategies.mechanisms`.
 """
 
 from __future__ import annotations
@@ -167,9 +167,9 @@ class Rule(Entry):
 class FlowerBuiltin(Entry):
     """One of Flower's built-in strategies (Flower mode only): its class in flwr.serverapp.strategy.
 
-    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``; so are
-    its ``config_args``, (argument, config key "section.key" that gives its value) pairs. With
-    those arguments it needs ``min_nodes(arguments)`` nodes, if given (Bulyan).
+    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``; its
+    ``config_args`` are more, each an (argument, config key "section.key" giving its value) pair.
+    ``min_nodes(arguments)``, if given, is the least node count it needs with those (Bulyan).
     """
 
     flower_class: str
