@@ -32,7 +32,7 @@ from fedgossip.config.sections import (
     StrategySection,
     TopologySection,
 )
-from fedgossip.strategies import registry
+from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
 
 if sys.version_info >= (3, 11):
@@ -76,9 +76,9 @@ class ExperimentConfig:
                 'launcher.engine "ray" runs gossip peers; Flower mode has its own engines '
                 '(flower.engine: "simulation" runs on Ray)'
             )
-        entry = registry.lookup(name)
-        if isinstance(entry, registry.Mechanism):
-            entry.check_nodes(self.strategy.params, self.nodes.count)
+        own = mechanisms.mechanism(name)
+        if own is not None:
+            own.check_nodes(self.strategy.params, self.nodes.count)
         if self.gossip.schedule == "async":
             self._check_async()
         if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
@@ -93,7 +93,11 @@ class ExperimentConfig:
         fair gossip's rounds of selection and churn's crash rounds are made of."""
         refused = (
             (self.experiment.mode != "gossip", f"experiment.mode {self.experiment.mode!r}", "gossip mode"),
-            (self.strategy.name == "fair", "strategy.name 'fair'", "synchronous rounds of selection"),
+            (
+                not mechanisms.runs_with(self.strategy.name, "async"),
+                f"strategy.name {self.strategy.name!r}",
+                "synchronous rounds of selection",
+            ),
             (self.scenario.churn, "scenario.crash_round/crash_rate", "synchronous crash rounds"),
         )
         for refuse, key, needs in refused:

@@ -1,5 +1,6 @@
-"""The `fair` object of a fair-incentive run's summary, and its plot (per-node accuracy over rounds
-coloured by noise level; psi against noise)."""
+"""The reports of fair-incentive runs (`FairReport`, the `report` part of the registry's entry
+`fair`): the `fair` object of a run's summary, its figures and columns in the tables, and its plot
+(per-node accuracy over rounds coloured by noise level; psi against noise)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.reports.mechanisms import Config, MechanismReport, Records
 from fedgossip.reports.records import by_round, node_records
 from fedgossip.tasks.heterogeneity import node_level
 
@@ -109,7 +111,8 @@ def local_psi_noise(views: dict[int, dict[int, float]], noise: list[float]) -> f
 
 
 def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
-    """The fair object of summary.json (None unless strategy.name is "fair"):
+    """The fair object of a fair-incentive run's summary.json (None when no node recorded an
+    accuracy):
 
     fairness: Pearson correlation of each node's final psi (`final_psi`: in fair gossip its
     reputation) with its mean own-model accuracy over the exploit phase (all rounds without one);
@@ -126,8 +129,6 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
     least-squares slope of the spread per exploit round, and the mean spread over the first and
     last TREND_WINDOW exploit rounds; per node: psi, noise, mean accuracy, selected share.
     """
-    if config.get("strategy", {}).get("name") != "fair":
-        return None
     rows = [r for r in node_records(records) if r.get("test_accuracy") is not None]
     if not rows:
         return None
@@ -208,13 +209,49 @@ FAIR_FIGURES = ("psi_noise_correlation", "fairness", "spread_trend_per_round", "
 
 def fair_figures(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of `fair_summary`, flat (the comparison's columns): the selection,
-    psi-noise correlation, fairness, and equality's spread trend and final std; None each unless
-    strategy.name is "fair"."""
+    psi-noise correlation, fairness, and equality's spread trend and final std; None each when
+    it has none."""
     fair = fair_summary(records, config)
     if fair is None:
         return {"selection": None, **dict.fromkeys(FAIR_FIGURES)}
     flat = {**fair, **fair["equality"]}
     return {"selection": fair["selection"], **{key: flat[key] for key in FAIR_FIGURES}}
+
+
+class FairReport(MechanismReport):
+    """Fair incentives in the reports: summary.json's `fair` object (`fair_summary`), the
+    comparison's figures (`fair_figures`: its baselines are fair runs with another selection)
+    and fair.png (`plot_fair`)."""
+
+    title = "fair incentives"
+    labels = ("selection",)
+    stats = FAIR_FIGURES
+    run_rows = (
+        ("selection", lambda f: f.get("selection", "-"), ""),
+        ("explore rounds", lambda f: f.get("explore_rounds"), ""),
+        ("psi-noise corr", lambda f: f.get("psi_noise_correlation"), "+.2f"),
+        ("fairness", lambda f: f.get("fairness"), "+.2f"),
+        ("spread trend", lambda f: f.get("equality", {}).get("spread_trend_per_round"), "+.4f"),
+    )
+    columns = (
+        ("selection", "selection", ""),
+        ("psi-noise corr", "psi_noise_correlation", "+.2f"),
+        ("fairness", "fairness", "+.2f"),
+        ("spread trend", "spread_trend_per_round", "+.4f"),
+        ("acc std at end", "std_end", ".3f"),
+    )
+
+    def summary(self, records: Records, config: Config) -> dict[str, Any] | None:
+        """`fair_summary`."""
+        return fair_summary(records, config)
+
+    def figures(self, records: Records, config: Config) -> dict[str, Any]:
+        """`fair_figures`."""
+        return fair_figures(records, config)
+
+    def plot(self, records: Records, config: Config, path: str | Path, title: str) -> Path:
+        """`plot_fair`."""
+        return plot_fair(records, config, path, title)
 
 
 def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.reports.fair import FAIR_FIGURES, fair_figures
+from fedgossip.reports.mechanisms import mechanism_figures, mechanism_reports
 from fedgossip.reports.records import read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
 from fedgossip.reports.summary import accuracy_summary, mode_label, read_summary, round_curve, schedule_of
@@ -34,8 +34,17 @@ STATS = (  # (key of the run's figures, key in the comparison)
     ("honest_mean_accuracy", "honest_mean_accuracy"),
     ("honest_min_accuracy", "honest_min_accuracy"),
     ("attack_success_rate", "attack_success_rate"),
-    *((key, key) for key in FAIR_FIGURES),  # fair incentives (None for other strategies)
 )
+
+
+def stat_keys() -> tuple[tuple[str, str], ...]:
+    """STATS and every registered mechanism's numeric figures (None for runs of other strategies)."""
+    return (*STATS, *((key, key) for report in mechanism_reports() for key in report.stats))
+
+
+def label_keys() -> tuple[str, ...]:
+    """Every registered mechanism's text figures (a group shows its first run's)."""
+    return tuple(key for report in mechanism_reports() for key in report.labels)
 
 
 def seed_tag(seed: int) -> str:
@@ -95,7 +104,7 @@ def load_run(path: Path, target: float | None = None) -> Run:
         **_launcher_info(path),
         **accuracy_summary(records, goal, schedule_of(config)),
         **scenario_summary(records, config),
-        **fair_figures(records, config),
+        **mechanism_figures(records, config),
         "target_accuracy": goal,
     }
     return Run(path, seed, {**config, "experiment": experiment}, figures, round_curve(records))
@@ -138,10 +147,10 @@ class Group:
             "mode": mode_label(first),
             "nodes": first["nodes"],
             "scenario": first["scenario"],
-            "selection": first["selection"],
+            **{key: first[key] for key in label_keys()},
             "seeds": len(self.runs),
             "target_accuracy": first["target_accuracy"],
-            **{name: self.stat(key).to_dict() for key, name in STATS},
+            **{name: self.stat(key).to_dict() for key, name in stat_keys()},
             "status": self.status(),
             "runs": [
                 {"path": str(run.path), "seed": run.seed, "status": run.status, **_run_figures(run)}
@@ -169,7 +178,7 @@ def _severity(status: str) -> int:
 
 
 def _run_figures(run: Run) -> dict[str, Any]:
-    return {key: run.figures.get(key) for key, _ in STATS}
+    return {key: run.figures.get(key) for key, _ in stat_keys()}
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:

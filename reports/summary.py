@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.reports.fair import fair_summary
+from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import (
     SUMMARY,
     by_round,
@@ -63,9 +63,10 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **scenario_summary(records, config),
         **(run_info or {}),
     }
-    fair = fair_summary(records, config)
-    if fair is not None:
-        summary["fair"] = fair
+    report = mechanism_report(summary["strategy"])
+    own = None if report is None else report.summary(records, config)
+    if own is not None:  # a mechanism's object, e.g. fair incentives' "fair"
+        summary[report.name] = own
     return summary
 
 

@@ -17,6 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from fedgossip.reports.mechanisms import MechanismReport, mechanism_report, mechanism_reports
 from fedgossip.reports.summary import mode_label
 
 Summary = dict[str, Any]
@@ -52,26 +53,17 @@ FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
 ]
 
 
-# a fair-incentives run's own table adds these (from summary.json's fair object)
-RUN_FAIR_FIELDS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("selection", lambda f: str(f.get("selection", "-"))),
-    ("explore rounds", lambda f: _fmt(f.get("explore_rounds"))),
-    ("psi-noise corr", lambda f: _fmt(f.get("psi_noise_correlation"), "+.2f")),
-    ("fairness", lambda f: _fmt(f.get("fairness"), "+.2f")),
-    ("spread trend", lambda f: _fmt(f.get("equality", {}).get("spread_trend_per_round"), "+.4f")),
-]
-
-
 def run_table(summary: Summary, title: str) -> Table:
-    """One run, one row per figure (and the fair incentives' figures for a fair run)."""
+    """One run, one row per figure (and a mechanism's rows, from its object in the summary)."""
     table = Table(title=escape(title), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for label, cell in FIELDS[:-1]:
         table.add_row(label.format(t=_target(summary)), escape(cell(summary)))
-    fair = summary.get("fair")
-    for label, cell in RUN_FAIR_FIELDS if isinstance(fair, dict) else ():
-        table.add_row(label, escape(cell(fair)))
+    report = mechanism_report(summary.get("strategy"))
+    own = summary.get(report.name) if report is not None else None
+    for label, value, spec in report.run_rows if isinstance(own, dict) else ():
+        table.add_row(label, escape(_fmt(value(own), spec)))
     label, cell = FIELDS[-1]
     table.add_row(label, escape(cell(summary)))
     return table
@@ -98,15 +90,7 @@ SCENARIO_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("honest min acc", lambda row: _stat(row, "honest_min_accuracy", ".4f")),
     ("attack success", lambda row: _stat(row, "attack_success_rate", ".4f")),
 ]
-# shown when a compared run is fair incentives (its baselines are fair runs with another selection)
-FAIR_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
-    ("selection", lambda row: str(row.get("selection") or "-")),
-    ("psi-noise corr", lambda row: _stat(row, "psi_noise_correlation", "+.2f")),
-    ("fairness", lambda row: _stat(row, "fairness", "+.2f")),
-    ("spread trend", lambda row: _stat(row, "spread_trend_per_round", "+.4f")),
-    ("acc std at end", lambda row: _stat(row, "std_end", ".3f")),
-]
-LEFT = ("run", "method", "strategy", "mode", "status", "scenario", "selection")
+LEFT = ("run", "method", "strategy", "mode", "status", "scenario")  # and the mechanisms' text columns
 UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
 
 
@@ -127,19 +111,42 @@ def stat_text(stat: Summary, seeds: int, spec: str, scale: float = 1.0) -> str:
 
 
 def compare_fields(rows: Sequence[Summary]) -> list[tuple[str, Callable[[Summary], str]]]:
-    """The comparison's columns: the scenario's beside the strategy when a run has a scenario, the
-    fair incentives' (selection, psi-noise correlation, fairness, equality) when a run is fair."""
+    """The comparison's columns: the scenario's beside the strategy when a run has a scenario, a
+    mechanism's (`MechanismReport.columns`; fair incentives: selection, psi-noise correlation,
+    fairness, equality) when a run has its figures."""
     scenario = any(row.get("scenario", "none") != "none" for row in rows)
-    fair = any(row.get("selection") for row in rows)
+    shown = [report for report in mechanism_reports() if _has_figures(report, rows)]
+    texts = [column for report in shown for column in report.columns if column[1] in report.labels]
+    stats = [column for report in shown for column in report.columns if column[1] not in report.labels]
     return [
         COMPARE_FIELDS[0],
         *(SCENARIO_FIELDS[:1] if scenario else ()),
-        *(FAIR_FIELDS[:1] if fair else ()),
+        *((label, _text_cell(key)) for label, key, _ in texts),
         *COMPARE_FIELDS[1:6],
         *(SCENARIO_FIELDS[1:] if scenario else ()),
-        *(FAIR_FIELDS[1:] if fair else ()),
+        *((label, _stat_cell(key, spec)) for label, key, spec in stats),
         *COMPARE_FIELDS[6:],
     ]
+
+
+def _has_figures(report: MechanismReport, rows: Sequence[Summary]) -> bool:
+    """Whether a compared group has one of `report`'s figures (a text, or a number in some seed)."""
+    texts = any(row.get(key) for row in rows for key in report.labels)
+    return texts or any((row.get(key) or {}).get("n") for row in rows for key in report.stats)
+
+
+def _left() -> tuple[str, ...]:
+    """The columns aligned left: LEFT and the mechanisms' text columns."""
+    reports = mechanism_reports()
+    return (*LEFT, *(label for r in reports for label, key, _ in r.columns if key in r.labels))
+
+
+def _text_cell(key: str) -> Callable[[Summary], str]:
+    return lambda row: str(row.get(key) or "-")
+
+
+def _stat_cell(key: str, spec: str) -> Callable[[Summary], str]:
+    return lambda row: _stat(row, key, spec)
 
 
 def compare_header(rows: Sequence[Summary]) -> list[str]:
@@ -161,7 +168,7 @@ def compare_view(rows: Sequence[Summary], console: Console, title: str = "compar
     header, cells = compare_header(rows), compare_cells(rows)
     wide = Table(title=escape(title))
     for name in header:
-        wide.add_column(escape(name), justify="left" if name in LEFT else "right", no_wrap=True)
+        wide.add_column(escape(name), justify="left" if name in _left() else "right", no_wrap=True)
     for line in cells:
         wide.add_row(*map(escape, line))
     if Measurement.get(console, console.options.update_width(UNLIMITED), wide).maximum <= console.width:
@@ -183,19 +190,21 @@ def markdown_table(rows: Sequence[Summary]) -> str:
 
 
 def markdown_pipe_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    """A Markdown (GitHub) pipe table: the LEFT columns left-aligned, the others right-aligned."""
+    """A Markdown (GitHub) pipe table: the `_left` columns left-aligned, the others right-aligned."""
 
     def line(items: Sequence[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in items) + " |"
 
-    rule = ["---" if name in LEFT else "---:" for name in header]
+    left = _left()
+    rule = ["---" if name in left else "---:" for name in header]
     return "\n".join([line(header), line(rule), *map(line, cells)]) + "\n"
 
 
 def csv_table(rows: Sequence[Summary]) -> str:
     """The comparison as CSV: one line per group, each figure as mean, std and n (seeds having it)."""
     stats = [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
-    plain = ["label", "strategy", "mode", "nodes", "scenario", "selection", "seeds", "target_accuracy"]
+    labels = [key for report in mechanism_reports() for key in report.labels]
+    plain = ["label", "strategy", "mode", "nodes", "scenario", *labels, "seeds", "target_accuracy"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     parts = ("mean", "std", "n")

@@ -28,8 +28,23 @@ from flwr.supercore import log
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.base.seeding import stream
+from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
+from fedgossip.server.flower_strategies import wait_for_nodes
 from fedgossip.strategies.fair import FairMechanism
+
+
+def fair_strategy(config: ExperimentConfig, labels: Mapping[int, int], node_wait: float) -> FairStrategy:
+    """The Strategy of `config` (strategy.name = "fair"; the `flower_strategy` part of the registry's
+    entry) over nodes known by partition id (`labels`: node id -> partition id, filled by the
+    handshake), waiting at most `node_wait` seconds for them."""
+    return FairStrategy(
+        num_nodes=config.nodes.count,
+        params=config.strategy.params,
+        seed=config.experiment.seed,
+        labels=labels,
+        node_wait=node_wait,
+    )
 
 
 class FairStrategy(Strategy):
@@ -58,8 +73,6 @@ class FairStrategy(Strategy):
 
     def _node_ids(self, grid: Grid) -> dict[int, int]:
         """partition id -> node id of every node (waiting, with a deadline, until all are there)."""
-        from fedgossip.server.flower_strategies import wait_for_nodes
-
         wait_for_nodes(grid, self.num_nodes, self.node_wait)
         return {self.labels[n]: n for n in grid.get_node_ids() if n in self.labels}
 

@@ -8,8 +8,9 @@ clients' per-tensor variances. A rule that fails in a round (raises, or returns 
 is logged with its name and the round, and the server keeps the previous global model. The
 model's local tensors (BatchNorm running statistics: the clients keep their own, see
 client/flower_app.py) are not the rule's: the global model carries their example-weighted mean.
-Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. The registry's mechanisms
-have their own Strategy (`fair`: `fedgossip.server.fair.FairStrategy`).
+Flower's built-ins are the registry's `FLOWER_BUILTINS`, by class name. A registry mechanism
+builds its own Strategy (its entry's `flower_strategy` part; fair incentives:
+`fedgossip.server.fair.fair_strategy`).
 
 Every strategy samples nodes with its own generator seeded from (experiment seed, phase, round)
 over the nodes ordered by partition id, so the same config and seed pick the same partitions
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from logging import INFO, WARNING
 from typing import Any
@@ -35,7 +36,8 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
-from fedgossip.strategies.registry import FlowerBuiltin, Mechanism, Rule, resolve, run_rule
+from fedgossip.strategies.mechanisms import mechanism
+from fedgossip.strategies.registry import FlowerBuiltin, Rule, resolve, run_rule
 
 
 class NodesMissing(RuntimeError):
@@ -219,23 +221,14 @@ def seeded_class(name: str) -> type:
     return type(f"Seeded{base.__name__}", (SeededSampling, base), namespace)
 
 
-def _builtin_arguments(config: ExperimentConfig) -> dict[str, Callable[[], dict]]:
-    """Keyword arguments of Flower's built-ins that come from the [flower] and [task] sections."""
-    flower = config.flower
-    optimiser = {"eta": flower.server_learning_rate, "eta_l": config.task.learning_rate}
-    malicious = {"num_malicious_nodes": flower.num_malicious}
-    return {
-        "fedavgm": lambda: {
-            "server_learning_rate": flower.server_learning_rate,
-            "server_momentum": flower.server_momentum,
-        },
-        "fedprox": lambda: {"proximal_mu": flower.proximal_mu},
-        "fedadam": lambda: optimiser,
-        "fedyogi": lambda: optimiser,
-        "fedadagrad": lambda: optimiser,
-        "flwr-krum": lambda: malicious,
-        "bulyan": lambda: malicious,
-    }
+def _builtin_arguments(config: ExperimentConfig, entry: FlowerBuiltin) -> dict[str, Any]:
+    """Keyword arguments of a Flower built-in that come from the config (its entry's
+    `config_args`: argument -> "section.key")."""
+    arguments = {}
+    for argument, key in entry.config_args:
+        section, _, name = key.partition(".")
+        arguments[argument] = getattr(getattr(config, section), name)
+    return arguments
 
 
 def strategy_arguments(config: ExperimentConfig, nodes: int | None = None) -> dict[str, Any]:
@@ -259,15 +252,19 @@ def strategy_arguments(config: ExperimentConfig, nodes: int | None = None) -> di
         entry = resolve(name)
     except ValueError as err:
         raise ValueError(f"strategy.name {err}") from None
-    if name == "bulyan" and nodes < 4 * flower.num_malicious + 3:
-        raise ValueError(f"bulyan needs nodes.count >= 4 * flower.num_malicious + 3; got {nodes} nodes")
     if isinstance(entry, Rule):
         sampled = max(int(nodes * flower.fraction_train), minimum)
         who = f"nodes.count = {nodes}" if nodes == config.nodes.count else f"{nodes} nodes up"
         given = f"{who} and flower.fraction_train = {flower.fraction_train} give {sampled}"
         entry.check_enough(strategy.params, sampled, f"round; {given}")
         return {**kwargs, "params": strategy.params}
-    return {**kwargs, **_builtin_arguments(config).get(name, dict)(), **strategy.params}
+    if not isinstance(entry, FlowerBuiltin):  # a mechanism: its own Strategy reads the config
+        return {**kwargs, **strategy.params}
+    arguments = _builtin_arguments(config, entry)
+    if entry.min_nodes is not None and nodes < (needed := entry.min_nodes(arguments)):
+        given = ", ".join(f"{key} = {arguments[argument]}" for argument, key in entry.config_args)
+        raise ValueError(f"strategy {name!r} with {given} needs nodes.count >= {needed}; got {nodes} nodes")
+    return {**kwargs, **arguments, **strategy.params}
 
 
 def build_strategy(
@@ -276,19 +273,13 @@ def build_strategy(
     node_wait: float = 120.0,
     local_names: Iterable[str] = (),
 ) -> Strategy:
-    """The strategy named by config.strategy.name, with seeded sampling over `labels`
-    (node id -> partition id, read at each sampling); a registry rule leaves the model's
-    `local_names` out of its aggregation."""
-    if isinstance(resolve(config.strategy.name), Mechanism):  # "fair", checked with the config
-        from fedgossip.server.fair import FairStrategy
-
-        return FairStrategy(
-            num_nodes=config.nodes.count,
-            params=config.strategy.params,
-            seed=config.experiment.seed,
-            labels=labels if labels is not None else {},
-            node_wait=node_wait,
-        )
+    """The strategy named by config.strategy.name: a mechanism's own (its registry entry's
+    `flower_strategy`), else a rule or built-in with seeded sampling over `labels` (node id ->
+    partition id, read at each sampling); a registry rule leaves the model's `local_names` out of
+    its aggregation."""
+    own = mechanism(config.strategy.name)
+    if own is not None:  # a mechanism builds its own Strategy; its parameters were checked with the config
+        return own.part("flower_strategy")(config, labels if labels is not None else {}, node_wait)
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names

@@ -15,7 +15,8 @@ memory.
   (cosine-gradient Shapley values), :mod:`.stopping` (explore phase), :mod:`.selection`.
 
 :mod:`.registry` names them (in :mod:`.rules`, with the signature both runtimes call), together
-with Flower's built-ins and users' ``package.module:function`` rules.
+with Flower's built-ins and users' ``package.module:function`` rules; :mod:`.mechanisms` names
+the mechanisms (``fair``) and the parts each runtime and the reports use.
 """
 
 from . import fair as _fair  # noqa: F401  (registers the fair-incentive mechanism)

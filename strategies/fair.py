@@ -19,7 +19,8 @@ import numpy as np
 
 from ._typing import FloatArray, NDArrays
 from .contributions import MAX_EXACT_NODES, cosine_shapley, running_mean
-from .registry import Param, choice, integer, real, register_mechanism
+from .mechanisms import register_mechanism
+from .registry import Param, choice, integer, real
 from .selection import select_nodes, selection_probabilities, selection_size
 from .stopping import ExploreStop
 
@@ -86,7 +87,16 @@ def check_nodes(params: Mapping[str, Any], num_nodes: int) -> None:
         raise ValueError(f"strategy.params.ratio: {err}") from None
 
 
-FAIR = register_mechanism("fair", PARAMS, modes=("flower", "gossip"), doc=DOC, check_nodes=check_nodes)
+FAIR = register_mechanism(
+    "fair",
+    PARAMS,
+    doc=DOC,
+    check_nodes=check_nodes,
+    gossip_plan="fedgossip.client.gossip.fair:FairGossip",
+    flower_strategy="fedgossip.server.fair:fair_strategy",
+    report="fedgossip.reports.fair:FairReport",
+    schedules=("sync",),  # its rounds of selection are synchronous
+)
 
 
 def _norm(tensors: Sequence[np.ndarray]) -> float:

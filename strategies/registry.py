@@ -20,10 +20,10 @@ passed unchecked. Every result, ours or a user's, is checked by the one validato
 (:func:`fedgossip.strategies._validation.check_result`) before it is used.
 
 Flower's built-in strategies are declared here by name too (:data:`FLOWER_BUILTINS`, no Flower
-import), so the names allowed in each mode come from this module only. So are the mechanisms
-(:data:`MECHANISMS`, :func:`register_mechanism`): strategies that decide which nodes train on
-which model each round rather than how models merge (``fair``); each runtime that offers one has
-its own adapter over the mechanism's pure code.
+import; each names the config keys its arguments come from), so the names allowed in each mode
+come from this module only. So do the mechanisms' names (:data:`MECHANISMS`): strategies that
+decide which nodes train on which model each round rather than how models merge (``fair``); their
+entry, its parts and how to add one are in :mod:`fedgossip.strategies.mechanisms`.
 """
 
 from __future__ import annotations
@@ -161,46 +161,58 @@ class Rule(Entry):
 class FlowerBuiltin(Entry):
     """One of Flower's built-in strategies (Flower mode only): its class in flwr.serverapp.strategy.
 
-    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``.
+    Its ``params`` are keyword arguments of that class, taken from ``[strategy.params]``; its
+    ``config_args`` are more, each an (argument, config key "section.key" giving its value) pair.
+    ``min_nodes(arguments)``, if given, is the least node count it needs with those (Bulyan).
     """
 
     flower_class: str
-
-
-@dataclass(frozen=True)
-class Mechanism(Entry):
-    """A round protocol (which nodes train on which model), not a merge rule: its ``params`` are
-    checked here; ``check_nodes(params, num_nodes)`` checks them against the node count (raises
-    ValueError); ``doc`` documents it. The runtimes' adapters implement it."""
-
-    doc: str
-    check_nodes: Callable[[Mapping[str, Any], int], None]
+    config_args: tuple[tuple[str, str], ...] = ()
+    min_nodes: Callable[[Mapping[str, Any]], int] | None = None
 
 
 RULES: dict[str, Rule] = {}
 """Our rules by name (filled by :func:`register`)."""
 
-MECHANISMS: dict[str, Mechanism] = {}
-"""Our mechanisms by name (filled by :func:`register_mechanism`)."""
+MECHANISMS: dict[str, Entry] = {}
+"""Our mechanisms by name (filled by :func:`fedgossip.strategies.mechanisms.register_mechanism`)."""
 
 
-def _flower(name: str, flower_class: str, *params: Param) -> FlowerBuiltin:
-    return FlowerBuiltin(name, params, ("flower",), flower_class)
+def _flower(
+    name: str,
+    flower_class: str,
+    *params: Param,
+    config_args: tuple[tuple[str, str], ...] = (),
+    min_nodes: Callable[[Mapping[str, Any]], int] | None = None,
+) -> FlowerBuiltin:
+    return FlowerBuiltin(name, params, ("flower",), flower_class, config_args, min_nodes)
 
+
+_OPTIMISER = (("eta", "flower.server_learning_rate"), ("eta_l", "task.learning_rate"))
+_MALICIOUS = (("num_malicious_nodes", "flower.num_malicious"),)
+_MOMENTUM = (
+    ("server_learning_rate", "flower.server_learning_rate"),
+    ("server_momentum", "flower.server_momentum"),
+)
 
 FLOWER_BUILTINS: dict[str, FlowerBuiltin] = {
     entry.name: entry
     for entry in (
         _flower("fedavg", "FedAvg"),
-        _flower("fedavgm", "FedAvgM"),
-        _flower("fedprox", "FedProx"),
-        _flower("fedadam", "FedAdam"),
-        _flower("fedyogi", "FedYogi"),
-        _flower("fedadagrad", "FedAdagrad"),
+        _flower("fedavgm", "FedAvgM", config_args=_MOMENTUM),
+        _flower("fedprox", "FedProx", config_args=(("proximal_mu", "flower.proximal_mu"),)),
+        _flower("fedadam", "FedAdam", config_args=_OPTIMISER),
+        _flower("fedyogi", "FedYogi", config_args=_OPTIMISER),
+        _flower("fedadagrad", "FedAdagrad", config_args=_OPTIMISER),
         _flower("fedmedian", "FedMedian"),
         _flower("fedtrimmedavg", "FedTrimmedAvg", Param("beta", 0.2, real(0.0, 0.5, high_open=True))),
-        _flower("flwr-krum", "Krum"),  # `krum` is ours, in both modes
-        _flower("bulyan", "Bulyan"),
+        _flower("flwr-krum", "Krum", config_args=_MALICIOUS),  # `krum` is ours, in both modes
+        _flower(
+            "bulyan",
+            "Bulyan",
+            config_args=_MALICIOUS,
+            min_nodes=lambda args: 4 * args["num_malicious_nodes"] + 3,
+        ),
     )
 }
 """Flower's built-ins by fedgossip name (Flower's Krum is `flwr-krum`: `krum` is ours)."""
@@ -218,7 +230,7 @@ def register(
     """
 
     def decorate(function: RuleFunction) -> RuleFunction:
-        _check_new(name)
+        check_new(name)
         signature = inspect.signature(function).parameters.values()
         keywords = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if set(keywords) != set(constraints) or inspect.Parameter.empty in keywords.values():
@@ -233,23 +245,10 @@ def register(
     return decorate
 
 
-def _check_new(name: str) -> None:
+def check_new(name: str) -> None:
+    """ValueError when strategy ``name`` is registered already (a rule, mechanism or built-in)."""
     if name in RULES or name in FLOWER_BUILTINS or name in MECHANISMS:
         raise ValueError(f"strategy {name!r} is registered twice")
-
-
-def register_mechanism(
-    name: str,
-    params: Sequence[Param],
-    *,
-    modes: tuple[str, ...],
-    doc: str,
-    check_nodes: Callable[[Mapping[str, Any], int], None],
-) -> Mechanism:
-    """Register the mechanism ``name`` (see :class:`Mechanism`) and return its entry."""
-    _check_new(name)
-    entry = MECHANISMS[name] = Mechanism(name, tuple(params), modes, doc, check_nodes)
-    return entry
 
 
 def names(mode: str) -> tuple[str, ...]:
@@ -271,7 +270,7 @@ def lookup(name: str) -> Entry:
     ValueError
         When ``name`` is neither registered nor of the form ``package.module:function``.
     """
-    entry = RULES.get(name) or MECHANISMS.get(name) or FLOWER_BUILTINS.get(name)
+    entry = _registered(name)
     if entry is not None:
         return entry
     if is_user_reference(name):
@@ -282,7 +281,11 @@ def lookup(name: str) -> Entry:
     )
 
 
-def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
+def _registered(name: str) -> Entry | None:
+    return RULES.get(name) or MECHANISMS.get(name) or FLOWER_BUILTINS.get(name)
+
+
+def resolve(name: str) -> Entry:
     """The entry ``name``, importing a user's ``package.module:function`` (from the working
     directory or ``sys.path``) into a :class:`Rule` with unchecked parameters.
 
@@ -291,9 +294,10 @@ def resolve(name: str) -> Rule | FlowerBuiltin | Mechanism:
     ValueError
         As :func:`lookup`, or when the module cannot be imported or has no such function.
     """
-    entry = lookup(name)
-    if isinstance(entry, (Rule, FlowerBuiltin, Mechanism)):
-        return entry
+    registered = _registered(name)
+    if registered is not None:
+        return registered
+    lookup(name)  # ValueError unless of the form package.module:function
     return _user_rule(name)
 
 

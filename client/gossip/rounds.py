@@ -1,7 +1,8 @@
 """What a gossip peer's round loop asks of its strategy besides training: the round's learner
 (a streamed task's data), which neighbours get the model, how the models merge, and what the
 round's record adds. `RoundPlan` is every merge rule's plan; `round_plan` picks the plan of a
-config (fair incentives have their own, `fedgossip.client.gossip.fair.FairGossip`).
+config: a mechanism's own (its registry entry's `gossip_plan`, a `RoundPlan` subclass; fair
+incentives: `fedgossip.client.gossip.fair.FairGossip`).
 
 Per round the peer calls, in this order: `learner` (before training), `recipients` (before
 pushing: the others get a notice that no model comes), `merge` (every round, even when nothing
@@ -19,6 +20,7 @@ from fedgossip.client.gossip.merge import merge_models
 from fedgossip.client.gossip.transport.wire import ModelMessage
 from fedgossip.config import ExperimentConfig
 from fedgossip.strategies import Outcome
+from fedgossip.strategies.mechanisms import mechanism
 from fedgossip.tasks import Learner, stream_learner
 
 
@@ -68,9 +70,7 @@ class RoundPlan:
 
 
 def round_plan(config: ExperimentConfig, node: int, neighbours: Sequence[int]) -> RoundPlan:
-    """The plan of `config`'s strategy for peer `node`."""
-    if config.strategy.name == "fair":
-        from fedgossip.client.gossip.fair import FairGossip
-
-        return FairGossip(config, node, neighbours)
-    return RoundPlan(config, node, neighbours)
+    """The plan of `config`'s strategy for peer `node`: its mechanism's, or the merge rules'."""
+    own = mechanism(config.strategy.name)
+    plan = RoundPlan if own is None else own.part("gossip_plan")
+    return plan(config, node, neighbours)

@@ -24,7 +24,7 @@ from fedgossip.reports import (
     run_table,
     write_summary,
 )
-from fedgossip.reports.fair import plot_fair
+from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import SUMMARY, read_consensus
 from fedgossip.tasks.stream import wrap_notice
 
@@ -75,9 +75,10 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         consensus_title = f"{config.experiment.name}: consensus distance"
         consensus = read_consensus(out_dir, records)
         results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
-        if config.strategy.name == "fair":
-            fair_title = f"{config.experiment.name}: fair incentives"
-            results.save("fair.png", lambda path: plot_fair(records, config.to_dict(), path, fair_title))
+        report = mechanism_report(config.strategy.name)
+        if report is not None:  # a mechanism's own plot, e.g. fair incentives' fair.png
+            own_title, plain = f"{config.experiment.name}: {report.title}", config.to_dict()
+            results.save(f"{report.name}.png", lambda path: report.plot(records, plain, path, own_title))
         console.print(run_table(summary, title=config.experiment.name))
         console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
         for warning in results.warnings:

@@ -21,7 +21,7 @@ from fedgossip.launcher.flower.processes import stop_supernode
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child
 from fedgossip.scenario.churn import ChurnPlan
-from fedgossip.strategies.registry import Mechanism, resolve
+from fedgossip.strategies.mechanisms import mechanism
 
 
 def check_churn(config: ExperimentConfig, plan: ChurnPlan) -> None:
@@ -32,7 +32,7 @@ def check_churn(config: ExperimentConfig, plan: ChurnPlan) -> None:
     if not plan:
         return
     count = config.nodes.count
-    if isinstance(resolve(config.strategy.name), Mechanism):
+    if mechanism(config.strategy.name) is not None:
         raise ValueError(
             f"scenario churn: strategy.name {config.strategy.name!r} waits for every node each round; "
             "Flower-mode churn runs the other strategies"
