@@ -10,62 +10,16 @@ import queue
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.runs.engines import NodeProcess, ProcessGroup
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.forkserver import ForkedChild, preload_for, start_fork_server
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 
 Starter = Callable[[str, str, Sequence[str], Path], "Child | ForkedChild"]
 """start(name, module, args, log_path): a node process running `python -m module args`."""
-
-
-class NodeProcess(Protocol):
-    """What the launcher needs of a node process, wherever it runs (`processes.Child`)."""
-
-    name: str
-    pid: int
-
-    def terminate(self) -> None: ...
-
-    def stop(self, grace: float = ...) -> int: ...
-
-    def log_tail(self, lines: int = ...) -> str: ...
-
-
-@dataclass(frozen=True)
-class ProcessGroup:
-    """The nodes one process hosts, and the module and arguments it runs."""
-
-    nodes: tuple[int, ...]
-    configs: tuple[Path, ...]
-
-    @property
-    def name(self) -> str:
-        """node-N for a process of one peer (its log: logs/node-N.log), nodes-A-B for several."""
-        first, last = self.nodes[0], self.nodes[-1]
-        return f"node-{first}" if len(self.nodes) == 1 else f"nodes-{first}-{last}"
-
-    @property
-    def command(self) -> tuple[str, list[str]]:
-        """(module, args) of the process: one peer (client/gossip/peer.py) or a host of several
-        (client/gossip/host.py)."""
-        module = "fedgossip.client.gossip.peer" if len(self.nodes) == 1 else "fedgossip.client.gossip.host"
-        return module, [str(path) for path in self.configs]
-
-    def node_of(self, event: dict[str, Any]) -> int | None:
-        """The node an event of this process is about: the node it names if this process hosts it;
-        for a process of one peer, that peer (its config errors name no node); else None."""
-        node = event.get("node")
-        if isinstance(node, int) and not isinstance(node, bool) and node in self.nodes:
-            return node
-        return self.nodes[0] if len(self.nodes) == 1 else None
-
-    def label(self, node: int | None) -> str:
-        """How errors name the node (or, for an event naming none, the process)."""
-        return f"node {node}" if node is not None else f"process {self.name}"
 
 
 def process_groups(node_configs: Sequence[Path], per_process: int) -> dict[str, ProcessGroup]:

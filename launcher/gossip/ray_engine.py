@@ -35,7 +35,7 @@ from typing import Any
 from fedgossip.client.gossip.actor import ActorHost, NodeBundle, Placement
 from fedgossip.client.gossip.transport.security import is_loopback
 from fedgossip.config import ExperimentConfig
-from fedgossip.launcher.gossip.placement import ProcessGroup
+from fedgossip.launcher.runs.engines import ProcessGroup
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import import_path, log_tail
 

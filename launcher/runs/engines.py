@@ -19,14 +19,60 @@ import queue
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fedgossip.base.loading import load_callable
 from fedgossip.config import ExperimentConfig
 
 if TYPE_CHECKING:
-    from fedgossip.launcher.gossip.placement import NodeProcess, ProcessGroup
     from fedgossip.launcher.runs.results import ResultsFolder
+
+
+class NodeProcess(Protocol):
+    """What the launcher needs of a node process, wherever it runs (`processes.Child`)."""
+
+    name: str
+    pid: int
+
+    def terminate(self) -> None: ...
+
+    def stop(self, grace: float = ...) -> int: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """The nodes one process hosts, and the module and arguments it runs."""
+
+    nodes: tuple[int, ...]
+    configs: tuple[Path, ...]
+
+    @property
+    def name(self) -> str:
+        """node-N for a process of one peer (its log: logs/node-N.log), nodes-A-B for several."""
+        first, last = self.nodes[0], self.nodes[-1]
+        return f"node-{first}" if len(self.nodes) == 1 else f"nodes-{first}-{last}"
+
+    @property
+    def command(self) -> tuple[str, list[str]]:
+        """(module, args) of the process: one peer (client/gossip/peer.py) or a host of several
+        (client/gossip/host.py)."""
+        module = "fedgossip.client.gossip.peer" if len(self.nodes) == 1 else "fedgossip.client.gossip.host"
+        return module, [str(path) for path in self.configs]
+
+    def node_of(self, event: dict[str, Any]) -> int | None:
+        """The node an event of this process is about: the node it names if this process hosts it;
+        for a process of one peer, that peer (its config errors name no node); else None."""
+        node = event.get("node")
+        if isinstance(node, int) and not isinstance(node, bool) and node in self.nodes:
+            return node
+        return self.nodes[0] if len(self.nodes) == 1 else None
+
+    def label(self, node: int | None) -> str:
+        """How errors name the node (or, for an event naming none, the process)."""
+        return f"node {node}" if node is not None else f"process {self.name}"
 
 
 class GossipEngine(Protocol):
