@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.schema import records as schema
-from fedgossip.schema.records import Record
+from fedgossip.schema.fields import SERVER, Record, consensus_problem
+from fedgossip.schema.lines import read_lines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,7 +23,7 @@ CONSENSUS = "consensus.jsonl"
 
 
 def read_records(run_dir: str | Path) -> list[Record]:
-    """Every valid metrics record of a run (`fedgossip.schema.records`); a torn line (a run killed
+    """Every valid metrics record of a run (`fedgossip.schema.fields`); a torn line (a run killed
     mid-write, a full disk, even cut inside a character), a line that is not a JSON object and a
     malformed record are skipped, not fatal."""
     path = Path(run_dir) / METRICS
@@ -58,14 +59,14 @@ def read_consensus(run_dir: str | Path, records: list[Record]) -> list[dict[str,
     malformed lines are skipped."""
     path = Path(run_dir) / CONSENSUS
     if path.exists():
-        entries: list[dict[str, Any]] = schema.read_lines(path)
+        entries: list[dict[str, Any]] = read_lines(path)
     else:
         entries = [
             {key: r.get(key) for key in ("round", "time_s", "consensus_distance", "consensus_models")}
             for r in records
-            if r.get("node") == schema.SERVER and "consensus_distance" in r
+            if r.get("node") == SERVER and "consensus_distance" in r
         ]
-    valid = [e for e in entries if schema.consensus_problem(e) is None]
+    valid = [e for e in entries if consensus_problem(e) is None]
     return sorted(valid, key=lambda e: e["round"])
 
 

@@ -88,6 +88,7 @@ def preload_for(model: str, dataset: str = "") -> Preload:
         "fedgossip.strategies.diagnostics",
         "fedgossip.proto.gossip_pb2",
         "fedgossip.schema.records",
+        "fedgossip.schema.events",
         "fedgossip.base.signals",
     ]
     return Preload(tuple(modules), (dataset,) if dataset in RAW_DATASETS else ())
