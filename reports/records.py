@@ -1,4 +1,5 @@
-"""Reading a results folder: the metrics records and the resolved config."""
+"""Reading a results folder: the metrics records, the consensus distance and the resolved config
+(read through `fedgossip.config`, so a report means by each key what the run did)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fedgossip.config import ExperimentConfig, config_from_dict
 from fedgossip.schema import records as schema
 from fedgossip.schema.fields import SERVER, Record, consensus_problem
 from fedgossip.schema.lines import read_lines
@@ -20,6 +22,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.toml"
 CONSENSUS = "consensus.jsonl"
+DEFAULT_TARGET = 0.9  # the target accuracy of a run whose config cannot be read
 
 
 def read_records(run_dir: str | Path) -> list[Record]:
@@ -32,8 +35,22 @@ def read_records(run_dir: str | Path) -> list[Record]:
     return schema.read_records(path)
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved config of a run, as a plain dict ({} if it has none)."""
+def read_config(run_dir: str | Path) -> ExperimentConfig | None:
+    """The resolved config of a run, read and validated by `fedgossip.config` as the run was.
+
+    None when the folder has none, or it cannot be read or no longer validates (a torn file, a key
+    this fedgossip does not know, a user's strategy not importable here): the reports then say what
+    the records alone say (the folder's name, gossip mode, no scenario, `DEFAULT_TARGET`)."""
+    try:
+        table = read_config_table(run_dir)
+        return config_from_dict(table) if table else None
+    except ValueError:
+        return None
+
+
+def read_config_table(run_dir: str | Path) -> dict[str, Any]:
+    """The config.toml of a run as written, a plain dict ({} if it has none); ValueError if it
+    cannot be read or is not TOML. (A sweep compares it with the config it would run.)"""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return {}
@@ -41,6 +58,12 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         return tomllib.loads(_read(path).decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"{path} is not a valid config: {err}") from None
+
+
+def config_table(config: ExperimentConfig | None) -> dict[str, Any]:
+    """`config` as a plain nested dict, defaults included ({} without one), for report parts that
+    take the table (the fair incentives' figures)."""
+    return config.to_dict() if config is not None else {}
 
 
 def _read(path: Path) -> bytes:
