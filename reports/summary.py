@@ -70,7 +70,13 @@ def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, 
     """What a run's config says of it in its summary and a comparison: name, mode, Flower engine,
     strategy, nodes, gossip schedule (a run whose config cannot be read: its folder's name, gossip)."""
     if config is None:
-        said = {"name": run_dir.name, "mode": "gossip", "engine": None, "strategy": None, "nodes": None}
+        said: dict[str, Any] = {
+            "name": run_dir.name,
+            "mode": "gossip",
+            "engine": None,
+            "strategy": None,
+            "nodes": None,
+        }
     else:
         said = {
             "name": config.experiment.name,

@@ -77,8 +77,9 @@ def test_encode_refuses_nan_which_json_cannot_carry():
 
 
 def test_decode_event_keeps_known_kinds_and_turns_a_malformed_record_into_an_error():
-    good = jsonl.encode(events.record_event(_record()))
-    assert events.decode_event(good, events.PEER_EVENTS)["record"] == json.loads(jsonl.encode(_record()))
+    record = _record()
+    good = jsonl.encode(events.record_event(record))
+    assert events.decode_event(good, events.PEER_EVENTS)["record"] == json.loads(jsonl.encode(record))
     assert events.decode_event(b'{"type": "launch"}', events.PEER_EVENTS) is None
     assert events.decode_event(b"not json", events.PEER_EVENTS) is None
     assert events.decode_event(b"[1]", events.PEER_EVENTS) is None
