@@ -40,7 +40,7 @@ from fedgossip.base.flower_protocol import load_model
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import descendants
 from fedgossip.reports import read_records
-from fedgossip.schema.records import read_lines
+from fedgossip.schema.lines import read_lines
 
 DEPLOYMENT = [
     "experiment.mode=flower",

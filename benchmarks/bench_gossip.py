@@ -31,7 +31,7 @@ import numpy as np
 from fedgossip.base.ports import free_ports
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.reports import read_records
-from fedgossip.schema.records import decode
+from fedgossip.schema.lines import decode
 
 P2PFL_SECONDS_PER_ROUND = {3: 5.0, 8: 10.0}
 MODELS = {"digits": ("linear", "mlp"), "hf": ("mlp", "lenet5")}

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.reports.mechanisms import Config, MechanismReport, Records
+from fedgossip.config import ExperimentConfig
+from fedgossip.reports.mechanisms import MechanismReport, Records
 from fedgossip.reports.records import by_round, node_records
 from fedgossip.tasks.heterogeneity import node_level
 
@@ -25,12 +26,11 @@ def pearson(x: list[float], y: list[float]) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def node_noise(config: dict[str, Any]) -> tuple[str, list[float]]:
+def node_noise(config: ExperimentConfig) -> tuple[str, list[float]]:
     """Which noise makes nodes unequal ("label", "feature" or "none") and each node's level."""
-    task, count = config.get("task", {}), int(config.get("nodes", {}).get("count", 0))
+    count = config.nodes.count
     for kind in ("label", "feature"):
-        value = task.get(f"{kind}_noise", 0.0)
-        setting = tuple(value) if isinstance(value, list) else float(value)
+        setting = getattr(config.task, f"{kind}_noise")
         levels = [node_level(f"task.{kind}_noise", setting, i, count) for i in range(count)]
         if any(levels):
             return kind, levels
@@ -110,7 +110,7 @@ def local_psi_noise(views: dict[int, dict[int, float]], noise: list[float]) -> f
     return float(np.mean(kept)) if kept else None
 
 
-def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
+def fair_summary(records: list[dict[str, Any]], config: ExperimentConfig) -> dict[str, Any] | None:
     """The fair object of a fair-incentive run's summary.json (None when no node recorded an
     accuracy):
 
@@ -157,7 +157,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
         trend = float(np.polyfit(list(spreads), list(spreads.values()), 1)[0])
     values = list(spreads.values())
     trajectory = psi_noise_by_round(rows, noise)
-    chunks = int(config.get("task", {}).get("stream_chunks", 0)) or max(trajectory, default=0)
+    chunks = config.task.stream_chunks or max(trajectory, default=0)
     fresh = [t for t in trajectory if t <= chunks]
     views = gossip_views(rows)
     gossip = {}
@@ -168,7 +168,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
             "explore_rounds_per_peer": [min(own), max(own)],
         }
     return {
-        "selection": config.get("strategy", {}).get("params", {}).get("selection", "fair"),
+        "selection": config.strategy.params["selection"],
         "explore_rounds": len(explore),
         "exploit_rounds": len({r["round"] for r in exploit_rows}),
         "fairness": _round(pearson([psi[n] for n in known], [accuracy[n] for n in known])),
@@ -207,7 +207,7 @@ def fair_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[
 FAIR_FIGURES = ("psi_noise_correlation", "fairness", "spread_trend_per_round", "std_end")
 
 
-def fair_figures(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+def fair_figures(records: list[dict[str, Any]], config: ExperimentConfig) -> dict[str, Any]:
     """The headline figures of `fair_summary`, flat (the comparison's columns): the selection,
     psi-noise correlation, fairness, and equality's spread trend and final std; None each when
     it has none."""
@@ -241,20 +241,20 @@ class FairReport(MechanismReport):
         ("acc std at end", "std_end", ".3f"),
     )
 
-    def summary(self, records: Records, config: Config) -> dict[str, Any] | None:
+    def summary(self, records: Records, config: ExperimentConfig) -> dict[str, Any] | None:
         """`fair_summary`."""
         return fair_summary(records, config)
 
-    def figures(self, records: Records, config: Config) -> dict[str, Any]:
+    def figures(self, records: Records, config: ExperimentConfig) -> dict[str, Any]:
         """`fair_figures`."""
         return fair_figures(records, config)
 
-    def plot(self, records: Records, config: Config, path: str | Path, title: str) -> Path:
+    def plot(self, records: Records, config: ExperimentConfig, path: str | Path, title: str) -> Path:
         """`plot_fair`."""
         return plot_fair(records, config, path, title)
 
 
-def plot_fair(records: list[dict[str, Any]], config: dict[str, Any], path: str | Path, title: str) -> Path:
+def plot_fair(records: list[dict[str, Any]], config: ExperimentConfig, path: str | Path, title: str) -> Path:
     """Left: each node's own-model accuracy per round, coloured by its noise level, the end of the
     explore phase dashed. Middle: final psi against noise level. Right: per explore round, the
     correlation of noise with psi_t and with the round's update norms (`draw_trajectory`)."""
@@ -283,7 +283,9 @@ def draw_trajectory(axis: Any, rows: list[dict[str, Any]], noise: list[float], c
     axis.legend(fontsize=7)
 
 
-def draw_fair(axes: Sequence[Any], records: list[dict[str, Any]], config: dict[str, Any], title: str) -> None:
+def draw_fair(
+    axes: Sequence[Any], records: list[dict[str, Any]], config: ExperimentConfig, title: str
+) -> None:
     """Draw `plot_fair`'s three panels on `axes` (curves, scatter, trajectory)."""
     curves, scatter, trajectory = axes
     from fedgossip.reports.plots import _pyplot
@@ -320,4 +322,4 @@ def draw_fair(axes: Sequence[Any], records: list[dict[str, Any]], config: dict[s
     measure = "psi: mean of the neighbours' psi" if gossip_views(rows) else "psi (mean contribution)"
     scatter.set(xlabel=f"{kind} noise level", ylabel=measure, title="contribution vs noise")
     scatter.grid(alpha=0.3)
-    draw_trajectory(trajectory, rows, noise, int(config.get("task", {}).get("stream_chunks", 0)))
+    draw_trajectory(trajectory, rows, noise, config.task.stream_chunks)

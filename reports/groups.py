@@ -16,10 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.config import ExperimentConfig
 from fedgossip.reports.mechanisms import mechanism_figures, mechanism_reports
-from fedgossip.reports.records import read_config, read_records
+from fedgossip.reports.records import DEFAULT_TARGET, config_table, read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
-from fedgossip.reports.summary import accuracy_summary, mode_label, read_summary, round_curve, schedule_of
+from fedgossip.reports.summary import (
+    accuracy_summary,
+    config_figures,
+    mode_label,
+    read_summary,
+    round_curve,
+    schedule_of,
+)
 
 SEED_SUFFIX = re.compile(r"(^|_)seed=\d+$")  # a sweep's run is named <grid point>_seed=<seed>
 STATUS_SEVERITY = ("complete", "degraded", "partial", "unknown", "interrupted", "failed")
@@ -78,7 +86,7 @@ class Run:
 
     path: Path
     seed: int | None
-    config: dict[str, Any]
+    config: ExperimentConfig | None  # None: its config.toml is missing or unreadable
     figures: dict[str, Any]
     curve: dict[int, tuple[float, float]]  # round -> (mean accuracy over nodes, seconds)
 
@@ -91,23 +99,18 @@ def load_run(path: Path, target: float | None = None) -> Run:
     """Read one results folder; `target` overrides the config's target accuracy."""
     config = read_config(path)
     records = read_records(path)
-    experiment = dict(config.get("experiment", {}))
-    seed = experiment.pop("seed", None)
-    goal = float(target if target is not None else experiment.get("target_accuracy", 0.9))
+    own_target = config.experiment.target_accuracy if config is not None else DEFAULT_TARGET
+    goal = float(target if target is not None else own_target)
     figures = {
-        "name": experiment.get("name", path.name),
-        "mode": experiment.get("mode", "gossip"),
-        "engine": config.get("flower", {}).get("engine") if experiment.get("mode") == "flower" else None,
-        "strategy": config.get("strategy", {}).get("name"),
-        "nodes": config.get("nodes", {}).get("count"),
-        "schedule": schedule_of(config),
+        **config_figures(config, path),
         **_launcher_info(path),
         **accuracy_summary(records, goal, schedule_of(config)),
         **scenario_summary(records, config),
         **mechanism_figures(records, config),
         "target_accuracy": goal,
     }
-    return Run(path, seed, {**config, "experiment": experiment}, figures, round_curve(records))
+    seed = config.experiment.seed if config is not None else None
+    return Run(path, seed, config, figures, round_curve(records))
 
 
 def _launcher_info(path: Path) -> dict[str, Any]:
@@ -188,7 +191,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     number) where two groups would share one."""
     groups: list[tuple[str, Group]] = []
     for run in runs:
-        key = json.dumps(run.config, sort_keys=True, default=str)
+        key = _config_key(run.config)
         group = next((g for k, g in groups if k == key), None)
         if group is None:
             group = Group(SEED_SUFFIX.sub("", run.path.name) or str(run.figures["name"]))
@@ -199,6 +202,13 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         group.runs.sort(key=lambda run: (run.seed is None, run.seed or 0, run.path.name))
     _unique_labels(result)
     return result
+
+
+def _config_key(config: ExperimentConfig | None) -> str:
+    """What runs of one group share: their whole config but experiment.seed, as JSON."""
+    table = config_table(config)
+    table.get("experiment", {}).pop("seed", None)
+    return json.dumps(table, sort_keys=True, default=str)
 
 
 def _unique_labels(groups: list[Group]) -> None:

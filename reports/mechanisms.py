@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedgossip.config import ExperimentConfig
 from fedgossip.strategies.mechanisms import mechanism, mechanisms
 
 Records = list[dict[str, Any]]
-Config = dict[str, Any]
 
 
 class MechanismReport(ABC):
@@ -37,15 +37,15 @@ class MechanismReport(ABC):
         self.name = name
 
     @abstractmethod
-    def summary(self, records: Records, config: Config) -> dict[str, Any] | None:
+    def summary(self, records: Records, config: ExperimentConfig) -> dict[str, Any] | None:
         """summary.json's object under the mechanism's name (None: nothing to summarise)."""
 
     @abstractmethod
-    def figures(self, records: Records, config: Config) -> dict[str, Any]:
+    def figures(self, records: Records, config: ExperimentConfig) -> dict[str, Any]:
         """The run's `labels` and `stats` figures (None each when there is nothing to report)."""
 
     @abstractmethod
-    def plot(self, records: Records, config: Config, path: str | Path, title: str) -> Path:
+    def plot(self, records: Records, config: ExperimentConfig, path: str | Path, title: str) -> Path:
         """Draw the run's plot (NAME.png) into `path`, titled `title`."""
 
     def no_figures(self) -> dict[str, Any]:
@@ -66,9 +66,10 @@ def mechanism_reports() -> list[MechanismReport]:
     return [entry.part("report")(entry.name) for entry in mechanisms()]
 
 
-def mechanism_figures(records: Records, config: Config) -> dict[str, Any]:
-    """A run's figures of every registered mechanism: its own mechanism's, None for the others'."""
-    strategy = config.get("strategy", {}).get("name")
+def mechanism_figures(records: Records, config: ExperimentConfig | None) -> dict[str, Any]:
+    """A run's figures of every registered mechanism: its own mechanism's, None for the others'
+    (and for a run whose config cannot be read)."""
+    strategy = None if config is None else config.strategy.name
     return {
         key: value
         for report in mechanism_reports()

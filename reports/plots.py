@@ -11,6 +11,7 @@ import numpy as np
 from fedgossip.reports.records import by_round, node_records
 
 if TYPE_CHECKING:
+    from fedgossip.config import ScenarioSection
     from fedgossip.reports.groups import Group
 
 
@@ -169,10 +170,16 @@ def plot_final(groups: Sequence[Group], path: str | Path) -> Path:
 
 def attacker_fraction(group: Group) -> float | None:
     """The group's scenario.attacker_fraction when it has an attack (None: no attack, or ids)."""
-    scenario = group.runs[0].config.get("scenario", {})
-    if scenario.get("attack", "none") == "none" or scenario.get("attackers"):
+    scenario = _fraction_attack(group)
+    return scenario.attacker_fraction if scenario is not None else None
+
+
+def _fraction_attack(group: Group) -> ScenarioSection | None:
+    """The group's scenario if a share of its nodes attack (not named ids), else None."""
+    config = group.runs[0].config
+    if config is None or config.scenario.attack == "none" or config.scenario.attackers:
         return None
-    return float(scenario.get("attacker_fraction", 0.0))
+    return config.scenario
 
 
 def plot_robustness(groups: Sequence[Group], path: str | Path) -> Path:
@@ -182,11 +189,12 @@ def plot_robustness(groups: Sequence[Group], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lines: dict[str, list[tuple[float, float, float, float | None]]] = {}
     for group in groups:
-        fraction = attacker_fraction(group)
+        scenario = _fraction_attack(group)
         honest = group.stat("honest_mean_accuracy")
-        if fraction is None or honest.mean is None:
+        if scenario is None or honest.mean is None:
             continue
-        label = f"{group.first['strategy']} ({group.runs[0].config['scenario']['attack']})"
+        fraction = scenario.attacker_fraction
+        label = f"{group.first['strategy']} ({scenario.attack})"
         success = group.stat("attack_success_rate").mean
         lines.setdefault(label, []).append((fraction, honest.mean, honest.std or 0.0, success))
     for label, points in sorted(lines.items()):

@@ -1,4 +1,5 @@
-"""Reading a results folder: the metrics records and the resolved config."""
+"""Reading a results folder: the metrics records, the consensus distance and the resolved config
+(read through `fedgossip.config`, so a report means by each key what the run did)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fedgossip.config import ExperimentConfig, config_from_dict
 from fedgossip.schema import records as schema
-from fedgossip.schema.records import Record
+from fedgossip.schema.fields import SERVER, Record, consensus_problem
+from fedgossip.schema.lines import read_lines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,10 +22,11 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.toml"
 CONSENSUS = "consensus.jsonl"
+DEFAULT_TARGET = 0.9  # the target accuracy of a run whose config cannot be read
 
 
 def read_records(run_dir: str | Path) -> list[Record]:
-    """Every valid metrics record of a run (`fedgossip.schema.records`); a torn line (a run killed
+    """Every valid metrics record of a run (`fedgossip.schema.fields`); a torn line (a run killed
     mid-write, a full disk, even cut inside a character), a line that is not a JSON object and a
     malformed record are skipped, not fatal."""
     path = Path(run_dir) / METRICS
@@ -31,8 +35,22 @@ def read_records(run_dir: str | Path) -> list[Record]:
     return schema.read_records(path)
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved config of a run, as a plain dict ({} if it has none)."""
+def read_config(run_dir: str | Path) -> ExperimentConfig | None:
+    """The resolved config of a run, read and validated by `fedgossip.config` as the run was.
+
+    None when the folder has none, or it cannot be read or no longer validates (a torn file, a key
+    this fedgossip does not know, a user's strategy not importable here): the reports then say what
+    the records alone say (the folder's name, gossip mode, no scenario, `DEFAULT_TARGET`)."""
+    try:
+        table = read_config_table(run_dir)
+        return config_from_dict(table) if table else None
+    except ValueError:
+        return None
+
+
+def read_config_table(run_dir: str | Path) -> dict[str, Any]:
+    """The config.toml of a run as written, a plain dict ({} if it has none); ValueError if it
+    cannot be read or is not TOML. (A sweep compares it with the config it would run.)"""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return {}
@@ -40,6 +58,12 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         return tomllib.loads(_read(path).decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"{path} is not a valid config: {err}") from None
+
+
+def config_table(config: ExperimentConfig | None) -> dict[str, Any]:
+    """`config` as a plain nested dict, defaults included ({} without one): what groups of runs
+    compare to tell their configs apart."""
+    return config.to_dict() if config is not None else {}
 
 
 def _read(path: Path) -> bytes:
@@ -58,14 +82,14 @@ def read_consensus(run_dir: str | Path, records: list[Record]) -> list[dict[str,
     malformed lines are skipped."""
     path = Path(run_dir) / CONSENSUS
     if path.exists():
-        entries: list[dict[str, Any]] = schema.read_lines(path)
+        entries: list[dict[str, Any]] = read_lines(path)
     else:
         entries = [
             {key: r.get(key) for key in ("round", "time_s", "consensus_distance", "consensus_models")}
             for r in records
-            if r.get("node") == schema.SERVER and "consensus_distance" in r
+            if r.get("node") == SERVER and "consensus_distance" in r
         ]
-    valid = [e for e in entries if schema.consensus_problem(e) is None]
+    valid = [e for e in entries if consensus_problem(e) is None]
     return sorted(valid, key=lambda e: e["round"])
 
 

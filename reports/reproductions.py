@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.config import ExperimentConfig
 from fedgossip.reports.fair import draw_fair, fair_summary
 from fedgossip.reports.groups import Group, Stat, load_run
 from fedgossip.reports.plots import _pyplot, _save, plot_comparison, plot_seed_bands, variance_curves
-from fedgossip.reports.records import METRICS, node_records, read_config, read_records
+from fedgossip.reports.records import METRICS, node_records, read_records
 from fedgossip.reports.summary import first_reaching
 from fedgossip.reports.tables import markdown_pipe_table, stat_text
 
@@ -76,8 +77,7 @@ def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
     flag = "" if plan["setting"] == "default" else f" --{plan['setting']}"
     if plan["seeds"] != plan.get("default_seeds", plan["seeds"]):
         flag += f" --seeds {plan['seeds']}"
-    config = next((g.runs[0].config for g in groups if g.runs), {})
-    task, nodes = config.get("task", {}), config.get("nodes", {})
+    config = next((g.runs[0].config for g in groups if g.runs), None)
     return [
         f"# {plan['title']}",
         "",
@@ -88,11 +88,7 @@ def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
         "",
         f"- Scale: {plan['scale']}.",
         f"- Base config `{plan['config']}` with `{' '.join(plan['overrides']) or '(no overrides)'}`: "
-        f"{nodes.get('count')} nodes, {config.get('experiment', {}).get('rounds')} rounds, "
-        f"dataset `{task.get('dataset')}`, model `{task.get('model')}`, partition `{task.get('partition')}`"
-        f" (alpha {task.get('alpha')}), init `{task.get('init')}`, {task.get('local_epochs')} local "
-        f"epoch(s) of batches of {task.get('batch_size')}, SGD lr {task.get('learning_rate')}, momentum "
-        f"{task.get('momentum')}, weight decay {task.get('weight_decay')}.",
+        f"{_setting(config)}.",
         f"- Seeds: {plan['seeds']} (experiment.seed {', '.join(str(r.seed) for r in _first_runs(groups))}).",
         f"- Wall time: {_runs_wall_s(groups):.0f} s for the runs, one after another; the last "
         f"`fedgossip reproduce` call took {plan.get('wall_time_s', 0):.0f} s (runs already finished "
@@ -109,6 +105,20 @@ def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
             for m in plan["skipped"]
         ),
     ]
+
+
+def _setting(config: ExperimentConfig | None) -> str:
+    """The nodes, rounds and learning task of a run's config, in a sentence."""
+    if config is None:
+        return "(the runs' config.toml is missing or unreadable)"
+    task = config.task
+    return (
+        f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
+        f"dataset `{task.dataset}`, model `{task.model}`, partition `{task.partition}`"
+        f" (alpha {task.alpha}), init `{task.init}`, {task.local_epochs} local "
+        f"epoch(s) of batches of {task.batch_size}, SGD lr {task.learning_rate}, momentum "
+        f"{task.momentum}, weight decay {task.weight_decay}"
+    )
 
 
 def _runs_wall_s(groups: Sequence[Group]) -> float:
@@ -271,8 +281,7 @@ def fair_incentives(
     first seed, and the numbers against the issue's targets."""
     name = plan["name"]
     summaries = {
-        g.label: [fair_summary(read_records(run.path), read_config(run.path)) for run in g.runs]
-        for g in groups
+        g.label: [fair_summary(read_records(run.path), run.config) for run in g.runs] for g in groups
     }
     header = ["method", "seeds", *(label for label, _, _ in FAIR_FIELDS), "final mean acc", "final min acc"]
     cells = []
@@ -338,7 +347,7 @@ def plot_fair_methods(groups: Sequence[Group], path: Path) -> Path:
     )
     for row, group in zip(axes, shown, strict=True):
         run = group.runs[0]
-        draw_fair(row, read_records(run.path), read_config(run.path), f"{group.label} (seed {run.seed})")
+        draw_fair(row, read_records(run.path), run.config, f"{group.label} (seed {run.seed})")
     return _save(fig, path)
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.config import ScenarioSection
-from fedgossip.config.experiment import build_section
+from fedgossip.config import ExperimentConfig
 from fedgossip.reports.records import node_records
 from fedgossip.scenario.roles import chosen
 
@@ -26,40 +25,41 @@ def last_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return last
 
 
-def config_attackers(config: dict[str, Any]) -> set[int]:
-    """The attackers the run's resolved config names (none without an attack, or if unreadable)."""
-    table, count = config.get("scenario"), config.get("nodes", {}).get("count")
-    if not table or table.get("attack", "none") == "none" or not isinstance(count, int):
+def config_attackers(config: ExperimentConfig | None) -> set[int]:
+    """The attackers the run's resolved config names (none without an attack, or without a config)."""
+    if config is None or config.scenario.attack == "none":
         return set()
-    try:
-        scenario = build_section(ScenarioSection, table, "scenario")
-    except ValueError:
-        return set()
-    return set(chosen(scenario, "attackers", count, int(config.get("experiment", {}).get("seed", 0))))
+    return set(chosen(config.scenario, "attackers", config.nodes.count, config.experiment.seed))
 
 
-def scenario_label(config: dict[str, Any]) -> str:
+def scenario_label(config: ExperimentConfig | None) -> str:
     """A short name of the run's scenario, e.g. "sign-flip 20%, loss 0.1", or "none"."""
-    s = config.get("scenario", {})
+    if config is None:
+        return "none"
+    s = config.scenario
     parts = []
-    if s.get("attack", "none") != "none":
-        who = f"{s['attacker_fraction']:.0%}" if not s.get("attackers") else f"nodes {s['attackers']}"
-        parts.append(f"{s['attack']} {who}")
-    for key, unit in (("loss", ""), ("delay_ms", "ms"), ("bandwidth_mbps", "Mbit/s")):
-        if s.get(key):
-            parts.append(f"{key.split('_')[0]} {s[key]:g}{unit}")
-    if s.get("partition_groups"):
-        parts.append(f"partition {s['partition_groups']} groups")
-    if (s.get("crash_round") and (s.get("crash") or s.get("crash_fraction"))) or s.get("crash_rate"):
+    if s.attack != "none":
+        who = f"nodes {list(s.attackers)}" if s.attackers else f"{s.attacker_fraction:.0%}"
+        parts.append(f"{s.attack} {who}")
+    for name, value, unit in (
+        ("loss", s.loss, ""),
+        ("delay", s.delay_ms, "ms"),
+        ("bandwidth", s.bandwidth_mbps, "Mbit/s"),
+    ):
+        if value:
+            parts.append(f"{name} {value:g}{unit}")
+    if s.partition_groups:
+        parts.append(f"partition {s.partition_groups} groups")
+    if (s.crash_round and (s.crash or s.crash_fraction)) or s.crash_rate:
         parts.append("churn")
-    if s.get("slowdown", 1) > 1 and (s.get("stragglers") or s.get("straggler_fraction")):
-        parts.append(f"stragglers x{s['slowdown']:g}")
-    if s.get("resample_every"):
-        parts.append(f"resample every {s['resample_every']}")
+    if s.slowdown > 1 and (s.stragglers or s.straggler_fraction):
+        parts.append(f"stragglers x{s.slowdown:g}")
+    if s.resample_every:
+        parts.append(f"resample every {s.resample_every}")
     return ", ".join(parts) or "none"
 
 
-def scenario_summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+def scenario_summary(records: list[dict[str, Any]], config: ExperimentConfig | None) -> dict[str, Any]:
     """Honest mean/min final accuracy (every node when none attacks), the attackers, the attack
     success rate (a collective's trigger success, mean over honest nodes' final models), and the
     network and churn counts where the scenario has them."""

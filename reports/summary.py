@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.config import ExperimentConfig
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import (
+    DEFAULT_TARGET,
     SUMMARY,
     by_round,
     node_records,
@@ -47,16 +49,10 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     records = read_records(run_dir)
-    experiment = config.get("experiment", {})
-    target = float(experiment.get("target_accuracy", 0.9))
+    target = config.experiment.target_accuracy if config is not None else DEFAULT_TARGET
     summary: dict[str, Any] = {
-        "name": experiment.get("name", run_dir.name),
-        "mode": experiment.get("mode", "gossip"),
-        "engine": config.get("flower", {}).get("engine") if experiment.get("mode") == "flower" else None,
-        "strategy": config.get("strategy", {}).get("name"),
-        "nodes": config.get("nodes", {}).get("count"),
-        "schedule": schedule_of(config),
-        "rounds_planned": experiment.get("rounds"),
+        **config_figures(config, run_dir),
+        "rounds_planned": config.experiment.rounds if config is not None else None,
         "target_accuracy": target,
         **accuracy_summary(records, target, schedule_of(config)),
         **consensus_summary(read_consensus(run_dir, records)),
@@ -70,11 +66,33 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
     return summary
 
 
-def schedule_of(config: dict[str, Any]) -> str | None:
-    """A gossip run's schedule ("sync" or "async"), None for a Flower run."""
-    if config.get("experiment", {}).get("mode", "gossip") != "gossip":
-        return None
-    return str(config.get("gossip", {}).get("schedule", "sync"))
+def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, Any]:
+    """What a run's config says of it in its summary and a comparison: name, mode, Flower engine,
+    strategy, nodes, gossip schedule (a run whose config cannot be read: its folder's name, gossip)."""
+    if config is None:
+        said: dict[str, Any] = {
+            "name": run_dir.name,
+            "mode": "gossip",
+            "engine": None,
+            "strategy": None,
+            "nodes": None,
+        }
+    else:
+        said = {
+            "name": config.experiment.name,
+            "mode": config.experiment.mode,
+            "engine": config.flower.engine if config.experiment.mode == "flower" else None,
+            "strategy": config.strategy.name,
+            "nodes": config.nodes.count,
+        }
+    return {**said, "schedule": schedule_of(config)}
+
+
+def schedule_of(config: ExperimentConfig | None) -> str | None:
+    """A gossip run's schedule ("sync" or "async"), None for a Flower run ("sync" without a config)."""
+    if config is None:
+        return "sync"
+    return config.gossip.schedule if config.experiment.mode == "gossip" else None
 
 
 def mode_label(summary: dict[str, Any]) -> str:

@@ -3,13 +3,13 @@ experiment seed so every process agrees, and the events it records.
 
 Events are collected from any thread (the senders, on the event loop, report losses and delays)
 and taken by the round loop, which emits them to the launcher as "scenario" events: the launcher
-appends them to the run's events.jsonl as {time_s, round, node, kind, details}.
+appends them to the run's events.jsonl as {time_s, round, node, kind, details}
+(`fedgossip.schema.events.scenario_event`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +18,8 @@ import numpy as np
 
 from fedgossip.base.seeding import stream
 from fedgossip.config.sections import ScenarioSection
+from fedgossip.schema.events import scenario_event
 
-EVENT = "scenario"  # the peer event's type
 # each role's key in the "scenario" stream and the key of its fraction
 _CHOICES = {
     "attackers": (0, "attacker_fraction"),
@@ -92,14 +92,7 @@ class Events:
 
     def add(self, kind: str, round_: int, **details: Any) -> None:
         """Record one event of `kind` in `round_` (now)."""
-        event = {
-            "type": EVENT,
-            "node": self.node,
-            "round": round_,
-            "time_s": round(time.time() - self.run_start, 4),
-            "kind": kind,
-            "details": details,
-        }
+        event = scenario_event(self.node, round_, self.run_start, kind, details)
         with self._lock:
             self._events.append(event)
 

@@ -30,7 +30,7 @@ from flwr.supercore import log
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import ExperimentConfig
 from fedgossip.scenario.churn import churn_plan
-from fedgossip.schema.records import Emit
+from fedgossip.schema.events import Emit, record_event
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server.arrays import array_view
 from fedgossip.server.flower_strategies import build_strategy
@@ -122,10 +122,10 @@ def run_federation(
                     }
                 )
             for record in nodes:
-                emit({"type": "record", "record": record})
+                emit(record_event(record))
             record = server_record(server_round, run_start, loss, accuracy, evaluator.test_examples, nodes)
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
-            emit({"type": "record", "record": {**record, **recorder.take_phase_seconds()}})
+            emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:
                 rejoins.before_round(server_round + 1)
             return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy})

@@ -19,7 +19,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config.flower_run import experiment_from_run_config
-from fedgossip.schema.records import Emit, LineWriter, encode
+from fedgossip.schema.events import Emit
+from fedgossip.schema.lines import LineWriter, encode
 from fedgossip.server.federation import run_federation
 
 log = logging.getLogger("fedgossip.serverapp")

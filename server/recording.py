@@ -23,7 +23,8 @@ from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedgossip.base import flower_protocol as p
-from fedgossip.schema.records import SERVER, Record, metric, record
+from fedgossip.schema.fields import SERVER, Record
+from fedgossip.schema.records import metric, record
 from fedgossip.schema.tensors import TensorSpec, check_arrays, check_declared
 from fedgossip.server.arrays import array_view
 from fedgossip.strategies.diagnostics import consensus_distance

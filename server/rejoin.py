@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedgossip.scenario.churn import ChurnPlan
-from fedgossip.schema.records import Emit
+from fedgossip.schema.events import Emit, scenario_event
 from fedgossip.server.handshake import ask_partitions
 
 POLL_S = 0.5  # seconds between looks at the SuperLink's node list
@@ -89,14 +89,7 @@ class Rejoins:
             self.fields[node] = rejoined
             node_id = next(i for i, n in self.labels.items() if n == node)
             self.emit(
-                {
-                    "type": "scenario",
-                    "node": node,
-                    "round": round_,
-                    "time_s": round(time.time() - self.run_start, 4),
-                    "kind": "rejoin",
-                    "details": {**rejoined, "node_id": str(node_id)},
-                }
+                scenario_event(node, round_, self.run_start, "rejoin", {**rejoined, "node_id": str(node_id)})
             )
         return present
 

@@ -15,7 +15,7 @@ calls, in order:
                     peer has ended and every line was taken (None before)
     stop()          stops every peer (the run is stopping); the exit status is then STOPPED
 
-The event lines are those a peer process writes to its stdout (`schema.records.encode`), so the
+The event lines are those a peer process writes to its stdout (`schema.lines.encode`), so the
 driver handles them exactly as a local run's.
 """
 
@@ -39,7 +39,7 @@ from fedgossip.base.signals import Shutdown
 from fedgossip.base.threads import THREAD_ENV
 from fedgossip.client.gossip.host import Hosted, build_peers, run_hosted
 from fedgossip.config import dump_toml, load_config
-from fedgossip.schema.records import encode
+from fedgossip.schema.lines import encode
 
 PEER_FILES = ("ca_file", "cert_file", "key_file", "client_ca_file", "token_file", "link_keys_file")
 """The [peer] keys that name files: shipped to the actor with the node config."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from fedgossip.base.seeding import stream
 from fedgossip.client.gossip.async_inbox import AsyncInbox, MergeTrigger
-from fedgossip.schema.records import Emit
+from fedgossip.schema.events import Emit
 
 if TYPE_CHECKING:
     from fedgossip.client.gossip.peer import GossipPeer

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from fedgossip.base.signals import Shutdown
 from fedgossip.client.gossip.peer import GossipPeer, configure_logging, run_to_end
 from fedgossip.config import load_config
-from fedgossip.schema.records import Emit, LineWriter
+from fedgossip.schema.events import Emit
+from fedgossip.schema.lines import LineWriter
 
 log = logging.getLogger("fedgossip.host")
 

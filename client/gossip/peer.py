@@ -71,7 +71,9 @@ from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.scenario.attacks import model_attacker, poisoner, record_fields
 from fedgossip.scenario.resample import epoch_of, k_out_graph
 from fedgossip.scenario.roles import CrashClock, Events, roles
-from fedgossip.schema.records import Emit, LineWriter, record
+from fedgossip.schema.events import Emit, record_event
+from fedgossip.schema.lines import LineWriter
+from fedgossip.schema.records import record
 from fedgossip.schema.tensors import is_finite, specs_of
 from fedgossip.strategies.diagnostics import layer_variance
 from fedgossip.tasks import build_learner
@@ -275,9 +277,8 @@ class GossipPeer:
         self.service.publish(current, self.learner.num_examples, round_)
         if self.attack is not None:
             self.attack.remember(current)
-        return {
-            "type": "round",
-            **record(
+        return record_event(
+            record(
                 self.peer.id,
                 round_,
                 self.run_start,
@@ -290,8 +291,8 @@ class GossipPeer:
                 **fields,
                 layer_variance=layer_variance(self.names, current),
                 **self._scenario_fields(round_),
-            ),
-        }
+            )
+        )
 
     def _finish(self, emit: Emit) -> None:
         """After the last round: the last events, state "done", and (observed) the observer's read."""
@@ -403,9 +404,8 @@ class GossipPeer:
     def _caught_up_record(self, message: ModelMessage, behind: int, **extra: Any) -> dict[str, Any]:
         """The record of a jump: the adopted model's round, evaluated, with where it came from."""
         test_loss, test_accuracy = self.learner.evaluate()
-        return {
-            "type": "round",
-            **record(
+        return record_event(
+            record(
                 self.peer.id,
                 message.round,
                 self.run_start,
@@ -423,8 +423,8 @@ class GossipPeer:
                 jumped_from=behind,
                 layer_variance=layer_variance(self.names, message.arrays),
                 **extra,
-            ),
-        }
+            )
+        )
 
     def _train(self, unit: str = "epoch") -> float:
         """Train one round (`unit` "epoch": one train() call; "step": one minibatch, async gossip);

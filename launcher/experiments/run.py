@@ -77,8 +77,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
         results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
         report = mechanism_report(config.strategy.name)
         if report is not None:  # a mechanism's own plot, e.g. fair incentives' fair.png
-            own_title, plain = f"{config.experiment.name}: {report.title}", config.to_dict()
-            results.save(f"{report.name}.png", lambda path: report.plot(records, plain, path, own_title))
+            own_title = f"{config.experiment.name}: {report.title}"
+            results.save(f"{report.name}.png", lambda path: report.plot(records, config, path, own_title))
         console.print(run_table(summary, title=config.experiment.name))
         console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
         for warning in results.warnings:

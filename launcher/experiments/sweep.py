@@ -34,7 +34,7 @@ from fedgossip.config import ExperimentConfig, dump_toml, load_config
 from fedgossip.launcher.runs.progress import RunProgress
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module, supervised
 from fedgossip.reports.groups import seed_tag
-from fedgossip.reports.records import CONFIG, METRICS, read_config
+from fedgossip.reports.records import CONFIG, METRICS, read_config_table
 from fedgossip.reports.summary import read_summary
 
 if sys.version_info >= (3, 11):
@@ -191,7 +191,7 @@ def same_config(path: Path, config: ExperimentConfig) -> bool:
     to fedgossip since that run was made taking their defaults (so an upgrade keeps a sweep's
     finished runs); a key fedgossip no longer knows makes it another config."""
     wanted = tomllib.loads(dump_toml(config))
-    if read_config(path) == wanted:
+    if read_config_table(path) == wanted:
         return True
     try:
         return tomllib.loads(dump_toml(load_config(path / CONFIG))) == wanted

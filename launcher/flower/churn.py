@@ -12,7 +12,6 @@ launcher adds the PID of the new process. The plan is checked before anything st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from fedgossip.launcher.flower.processes import stop_supernode
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child
 from fedgossip.scenario.churn import ChurnPlan
+from fedgossip.schema.events import scenario_event
 from fedgossip.strategies.mechanisms import mechanism
 
 
@@ -98,12 +98,4 @@ class SuperNodeChurn:
         return next((c for c in self.children if c.name == name and c.poll() is None), None)
 
     def _event(self, node: int, round_: int, kind: str, **details: Any) -> None:
-        self.results.event(
-            {
-                "node": node,
-                "round": round_,
-                "time_s": round(time.time() - self.run_start, 4),
-                "kind": kind,
-                "details": details,
-            }
-        )
+        self.results.event(scenario_event(node, round_, self.run_start, kind, details))

@@ -36,7 +36,8 @@ from fedgossip.launcher.runs.engines import FLOWER_ENGINES
 from fedgossip.launcher.runs.outcome import Outcome
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
-from fedgossip.schema.records import SERVER, SERVER_EVENTS, check_event
+from fedgossip.schema.events import SERVER_EVENTS, check_event
+from fedgossip.schema.fields import SERVER
 
 if TYPE_CHECKING:
     from fedgossip.launcher.flower.churn import SuperNodeChurn

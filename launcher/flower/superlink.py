@@ -26,7 +26,7 @@ from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child, supervised
 from fedgossip.launcher.supervision.proctree import ProcessTracker
 from fedgossip.scenario.churn import churn_plan
-from fedgossip.schema.records import LineTail
+from fedgossip.schema.lines import LineTail
 
 STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up

@@ -50,7 +50,8 @@ from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.reports.records import CONSENSUS
-from fedgossip.schema.records import LineWriter, metric
+from fedgossip.schema.lines import LineWriter
+from fedgossip.schema.records import metric
 from fedgossip.schema.tensors import TensorSpec
 
 if sys.version_info >= (3, 11):

@@ -32,7 +32,7 @@ from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import supervised
 from fedgossip.scenario.topology import build_topology, check_merges, neighbours
-from fedgossip.schema.records import PEER_EVENTS, decode_event
+from fedgossip.schema.events import PEER_EVENTS, RECORD, SCENARIO, decode_event
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -171,21 +171,22 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                 event = decode_event(line, PEER_EVENTS) or {}
                 kind = event.pop("type", None)
                 node = hosted[name].node_of(event)
-                if kind == "round" and node is not None:
-                    results.append(event)
-                    done_rounds[node] = event["round"]
+                if kind == RECORD and node is not None:
+                    record = event["record"]
+                    results.append(record)
+                    done_rounds[node] = record["round"]
                     # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
                     # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
                     waited = (
-                        not event.get("caught_up_from")
-                        and event.get("phase") != "exploit"
-                        and event.get("merge_trigger", "sync") is not None
+                        not record.get("caught_up_from")
+                        and record.get("phase") != "exploit"
+                        and record.get("merge_trigger", "sync") is not None
                     )
-                    if not event.get("merged") and waited:
+                    if not record.get("merged") and waited:
                         outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
-                    bar.record(event)
+                    bar.record(record)
                     if observer:
-                        observer.saw(node, event["round"])
+                        observer.saw(node, record["round"])
                 elif kind == "ready" and node is not None:
                     ready.add(node)
                     if len(ready) == count:
@@ -193,7 +194,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                         bar.status(f"all {count} peers ready after {outcome.startup_s:.1f}s")
                 elif kind == "done" and node is not None:
                     finished.add(node)
-                elif kind == "scenario":
+                elif kind == SCENARIO:
                     results.event(event)
                 elif kind == "error":
                     outcome.errors.append(f"{hosted[name].label(node)}: {event.get('error')}")

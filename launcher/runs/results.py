@@ -30,7 +30,7 @@ from typing import Any
 
 from fedgossip.config import ExperimentConfig, dump_toml
 from fedgossip.reports.records import CONFIG, METRICS
-from fedgossip.schema.records import LineWriter
+from fedgossip.schema.lines import LineWriter
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the file cannot grow: the disk (or quota) is full
 PROCESSES = "processes.json"

@@ -64,6 +64,8 @@ PEER_PARTS = (
     "fedgossip.strategies.diagnostics",
     "fedgossip.proto.gossip_pb2",
     "fedgossip.schema.records",
+    "fedgossip.schema.lines",
+    "fedgossip.schema.events",
     "fedgossip.base.signals",
 )
 

@@ -34,7 +34,8 @@ from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.proto import gossip_pb2
 from fedgossip.reports import build_summary, plot_consensus, plot_variance, read_records
 from fedgossip.reports.records import read_consensus
-from fedgossip.schema.records import LineWriter, record
+from fedgossip.schema.lines import LineWriter
+from fedgossip.schema.records import record
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.strategies.diagnostics import consensus_distance, layer_variance
@@ -114,7 +115,7 @@ LAST_ONLY = f"experiment.consensus_every={ROUNDS}"  # the observer reads nothing
 
 def peer_records(log: Path) -> list[dict]:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("type") == "round"]
+    return [line["record"] for line in lines if line.get("type") == "record"]
 
 
 def get_model(stub, metadata) -> tuple[int, list[np.ndarray]]:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.client.flower_app import app as client_app
-from fedgossip.config import dump_toml, load_config
+from fedgossip.config import config_from_dict, dump_toml, load_config
 from fedgossip.launcher.experiments.run import run_experiment
 from fedgossip.reports import read_records
 from fedgossip.reports.fair import fair_summary
@@ -302,7 +302,7 @@ def test_the_first_pass_correlation_is_the_one_before_the_stream_wraps_around():
     while the data are fresh (rounds 1-2), then highest; the first-pass value is round 2's, the
     final one round 4's."""
     task = {"label_noise": 0.4, "stream_chunks": 2}
-    config = {"strategy": {"name": "fair"}, "task": task, "nodes": {"count": 4}}
+    config = config_from_dict({"strategy": {"name": "fair"}, "task": task, "nodes": {"count": 4}})
     fresh, repeated = [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.45]
     records = [
         {

@@ -163,7 +163,7 @@ def test_a_peer_sent_notices_does_not_wait_and_refuses_bad_ones(tmp_path):
             assert time.monotonic() - started < timeout / 2  # round 1 did not wait for a model
     finally:
         child.stop()
-    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    rounds = records(tmp_path / "node-0.log")
     assert [(r["round"], r["neighbours_heard"], r["merged"]) for r in rounds] == [(1, [], 0), (2, [1], 1)]
 
 

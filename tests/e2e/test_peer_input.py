@@ -55,7 +55,9 @@ def status_of(call) -> grpc.StatusCode:
 
 
 def records(log) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    """The metrics records of a peer's events in its log (its stdout)."""
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [event["record"] for event in events if event.get("type") == "record"]
 
 
 def start_token_peer(tmp_path, task=TASK):
@@ -76,7 +78,7 @@ def test_bad_pushes_are_refused_and_the_peer_finishes(tmp_path):
     with sink_neighbour(neighbour) as node_1:  # we play node 1: receive its pushes, send ours
         _bad_pushes_then_good_ones(child, port)
     assert node_1.pushes == 2
-    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    rounds = records(tmp_path / "node-0.log")
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["neighbours_heard"] == [1] for r in rounds)
     assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
@@ -192,7 +194,7 @@ def test_a_push_cut_at_its_deadline_is_refused_though_every_chunk_arrived(tmp_pa
             pusher.kill()
             pusher.wait(10)
         child.stop()
-    first = next(r for r in records(tmp_path / "node-0.log") if r.get("type") == "round")
+    first = records(tmp_path / "node-0.log")[0]
     assert first["refused"] == 1 and first["neighbours_heard"] == [1]
 
 
@@ -282,6 +284,6 @@ def test_the_norm_bound_refuses_implausible_models_from_an_identified_neighbour(
         for round_ in (1, 2):
             assert push(stub, encode(1, round_, n, names, arrays), as_1).accepted
         assert wait_exit(child, 60) == 0
-    rounds = [r for r in records(tmp_path / "node-0.log") if r.get("type") == "round"]
+    rounds = records(tmp_path / "node-0.log")
     assert [r["neighbours_heard"] for r in rounds] == [[1], [1]]
     assert rounds[0]["refused"] == 1

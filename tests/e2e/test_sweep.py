@@ -15,7 +15,7 @@ from fedgossip.config import load_config
 from fedgossip.launcher.experiments.sweep import folder_state, plan, run_name, run_sweep, split_values
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.proctree import alive, descendants, stop
-from fedgossip.reports.records import read_config
+from fedgossip.reports.records import read_config_table
 from tests.recompute import assert_row_matches
 from tests.support import interrupt, interrupt_in_second_run, run_cli, run_status, start_cli
 
@@ -98,7 +98,7 @@ def test_a_run_made_before_a_key_with_a_default_was_added_is_still_the_same_conf
     folder = ResultsFolder(tmp_path / run.name, run.config)
     folder.close()
     saved = folder.path / "config.toml"
-    resolved = read_config(folder.path)
+    resolved = read_config_table(folder.path)
     del resolved["gossip"]["schedule"]  # as written by a fedgossip without async gossip
     saved.write_text(tomli_w.dumps(resolved))
     assert folder_state(folder.path, run.config) == "unfinished"  # resumable, not refused

@@ -108,7 +108,8 @@ def test_devices_started_by_hand_each_learn_their_own_npz_file(tmp_path):
             child.stop()
     for node in range(2):
         lines = (tmp_path / f"node-{node}.log").read_text().splitlines()
-        rounds = [json.loads(line) for line in lines if line.startswith('{"type": "round"')]
+        events = [json.loads(line) for line in lines if line.startswith('{"type": "record"')]
+        rounds = [event["record"] for event in events]
         assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
         assert all(r["num_examples"] == 500 and r["neighbours_heard"] == [1 - node] for r in rounds)
         assert rounds[-1]["test_accuracy"] > 0.5

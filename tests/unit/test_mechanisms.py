@@ -59,15 +59,15 @@ class ToyReport(MechanismReport):
     run_rows = (("toy records", lambda toy: toy["records"], "d"),)
     columns = (("share", "toy_share", ""), ("toy records", "toy_records", ".1f"))
 
-    def summary(self, records: list[dict], config: dict) -> dict[str, Any] | None:
+    def summary(self, records: list[dict], config: ExperimentConfig) -> dict[str, Any] | None:
         nodes = [r for r in records if isinstance(r["node"], int)]
-        return {"records": len(nodes), "share": config["strategy"]["params"]["share"]}
+        return {"records": len(nodes), "share": config.strategy.params["share"]}
 
-    def figures(self, records: list[dict], config: dict) -> dict[str, Any]:
+    def figures(self, records: list[dict], config: ExperimentConfig) -> dict[str, Any]:
         toy = self.summary(records, config)
         return {"toy_share": f"share {toy['share']}", "toy_records": toy["records"]}
 
-    def plot(self, records: list[dict], config: dict, path: str | Path, title: str) -> Path:
+    def plot(self, records: list[dict], config: ExperimentConfig, path: str | Path, title: str) -> Path:
         Path(path).write_text(f"{title}: {len(records)} records")
         return Path(path)
 

@@ -30,7 +30,7 @@ from fedgossip.launcher.runs import engines
 from fedgossip.launcher.supervision import memory
 from fedgossip.launcher.supervision.forkserver import preload_for
 from fedgossip.scenario import attacks, topology
-from fedgossip.schema.records import FIELDS
+from fedgossip.schema.fields import FIELDS
 from fedgossip.tasks import TaskConfig, build_learner, load_dataset, node_dataset
 from fedgossip.tasks import datasets as dataset_registry
 from fedgossip.tasks import registry as model_registry

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from fedgossip.config import load_config
+from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.launcher.runs.results import ResultsFolder
-from fedgossip.reports import compare, read_records, summarize
+from fedgossip.reports import build_summary, compare, read_config, read_records, summarize
 
 
 def record(node, round_, acc, time_s, sent=10):
@@ -74,3 +74,37 @@ def test_compare_writes_its_files_and_labels_runs(run_dir, tmp_path):
     assert sorted(p.name for p in comparison.files) == sorted(p.name for p in (tmp_path / "cmp").iterdir())
     with pytest.raises(ValueError, match="not a results folder"):
         compare([tmp_path / "cmp"], tmp_path / "x")
+
+
+def test_reports_read_the_config_through_the_config_module(run_dir):
+    config = read_config(run_dir)
+    assert isinstance(config, ExperimentConfig) and config.experiment.target_accuracy == 0.8
+    summary = build_summary(run_dir)
+    assert (summary["strategy"], summary["nodes"]) == (config.strategy.name, config.nodes.count)
+    assert (summary["name"], summary["schedule"], summary["target_accuracy"]) == ("quickstart", "sync", 0.8)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.unlink(),  # an old or interrupted folder without one
+        lambda path: path.write_bytes(path.read_bytes()[:40]),  # torn mid-line
+        lambda path: path.write_text(path.read_text() + "\n[retired]\nkey = 1\n"),  # an unknown section
+        lambda path: path.write_bytes(b"\xff\xfe"),  # not UTF-8
+    ],
+    ids=["missing", "torn", "unknown section", "not UTF-8"],
+)
+def test_a_run_whose_config_is_missing_or_unreadable_is_reported_from_its_records(run_dir, tmp_path, damage):
+    damage(run_dir / "config.toml")
+    assert read_config(run_dir) is None
+    summary = build_summary(run_dir)
+    assert (summary["name"], summary["mode"], summary["strategy"], summary["nodes"]) == (
+        "run",
+        "gossip",
+        None,
+        None,
+    )
+    assert (summary["schedule"], summary["scenario"], summary["target_accuracy"]) == ("sync", "none", 0.9)
+    assert summary["rounds_to_target"] == 3 and "fair" not in summary  # mean 0.95 >= 0.9 at round 3
+    comparison = compare([run_dir], tmp_path / "cmp")
+    assert [(row["label"], row["strategy"]) for row in comparison.rows] == [("run", None)]
