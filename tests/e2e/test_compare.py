@@ -15,8 +15,7 @@ from fedgossip.config import load_config
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.reports import compare, compare_view, default_out_dir
 from fedgossip.reports.tables import compare_cells
-from tests.recompute import assert_row_matches, run_figures
-from tests.support import run_cli
+from tests.support import assert_row_matches, run_cli, run_figures
 
 TARGET = 0.6
 

@@ -22,8 +22,7 @@ from fedgossip.server.arrays import array_view
 from fedgossip.server.fair import FairStrategy
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid, claim_server_identity
-from tests.support import run_cli
-from tests.unit.test_flower_strategies import NAMES, model, reply
+from tests.support import NAMES, model, reply, run_cli
 
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
 

@@ -23,11 +23,13 @@ from fedgossip.proto import gossip_pb2
 from fedgossip.strategies.fair import FairMechanism
 from fedgossip.strategies.selection import selection_probabilities, selection_size
 from fedgossip.tasks import node_dataset
-from tests.e2e.test_peer_input import neighbour_model, records, start_token_peer
 from tests.support import (
     metrics,
+    neighbour_model,
+    records,
     run_cli,
     sink_neighbour,
+    start_token_peer,
     stub_for,
     wait_exit,
     wait_healthy,

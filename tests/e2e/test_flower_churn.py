@@ -15,8 +15,7 @@ from fedgossip.launcher.supervision.proctree import alive
 from fedgossip.reports import read_records
 from fedgossip.scenario.churn import Outage, churn_plan
 from fedgossip.scenario.roles import CrashClock, roles
-from tests.e2e.test_flower_deployment import FLOWER, processes_gone
-from tests.support import run_cli
+from tests.support import FLOWER, processes_gone, run_cli
 
 CHURN = ["experiment.mode=flower", "strategy.name=average", "experiment.rounds=10"]
 

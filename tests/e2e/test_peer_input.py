@@ -5,7 +5,6 @@ serving, merges only the valid model, and finishes. TLS and token refuse what th
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,28 +19,22 @@ from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.security import TOKEN_KEY
 from fedgossip.client.gossip.transport.service import CUT
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import PeerSection, load_config
+from fedgossip.config import PeerSection
 from fedgossip.proto import gossip_pb2
-from fedgossip.tasks import build_learner
 from tests.support import (
+    TASK,
     loopback_ports,
+    neighbour_model,
+    records,
     sink_neighbour,
     start_peer,
+    start_token_peer,
     stub_for,
     wait_exit,
     wait_for,
     wait_healthy,
     write_node_config,
 )
-
-TASK = ["task.model=linear", "experiment.rounds=2", "experiment.round_timeout=20", "nodes.count=2"]
-
-
-def neighbour_model() -> tuple[list[str], list[np.ndarray], int]:
-    """The model node 1 would push: same task, node 1's partition."""
-    config = load_config(None, TASK)
-    learner = build_learner(config.task, 1, 2, config.experiment.seed)
-    return list(learner.names), learner.get_weights(), learner.num_examples
 
 
 def push(stub, chunks, metadata=()):
@@ -52,22 +45,6 @@ def status_of(call) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as err:
         call()
     return err.value.code()
-
-
-def records(log) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-
-
-def start_token_peer(tmp_path, task=TASK):
-    """Peer 0 with token "s3cret" and neighbour 1 (the test plays it); returns it and both ports."""
-    port, neighbour = loopback_ports(2)
-    token = tmp_path / "token"
-    token.write_text("s3cret")
-    peer = PeerSection(
-        id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"}, token_file=str(token)
-    )
-    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task), tmp_path / "node-0.log")
-    return child, port, neighbour
 
 
 @pytest.mark.timeout(90)

@@ -17,8 +17,7 @@ from fedgossip.launcher.experiments import reproduce
 from fedgossip.launcher.experiments.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
 from fedgossip.launcher.supervision.proctree import alive, descendants, stop
 from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, setting_section, write_report
-from tests.recompute import run_figures
-from tests.support import interrupt, interrupt_in_second_run, run_cli, start_cli
+from tests.support import interrupt, interrupt_in_second_run, run_cli, run_figures, start_cli
 
 
 def test_the_plan_is_every_method_times_the_seeds_and_optional_methods_the_config_refuses_are_skipped(

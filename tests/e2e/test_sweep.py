@@ -16,8 +16,14 @@ from fedgossip.launcher.experiments.sweep import folder_state, plan, run_name, r
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.proctree import alive, descendants, stop
 from fedgossip.reports.records import read_config
-from tests.recompute import assert_row_matches
-from tests.support import interrupt, interrupt_in_second_run, run_cli, run_status, start_cli
+from tests.support import (
+    assert_row_matches,
+    interrupt,
+    interrupt_in_second_run,
+    run_cli,
+    run_status,
+    start_cli,
+)
 
 TINY = ["experiment.rounds=2", "nodes.count=3", "topology.kind=ring"]
 

@@ -117,7 +117,7 @@ def test_devices_started_by_hand_each_learn_their_own_npz_file(tmp_path):
 @pytest.mark.timeout(300)
 def test_three_peers_merge_a_batchnorm_model_keeping_their_statistics(tmp_path):
     """BatchNorm statistics (int64 counters among them) stay each node's own; the rest is merged."""
-    from tests.unit.test_tasks_user_models import USER_MODULE
+    from tests.support import USER_MODULE
 
     (tmp_path / "user_nets.py").write_text(textwrap.dedent(USER_MODULE))
     out = tmp_path / "bn"

@@ -150,7 +150,7 @@ def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
     import numpy as np
 
     from fedgossip.tasks import build_learner
-    from tests.unit.test_tasks_user_models import (
+    from tests.support import (
         USER_MODULE,  # its bn_net: conv, BatchNorm2d, linear, BatchNorm1d
     )
 

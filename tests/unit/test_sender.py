@@ -21,8 +21,18 @@ from fedgossip.client.gossip.transport.sender import NeighbourSender
 from fedgossip.client.gossip.transport.wire import encode
 from fedgossip.proto import gossip_pb2
 from fedgossip.proto.gossip_pb2_grpc import GossipServicer
-from tests.e2e.test_peer_input import TASK, neighbour_model, records, start_token_peer
-from tests.support import aio_stub_for, loopback_ports, sink_neighbour, stub_for, wait_exit, wait_healthy
+from tests.support import (
+    TASK,
+    aio_stub_for,
+    loopback_ports,
+    neighbour_model,
+    records,
+    sink_neighbour,
+    start_token_peer,
+    stub_for,
+    wait_exit,
+    wait_healthy,
+)
 
 CHUNKS = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)])
 NBYTES = sum(len(c.data) for c in CHUNKS)

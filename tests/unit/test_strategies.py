@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,24 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedgossip.strategies import (
-    _blocks,
     coordinate_median,
     trimmed_mean,
     variance_corrected_average,
     weighted_average,
 )
-from tests.support import REPO
+from tests.support import REPO, small_blocks
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@contextmanager
-def small_blocks(size: int) -> Iterator[None]:
-    """Process tensors in blocks of `size` elements, to exercise block combination."""
-    with mock.patch.object(_blocks, "BLOCK_SIZE", size):
-        yield
 
 
 def reference_vca(own, received, *, own_weight=0.5, eps=1e-8, ratio=1.0, weights=None, skip=()):

@@ -1,0 +1,92 @@
+"""What the tests share, one module per subject; import it from here (`from tests.support import
+run_cli`): cli (fedgossip runs in a subprocess, their records, waits and interrupts), peers (peers
+started by hand, raw stubs and the neighbours a test plays), models (hand-made models, small
+aggregation blocks), flower (reply Messages, deployment runs), data (digits and a user's model
+module on disk), recompute (a comparison's figures recomputed from the records) and ray_cluster
+(a loopback Ray cluster)."""
+
+from tests.support.cli import (
+    RECORD_FIELDS,
+    REPO,
+    cli_argv,
+    interrupt,
+    interrupt_in_second_run,
+    keys_of,
+    kill_during_run,
+    launched,
+    metrics,
+    node_config,
+    peer_address,
+    rounds_done,
+    run_cli,
+    run_status,
+    set_args,
+    start_cli,
+    timeless,
+    wait_for,
+)
+from tests.support.data import USER_MODULE, digit_images, save_hf_digits
+from tests.support.flower import FLOWER, processes_gone, reply
+from tests.support.models import NAMES, SHAPES, model, small_blocks
+from tests.support.peers import (
+    TASK,
+    aio_stub_for,
+    loopback_ports,
+    neighbour_model,
+    records,
+    sink_neighbour,
+    start_peer,
+    start_token_peer,
+    stub_for,
+    wait_exit,
+    wait_healthy,
+    write_node_config,
+)
+from tests.support.ray_cluster import loopback_cluster
+from tests.support.recompute import assert_row_matches, run_figures
+
+__all__ = [
+    "FLOWER",
+    "NAMES",
+    "RECORD_FIELDS",
+    "REPO",
+    "SHAPES",
+    "TASK",
+    "USER_MODULE",
+    "aio_stub_for",
+    "assert_row_matches",
+    "cli_argv",
+    "digit_images",
+    "interrupt",
+    "interrupt_in_second_run",
+    "keys_of",
+    "kill_during_run",
+    "launched",
+    "loopback_cluster",
+    "loopback_ports",
+    "metrics",
+    "model",
+    "neighbour_model",
+    "node_config",
+    "peer_address",
+    "processes_gone",
+    "records",
+    "reply",
+    "rounds_done",
+    "run_cli",
+    "run_figures",
+    "run_status",
+    "save_hf_digits",
+    "set_args",
+    "sink_neighbour",
+    "small_blocks",
+    "start_cli",
+    "start_peer",
+    "start_token_peer",
+    "stub_for",
+    "timeless",
+    "wait_exit",
+    "wait_for",
+    "wait_healthy",
+    "write_node_config",
+]
