@@ -1,8 +1,9 @@
 """What the tests share, one module per subject; import it from here (`from tests.support import
 run_cli`): cli (fedgossip runs in a subprocess, their records, waits and interrupts), peers (peers
 started by hand, raw stubs and the neighbours a test plays), models (hand-made models, small
-aggregation blocks), flower (reply Messages, deployment runs), data (digits and a user's model
-module on disk), recompute (a comparison's figures recomputed from the records) and ray_cluster
+aggregation blocks, the consensus distance computed directly), flower (reply Messages, deployment
+runs, the fair setting), data (digits and a user's model module on disk), results (results folders
+written by hand), recompute (a comparison's figures recomputed from the records) and ray_cluster
 (a loopback Ray cluster)."""
 
 from tests.support.cli import (
@@ -26,8 +27,8 @@ from tests.support.cli import (
     wait_for,
 )
 from tests.support.data import USER_MODULE, digit_images, save_hf_digits
-from tests.support.flower import FLOWER, processes_gone, reply
-from tests.support.models import NAMES, SHAPES, model, small_blocks
+from tests.support.flower import FLOWER, fair_config, processes_gone, reply
+from tests.support.models import NAMES, SHAPES, direct_consensus, model, small_blocks
 from tests.support.peers import (
     TASK,
     aio_stub_for,
@@ -44,6 +45,7 @@ from tests.support.peers import (
 )
 from tests.support.ray_cluster import loopback_cluster
 from tests.support.recompute import assert_row_matches, run_figures
+from tests.support.results import TARGET, make_run
 
 __all__ = [
     "FLOWER",
@@ -51,12 +53,15 @@ __all__ = [
     "RECORD_FIELDS",
     "REPO",
     "SHAPES",
+    "TARGET",
     "TASK",
     "USER_MODULE",
     "aio_stub_for",
     "assert_row_matches",
     "cli_argv",
     "digit_images",
+    "direct_consensus",
+    "fair_config",
     "interrupt",
     "interrupt_in_second_run",
     "keys_of",
@@ -64,6 +69,7 @@ __all__ = [
     "launched",
     "loopback_cluster",
     "loopback_ports",
+    "make_run",
     "metrics",
     "model",
     "neighbour_model",

@@ -21,6 +21,7 @@ from flwr.app import (
 )
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.config import load_config
 from fedgossip.launcher.supervision.proctree import alive
 from tests.support.models import NAMES
 
@@ -75,3 +76,25 @@ def reply(
     if partition is not None:
         content[p.NODE] = ConfigRecord({p.PARTITION_ID: partition, p.NUM_PARTITIONS: 4})
     return Message(metadata=metadata, content=content)
+
+
+def fair_config(*overrides: str):
+    """strategy.name = "fair" on an in-process Flower federation of 5 nodes over a streamed task with
+    label noise: 3 explore rounds of 7, then exploit rounds selecting 40%; `overrides` on top."""
+    return load_config(
+        None,
+        [
+            'experiment.mode="flower"',
+            'flower.engine="inprocess"',
+            'strategy.name="fair"',
+            "nodes.count=5",
+            "experiment.rounds=7",
+            "task.stream_chunks=6",
+            "task.label_noise=0.6",
+            "task.local_epochs=2",
+            'strategy.params.stopping="fixed"',
+            "strategy.params.explore_rounds=3",
+            "strategy.params.ratio=0.4",
+            *overrides,
+        ],
+    )

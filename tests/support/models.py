@@ -1,5 +1,6 @@
 """Models the tests build by hand: three small float32 tensors with random values, and the
-aggregation kernels cut into small blocks so that block combination is exercised."""
+aggregation kernels cut into small blocks so that block combination is exercised; the consensus
+distance computed directly, as a reference."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def small_blocks(size: int) -> Iterator[None]:
     """Process tensors in blocks of `size` elements, to exercise block combination."""
     with mock.patch.object(_blocks, "BLOCK_SIZE", size):
         yield
+
+
+def direct_consensus(models: list[list[np.ndarray]]) -> float:
+    """Mean over models of the L2 distance of the flattened float tensors to their plain average."""
+    flat = np.stack(
+        [np.concatenate([t.ravel().astype(np.float64) for t in m if t.dtype.kind == "f"]) for m in models]
+    )
+    return float(np.linalg.norm(flat - flat.mean(axis=0), axis=1).mean())
