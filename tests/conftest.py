@@ -35,3 +35,10 @@ def sweep_dir(tmp_path):
             make_run(root / f"strategy.name={strategy}_seed={seed}", strategy, seed, status)
     (root / "logs").mkdir()  # not a run: ignored
     return root
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Hugging Face libraries never reach for the network (the file dataset tests)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
