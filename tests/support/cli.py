@@ -34,7 +34,7 @@ RECORD_FIELDS = frozenset(
 )
 """Keys every metrics record has, in every mode (DESIGN.md's contract)."""
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 """The repository's root (README, examples, benchmarks, proto)."""
 
 
