@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 
 import numpy as np
@@ -18,7 +17,7 @@ from fedgossip.strategies import (
     variance_corrected_average,
     weighted_average,
 )
-from tests.support import REPO, small_blocks
+from tests.support import small_blocks
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -394,25 +393,3 @@ def test_non_contiguous_tensors_are_handled():
     expected = reference_vca(None, [[np.ascontiguousarray(v[0])] for v in views])
     assert_models_close(variance_corrected_average(None, views), expected)
     np.testing.assert_allclose(weighted_average(views)[0], np.mean([v[0] for v in views], axis=0))
-
-
-# ---------------------------------------------------------------- benchmark script
-
-
-def load_benchmark():
-    path = REPO / "benchmarks" / "bench_aggregation.py"
-    spec = importlib.util.spec_from_file_location("bench_aggregation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_layout_and_smoke_run(capsys):
-    bench = load_benchmark()
-    for params in (16, 1000, 25_000_000):
-        shapes = bench.layout(params)
-        assert sum(math.prod(shape) for shape in shapes) == params
-        assert (1,) in shapes
-    assert bench.main(["--models", "3", "--params", "20000", "--repeats", "1"]) in (0, 1)
-    output = capsys.readouterr().out
-    assert "ratio VCA / average" in output and "GB/s" in output
