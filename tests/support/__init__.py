@@ -1,10 +1,10 @@
 """What the tests share, one module per subject; import it from here (`from tests.support import
 run_cli`): cli (fedgossip runs in a subprocess, their records, waits and interrupts), peers (peers
-started by hand, raw stubs and the neighbours a test plays), models (hand-made models, small
-aggregation blocks, the consensus distance computed directly), flower (reply Messages, deployment
-runs, the fair setting), data (digits and a user's model module on disk), results (results folders
-written by hand), recompute (a comparison's figures recomputed from the records) and ray_cluster
-(a loopback Ray cluster)."""
+started by hand, raw stubs, the neighbours a test plays, a sender stalled once), models (hand-made
+models, small aggregation blocks, the consensus distance computed directly), flower (reply
+Messages, deployment runs, the fair setting), data (digits and a user's model module on disk),
+results (results folders written by hand), recompute (a comparison's figures recomputed from the
+records) and ray_cluster (a loopback Ray cluster)."""
 
 from tests.support.cli import (
     RECORD_FIELDS,
@@ -31,9 +31,11 @@ from tests.support.flower import FLOWER, fair_config, processes_gone, reply
 from tests.support.models import NAMES, SHAPES, direct_consensus, model, small_blocks
 from tests.support.peers import (
     TASK,
+    StallsOnce,
     aio_stub_for,
     loopback_ports,
     neighbour_model,
+    pushed_again,
     records,
     sink_neighbour,
     start_peer,
@@ -56,6 +58,7 @@ __all__ = [
     "TARGET",
     "TASK",
     "USER_MODULE",
+    "StallsOnce",
     "aio_stub_for",
     "assert_row_matches",
     "cli_argv",
@@ -76,6 +79,7 @@ __all__ = [
     "node_config",
     "peer_address",
     "processes_gone",
+    "pushed_again",
     "records",
     "reply",
     "rounds_done",

@@ -1,11 +1,15 @@
 """Peers started by hand from a node config, the raw gRPC stubs that talk to them, and the
-neighbours a test plays: a sink that accepts every push, and the model a neighbour would push."""
+neighbours a test plays: a sink that accepts every push, the model a neighbour would push, and a
+push whose sender stalls once (with the sender's log lines saying it pushed again)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -123,3 +127,33 @@ def start_token_peer(tmp_path, task=TASK):
     )
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task), tmp_path / "node-0.log")
     return child, port, neighbour
+
+
+class StallsOnce(Sequence):
+    """A model's chunks whose first pass stalls `seconds` after the first chunk: a sender whose
+    process is too busy to feed its stream (the stall holds this process's event loop, as a busy
+    process does)."""
+
+    def __init__(self, chunks: Sequence[gossip_pb2.ModelChunk], seconds: float) -> None:
+        self._chunks = list(chunks)
+        self._stall = seconds
+        self.stalling = threading.Event()  # set when the stall begins
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def __getitem__(self, index):
+        return self._chunks[index]
+
+    def __iter__(self) -> Iterator[gossip_pb2.ModelChunk]:
+        stall, self._stall = self._stall, 0.0
+        for index, chunk in enumerate(self._chunks):
+            yield chunk
+            if index == 0 and stall:
+                self.stalling.set()
+                time.sleep(stall)
+
+
+def pushed_again(caplog) -> list[str]:
+    """The sender's log lines saying that the receiver cut a push and it goes again."""
+    return [r.getMessage() for r in caplog.records if "pushing again" in r.getMessage()]
