@@ -72,11 +72,9 @@ def test_consensus_every_is_checked():
         load_config(None, ["experiment.consensus_every=-1"])
 
 
-NODES, ROUNDS = 4, 3
-
-
 # --- Flower: the ServerApp in-process, with a user rule that saves what it receives ------------
 
+NODES, ROUNDS = 4, 3
 RECORDING_RULE = '''
 import numpy as np
 
