@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import load_config
 from fedgossip.proto import gossip_pb2
 from fedgossip.tasks import build_learner
 from tests.support import (
@@ -265,10 +264,3 @@ def test_a_run_whose_nodes_merge_nothing_is_degraded(tmp_path):
     assert any(e.startswith("degraded:") for e in summary["errors"])
     assert max(summary["rounds_without_merge"].values()) > 3
     assert "degraded" in result.stdout
-
-
-def test_config_keys_of_the_defences():
-    config = load_config(None, ["gossip.max_norm_ratio=10", "gossip.idle_timeout=2"])
-    assert config.gossip.max_norm_ratio == 10 and config.gossip.idle_timeout == 2
-    with pytest.raises(ValueError, match=r"gossip\.catch_up_rounds"):
-        load_config(None, ["gossip.catch_up_rounds=1"])

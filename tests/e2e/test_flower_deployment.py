@@ -8,36 +8,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from fedgossip.base.flower_protocol import load_model
 from fedgossip.launcher.supervision.processes import child_env
-from fedgossip.launcher.supervision.proctree import alive
 from fedgossip.reports import read_records
-from tests.support import RECORD_FIELDS, cli_argv, run_cli, wait_for
-
-FLOWER = [
-    "--set",
-    "experiment.mode=flower",
-    "--set",
-    "flower.engine=deployment",
-    "--set",
-    "nodes.count=2",
-    "--set",
-    "flower.startup_timeout=60",
-    "--set",
-    "flower.round_timeout=60",
-]
-
-
-def processes_gone(run: Path) -> dict[str, int]:
-    """The processes of the run (processes.json) that are still alive."""
-    pids = json.loads((run / "processes.json").read_text())
-    assert pids.get("superlink") and pids.get("supernode-0") and pids.get("supernode-1")
-    assert any(name.startswith("flower-superexe") for name in pids), pids  # descendants were tracked
-    return {name: pid for name, pid in pids.items() if name != "flower_run_id" and alive(pid)}
+from tests.support import FLOWER, RECORD_FIELDS, cli_argv, processes_gone, run_cli, wait_for
 
 
 @pytest.mark.timeout(180)

@@ -1,15 +1,17 @@
 """A real peer process against a raw gRPC client: bad pushes get their status codes, the peer keeps
-serving, merges only the valid model, and finishes. TLS and token refuse what they must.
+serving, merges only the valid model, and finishes. TLS and token refuse what they must. A push
+the peer cut (its sender, this process, fed it too slowly) is pushed again and arrives once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -18,30 +20,28 @@ import pytest
 from fedgossip.base.certificates import make_ca, make_certificate
 from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.security import TOKEN_KEY
+from fedgossip.client.gossip.transport.sender import NeighbourSender
 from fedgossip.client.gossip.transport.service import CUT
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import PeerSection, load_config
+from fedgossip.config import PeerSection
 from fedgossip.proto import gossip_pb2
-from fedgossip.tasks import build_learner
 from tests.support import (
+    TASK,
+    StallsOnce,
+    aio_stub_for,
     loopback_ports,
+    neighbour_model,
+    pushed_again,
+    records,
     sink_neighbour,
     start_peer,
+    start_token_peer,
     stub_for,
     wait_exit,
     wait_for,
     wait_healthy,
     write_node_config,
 )
-
-TASK = ["task.model=linear", "experiment.rounds=2", "experiment.round_timeout=20", "nodes.count=2"]
-
-
-def neighbour_model() -> tuple[list[str], list[np.ndarray], int]:
-    """The model node 1 would push: same task, node 1's partition."""
-    config = load_config(None, TASK)
-    learner = build_learner(config.task, 1, 2, config.experiment.seed)
-    return list(learner.names), learner.get_weights(), learner.num_examples
 
 
 def push(stub, chunks, metadata=()):
@@ -52,24 +52,6 @@ def status_of(call) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as err:
         call()
     return err.value.code()
-
-
-def records(log) -> list[dict]:
-    """The metrics records of a peer's events in its log (its stdout)."""
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [event["record"] for event in events if event.get("type") == "record"]
-
-
-def start_token_peer(tmp_path, task=TASK):
-    """Peer 0 with token "s3cret" and neighbour 1 (the test plays it); returns it and both ports."""
-    port, neighbour = loopback_ports(2)
-    token = tmp_path / "token"
-    token.write_text("s3cret")
-    peer = PeerSection(
-        id=0, listen=f"127.0.0.1:{port}", neighbours={"1": f"127.0.0.1:{neighbour}"}, token_file=str(token)
-    )
-    child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task), tmp_path / "node-0.log")
-    return child, port, neighbour
 
 
 @pytest.mark.timeout(90)
@@ -286,4 +268,41 @@ def test_the_norm_bound_refuses_implausible_models_from_an_identified_neighbour(
         assert wait_exit(child, 60) == 0
     rounds = records(tmp_path / "node-0.log")
     assert [r["neighbours_heard"] for r in rounds] == [[1], [1]]
+    assert rounds[0]["refused"] == 1
+
+
+@pytest.mark.timeout(90)
+def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, caplog):
+    """Peer 0 (a real process) cuts streams silent for 1 s; our push of round 1 stalls 2.5 s after
+    its header, and meanwhile we move on to round 2: the receiver cuts the push, we push the round 1
+    model again all the same (the receiver is still in round 1, waiting for it), then the round 2
+    one, and its rounds use them (bytes counted once on both sides)."""
+    caplog.set_level(logging.INFO, logger="fedgossip.client.gossip.transport.sender")
+    child, port, neighbour = start_token_peer(tmp_path, [*TASK, "gossip.idle_timeout=1"])
+    names, arrays, n = neighbour_model()
+    first, second = (encode(1, round_, n, names, arrays) for round_ in (1, 2))
+    nbytes = sum(len(c.data) for c in first)
+    try:
+        with sink_neighbour(neighbour):  # node 0's pushes to us
+            wait_healthy(stub_for(f"127.0.0.1:{port}"))
+            stub = aio_stub_for(f"127.0.0.1:{port}")
+            sender = NeighbourSender(1, stub, [(TOKEN_KEY, "s3cret")], lambda *_: None)
+            try:
+                stalled = StallsOnce(first, 2.5)
+                sent = [sender.send(stalled, time.monotonic() + 20, wait=True)]
+                assert stalled.stalling.wait(10)
+                sent.append(sender.send(second, time.monotonic() + 20, wait=True))
+                assert [s.result(30) for s in sent] == [nbytes, nbytes]  # the cut push delivered none
+            finally:
+                sender.close()
+            assert wait_exit(child, 60) == 0
+    finally:
+        child.stop()
+    assert len(pushed_again(caplog)) == 1
+    assert (tmp_path / "node-0.log").read_text().count("stream silent for 1s") == 1
+    rounds = records(tmp_path / "node-0.log")
+    assert [(r["round"], r["neighbours_heard"], r["merged"], r["bytes_received"]) for r in rounds] == [
+        (1, [1], 1, nbytes),
+        (2, [1], 1, nbytes),
+    ]
     assert rounds[0]["refused"] == 1

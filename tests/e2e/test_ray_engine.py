@@ -4,25 +4,18 @@ dead peer; nothing of a run is left on the cluster."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 import ray
-from cryptography import x509
 from ray.cluster_utils import Cluster
 
-from fedgossip.client.gossip.actor import PEER_FILES, NodeBundle
-from fedgossip.config import load_config
-from fedgossip.launcher.gossip.launch import write_node_configs
 from fedgossip.launcher.gossip.ray_engine import RAY_INFO
-from fedgossip.launcher.runs.results import ResultsFolder
 from tests.support import (
     kill_during_run,
     loopback_cluster,
@@ -166,28 +159,3 @@ def test_without_ray_the_ray_engine_is_a_clear_error(tmp_path):
     assert 'error: launcher.engine = "ray" needs Ray' in output
     assert 'an optional extra: pip install "fedgossip[ray]"' in output
     assert not (out / "metrics.jsonl").exists()
-
-
-def test_node_configs_name_each_actor_address_and_travel_with_their_files(tmp_path):
-    """What the driver hands an actor: certificates naming the actor's address, and every file
-    the node config names, rewritten into the actor's own folder (owner-only), byte for byte."""
-    config = load_config(None, [*FOUR, "topology.kind=complete"])
-    results = ResultsFolder(tmp_path / "run", config)
-    listen = ["10.0.0.5:7001", "10.0.0.5:7002", "10.0.0.6:7001", "127.0.0.1:7003"]
-    paths = write_node_configs(config, results, 0.0, listen)
-    given = load_config(paths[2]).peer
-    assert given.listen == "10.0.0.6:7001" and given.neighbours["0"] == "10.0.0.5:7001"
-    cert = x509.load_pem_x509_certificate(Path(given.cert_file).read_bytes())
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert ipaddress.ip_address("10.0.0.6") in names.get_values_for_type(x509.IPAddress)
-    bundle = NodeBundle.read(paths[2])
-    assert sorted(bundle.files) == sorted(PEER_FILES)  # mutual TLS and a token: every kind of file
-    actor_folder = tmp_path / "actor"
-    actor_folder.mkdir()
-    unpacked = load_config(bundle.unpack(actor_folder))
-    assert unpacked.replace(peer=None) == load_config(paths[2]).replace(peer=None)
-    assert (unpacked.peer.listen, unpacked.peer.neighbours) == (given.listen, given.neighbours)
-    for key in PEER_FILES:
-        path = Path(getattr(unpacked.peer, key))
-        assert path.parent.parent == actor_folder and path.stat().st_mode & 0o777 == 0o600
-        assert path.read_bytes() == Path(getattr(given, key)).read_bytes()

@@ -1,7 +1,7 @@
-"""Every registry rule, and a user's rule from a temporary module, in real runs of both runtimes:
-gossip peers through the CLI (real processes, real gRPC) and the Flower ServerApp/ClientApp
-in-process (through the CLI for user rules, so the module comes from PYTHONPATH or from the
-directory the user launched from)."""
+"""Every registry rule in real gossip runs through the CLI (real processes, real gRPC), and a
+user's rule from a temporary module in both runtimes, through the CLI so that the module comes
+from PYTHONPATH or from the directory the user launched from. (Every rule in a Flower federation
+in-process: tests/unit/test_flower_inprocess.py.)"""
 
 from __future__ import annotations
 
@@ -13,12 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fedgossip.base import flower_protocol as p
-from fedgossip.client.flower_app import app as client_app
-from fedgossip.config import dump_toml, load_config
 from fedgossip.launcher.supervision.processes import child_env
-from fedgossip.server.federation import run_federation
-from fedgossip.server.local_grid import LocalGrid
 from fedgossip.strategies.registry import RULES
 from tests.support import cli_argv, metrics
 
@@ -110,19 +105,6 @@ def test_every_rule_runs_in_a_gossip_run(tmp_path, name):
     assert_complete(out, summary)
     assert summary["final_mean_accuracy"] > 0.5
     assert f'name = "{name}"' in (out / "config.toml").read_text()
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", list(RULES))
-def test_every_rule_runs_in_a_flower_run(name):
-    config = load_config(None, [*FLOWER, f"strategy.name={name}"])
-    grid = LocalGrid(client_app, NODES, {p.CONFIG_TOML: dump_toml(config)}, id_seed=0)
-    events: list[dict] = []
-    run_federation(grid, config, events.append)
-    assert events[-1]["type"] == "done", events[-1]
-    server = [e["record"] for e in events if e["type"] == "record" and e["record"]["node"] == "server"]
-    assert [r["round"] for r in server] == list(range(ROUNDS + 1))
-    assert server[-1]["test_accuracy"] > server[0]["test_accuracy"] + 0.2  # the global model moved
 
 
 @pytest.mark.timeout(200)

@@ -7,73 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 
 import psutil
 import pytest
 
 from fedgossip.config import load_config
-from fedgossip.launcher.experiments import reproduce
-from fedgossip.launcher.experiments.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
+from fedgossip.launcher.experiments.reproduce import VANISHING_VARIANCE
 from fedgossip.launcher.supervision.proctree import alive, descendants, stop
-from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, setting_section, write_report
-from tests.recompute import run_figures
-from tests.support import interrupt, interrupt_in_second_run, run_cli, start_cli
-
-
-def test_the_plan_is_every_method_times_the_seeds_and_optional_methods_the_config_refuses_are_skipped(
-    monkeypatch,
-):
-    spec = replace(
-        VANISHING_VARIANCE,
-        methods=(
-            Method("plain", ("strategy.name=average",)),
-            Method("future", ("gossip.not_a_key_yet=1",), optional=True),
-        ),
-    )
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
-    planned = reproduce.plan(spec.name, "quick")
-    seeds = spec.settings["quick"].seeds
-    assert [run.name for run in planned.runs] == [f"plain_seed={s}" for s in range(seeds)]
-    assert [run.config.experiment.seed for run in planned.runs] == list(range(seeds))
-    assert all(run.config.nodes.count == 4 for run in planned.runs)  # the quick setting's overrides
-    ((skipped, why),) = planned.skipped
-    assert skipped.label == "future" and "gossip.not_a_key_yet" in why
-    record = planned.record()
-    assert record["skipped"][0]["label"] == "future" and record["methods"][0]["runs"] == [
-        run.name for run in planned.runs
-    ]
-
-
-def test_a_setting_with_its_own_base_config_plans_its_runs_from_it():
-    """fair-incentives --full runs the authors' regime (examples/fair-authors.toml), the default
-    setting examples/fair-flower.toml; the plan's record names the config its runs came from."""
-    full, default = reproduce.plan("fair-incentives", "full"), reproduce.plan("fair-incentives")
-    assert full.config_path.name == "fair-authors.toml" and default.config_path.name == "fair-flower.toml"
-    assert full.record()["config"] == "examples/fair-authors.toml" == FAIR_INCENTIVES.config_of("full")
-    authors = load_config(full.config_path)
-    for run in full.runs:
-        assert run.config.task == authors.task and run.config.nodes.count == 30
-    assert {run.config.strategy.params["selection"] for run in full.runs} == {"fair", "random", "all"}
-    assert {run.config.task.dataset for run in default.runs} == {"digits"}
-
-
-def test_seeds_overrides_the_settings_count_and_the_record_says_both(monkeypatch):
-    spec = replace(VANISHING_VARIANCE, methods=(Method("plain", ("strategy.name=average",)),))
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
-    planned = reproduce.plan(spec.name, "quick", seeds=3)
-    assert [run.config.experiment.seed for run in planned.runs] == [0, 1, 2]
-    record = planned.record()
-    assert record["seeds"] == 3 and record["default_seeds"] == spec.settings["quick"].seeds
-    heading = setting_section(record, [])[2]  # the write-up names the command that made it
-    assert heading.startswith(f"Made by `fedgossip reproduce {spec.name} --quick --seeds 3`")
-
-
-def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run(monkeypatch):
-    spec = replace(VANISHING_VARIANCE, methods=(Method("bad", ("nodes.count=1",)),))
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
-    with pytest.raises(ValueError, match=r"run bad_seed=0: nodes.count"):
-        reproduce.plan(spec.name, "quick")
+from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, write_report
+from tests.support import interrupt, interrupt_in_second_run, run_cli, run_figures, start_cli
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Scenarios on launched gossip runs (real peer processes, real gRPC): attacks against the merge
-rules, a collective planting a trigger, a peer that crashes and rejoins.
+rules, a collective planting a trigger, a peer that crashes and rejoins; and the CLI's exit 2 for
+a bad [scenario] section.
 
 Thresholds come from measured runs (digits, logistic regression, 10 rounds, random 4-regular
 graph on 10 peers, 2 sign-flip attackers drawn by attacker_fraction = 0.2, seed 0), honest min /
@@ -181,3 +182,10 @@ def test_sign_flip_attackers_also_attack_in_flower_mode(tmp_path):
     server = [r for r in read_records(out) if r["node"] == "server" and r["round"] == 3]
     assert server[0]["test_accuracy"] < 0.5
     assert summary["honest_mean_accuracy"] < 0.5
+
+
+def test_the_cli_says_error_and_exits_2_for_a_bad_scenario(tmp_path):
+    result = run_cli("run", "--out", str(tmp_path / "run"), "--set", "scenario.delay_ms=-1", timeout=60)
+    assert result.returncode == 2
+    assert "error: scenario.delay_ms must be a finite number >= 0; got -1.0" in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()

@@ -1,17 +1,21 @@
 """File datasets end to end: 3 gossip peers through the real CLI on an .npz file and on a local
-Hugging Face dataset (prepared once into shards by the launcher)."""
+Hugging Face dataset (prepared once into shards by the launcher), and prepared shards that give
+every node exactly the rows it would have had, read with numpy alone in a fresh interpreter."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from fedgossip.config import PeerSection
+from fedgossip.config import PeerSection, load_config
+from fedgossip.launcher.experiments.prepare import prepare_shards
 from fedgossip.launcher.supervision.processes import child_env
+from fedgossip.tasks import node_dataset
 from tests.support import (
     RECORD_FIELDS,
     cli_argv,
@@ -118,7 +122,7 @@ def test_devices_started_by_hand_each_learn_their_own_npz_file(tmp_path):
 @pytest.mark.timeout(300)
 def test_three_peers_merge_a_batchnorm_model_keeping_their_statistics(tmp_path):
     """BatchNorm statistics (int64 counters among them) stay each node's own; the rest is merged."""
-    from tests.unit.test_tasks_user_models import USER_MODULE
+    from tests.support import USER_MODULE
 
     (tmp_path / "user_nets.py").write_text(textwrap.dedent(USER_MODULE))
     out = tmp_path / "bn"
@@ -130,3 +134,42 @@ def test_three_peers_merge_a_batchnorm_model_keeping_their_statistics(tmp_path):
     assert len(records) == 3 * ROUNDS
     assert all(r["merged"] == 2 and r["discarded"] is None for r in records)
     assert min(r["test_accuracy"] for r in records if r["round"] == ROUNDS) > 0.5
+
+
+@pytest.mark.usefixtures("offline")
+@pytest.mark.parametrize("partition", ["dirichlet", "none"])
+def test_prepared_shards_give_every_node_its_rows_with_numpy_only(tmp_path, partition):
+    folder = save_hf_digits(tmp_path / "hf", 600)
+    config = load_config(
+        None,
+        [
+            'task.dataset="hf"',
+            f'task.path="{folder}"',
+            f'task.partition="{partition}"',
+            "task.label_noise=0.3",
+            "nodes.count=3",
+            "experiment.seed=4",
+        ],
+    )
+    prepared = prepare_shards(config, tmp_path / "run")
+    assert prepared.task.dataset == "prepared" and prepared.task.path == str(
+        (tmp_path / "run" / "data").resolve()
+    )
+    assert prepared.replace(task=config.task) == config  # nothing else changed
+    manifest = json.loads((tmp_path / "run" / "data" / "shards.json").read_text())
+    assert manifest["num_nodes"] == 3 and manifest["input_shape"] == [1, 8, 8]
+    for node in range(3):  # the same rows, noise and test set as loading the dataset in the node
+        direct, shard = node_dataset(config.task, node, 3, 4), node_dataset(prepared.task, node, 3, 4)
+        for field in ("x_train", "y_train", "x_test", "y_test"):
+            np.testing.assert_array_equal(getattr(shard, field), getattr(direct, field), err_msg=field)
+    code = (
+        "import sys\nfrom fedgossip.tasks import TaskConfig, node_dataset\n"
+        f"node_dataset(TaskConfig(dataset='prepared', path={prepared.task.path!r}), 1, 3, 4)\n"
+        "print(sorted({'datasets', 'pyarrow', 'flwr_datasets', 'torch', 'pandas'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
+    with pytest.raises(
+        ValueError, match=r"the shards were written for 3 nodes, the experiment has nodes\.count=4"
+    ):
+        node_dataset(prepared.task, 0, 4, 4)

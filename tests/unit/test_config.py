@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import typing
+
 import pytest
 
-from fedgossip.config import QUICKSTART, config_from_dict, dump_toml, load_config
+from fedgossip.config import QUICKSTART, ExperimentConfig, config_from_dict, dump_toml, load_config
 
 
 def test_quickstart_loads_and_round_trips(tmp_path):
@@ -84,3 +87,71 @@ def test_missing_and_invalid_files(tmp_path):
 def test_ray_addresses_that_are_accepted(address):
     config = config_from_dict({"launcher": {"engine": "ray", "ray_address": address}})
     assert (config.launcher.engine, config.launcher.ray_address) == ("ray", address)
+
+
+def test_config_keys_of_the_defences():
+    config = load_config(None, ["gossip.max_norm_ratio=10", "gossip.idle_timeout=2"])
+    assert config.gossip.max_norm_ratio == 10 and config.gossip.idle_timeout == 2
+    with pytest.raises(ValueError, match=r"gossip\.catch_up_rounds"):
+        load_config(None, ["gossip.catch_up_rounds=1"])
+
+
+# --- config values ----------------------------------------------------------------------------
+
+
+def _float_keys() -> list[tuple[str, str]]:
+    """(section, key) of every float-typed key of every config section."""
+    keys = []
+    for section, hint in typing.get_type_hints(ExperimentConfig).items():
+        cls = next(a for a in (*typing.get_args(hint), hint) if isinstance(a, type) and a is not type(None))
+        for key, field_hint in typing.get_type_hints(cls).items():
+            if field_hint is float or float in typing.get_args(field_hint):
+                keys.append((section, key))
+    return keys
+
+
+def test_every_section_has_float_keys_to_check():
+    sections = {section for section, _ in _float_keys()}
+    assert {"experiment", "task", "topology", "gossip", "flower", "peer"} <= sections
+
+
+@pytest.mark.parametrize(("section", "key"), _float_keys(), ids=lambda v: v)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+def test_non_finite_numbers_are_refused_for_every_float_key(section, key, value):
+    with pytest.raises(ValueError, match=rf"^{section}\.{key} must be a finite number; got (-?inf|nan)$"):
+        config_from_dict({section: {key: value}})
+
+
+def test_non_finite_inside_a_list_and_huge_integers_are_refused():
+    with pytest.raises(ValueError, match=r"^task\.label_noise\[1\] must be a finite number; got nan$"):
+        config_from_dict({"task": {"label_noise": [0.1, math.nan]}})
+    with pytest.raises(ValueError, match=r"^experiment\.rounds must fit in 64 bits"):
+        config_from_dict({"experiment": {"rounds": 2**64}})
+    with pytest.raises(ValueError, match=r"^experiment\.round_timeout must fit in 64 bits"):
+        config_from_dict({"experiment": {"round_timeout": 10**400}})  # float() of it would overflow
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../../x", "must be a plain file name (it names the results folder), not a path"),
+        ("a/b", "not a path"),
+        ("a\\b", "not a path"),
+        (".", "not a path"),
+        ("..", "not a path"),
+        ("a\x00b", "must not contain control characters"),
+        ("line\nbreak", "must not contain control characters"),
+        ("x" * 101, "must be at most 100 characters; got 101"),
+        ("  ", "must not be empty"),
+    ],
+    ids=["traversal", "slash", "backslash", "dot", "dotdot", "nul", "newline", "long", "blank"],
+)
+def test_experiment_name_must_be_a_plain_file_name(name, problem):
+    with pytest.raises(ValueError, match=r"^experiment\.name ") as err:
+        config_from_dict({"experiment": {"name": name}})
+    assert problem in str(err.value)
+
+
+def test_good_names_still_pass():
+    for name in ("my run", "vca-8.ring", "é [x] :smile:", "x" * 100):
+        assert config_from_dict({"experiment": {"name": name}}).experiment.name == name

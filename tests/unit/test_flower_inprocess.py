@@ -1,10 +1,12 @@
 """Whole federations in this process: the fedgossip ServerApp logic and ClientApp over an in-process
-Grid (no SuperLink, no ports, no Ray), alone and through the launcher (engine = "inprocess")."""
+Grid (no SuperLink, no ports, no Ray), alone and through the launcher (engine = "inprocess"), and
+every registered aggregation rule moving the global model."""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import textwrap
 
 import pytest
@@ -17,6 +19,7 @@ from fedgossip.launcher.experiments.run import run_experiment
 from fedgossip.reports import read_records
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
+from fedgossip.strategies.registry import RULES
 from tests.support import RECORD_FIELDS
 
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
@@ -145,12 +148,11 @@ def test_flower_builtins_run_in_process(name):
 def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
     """Each client trains and evaluates with its own running statistics (the global ones only in
     round 1), kept in context.state between messages; replayed here with a fresh learner."""
-    import sys
 
     import numpy as np
 
     from fedgossip.tasks import build_learner
-    from tests.unit.test_tasks_user_models import (
+    from tests.support import (
         USER_MODULE,  # its bn_net: conv, BatchNorm2d, linear, BatchNorm1d
     )
 
@@ -209,3 +211,27 @@ def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
     assert not np.allclose(kept[0]["1.running_mean"], kept[1]["1.running_mean"])
     for node in (0, 1):
         assert not np.allclose(kept[node]["1.running_mean"], final["1.running_mean"].numpy())
+
+
+NODES, ROUNDS = 4, 3
+FLOWER = [
+    'experiment.mode="flower"',
+    'flower.engine="inprocess"',
+    "flower.fraction_evaluate=0.0",
+    f"nodes.count={NODES}",
+    f"experiment.rounds={ROUNDS}",
+    "task.model=linear",
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", list(RULES))
+def test_every_rule_runs_in_a_flower_run(name):
+    config = load_config(None, [*FLOWER, f"strategy.name={name}"])
+    grid = LocalGrid(client_app, NODES, {p.CONFIG_TOML: dump_toml(config)}, id_seed=0)
+    events: list[dict] = []
+    run_federation(grid, config, events.append)
+    assert events[-1]["type"] == "done", events[-1]
+    server = [e["record"] for e in events if e["type"] == "record" and e["record"]["node"] == "server"]
+    assert [r["round"] for r in server] == list(range(ROUNDS + 1))
+    assert server[-1]["test_accuracy"] > server[0]["test_accuracy"] + 0.2  # the global model moved

@@ -13,11 +13,8 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Error,
     Message,
     MessageType,
-    Metadata,
-    MetricRecord,
     RecordDict,
 )
 from flwr.serverapp import Grid
@@ -33,43 +30,7 @@ from fedgossip.server.local_grid import LocalGrid, claim_server_identity
 from fedgossip.server.recording import RecordingGrid, RoundFailed
 from fedgossip.strategies import variance_corrected_average, weighted_average
 from fedgossip.strategies.registry import RULES
-
-NAMES = ["net.0.weight", "net.0.bias", "net.2.weight"]
-SHAPES = [(16, 8), (16,), (4, 16)]
-
-
-def model(rng: np.random.Generator, scale: float = 1.0) -> list[np.ndarray]:
-    return [(scale * rng.standard_normal(shape)).astype(np.float32) for shape in SHAPES]
-
-
-def reply(
-    node_id: int,
-    arrays: list[np.ndarray] | None,
-    examples: int,
-    kind: str = MessageType.TRAIN,
-    error: str | None = None,
-    partition: int | None = None,
-) -> Message:
-    """A reply Message as a SuperNode would deliver it."""
-    metadata = Metadata(
-        run_id=1,
-        message_id=f"r{node_id}",
-        src_node_id=node_id,
-        dst_node_id=1,
-        reply_to_message_id=f"m{node_id}",
-        group_id="",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=kind,
-    )
-    if error is not None:
-        return Message(metadata=metadata, error=Error(2, error))
-    content = RecordDict({p.METRICS: MetricRecord({p.TRAIN_LOSS: 0.5, p.NUM_EXAMPLES: examples})})
-    if arrays is not None:
-        content[p.ARRAYS] = ArrayRecord({n: Array(a) for n, a in zip(NAMES, arrays, strict=True)})
-    if partition is not None:
-        content[p.NODE] = ConfigRecord({p.PARTITION_ID: partition, p.NUM_PARTITIONS: 4})
-    return Message(metadata=metadata, content=content)
+from tests.support import NAMES, model, reply
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedgossip.strategies import krum, krum_scores, multi_krum, squared_distances
-from tests.unit.test_strategies import small_blocks
+from tests.support import small_blocks
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
 

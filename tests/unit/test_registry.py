@@ -16,7 +16,7 @@ from fedgossip.config import config_from_dict, load_config
 from fedgossip.server.flower_strategies import build_strategy, rule_strategy
 from fedgossip.strategies import registry
 from fedgossip.strategies.registry import RULES, integer, real, register, resolve, run_rule
-from tests.unit.test_flower_strategies import NAMES, model, reply
+from tests.support import NAMES, model, reply
 
 SHAPES = [(3, 2), (4,)]
 

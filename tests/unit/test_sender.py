@@ -1,8 +1,8 @@
 """The senders on the process's one event loop (client/gossip/transport/: eventloop.py, sender.py), on
-real gRPC:
-a frozen neighbour delays only its own pushes, a newer model replaces one not sent, many senders
-add no thread, a push the receiver cut (this process fed it too slowly) is pushed again and one
-past its own deadline is not; a peer's server does not share a port with another server."""
+real gRPC in this process: a frozen neighbour delays only its own pushes, a newer model replaces
+one not sent, many senders add no thread, a push past its own deadline is not pushed again; a
+peer's server does not share a port with another server. (A push a real peer cut is pushed again:
+tests/e2e/test_peer_input.py.)"""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
 
 from fedgossip.client.gossip.transport.grpc_server import LoopServer
-from fedgossip.client.gossip.transport.security import TOKEN_KEY
 from fedgossip.client.gossip.transport.sender import NeighbourSender
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.proto import gossip_pb2
 from fedgossip.proto.gossip_pb2_grpc import GossipServicer
-from tests.e2e.test_peer_input import TASK, neighbour_model, records, start_token_peer
-from tests.support import aio_stub_for, loopback_ports, sink_neighbour, stub_for, wait_exit, wait_healthy
+from tests.support import (
+    StallsOnce,
+    aio_stub_for,
+    loopback_ports,
+    pushed_again,
+    sink_neighbour,
+)
 
 CHUNKS = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)])
 NBYTES = sum(len(c.data) for c in CHUNKS)
@@ -114,73 +116,6 @@ def test_a_peer_server_never_shares_a_port_another_server_listens_on():
     # another process's gRPC server (it binds with SO_REUSEPORT, gRPC's default)
     with sink_neighbour(port), pytest.raises(ValueError, match="cannot listen"):
         LoopServer(GossipServicer(), f"127.0.0.1:{port}", None, [])
-
-
-class StallsOnce(Sequence):
-    """A model's chunks whose first pass stalls `seconds` after the first chunk: a sender whose
-    process is too busy to feed its stream (the stall holds this process's event loop, as a busy
-    process does)."""
-
-    def __init__(self, chunks: Sequence[gossip_pb2.ModelChunk], seconds: float) -> None:
-        self._chunks = list(chunks)
-        self._stall = seconds
-        self.stalling = threading.Event()  # set when the stall begins
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def __getitem__(self, index):
-        return self._chunks[index]
-
-    def __iter__(self) -> Iterator[gossip_pb2.ModelChunk]:
-        stall, self._stall = self._stall, 0.0
-        for index, chunk in enumerate(self._chunks):
-            yield chunk
-            if index == 0 and stall:
-                self.stalling.set()
-                time.sleep(stall)
-
-
-def pushed_again(caplog) -> list[str]:
-    """The sender's log lines saying that the receiver cut a push and it goes again."""
-    return [r.getMessage() for r in caplog.records if "pushing again" in r.getMessage()]
-
-
-@pytest.mark.timeout(90)
-def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, caplog):
-    """Peer 0 (a real process) cuts streams silent for 1 s; our push of round 1 stalls 2.5 s after
-    its header, and meanwhile we move on to round 2: the receiver cuts the push, we push the round 1
-    model again all the same (the receiver is still in round 1, waiting for it), then the round 2
-    one, and its rounds use them (bytes counted once on both sides)."""
-    caplog.set_level(logging.INFO, logger="fedgossip.client.gossip.transport.sender")
-    child, port, neighbour = start_token_peer(tmp_path, [*TASK, "gossip.idle_timeout=1"])
-    names, arrays, n = neighbour_model()
-    first, second = (encode(1, round_, n, names, arrays) for round_ in (1, 2))
-    nbytes = sum(len(c.data) for c in first)
-    try:
-        with sink_neighbour(neighbour):  # node 0's pushes to us
-            wait_healthy(stub_for(f"127.0.0.1:{port}"))
-            stub = aio_stub_for(f"127.0.0.1:{port}")
-            sender = NeighbourSender(1, stub, [(TOKEN_KEY, "s3cret")], lambda *_: None)
-            try:
-                stalled = StallsOnce(first, 2.5)
-                sent = [sender.send(stalled, time.monotonic() + 20, wait=True)]
-                assert stalled.stalling.wait(10)
-                sent.append(sender.send(second, time.monotonic() + 20, wait=True))
-                assert [s.result(30) for s in sent] == [nbytes, nbytes]  # the cut push delivered none
-            finally:
-                sender.close()
-            assert wait_exit(child, 60) == 0
-    finally:
-        child.stop()
-    assert len(pushed_again(caplog)) == 1
-    assert (tmp_path / "node-0.log").read_text().count("stream silent for 1s") == 1
-    rounds = records(tmp_path / "node-0.log")
-    assert [(r["round"], r["neighbours_heard"], r["merged"], r["bytes_received"]) for r in rounds] == [
-        (1, [1], 1, nbytes),
-        (2, [1], 1, nbytes),
-    ]
-    assert rounds[0]["refused"] == 1
 
 
 @pytest.mark.timeout(60)

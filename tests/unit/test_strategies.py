@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,24 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedgossip.strategies import (
-    _blocks,
     coordinate_median,
     trimmed_mean,
     variance_corrected_average,
     weighted_average,
 )
-from tests.support import REPO
+from tests.support import small_blocks
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@contextmanager
-def small_blocks(size: int) -> Iterator[None]:
-    """Process tensors in blocks of `size` elements, to exercise block combination."""
-    with mock.patch.object(_blocks, "BLOCK_SIZE", size):
-        yield
 
 
 def reference_vca(own, received, *, own_weight=0.5, eps=1e-8, ratio=1.0, weights=None, skip=()):
@@ -405,25 +393,3 @@ def test_non_contiguous_tensors_are_handled():
     expected = reference_vca(None, [[np.ascontiguousarray(v[0])] for v in views])
     assert_models_close(variance_corrected_average(None, views), expected)
     np.testing.assert_allclose(weighted_average(views)[0], np.mean([v[0] for v in views], axis=0))
-
-
-# ---------------------------------------------------------------- benchmark script
-
-
-def load_benchmark():
-    path = REPO / "benchmarks" / "bench_aggregation.py"
-    spec = importlib.util.spec_from_file_location("bench_aggregation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_layout_and_smoke_run(capsys):
-    bench = load_benchmark()
-    for params in (16, 1000, 25_000_000):
-        shapes = bench.layout(params)
-        assert sum(math.prod(shape) for shape in shapes) == params
-        assert (1,) in shapes
-    assert bench.main(["--models", "3", "--params", "20000", "--repeats", "1"]) in (0, 1)
-    output = capsys.readouterr().out
-    assert "ratio VCA / average" in output and "GB/s" in output

@@ -14,60 +14,7 @@ import torch
 from fedgossip.client.gossip.transport.wire import ModelAssembler, assemble, encode
 from fedgossip.schema.tensors import specs_of
 from fedgossip.tasks import TaskConfig, build_learner
-
-USER_MODULE = '''
-import math
-
-import torch
-from torch import nn
-
-
-def bn_net(input_shape, num_classes):
-    """A small conv net with BatchNorm for 8x8 digits (any image)."""
-    channels, height, width = input_shape
-    return nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(8 * height * width, 32),
-        nn.BatchNorm1d(32),
-        nn.ReLU(),
-        nn.Linear(32, num_classes),
-    )
-
-
-def dropout_net(input_shape, num_classes):
-    hidden = nn.Linear(math.prod(input_shape), 32)
-    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, num_classes))
-
-
-def raises(input_shape, num_classes):
-    raise RuntimeError("no GPU here")
-
-
-def not_a_module(input_shape, num_classes):
-    return "a string"
-
-
-def wrong_output(input_shape, num_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes + 1))
-
-
-def wrong_input(input_shape, num_classes):
-    return nn.Linear(3, num_classes)
-
-
-def no_parameters(input_shape, num_classes):
-    return nn.Flatten()
-
-
-def float64(input_shape, num_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes)).double()
-
-
-NOT_CALLABLE = 3
-'''
+from tests.support import USER_MODULE
 
 
 @pytest.fixture

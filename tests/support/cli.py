@@ -1,5 +1,5 @@
-"""What the tests share: CLI runs and their records, peers started by hand with their stubs,
-waits with timeouts, interrupts, small datasets on disk, and a loopback Ray cluster."""
+"""`fedgossip` run as a user runs it, in a subprocess: its results folders and records, waits
+with timeouts, interrupts (SIGINT) and kills in the middle of a run."""
 
 from __future__ import annotations
 
@@ -10,23 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent import futures
+from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-import numpy as np
-
-from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.client.gossip.transport.identity import LinkKeys
-from fedgossip.client.gossip.transport.sender import open_channels
-from fedgossip.config import PeerSection, dump_toml, load_config
-from fedgossip.launcher.gossip.ray_engine import LOCAL_ONLY
-from fedgossip.launcher.supervision.processes import Child, child_env, python_module
+from fedgossip.config import load_config
+from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import descendants
-from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.reports import read_records
-from fedgossip.tasks.data import load_raw
 
 RECORD_FIELDS = frozenset(
     {
@@ -43,7 +34,7 @@ RECORD_FIELDS = frozenset(
 )
 """Keys every metrics record has, in every mode (DESIGN.md's contract)."""
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 """The repository's root (README, examples, benchmarks, proto)."""
 
 
@@ -82,43 +73,6 @@ def metrics(run_dir: Path) -> list[dict]:
     return read_records(run_dir)
 
 
-def write_node_config(path: Path, peer: PeerSection, *overrides: str) -> Path:
-    """A node config: the built-in quickstart with `overrides` and the given [peer] section."""
-    config = load_config(None, list(overrides)).replace(peer=peer)
-    path.write_text(dump_toml(config))
-    return path
-
-
-def start_peer(config: Path, log: Path) -> Child:
-    """Start one peer process from a node config (stop it with .stop())."""
-    return Child(
-        f"peer-{config.stem}",
-        python_module("fedgossip.client.gossip.peer", str(config)),
-        log_path=log,
-        env=child_env(1),
-    )
-
-
-def wait_healthy(stub: gossip_pb2_grpc.GossipStub, timeout: float = 60) -> gossip_pb2.HealthReply:
-    """Wait (with a deadline) until the peer behind `stub` answers Health."""
-    return stub.Health(gossip_pb2.HealthRequest(), timeout=timeout, wait_for_ready=True)
-
-
-def loopback_ports(count: int) -> list[int]:
-    return free_ports(count, "127.0.0.1")
-
-
-def wait_exit(child: Child, timeout: float) -> int:
-    """Wait for a child to exit by itself; fail the test (after stopping it) if it does not."""
-    try:
-        return child.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        child.stop()
-        raise AssertionError(
-            f"{child.name} did not finish within {timeout}s:\n{child.log_tail(20)}"
-        ) from None
-
-
 def run_status(run_dir: Path) -> str | None:
     """The status in a run folder's summary.json (None while the run has not written it)."""
     try:
@@ -151,47 +105,6 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class _Sink(gossip_pb2_grpc.GossipServicer):
-    """A neighbour that accepts any push and counts them (those started, those read to the end)."""
-
-    def __init__(self) -> None:
-        self.started = 0
-        self.pushes = 0
-
-    def PushModel(self, request_iterator, context):
-        self.started += 1
-        for _ in request_iterator:
-            pass
-        self.pushes += 1
-        return gossip_pb2.PushReply(accepted=True)
-
-
-@contextlib.contextmanager
-def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None):
-    """An in-process gRPC server on 127.0.0.1:`port` standing in for a neighbour's receiving side."""
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    sink = _Sink()
-    gossip_pb2_grpc.add_GossipServicer_to_server(sink, server)
-    address = f"127.0.0.1:{port}"
-    server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    server.start()
-    try:
-        yield sink
-    finally:
-        server.stop(grace=None)
-
-
-def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:
-    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
-    return gossip_pb2_grpc.GossipStub(channel)
-
-
-def aio_stub_for(address: str) -> gossip_pb2_grpc.GossipStub:
-    """A stub on a grpc.aio channel of the process's event loop (what a peer's senders use)."""
-    (channel,) = open_channels({0: address}, None, []).values()
-    return gossip_pb2_grpc.GossipStub(channel)
 
 
 @contextlib.contextmanager
@@ -277,64 +190,3 @@ def kill_during_run(out: Path, settings: Sequence[str], node: int, process: str,
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.communicate()
     return launcher.returncode, output.decode(errors="replace")
-
-
-def digit_images(count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` digits as (count, 8, 8) uint8 images (0..255) and int64 labels."""
-    x, y = load_raw("digits")
-    return (x[:count] * 255 / 16).round().astype(np.uint8).reshape(-1, 8, 8), y[:count].copy()
-
-
-def save_hf_digits(folder: Path, count: int = 600, test: int = 0, *, parquet: bool = False) -> Path:
-    """The digits as a Hugging Face dataset (columns "image": Image, "label": ClassLabel): a
-    DatasetDict saved with save_to_disk (a "test" split of the last `test` images if test > 0;
-    a bare Dataset if test == 0), or one parquet file per split with `parquet`."""
-    import datasets
-
-    x, y = digit_images(count)
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
-    )
-    full = datasets.Dataset.from_dict({"image": list(x), "label": y.tolist()}, features=features)
-    splits = {"train": full.select(range(count - test))}
-    if test:
-        splits["test"] = full.select(range(count - test, count))
-    if parquet:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, split in splits.items():
-            split.to_parquet(str(folder / f"{name}.parquet"))
-    elif test:
-        datasets.DatasetDict(splits).save_to_disk(str(folder))
-    else:
-        splits["train"].save_to_disk(str(folder))
-    return folder
-
-
-@contextlib.contextmanager
-def loopback_cluster(nodes: int = 2, cpus: int = 1) -> Iterator:
-    """`ray.cluster_utils.Cluster` of `nodes` nodes of `cpus` CPUs on 127.0.0.1 (no dashboard),
-    this process connected to it as a driver; shut down at the end. Ray otherwise replaces
-    127.0.0.1 by the machine's outward address when a driver connects (`LOCAL_ONLY` stops it, in
-    this process and in the launchers it starts)."""
-    import ray
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    saved = os.environ.get(LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[LOCAL_ONLY] = "0"  # for the launchers started from here
-    ray_constants.ENABLE_RAY_CLUSTER = False  # for this process, whenever it imported Ray
-    args = {"num_cpus": cpus, "node_ip_address": LOOPBACK}
-    cluster = Cluster(initialize_head=True, head_node_args={**args, "include_dashboard": False})
-    try:
-        for _ in range(nodes - 1):
-            cluster.add_node(**args)
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
-        if saved[0] is None:
-            os.environ.pop(LOCAL_ONLY, None)
-        else:
-            os.environ[LOCAL_ONLY] = saved[0]
