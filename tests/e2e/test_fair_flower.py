@@ -52,7 +52,8 @@ def test_compare_puts_fair_and_its_baselines_side_by_side_with_their_fairness(tm
         config = fair_config(f'strategy.params.selection="{selection}"', "experiment.rounds=8")
         _, code = run_experiment(config, tmp_path / selection, Console(file=io.StringIO()))
         assert code == 0
-    result = run_cli("compare", str(tmp_path / "fair"), str(tmp_path / "random"), "--format", "json")
+    runs, out = (str(tmp_path / "fair"), str(tmp_path / "random")), ("--out", str(tmp_path / "compare"))
+    result = run_cli("compare", *runs, *out, "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = {row["label"]: row for row in json.loads(result.stdout)["groups"]}
     noise = [n / 5 * 0.6 for n in range(5)]
@@ -66,6 +67,6 @@ def test_compare_puts_fair_and_its_baselines_side_by_side_with_their_fairness(tm
         assert row["psi_noise_correlation"]["mean"] == pytest.approx(np.corrcoef(noise, psi)[0, 1], abs=1e-4)
         last = [mine[-1]["test_accuracy"] for mine in nodes]
         assert row["std_end"]["mean"] == pytest.approx(np.std(last), abs=1e-4)
-    table = run_cli("compare", str(tmp_path / "fair"), str(tmp_path / "random"), "--format", "markdown")
+    table = run_cli("compare", *runs, *out, "--format", "markdown")
     header = table.stdout.splitlines()[0]
     assert all(name in header for name in ("selection", "psi-noise corr", "fairness", "spread trend"))
