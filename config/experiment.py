@@ -34,6 +34,7 @@ from fedgossip.config.sections import (
 )
 from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
+from fedgossip.tasks.registry import model_entry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,10 +82,11 @@ class ExperimentConfig:
             own.check_nodes(self.strategy.params, self.nodes.count)
         if self.gossip.schedule == "async":
             self._check_async()
-        if self.strategy.name == "fedprox" and self.flower.proximal_mu > 0 and self.task.model == "linear":
+        sends_mu = ("proximal_mu", "flower.proximal_mu") in getattr(registry.lookup(name), "config_args", ())
+        if sends_mu and self.flower.proximal_mu > 0 and not model_entry(self.task.model).family.proximal:
             raise ValueError(
-                "strategy.name 'fedprox' trains with a proximal term (flower.proximal_mu > 0) that "
-                "task.model 'linear' (scikit-learn) does not have: "
+                f"strategy.name {name!r} trains with a proximal term (flower.proximal_mu > 0) that "
+                f"task.model {self.task.model!r} does not have: "
                 "use a torch model or flower.proximal_mu = 0"
             )
 

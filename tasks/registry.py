@@ -25,11 +25,13 @@ from fedgossip.base.loading import is_reference, load_callable
 class Family:
     """A kind of model: the learner class that trains it (`package.module:Class`), the modules a
     fork server imports for it before forking (never one that starts a thread: scikit-learn
-    imports pandas and pyarrow when installed, whose allocator does), and its memory class."""
+    imports pandas and pyarrow when installed, whose allocator does), its memory class, and
+    whether its learner trains with FedProx's proximal term (`proximal_mu` sent by the server)."""
 
     learner: str
     preload: tuple[str, ...]
     memory: str
+    proximal: bool = True
 
 
 TORCH = Family(
@@ -37,7 +39,7 @@ TORCH = Family(
     ("fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"),
     memory="torch",
 )
-SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear")
+SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear", proximal=False)
 
 
 @dataclass(frozen=True)
