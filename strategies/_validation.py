@@ -23,7 +23,6 @@ import numpy as np
 
 from ._typing import FloatArray, NDArray
 
-
 _TRUSTED = ContextVar("fedgossip_trusted_models", default=False)
 
 
