@@ -44,6 +44,7 @@ from fedgossip.client.gossip.round_record import RoundRecords
 from fedgossip.client.gossip.rounds import round_plan
 from fedgossip.client.gossip.sync_schedule import SyncRounds
 from fedgossip.client.gossip.transport.grpc_server import LoopServer
+from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.security import (
     check_plaintext,
     read_link_keys,
@@ -79,15 +80,10 @@ class GossipPeer:
         self.started = time.time()
         self.run_start = config.peer.run_start or self.started
         check_plaintext(self.peer)
-        token, links = read_token(self.peer), read_link_keys(self.peer)
-        auth = Authenticator(token, links, certificates=bool(self.peer.client_ca_file))
+        token, keys = read_token(self.peer), read_link_keys(self.peer)
+        auth = self._authenticator(token, keys)
         # the launcher's observer reads the last model (consensus distance) before the peer exits
-        self.observed = bool(links and links.observer and config.observes_consensus)
-        if not auth.identifies:
-            log.warning(
-                "callers are not identified (no peer.link_keys_file, no mutual TLS): "
-                "any caller may push as any neighbour"
-            )
+        self.observed = bool(keys and keys.observer and config.observes_consensus)
         self.scenario = config.scenario
         seed, count = config.experiment.seed, config.nodes.count
         self.roles = roles(self.scenario, self.node, count, seed)
@@ -108,19 +104,7 @@ class GossipPeer:
         self.inbox = AsyncInbox() if self.gossip.schedule == "async" else Inbox()
         self.plan = round_plan(config, self.node, list(self.neighbours))
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
-        self.service = GossipService(
-            self.node,
-            self.specs,
-            self.inbox,
-            neighbours=list(self.neighbours),
-            rounds=config.experiment.rounds,
-            max_bytes=self.max_bytes,
-            auth=auth,
-            max_pushes=self.gossip.max_pushes or 2 * len(self.neighbours) + 4,
-            idle_timeout=self.gossip.idle_timeout,
-            max_norm_ratio=self.gossip.max_norm_ratio,
-        )
-        self.service.keep_previous = self.observed  # the observer may read a round late
+        self.service = self._service(auth)
         self.server = self._serve(self.peer.listen)
         self.port = self.server.port
         self.links = Links(
@@ -129,7 +113,7 @@ class GossipPeer:
             self.inbox,
             self.events,
             token,
-            links,
+            keys,
             names=self.names,
             attack=self.attack,
         )
@@ -138,6 +122,35 @@ class GossipPeer:
         self.watch = NeighbourWatch(self)
         self.crash = Crash(self, CrashClock(self.scenario, self.roles, self.node, seed))
         self.linked = LinkedNeighbours(config, self.node, set(self.neighbours), self.events)
+
+    def _authenticator(self, token: str | None, keys: LinkKeys | None) -> Authenticator:
+        """How callers prove who they are (the token, link `keys`, client certificates); a
+        warning when they are not identified."""
+        auth = Authenticator(token, keys, certificates=bool(self.peer.client_ca_file))
+        if not auth.identifies:
+            log.warning(
+                "callers are not identified (no peer.link_keys_file, no mutual TLS): "
+                "any caller may push as any neighbour"
+            )
+        return auth
+
+    def _service(self, auth: Authenticator) -> GossipService:
+        """The gRPC service: it checks every push (`auth`, the model's specs and size, its round
+        window, the norm bound) before the model reaches the inbox."""
+        service = GossipService(
+            self.node,
+            self.specs,
+            self.inbox,
+            neighbours=list(self.neighbours),
+            rounds=self.config.experiment.rounds,
+            max_bytes=self.max_bytes,
+            auth=auth,
+            max_pushes=self.gossip.max_pushes or 2 * len(self.neighbours) + 4,
+            idle_timeout=self.gossip.idle_timeout,
+            max_norm_ratio=self.gossip.max_norm_ratio,
+        )
+        service.keep_previous = self.observed  # the observer may read a round late
+        return service
 
     def _serve(self, listen: str, *, exclusive: bool = True) -> LoopServer:
         """Start the gRPC server on `listen` (`exclusive`: see LoopServer)."""
