@@ -22,6 +22,7 @@ the mechanisms (``fair``) and the parts each runtime and the reports use.
 from . import fair as _fair  # noqa: F401  (registers the fair-incentive mechanism)
 from . import rules as _rules  # noqa: F401  (registers our rules)
 from ._typing import NDArray, NDArrays
+from ._validation import trusted_models
 from .averaging import weighted_average
 from .krum import krum, krum_scores, multi_krum, squared_distances
 from .registry import Outcome, Rule, register, resolve, run_rule
@@ -42,6 +43,7 @@ __all__ = [
     "run_rule",
     "squared_distances",
     "trimmed_mean",
+    "trusted_models",
     "variance_corrected_average",
     "weighted_average",
 ]

@@ -4,15 +4,35 @@ Every public function validates its arguments here and raises :class:`ValueError
 message that names the offending model and tensor index. Checks that need a pass over
 the data (NaN/Inf) are done block by block during aggregation where possible; the
 helpers for that live here too (:func:`raise_non_finite`, :func:`check_finite`).
+
+A caller whose models passed a boundary's structure check already (a gossip peer's wire) runs
+the functions within :func:`trusted_models`: their model structure checks then trust the models
+instead of repeating it, as scikit-learn's nested calls skip their parameter validation. A rule's
+result is checked all the same (:func:`check_result`): the rule may be a user's code.
 """
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from ._typing import FloatArray, NDArray
+
+_TRUSTED = ContextVar("fedgossip_trusted_models", default=False)
+
+
+@contextmanager
+def trusted_models() -> Iterator[None]:
+    """Within the block (in this thread), the models given to the aggregation functions are
+    trusted to share one structure: :func:`check_models` and :func:`check_own` only list them."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
 
 
 def check_models(models: Any, name: str = "models") -> list[list[NDArray]]:
@@ -34,8 +54,10 @@ def check_models(models: Any, name: str = "models") -> list[list[NDArray]]:
     ------
     ValueError
         If the sequence is empty, or models differ in number of tensors, or a tensor's
-        shape or dtype differs from the first model's.
+        shape or dtype differs from the first model's (not checked within :func:`trusted_models`).
     """
+    if _TRUSTED.get():
+        return [_listed(model) for model in models]
     if not _is_sequence(models) or len(models) == 0:
         raise ValueError(f"`{name}` must be a non-empty sequence of models")
     checked = [_as_model(model, f"{name}[{i}]") for i, model in enumerate(models)]
@@ -46,7 +68,10 @@ def check_models(models: Any, name: str = "models") -> list[list[NDArray]]:
 
 
 def check_own(own: Any, reference: list[NDArray]) -> list[NDArray]:
-    """Return ``own`` as a list of arrays, checking it matches the received models."""
+    """Return ``own`` as a list of arrays, checking it matches the received models (trusting it
+    within :func:`trusted_models`)."""
+    if _TRUSTED.get():
+        return _listed(own)
     model = _as_model(own, "own")
     check_same_structure(model, reference, "own", "received[0]")
     return model
@@ -168,4 +193,9 @@ def _is_sequence(value: Any) -> bool:
 def _as_model(model: Any, label: str) -> list[NDArray]:
     if not _is_sequence(model):
         raise ValueError(f"{label} must be a sequence of numpy arrays, got {type(model)!r}")
+    return _listed(model)
+
+
+def _listed(model: Sequence[Any]) -> list[NDArray]:
+    """A model as a list of numpy arrays (no copies)."""
     return [np.asarray(tensor) for tensor in model]

@@ -19,7 +19,7 @@ class Learner(abc.ABC):
     """One node's model with its training partition and the global test set.
 
     Subclasses set `names`, `shapes` and `dtypes` (the weight tensors, in a stable order) and
-    implement get_weights, _assign, _make_epoch and evaluate; validation and epoch order live here.
+    implement get_weights, assign, _make_epoch and evaluate; validation and epoch order live here.
     """
 
     names: tuple[str, ...]
@@ -64,14 +64,15 @@ class Learner(abc.ABC):
         return list(map(TensorSpec.of, self.names, self.shapes, self.dtypes))
 
     def set_weights(self, arrays: Sequence[np.ndarray]) -> None:
-        """Replace the weights after the shared untrusted-model checks: count, shapes, real dtypes
-        (integers for integer tensors such as num_batches_tracked) and finiteness. ValueError
-        (ModelRejected) names the first bad tensor."""
-        self._assign(check_arrays(arrays, self.specs, exact_dtype=False))
+        """Replace the weights with an untrusted model, after the shared checks: count, shapes,
+        real dtypes (integers for integer tensors such as num_batches_tracked) and finiteness.
+        ValueError (ModelRejected) names the first bad tensor."""
+        self.assign(check_arrays(arrays, self.specs, exact_dtype=False))
 
     @abc.abstractmethod
-    def _assign(self, arrays: list[np.ndarray]) -> None:
-        """Install already validated weight arrays."""
+    def assign(self, arrays: list[np.ndarray]) -> None:
+        """Replace the weights with a trusted model, not checked again: the node's own, or one
+        that passed the checks where it entered (a gossip peer's wire, `set_weights`)."""
 
     def train(self, epochs: int | None = None, *, mu: float = 0.0) -> float:
         """Train task.local_epochs (or `epochs`) epochs, each in a fresh order drawn from the node's

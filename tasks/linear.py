@@ -65,7 +65,7 @@ class LinearLearner(Learner):
             return [np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2]
         return [coef.copy(), intercept.copy()]
 
-    def _assign(self, arrays: list[np.ndarray]) -> None:
+    def assign(self, arrays: list[np.ndarray]) -> None:
         """Install coef and intercept as C-ordered float64, as sklearn updates them."""
         coef, intercept = (np.array(array, dtype=np.float64, order="C") for array in arrays)
         if self.data.num_classes == 2:

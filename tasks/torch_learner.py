@@ -112,7 +112,7 @@ class TorchLearner(Learner):
             return [view.copy() for view in self._views]
         return [t.cpu().numpy() for t in self._state]
 
-    def _assign(self, arrays: list[np.ndarray]) -> None:
+    def assign(self, arrays: list[np.ndarray]) -> None:
         """Copy the arrays into the state tensors in place (cast to their dtypes)."""
         if self._views is not None:
             for view, array in zip(self._views, arrays, strict=True):

@@ -37,7 +37,8 @@ FINAL_DELIVERY_S = 2.0  # how long the last unit's pushes may take to land befor
 
 
 class AsyncLoop:
-    """The asynchronous schedule of one `GossipPeer` (its learner, server, senders and merge)."""
+    """The asynchronous schedule of one `GossipPeer` (through its parts: own model, links,
+    linked neighbours, records)."""
 
     def __init__(self, peer: GossipPeer) -> None:
         if not isinstance(peer.inbox, AsyncInbox):
@@ -51,14 +52,10 @@ class AsyncLoop:
         """Train, pause, push and maybe merge experiment.rounds times, one record per unit."""
         peer, gossip = self.peer, self.peer.gossip
         units = peer.config.experiment.rounds
-        current = peer._start(emit)
+        current = peer.start(emit)
         trigger = MergeTrigger(len(peer.neighbours), gossip.async_merge_timeout, time.monotonic())
-        divergences = 0
         for unit in range(1, units + 1):
-            peer.service.state = "training"
-            peer.learner = peer.plan.learner(unit, peer.learner)
-            loss = peer._train(gossip.async_unit)
-            own, train_loss, divergences = peer._checked(unit, current, loss, divergences)
+            own, train_loss = peer.model.train(unit, current, gossip.async_unit)
             peer.service.state = "waiting"
             time.sleep(self.pauses.uniform(*gossip.async_interval))
             self.inbox.step = unit
@@ -67,32 +64,39 @@ class AsyncLoop:
             messages = self.inbox.take() if reason else []
             if reason:
                 trigger.merged(time.monotonic())
-            current, test_loss, test_accuracy, discarded = peer._merge(unit, current, own, messages)
+            merged = peer.model.merge(unit, current, own, messages)
+            current = merged.model
+            sent = self._delivered(FINAL_DELIVERY_S if unit == units else 0.0)
+            peer.keep(current, unit)
             emit(
-                peer._record(
+                peer.records.round(
                     unit,
                     current,
                     messages,
                     train_loss=train_loss,
-                    test_loss=test_loss,
-                    test_accuracy=test_accuracy,
-                    bytes_sent=self._delivered(FINAL_DELIVERY_S if unit == units else 0.0),
-                    discarded=discarded,
+                    test_loss=merged.test_loss,
+                    test_accuracy=merged.test_accuracy,
+                    bytes_sent=sent,
+                    discarded=merged.discarded,
                     merge_trigger=reason,
                     merged_units=[m.round for m in messages],
                 )
             )
-            peer._emit_events(emit)
-        peer._finish(emit)
+            peer.records.emit_events(emit)
+        peer.finish(emit)
 
     def _push(self, unit: int, own: list[np.ndarray]) -> None:
         """Queue the model of `unit` for every neighbour linked in it (a send waits for a
         neighbour not reachable yet up to the round timeout; a newer model replaces one still
         queued)."""
         peer = self.peer
-        linked = peer._linked(unit)
+        linked = peer.linked.of(unit)
         deadline = time.monotonic() + peer.config.experiment.round_timeout
-        self.pending += peer._push(unit, own, linked, linked, deadline, linked).values()
+        examples = peer.learner.num_examples
+        sends = peer.links.push(
+            unit, own, examples, linked=linked, alive=linked, deadline=deadline, recipients=linked
+        )
+        self.pending += sends.values()
 
     def _delivered(self, wait: float) -> int:
         """Bytes delivered by the sends done since the last call, after waiting up to `wait`

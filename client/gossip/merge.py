@@ -5,7 +5,9 @@ Every rule is a registered function of `fedgossip.strategies.registry` (or a use
 **params)`. For `average` and `vca` the own model keeps weight `own_weight` and the neighbours
 share the rest in proportion to their example counts; the robust rules treat the own model as one
 vote among all. A rule that fails (raises, or returns an invalid model) never stops the peer: the
-failure is logged with the rule's name and the round, and the node keeps its own model.
+failure is logged with the rule's name and the round, and the node keeps its own model. The
+models merged are trusted (`trusted_models`): the wire checked each received one against the
+peer's own specs; only the rule's result is checked.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedgossip.config import StrategySection
-from fedgossip.strategies import Outcome, Rule, resolve, run_rule
+from fedgossip.strategies import Outcome, Rule, resolve, run_rule, trusted_models
 
 log = logging.getLogger("fedgossip.merge")
 
@@ -42,7 +44,8 @@ def merge_models(
     except ValueError as err:
         outcome = Outcome(None, f"strategy {strategy.name!r}: {err}")
     else:
-        outcome = run_rule(rule, own, received, num_examples, strategy.params, round_)
+        with trusted_models():  # the wire checked each received model against the peer's own
+            outcome = run_rule(rule, own, received, num_examples, strategy.params, round_)
     if outcome.error is not None:
         log.warning("%s; keeping the own model", outcome.error)
         return Outcome(own, outcome.error)

@@ -4,7 +4,9 @@ A model travels as one header (sender, round, example count, tensor specs, total
 tensors' concatenated raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES` (the first
 slice rides with the header). The receiving side checks everything against its own model's specs
 before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
-statuses).
+statuses): the header's sender, round, example count, size and tensor specs as it arrives, the
+values' finiteness at the end. This is the one structure check of a received model: the peer's
+inbox, merge and learner trust what `ModelAssembler.finish` returns.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from fedgossip.schema.tensors import (
     ModelRejected,
     ModelTooLarge,
     TensorSpec,
-    check_arrays,
     check_declared,
+    check_finite,
     check_size,
     specs_of,
 )
@@ -161,12 +163,12 @@ class ModelAssembler:
                 f"got {self.received} of the declared {len(self.buffer)} bytes",
             )
         arrays, offset = [], 0
-        for spec in self.expected:
+        for spec in self.expected:  # the header matched the specs: the arrays are built to them
             array = np.frombuffer(self.buffer, dtype=spec.dtype, count=spec.size, offset=offset)
             arrays.append(array.reshape(spec.shape))
             offset += spec.nbytes
         try:
-            check_arrays(arrays, self.expected)
+            check_finite(arrays, self.expected)
         except ModelRejected as err:
             raise WireError.of(err) from None
         h = self.header

@@ -1,0 +1,80 @@
+"""A gossip peer's scheduled crash (`scenario.churn`, see `fedgossip.scenario.roles.CrashClock`)
+and its rejoin.
+
+At the start of a crash round the peer stops serving and forgets its model while its neighbours
+go `scenario.down_rounds` rounds on; then it serves again on the same port and rejoins by adopting
+the model of the furthest neighbour not behind it (GetModel). The neighbours that do not answer
+are not waited for (`mark_silent`), the others are (their models of the round it lands in, pushed
+while it was coming back, are held), so it does not run on alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedgossip.client.gossip.neighbours import MAX_WAIT_TIMEOUTS
+from fedgossip.scenario.roles import CrashClock
+from fedgossip.schema.events import Emit
+
+if TYPE_CHECKING:
+    from fedgossip.client.gossip.peer import GossipPeer
+
+HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went far enough
+
+
+class Crash:
+    """The crashes of one peer (when its `clock` says) and its rejoins."""
+
+    def __init__(self, peer: GossipPeer, clock: CrashClock) -> None:
+        self.peer = peer
+        self.clock = clock
+
+    def due(self, round_: int) -> bool:
+        """Whether the peer crashes at the start of `round_` (asked once per round it runs)."""
+        return self.clock.crashes(round_)
+
+    def crash_and_rejoin(self, round_: int, emit: Emit) -> list[np.ndarray]:
+        """Crash at the start of `round_`, stay down, come back and rejoin; the model the peer
+        goes on with (the peer resumes after the round its service says it completed)."""
+        peer = self.peer
+        scenario, events, records = peer.scenario, peer.events, peer.records
+        events.add("crash", round_, down_rounds=scenario.down_rounds)
+        records.emit_events(emit)
+        peer.service.state = "crashed"
+        peer.server.stop(grace=0.0)
+        peer.learner.assign(peer.initial)
+        self._stay_down(round_ - 1 + scenario.down_rounds)
+        back = time.monotonic()
+        peer.service.publish(peer.initial, peer.learner.num_examples, round_ - 1)
+        peer.serve_again()
+        stubs = set(peer.links.stubs)
+        answered = peer.watch.health(stubs, peer.config.experiment.round_timeout / 4)
+        for node, done in answered.items():
+            peer.inbox.note(node, done, refused=False)
+        caught_up = peer.watch.catch_up(round_, margin=-1)
+        current = peer.initial if caught_up is None else caught_up.arrays
+        resume = peer.service.completed + 1
+        rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - back, 4)}
+        events.add("rejoin", resume, from_node=None if caught_up is None else caught_up.sender, **rejoined)
+        if caught_up is not None and caught_up.round >= round_:  # the record of the jump says it
+            emit(records.caught_up(caught_up, round_, **rejoined))
+        else:  # in step with its neighbours: the next record says it
+            records.rejoined = rejoined
+        peer.inbox.mark_silent(stubs - answered.keys())
+        records.emit_events(emit)
+        return current
+
+    def _stay_down(self, until: int) -> None:
+        """Wait (asking the neighbours' Health) until one of them completed round `until`, or
+        MAX_WAIT_TIMEOUTS round timeouts per round to wait have passed (neighbours gone)."""
+        peer = self.peer
+        timeout = peer.config.experiment.round_timeout
+        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * timeout * peer.scenario.down_rounds
+        stubs = set(peer.links.stubs)
+        while time.monotonic() < limit:
+            if max(peer.watch.health(stubs, min(1.0, timeout / 4)).values(), default=0) >= until:
+                return
+            time.sleep(HEALTH_POLL_S)

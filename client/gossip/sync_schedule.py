@@ -1,0 +1,123 @@
+"""Synchronous gossip (`gossip.schedule = "sync"`, the default): rounds in step with the neighbours.
+
+Each round: train, push the model to every neighbour linked in it (the round plan may push to some
+only; the others get a notice that none comes, so they do not wait for it: fair gossip), wait (up
+to the round timeout) for the neighbours' models of this round, merge them in sender order with
+the configured strategy, evaluate, emit a metrics record. A neighbour that missed a round is not
+waited for again until it is heard from again in step (a model one round late counts: it stands
+in for this round's), so a dead or frozen peer costs its neighbours one timeout, not one per
+round. A peer that fell behind catches up (`NeighbourWatch.catch_up`); one whose crash is due
+crashes and rejoins (`Crash`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from concurrent import futures
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedgossip.schema.events import Emit
+
+if TYPE_CHECKING:
+    from fedgossip.client.gossip.peer import GossipPeer
+
+log = logging.getLogger("fedgossip.peer")
+
+DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
+
+
+class SyncRounds:
+    """The synchronous schedule of one `GossipPeer`."""
+
+    def __init__(self, peer: GossipPeer) -> None:
+        self.peer = peer
+
+    def run(self, emit: Emit) -> None:
+        """Run every round, calling `emit` with each metrics record; Diverged if training keeps failing."""
+        peer = self.peer
+        rounds = peer.config.experiment.rounds
+        current = peer.start(emit)
+        round_ = 1
+        while round_ <= rounds:
+            if peer.crash.due(round_):
+                current = peer.crash.crash_and_rejoin(round_, emit)
+                round_ = peer.service.completed + 1
+                continue
+            caught_up = peer.watch.catch_up(round_)
+            if caught_up is not None:
+                current = caught_up.arrays
+                emit(peer.records.caught_up(caught_up, round_))
+                round_ = caught_up.round + 1  # their models of it that came before are held
+                continue
+            current = self._round(round_, current, emit)
+            round_ += 1
+        peer.finish(emit)
+
+    def _round(self, round_: int, current: list[np.ndarray], emit: Emit) -> list[np.ndarray]:
+        """Train, push, wait, merge and record round `round_`; the model kept."""
+        peer, inbox = self.peer, self.peer.inbox
+        rounds = peer.config.experiment.rounds
+        own, train_loss = peer.model.train(round_, current)
+        timeout = peer.config.experiment.round_timeout
+        deadline = time.monotonic() + timeout
+        peer.service.state = "waiting"
+        linked = peer.linked.of(round_)
+        expected = linked - inbox.silent()  # neighbours whose Health did not answer
+        pending = peer.links.push(
+            round_,
+            own,
+            peer.learner.num_examples,
+            linked=linked,
+            alive=expected,
+            deadline=deadline,
+            recipients=peer.plan.recipients(round_),
+        )
+        missing, silent = peer.watch.wait_for(round_, expected, deadline)
+        noticed = inbox.notices(round_)  # they send no model this round, yet are in step
+        messages = inbox.close(round_)
+        heard = [m.sender for m in messages]
+        # the first round waits for connections being set up; the last must reach everyone
+        edge = round_ in (1, rounds)
+        until = deadline if edge else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
+        in_step = {m.sender for m in messages if m.round == round_} | noticed
+        sent = delivered(pending, in_step, until)
+        if missing:
+            log.warning(
+                "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
+            )
+        inbox.mark_silent(silent - set(heard) - noticed)
+        merged = peer.model.merge(round_, current, own, messages)
+        peer.keep(merged.model, round_)
+        emit(
+            peer.records.round(
+                round_,
+                merged.model,
+                messages,
+                train_loss=train_loss,
+                test_loss=merged.test_loss,
+                test_accuracy=merged.test_accuracy,
+                bytes_sent=sent,
+                discarded=merged.discarded,
+                **peer.plan.fields(round_),
+            )
+        )
+        peer.records.emit_events(emit)
+        return merged.model
+
+
+def delivered(pending: dict[int, futures.Future], heard: Collection[int], until: float) -> int:
+    """Bytes of this round's model delivered to the neighbours heard from in time this round
+    (their model or their notice that none comes; a notice of ours counts 0 bytes).
+
+    Those neighbours are in step and accept at once, so the wait is short; it is bounded by
+    `until` (a monotonic time): a neighbour that froze right after its push holds nobody. In
+    the first round (connections still being set up) and the last (the final model must reach
+    them before the peer exits) `until` is the deadline. Sends to other neighbours are not waited for.
+    """
+    sends = [pending[node] for node in heard if node in pending]
+    done, _ = futures.wait(sends, timeout=max(0.0, until - time.monotonic()))
+    return sum(f.result() for f in done)

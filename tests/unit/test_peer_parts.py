@@ -1,0 +1,182 @@
+"""The gossip peer's parts in-process (no network): a received model checked once, at the wire; the
+own model's training and merge; the linked neighbours of a round; the bytes a round delivered."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fedgossip.client.gossip.merge import merge_models
+from fedgossip.client.gossip.own_model import Diverged, OwnModel
+from fedgossip.client.gossip.resampling import LinkedNeighbours
+from fedgossip.client.gossip.sync_schedule import delivered
+from fedgossip.client.gossip.transport import wire
+from fedgossip.client.gossip.transport.wire import ModelAssembler, assemble, encode
+from fedgossip.config import load_config
+from fedgossip.scenario.roles import Events
+from fedgossip.schema.tensors import specs_of
+from fedgossip.strategies import Outcome, _validation, trusted_models
+from fedgossip.strategies._validation import check_models, check_own, check_result
+from fedgossip.tasks import TaskConfig, build_learner
+
+NAMES = ["w", "b"]
+
+
+def model(value: float) -> list[np.ndarray]:
+    return [np.full((3, 2), value, np.float32), np.full(2, value, np.float32)]
+
+
+def received(sender: int, value: float):
+    """A model from `sender` as the peer gets it: through the wire's checks."""
+    assembler = ModelAssembler(specs_of(NAMES, model(0)), senders=None, rounds=(1, 9), max_bytes=1 << 20)
+    return assemble(iter(encode(sender, 1, 10, NAMES, model(value))), assembler)
+
+
+# --- each check once ------------------------------------------------------------------------
+
+
+def counting(monkeypatch, module, name: str, calls: list) -> None:
+    """Record in `calls` each call of `module.name` (its name and string arguments)."""
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append((name, *(a for a in args if isinstance(a, str))))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+def test_a_received_model_is_structure_checked_once_at_the_wire_and_only_the_result_after(monkeypatch):
+    """From the wire to the merge: the wire checks the declared specs and the values' finiteness;
+    the rule and its kernels trust the models; only the rule's result is checked."""
+    calls: list = []
+    counting(monkeypatch, wire, "check_declared", calls)
+    counting(monkeypatch, wire, "check_finite", calls)
+    counting(monkeypatch, _validation, "check_same_structure", calls)
+    messages = [received(1, 1.0), received(2, 3.0)]
+    assert calls == [("check_declared",), ("check_finite",)] * 2  # once per model, at the wire
+    calls.clear()
+    strategy = load_config(None, ["strategy.name=average"]).strategy
+    outcome = merge_models(strategy, model(0.0), [m.arrays for m in messages], [10, 10], round_=1)
+    assert outcome.error is None
+    assert calls == [("check_same_structure", "the result", "the input")]
+    np.testing.assert_allclose(outcome.model[0], 1.0)  # 0.5 * 0 + 0.5 * (1 + 3) / 2
+
+
+def test_trusted_models_skip_the_structure_checks_only_inside_the_block():
+    mismatched = [model(1.0), model(1.0)[:1]]
+    with pytest.raises(ValueError, match="models\\[1\\] has 1 tensors"):
+        check_models(mismatched)
+    with pytest.raises(RuntimeError), trusted_models():
+        assert [len(m) for m in check_models(mismatched)] == [2, 1]
+        assert len(check_own(model(1.0)[:1], model(1.0))) == 1
+        with pytest.raises(ValueError, match="contains NaN or Inf"):  # a rule's result still is
+            check_result(model(np.nan), model(1.0))
+        raise RuntimeError("the block ends with an error")
+    with pytest.raises(ValueError, match="models\\[1\\] has 1 tensors"):
+        check_models(mismatched)
+
+
+def test_set_weights_checks_an_untrusted_model_assign_installs_a_trusted_one():
+    learner = build_learner(TaskConfig(model="linear"), 0, 2, seed=0)
+    weights = [w + 0.5 for w in learner.get_weights()]
+    with pytest.raises(ValueError, match="finite"):
+        learner.set_weights([np.full_like(weights[0], np.nan), *weights[1:]])
+    learner.assign(weights)
+    for got, sent in zip(learner.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(got, sent)
+
+
+# --- the own model --------------------------------------------------------------------------
+
+
+class FakeLearner:
+    """A learner whose training gives the losses and weights it is told to."""
+
+    num_examples = 10
+
+    def __init__(self, results):
+        self.results = iter(results)
+        self.weights = model(0.0)
+
+    def train(self):
+        loss, self.weights = next(self.results)
+        return loss
+
+    def get_weights(self):
+        return self.weights
+
+    def assign(self, arrays):
+        self.weights = arrays
+
+    def evaluate(self):
+        return float(np.abs(self.weights[0]).sum()), 0.5
+
+
+def fake_peer(learner, merge=None, limit=2):
+    plan = SimpleNamespace(learner=lambda round_, current: current, merge=merge)
+    return SimpleNamespace(
+        learner=learner,
+        plan=plan,
+        service=SimpleNamespace(state="starting"),
+        roles=SimpleNamespace(slowdown=1),
+        gossip=SimpleNamespace(divergence_limit=limit),
+        shared=[0, 1],
+    )
+
+
+def test_a_non_finite_training_is_undone_and_repeated_ones_stop_the_peer():
+    learner = FakeLearner(
+        [(0.5, model(1.0)), (np.nan, model(2.0)), (0.4, model(np.inf)), (np.nan, model(3.0))]
+    )
+    own = OwnModel(fake_peer(learner))
+    trained = own.train(1, model(0.0))
+    assert trained.loss == 0.5 and trained.model[0][0, 0] == 1.0
+    undone = own.train(2, trained.model)
+    assert undone.loss is None and undone.model is trained.model and learner.weights is trained.model
+    with pytest.raises(Diverged, match="diverged at round 3: training gave NaN or Inf in 2 rounds"):
+        own.train(3, trained.model)
+
+
+def test_a_merge_whose_loss_is_not_finite_is_discarded():
+    learner = FakeLearner([])
+    own = OwnModel(fake_peer(learner, merge=lambda *args: Outcome(model(np.inf), None)))
+    merged = own.merge(1, model(0.0), model(1.0), [received(1, 1.0)])
+    assert merged.discarded == "merged loss not finite" and merged.model[0][0, 0] == 1.0
+    assert merged.test_loss == 6.0 and learner.weights is merged.model
+    failed = OwnModel(fake_peer(learner, merge=lambda *args: Outcome(None, "boom"))).merge(
+        2, model(0.0), model(1.0), []
+    )
+    assert failed.discarded == "merge failed"
+
+
+# --- linked neighbours and delivered bytes ---------------------------------------------------
+
+
+def test_static_neighbours_are_linked_every_round_without_events():
+    config = load_config(None, [])
+    events = Events(0, 0.0)
+    linked = LinkedNeighbours(config, 0, {1, 2}, events)
+    assert linked.of(1) == linked.of(7) == {1, 2} and events.take() == []
+
+
+def test_resampled_neighbours_change_per_epoch_and_each_epoch_is_announced_once():
+    config = load_config(None, ["nodes.count=8", "scenario.resample_every=2", "scenario.resample_degree=2"])
+    events = Events(0, 0.0)
+    linked = LinkedNeighbours(config, 0, {1, 2}, events)
+    first, second, third = linked.of(1), linked.of(2), linked.of(3)
+    assert first == second and len(first) >= 2 and 0 not in first | third
+    topology = [(e["round"], e["details"]["neighbours"]) for e in events.take()]
+    assert topology == [(1, sorted(first)), (3, sorted(third))]
+    assert LinkedNeighbours(config, 0, {1, 2}, Events(0, 0.0)).of(3) == third  # the same draw anywhere
+
+
+def test_delivered_counts_the_sends_done_to_the_neighbours_heard():
+    done = {n: futures.Future() for n in (1, 2, 3)}
+    done[1].set_result(100)
+    done[2].set_result(0)  # a notice
+    assert delivered(done, [1, 2, 3, 4], until=0.0) == 100  # 3 still in flight, 4 got nothing
+    assert delivered(done, [2], until=0.0) == 0
