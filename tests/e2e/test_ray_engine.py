@@ -17,6 +17,7 @@ from ray.cluster_utils import Cluster
 
 from fedgossip.launcher.gossip.ray_engine import RAY_INFO
 from tests.support import (
+    RAY_FOUR,
     kill_during_run,
     loopback_cluster,
     metrics,
@@ -27,15 +28,7 @@ from tests.support import (
     wait_for,
 )
 
-FOUR = [
-    "nodes.count=4",
-    "experiment.rounds=3",
-    "topology.kind=ring",
-    "task.model=linear",  # the actors start in seconds: no torch to import
-    "security.tls=true",
-    "security.mutual_tls=true",
-    "security.token=true",
-]
+FOUR = RAY_FOUR
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,16 @@ import pytest
 
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.strategies.registry import RULES
-from tests.support import cli_argv, metrics
+from tests.support import INPROCESS, INPROCESS_NODES, INPROCESS_ROUNDS, cli_argv, metrics
 
-NODES, ROUNDS = 4, 3
+NODES, ROUNDS = INPROCESS_NODES, INPROCESS_ROUNDS
 GOSSIP = [
     f"nodes.count={NODES}",
     f"experiment.rounds={ROUNDS}",
     "topology.kind=complete",  # every node hears 3 others: krum's n = 4 > 2f + 2 with f = 0
     "task.model=linear",
 ]
-FLOWER = [
-    'experiment.mode="flower"',
-    'flower.engine="inprocess"',
-    "flower.fraction_evaluate=0.0",
-    f"nodes.count={NODES}",
-    f"experiment.rounds={ROUNDS}",
-    "task.model=linear",
-]
+FLOWER = INPROCESS
 
 USER_RULES = '''
 import json

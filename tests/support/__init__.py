@@ -27,7 +27,15 @@ from tests.support.cli import (
     wait_for,
 )
 from tests.support.data import USER_MODULE, digit_images, save_hf_digits
-from tests.support.flower import FLOWER, fair_config, processes_gone, reply
+from tests.support.flower import (
+    FLOWER,
+    INPROCESS,
+    INPROCESS_NODES,
+    INPROCESS_ROUNDS,
+    fair_config,
+    processes_gone,
+    reply,
+)
 from tests.support.models import NAMES, SHAPES, direct_consensus, model, small_blocks
 from tests.support.peers import (
     TASK,
@@ -45,13 +53,17 @@ from tests.support.peers import (
     wait_healthy,
     write_node_config,
 )
-from tests.support.ray_cluster import loopback_cluster
+from tests.support.ray_cluster import RAY_FOUR, loopback_cluster
 from tests.support.recompute import assert_row_matches, run_figures
 from tests.support.results import TARGET, make_run
 
 __all__ = [
     "FLOWER",
+    "INPROCESS",
+    "INPROCESS_NODES",
+    "INPROCESS_ROUNDS",
     "NAMES",
+    "RAY_FOUR",
     "RECORD_FIELDS",
     "REPO",
     "SHAPES",

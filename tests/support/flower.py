@@ -98,3 +98,15 @@ def fair_config(*overrides: str):
             *overrides,
         ],
     )
+
+
+INPROCESS_NODES, INPROCESS_ROUNDS = 4, 3
+INPROCESS = [
+    'experiment.mode="flower"',
+    'flower.engine="inprocess"',
+    "flower.fraction_evaluate=0.0",
+    f"nodes.count={INPROCESS_NODES}",
+    f"experiment.rounds={INPROCESS_ROUNDS}",
+    "task.model=linear",
+]
+"""A small in-process Flower run of the linear model (no evaluation round)."""

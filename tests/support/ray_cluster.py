@@ -39,3 +39,15 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1) -> Iterator:
             os.environ.pop(LOCAL_ONLY, None)
         else:
             os.environ[LOCAL_ONLY] = saved[0]
+
+
+RAY_FOUR = [
+    "nodes.count=4",
+    "experiment.rounds=3",
+    "topology.kind=ring",
+    "task.model=linear",  # the actors start in seconds: no torch to import
+    "security.tls=true",
+    "security.mutual_tls=true",
+    "security.token=true",
+]
+"""Four secured linear peers on a ring for 3 rounds: the Ray engine's runs."""

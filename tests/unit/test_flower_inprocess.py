@@ -20,7 +20,7 @@ from fedgossip.reports import read_records
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.strategies.registry import RULES
-from tests.support import RECORD_FIELDS
+from tests.support import INPROCESS, INPROCESS_NODES, INPROCESS_ROUNDS, RECORD_FIELDS
 
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
 
@@ -213,15 +213,8 @@ def test_batchnorm_statistics_stay_local_to_each_client(tmp_path, monkeypatch):
         assert not np.allclose(kept[node]["1.running_mean"], final["1.running_mean"].numpy())
 
 
-NODES, ROUNDS = 4, 3
-FLOWER = [
-    'experiment.mode="flower"',
-    'flower.engine="inprocess"',
-    "flower.fraction_evaluate=0.0",
-    f"nodes.count={NODES}",
-    f"experiment.rounds={ROUNDS}",
-    "task.model=linear",
-]
+NODES, ROUNDS = INPROCESS_NODES, INPROCESS_ROUNDS
+FLOWER = INPROCESS
 
 
 @pytest.mark.timeout(120)

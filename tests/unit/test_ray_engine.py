@@ -12,16 +12,9 @@ from fedgossip.client.gossip.actor import PEER_FILES, NodeBundle
 from fedgossip.config import load_config
 from fedgossip.launcher.gossip.launch import write_node_configs
 from fedgossip.launcher.runs.results import ResultsFolder
+from tests.support import RAY_FOUR
 
-FOUR = [
-    "nodes.count=4",
-    "experiment.rounds=3",
-    "topology.kind=ring",
-    "task.model=linear",  # the actors start in seconds: no torch to import
-    "security.tls=true",
-    "security.mutual_tls=true",
-    "security.token=true",
-]
+FOUR = RAY_FOUR
 
 
 def test_node_configs_name_each_actor_address_and_travel_with_their_files(tmp_path):
