@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import grpc
 
 from fedgossip.client.gossip.transport import eventloop as loop
-from fedgossip.proto import gossip_pb2_grpc
+from fedgossip.client.gossip.transport.service import GossipService, add_to_server
 
 START_TIMEOUT = 30.0
 # gRPC binds with SO_REUSEPORT by default: a port another process listens on (another run on the
@@ -23,7 +23,7 @@ class LoopServer:
 
     def __init__(
         self,
-        servicer: gossip_pb2_grpc.GossipServicer,
+        servicer: GossipService,
         listen: str,
         credentials: grpc.ServerCredentials | None,
         options: Sequence[tuple[str, int]],
@@ -38,7 +38,7 @@ class LoopServer:
 
     async def _start(self, servicer, listen: str, credentials, options) -> int:
         server = grpc.aio.server(options=options)
-        gossip_pb2_grpc.add_GossipServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
         try:
             if credentials:
                 port = server.add_secure_port(listen, credentials)

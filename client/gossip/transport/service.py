@@ -7,14 +7,17 @@ counters: at most `max_pushes` pushes at once and one per sender (RESOURCE_EXHAU
 Health and GetModel never wait behind pushes.
 
 Every push is untrusted: the caller's identity (link key or certificate) is checked before a byte is
-read, then the header (sender = caller, round window, sizes, dtypes, shapes) and, at the end,
-finiteness and the optional norm bound. Status codes: UNAUTHENTICATED (no or wrong credentials),
-PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMENT (malformed),
-RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a stream fell silent),
-UNAVAILABLE (GetModel before the first model). A well-formed push of a closed round, of a round
-too far ahead, or beyond the norm bound is answered `accepted = false` with the receiver's round.
-A Withhold notice (the neighbour sends no model this round) is checked the same way: identity,
-sender = caller and a neighbour, round within the run.
+read or decoded (requests arrive as bytes: `add_to_server`), then the header (sender = caller, round
+window, sizes, dtypes, shapes) and, at the end, finiteness and the optional norm bound. Status
+codes: UNAUTHENTICATED (no or wrong credentials), PERMISSION_DENIED (sender is not the caller or not
+a neighbour), INVALID_ARGUMENT (malformed), RESOURCE_EXHAUSTED (too big, too many at once),
+DEADLINE_EXCEEDED (a stream fell silent), UNAVAILABLE (GetModel before the first model). A well-
+formed push of a closed round, of a round too far ahead, or beyond the norm bound is answered
+`accepted = false` with the receiver's round. A Withhold notice (the neighbour sends no model this
+round) is checked the same way: identity, sender = caller and a neighbour, round within the run.
+Bytes that are no request are INVALID_ARGUMENT (after UNAUTHENTICATED, for a caller without
+credentials). Refusals are logged through a `RefusalLog`: a few lines per interval, whoever calls
+and however often.
 
 GetModel serves the current model, or the one published before it when asked for that round
 (`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
@@ -27,9 +30,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from fedgossip.client.gossip.async_inbox import AsyncInbox
 from fedgossip.client.gossip.inbox import Inbox
@@ -41,8 +46,9 @@ from fedgossip.client.gossip.transport.identity import (
     node_of_certificate,
     token_matches,
 )
-from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, encode
-from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
+from fedgossip.client.gossip.transport.refusals import RefusalLog, caller_host
+from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, decode, encode
+from fedgossip.proto import gossip_pb2
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
 CUT = "the push was cut before its end (deadline or cancel)"
@@ -50,6 +56,7 @@ CUT = "the push was cut before its end (deadline or cancel)"
 log = logging.getLogger(__name__)
 
 ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
+SERVICE = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"].full_name
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,9 @@ class Authenticator:
         return nodes.pop()
 
 
-class GossipService(gossip_pb2_grpc.GossipServicer):
-    """Servicer of one peer. `publish` sets the model that GetModel returns."""
+class GossipService:
+    """Servicer of one peer (its requests undecoded: see `add_to_server`). `publish` sets the model
+    that GetModel returns."""
 
     def __init__(
         self,
@@ -137,6 +145,7 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self._previous: tuple[list[np.ndarray], int, int, float] | None = None
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
+        self._refusals = RefusalLog(log)
 
     def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
         """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
@@ -177,30 +186,50 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
             implausible = self._implausible(message.arrays)
             if implausible:
                 self.inbox.note(sender, header.round)
-                log.warning("refused model of node %d, round %d: %s", sender, header.round, implausible)
+                self._refusals.warning(
+                    (sender, "norm"),
+                    "refused model of node %d, round %d: %s",
+                    sender,
+                    header.round,
+                    implausible,
+                )
                 return self._reply(False, implausible)
             refused = self.inbox.put(message)
             if refused:
                 return self._reply(False, f"round {header.round} is {refused}")
             return self._reply(True)
         except WireError as err:
-            self._refused(sender, caller, context, str(err))
-            await context.abort(err.code, str(err))
+            await self._refuse("push", caller if sender is None else sender, context, err)
         except asyncio.CancelledError:  # cancelled while reading: nobody to answer
-            self._refused(sender, caller, context, CUT)
+            self._refused(
+                "push", caller if sender is None else sender, context, grpc.StatusCode.CANCELLED, CUT
+            )
             raise
         finally:
             self._pushes -= counted
             self._in_flight.discard(sender)
 
+    async def _refuse(
+        self, what: str, who: int | str | None, context: grpc.aio.ServicerContext, err: WireError
+    ) -> NoReturn:
+        """Count, log and answer a refused `what` (push, notice, call) from `who` (None: unknown)."""
+        self._refused(what, who, context, err.code, str(err))
+        await context.abort(err.code, str(err))
+
     def _refused(
-        self, sender: int | None, caller: int | str | None, context: grpc.aio.ServicerContext, why: str
+        self,
+        what: str,
+        who: int | str | None,
+        context: grpc.aio.ServicerContext,
+        code: grpc.StatusCode,
+        why: str,
     ) -> None:
-        """Count and log a refused push (a bad push proves nothing about its sender being in the
-        round), naming its sender from its header, its credentials, or its address."""
+        """Count a refused call (a bad push proves nothing about its sender being in the round) and
+        log it, at most once an interval per caller (its node id, else its address) and code."""
         self.inbox.note(None)
-        who = next((n for n in (sender, caller) if n is not None), context.peer())
-        log.warning("refused push from %s: %s", who, why)
+        key = who if who is not None else caller_host(context.peer())
+        name = who if who is not None else context.peer()
+        self._refusals.warning((key, what, code), "refused %s from %s: %s", what, name, why)
 
     def _hold(self, sender: int) -> int:
         """Mark a push from `sender` as in progress; RESOURCE_EXHAUSTED if one already is."""
@@ -209,8 +238,9 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self._in_flight.add(sender)
         return sender
 
-    async def GetModel(self, request: gossip_pb2.GetModelRequest, context: grpc.aio.ServicerContext):
+    async def GetModel(self, request: bytes, context: grpc.aio.ServicerContext):
         reader = await self._identify(context, self.auth.reader)
+        await self._decode(gossip_pb2.GetModelRequest, request, reader, context)
         published, previous = self._published, self._previous
         wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
         if previous is not None and wanted == str(previous[2]):  # the observer, one round late
@@ -224,52 +254,67 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         if reader == OBSERVER and completed >= self.rounds and wanted == str(completed):
             self.observed.set()  # the observer asked for the last round and has it
 
-    async def Health(self, request: gossip_pb2.HealthRequest, context: grpc.aio.ServicerContext):
+    async def Health(self, request: bytes, context: grpc.aio.ServicerContext):
+        await self._decode(gossip_pb2.HealthRequest, request, None, context)
         return gossip_pb2.HealthReply(node=self.node, round=self.completed, state=self.state)
 
-    async def Withhold(self, request: gossip_pb2.WithholdNotice, context: grpc.aio.ServicerContext):
+    async def Withhold(self, request: bytes, context: grpc.aio.ServicerContext):
         """A neighbour's notice that it sends no model in a round: its sender must be the caller
         (when callers are identified) and a neighbour; the round within the run."""
         caller = await self._identify(context)
-        sender, round_ = request.sender, request.round
-        problem = None
+        try:
+            notice = decode(gossip_pb2.WithholdNotice, request)
+            self._check_notice(notice.sender, notice.round, caller)
+        except WireError as err:
+            await self._refuse("notice", caller, context, err)
+        refused = self.inbox.withhold(notice.sender, notice.round)
+        return self._reply(refused is None, f"round {notice.round} is {refused}" if refused else "")
+
+    def _check_notice(self, sender: int, round_: int, caller: int | None) -> None:
+        """WireError unless `sender` is the caller (if identified) and a neighbour, `round_` in the run."""
         if caller is not None and sender != caller:
-            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {caller} sent a notice as node {sender}")
-        elif self.neighbours is not None and sender not in self.neighbours:
-            problem = (grpc.StatusCode.PERMISSION_DENIED, f"node {sender} is not a neighbour")
-        elif not 1 <= round_ <= self.rounds:
-            problem = (grpc.StatusCode.INVALID_ARGUMENT, f"round {round_} is outside 1..{self.rounds}")
-        if problem is not None:
-            self.inbox.note(None)
-            log.warning(
-                "refused notice from %s: %s", caller if caller is not None else context.peer(), problem[1]
+            raise WireError(
+                grpc.StatusCode.PERMISSION_DENIED, f"node {caller} sent a notice as node {sender}"
             )
-            await context.abort(*problem)
-        refused = self.inbox.withhold(sender, round_)
-        return self._reply(refused is None, f"round {round_} is {refused}" if refused else "")
+        if self.neighbours is not None and sender not in self.neighbours:
+            raise WireError(grpc.StatusCode.PERMISSION_DENIED, f"node {sender} is not a neighbour")
+        if not 1 <= round_ <= self.rounds:
+            raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"round {round_} is outside 1..{self.rounds}")
 
     async def _identify(self, context: grpc.aio.ServicerContext, who=None) -> int | str | None:
         """The caller as `who` (default: `Authenticator.caller`) tells; UNAUTHENTICATED if wrong."""
         try:
             return (who or self.auth.caller)(context)
         except Unauthenticated as err:
-            self.inbox.note(None)
-            log.warning("refused call from %s: %s", context.peer(), err)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            await self._refuse("call", None, context, WireError(grpc.StatusCode.UNAUTHENTICATED, str(err)))
+
+    async def _decode(
+        self,
+        message_type: type[Message],
+        request: bytes,
+        who: int | str | None,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Refuse a request (of `who`, None: unknown) that is no `message_type`: INVALID_ARGUMENT."""
+        try:
+            decode(message_type, request)
+        except WireError as err:
+            await self._refuse("call", who, context, err)
 
     async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
-        """The next chunk, None at the end of the stream. A stream silent for `idle_timeout`, or one
-        that ends past its deadline, is a WireError; a cancelled one raises CancelledError. grpc.aio
+        """The next chunk, None at the end of the stream. Bytes that are no chunk, a stream silent
+        for `idle_timeout`, or one that ends past its deadline, are a WireError; a cancelled one
+        raises CancelledError. grpc.aio
         reads a stream cut at its deadline or cancelled as its end, though its sender saw the push
         fail (it may have frozen mid-push: the model proves nothing about it)."""
         try:
-            chunk = await asyncio.wait_for(context.read(), self.idle_timeout)
+            raw = await asyncio.wait_for(context.read(), self.idle_timeout)
         except asyncio.TimeoutError:
             raise WireError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"stream silent for {self.idle_timeout:g}s"
             ) from None
-        if chunk is not grpc.aio.EOF:
-            return chunk
+        if raw is not grpc.aio.EOF:
+            return decode(gossip_pb2.ModelChunk, raw)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise WireError(grpc.StatusCode.CANCELLED, CUT)
@@ -289,3 +334,25 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
 
     def _reply(self, accepted: bool, detail: str = "") -> gossip_pb2.PushReply:
         return gossip_pb2.PushReply(accepted=accepted, detail=detail, round=self.inbox.open_round)
+
+
+def add_to_server(service: GossipService, server: grpc.aio.Server) -> None:
+    """Serve `service` on `server` with its requests undecoded (bytes): each handler decodes them
+    once it knows who is calling, so bytes that are no message are an answer (INVALID_ARGUMENT,
+    UNAUTHENTICATED first without credentials), not gRPC's UNKNOWN with a traceback logged per call."""
+    handlers = {
+        "PushModel": grpc.stream_unary_rpc_method_handler(
+            service.PushModel, response_serializer=gossip_pb2.PushReply.SerializeToString
+        ),
+        "GetModel": grpc.unary_stream_rpc_method_handler(
+            service.GetModel, response_serializer=gossip_pb2.ModelChunk.SerializeToString
+        ),
+        "Health": grpc.unary_unary_rpc_method_handler(
+            service.Health, response_serializer=gossip_pb2.HealthReply.SerializeToString
+        ),
+        "Withhold": grpc.unary_unary_rpc_method_handler(
+            service.Withhold, response_serializer=gossip_pb2.PushReply.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

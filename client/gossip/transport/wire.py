@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from fedgossip.proto import gossip_pb2
 from fedgossip.schema.tensors import (
@@ -51,6 +52,17 @@ class WireError(Exception):
         too_large = isinstance(rejected, ModelTooLarge)
         code = grpc.StatusCode.RESOURCE_EXHAUSTED if too_large else grpc.StatusCode.INVALID_ARGUMENT
         return cls(code, str(rejected))
+
+
+def decode(message_type: type[Message], raw: bytes) -> Message:
+    """`raw` read as a `message_type`; WireError (INVALID_ARGUMENT) if it is not one. A peer's
+    server receives its requests undecoded and decodes them here, once it knows who is calling."""
+    try:
+        return message_type.FromString(raw)
+    except DecodeError:
+        raise WireError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{len(raw)} bytes that are no {message_type.DESCRIPTOR.name}"
+        ) from None
 
 
 @dataclass(frozen=True)
