@@ -6,6 +6,7 @@ each field (`fedgossip.base.constraints`), checked at construction, errors namin
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import ClassVar
@@ -29,17 +30,37 @@ FLAG = InstanceOf(bool)
 TEXT = InstanceOf(str)
 POSITIVE = Interval(Real, 0, closed="neither")
 NON_NEGATIVE = Interval(Real, 0)
-HOST_PORT = Satisfies(lambda value: isinstance(value, str) and ":" in value, "HOST:PORT", "nowhere")
 NODE_ID = Satisfies(lambda value: isinstance(value, str) and value.isdigit(), "a node id", "x")
+
+
+def is_host_port(address: object, lowest_port: int = 1) -> bool:
+    """Whether `address` is HOST:PORT: a host name or address (an IPv6 one in brackets) and a port
+    in `lowest_port`..65535."""
+    if not isinstance(address, str):
+        return False
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            return False
+    elif ":" in host:  # an IPv6 address without brackets: where would its port begin?
+        return False
+    has_port = port.isascii() and port.isdigit() and lowest_port <= int(port) <= 65535
+    return has_port and bool(host) and not any(c.isspace() for c in host)
+
+
+LISTEN = Satisfies(
+    lambda value: is_host_port(value, lowest_port=0),
+    "HOST:PORT with a port in 0..65535 (0: any free port)",
+    "127.0.0.1:65536",
+)
+ADDRESS = Satisfies(is_host_port, "HOST:PORT with a port in 1..65535", "127.0.0.1:0")
 
 
 def is_ray_address(address: object) -> bool:
     """Whether `address` is "auto", "" or HOST:PORT with a port in 1..65535."""
-    if not isinstance(address, str):
-        return False
-    host, _, port = address.rpartition(":")
-    host_port = bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
-    return address in ("", "auto") or host_port
+    return address in ("", "auto") or is_host_port(address)
 
 
 @dataclass(frozen=True)
@@ -180,7 +201,8 @@ class GossipSection(Constrained):
 class PeerSection(Constrained):
     """One gossip peer's place in the network: only in node configs (`fedgossip peer`).
 
-    `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files.
+    `neighbours` maps each neighbour's node id to its address ("host:port"). Paths are to PEM files,
+    read (and checked) where the peer runs, not here: the launcher may write them afterwards.
     Plaintext on a non-loopback address needs `insecure = true`, said explicitly.
     `link_keys_file` holds the secrets of this peer's links (client/gossip/transport/identity.py):
     with it, or with
@@ -190,8 +212,8 @@ class PeerSection(Constrained):
     section_name = "peer"
     constraints: ClassVar[dict[str, Constraint]] = {
         "id": Interval(Integral, 0),
-        "listen": HOST_PORT,
-        "neighbours": TableOf(NODE_ID, HOST_PORT, optional=True),
+        "listen": LISTEN,
+        "neighbours": TableOf(NODE_ID, ADDRESS, optional=True),
         "run_start": Interval(Real),
         "ca_file": TEXT,
         "cert_file": TEXT,

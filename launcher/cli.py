@@ -82,8 +82,11 @@ def peer(
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
     from fedgossip.client.gossip.peer import run_peer
+    from fedgossip.client.gossip.transport.security import check_node_config
+    from fedgossip.config import load_config
 
     with _clear_errors(), contextlib.ExitStack() as stack:
+        check_node_config(load_config(str(config), set_))  # bad input: one `error:` line, exit 2
         sink = None if metrics is None else stack.enter_context(open(metrics, "a"))
         code = run_peer(str(config), set_, sink)
     raise typer.Exit(code)

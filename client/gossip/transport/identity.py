@@ -63,7 +63,7 @@ class LinkKeys:
         except ValueError:
             raise ValueError(f"link keys {path} are not valid JSON") from None
         links = data.get("links") if isinstance(data, dict) else None
-        if data.get("node") != node or not isinstance(links, dict):
+        if not isinstance(links, dict) or data.get("node") != node:
             raise ValueError(f"link keys {path} are not node {node}'s")
         observer = data.get(OBSERVER)
         given = [*links.values(), *([observer] if observer is not None else [])]
