@@ -304,9 +304,9 @@ class GossipService:
     async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
         """The next chunk, None at the end of the stream. Bytes that are no chunk, a stream silent
         for `idle_timeout`, or one that ends past its deadline, are a WireError; a cancelled one
-        raises CancelledError. grpc.aio
-        reads a stream cut at its deadline or cancelled as its end, though its sender saw the push
-        fail (it may have frozen mid-push: the model proves nothing about it)."""
+        raises CancelledError. grpc.aio reads a stream cut at its deadline or cancelled as its end,
+        though its sender saw the push fail (it may have frozen mid-push: the model proves nothing
+        about it)."""
         try:
             raw = await asyncio.wait_for(context.read(), self.idle_timeout)
         except asyncio.TimeoutError:
