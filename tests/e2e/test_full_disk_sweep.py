@@ -60,7 +60,9 @@ def test_a_sweep_on_a_disk_that_fills_keeps_sweep_json_whole_and_names_it(small_
     assert [r["status"] for r in before["runs"]] == ["complete"]
 
     filler = fill(small_disk)
-    full = run_cli(*args, "--seeds", "2", timeout=180)  # seed 0 done, seed 1 meets the full disk
+    # seed 0 done, seeds 1-17 meet the full disk: a record of 18 runs needs more pages than the
+    # old one frees (a sweep.json truncated and rewritten in place would be cut, or left empty)
+    full = run_cli(*args, "--seeds", "18", "--jobs", "2", timeout=240)
     output = full.stdout + full.stderr
     assert full.returncode == 2 and "Traceback" not in output, output
     assert f"error: {out / 'sweep.json'}: No space left on device" in full.stdout, output
@@ -69,7 +71,7 @@ def test_a_sweep_on_a_disk_that_fills_keeps_sweep_json_whole_and_names_it(small_
     assert not (out / CLAIM).exists()
 
     filler.unlink()
-    again = run_cli(*args, "--seeds", "2", timeout=180)
+    again = run_cli(*args, "--seeds", "2", timeout=180)  # the same folder resumes once space is freed
     assert again.returncode == 0, again.stdout + again.stderr
     after = json.loads((out / "sweep.json").read_text())
     assert [(r["status"], r["skipped"]) for r in after["runs"]] == [("complete", True), ("complete", False)]
