@@ -19,8 +19,16 @@ import pytest
 from fedgossip.launcher.runs.claim import CLAIM
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import descendants, stop
-from tests.support import metrics, rounds_done, run_cli, run_status, set_args, start_cli, wait_for
-from tests.support.gate import released_together
+from tests.support import (
+    metrics,
+    released_together,
+    rounds_done,
+    run_cli,
+    run_status,
+    set_args,
+    start_cli,
+    wait_for,
+)
 
 TINY = ("task.model=linear", "nodes.count=2", "experiment.rounds=2", "topology.kind=ring")
 TRIALS = 5
