@@ -8,12 +8,12 @@ folder when one is given alone, else the current folder.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedgossip.base.files import write_atomic, write_json
 from fedgossip.reports.groups import Group, group_runs, load_run
 from fedgossip.reports.plots import attacker_fraction, plot_comparison, plot_final, plot_robustness
 from fedgossip.reports.records import METRICS
@@ -75,8 +75,8 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | Non
     rows = [group.row() for group in groups]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CSV).write_text(csv_table(rows), encoding="utf-8")
-    (out / JSON).write_text(json.dumps({"groups": rows}, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out / CSV, csv_table(rows))  # both whole or as they were (a full disk)
+    write_json(out / JSON, {"groups": rows})
     plot_comparison(groups, out / ACCURACY_PNG)
     plot_final(groups, out / FINAL_PNG)
     files = [out / name for name in (CSV, JSON, ACCURACY_PNG, FINAL_PNG)]

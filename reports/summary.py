@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgossip.base.files import write_json
 from fedgossip.config import ExperimentConfig
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import (
@@ -40,8 +41,8 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
-    """summary.json: the summary as indented JSON."""
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    """summary.json: the summary as indented JSON, replaced whole (never left cut by a full disk)."""
+    write_json(path, summary)
 
 
 def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ only when the config accepts its overrides, and the write-up says why it was ski
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from fedgossip.base.files import write_json
 from fedgossip.config import load_config
 from fedgossip.launcher.experiments.sweep import SweepOutcome, SweepRun, plan_run, run_sweep, seed_range
 from fedgossip.reports.groups import seed_tag
@@ -272,8 +272,10 @@ def default_out(name: str, setting: str) -> Path:
 
 
 def reproduce(planned: Plan, out: Path, jobs: int, console: Console) -> SweepOutcome:
-    """Run the planned runs not finished yet into `out` (a sweep) and write OUT/reproduction.json."""
-    outcome = run_sweep(planned.config_path, planned.runs, planned.overrides, out, jobs, console)
-    record = {**planned.record(), "wall_time_s": round(outcome.wall_time_s, 3)}
-    (out / PLAN_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return outcome
+    """Run the planned runs not finished yet into `out` (a sweep) and write OUT/reproduction.json
+    (while the sweep still holds the folder)."""
+
+    def write_plan(outcome: SweepOutcome) -> None:
+        write_json(out / PLAN_JSON, {**planned.record(), "wall_time_s": round(outcome.wall_time_s, 3)})
+
+    return run_sweep(planned.config_path, planned.runs, planned.overrides, out, jobs, console, write_plan)

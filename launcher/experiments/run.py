@@ -36,9 +36,23 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
     """Run `config` into `out_dir`; return the summary and the process exit status.
 
     A run that fails before any node started (topology, ports, certificates) leaves no results
-    folder behind; one whose metrics cannot be written (a full disk) stops and is "failed"."""
+    folder behind; one whose metrics cannot be written (a full disk) stops and is "failed". The
+    folder is claimed for the whole run: another command into it is refused (ValueError)."""
     check_memory(config)
     results = ResultsFolder(out_dir, config)
+    try:
+        return _run_into(config, results, out_dir, console)
+    finally:
+        results.close()  # and the claim released, however the run ended
+
+
+def _run_into(
+    config: ExperimentConfig, results: ResultsFolder, out_dir: Path, console: Console
+) -> tuple[dict, int]:
+    """`run_experiment` once its results folder is claimed."""
+    if results.stale is not None:
+        stale = f"{out_dir} was claimed by a command that died ({results.stale}): taken over"
+        console.print(f"[yellow]{escape(stale)}[/]")
     console.print(
         f"[bold]{escape(config.experiment.name)}[/]: {config.experiment.mode} mode, "
         f"{config.nodes.count} nodes, {config.experiment.rounds} rounds, "
@@ -62,7 +76,6 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
             raise
         finally:
             shutdown.begin()
-            results.close()
         if results.failure:
             outcome.status = "failed"
             outcome.errors.append(results.failure)

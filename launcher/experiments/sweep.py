@@ -9,19 +9,19 @@ plain `fedgossip run` of the config. A run whose summary.json says it reached it
 with the same config is skipped, so the same command run again after Ctrl-C or a crash runs only
 what is missing; a run folder left unfinished (interrupted, failed, no summary) is removed and
 run again (its launcher output stays in its log). Ctrl-C (or SIGTERM) stops every running run
-through its own shutdown: each stops its nodes and keeps its finished rounds.
+through its own shutdown: each stops its nodes and keeps its finished rounds. The sweep folder
+is claimed for the sweep's life (launcher/runs/claim.py): a second sweep into it is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from fedgossip.base.files import write_json
 from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig, dump_toml, load_config
+from fedgossip.launcher.runs.claim import FolderClaim, wait_free
 from fedgossip.launcher.runs.progress import RunProgress
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module, supervised
 from fedgossip.reports.groups import seed_tag
@@ -218,12 +220,36 @@ def run_sweep(
     out: Path,
     jobs: int,
     console: Console,
+    finish: Callable[[SweepOutcome], object] | None = None,
 ) -> SweepOutcome:
-    """Run every run of `runs` not finished yet into `out`, `jobs` at a time; write sweep.json."""
+    """Run every run of `runs` not finished yet into `out`, `jobs` at a time; write sweep.json,
+    then call `finish(outcome)` (a reproduction writes its plan). The sweep folder is claimed from
+    the first look at it to the end: a second command into it is refused (FolderInUse)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1; got {jobs}")
     out = out.resolve()
-    states = {run.name: folder_state(out / run.name, run.config) for run in runs}  # raises before any run
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderClaim(out) as claim:
+        if claim.stale is not None:
+            stale = f"{out} was claimed by a command that died ({claim.stale}): taken over"
+            console.print(f"[yellow]{escape(stale)}[/]")
+        outcome = _sweep(config_path, runs, overrides, out, jobs, console)
+        _write_record(out, config_path, overrides, jobs, outcome)
+        if finish is not None:
+            finish(outcome)
+    return outcome
+
+
+def _sweep(
+    config_path: Path | None,
+    runs: Sequence[SweepRun],
+    overrides: Sequence[str],
+    out: Path,
+    jobs: int,
+    console: Console,
+) -> SweepOutcome:
+    """`run_sweep` in its claimed folder, up to the outcome."""
+    states = {run.name: _state(out / run.name, run.config) for run in runs}  # raises before any run
     done = {
         run.name: RunResult.of(run, states[run.name], skipped=True)
         for run in runs
@@ -271,8 +297,14 @@ def run_sweep(
     outcome.wall_time_s = time.time() - started
     outcome.results = [done.get(run.name, RunResult.of(run, "not run")) for run in runs]
     outcome.exit_code = _exit_code(outcome, shutdown)
-    _write_record(out, config_path, overrides, jobs, outcome)
     return outcome
+
+
+def _state(path: Path, config: ExperimentConfig) -> str:
+    """`folder_state` of a run folder once no command holds it: a run of a sweep killed a moment
+    ago may still be stopping (its watchdog stops it); FolderInUse if it still runs after that."""
+    wait_free(path, STOP_GRACE_S)
+    return folder_state(path, config)
 
 
 def _start(config_path: Path | None, overrides: Sequence[str], run: SweepRun, out: Path) -> Child:
@@ -323,4 +355,4 @@ def _write_record(
         "wall_time_s": round(outcome.wall_time_s, 3),
         "runs": [{**result.__dict__, "overrides": list(result.overrides)} for result in outcome.results],
     }
-    (out / SWEEP_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(out / SWEEP_JSON, record)  # whole or as it was: a full disk never leaves it empty

@@ -22,7 +22,6 @@ Ray is imported only here (and inside the actors' processes); without it, a clea
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import queue
@@ -177,7 +176,7 @@ class RayEngine:
                 for g in groups
             },
         }
-        self.results.save(RAY_INFO, lambda path: path.write_text(json.dumps(info, indent=2) + "\n"))
+        self.results.write_json(RAY_INFO, info)
 
     def start(self, group: ProcessGroup) -> ActorChild:
         """Hand the group's actor its node configs (and the files they name) and start its peers."""

@@ -4,6 +4,7 @@ config.toml     the resolved config (defaults included): the run can be repeated
 metrics.jsonl   one JSON record per node per round, appended and flushed as produced
 events.jsonl    the scenario's events (losses, delays, crashes, rejoins, attacks), if it has any
 summary.json    written at the end by fedgossip.reports
+.claim          while a command writes the folder: its owner (launcher/runs/claim.py); removed at the end
 processes.json  the PID of every process the launcher started (Ray engine: each actor's, on its machine)
 ray.json        Ray engine: the cluster, the run's namespace, where each actor ran (gossip/ray_engine.py)
 accuracy.png    accuracy per round
@@ -13,14 +14,15 @@ secrets/        per-link keys of every gossip run; CA, certificates and token of
 data/           the per-node shards of a Hugging Face dataset, prepared once by the launcher
 
 Every record is one whole line of metrics.jsonl: a write that fails part-way (a full disk) is cut
-back to the previous length, so readers never meet a torn line written by this folder.
+back to the previous length, so readers never meet a torn line written by this folder; the JSON
+files are replaced whole (base/files.py). One command at a time writes the folder: it holds the
+folder's claim from the check that the folder is free to the end of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import time
@@ -28,7 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedgossip.base.files import write_json
 from fedgossip.config import ExperimentConfig, dump_toml
+from fedgossip.launcher.runs.claim import CLAIM, FolderClaim, Owner, check_free, left_by
 from fedgossip.reports.records import CONFIG, METRICS
 from fedgossip.schema.lines import LineWriter
 
@@ -70,8 +74,10 @@ class ResultsFolder:
         self.warnings: list[str] = []
         self._metrics: LineWriter | None = None
         self._events: LineWriter | None = None
+        self._claim: FolderClaim | None = None
         if (self.path / METRICS).exists():
-            raise ValueError(f"{self.path} already holds a run: choose another --out")
+            check_free(self.path)  # a run still going: say whose
+            raise ValueError(_holds_a_run(self.path, left_by(self.path)))
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"cannot write the results folder {self.path}: it is a file, not a folder")
         self._created = _missing_folders(self.path)
@@ -79,12 +85,21 @@ class ResultsFolder:
         try:
             for sub in ("logs", "nodes"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
+            self._claim = FolderClaim(self.path)  # FolderInUse: another command has it, leave all as is
+            if (self.path / METRICS).exists():  # a run that began (and ended) since the check above
+                self._claim.release()
+                raise ValueError(_holds_a_run(self.path, self._claim.stale))
             (self.path / CONFIG).write_text(dump_toml(config), encoding="utf-8")
             self._metrics = LineWriter(self.path / METRICS, sync=True)
         except OSError as err:
             self.discard_unstarted()
             reason = os_error_text(err, self.path)
             raise ValueError(f"cannot write the results folder {self.path}: {reason}") from None
+
+    @property
+    def stale(self) -> Owner | None:
+        """The command that claimed this folder before and died holding it (None: there was none)."""
+        return self._claim.stale if self._claim is not None else None
 
     @property
     def logs(self) -> Path:
@@ -104,7 +119,12 @@ class ResultsFolder:
         """processes.json: the PID of every process of the run, to inspect or signal them by hand.
 
         Informational, and also written while stopping: a failed write is a warning, not raised."""
-        self.save(PROCESSES, lambda path: path.write_text(json.dumps(pids, indent=2) + "\n"))
+        self.write_json(PROCESSES, pids)
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Replace the file `name` of the folder with `data` as JSON, atomically (a failure keeps
+        the file as it was and is one of `warnings`)."""
+        self.save(name, lambda path: write_json(path, data))
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one metrics record as one whole line and flush it to disk.
@@ -132,14 +152,17 @@ class ResultsFolder:
             raise ResultsWriteError(err.errno, self.failure, str(self.path / EVENTS)) from err
 
     def save(self, name: str, write: Callable[[Path], object]) -> None:
-        """Write the file `name` of the folder with `write(path)`; an OS error (a full disk) removes
-        the partial file and becomes one of `warnings` instead of a traceback."""
+        """Write the file `name` of the folder with `write(path)`; an OS error (a full disk) becomes
+        one of `warnings` instead of a traceback, and removes the file if it is new (a partial
+        plot); a file written before stays (JSON files are replaced atomically: it is whole)."""
         path = self.path / name
+        existed = path.exists()
         try:
             write(path)
         except OSError as err:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if not existed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
             self.warnings.append(f"could not write {path}: {err.strerror or err}")
 
     def started(self) -> bool:
@@ -158,14 +181,15 @@ class ResultsFolder:
                 return False
         except OSError:  # cannot tell: keep everything
             return False
-        self.close()
-        for name in set(_entries(self.path)) - self._before:
+        self._close_writers()
+        for name in set(_entries(self.path)) - self._before - {CLAIM}:
             entry = self.path / name
             with contextlib.suppress(OSError):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+        self.close()  # the claim last: nobody else meets a half-removed folder
         for folder in reversed(self._created):  # innermost first; stops at a non-empty one
             try:
                 folder.rmdir()
@@ -174,9 +198,22 @@ class ResultsFolder:
         return True
 
     def close(self) -> None:
+        """Close the record files and release the folder's claim (at the very end of the run);
+        again: nothing."""
+        self._close_writers()
+        if self._claim is not None:
+            self._claim.release()
+
+    def _close_writers(self) -> None:
         for writer in (self._metrics, self._events):
             if writer is not None:
                 writer.close()
+
+
+def _holds_a_run(path: Path, stale: Owner | None) -> str:
+    """The refusal of a folder that holds a run; `stale`: the command that died writing it."""
+    left = f", left unfinished by a command that died ({stale})" if stale else ""
+    return f"{path} already holds a run{left}: choose another --out"
 
 
 def _failure(name: str, err: OSError) -> str:

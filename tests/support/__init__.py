@@ -3,8 +3,9 @@ run_cli`): cli (fedgossip runs in a subprocess, their records, waits and interru
 started by hand, raw stubs, the neighbours a test plays, a sender stalled once), models (hand-made
 models, small aggregation blocks, the consensus distance computed directly), flower (reply
 Messages, deployment runs, the fair setting), data (digits and a user's model module on disk),
-results (results folders written by hand), recompute (a comparison's figures recomputed from the
-records) and ray_cluster (a loopback Ray cluster)."""
+results (results folders written by hand), gate (commands released at the same instant),
+recompute (a comparison's figures recomputed from the records) and ray_cluster (a loopback Ray
+cluster)."""
 
 from tests.support.cli import (
     RECORD_FIELDS,
@@ -36,6 +37,7 @@ from tests.support.flower import (
     processes_gone,
     reply,
 )
+from tests.support.gate import released_together
 from tests.support.models import NAMES, SHAPES, direct_consensus, model, small_blocks
 from tests.support.peers import (
     TASK,
@@ -93,6 +95,7 @@ __all__ = [
     "processes_gone",
     "pushed_again",
     "records",
+    "released_together",
     "reply",
     "rounds_done",
     "run_cli",
