@@ -3,9 +3,12 @@ and its rejoin.
 
 At the start of a crash round the peer stops serving and forgets its model while its neighbours
 go `scenario.down_rounds` rounds on; then it serves again on the same port and rejoins by adopting
-the model of the furthest neighbour not behind it (GetModel). The neighbours that do not answer
-are not waited for (`mark_silent`), the others are (their models of the round it lands in, pushed
-while it was coming back, are held), so it does not run on alone.
+the model of the furthest neighbour not behind it (GetModel). Neighbours down at the same time
+(the seeded churn plan, `fedgossip.scenario.churn`, says when each node is back) that are planned
+back by its own return are waited for, up to one round timeout, to serve again: after a crash of
+many, or all, nodes the peers rejoin each other instead of each running on alone. The neighbours
+that still do not answer are not waited for (`mark_silent`), the others are (their models of the
+round it lands in, pushed while it was coming back, are held).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedgossip.client.gossip.neighbours import MAX_WAIT_TIMEOUTS
+from fedgossip.scenario.churn import ChurnPlan
 from fedgossip.scenario.roles import CrashClock
 from fedgossip.schema.events import Emit
 
@@ -26,11 +30,13 @@ HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went
 
 
 class Crash:
-    """The crashes of one peer (when its `clock` says) and its rejoins."""
+    """The crashes of one peer (when its `clock` says) and its rejoins, knowing when its
+    neighbours are down (the run's churn `plan`)."""
 
-    def __init__(self, peer: GossipPeer, clock: CrashClock) -> None:
+    def __init__(self, peer: GossipPeer, clock: CrashClock, plan: ChurnPlan) -> None:
         self.peer = peer
         self.clock = clock
+        self.plan = plan
 
     def due(self, round_: int) -> bool:
         """Whether the peer crashes at the start of `round_` (asked once per round it runs)."""
@@ -51,7 +57,7 @@ class Crash:
         peer.service.publish(peer.initial, peer.learner.num_examples, round_ - 1)
         peer.serve_again()
         stubs = set(peer.links.stubs)
-        answered = peer.watch.health(stubs, peer.config.experiment.round_timeout / 4)
+        answered = self._reach(stubs, self.down_with(round_, round_ + scenario.down_rounds) & stubs)
         for node, done in answered.items():
             peer.inbox.note(node, done, refused=False)
         caught_up = peer.watch.catch_up(round_, margin=-1)
@@ -66,6 +72,28 @@ class Crash:
         peer.inbox.mark_silent(stubs - answered.keys())
         records.emit_events(emit)
         return current
+
+    def down_with(self, first: int, back: int) -> set[int]:
+        """The nodes planned to be down while this peer is (it crashed at round `first` and is
+        planned back for round `back`) and back no later than it: the peers it rejoins with."""
+        return {
+            o.node
+            for o in self.plan.outages
+            if o.node != self.peer.node and o.first < back and o.back is not None and first < o.back <= back
+        }
+
+    def _reach(self, neighbours: set[int], returning: set[int]) -> dict[int, int]:
+        """Ask the `neighbours`' Health; those `returning` (down with this peer, planned back) that
+        do not answer yet are asked again until they do or one round timeout has passed. The
+        rounds completed by those that answered."""
+        peer = self.peer
+        timeout = peer.config.experiment.round_timeout
+        limit = time.monotonic() + timeout
+        answered = peer.watch.health(neighbours, timeout / 4)
+        while (waiting := returning - answered.keys()) and time.monotonic() < limit:
+            time.sleep(HEALTH_POLL_S)
+            answered |= peer.watch.health(waiting, min(1.0, timeout / 4))
+        return answered
 
     def _stay_down(self, until: int) -> None:
         """Wait (asking the neighbours' Health) until one of them completed round `until`, or
