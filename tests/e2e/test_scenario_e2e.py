@@ -142,11 +142,22 @@ def no_traceback(out) -> None:
         assert "Traceback" not in log.read_text(), log.name
 
 
-def merges_after_rejoin(out, nodes) -> dict[int, list[int]]:
-    """The `merged` counts of each of `nodes`' records after the last rejoin of the run."""
+def after_rejoin(out) -> list[dict]:
+    """The records of the rounds after the last rejoin of the run."""
     back = max(e["round"] for e in events(out) if e["kind"] == "rejoin")
-    records = read_records(out)
-    return {n: [r["merged"] for r in records if r["node"] == n and r["round"] > back] for n in nodes}
+    return [r for r in read_records(out) if r["round"] > back]
+
+
+def merges_after_rejoin(out, nodes) -> dict[int, list[int]]:
+    """The `merged` counts of each of `nodes`' rounds after the last rejoin of the run (a jump to
+    a neighbour's round, which merges nothing by design, is not a round)."""
+    records = [r for r in after_rejoin(out) if "caught_up_from" not in r]
+    return {n: [r["merged"] for r in records if r["node"] == n] for n in nodes}
+
+
+def gossip_resumed(merged: dict[int, list[int]]) -> bool:
+    """Every node merged in all its rounds but at most one (a neighbour may miss one by a hair)."""
+    return all(len(counts) >= 2 and counts.count(0) <= 1 for counts in merged.values())
 
 
 @pytest.mark.timeout(150)
@@ -160,7 +171,7 @@ def test_two_neighbours_that_crash_in_round_1_rejoin_each_other_and_their_neighb
             "topology.kind=ring",
             "experiment.rounds=16",
             "task.model=linear",
-            "task.local_epochs=10",  # rounds of ~0.1 s: the rejoin lands before the others end
+            "task.local_epochs=50",  # rounds of ~0.2 s: the rejoin lands before the others end
             "strategy.name=average",
             "experiment.round_timeout=3",
             "scenario.crash=[0, 1]",
@@ -180,7 +191,10 @@ def test_two_neighbours_that_crash_in_round_1_rejoin_each_other_and_their_neighb
         range(4), 16
     )
     merged = merges_after_rejoin(out, range(4))
-    assert all(counts and min(counts) > 0 for counts in merged.values()), merged
+    assert gossip_resumed(merged), merged
+    for node, neighbours in ((0, {1, 3}), (1, {0, 2})):  # each other, and the neighbour that stayed up
+        heard = {n for r in after_rejoin(out) if r["node"] == node for n in r["neighbours_heard"]}
+        assert heard == neighbours, (node, heard)
 
 
 @pytest.mark.timeout(150)
@@ -205,7 +219,7 @@ def test_after_every_node_crashes_the_peers_rejoin_each_other_and_merge_again(tm
     assert kinds.count("crash") == kinds.count("rejoin") == 6
     assert max(summary["rounds_without_merge"].values(), default=0) <= 1, summary["rounds_without_merge"]
     merged = merges_after_rejoin(out, range(6))
-    assert all(counts and min(counts) > 0 for counts in merged.values()), merged
+    assert gossip_resumed(merged), merged
 
 
 @pytest.mark.timeout(150)
