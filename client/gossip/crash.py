@@ -3,12 +3,13 @@ and its rejoin.
 
 At the start of a crash round the peer stops serving and forgets its model while its neighbours
 go `scenario.down_rounds` rounds on; then it serves again on the same port and rejoins by adopting
-the model of the furthest neighbour not behind it (GetModel). Neighbours down at the same time
-(the seeded churn plan, `fedgossip.scenario.churn`, says when each node is back) that are planned
-back by its own return are waited for, up to one round timeout, to serve again: after a crash of
-many, or all, nodes the peers rejoin each other instead of each running on alone. The neighbours
-that still do not answer are not waited for (`mark_silent`), the others are (their models of the
-round it lands in, pushed while it was coming back, are held).
+the model of the furthest neighbour not behind it (GetModel). The neighbours that answer are
+waited for in the round it lands in (their models of it, pushed while it was coming back, are
+held), and so are those down at the same time and planned back by its own return (the seeded
+churn plan, `fedgossip.scenario.churn`, known to every peer), answering or not yet: the round
+waits for them as for any neighbour, bounded by the round timeout, so after a crash of many, or
+all, nodes the peers rejoin each other instead of each running on alone. The other neighbours
+that do not answer are not waited for (`mark_silent`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Crash:
         peer.service.publish(peer.initial, peer.learner.num_examples, round_ - 1)
         peer.serve_again()
         stubs = set(peer.links.stubs)
-        answered = self._reach(stubs, self.down_with(round_, round_ + scenario.down_rounds) & stubs)
+        answered = peer.watch.health(stubs, peer.config.experiment.round_timeout / 4)
         for node, done in answered.items():
             peer.inbox.note(node, done, refused=False)
         caught_up = peer.watch.catch_up(round_, margin=-1)
@@ -69,7 +70,8 @@ class Crash:
             emit(records.caught_up(caught_up, round_, **rejoined))
         else:  # in step with its neighbours: the next record says it
             records.rejoined = rejoined
-        peer.inbox.mark_silent(stubs - answered.keys())
+        returning = self.down_with(round_, round_ + scenario.down_rounds)
+        peer.inbox.mark_silent(stubs - answered.keys() - returning)
         records.emit_events(emit)
         return current
 
@@ -81,19 +83,6 @@ class Crash:
             for o in self.plan.outages
             if o.node != self.peer.node and o.first < back and o.back is not None and first < o.back <= back
         }
-
-    def _reach(self, neighbours: set[int], returning: set[int]) -> dict[int, int]:
-        """Ask the `neighbours`' Health; those `returning` (down with this peer, planned back) that
-        do not answer yet are asked again until they do or one round timeout has passed. The
-        rounds completed by those that answered."""
-        peer = self.peer
-        timeout = peer.config.experiment.round_timeout
-        limit = time.monotonic() + timeout
-        answered = peer.watch.health(neighbours, timeout / 4)
-        while (waiting := returning - answered.keys()) and time.monotonic() < limit:
-            time.sleep(HEALTH_POLL_S)
-            answered |= peer.watch.health(waiting, min(1.0, timeout / 4))
-        return answered
 
     def _stay_down(self, until: int) -> None:
         """Wait (asking the neighbours' Health) until one of them completed round `until`, or
