@@ -18,7 +18,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from fedgossip.config import StrategySection, TopologySection
+from fedgossip.config import ExperimentConfig, StrategySection, TopologySection
 from fedgossip.strategies.registry import Rule, lookup
 
 
@@ -140,3 +140,14 @@ def check_merges(graph: nx.Graph, strategy: StrategySection, kind: str) -> None:
         f"smallest degree of topology {kind!r} on {graph.number_of_nodes()} nodes is {degree} "
         f"(node {node}): {degree + 1} models",
     )
+
+
+def run_graph(config: ExperimentConfig) -> nx.Graph:
+    """The graph of a gossip run's links, checked against its strategy (Krum's n > 2f + 2): an
+    error before any process starts, for one run and for every run of a sweep before the first."""
+    count = config.nodes.count
+    graph = build_topology(config.topology, count, config.experiment.seed)
+    if config.scenario.resample_every:  # every pair may be linked some epoch (scenario/resample.py)
+        graph = nx.complete_graph(count)
+    check_merges(graph, config.strategy, config.topology.kind)
+    return graph

@@ -38,6 +38,7 @@ from fedgossip.launcher.supervision.processes import Child, child_env, python_mo
 from fedgossip.reports.groups import seed_tag
 from fedgossip.reports.records import CONFIG, METRICS, read_config_table
 from fedgossip.reports.summary import read_summary
+from fedgossip.scenario.topology import run_graph
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -171,10 +172,13 @@ def plan_run(
     config_path: Path | None, overrides: Sequence[str], name: str, settings: Sequence[str], seed: int
 ) -> SweepRun:
     """The run `name` of the config with `overrides`, then `settings` (its own `--set` items) and
-    `seed`, validated (a bad key or value raises ValueError naming the run)."""
+    `seed`, validated (a bad key or value, or a gossip topology that cannot be built or merged on,
+    raises ValueError naming the run)."""
     run_overrides = (*settings, f"experiment.seed={seed}")
     try:
         config = load_config(config_path, [*overrides, *run_overrides])
+        if config.experiment.mode == "gossip":
+            run_graph(config)
     except ValueError as err:
         raise ValueError(f"run {name}: {err}") from None
     return SweepRun(name, run_overrides, seed, config)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import networkx as nx
 from rich.console import Console
 
 from fedgossip.base.certificates import make_ca, make_certificate
@@ -31,7 +30,7 @@ from fedgossip.launcher.runs.outcome import Outcome
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import supervised
-from fedgossip.scenario.topology import build_topology, check_merges, neighbours
+from fedgossip.scenario.topology import neighbours, run_graph
 from fedgossip.schema.events import PEER_EVENTS, RECORD, SCENARIO, decode_event
 
 if TYPE_CHECKING:
@@ -79,17 +78,6 @@ def node_config_paths(results: ResultsFolder, count: int) -> list[Path]:
     return [results.nodes / f"node-{node}.toml" for node in range(count)]
 
 
-def node_graph(config: ExperimentConfig) -> nx.Graph:
-    """The graph of the run's links, checked against the strategy (Krum's n > 2f + 2): a launch
-    error before any process starts."""
-    count = config.nodes.count
-    graph = build_topology(config.topology, count, config.experiment.seed)
-    if config.scenario.resample_every:  # every pair may be linked some epoch (scenario/resample.py)
-        graph = nx.complete_graph(count)
-    check_merges(graph, config.strategy, config.topology.kind)
-    return graph
-
-
 def write_node_configs(
     config: ExperimentConfig,
     results: ResultsFolder,
@@ -100,9 +88,9 @@ def write_node_configs(
     """One node config per peer (the experiment config plus its [peer] section), the peer of node
     N listening on `listen[N]` ("host:port", as its engine placed it; free loopback ports if not
     given) and its neighbours' addresses filled in from the same list; `graph`: the run's
-    `node_graph` (built here if not given)."""
+    `run_graph` (built here if not given)."""
     count = config.nodes.count
-    graph = node_graph(config) if graph is None else graph
+    graph = run_graph(config) if graph is None else graph
     listen = list(listen) or [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
     credentials = security_material(
         config, graph, results.secrets, [address.rpartition(":")[0] for address in listen]
@@ -132,7 +120,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
-    graph = node_graph(config)  # a bad topology fails before the engine starts anything
+    graph = run_graph(config)  # a bad topology fails before the engine starts anything
     if config.experiment.consensus_every and not config.observes_consensus:
         console.print(
             "consensus distance off: it compares the peers' models of one round, and async "

@@ -28,6 +28,16 @@ def test_a_bad_grid_exits_2_before_anything_runs(tmp_path):
     assert not out.exists()
 
 
+def test_a_grid_point_whose_topology_cannot_be_built_is_refused_before_the_first_run(tmp_path):
+    """No 3-regular graph on 5 nodes: the degree-3 point is refused before the degree-2 one runs."""
+    out = tmp_path / "sweep"
+    settings = ("--set", "nodes.count=5", "--set", "topology.kind=regular")
+    result = run_cli("sweep", *settings, "--grid", "topology.degree=2,3", "--out", str(out), timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: run topology.degree=3_seed=0: topology.degree = 3" in result.stdout
+    assert not out.exists()
+
+
 @pytest.mark.timeout(240)
 def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
     out = tmp_path / "sweep"

@@ -65,6 +65,16 @@ def test_unsafe_or_long_names_end_in_a_hash_and_stay_apart():
         (["strategy.name=vca,vca"], 1, r"repeated"),
         (["strategy.name=vca", "strategy.name=average"], 1, r"given twice"),
         (["experiment.seed=1,2"], 1, r"--seeds"),
+        (  # no 3-regular graph on 5 nodes: refused before the degree-2 point runs
+            ["nodes.count=5", "topology.kind=regular", "topology.degree=2,3"],
+            1,
+            r"run .*topology.degree=3_seed=0: topology.degree = 3: a random regular graph on 5 nodes",
+        ),
+        (  # krum with f = 1 needs 2f + 3 = 5 models; a ring peer merges 3
+            ["strategy.name=krum", "strategy.params.f=0,1"],
+            1,
+            r"run .*strategy.params.f=1_seed=0: strategy .krum. .* needs 5 models per merge",
+        ),
         ([], 0, r"--seeds must be >= 1"),
     ],
 )
