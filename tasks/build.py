@@ -19,7 +19,7 @@ from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
 from .registry import model_entry
-from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
+from .stream import check_chunks, chunk_of, evaluation_chunk, node_chunk
 
 
 def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -> list[np.ndarray] | None:
@@ -82,32 +82,34 @@ def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed
 
 def _stream_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int) -> Dataset:
     """Round `round_` of node `node`'s stream: the noise is drawn on its whole partition (as
-    without a stream), then its chunk is taken; the test set is the clean evaluation chunk union."""
-    sizes: list[int] = []
+    without a stream), then its chunk is taken; the test set is the clean evaluation chunk union
+    (with task.dataset = "prepared", the launcher's evaluation chunk file: `files.write_shards`)."""
+    chunk, evaluated = chunk_of(round_, task.stream_chunks)
+    if not DATASETS[task.dataset].source:
+        from .files import read_shard
 
-    def rows(labels: np.ndarray) -> np.ndarray:
-        parts = node_rows(task, labels, num_nodes, seed) or [np.arange(len(labels))] * num_nodes
-        check_chunks(parts, task.stream_chunks)
-        sizes.append(len(parts[node]))
-        return np.concatenate([parts[node], evaluation_rows(parts, task.stream_chunks, round_, seed)])
+        data = scaled_dataset(read_shard(task.path, node, num_nodes, (evaluated, task.stream_chunks)))
+    else:
+        sizes: list[int] = []
 
-    data = load_dataset(task, seed, rows)
-    own = _with_noise(
-        task,
-        dataclasses.replace(data, x_train=data.x_train[: sizes[0]], y_train=data.y_train[: sizes[0]]),
-        node,
-        num_nodes,
-        seed,
-    )
-    chunk, _ = chunk_of(round_, task.stream_chunks)
-    mine = node_chunk(np.arange(sizes[0]), task.stream_chunks, chunk, seed, node)
-    return dataclasses.replace(
-        own,
-        x_train=own.x_train[mine],
-        y_train=own.y_train[mine],
-        x_test=data.x_train[sizes[0] :],
-        y_test=data.y_train[sizes[0] :],
-    )
+        def rows(labels: np.ndarray) -> np.ndarray:
+            parts = node_rows(task, labels, num_nodes, seed) or [np.arange(len(labels))] * num_nodes
+            check_chunks(parts, task.stream_chunks)
+            sizes.append(len(parts[node]))
+            return np.concatenate([parts[node], evaluation_chunk(parts, task.stream_chunks, evaluated, seed)])
+
+        whole = load_dataset(task, seed, rows)
+        size = sizes[0]
+        data = dataclasses.replace(
+            whole,
+            x_train=whole.x_train[:size],
+            y_train=whole.y_train[:size],
+            x_test=whole.x_train[size:],
+            y_test=whole.y_train[size:],
+        )
+    own = _with_noise(task, data, node, num_nodes, seed)
+    mine = node_chunk(np.arange(len(own.y_train)), task.stream_chunks, chunk, seed, node)
+    return dataclasses.replace(own, x_train=own.x_train[mine], y_train=own.y_train[mine])
 
 
 def build_learner(

@@ -115,20 +115,14 @@ class TaskConfig(Constrained):
         samples.check("task.synthetic_samples", self.synthetic_samples)
 
     def _check_data_keys(self) -> None:
-        """task.path is required by (and only allowed for) the file datasets, and task.stream_chunks
-        by the datasets every node loads whole."""
+        """task.path is required by the file datasets (mnist: optional) and only allowed for them."""
         entry = dataset_entry(self.dataset)
-        if entry.path and not self.path:
+        if entry.path and entry.path_required and not self.path:
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
         if self.path and not entry.path:
             readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
                 f"task.path applies to the datasets {', '.join(readers)}; task.dataset is {self.dataset!r}"
-            )
-        if self.stream_chunks and not entry.loaded_whole:
-            raise ValueError(
-                "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
-                f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"
             )
 
     @classmethod

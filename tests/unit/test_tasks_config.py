@@ -18,8 +18,9 @@ def test_defaults_are_valid_and_hashable():
     [
         (
             "dataset",
-            "mnist",
-            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, prepared",
+            "fashion-mnist",
+            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, mnist, "
+            "prepared",
         ),
         (
             "model",
@@ -43,7 +44,11 @@ def test_defaults_are_valid_and_hashable():
         ("learning_rate", -0.1, "task.learning_rate"),
         ("momentum", 1.0, "task.momentum must be a finite number in [0.0, 1.0)"),
         ("weight_decay", -1e-4, "task.weight_decay must be a finite number >= 0.0; got -0.0001"),
-        ("path", "data.npz", "task.path applies to the datasets npz, hf, prepared; task.dataset is 'digits'"),
+        (
+            "path",
+            "data.npz",
+            "task.path applies to the datasets npz, hf, mnist, prepared; task.dataset is 'digits'",
+        ),
         ("image_column", 3, "task.image_column must be a string"),
         ("hf_train_split", "", "task.hf_train_split must be a non-empty string; got ''"),
         ("test_fraction", 1.0, "task.test_fraction"),
