@@ -15,6 +15,7 @@ from fedgossip.base.seeding import stream
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
 from .datasets import DATASETS
+from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
 from .partitions import partition_indices
@@ -43,7 +44,8 @@ def node_dataset(
     """Node `node`'s training partition (with its label/feature noise) and the global test set;
     with task.dataset = "prepared", its shard as the launcher wrote it. With task.stream_chunks
     and a `stream_round` t, the node's chunk of round t as training set and round t's
-    evaluation set (every node's clean next chunk) as test set (see `stream`)."""
+    evaluation set (every node's clean next chunk) as test set (see `stream`). Without a stream,
+    the test set is task.eval_examples' class-balanced subset (`evaluation_subset`) if it is set."""
     if not isinstance(task, TaskConfig):
         raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
     Interval(Integral, 1).check("num_nodes", num_nodes)
@@ -64,7 +66,16 @@ def node_dataset(
             return np.arange(len(labels)) if parts is None else parts[node]
 
         data = load_dataset(task, seed, mine)
-    return _with_noise(task, data, node, num_nodes, seed)
+    return _with_noise(task, evaluation_subset(task, data, seed), node, num_nodes, seed)
+
+
+def evaluation_subset(task: TaskConfig, data: Dataset, seed: int) -> Dataset:
+    """`data` evaluating on task.eval_examples class-balanced test examples (`eval_subset`; the
+    same for every node), or on its whole test set when it is 0."""
+    if not task.eval_examples:
+        return data
+    rows = balanced_rows(data.y_test, data.num_classes, task.eval_examples, seed)
+    return dataclasses.replace(data, x_test=data.x_test[rows], y_test=data.y_test[rows])
 
 
 def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed: int) -> Dataset:

@@ -43,6 +43,9 @@ class TaskConfig(Constrained):
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
     `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
     its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
+    `eval_examples` > 0 evaluates on a fixed class-balanced subset of the test set (as many of
+    every class, drawn once from the experiment seed: the same for every node and both modes; 0 =
+    the whole test set); a streamed task's evaluation set is the round's chunk, so it refuses it.
     """
 
     section_name = "task"
@@ -73,6 +76,7 @@ class TaskConfig(Constrained):
         "synthetic_features": AT_LEAST_ONE,
         "synthetic_classes": Interval(Integral, 2),
         "stream_chunks": Interval(Integral, 0),
+        "eval_examples": Interval(Integral, 0),  # a multiple of the classes: checked on the data
     }
 
     dataset: str = "digits"
@@ -101,6 +105,7 @@ class TaskConfig(Constrained):
     synthetic_features: int = 20
     synthetic_classes: int = 4
     stream_chunks: int = 0
+    eval_examples: int = 0
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""
@@ -115,10 +120,17 @@ class TaskConfig(Constrained):
         samples.check("task.synthetic_samples", self.synthetic_samples)
 
     def _check_data_keys(self) -> None:
-        """task.path is required by the file datasets (mnist: optional) and only allowed for them."""
+        """task.path is required by the file datasets (mnist: optional) and only allowed for them;
+        task.eval_examples excludes task.stream_chunks."""
         entry = dataset_entry(self.dataset)
         if entry.path and entry.path_required and not self.path:
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
+        if self.eval_examples and self.stream_chunks:
+            raise ValueError(
+                f"task.eval_examples = {self.eval_examples} cannot apply to a streamed task "
+                f"(task.stream_chunks = {self.stream_chunks}): its evaluation set is each round's next "
+                "chunk; set one of them to 0"
+            )
         if self.path and not entry.path:
             readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
