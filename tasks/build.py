@@ -152,9 +152,10 @@ def stream_learner(
     task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int, previous: Learner
 ) -> Learner:
     """Node `node`'s learner on round `round_` of a streamed task (its chunk, the round's
-    evaluation set), carrying over the weights and minibatch-order state of `previous`: a gossip
-    peer's data changes every round, its model and its shuffle stream go on."""
+    evaluation set), carrying over the weights, minibatch-order state and kept momentum buffers
+    of `previous`: a gossip peer's data changes every round, its model and optimiser go on."""
     learner = build_learner(task, node, num_nodes, seed, round_)
     learner.set_weights(previous.get_weights())
     learner.shuffle_state = previous.shuffle_state
+    learner.momentum_state = previous.momentum_state
     return learner

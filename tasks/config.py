@@ -41,6 +41,10 @@ class TaskConfig(Constrained):
     `partition = "none"` gives every node the whole training set (a device with its own file).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    `keep_momentum`: the momentum buffers persist from one train() call (round) to the next, as
+    in the fair-incentive authors' code (False: fresh buffers every round). A merge or the server
+    replacing the weights leaves them as they are (the authors' too); a node that does not train
+    in a round (unselected by fair) keeps them unchanged until it trains again.
     `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
     its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
     `eval_examples` > 0 evaluates on a fixed class-balanced subset of the test set (as many of
@@ -77,6 +81,7 @@ class TaskConfig(Constrained):
         "synthetic_classes": Interval(Integral, 2),
         "stream_chunks": Interval(Integral, 0),
         "eval_examples": Interval(Integral, 0),  # a multiple of the classes: checked on the data
+        "keep_momentum": InstanceOf(bool),
     }
 
     dataset: str = "digits"
@@ -106,6 +111,7 @@ class TaskConfig(Constrained):
     synthetic_classes: int = 4
     stream_chunks: int = 0
     eval_examples: int = 0
+    keep_momentum: bool = False
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""

@@ -48,6 +48,18 @@ class Learner(abc.ABC):
         self._shuffle_rng.bit_generator.state = state
 
     @property
+    def momentum_state(self) -> dict[str, np.ndarray]:
+        """The momentum buffers kept across train() calls (task.keep_momentum), by parameter
+        position, for runtimes that rebuild the learner every round (a Flower ClientApp, a
+        streamed task); empty when none are kept or the learner has no momentum."""
+        return {}
+
+    @momentum_state.setter
+    def momentum_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no momentum buffers")
+
+    @property
     def local_names(self) -> frozenset[str]:
         """Names of the tensors that are local statistics, not trained weights (BatchNorm running
         statistics): they travel with the model, but a merge should keep the node's own copy.
