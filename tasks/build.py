@@ -18,15 +18,16 @@ from .datasets import DATASETS
 from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
-from .partitions import partition_indices
+from .partitions import DIRICHLET_SAMPLING, partition_indices, sampling_weights
 from .registry import model_entry
 from .stream import check_chunks, chunk_of, evaluation_chunk, node_chunk
 
 
 def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -> list[np.ndarray] | None:
-    """Every node's rows of the training set by task.partition (seeded); None for "none", where
-    every node holds the whole training set (a device bringing its own data)."""
-    if task.partition == "none":
+    """Every node's rows of the training set by task.partition (seeded); None for "none" and
+    "dirichlet-sampling", where every node holds the whole training set (a device bringing its
+    own data; batches sampled by the node's label probabilities)."""
+    if task.partition in ("none", DIRICHLET_SAMPLING):
         return None
     return partition_indices(
         labels,
@@ -66,6 +67,9 @@ def node_dataset(
             return np.arange(len(labels)) if parts is None else parts[node]
 
         data = load_dataset(task, seed, mine)
+    if task.partition == DIRICHLET_SAMPLING:  # on the clean labels: what the node's data holds
+        weights = sampling_weights(data.y_train, data.num_classes, num_nodes, node, task.alpha, seed)
+        data = dataclasses.replace(data, train_weights=weights)
     return _with_noise(task, evaluation_subset(task, data, seed), node, num_nodes, seed)
 
 

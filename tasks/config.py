@@ -20,10 +20,10 @@ from fedgossip.base.constraints import (
 )
 
 from .datasets import DATASETS, dataset_entry
-from .partitions import SCHEMES
+from .partitions import DIRICHLET_SAMPLING, SCHEMES
 from .registry import model_entry
 
-PARTITIONS = (*SCHEMES, "none")
+PARTITIONS = (*SCHEMES, "none", DIRICHLET_SAMPLING)
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
 TEXT = InstanceOf(str)
@@ -38,7 +38,9 @@ class TaskConfig(Constrained):
     Hugging Face id or local folder; a prepared shard folder), the Hugging Face `image_column` /
     `label_column` ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split:
     our split).
-    `partition = "none"` gives every node the whole training set (a device with its own file).
+    `partition = "none"` gives every node the whole training set (a device with its own file);
+    "dirichlet-sampling" too, each node drawing its batches (with replacement) by its own
+    Dirichlet(`alpha`) label probabilities (the vanishing-variance authors' non-IID setting).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
     `keep_momentum`: the momentum buffers persist from one train() call (round) to the next, as
@@ -127,10 +129,15 @@ class TaskConfig(Constrained):
 
     def _check_data_keys(self) -> None:
         """task.path is required by the file datasets (mnist: optional) and only allowed for them;
-        task.eval_examples excludes task.stream_chunks."""
+        task.eval_examples and task.partition = "dirichlet-sampling" exclude task.stream_chunks."""
         entry = dataset_entry(self.dataset)
         if entry.path and entry.path_required and not self.path:
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
+        if self.partition == DIRICHLET_SAMPLING and self.stream_chunks:
+            raise ValueError(
+                f"task.partition {DIRICHLET_SAMPLING!r} samples the whole training set every epoch; "
+                f"it cannot be streamed (task.stream_chunks = {self.stream_chunks}): set one of them"
+            )
         if self.eval_examples and self.stream_chunks:
             raise ValueError(
                 f"task.eval_examples = {self.eval_examples} cannot apply to a streamed task "
