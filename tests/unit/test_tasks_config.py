@@ -33,7 +33,8 @@ def test_defaults_are_valid_and_hashable():
         (
             "partition",
             "foo",
-            "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none; got 'foo'",
+            "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none, "
+            "dirichlet-sampling; got 'foo'",
         ),
         ("init", "zeros", "task.init must be one of own, shared"),
         ("alpha", 0.0, "task.alpha must be a finite number > 0.0; got 0.0"),
