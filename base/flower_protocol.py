@@ -44,6 +44,7 @@ TEST_ACCURACY = "test_accuracy"
 STATE = "fedgossip"  # ConfigRecord in context.state: per-node state that survives rounds
 SHUFFLE_STATE = "shuffle-state"
 LOCAL_TENSORS = "fedgossip-local"  # ArrayRecord in context.state: the node's own local tensors (BatchNorm)
+MOMENTUM = "fedgossip-momentum"  # ArrayRecord in context.state: momentum buffers kept (task.keep_momentum)
 SERVER_ROUND = "server-round"  # ConfigRecord key of train/evaluate messages (Flower's own name)
 KEEP_MODEL = "keep-model"  # evaluate config: keep this message's model as the node's own model
 KEPT_MODEL = "kept-model"  # ArrayRecord in context.state: the node's own model (strategy fair)

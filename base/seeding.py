@@ -22,6 +22,7 @@ _STREAMS = {
     "attack": 12,  # per node: the noise of a noise attacker
     "topology": 13,  # per resampling epoch: the neighbours drawn
     "async": 14,  # per node: asynchronous gossip's pauses between local units
+    "eval_subset": 15,  # the class-balanced evaluation subset (task.eval_examples), one for all nodes
 }
 
 

@@ -95,7 +95,7 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
 
 def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
     """This node's learner (on the message's round of a streamed task), its minibatch-order
-    generator restored from `context.state`."""
+    generator and kept momentum buffers (task.keep_momentum) restored from `context.state`."""
     from fedgossip.scenario.attacks import poisoner
     from fedgossip.scenario.roles import roles
     from fedgossip.tasks import build_learner
@@ -113,13 +113,19 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
     state = context.state.config_records.get(p.STATE)
     if state is not None and p.SHUFFLE_STATE in state:
         learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
+    momentum = context.state.array_records.get(p.MOMENTUM)
+    if momentum is not None:
+        learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
     return learner
 
 
 def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
-    """Keep the minibatch-order generator and the node's own local tensors (of `weights`, the
-    trained model) in `context.state` for the next message."""
+    """Keep the minibatch-order generator, the kept momentum buffers and the node's own local
+    tensors (of `weights`, the trained model) in `context.state` for the next message."""
     context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state)})
+    momentum = learner.momentum_state
+    if momentum:
+        context.state[p.MOMENTUM] = ArrayRecord({index: Array(b) for index, b in momentum.items()})
     local = learner.local_names
     if local:
         context.state[p.LOCAL_TENSORS] = ArrayRecord(

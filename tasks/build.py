@@ -15,17 +15,19 @@ from fedgossip.base.seeding import stream
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
 from .datasets import DATASETS
+from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
-from .partitions import partition_indices
+from .partitions import DIRICHLET_SAMPLING, partition_indices, sampling_weights
 from .registry import model_entry
-from .stream import check_chunks, chunk_of, evaluation_rows, node_chunk
+from .stream import check_chunks, chunk_of, evaluation_chunk, node_chunk
 
 
 def node_rows(task: TaskConfig, labels: np.ndarray, num_nodes: int, seed: int) -> list[np.ndarray] | None:
-    """Every node's rows of the training set by task.partition (seeded); None for "none", where
-    every node holds the whole training set (a device bringing its own data)."""
-    if task.partition == "none":
+    """Every node's rows of the training set by task.partition (seeded); None for "none" and
+    "dirichlet-sampling", where every node holds the whole training set (a device bringing its
+    own data; batches sampled by the node's label probabilities)."""
+    if task.partition in ("none", DIRICHLET_SAMPLING):
         return None
     return partition_indices(
         labels,
@@ -43,7 +45,8 @@ def node_dataset(
     """Node `node`'s training partition (with its label/feature noise) and the global test set;
     with task.dataset = "prepared", its shard as the launcher wrote it. With task.stream_chunks
     and a `stream_round` t, the node's chunk of round t as training set and round t's
-    evaluation set (every node's clean next chunk) as test set (see `stream`)."""
+    evaluation set (every node's clean next chunk) as test set (see `stream`). Without a stream,
+    the test set is task.eval_examples' class-balanced subset (`evaluation_subset`) if it is set."""
     if not isinstance(task, TaskConfig):
         raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
     Interval(Integral, 1).check("num_nodes", num_nodes)
@@ -64,7 +67,19 @@ def node_dataset(
             return np.arange(len(labels)) if parts is None else parts[node]
 
         data = load_dataset(task, seed, mine)
-    return _with_noise(task, data, node, num_nodes, seed)
+    if task.partition == DIRICHLET_SAMPLING:  # on the clean labels: what the node's data holds
+        weights = sampling_weights(data.y_train, data.num_classes, num_nodes, node, task.alpha, seed)
+        data = dataclasses.replace(data, train_weights=weights)
+    return _with_noise(task, evaluation_subset(task, data, seed), node, num_nodes, seed)
+
+
+def evaluation_subset(task: TaskConfig, data: Dataset, seed: int) -> Dataset:
+    """`data` evaluating on task.eval_examples class-balanced test examples (`eval_subset`; the
+    same for every node), or on its whole test set when it is 0."""
+    if not task.eval_examples:
+        return data
+    rows = balanced_rows(data.y_test, data.num_classes, task.eval_examples, seed)
+    return dataclasses.replace(data, x_test=data.x_test[rows], y_test=data.y_test[rows])
 
 
 def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed: int) -> Dataset:
@@ -82,32 +97,34 @@ def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed
 
 def _stream_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int) -> Dataset:
     """Round `round_` of node `node`'s stream: the noise is drawn on its whole partition (as
-    without a stream), then its chunk is taken; the test set is the clean evaluation chunk union."""
-    sizes: list[int] = []
+    without a stream), then its chunk is taken; the test set is the clean evaluation chunk union
+    (with task.dataset = "prepared", the launcher's evaluation chunk file: `files.write_shards`)."""
+    chunk, evaluated = chunk_of(round_, task.stream_chunks)
+    if not DATASETS[task.dataset].source:
+        from .files import read_shard
 
-    def rows(labels: np.ndarray) -> np.ndarray:
-        parts = node_rows(task, labels, num_nodes, seed) or [np.arange(len(labels))] * num_nodes
-        check_chunks(parts, task.stream_chunks)
-        sizes.append(len(parts[node]))
-        return np.concatenate([parts[node], evaluation_rows(parts, task.stream_chunks, round_, seed)])
+        data = scaled_dataset(read_shard(task.path, node, num_nodes, (evaluated, task.stream_chunks)))
+    else:
+        sizes: list[int] = []
 
-    data = load_dataset(task, seed, rows)
-    own = _with_noise(
-        task,
-        dataclasses.replace(data, x_train=data.x_train[: sizes[0]], y_train=data.y_train[: sizes[0]]),
-        node,
-        num_nodes,
-        seed,
-    )
-    chunk, _ = chunk_of(round_, task.stream_chunks)
-    mine = node_chunk(np.arange(sizes[0]), task.stream_chunks, chunk, seed, node)
-    return dataclasses.replace(
-        own,
-        x_train=own.x_train[mine],
-        y_train=own.y_train[mine],
-        x_test=data.x_train[sizes[0] :],
-        y_test=data.y_train[sizes[0] :],
-    )
+        def rows(labels: np.ndarray) -> np.ndarray:
+            parts = node_rows(task, labels, num_nodes, seed) or [np.arange(len(labels))] * num_nodes
+            check_chunks(parts, task.stream_chunks)
+            sizes.append(len(parts[node]))
+            return np.concatenate([parts[node], evaluation_chunk(parts, task.stream_chunks, evaluated, seed)])
+
+        whole = load_dataset(task, seed, rows)
+        size = sizes[0]
+        data = dataclasses.replace(
+            whole,
+            x_train=whole.x_train[:size],
+            y_train=whole.y_train[:size],
+            x_test=whole.x_train[size:],
+            y_test=whole.y_train[size:],
+        )
+    own = _with_noise(task, data, node, num_nodes, seed)
+    mine = node_chunk(np.arange(len(own.y_train)), task.stream_chunks, chunk, seed, node)
+    return dataclasses.replace(own, x_train=own.x_train[mine], y_train=own.y_train[mine])
 
 
 def build_learner(
@@ -139,9 +156,10 @@ def stream_learner(
     task: TaskConfig, node: int, num_nodes: int, seed: int, round_: int, previous: Learner
 ) -> Learner:
     """Node `node`'s learner on round `round_` of a streamed task (its chunk, the round's
-    evaluation set), carrying over the weights and minibatch-order state of `previous`: a gossip
-    peer's data changes every round, its model and its shuffle stream go on."""
+    evaluation set), carrying over the weights, minibatch-order state and kept momentum buffers
+    of `previous`: a gossip peer's data changes every round, its model and optimiser go on."""
     learner = build_learner(task, node, num_nodes, seed, round_)
     learner.set_weights(previous.get_weights())
     learner.shuffle_state = previous.shuffle_state
+    learner.momentum_state = previous.momentum_state
     return learner

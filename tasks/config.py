@@ -20,10 +20,10 @@ from fedgossip.base.constraints import (
 )
 
 from .datasets import DATASETS, dataset_entry
-from .partitions import SCHEMES
+from .partitions import DIRICHLET_SAMPLING, SCHEMES
 from .registry import model_entry
 
-PARTITIONS = (*SCHEMES, "none")
+PARTITIONS = (*SCHEMES, "none", DIRICHLET_SAMPLING)
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
 TEXT = InstanceOf(str)
@@ -38,11 +38,20 @@ class TaskConfig(Constrained):
     Hugging Face id or local folder; a prepared shard folder), the Hugging Face `image_column` /
     `label_column` ("" = detected) and `hf_train_split` / `hf_test_split` ("" = no test split:
     our split).
-    `partition = "none"` gives every node the whole training set (a device with its own file).
+    `partition = "none"` gives every node the whole training set (a device with its own file);
+    "dirichlet-sampling" too, each node drawing its batches (with replacement) by its own
+    Dirichlet(`alpha`) label probabilities (the vanishing-variance authors' non-IID setting).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    `keep_momentum`: the momentum buffers persist from one train() call (round) to the next, as
+    in the fair-incentive authors' code (False: fresh buffers every round). A merge or the server
+    replacing the weights leaves them as they are (the authors' too); a node that does not train
+    in a round (unselected by fair) keeps them unchanged until it trains again.
     `stream_chunks` > 0 streams the data (see `stream`): round t trains on each node's chunk t of
     its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
+    `eval_examples` > 0 evaluates on a fixed class-balanced subset of the test set (as many of
+    every class, drawn once from the experiment seed: the same for every node and both modes; 0 =
+    the whole test set); a streamed task's evaluation set is the round's chunk, so it refuses it.
     """
 
     section_name = "task"
@@ -73,6 +82,8 @@ class TaskConfig(Constrained):
         "synthetic_features": AT_LEAST_ONE,
         "synthetic_classes": Interval(Integral, 2),
         "stream_chunks": Interval(Integral, 0),
+        "eval_examples": Interval(Integral, 0),  # a multiple of the classes: checked on the data
+        "keep_momentum": InstanceOf(bool),
     }
 
     dataset: str = "digits"
@@ -101,6 +112,8 @@ class TaskConfig(Constrained):
     synthetic_features: int = 20
     synthetic_classes: int = 4
     stream_chunks: int = 0
+    eval_examples: int = 0
+    keep_momentum: bool = False
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""
@@ -115,20 +128,26 @@ class TaskConfig(Constrained):
         samples.check("task.synthetic_samples", self.synthetic_samples)
 
     def _check_data_keys(self) -> None:
-        """task.path is required by (and only allowed for) the file datasets, and task.stream_chunks
-        by the datasets every node loads whole."""
+        """task.path is required by the file datasets (mnist: optional) and only allowed for them;
+        task.eval_examples and task.partition = "dirichlet-sampling" exclude task.stream_chunks."""
         entry = dataset_entry(self.dataset)
-        if entry.path and not self.path:
+        if entry.path and entry.path_required and not self.path:
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
+        if self.partition == DIRICHLET_SAMPLING and self.stream_chunks:
+            raise ValueError(
+                f"task.partition {DIRICHLET_SAMPLING!r} samples the whole training set every epoch; "
+                f"it cannot be streamed (task.stream_chunks = {self.stream_chunks}): set one of them"
+            )
+        if self.eval_examples and self.stream_chunks:
+            raise ValueError(
+                f"task.eval_examples = {self.eval_examples} cannot apply to a streamed task "
+                f"(task.stream_chunks = {self.stream_chunks}): its evaluation set is each round's next "
+                "chunk; set one of them to 0"
+            )
         if self.path and not entry.path:
             readers = [name for name, other in DATASETS.items() if other.path]
             raise ValueError(
                 f"task.path applies to the datasets {', '.join(readers)}; task.dataset is {self.dataset!r}"
-            )
-        if self.stream_chunks and not entry.loaded_whole:
-            raise ValueError(
-                "task.stream_chunks needs a dataset every node loads whole (the evaluation set holds "
-                f"every node's next chunk); task.dataset {self.dataset!r} is read as one shard per node"
             )
 
     @classmethod

@@ -29,7 +29,9 @@ _SYNTHETIC_SEPARATION = 0.6
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and test arrays of one classification task: features float32, flat (N, F), one
-    example being `input_shape` ((F,) tabular, (channels, height, width) images); labels int64."""
+    example being `input_shape` ((F,) tabular, (channels, height, width) images); labels int64.
+    `train_weights`: each training example's probability of being drawn (batches sampled with
+    replacement, task.partition = "dirichlet-sampling"); None: epochs in a shuffled order."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -37,6 +39,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
+    train_weights: np.ndarray | None = None
 
 
 def _package_dir(package: str, why: str) -> Path:

@@ -36,7 +36,8 @@ class DatasetEntry:
     """A registered dataset.
 
     source: `package.module:function` giving its global Source ("" for a dataset read per node,
-    `files.read_shard`). path: what task.path names ("" = the dataset reads none). tabular: its
+    `files.read_shard`). path: what task.path names ("" = the dataset reads none);
+    path_required: whether the dataset needs it (mnist finds its file or the hub). tabular: its
     examples are feature vectors (image models refuse it). bundled: a file read by
     `data.load_raw` and cached, which the fork server loads once for its children. prepared: the
     launcher loads it once and writes one shard per node (`launcher/experiments/prepare.py`), so
@@ -45,15 +46,11 @@ class DatasetEntry:
 
     source: str
     path: str = ""
+    path_required: bool = True
     tabular: bool = False
     bundled: BundledFile | None = None
     prepared: bool = False
     extra: str = ""
-
-    @property
-    def loaded_whole(self) -> bool:
-        """Whether every node loads the whole dataset itself (not one shard per node)."""
-        return bool(self.source) and not self.prepared
 
 
 _SKLEARN = "its bundled data files are used"
@@ -91,6 +88,12 @@ DATASETS: dict[str, DatasetEntry] = {
         path="a Hugging Face dataset id such as 'ylecun/mnist' or a local dataset folder",
         prepared=True,
         extra="hf",
+    ),
+    "mnist": DatasetEntry(
+        "fedgossip.tasks.mnist:mnist_source",
+        path="Keras' mnist.npz (x_train, y_train, x_test, y_test); optional: $FEDGOSSIP_DATA/mnist.npz",
+        path_required=False,
+        prepared=True,
     ),
     "prepared": DatasetEntry("", path="a folder of shards written by the launcher"),
 }

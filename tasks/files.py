@@ -4,7 +4,9 @@ processes never import a data library.
 
 Shard folder layout: `shards.json` (the manifest, written last), `test.npz` and one training file
 per node (`node-I.npz`; `train.npz` shared by all when task.partition = "none"), each holding
-arrays `x` (features in their stored dtype, flat) and `y` (int64 labels).
+arrays `x` (features in their stored dtype, flat) and `y` (int64 labels). A streamed task
+(task.stream_chunks = C) adds `stream-K.npz` for K < C: the clean evaluation set of the rounds
+whose next chunk is K (every node's chunk K, see `stream`), so a node still reads its shard only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ MANIFEST = "shards.json"
 FORMAT = "fedgossip-shards/1"
 
 
-def _load_npz(path: Path, allowed: tuple[str, ...], where: str) -> dict[str, np.ndarray]:
+def load_npz(path: Path, allowed: tuple[str, ...], where: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz file (no pickles), read-only, refusing names outside `allowed`."""
     try:
         data = np.load(path, allow_pickle=False)
@@ -53,7 +55,7 @@ def read_npz(path: str | Path) -> Source:
     optionally x_test and y_test; checked (see `source_from_arrays`). Not cached: a node keeps
     only its own rows, scaled."""
     where = f"task.path {str(path)!r}"
-    arrays = _load_npz(Path(path).expanduser(), NPZ_KEYS, where)
+    arrays = load_npz(Path(path).expanduser(), NPZ_KEYS, where)
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise ValueError(f"{where}: arrays {missing} are missing (it has {sorted(arrays)})")
@@ -68,9 +70,16 @@ def npz_source(task: TaskConfig, seed: int) -> Source:
     return read_npz(task.path)
 
 
-def write_shards(folder: Path, source: Source, parts: list[np.ndarray] | None, num_nodes: int) -> None:
+def write_shards(
+    folder: Path,
+    source: Source,
+    parts: list[np.ndarray] | None,
+    num_nodes: int,
+    stream: list[np.ndarray] | None = None,
+) -> None:
     """Write a split source as shards: node i's training rows `parts[i]` (None: every node gets
-    all of them, stored once), the test set, then the manifest."""
+    all of them, stored once), the test set, a streamed task's evaluation chunks (`stream[k]`:
+    the training rows of chunk k's evaluation set), then the manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     if source.x_test is None or source.y_test is None or source.scale is None:
         raise ValueError("shards need a split source with a per-element scale")
@@ -82,6 +91,9 @@ def write_shards(folder: Path, source: Source, parts: list[np.ndarray] | None, n
         train = [f"node-{node}.npz" for node in range(num_nodes)]
         for name, rows in zip(train, parts, strict=True):
             np.savez(folder / name, x=source.x[rows], y=source.y[rows])
+    chunks = [f"stream-{chunk}.npz" for chunk in range(len(stream or []))]
+    for name, rows in zip(chunks, stream or [], strict=True):
+        np.savez(folder / name, x=source.x[rows], y=source.y[rows])
     manifest = {
         "format": FORMAT,
         "num_nodes": num_nodes,
@@ -90,6 +102,7 @@ def write_shards(folder: Path, source: Source, parts: list[np.ndarray] | None, n
         "scale": source.scale,
         "train": train,
         "test": "test.npz",
+        "stream": chunks,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -111,9 +124,11 @@ def _manifest(folder: Path, num_nodes: int) -> dict:
             f"the experiment has nodes.count={num_nodes}"
         )
     train, shape, scale = manifest.get("train"), manifest.get("input_shape"), manifest.get("scale")
-    names = [*train, manifest.get("test")] if isinstance(train, list) else []
+    chunks = manifest.setdefault("stream", [])  # shards written before streams had none
+    listed = isinstance(train, list) and isinstance(chunks, list)
+    names = [*train, manifest.get("test"), *chunks] if listed else []
     valid = (
-        len(names) == num_nodes + 1
+        len(names) == num_nodes + 1 + len(chunks)
         and all(isinstance(name, str) and Path(name).name == name for name in names)
         and isinstance(manifest.get("num_classes"), int)
         and isinstance(shape, list)
@@ -127,14 +142,24 @@ def _manifest(folder: Path, num_nodes: int) -> dict:
     return manifest
 
 
-def read_shard(folder: str, node: int, num_nodes: int) -> Source:
+def read_shard(folder: str, node: int, num_nodes: int, stream: tuple[int, int] | None = None) -> Source:
     """Node `node`'s training rows and the global test set from a shard folder, checked (not
-    cached: the node keeps them scaled)."""
+    cached: the node keeps them scaled). `stream` = (chunk, chunks): the test set is instead the
+    evaluation set of chunk `chunk` of a stream of `chunks` (task.stream_chunks)."""
     path = Path(folder).expanduser()
     manifest = _manifest(path, num_nodes)
     where = f"task.path {folder!r}"
-    train = _load_npz(path / manifest["train"][node], ("x", "y"), f"{where} ({manifest['train'][node]})")
-    test = _load_npz(path / manifest["test"], ("x", "y"), f"{where} ({manifest['test']})")
+    test_name = manifest["test"]
+    if stream is not None:
+        chunk, chunks = stream
+        if len(manifest["stream"]) != chunks:
+            raise ValueError(
+                f"{where}: the shards hold a stream of {len(manifest['stream'])} chunks, "
+                f"the experiment has task.stream_chunks={chunks}"
+            )
+        test_name = manifest["stream"][chunk]
+    train = load_npz(path / manifest["train"][node], ("x", "y"), f"{where} ({manifest['train'][node]})")
+    test = load_npz(path / test_name, ("x", "y"), f"{where} ({test_name})")
     shape = tuple(manifest["input_shape"])
     for part in (train, test):
         if set(part) != {"x", "y"} or part["x"].ndim != 2 or part["x"].shape[1] != math.prod(shape):

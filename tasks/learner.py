@@ -48,6 +48,18 @@ class Learner(abc.ABC):
         self._shuffle_rng.bit_generator.state = state
 
     @property
+    def momentum_state(self) -> dict[str, np.ndarray]:
+        """The momentum buffers kept across train() calls (task.keep_momentum), by parameter
+        position, for runtimes that rebuild the learner every round (a Flower ClientApp, a
+        streamed task); empty when none are kept or the learner has no momentum."""
+        return {}
+
+    @momentum_state.setter
+    def momentum_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no momentum buffers")
+
+    @property
     def local_names(self) -> frozenset[str]:
         """Names of the tensors that are local statistics, not trained weights (BatchNorm running
         statistics): they travel with the model, but a merge should keep the node's own copy.
@@ -76,14 +88,22 @@ class Learner(abc.ABC):
 
     def train(self, epochs: int | None = None, *, mu: float = 0.0) -> float:
         """Train task.local_epochs (or `epochs`) epochs, each in a fresh order drawn from the node's
-        shuffle stream, and return the training loss of the last epoch. mu > 0 adds FedProx's
+        shuffle stream (`_epoch_order`), and return the training loss of the last epoch. mu > 0 adds FedProx's
         proximal term mu/2 * ||w - w_start||^2 (w_start: the weights when train() is called)."""
         epochs = self.task.local_epochs if epochs is None else Interval(Integral, 1).check("epochs", epochs)
         mu = Interval(Real, 0.0).check("mu", mu)
         run_epoch = self._make_epoch(mu)
         for _ in range(epochs):
-            loss = run_epoch(self._shuffle_rng.permutation(self.num_examples))
+            loss = run_epoch(self._epoch_order())
         return loss
+
+    def _epoch_order(self) -> np.ndarray:
+        """The examples of one epoch, from the node's shuffle stream: a permutation, or with
+        sampling weights (`Dataset.train_weights`) as many draws with replacement."""
+        weights = self.data.train_weights
+        if weights is None:
+            return self._shuffle_rng.permutation(self.num_examples)
+        return self._shuffle_rng.choice(self.num_examples, self.num_examples, p=weights)
 
     def train_step(self) -> float:
         """Train on one minibatch of task.batch_size examples (asynchronous gossip's "step"): the
@@ -93,7 +113,7 @@ class Learner(abc.ABC):
         if self._step_epoch is None:
             self._step_epoch = self._make_epoch(0.0)
         if not self._step_order.size:
-            self._step_order = self._shuffle_rng.permutation(self.num_examples)
+            self._step_order = self._epoch_order()
         size = self.task.batch_size + int(self._step_order.size == self.task.batch_size + 1)
         batch, self._step_order = self._step_order[:size], self._step_order[size:]
         return self._step_epoch(batch)

@@ -1,6 +1,7 @@
 """Seeded splits of a training set among nodes: IID, Dirichlet label skew, label shards,
 Dirichlet quantity skew and power-law sizes (plain numpy: flwr-datasets costs 2.5 s and ~300 MB
-per process)."""
+per process); and the one setting that does not split: every node samples its batches from the
+whole training set by its own Dirichlet label probabilities (`sampling_weights`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 from fedgossip.base.constraints import Interval, StrOptions
 from fedgossip.base.seeding import stream
 
-# The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all).
+# The ways of splitting a training set among nodes (TaskConfig adds "none": every node gets it all,
+# and DIRICHLET_SAMPLING: every node gets it all and samples it by its label probabilities).
 SCHEMES = ("iid", "dirichlet", "shards", "quantity", "powerlaw")
+DIRICHLET_SAMPLING = "dirichlet-sampling"
 
 # Power-law sizes (the fair-incentive paper's code): proportional to the quantiles ppf(q) = q^(1/a)
 # of a power law with a = 1.659 at q evenly spaced in [0.3, 0.99].
@@ -149,3 +152,19 @@ def partition_indices(
         owner = _powerlaw(labels, num_nodes, min_size, rng)
     sizes = np.bincount(owner, minlength=num_nodes)
     return np.split(np.argsort(owner, kind="stable"), np.cumsum(sizes)[:-1])
+
+
+def sampling_weights(
+    labels: np.ndarray, num_classes: int, num_nodes: int, node: int, alpha: float, seed: int
+) -> np.ndarray:
+    """Node `node`'s probability of drawing each example of the whole training set: its label
+    probabilities, Dirichlet(alpha) (drawn for every node from the seed), each spread evenly over
+    that label's examples: a label, then one of its examples, as the vanishing-variance authors'
+    LabelProbabilitySampler (DFL_torch). Sums to 1; labels absent from `labels` lose their share."""
+    Interval(Integral, 1).check("num_nodes", num_nodes)
+    Interval(Integral, 0, num_nodes - 1).check("node", node)
+    Interval(Real, 0.0, closed="neither").check("alpha", alpha)
+    probabilities = stream(seed, "partition").dirichlet(np.full(num_classes, alpha), size=num_nodes)[node]
+    counts = np.bincount(labels, minlength=num_classes)
+    weights = probabilities[labels] / counts[labels]
+    return weights / weights.sum()

@@ -58,6 +58,7 @@ MODELS: dict[str, ModelEntry] = {
     "mlp": ModelEntry("fedgossip.tasks.torch_models:mlp", ("hidden",)),
     "cnn": ModelEntry("fedgossip.tasks.torch_models:cnn", images=True),
     "lenet5": ModelEntry("fedgossip.tasks.torch_models:lenet5", images=True),
+    "fair-cnn": ModelEntry("fedgossip.tasks.torch_models:fair_cnn", images=True),
     "linear": ModelEntry("", family=SKLEARN_LINEAR),
 }
 

@@ -49,9 +49,8 @@ def node_chunk(part: np.ndarray, chunks: int, chunk: int, seed: int, node: int) 
     return part[stream_order(seed, node, len(part))[chunk_positions(len(part), chunks, chunk)]]
 
 
-def evaluation_rows(parts: Sequence[np.ndarray], chunks: int, round_: int, seed: int) -> np.ndarray:
-    """The rows of round `round_`'s evaluation set: every node's next chunk, node by node."""
-    _, chunk = chunk_of(round_, chunks)
+def evaluation_chunk(parts: Sequence[np.ndarray], chunks: int, chunk: int, seed: int) -> np.ndarray:
+    """The rows of the evaluation set of chunk `chunk`: every node's chunk `chunk`, node by node."""
     return np.concatenate([node_chunk(part, chunks, chunk, seed, node) for node, part in enumerate(parts)])
 
 

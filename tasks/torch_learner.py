@@ -98,6 +98,7 @@ class TorchLearner(Learner):
         self._y_test = torch.from_numpy(data.y_test).to(self.device)
         # the training RNG (dropout and the like): seeded per node, kept apart from torch's global one
         self._torch_rng = torch.Generator().manual_seed(_child_seed(shuffle_rng)).get_state()
+        self._kept_buffers: dict[int, torch.Tensor] = {}  # momentum across train() calls (keep_momentum)
         self.set_weights(initial)
 
     @property
@@ -105,6 +106,22 @@ class TorchLearner(Learner):
         """The state_dict tensors that are buffers, not trained parameters (BatchNorm running_mean,
         running_var, num_batches_tracked): local statistics that merges should keep own."""
         return self._local_names
+
+    @property
+    def momentum_state(self) -> dict[str, np.ndarray]:
+        """Copies of the momentum buffers kept across train() calls (task.keep_momentum), by the
+        parameter's position; empty without keep_momentum or before the first training step."""
+        return {str(index): buffer.cpu().numpy().copy() for index, buffer in self._kept_buffers.items()}
+
+    @momentum_state.setter
+    def momentum_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take over kept buffers (the node's own, from its previous round's learner): trusted."""
+        if state and not self.task.keep_momentum:
+            raise ValueError("momentum buffers are kept only with task.keep_momentum = true")
+        self._kept_buffers.clear()  # in place: an epoch function made before sees them
+        for index, buffer in state.items():
+            kept = torch.from_numpy(np.array(buffer, dtype=np.float32))
+            self._kept_buffers[int(index)] = kept.to(self.device)
 
     def get_weights(self) -> list[np.ndarray]:
         """Fresh CPU copies of the state_dict tensors, in their dtypes."""
@@ -122,12 +139,12 @@ class TorchLearner(Learner):
             tensor.copy_(torch.from_numpy(np.array(array, dtype=dtype)))
 
     def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
-        """Minibatch SGD with fresh momentum buffers (none carried across train() calls) and, for
-        mu > 0, the proximal term towards the weights at the start of this call; an epoch returns
-        the mean of its batch losses, each taken before that batch's update (without the
-        proximal term)."""
+        """Minibatch SGD with fresh momentum buffers (with task.keep_momentum, the learner's kept
+        ones, carried across train() calls) and, for mu > 0, the proximal term towards the
+        weights at the start of this call; an epoch returns the mean of its batch losses, each
+        taken before that batch's update (without the proximal term)."""
         task = self.task
-        buffers: dict[int, torch.Tensor] = {}
+        buffers: dict[int, torch.Tensor] = self._kept_buffers if task.keep_momentum else {}
         anchors = [p.detach().clone() for p in self._parameters] if mu else []
 
         def epoch(order: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""Our torch networks, as registered factories (see `registry`): an MLP, a small CNN and LeNet-5.
+"""Our torch networks, as registered factories (see `registry`): an MLP, a small CNN, LeNet-5 and
+the fair-incentive authors' tanh CNN.
 
 Each is called as factory(input_shape, num_classes, **options) and receives batches shaped
 (batch, *input_shape).
@@ -92,6 +93,28 @@ class LeNet5(nn.Module):
         return self.fc3(functional.relu(self.fc2(x)))
 
 
+class FairCNN(nn.Module):
+    """The fair-incentive authors' MNIST network (CNN_Net in xqlin98/Fair-yet-Equal-CML,
+    utils/models_defined.py): 28x28 images zero-padded by 2 to 32x32 (their data loader pads),
+    3x3 conv to 64 channels, tanh, 2x2 max-pool; 7x7 conv to 16, tanh, 2x2 max-pool; dense 200,
+    tanh; dense classes. Theirs ends in log_softmax under an NLL loss; ours returns the logits
+    under cross-entropy, the same loss and gradients."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 64, 3)
+        self.conv2 = nn.Conv2d(64, 16, 7)
+        self.fc1 = nn.Linear(16 * 4 * 4, 200)
+        self.fc2 = nn.Linear(200, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of 1x28x28 images."""
+        x = functional.pad(x, (2, 2, 2, 2))
+        x = functional.max_pool2d(torch.tanh(self.conv1(x)), 2)
+        x = functional.max_pool2d(torch.tanh(self.conv2(x)), 2)
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
 def mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden: int = 64) -> nn.Module:
     """The MLP for inputs of any shape (flattened)."""
     return MLP(math.prod(input_shape), num_classes, hidden)
@@ -105,3 +128,13 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 def lenet5(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """LeNet-5 for images of at least 12x12 (28x28 as in the paper's MNIST setup)."""
     return LeNet5(*_image_shape("lenet5", input_shape, 12), num_classes)
+
+
+def fair_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The fair-incentive authors' CNN, for one-channel 28x28 images only (MNIST as it is)."""
+    if tuple(_image_shape("fair-cnn", input_shape, 28)) != (1, 28, 28):
+        raise ValueError(
+            f"the fair-cnn model takes one-channel 28x28 images (MNIST, padded to 32x32 inside); "
+            f"the dataset's examples have shape {tuple(input_shape)}"
+        )
+    return FairCNN(num_classes)

@@ -2,7 +2,8 @@
 run_cli`): cli (fedgossip runs in a subprocess, their records, waits and interrupts), peers (peers
 started by hand, raw stubs, the neighbours a test plays, a sender stalled once), models (hand-made
 models, small aggregation blocks, the consensus distance computed directly), flower (reply
-Messages, deployment runs, the fair setting), data (digits and a user's model module on disk),
+Messages, deployment runs, the fair setting), data (digits and a user's model module on disk,
+the shared MNIST),
 results (results folders written by hand), gate (commands released at the same instant),
 recompute (a comparison's figures recomputed from the records) and ray_cluster (a loopback Ray
 cluster)."""
@@ -27,7 +28,7 @@ from tests.support.cli import (
     timeless,
     wait_for,
 )
-from tests.support.data import USER_MODULE, digit_images, save_hf_digits
+from tests.support.data import USER_MODULE, digit_images, save_hf_digits, shared_file
 from tests.support.flower import (
     FLOWER,
     INPROCESS,
@@ -103,6 +104,7 @@ __all__ = [
     "run_status",
     "save_hf_digits",
     "set_args",
+    "shared_file",
     "sink_neighbour",
     "small_blocks",
     "start_cli",

@@ -1,5 +1,6 @@
 """Files a test writes for fedgossip to load: the digits as images and as a Hugging Face dataset,
-and a user's module of torch model factories (good ones and every kind of broken one)."""
+and a user's module of torch model factories (good ones and every kind of broken one); the full
+MNIST of the project's shared data folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ from pathlib import Path
 import numpy as np
 
 from fedgossip.tasks.data import load_raw
+
+SHARED_DATA = Path("shared") / "data"
+"""The project's offline data, beside the repository (`../shared/data/`, README there)."""
+
+
+def shared_file(name: str) -> Path:
+    """A file of the shared data folder: `../shared/data/NAME` from the repository's root, or from
+    the nearest parent that has one (a git worktree sits deeper); AssertionError saying where it
+    was looked for otherwise (tests and CI never fetch data from the network)."""
+    root = Path(__file__).resolve().parents[2]
+    tried = [parent / SHARED_DATA / name for parent in root.parents]
+    found = next((path for path in tried if path.is_file()), None)
+    assert found is not None, f"{name} is missing: put it in ../shared/data/ (looked for {tried[0]})"
+    return found
 
 
 def digit_images(count: int) -> tuple[np.ndarray, np.ndarray]:

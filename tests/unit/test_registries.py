@@ -93,7 +93,7 @@ def test_every_dataset_entry_is_complete(name):
     assert not entry.prepared or (entry.path and entry.source)  # prepared from a path it names
     assert entry.source or entry.path  # read whole, or per node from its path
     if entry.bundled is not None:
-        assert entry.loaded_whole and entry.source == "fedgossip.tasks.data:bundled_source"
+        assert not entry.prepared and entry.source == "fedgossip.tasks.data:bundled_source"
         found = importlib.util.find_spec(entry.bundled.package)
         if found is not None:
             assert (Path(next(iter(found.submodule_search_locations))) / entry.bundled.file).is_file()
@@ -116,7 +116,7 @@ def test_a_registered_dataset_is_accepted_loaded_and_checked(monkeypatch):
     assert len(node_dataset(TaskConfig(dataset="toy"), 0, 2, seed=1).y_train) == 16
     with pytest.raises(ValueError, match="is tabular"):
         TaskConfig(dataset="toy", model="cnn")
-    with pytest.raises(ValueError, match=r"task.path applies to the datasets npz, hf, prepared"):
+    with pytest.raises(ValueError, match=r"task.path applies to the datasets npz, hf, mnist, prepared"):
         TaskConfig(dataset="toy", path="x")
     monkeypatch.setitem(dataset_registry.DATASETS, "toy", dataclasses.replace(toy, path="a toy file"))
     with pytest.raises(ValueError, match=r"task.dataset 'toy' needs task.path: a toy file"):

@@ -18,13 +18,14 @@ def test_defaults_are_valid_and_hashable():
     [
         (
             "dataset",
-            "mnist",
-            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, prepared",
+            "fashion-mnist",
+            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, mnist, "
+            "prepared",
         ),
         (
             "model",
             "resnet",
-            "task.model must be one of mlp, cnn, lenet5, linear or 'package.module:function'",
+            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear or 'package.module:function'",
         ),
         ("model", "my models:net", "task.model must be one of"),
         ("model", "pkg.mod:", "task.model must be one of"),
@@ -32,7 +33,8 @@ def test_defaults_are_valid_and_hashable():
         (
             "partition",
             "foo",
-            "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none; got 'foo'",
+            "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none, "
+            "dirichlet-sampling; got 'foo'",
         ),
         ("init", "zeros", "task.init must be one of own, shared"),
         ("alpha", 0.0, "task.alpha must be a finite number > 0.0; got 0.0"),
@@ -43,7 +45,11 @@ def test_defaults_are_valid_and_hashable():
         ("learning_rate", -0.1, "task.learning_rate"),
         ("momentum", 1.0, "task.momentum must be a finite number in [0.0, 1.0)"),
         ("weight_decay", -1e-4, "task.weight_decay must be a finite number >= 0.0; got -0.0001"),
-        ("path", "data.npz", "task.path applies to the datasets npz, hf, prepared; task.dataset is 'digits'"),
+        (
+            "path",
+            "data.npz",
+            "task.path applies to the datasets npz, hf, mnist, prepared; task.dataset is 'digits'",
+        ),
         ("image_column", 3, "task.image_column must be a string"),
         ("hf_train_split", "", "task.hf_train_split must be a non-empty string; got ''"),
         ("test_fraction", 1.0, "task.test_fraction"),

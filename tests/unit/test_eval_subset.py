@@ -1,0 +1,124 @@
+"""task.eval_examples: exactly k test examples of every class, the same for every node, drawn from
+the experiment seed; a learner's evaluate() (what both runtimes record as test_accuracy) is its
+model's accuracy on exactly that subset; bad values are refused naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from torch.nn import functional
+
+from fedgossip.config import load_config
+from fedgossip.launcher.experiments.prepare import prepare_shards
+from fedgossip.launcher.experiments.run import run_experiment
+from fedgossip.reports import read_records
+from fedgossip.tasks import TaskConfig, build_learner, node_dataset
+from fedgossip.tasks.eval_subset import balanced_rows
+
+NODES, SEED = 4, 7
+
+
+@pytest.mark.timeout(30)
+def test_every_node_evaluates_on_the_same_k_examples_of_every_class():
+    full = node_dataset(TaskConfig(partition="dirichlet"), 0, NODES, SEED)
+    subsets = [
+        node_dataset(TaskConfig(partition="dirichlet", eval_examples=50), n, NODES, SEED)
+        for n in range(NODES)
+    ]
+    assert np.bincount(subsets[0].y_test).tolist() == [5] * 10
+    for other in subsets[1:]:
+        np.testing.assert_array_equal(other.x_test, subsets[0].x_test)
+        np.testing.assert_array_equal(other.y_test, subsets[0].y_test)
+    # test examples of the whole test set, each at most once
+    whole = {row.tobytes(): label for row, label in zip(full.x_test, full.y_test, strict=True)}
+    picked = [row.tobytes() for row in subsets[0].x_test]
+    assert len(set(picked)) == 50 and all(
+        whole[key] == y for key, y in zip(picked, subsets[0].y_test, strict=True)
+    )
+    # the training data is untouched
+    np.testing.assert_array_equal(
+        subsets[2].x_train, node_dataset(TaskConfig(partition="dirichlet"), 2, NODES, SEED).x_train
+    )
+
+
+@pytest.mark.timeout(30)
+def test_another_seed_draws_another_subset():
+    labels = np.repeat(np.arange(10), 30)
+    first, again, other = (balanced_rows(labels, 10, 100, seed) for seed in (SEED, SEED, SEED + 1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert np.bincount(labels[other]).tolist() == [10] * 10
+
+
+@pytest.mark.timeout(60)
+def test_evaluate_is_the_models_accuracy_and_loss_on_exactly_that_subset():
+    task = TaskConfig(model="cnn", eval_examples=100, local_epochs=5)
+    learner = build_learner(task, 1, NODES, SEED)
+    learner.train()
+    whole = node_dataset(dataclasses.replace(task, eval_examples=0), 1, NODES, SEED)
+    rows = balanced_rows(whole.y_test, 10, 100, SEED)
+    loss, accuracy = learner.evaluate()
+    predicted = learner.predict(whole.x_test[rows])
+    assert accuracy == pytest.approx(np.mean(predicted == whole.y_test[rows]), abs=1e-12)
+    assert 0.1 < accuracy < 1.0  # trained, not perfect: the comparison means something
+    model = learner._model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(whole.x_test[rows]).view(-1, 1, 8, 8))
+    expected = functional.cross_entropy(logits, torch.from_numpy(whole.y_test[rows])).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    full_accuracy = np.mean(learner.predict(whole.x_test) == whole.y_test)
+    assert accuracy != full_accuracy  # not the whole test set
+
+
+@pytest.mark.timeout(30)
+def test_bad_eval_examples_are_refused_naming_the_key(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"task.eval_examples = 55 must be a multiple of the dataset's 10 classes"
+    ):
+        node_dataset(TaskConfig(eval_examples=55), 0, NODES, SEED)
+    with pytest.raises(
+        ValueError, match=r"task.eval_examples = 400 asks 40 test examples of every class; class \d has 3\d"
+    ):
+        node_dataset(TaskConfig(eval_examples=400), 0, NODES, SEED)
+    with pytest.raises(ValueError, match=r"task.eval_examples must be an integer >= 0"):
+        TaskConfig(eval_examples=-10)
+    with pytest.raises(ValueError, match=r"task.eval_examples = 100 cannot apply to a streamed task"):
+        TaskConfig(eval_examples=100, stream_chunks=4)
+    # the launcher refuses it before any node starts (exit 2 from fedgossip run)
+    with pytest.raises(ValueError, match=r"task.eval_examples = 55 must be a multiple"):
+        prepare_shards(load_config(None, ["task.eval_examples=55"]), tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_recorded_test_accuracy_is_the_final_models_accuracy_on_the_subset(tmp_path):
+    config = load_config(
+        None,
+        [
+            'experiment.mode="flower"',
+            'flower.engine="inprocess"',
+            'strategy.name="average"',
+            "nodes.count=3",
+            "experiment.rounds=2",
+            "task.eval_examples=60",
+            f"experiment.seed={SEED}",
+        ],
+    )
+    summary, code = run_experiment(config, tmp_path / "run", Console(file=io.StringIO()))
+    assert code == 0, summary["errors"]
+    records = [r for r in read_records(tmp_path / "run") if r["round"] == 2]
+    with np.load(tmp_path / "run" / "flower" / "final-model.npz") as saved:
+        final = dict(saved)
+    learner = build_learner(config.task, 0, 3, SEED)  # any node: the subset is every node's
+    learner.set_weights([final[name] for name in learner.names])
+    whole = node_dataset(dataclasses.replace(config.task, eval_examples=0), 0, 3, SEED)
+    rows = balanced_rows(whole.y_test, 10, 60, SEED)
+    expected = np.mean(learner.predict(whole.x_test[rows]) == whole.y_test[rows])
+    assert {r["node"] for r in records} == {0, 1, 2, "server"}
+    for record in records:  # every node evaluates the global model, the server too
+        assert record["test_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert expected != np.mean(learner.predict(whole.x_test) == whole.y_test)
