@@ -43,6 +43,8 @@ class TaskConfig(Constrained):
     Dirichlet(`alpha`) label probabilities (the vanishing-variance authors' non-IID setting).
     Model: `model` is a registered name or a user's "package.module:function" (see `registry`);
     `device` cpu | cuda | auto. SGD: learning_rate, momentum, weight_decay (torch models).
+    A round trains `local_epochs` epochs, or with `local_steps` > 0 that many minibatches of
+    `batch_size` (e.g. 1: the vanishing-variance authors' FL clients, one batch per broadcast).
     `keep_momentum`: the momentum buffers persist from one train() call (round) to the next, as
     in the fair-incentive authors' code (False: fresh buffers every round). A merge or the server
     replacing the weights leaves them as they are (the authors' too); a node that does not train
@@ -68,6 +70,7 @@ class TaskConfig(Constrained):
         "alpha": Interval(Real, 0.0, closed="neither"),
         "shards_per_node": AT_LEAST_ONE,
         "local_epochs": AT_LEAST_ONE,
+        "local_steps": Interval(Integral, 0),
         "batch_size": AT_LEAST_ONE,
         "learning_rate": Interval(Real, 0.0, closed="neither"),
         "momentum": Interval(Real, 0.0, 1.0, closed="left"),
@@ -98,6 +101,7 @@ class TaskConfig(Constrained):
     alpha: float = 0.5
     shards_per_node: int = 2
     local_epochs: int = 1
+    local_steps: int = 0
     batch_size: int = 32
     learning_rate: float = 0.05
     momentum: float = 0.0

@@ -88,11 +88,17 @@ class Learner(abc.ABC):
 
     def train(self, epochs: int | None = None, *, mu: float = 0.0) -> float:
         """Train task.local_epochs (or `epochs`) epochs, each in a fresh order drawn from the node's
-        shuffle stream (`_epoch_order`), and return the training loss of the last epoch. mu > 0 adds FedProx's
-        proximal term mu/2 * ||w - w_start||^2 (w_start: the weights when train() is called)."""
-        epochs = self.task.local_epochs if epochs is None else Interval(Integral, 1).check("epochs", epochs)
+        shuffle stream (`_epoch_order`), and return the training loss of the last epoch; with
+        task.local_steps (and no `epochs`), that many minibatches instead (`_next_batch`), returning
+        the last one's loss. mu > 0 adds FedProx's proximal term mu/2 * ||w - w_start||^2 (w_start:
+        the weights when train() is called)."""
         mu = Interval(Real, 0.0).check("mu", mu)
         run_epoch = self._make_epoch(mu)
+        if epochs is None and self.task.local_steps:
+            for _ in range(self.task.local_steps):
+                loss = run_epoch(self._next_batch())
+            return loss
+        epochs = self.task.local_epochs if epochs is None else Interval(Integral, 1).check("epochs", epochs)
         for _ in range(epochs):
             loss = run_epoch(self._epoch_order())
         return loss
@@ -106,17 +112,22 @@ class Learner(abc.ABC):
         return self._shuffle_rng.choice(self.num_examples, self.num_examples, p=weights)
 
     def train_step(self) -> float:
-        """Train on one minibatch of task.batch_size examples (asynchronous gossip's "step"): the
-        next of an epoch order drawn from the node's shuffle stream, a new order once one is used
-        up (a single example left over joins the batch before it). The optimiser state (momentum)
-        carries over from step to step, as within one epoch. Returns the batch's training loss."""
+        """Train on one minibatch (`_next_batch`: asynchronous gossip's "step", the tick
+        schedule's training). The optimiser state (momentum) carries over from step to step, as
+        within one epoch. Returns the batch's training loss."""
         if self._step_epoch is None:
             self._step_epoch = self._make_epoch(0.0)
+        return self._step_epoch(self._next_batch())
+
+    def _next_batch(self) -> np.ndarray:
+        """The next minibatch of task.batch_size examples of an epoch order drawn from the node's
+        shuffle stream, a new order once one is used up (a single example left over joins the
+        batch before it)."""
         if not self._step_order.size:
             self._step_order = self._epoch_order()
         size = self.task.batch_size + int(self._step_order.size == self.task.batch_size + 1)
         batch, self._step_order = self._step_order[:size], self._step_order[size:]
-        return self._step_epoch(batch)
+        return batch
 
     @abc.abstractmethod
     def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
