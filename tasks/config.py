@@ -53,7 +53,8 @@ class TaskConfig(Constrained):
     its partition and evaluates on every node's clean chunk t + 1 (both modes; 0 = no stream).
     `eval_examples` > 0 evaluates on a fixed class-balanced subset of the test set (as many of
     every class, drawn once from the experiment seed: the same for every node and both modes; 0 =
-    the whole test set); a streamed task's evaluation set is the round's chunk, so it refuses it.
+    the whole test set); in a streamed task the nodes evaluate on the round's chunk, so it applies
+    to the global test set only (the Flower server's evaluation of the global model).
     """
 
     section_name = "task"
@@ -133,7 +134,7 @@ class TaskConfig(Constrained):
 
     def _check_data_keys(self) -> None:
         """task.path is required by the file datasets (mnist: optional) and only allowed for them;
-        task.eval_examples and task.partition = "dirichlet-sampling" exclude task.stream_chunks."""
+        task.partition = "dirichlet-sampling" excludes task.stream_chunks."""
         entry = dataset_entry(self.dataset)
         if entry.path and entry.path_required and not self.path:
             raise ValueError(f"task.dataset {self.dataset!r} needs task.path: {entry.path}")
@@ -141,12 +142,6 @@ class TaskConfig(Constrained):
             raise ValueError(
                 f"task.partition {DIRICHLET_SAMPLING!r} samples the whole training set every epoch; "
                 f"it cannot be streamed (task.stream_chunks = {self.stream_chunks}): set one of them"
-            )
-        if self.eval_examples and self.stream_chunks:
-            raise ValueError(
-                f"task.eval_examples = {self.eval_examples} cannot apply to a streamed task "
-                f"(task.stream_chunks = {self.stream_chunks}): its evaluation set is each round's next "
-                "chunk; set one of them to 0"
             )
         if self.path and not entry.path:
             readers = [name for name, other in DATASETS.items() if other.path]

@@ -87,8 +87,6 @@ def test_bad_eval_examples_are_refused_naming_the_key(tmp_path):
         node_dataset(TaskConfig(eval_examples=400), 0, NODES, SEED)
     with pytest.raises(ValueError, match=r"task.eval_examples must be an integer >= 0"):
         TaskConfig(eval_examples=-10)
-    with pytest.raises(ValueError, match=r"task.eval_examples = 100 cannot apply to a streamed task"):
-        TaskConfig(eval_examples=100, stream_chunks=4)
     # the launcher refuses it before any node starts (exit 2 from fedgossip run)
     with pytest.raises(ValueError, match=r"task.eval_examples = 55 must be a multiple"):
         prepare_shards(load_config(None, ["task.eval_examples=55"]), tmp_path)
@@ -122,3 +120,12 @@ def test_recorded_test_accuracy_is_the_final_models_accuracy_on_the_subset(tmp_p
     for record in records:  # every node evaluates the global model, the server too
         assert record["test_accuracy"] == pytest.approx(expected, abs=1e-12)
     assert expected != np.mean(learner.predict(whole.x_test) == whole.y_test)
+
+
+def test_in_a_stream_the_nodes_evaluate_on_the_chunk_and_the_global_test_set_is_the_subset():
+    task = TaskConfig(eval_examples=100, stream_chunks=4)
+    streamed = node_dataset(task, 1, NODES, SEED, stream_round=2)
+    whole = node_dataset(TaskConfig(stream_chunks=4), 1, NODES, SEED, stream_round=2)
+    np.testing.assert_array_equal(streamed.y_test, whole.y_test)  # the round's chunk, untouched
+    server = node_dataset(task, 0, NODES, SEED)  # the Flower server's evaluation set
+    assert np.bincount(server.y_test, minlength=10).tolist() == [10] * 10
