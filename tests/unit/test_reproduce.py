@@ -44,8 +44,17 @@ def test_a_setting_with_its_own_base_config_plans_its_runs_from_it():
     assert full.config_path.name == "fair-authors.toml" and default.config_path.name == "fair-flower.toml"
     assert full.record()["config"] == "examples/fair-authors.toml" == FAIR_INCENTIVES.config_of("full")
     authors = load_config(full.config_path)
-    for run in full.runs:
-        assert run.config.task == authors.task and run.config.nodes.count == 30
+    assert [m.label for m, _ in full.methods] == [
+        f"{method}-{variant}" for variant in ("script", "readme") for method in ("fair", "random", "fedavg")
+    ]
+    for method, runs in full.methods:
+        for run in runs:  # the script's noise as the base config has it; the README's: 0.2, E = 1
+            want = (
+                authors.task
+                if "script" in method.label
+                else replace(authors.task, label_noise=0.2, local_epochs=1)
+            )
+            assert run.config.task == want and run.config.nodes.count == 30
     assert {run.config.strategy.params["selection"] for run in full.runs} == {"fair", "random", "all"}
     assert {run.config.task.dataset for run in default.runs} == {"digits"}
 
