@@ -22,6 +22,7 @@ _STREAMS = {
     "attack": 12,  # per node: the noise of a noise attacker
     "topology": 13,  # per resampling epoch: the neighbours drawn
     "async": 14,  # per node: asynchronous gossip's pauses between local units
+    "ticks": 20,  # per node: the tick schedule's intervals between trainings
 }
 
 
