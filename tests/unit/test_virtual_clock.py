@@ -21,9 +21,8 @@ def line_peers(*overrides: str) -> list[GossipPeer]:
     base = load_config(None, ["task.model=linear", "nodes.count=3", "experiment.rounds=2", *overrides])
     peers = []
     for node, neighbours in LINE.items():
-        peer = PeerSection(
-            id=node, listen=f"127.0.0.1:{node + 1}", neighbours={str(n): f"127.0.0.1:{n + 1}" for n in neighbours}
-        )
+        addresses = {str(n): f"127.0.0.1:{n + 1}" for n in neighbours}
+        peer = PeerSection(id=node, listen=f"127.0.0.1:{node + 1}", neighbours=addresses)
         peers.append(GossipPeer(base.replace(peer=peer), network))
     return peers
 
