@@ -75,6 +75,8 @@ class LauncherSection(Constrained):
     starting each afresh: start-up in a fraction of a second, the imported code shared
     copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
     machine), HOST:PORT of a cluster's head, or "" (start a Ray of this machine alone).
+    simulation_threads (simulation engine, sync gossip): how many peers collect, merge and
+    evaluate at once (each with task.threads torch threads); the records do not depend on it.
     """
 
     section_name = "launcher"
@@ -82,11 +84,13 @@ class LauncherSection(Constrained):
         "fork_server": FLAG,
         "engine": StrOptions(*ENGINES),
         "ray_address": Satisfies(is_ray_address, '"auto", HOST:PORT or "" (start a local Ray)', "head"),
+        "simulation_threads": Interval(Integral, 1),
     }
 
     fork_server: bool = True
     engine: str = "local"
     ray_address: str = ""
+    simulation_threads: int = 1
 
 
 @dataclass(frozen=True)

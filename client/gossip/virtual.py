@@ -7,8 +7,9 @@ receiver's service as a gRPC push is, and lands at once. What differs from peer 
 only who decides when things happen:
 - synchronous gossip (`SyncRounds`): each round in two phases over all peers, in node order:
   every peer trains and pushes (`send`), then every peer collects its neighbours' models,
-  merges, evaluates and records (`collect`). Nobody waits, so the records equal those of peer
-  processes whose pushes all arrive in time;
+  merges, evaluates and records (`collect`; launcher.simulation_threads peers at once, each
+  peer's work unchanged). Nobody waits, so the records equal those of peer processes whose
+  pushes all arrive in time;
 - asynchronous gossip (`AsyncLoop`): an event per unit on the virtual clock
   (`fedgossip.client.gossip.clock`): train, then after the unit's seeded pause (virtual seconds)
   push, merge if due (the merge timeout in virtual seconds) and record;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fedgossip.base.signals import Shutdown
@@ -36,7 +38,7 @@ from fedgossip.client.gossip.clock import VirtualClock
 from fedgossip.client.gossip.inprocess import InProcessNetwork
 from fedgossip.client.gossip.own_model import Diverged
 from fedgossip.client.gossip.peer import GossipPeer, configure_logging
-from fedgossip.client.gossip.sync_schedule import SyncRounds
+from fedgossip.client.gossip.sync_schedule import Sent, SyncRounds
 from fedgossip.client.gossip.ticks import TickNode, run_ticks
 from fedgossip.config import load_config
 from fedgossip.schema.events import Emit
@@ -86,21 +88,32 @@ def virtual_time(emit: Emit, clock: VirtualClock, scale: float) -> Emit:
     return emit_virtual
 
 
-def run_sync(peers: Peers) -> None:
-    """Synchronous gossip: every round, all peers send, then all collect (node order)."""
+def run_sync(peers: Peers, threads: int) -> None:
+    """Synchronous gossip: every round, all peers send (node order), then all collect. The
+    collects are independent (each touches its own peer only), so `threads` of them run at once;
+    their events are emitted in node order."""
     emit = peers.emit
     schedules = {p.node: SyncRounds(p) for p in peers.all}
     current = {p.node: p.start(emit) for p in peers.all}
     rounds = peers.all[0].config.experiment.rounds
-    for round_ in range(1, rounds + 1):
-        sent = {}
-        for peer in peers.running():
-            sent[peer.node] = peers.guard(
-                peer, lambda p=peer, r=round_: schedules[p.node].send(r, current[p.node])
-            )
-        for peer in peers.running():
-            s, node = schedules[peer.node], peer.node
-            current[node] = s.collect(round_, current[node], sent[node], emit)
+
+    def collect(peer: GossipPeer, round_: int, sent: Sent) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        current[peer.node] = schedules[peer.node].collect(round_, current[peer.node], sent, events.append)
+        return events
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="collect") as pool:
+        for round_ in range(1, rounds + 1):
+            sent = {}
+            for peer in peers.running():
+                sent[peer.node] = peers.guard(
+                    peer, lambda p=peer, r=round_: schedules[p.node].send(r, current[p.node])
+                )
+            running = peers.running()
+            collected = pool.map(collect, running, [round_] * len(running), [sent[p.node] for p in running])
+            for events in collected:
+                for event in events:
+                    emit(event)
 
 
 def run_async(peers: Peers, clock: VirtualClock) -> None:
@@ -151,7 +164,7 @@ def run_virtual(config_paths: Sequence[str]) -> int:
             nodes = [TickNode(p) for p in peers.all]
             run_ticks(nodes, clock, emit_ticks, peers.guard)
         else:
-            run_sync(peers)
+            run_sync(peers, peers.all[0].config.launcher.simulation_threads)
         return peers.finish()
     except KeyboardInterrupt:
         return shutdown.exit_code
