@@ -6,11 +6,14 @@ schedule also runs in real peer processes over gRPC."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support import metrics, run_cli, set_args
+from fedgossip.launcher.supervision.proctree import descendants
+from tests.support import interrupt, metrics, run_cli, set_args, start_cli, wait_for
 
 TIMING = {"time_s", "rejoin_s", "train_s", "evaluate_s", "delayed_s"}
 SIMULATION = "launcher.engine=simulation"
@@ -108,3 +111,29 @@ def test_the_simulation_engine_refuses_what_it_cannot_run_naming_the_key(tmp_pat
     done = run_cli("run", "--out", str(tmp_path / "x"), *set_args([SIMULATION, "security.token=true"]))
     assert done.returncode == 2
     assert "security.token" in done.stdout + done.stderr and "simulation" in done.stdout + done.stderr
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_simulation_with_130_and_leaves_no_process(tmp_path):
+    out = tmp_path / "interrupted"
+    launcher = start_cli("run", "--out", str(out), settings=[SIMULATION, *SIX, "experiment.rounds=500"])
+    try:
+        metrics_file = out / "metrics.jsonl"
+        wait_for(lambda: metrics_file.exists() and len(metrics(out)) >= 12, 90, "two rounds of every peer")
+        procs = descendants([launcher.pid])
+        assert procs, "the simulation's process was not seen"
+        launcher.send_signal(signal.SIGINT)
+        launcher.communicate(timeout=60)
+    finally:
+        interrupt(launcher)
+    assert launcher.returncode == 130
+    wait_for(lambda: not [p for p in procs if _running(p)], 10, "the run's processes to go")
+    assert len(metrics(out)) >= 12  # the records written stay
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
