@@ -37,13 +37,14 @@ def run(out: Path, settings: list[str]) -> list[dict]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
-    "scenario",
-    [[], ["scenario.attack=sign-flip", "scenario.attackers=[2]", "strategy.name=median"]],
-    ids=["vca", "sign-flip-median"],
+    ("scenario", "threads"),
+    [([], 1), (["scenario.attack=sign-flip", "scenario.attackers=[2]", "strategy.name=median"], 2)],
+    ids=["vca", "sign-flip-median-2-threads"],
 )
-def test_sync_records_equal_those_of_real_peer_processes(tmp_path, scenario):
+def test_sync_records_equal_those_of_real_peer_processes(tmp_path, scenario, threads):
     real = run(tmp_path / "real", [*SIX, *scenario])
-    virtual = run(tmp_path / "virtual", [*SIX, *scenario, SIMULATION])
+    threaded = f"launcher.simulation_threads={threads}"
+    virtual = run(tmp_path / "virtual", [*SIX, *scenario, SIMULATION, threaded])
     assert len(real) == len(virtual) == 36
     for a, b in zip(untimed(real), untimed(virtual), strict=True):
         assert a == b, f"node {a['node']} round {a['round']}"
