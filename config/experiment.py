@@ -72,10 +72,10 @@ class ExperimentConfig:
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
         self.scenario.check_nodes(self.nodes.count, mode, self.flower.engine)
-        if self.launcher.engine == "ray" and mode != "gossip":
+        if self.launcher.engine in ("ray", "simulation") and mode != "gossip":
             raise ValueError(
-                'launcher.engine "ray" runs gossip peers; Flower mode has its own engines '
-                '(flower.engine: "simulation" runs on Ray)'
+                f'launcher.engine "{self.launcher.engine}" runs gossip peers; Flower mode has its own '
+                'engines (flower.engine: "simulation" runs on Ray)'
             )
         own = mechanisms.mechanism(name)
         if own is not None:
@@ -132,7 +132,6 @@ class ExperimentConfig:
         run yet: transport security, and the scenario parts that need wall time or sockets."""
         scenario, security = self.scenario, self.security
         refused = (
-            (self.experiment.mode != "gossip", "experiment.mode", self.experiment.mode),
             (security.tls, "security.tls", "true"),
             (security.mutual_tls, "security.mutual_tls", "true"),
             (security.token, "security.token", "true"),

@@ -100,6 +100,11 @@ def test_the_tick_inbox_keeps_every_model_and_takes_no_notices():
         (["launcher.engine=simulation", "security.tls=true"], "security.tls"),
         (["launcher.engine=simulation", "scenario.crash_round=3"], "not supported by launcher.engine"),
         (["launcher.engine=simulation", "scenario.delay_ms=5"], "scenario.delay_ms"),
+        (["launcher.engine=simulation", "scenario.stragglers=[1]"], "scenario.stragglers"),
+        (
+            ["launcher.engine=simulation", "experiment.mode=flower", "strategy.name=fedavg"],
+            'launcher.engine "simulation" runs gossip peers',
+        ),
     ],
 )
 def test_what_the_tick_schedule_and_the_simulation_engine_cannot_run_is_refused(overrides, message):
