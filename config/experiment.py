@@ -72,16 +72,20 @@ class ExperimentConfig:
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
         self.scenario.check_nodes(self.nodes.count, mode, self.flower.engine)
-        if self.launcher.engine == "ray" and mode != "gossip":
+        if self.launcher.engine in ("ray", "simulation") and mode != "gossip":
             raise ValueError(
-                'launcher.engine "ray" runs gossip peers; Flower mode has its own engines '
-                '(flower.engine: "simulation" runs on Ray)'
+                f'launcher.engine "{self.launcher.engine}" runs gossip peers; Flower mode has its own '
+                'engines (flower.engine: "simulation" runs on Ray)'
             )
         own = mechanisms.mechanism(name)
         if own is not None:
             own.check_nodes(self.strategy.params, self.nodes.count)
         if self.gossip.schedule == "async":
             self._check_async()
+        if self.gossip.schedule == "ticks":
+            self._check_ticks()
+        if self.launcher.engine == "simulation":
+            self._check_simulation()
         sends_mu = ("proximal_mu", "flower.proximal_mu") in getattr(registry.lookup(name), "config_args", ())
         if sends_mu and self.flower.proximal_mu > 0 and not model_entry(self.task.model).family.proximal:
             raise ValueError(
@@ -106,12 +110,52 @@ class ExperimentConfig:
             if refuse:
                 raise ValueError(f"gossip.schedule 'async' cannot run with {key}: it needs {needs}")
 
+    def _check_ticks(self) -> None:
+        """Refuse what the tick schedule cannot run: it has no rounds in common (Flower mode,
+        mechanisms' rounds of selection, churn's crash rounds) and trains on a fixed partition."""
+        refused = (
+            (self.experiment.mode != "gossip", f"experiment.mode {self.experiment.mode!r}", "gossip mode"),
+            (
+                mechanisms.mechanism(self.strategy.name) is not None,
+                f"strategy.name {self.strategy.name!r}",
+                "its rounds of selection",
+            ),
+            (self.scenario.churn, "scenario.crash_round/crash_rate", "synchronous crash rounds"),
+            (bool(self.task.stream_chunks), "task.stream_chunks", "a round's chunk of the stream"),
+        )
+        for refuse, key, needs in refused:
+            if refuse:
+                raise ValueError(f"gossip.schedule 'ticks' cannot run with {key}: it needs {needs}")
+
+    def _check_simulation(self) -> None:
+        """Refuse what the virtual-time engine (all peers in one process, no sockets) does not
+        run yet: transport security, and the scenario parts that need wall time or sockets."""
+        scenario, security = self.scenario, self.security
+        refused = (
+            (security.tls, "security.tls", "true"),
+            (security.mutual_tls, "security.mutual_tls", "true"),
+            (security.token, "security.token", "true"),
+            (scenario.churn, "scenario.crash_round/crash_rate", "crashes"),
+            (scenario.network_faults, "scenario.delay_ms/loss/bandwidth_mbps/partition_groups", "faults"),
+            (bool(scenario.stragglers or scenario.straggler_fraction), "scenario.stragglers", "stragglers"),
+        )
+        for refuse, key, value in refused:
+            if refuse:
+                raise ValueError(
+                    f"{key} ({value}) is not supported by launcher.engine = 'simulation' yet "
+                    "(all peers in one process, no sockets, compute takes no virtual time)"
+                )
+
     @property
     def observes_consensus(self) -> bool:
         """Whether the launcher measures the consensus distance (every experiment.consensus_every
         rounds, over the peers' models of one round): never for async gossip, which has no rounds
-        in common."""
-        return bool(self.experiment.consensus_every) and self.gossip.schedule == "sync"
+        in common; not yet in the virtual-time engine, whose peers serve no GetModel."""
+        return (
+            bool(self.experiment.consensus_every)
+            and self.gossip.schedule == "sync"
+            and self.launcher.engine != "simulation"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML-ready) of every section, defaults included."""

@@ -23,9 +23,9 @@ from fedgossip.base.constraints import (
     require,
 )
 
-SCHEDULES = ("sync", "async")
+SCHEDULES = ("sync", "async", "ticks")
 ASYNC_UNITS = ("epoch", "step")
-ENGINES = ("local", "ray")  # launcher.engine: where gossip node processes run
+ENGINES = ("local", "ray", "simulation")  # launcher.engine: where gossip node processes run
 FLAG = InstanceOf(bool)
 TEXT = InstanceOf(str)
 POSITIVE = Interval(Real, 0, closed="neither")
@@ -67,12 +67,16 @@ def is_ray_address(address: object) -> bool:
 class LauncherSection(Constrained):
     """Where and how the launcher starts gossip node processes.
 
-    engine: "local" (processes on this machine) or "ray" (one Ray actor per node process, spread
-    over a Ray cluster's machines: launcher/gossip/ray_engine.py). fork_server (local engine): fork them
+    engine: "local" (processes on this machine), "ray" (one Ray actor per node process, spread
+    over a Ray cluster's machines: launcher/gossip/ray_engine.py) or "simulation" (the virtual-time
+    engine: every peer in one process on a virtual clock, client/gossip/virtual.py). fork_server
+    (local and simulation engines): fork them
     from one parent that has imported numpy, torch and the task code (never grpc) instead of
     starting each afresh: start-up in a fraction of a second, the imported code shared
     copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
     machine), HOST:PORT of a cluster's head, or "" (start a Ray of this machine alone).
+    simulation_threads (simulation engine, sync gossip): how many peers collect, merge and
+    evaluate at once (each with task.threads torch threads); the records do not depend on it.
     """
 
     section_name = "launcher"
@@ -80,11 +84,13 @@ class LauncherSection(Constrained):
         "fork_server": FLAG,
         "engine": StrOptions(*ENGINES),
         "ray_address": Satisfies(is_ray_address, '"auto", HOST:PORT or "" (start a local Ray)', "head"),
+        "simulation_threads": Interval(Integral, 1),
     }
 
     fork_server: bool = True
     engine: str = "local"
     ray_address: str = ""
+    simulation_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,12 @@ class GossipSection(Constrained):
     async_unit at a time, "epoch" (one train() call, task.local_epochs epochs) or "step" (one
     minibatch), then waits a seeded random interval in async_interval = [lo, hi] seconds, pushes,
     and merges once as many fresh models came as it has neighbours, or async_merge_timeout
-    seconds after its last merge). max_pushes: pushes served at once (0: 2 per neighbour + 4);
+    seconds after its last merge) or "ticks" (the authors' tick schedule,
+    `fedgossip.client.gossip.ticks`: a node trains one minibatch at tick 0 and then every
+    randint(lo, hi) ticks, train_every_ticks = [lo, hi], pushes after each training and merges
+    once as many models came as it has neighbours; it evaluates every eval_every_ticks ticks, one
+    record per evaluation, experiment.rounds of them; a tick lasts tick_s seconds in peer
+    processes). max_pushes: pushes served at once (0: 2 per neighbour + 4);
     idle_timeout: seconds a push stream may stay silent; max_norm_ratio: refuse received models
     whose norm exceeds this multiple of the own model's (0 = off, so attacks stay measurable);
     catch_up_rounds: how many rounds behind its neighbours a peer must fall before it fetches a
@@ -170,6 +181,9 @@ class GossipSection(Constrained):
         "async_unit": StrOptions(*ASYNC_UNITS),
         "async_interval": ListOf(NON_NEGATIVE, length=2),
         "async_merge_timeout": POSITIVE,
+        "train_every_ticks": ListOf(Interval(Integral, 1), length=2),
+        "eval_every_ticks": Interval(Integral, 1),
+        "tick_s": POSITIVE,
         "max_pushes": Interval(Integral, 0),
         "idle_timeout": POSITIVE,
         "max_norm_ratio": NON_NEGATIVE,
@@ -182,6 +196,9 @@ class GossipSection(Constrained):
     async_unit: str = "epoch"
     async_interval: tuple[float, ...] = (0.0, 0.1)
     async_merge_timeout: float = 5.0
+    train_every_ticks: tuple[int, ...] = (8, 12)
+    eval_every_ticks: int = 100
+    tick_s: float = 0.05
 
     max_pushes: int = 0
     idle_timeout: float = 10.0
@@ -194,6 +211,12 @@ class GossipSection(Constrained):
         low, high = self.async_interval
         require(
             low <= high, "gossip.async_interval", f"must be [lo, hi] seconds with lo <= hi; got {[low, high]}"
+        )
+        low, high = self.train_every_ticks
+        require(
+            low <= high,
+            "gossip.train_every_ticks",
+            f"must be [lo, hi] ticks with lo <= hi; got {[low, high]}",
         )
 
 

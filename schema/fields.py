@@ -70,7 +70,8 @@ class Record(_RecordCore, total=False):
         Doc(
             "async gossip",
             'why the unit merged: `"fresh"` (as many fresh models as neighbours) or `"timeout"` '
-            "(gossip.async_merge_timeout since the last merge); null: no merge due",
+            "(gossip.async_merge_timeout since the last merge); null: no merge due (tick gossip: "
+            '`"fresh"` when the node merged in the period)',
         ),
     ]
     merged_units: Annotated[
@@ -78,6 +79,13 @@ class Record(_RecordCore, total=False):
         Doc(
             "async gossip",
             "the local unit of each merged model (its sender's `round`), in `neighbours_heard` order",
+        ),
+    ]
+    tick: Annotated[
+        int,
+        Doc(
+            "tick gossip",
+            "the tick the record closes (`round` k ends with tick k x gossip.eval_every_ticks)",
         ),
     ]
     caught_up_from: Annotated[int, Doc("gossip", "after a catch-up: the neighbour whose model was adopted")]

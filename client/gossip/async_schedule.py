@@ -21,6 +21,7 @@ up to FINAL_DELIVERY_S, so the final model reaches the neighbours still running)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent import futures
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from fedgossip.base.seeding import stream
 from fedgossip.client.gossip.async_inbox import AsyncInbox, MergeTrigger
+from fedgossip.client.gossip.own_model import Trained
 from fedgossip.schema.events import Emit
 
 if TYPE_CHECKING:
@@ -40,50 +42,75 @@ class AsyncLoop:
     """The asynchronous schedule of one `GossipPeer` (through its parts: own model, links,
     linked neighbours, records)."""
 
-    def __init__(self, peer: GossipPeer) -> None:
+    def __init__(self, peer: GossipPeer, clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(peer.inbox, AsyncInbox):
             raise ValueError("an async loop needs the peer's AsyncInbox (gossip.schedule = 'async')")
         self.peer = peer
         self.inbox = peer.inbox
+        self.clock = clock  # seconds: monotonic time, or the virtual-time engine's clock
         self.pauses = stream(peer.config.experiment.seed, "async", peer.peer.id)
         self.pending: list[futures.Future] = []  # sends not yet counted in a record
+        self.trigger = MergeTrigger(len(peer.neighbours), peer.gossip.async_merge_timeout, clock())
 
     def run(self, emit: Emit) -> None:
         """Train, pause, push and maybe merge experiment.rounds times, one record per unit."""
-        peer, gossip = self.peer, self.peer.gossip
-        units = peer.config.experiment.rounds
-        current = peer.start(emit)
-        trigger = MergeTrigger(len(peer.neighbours), gossip.async_merge_timeout, time.monotonic())
-        for unit in range(1, units + 1):
-            own, train_loss = peer.model.train(unit, current, gossip.async_unit)
-            peer.service.state = "waiting"
-            time.sleep(self.pauses.uniform(*gossip.async_interval))
-            self.inbox.step = unit
-            self._push(unit, own)
-            reason = trigger.due(self.inbox.arrivals, time.monotonic())
-            messages = self.inbox.take() if reason else []
-            if reason:
-                trigger.merged(time.monotonic())
-            merged = peer.model.merge(unit, current, own, messages)
-            current = merged.model
-            sent = self._delivered(FINAL_DELIVERY_S if unit == units else 0.0)
-            peer.keep(current, unit)
-            emit(
-                peer.records.round(
-                    unit,
-                    current,
-                    messages,
-                    train_loss=train_loss,
-                    test_loss=merged.test_loss,
-                    test_accuracy=merged.test_accuracy,
-                    bytes_sent=sent,
-                    discarded=merged.discarded,
-                    merge_trigger=reason,
-                    merged_units=[m.round for m in messages],
-                )
-            )
-            peer.records.emit_events(emit)
+        peer = self.peer
+        current = self.begin(emit)
+        for unit in range(1, peer.config.experiment.rounds + 1):
+            trained = self.train(unit, current)
+            time.sleep(self.pause())
+            current = self.finish_unit(unit, current, trained, emit)
         peer.finish(emit)
+
+    def begin(self, emit: Emit) -> list[np.ndarray]:
+        """Start the peer (`GossipPeer.start`); the merge timeout counts from now."""
+        current = self.peer.start(emit)
+        self.trigger.merged(self.clock())
+        return current
+
+    def train(self, unit: int, current: list[np.ndarray]) -> Trained:
+        """Train `unit` from `current` (one gossip.async_unit)."""
+        trained = self.peer.model.train(unit, current, self.peer.gossip.async_unit)
+        self.peer.service.state = "waiting"
+        return trained
+
+    def pause(self) -> float:
+        """The pause after a unit's training, drawn from gossip.async_interval (the node's stream)."""
+        return float(self.pauses.uniform(*self.peer.gossip.async_interval))
+
+    def finish_unit(
+        self, unit: int, current: list[np.ndarray], trained: Trained, emit: Emit
+    ) -> list[np.ndarray]:
+        """After the pause: push `unit`'s model, merge if due (at the clock's now), record; the
+        model kept. (The real loop sleeps the pause before it; the virtual-time engine schedules it.)"""
+        peer = self.peer
+        own, train_loss = trained
+        self.inbox.step = unit
+        self._push(unit, own)
+        reason = self.trigger.due(self.inbox.arrivals, self.clock())
+        messages = self.inbox.take() if reason else []
+        if reason:
+            self.trigger.merged(self.clock())
+        merged = peer.model.merge(unit, current, own, messages)
+        current = merged.model
+        sent = self._delivered(FINAL_DELIVERY_S if unit == peer.config.experiment.rounds else 0.0)
+        peer.keep(current, unit)
+        emit(
+            peer.records.round(
+                unit,
+                current,
+                messages,
+                train_loss=train_loss,
+                test_loss=merged.test_loss,
+                test_accuracy=merged.test_accuracy,
+                bytes_sent=sent,
+                discarded=merged.discarded,
+                merge_trigger=reason,
+                merged_units=[m.round for m in messages],
+            )
+        )
+        peer.records.emit_events(emit)
+        return current
 
     def _push(self, unit: int, own: list[np.ndarray]) -> None:
         """Queue the model of `unit` for every neighbour linked in it (a send waits for a
@@ -91,7 +118,7 @@ class AsyncLoop:
         queued)."""
         peer = self.peer
         linked = peer.linked.of(unit)
-        deadline = time.monotonic() + peer.config.experiment.round_timeout
+        deadline = time.monotonic() + peer.config.experiment.round_timeout  # a real send's deadline
         examples = peer.learner.num_examples
         sends = peer.links.push(
             unit, own, examples, linked=linked, alive=linked, deadline=deadline, recipients=linked

@@ -79,22 +79,30 @@ class OwnModel:
         peer.learner.assign(current)
         return Trained(current, None)
 
+    def combine(
+        self, round_: int, start: list[np.ndarray], own: list[np.ndarray], messages: list[ModelMessage]
+    ) -> tuple[list[np.ndarray], str | None]:
+        """The plan's merge of `messages` into `own` (trained from `start`), not evaluated: the
+        model (local tensors keep the node's own values; `own` itself when nothing merged or the
+        rule failed) and why the merge was discarded (None: kept, or nothing to merge)."""
+        peer = self.peer
+        # the rule's result is validated (count, shapes, finiteness); a failure is logged
+        outcome = peer.plan.merge(round_, start, own, peer.learner.num_examples, messages, peer.shared)
+        discarded = "merge failed" if outcome.error else None
+        if outcome.model is None or discarded is not None:
+            return own, discarded
+        merged = list(own)
+        for i, array in zip(peer.shared, outcome.model, strict=True):
+            merged[i] = array
+        return merged, None
+
     def merge(
         self, round_: int, start: list[np.ndarray], own: list[np.ndarray], messages: list[ModelMessage]
     ) -> Merged:
-        """Merge (the plan's, from the model trained from, `start`) and evaluate; a merge that
-        fails or yields non-finite values or loss is discarded. Local tensors keep the node's own
-        values."""
-        peer = self.peer
-        learner = peer.learner
-        merged = own
-        # the rule's result is validated (count, shapes, finiteness); a failure is logged
-        outcome = peer.plan.merge(round_, start, own, learner.num_examples, messages, peer.shared)
-        discarded = "merge failed" if outcome.error else None
-        if outcome.model is not None and discarded is None:
-            merged = list(own)
-            for i, array in zip(peer.shared, outcome.model, strict=True):
-                merged[i] = array
+        """Merge (the plan's, from the model trained from, `start`: `combine`) and evaluate; a
+        merge that fails or yields non-finite values or loss is discarded."""
+        learner = self.peer.learner
+        merged, discarded = self.combine(round_, start, own, messages)
         learner.assign(merged)
         test_loss, test_accuracy = learner.evaluate()
         if merged is not own and not math.isfinite(test_loss):

@@ -1,11 +1,13 @@
 """One gossip peer: a gRPC server, senders to its neighbours, and a learner for one data partition.
 
 `GossipPeer` builds the node from its config and holds its state; its parts, one job each, are:
-the schedule that drives the rounds (`sync_schedule.SyncRounds`, or with `gossip.schedule =
-"async"` `async_schedule.AsyncLoop`), the own model's training and merge (`own_model`), the
-connections and pushes to the neighbours (`links`), the wait for them and catch-up
-(`neighbours`), a scheduled crash and rejoin (`crash`), the resampled topology (`resampling`),
-and the records and scenario events (`round_record`). The strategy's round plan
+its transport (`transports`: a gRPC server, links and Health/GetModel calls; the virtual-time
+engine swaps in an in-process one), the schedule that drives the rounds
+(`sync_schedule.SyncRounds`; with `gossip.schedule = "async"` `async_schedule.AsyncLoop`;
+"ticks": `ticks.TickLoop`), the own model's training and merge (`own_model`), the connections
+and pushes to the neighbours (`links`), the wait for them and catch-up (`neighbours`), a
+scheduled crash and rejoin (`crash`), the resampled topology (`resampling`), and the records and
+scenario events (`round_record`). The strategy's round plan
 (`fedgossip.client.gossip.rounds`) may stream the data, push the model to some neighbours only and
 add fields to the record.
 
@@ -36,23 +38,21 @@ from fedgossip.client.gossip.async_inbox import AsyncInbox
 from fedgossip.client.gossip.async_schedule import AsyncLoop
 from fedgossip.client.gossip.crash import Crash
 from fedgossip.client.gossip.inbox import Inbox
-from fedgossip.client.gossip.links import Links
-from fedgossip.client.gossip.neighbours import NeighbourWatch
 from fedgossip.client.gossip.own_model import Diverged, OwnModel
 from fedgossip.client.gossip.resampling import LinkedNeighbours
 from fedgossip.client.gossip.round_record import RoundRecords
 from fedgossip.client.gossip.rounds import round_plan
 from fedgossip.client.gossip.sync_schedule import SyncRounds
-from fedgossip.client.gossip.transport.grpc_server import LoopServer
+from fedgossip.client.gossip.tick_inbox import TickInbox
+from fedgossip.client.gossip.ticks import TickLoop
 from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.security import (
     check_plaintext,
     read_link_keys,
     read_token,
-    server_credentials,
 )
 from fedgossip.client.gossip.transport.service import Authenticator, GossipService
-from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS
+from fedgossip.client.gossip.transports import GrpcTransport, Transport
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.scenario.attacks import model_attacker, poisoner
 from fedgossip.scenario.roles import CrashClock, Events, roles
@@ -63,6 +63,18 @@ from fedgossip.tasks import build_learner
 
 log = logging.getLogger("fedgossip.peer")
 
+# gossip.schedule -> the peer's inbox and its schedule
+INBOXES: dict[str, type[Inbox | AsyncInbox | TickInbox]] = {
+    "sync": Inbox,
+    "async": AsyncInbox,
+    "ticks": TickInbox,
+}
+SCHEDULES: dict[str, type[SyncRounds | AsyncLoop | TickLoop]] = {
+    "sync": SyncRounds,
+    "async": AsyncLoop,
+    "ticks": TickLoop,
+}
+
 OBSERVER_WAIT_S = 5.0  # how long a finished peer keeps serving for the observer to read its last model
 
 
@@ -70,7 +82,7 @@ class GossipPeer:
     """A peer built from a node config (an experiment config with a [peer] section): its learner,
     server, links and parts, which its schedule drives (`run`)."""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(self, config: ExperimentConfig, transport: Transport | None = None) -> None:
         if config.peer is None:
             raise ValueError("a peer needs a [peer] section (id, listen, neighbours)")
         self.config = config
@@ -97,25 +109,17 @@ class GossipPeer:
         self.specs = specs_of(self.names, self.initial)
         self.shared = [i for i, name in enumerate(self.names) if name not in self.learner.local_names]
         self.neighbours = {int(k): v for k, v in (self.peer.neighbours or {}).items()}
-        self.inbox = AsyncInbox() if self.gossip.schedule == "async" else Inbox()
+        self.inbox = INBOXES[self.gossip.schedule]()
         self.plan = round_plan(config, self.node, list(self.neighbours))
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
         self.service = self._service(auth)
-        self.server = self._serve(self.peer.listen)
+        self.transport = GrpcTransport() if transport is None else transport
+        self.server = self.transport.serve(self, self.peer.listen)
         self.port = self.server.port
-        self.links = Links(
-            config,
-            self.neighbours,
-            self.inbox,
-            self.events,
-            token,
-            keys,
-            names=self.names,
-            attack=self.attack,
-        )
+        self.links = self.transport.links(self, token, keys)
         self.model = OwnModel(self)
         self.records = RoundRecords(self)
-        self.watch = NeighbourWatch(self)
+        self.watch = self.transport.watch(self)
         self.crash = Crash(self, CrashClock(self.scenario, self.roles, self.node, seed))
         self.linked = LinkedNeighbours(config, self.node, set(self.neighbours), self.events)
 
@@ -148,21 +152,16 @@ class GossipPeer:
         service.keep_previous = self.observed  # the observer may read a round late
         return service
 
-    def _serve(self, listen: str, *, exclusive: bool = True) -> LoopServer:
-        """Start the gRPC server on `listen` (`exclusive`: see LoopServer)."""
-        credentials = server_credentials(self.peer)
-        return LoopServer(self.service, listen, credentials, CHANNEL_OPTIONS, exclusive=exclusive)
-
     def serve_again(self) -> None:
         """Serve again after a crash, on its own port, whose old socket the stopped server may not
         have closed yet."""
-        self.server = self._serve(f"{self.peer.listen.rpartition(':')[0]}:{self.port}", exclusive=False)
+        address = f"{self.peer.listen.rpartition(':')[0]}:{self.port}"
+        self.server = self.transport.serve(self, address, exclusive=False)
 
     def run(self, emit: Emit) -> None:
-        """Run every round (or, with gossip.schedule "async", every local unit), calling `emit`
-        with each metrics record; Diverged if training keeps failing."""
-        schedule = AsyncLoop(self) if self.gossip.schedule == "async" else SyncRounds(self)
-        schedule.run(emit)
+        """Run every round (gossip.schedule "async": every local unit; "ticks": every tick),
+        calling `emit` with each metrics record; Diverged if training keeps failing."""
+        SCHEDULES[self.gossip.schedule](self).run(emit)
 
     def start(self, emit: Emit) -> list[np.ndarray]:
         """Serve the initial model, say "ready" and announce the node's roles; the initial model."""

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Collection
 from concurrent import futures
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgossip.peer")
 
 DELIVERY_GRACE_S = 2.0  # how long a round waits for its model to reach the neighbours in step
+
+
+class Sent(NamedTuple):
+    """A round's first half: the trained model and its loss, the neighbours expected to send,
+    the round's deadline (monotonic) and the pushes in flight by node."""
+
+    own: list[np.ndarray]
+    train_loss: float | None
+    expected: set[int]
+    deadline: float
+    pending: dict[int, futures.Future]
 
 
 class SyncRounds:
@@ -53,17 +64,16 @@ class SyncRounds:
                 emit(peer.records.caught_up(caught_up, round_))
                 round_ = caught_up.round + 1  # their models of it that came before are held
                 continue
-            current = self._round(round_, current, emit)
+            current = self.collect(round_, current, self.send(round_, current), emit)
             round_ += 1
         peer.finish(emit)
 
-    def _round(self, round_: int, current: list[np.ndarray], emit: Emit) -> list[np.ndarray]:
-        """Train, push, wait, merge and record round `round_`; the model kept."""
+    def send(self, round_: int, current: list[np.ndarray]) -> Sent:
+        """The first half of round `round_`: train from `current` and push the trained model to
+        the neighbours linked in the round (the plan's recipients; the others get a notice)."""
         peer, inbox = self.peer, self.peer.inbox
-        rounds = peer.config.experiment.rounds
         own, train_loss = peer.model.train(round_, current)
-        timeout = peer.config.experiment.round_timeout
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + peer.config.experiment.round_timeout
         peer.service.state = "waiting"
         linked = peer.linked.of(round_)
         expected = linked - inbox.silent()  # neighbours whose Health did not answer
@@ -76,31 +86,39 @@ class SyncRounds:
             deadline=deadline,
             recipients=peer.plan.recipients(round_),
         )
-        missing, silent = peer.watch.wait_for(round_, expected, deadline)
+        return Sent(own, train_loss, expected, deadline, pending)
+
+    def collect(self, round_: int, current: list[np.ndarray], sent: Sent, emit: Emit) -> list[np.ndarray]:
+        """The second half of round `round_`: wait for the neighbours' models of the round, merge
+        them in sender order, evaluate and record; the model kept. (Real peers call it right
+        after `send`; the virtual-time engine once every peer has sent.)"""
+        peer, inbox = self.peer, self.peer.inbox
+        rounds, timeout = peer.config.experiment.rounds, peer.config.experiment.round_timeout
+        missing, silent = peer.watch.wait_for(round_, sent.expected, sent.deadline)
         noticed = inbox.notices(round_)  # they send no model this round, yet are in step
         messages = inbox.close(round_)
         heard = [m.sender for m in messages]
         # the first round waits for connections being set up; the last must reach everyone
         edge = round_ in (1, rounds)
-        until = deadline if edge else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
+        until = sent.deadline if edge else time.monotonic() + min(DELIVERY_GRACE_S, timeout / 4)
         in_step = {m.sender for m in messages if m.round == round_} | noticed
-        sent = delivered(pending, in_step, until)
+        delivered_bytes = delivered(sent.pending, in_step, until)
         if missing:
             log.warning(
                 "round %d: no model from %s (not answering: %s)", round_, sorted(missing), sorted(silent)
             )
         inbox.mark_silent(silent - set(heard) - noticed)
-        merged = peer.model.merge(round_, current, own, messages)
+        merged = peer.model.merge(round_, current, sent.own, messages)
         peer.keep(merged.model, round_)
         emit(
             peer.records.round(
                 round_,
                 merged.model,
                 messages,
-                train_loss=train_loss,
+                train_loss=sent.train_loss,
                 test_loss=merged.test_loss,
                 test_accuracy=merged.test_accuracy,
-                bytes_sent=sent,
+                bytes_sent=delivered_bytes,
                 discarded=merged.discarded,
                 **peer.plan.fields(round_),
             )

@@ -116,19 +116,26 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
     lines: queue.Queue = queue.Queue()
     done_rounds = dict.fromkeys(range(count), 0)
     finished: set[int] = set()
-    hosted = process_groups(node_config_paths(results, count), config.nodes.per_process)
+    engine_entry = GOSSIP_ENGINES[config.launcher.engine]
+    per_process = count if engine_entry.one_process else config.nodes.per_process
+    hosted = process_groups(node_config_paths(results, count), per_process)
     open_streams = set(hosted)
     ready: set[int] = set()
     deadline = started + STARTUP_TIMEOUT + rounds * (config.experiment.round_timeout + 30)
     graph = run_graph(config)  # a bad topology fails before the engine starts anything
     if config.experiment.consensus_every and not config.observes_consensus:
+        why = (
+            "the virtual-time engine's peers serve no models yet"
+            if config.launcher.engine == "simulation"
+            else f"{config.gossip.schedule} gossip has no rounds in common"
+        )
         console.print(
-            "consensus distance off: it compares the peers' models of one round, and async "
-            "gossip has no rounds in common (experiment.consensus_every ignored)"
+            f"consensus distance off: it compares the peers' models of one round, and {why} "
+            "(experiment.consensus_every ignored)"
         )
     with (
         supervised() as children,
-        GOSSIP_ENGINES[config.launcher.engine].load()(config, results, lines) as engine,
+        engine_entry.load()(config, results, lines) as engine,
     ):
         listen = engine.place(list(hosted.values()))
         node_configs = write_node_configs(config, results, started, listen, graph)

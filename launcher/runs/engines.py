@@ -95,11 +95,13 @@ OpenGossipEngine = Callable[
 class Engine:
     """A registered engine: its function (`package.module:function`), the keyword options it is
     called with, and whether each node is a process of this machine (the memory check counts
-    them; in Flower mode, the only engine whose links TLS secures)."""
+    them; in Flower mode, the only engine whose links TLS secures), and whether one process runs
+    every node (the virtual-time engine)."""
 
     function: str
     node_processes: bool
     options: Mapping[str, Any] = field(default_factory=dict)
+    one_process: bool = False  # gossip: every node in one process, whatever nodes.per_process says
 
     def load(self) -> Callable[..., Any]:
         """The engine's function, its options bound."""
@@ -110,6 +112,9 @@ class Engine:
 GOSSIP_ENGINES: dict[str, Engine] = {
     "local": Engine("fedgossip.launcher.gossip.placement:local_engine", node_processes=True),
     "ray": Engine("fedgossip.launcher.gossip.ray_engine:ray_engine", node_processes=False),
+    "simulation": Engine(
+        "fedgossip.launcher.gossip.simulation:simulation_engine", node_processes=False, one_process=True
+    ),
 }
 FLOWER_ENGINES: dict[str, Engine] = {
     "deployment": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", True, {"simulation": False}),

@@ -47,7 +47,7 @@ from fedgossip.client.gossip.transport.identity import (
     token_matches,
 )
 from fedgossip.client.gossip.transport.refusals import RefusalLog, caller_host
-from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, decode, encode
+from fedgossip.client.gossip.transport.wire import ModelAssembler, ModelMessage, WireError, decode, encode
 from fedgossip.proto import gossip_pb2
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
@@ -163,72 +163,106 @@ class GossipService:
             self._pushes, counted = self._pushes + 1, True
             if caller is not None:  # an identified caller holds one push at most, header or not
                 sender = self._hold(caller)
-            assembler = ModelAssembler(
-                self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
-            )
+            assembler = self._assembler()
             first = await self._read(context)
             if first is None:
                 raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
-            assembler.add(first)
-            header = assembler.header
-            if caller is not None and header.sender != caller:
-                raise WireError(
-                    grpc.StatusCode.PERMISSION_DENIED, f"node {caller} pushed as node {header.sender}"
-                )
+            header = self._header(assembler, first, caller)
             if caller is None:
                 sender = self._hold(header.sender)
-            if self.inbox.window(header.round) == "closed":  # a model further ahead is held
-                self.inbox.note(sender, header.round)
-                return self._reply(False, f"round {header.round} is closed")
+            closed = self._closed(header.round, sender)
+            if closed is not None:
+                return closed
             while (chunk := await self._read(context)) is not None:
                 assembler.add(chunk)
-            message = assembler.finish()
-            implausible = self._implausible(message.arrays)
-            if implausible:
-                self.inbox.note(sender, header.round)
-                self._refusals.warning(
-                    (sender, "norm"),
-                    "refused model of node %d, round %d: %s",
-                    sender,
-                    header.round,
-                    implausible,
-                )
-                return self._reply(False, implausible)
-            refused = self.inbox.put(message)
-            if refused:
-                return self._reply(False, f"round {header.round} is {refused}")
-            return self._reply(True)
+            return self._admit(assembler.finish(), sender)
         except WireError as err:
             await self._refuse("push", caller if sender is None else sender, context, err)
         except asyncio.CancelledError:  # cancelled while reading: nobody to answer
-            self._refused(
-                "push", caller if sender is None else sender, context, grpc.StatusCode.CANCELLED, CUT
-            )
+            who = caller if sender is None else sender
+            self._refused("push", who, context.peer(), grpc.StatusCode.CANCELLED, CUT)
             raise
         finally:
             self._pushes -= counted
             self._in_flight.discard(sender)
 
+    def deliver(self, chunks: Sequence[gossip_pb2.ModelChunk], caller: int) -> gossip_pb2.PushReply:
+        """A push from the identified node `caller` in this process (the virtual-time engine,
+        `fedgossip.client.gossip.inprocess`): the same checks as PushModel's, in the same order
+        (header, sender = caller, round window, finiteness, norm bound), into the same inbox; a
+        refused push is counted and logged as PushModel's and answered `accepted = false`."""
+        try:
+            assembler = self._assembler()
+            if not chunks:
+                raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
+            header = self._header(assembler, chunks[0], caller)
+            closed = self._closed(header.round, caller)
+            if closed is not None:
+                return closed
+            for chunk in chunks[1:]:
+                assembler.add(chunk)
+            return self._admit(assembler.finish(), caller)
+        except WireError as err:
+            self._refused("push", caller, "", err.code, str(err))
+            return self._reply(False, str(err))
+
+    def _assembler(self) -> ModelAssembler:
+        """A fresh assembler checking a push against this peer's specs, neighbours, rounds and size."""
+        return ModelAssembler(
+            self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
+        )
+
+    @staticmethod
+    def _header(
+        assembler: ModelAssembler, first: gossip_pb2.ModelChunk, caller: int | None
+    ) -> gossip_pb2.ModelHeader:
+        """The first chunk's header, checked (PERMISSION_DENIED when an identified caller pushes
+        as another node)."""
+        assembler.add(first)
+        header = assembler.header
+        if caller is not None and header.sender != caller:
+            raise WireError(
+                grpc.StatusCode.PERMISSION_DENIED, f"node {caller} pushed as node {header.sender}"
+            )
+        return header
+
+    def _closed(self, round_: int, sender: int | None) -> gossip_pb2.PushReply | None:
+        """The answer to a push of a closed round (noted), None when its round may be used (a
+        model further ahead is held)."""
+        if self.inbox.window(round_) != "closed":
+            return None
+        self.inbox.note(sender, round_)
+        return self._reply(False, f"round {round_} is closed")
+
+    def _admit(self, message: ModelMessage, sender: int | None) -> gossip_pb2.PushReply:
+        """Put a complete, finite model into the inbox unless the norm bound refuses it."""
+        implausible = self._implausible(message.arrays)
+        if implausible:
+            self.inbox.note(sender, message.round)
+            self._refusals.warning(
+                (sender, "norm"), "refused model of node %d, round %d: %s", sender, message.round, implausible
+            )
+            return self._reply(False, implausible)
+        refused = self.inbox.put(message)
+        if refused:
+            return self._reply(False, f"round {message.round} is {refused}")
+        return self._reply(True)
+
     async def _refuse(
         self, what: str, who: int | str | None, context: grpc.aio.ServicerContext, err: WireError
     ) -> NoReturn:
         """Count, log and answer a refused `what` (push, notice, call) from `who` (None: unknown)."""
-        self._refused(what, who, context, err.code, str(err))
+        self._refused(what, who, context.peer(), err.code, str(err))
         await context.abort(err.code, str(err))
 
     def _refused(
-        self,
-        what: str,
-        who: int | str | None,
-        context: grpc.aio.ServicerContext,
-        code: grpc.StatusCode,
-        why: str,
+        self, what: str, who: int | str | None, address: str, code: grpc.StatusCode, why: str
     ) -> None:
         """Count a refused call (a bad push proves nothing about its sender being in the round) and
-        log it, at most once an interval per caller (its node id, else its address) and code."""
+        log it, at most once an interval per caller (its node id, else its `address`) and code."""
         self.inbox.note(None)
-        key = who if who is not None else caller_host(context.peer())
-        name = who if who is not None else context.peer()
+        key = who if who is not None else caller_host(address)
+        name = who if who is not None else address
         self._refusals.warning((key, what, code), "refused %s from %s: %s", what, name, why)
 
     def _hold(self, sender: int) -> int:
@@ -267,6 +301,18 @@ class GossipService:
             self._check_notice(notice.sender, notice.round, caller)
         except WireError as err:
             await self._refuse("notice", caller, context, err)
+        return self._withhold(notice)
+
+    def deliver_notice(self, notice: gossip_pb2.WithholdNotice, caller: int) -> gossip_pb2.PushReply:
+        """A notice from the identified node `caller` in this process: Withhold's checks and answer."""
+        try:
+            self._check_notice(notice.sender, notice.round, caller)
+        except WireError as err:
+            self._refused("notice", caller, "", err.code, str(err))
+            return self._reply(False, str(err))
+        return self._withhold(notice)
+
+    def _withhold(self, notice: gossip_pb2.WithholdNotice) -> gossip_pb2.PushReply:
         refused = self.inbox.withhold(notice.sender, notice.round)
         return self._reply(refused is None, f"round {notice.round} is {refused}" if refused else "")
 
