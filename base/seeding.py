@@ -23,7 +23,7 @@ _STREAMS = {
     "topology": 13,  # per resampling epoch: the neighbours drawn
     "async": 14,  # per node: asynchronous gossip's pauses between local units
     "eval_subset": 15,  # the class-balanced evaluation subset (task.eval_examples), one for all nodes
-    "ticks": 20,  # per node: the tick schedule's intervals between trainings
+    "ticks": 16,  # per node: the tick schedule's intervals between trainings
 }
 
 
