@@ -138,8 +138,9 @@ def vanishing_variance(
     name = plan["name"]
     accuracy = plot_comparison(groups, docs / f"{name}-accuracy.png")
     variance = plot_seed_bands(variance_panels(groups), docs / f"{name}-variance.png")
-    rows = [target_row(group) for group in groups]
-    header = ["method", "seeds", *(f"{kind} to {t:g}" for t in TARGETS for kind in ("rounds", "seconds"))]
+    unit, per = ("ticks", plan["ticks_per_round"]) if plan.get("ticks_per_round") else ("rounds", 1)
+    rows = [target_row(group, per) for group in groups]
+    header = ["method", "seeds", *(f"{kind} to {t:g}" for t in TARGETS for kind in (unit, "seconds"))]
     header += ["final mean acc", "final min acc", "wall time s"]
     body = [
         "## Measured",
@@ -147,14 +148,20 @@ def vanishing_variance(
         f"Mean test accuracy over nodes against rounds and seconds (mean over seeds, band +- one std): "
         f"![accuracy]({accuracy.name})",
         "",
-        "Rounds (and seconds since launch) until the mean accuracy over nodes first reaches the target, "
+        f"{unit.capitalize()} (and seconds since launch) until the mean accuracy over nodes first reaches "
+        "the target, "
         "mean ± std over the seeds that reach it ((k/n): only k of n seeds do; -: none does). FL rounds "
         "are Flower rounds (every client trains from the global model, its accuracy is the global "
         "model's); FL seconds come from the in-process engine (one process), gossip seconds from one "
         "process per peer: compare seconds within gossip only.",
         "",
+        *(
+            [f"A round is {per} ticks: a gossip evaluation, or an FL broadcast.", ""]
+            if unit == "ticks"
+            else []
+        ),
         markdown_pipe_table(header, [row_cells(row) for row in rows]),
-        *claims_vanishing_variance(rows),
+        *claims_vanishing_variance(rows, unit),
         "",
         "Variance of the first weight tensor and mean over tensors, per round (gossip: each peer's model "
         "after the merge, mean over peers; FL: the global model), mean over seeds: "
@@ -164,15 +171,18 @@ def vanishing_variance(
     return body, [accuracy, variance]
 
 
-def target_row(group: Group) -> dict[str, Any]:
-    """A method's figures over its seeds: rounds and seconds to each target, final accuracies."""
+def target_row(group: Group, per: int = 1) -> dict[str, Any]:
+    """A method's figures over its seeds: rounds (times `per`: ticks) and seconds to each target,
+    final accuracies."""
     row: dict[str, Any] = {"label": group.label, "seeds": len(group.runs)}
     for target in TARGETS:
         reached = [first_reaching(run.curve, target) for run in group.runs]
-        row[f"rounds_{target:g}"] = Stat.of(r for r, _ in reached).to_dict()
+        row[f"rounds_{target:g}"] = Stat.of(None if r is None else r * per for r, _ in reached).to_dict()
         row[f"seconds_{target:g}"] = Stat.of(s for _, s in reached).to_dict()
     for key in ("final_mean_accuracy", "final_min_accuracy", "wall_time_s", "rounds_completed"):
         row[key] = group.stat(key).to_dict()
+    done = row["rounds_completed"]
+    row["rounds_completed"] = {**done, "mean": None if done["mean"] is None else done["mean"] * per}
     return row
 
 
@@ -186,40 +196,47 @@ def row_cells(row: dict[str, Any]) -> list[str]:
     return [*cells, stat_text(row["wall_time_s"], seeds, ".0f")]
 
 
-def claims_vanishing_variance(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The paper's two claims in numbers: gossip VCA against plain gossip averaging (rounds to each
-    target) and against FL (final accuracy, rounds to each target)."""
+def claims_vanishing_variance(rows: Sequence[dict[str, Any]], unit: str = "rounds") -> list[str]:
+    """The paper's two claims in numbers: gossip VCA against plain gossip averaging (`unit`s to
+    each target) and against FL (final accuracy, `unit`s to each target), within each variant
+    (the labels' suffix after the method)."""
     by = {row["label"]: row for row in rows}
     lines = ["", "The claims in numbers:", ""]
-    for fast, slow in (("gossip-vca", "gossip-average"), ("gossip-vca-async", "gossip-average-async")):
-        if fast in by and slow in by:
-            lines += [f"- {fast} against {slow}: {speedup(by[fast], by[slow], t)}" for t in TARGETS]
-    if "gossip-vca" in by and "fl-fedavg" in by:
-        vca, fl = by["gossip-vca"], by["fl-fedavg"]
-        lines.append(
-            f"- gossip-vca against fl-fedavg: final mean accuracy {_mean(vca['final_mean_accuracy'])} "
-            f"against {_mean(fl['final_mean_accuracy'])}; "
-            + "; ".join(speedup(vca, fl, t, "rounds to") for t in TARGETS)
-        )
+    suffixes = sorted({label.removeprefix("gossip-vca") for label in by if label.startswith("gossip-vca")})
+    for suffix in suffixes:
+        for fast, slow in ((f"gossip-vca{suffix}", f"gossip-average{suffix}"),):
+            if fast in by and slow in by:
+                lines += [
+                    f"- {fast} against {slow}: {speedup(by[fast], by[slow], t, unit=unit)}" for t in TARGETS
+                ]
+        vca, fl = by.get(f"gossip-vca{suffix}"), by.get(f"fl-fedavg{suffix}")
+        if vca and fl:
+            lines.append(
+                f"- {vca['label']} against {fl['label']}: final mean accuracy "
+                f"{_mean(vca['final_mean_accuracy'])} against {_mean(fl['final_mean_accuracy'])}; "
+                + "; ".join(speedup(vca, fl, t, f"{unit} to", unit) for t in TARGETS)
+            )
     return lines
 
 
-def speedup(fast: dict[str, Any], slow: dict[str, Any], target: float, word: str = "") -> str:
-    """How many times fewer rounds `fast` needs than `slow` to reach `target` (mean over seeds), or
-    a bound when `slow` never reaches it within its rounds."""
+def speedup(
+    fast: dict[str, Any], slow: dict[str, Any], target: float, word: str = "", unit: str = "rounds"
+) -> str:
+    """How many times fewer `unit`s `fast` needs than `slow` to reach `target` (mean over seeds),
+    or a bound when `slow` never reaches it within its run."""
     a, b = fast[f"rounds_{target:g}"], slow[f"rounds_{target:g}"]
     prefix = f"{word} {target:g}" if word else f"to {target:g}"
     done = slow["rounds_completed"]["mean"] or 0
     if a["mean"] is None:
         if b["mean"] is None:
-            return f"{prefix}: neither reaches it within {done:.0f} rounds"
-        return f"{prefix}: {slow['label']} in {b['mean']:.1f} rounds, {fast['label']} never"
+            return f"{prefix}: neither reaches it within {done:.0f} {unit}"
+        return f"{prefix}: {slow['label']} in {b['mean']:.1f} {unit}, {fast['label']} never"
     if b["mean"] is None:
         return (
-            f"{prefix}: {fast['label']} in {a['mean']:.1f} rounds, {slow['label']} never within "
-            f"{done:.0f} rounds (more than {done / a['mean']:.1f}x)"
+            f"{prefix}: {fast['label']} in {a['mean']:.1f} {unit}, {slow['label']} never within "
+            f"{done:.0f} {unit} (more than {done / a['mean']:.1f}x)"
         )
-    return f"{prefix}: {a['mean']:.1f} against {b['mean']:.1f} rounds ({b['mean'] / a['mean']:.2f}x)"
+    return f"{prefix}: {a['mean']:.1f} against {b['mean']:.1f} {unit} ({b['mean'] / a['mean']:.2f}x)"
 
 
 def _mean(stat: dict[str, Any]) -> str:

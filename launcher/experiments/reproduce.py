@@ -58,22 +58,30 @@ class Setting:
     """How big the runs are: `--set` overrides on the base, the seeds, and how this compares with
     the paper's setting (for the write-up); `config`: a base config of its own (relative to the
     repository) instead of the reproduction's, when the paper's regime is a different experiment;
-    `variants`: regimes each method runs in (none: the methods as they are)."""
+    `variants`: regimes each method runs in (none: the methods as they are); `ticks_per_round`:
+    the runs' rounds are that many ticks of the authors' tick schedule (0: rounds are rounds);
+    `only`: the labels of the methods it runs (none: all); `method_overrides`: overrides a method
+    adds in this setting (by label)."""
 
     overrides: tuple[str, ...]
     seeds: int
     scale: str
     config: str = ""
     variants: tuple[Variant, ...] = ()
+    ticks_per_round: int = 0
+    only: tuple[str, ...] = ()
+    method_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Fallback:
-    """Overrides used when the Python module `module` is not installed, and the write-up's note."""
+    """Overrides used when the Python module `module` is not installed, and the write-up's note;
+    in the `settings` named only."""
 
     module: str
     overrides: tuple[str, ...]
     note: str
+    settings: tuple[str, ...] = ("quick", "default")
 
 
 @dataclass(frozen=True)
@@ -89,15 +97,20 @@ class Reproduction:
     fallbacks: tuple[Fallback, ...] = ()
 
     def methods_of(self, setting: str) -> tuple[Method, ...]:
-        """The methods `setting` runs: each method in each of its variants (label METHOD-VARIANT,
-        the variant's overrides first), or the methods as they are."""
-        variants = self.settings[setting].variants
-        if not variants:
-            return self.methods
+        """The methods `setting` runs (its `only`, with its `method_overrides`): each in each of
+        its variants (label METHOD-VARIANT, the variant's overrides first), or as they are."""
+        chosen = self.settings[setting]
+        methods = [
+            Method(m.label, (*m.overrides, *chosen.method_overrides.get(m.label, ())), m.optional)
+            for m in self.methods
+            if not chosen.only or m.label in chosen.only
+        ]
+        if not chosen.variants:
+            return tuple(methods)
         return tuple(
             Method(f"{m.label}-{v.name}", (*v.overrides, *m.overrides), m.optional)
-            for v in variants
-            for m in self.methods
+            for v in chosen.variants
+            for m in methods
         )
 
     def config_of(self, setting: str) -> str:
@@ -112,6 +125,8 @@ class Reproduction:
 
 
 ASYNC = "gossip.schedule=async"
+# FL on the tick schedule's base config: one batch a round; the gossip-only keys set back
+FL_ON_TICKS = ("task.local_steps=1", "gossip.schedule=sync", "launcher.engine=local")
 VANISHING_VARIANCE = Reproduction(
     name="vanishing-variance",
     config="examples/reproductions/vanishing-variance.toml",
@@ -140,10 +155,18 @@ VANISHING_VARIANCE = Reproduction(
             "spread over seeds in about 25 minutes",
         ),
         "full": Setting(
-            ("nodes.count=50", "topology.degree=8", "experiment.rounds=50"),
+            (),
             3,
-            "the paper's size: 50 peers on a random 8-regular graph, 50 rounds (about 100 mini-batches "
-            "of 64 per peer)",
+            "the paper's size and the authors' schedule (examples/reproductions/vanishing-variance-ticks"
+            ".toml): 50 peers on a random 8-regular graph, the full MNIST sampled by each peer with its "
+            "own Dirichlet(0.5) label probabilities (variant `dirichlet`) or uniformly (variant `iid`), "
+            "LeNet-5, one mini-batch of 64 every 8-12 ticks in virtual time, 2,000 ticks; FL: a "
+            "broadcast every 10 ticks, every client one batch",
+            config="examples/reproductions/vanishing-variance-ticks.toml",
+            variants=(Variant("dirichlet"), Variant("iid", ("task.partition=none",))),
+            ticks_per_round=10,
+            only=("gossip-average", "gossip-vca", "fl-fedavg"),
+            method_overrides={"fl-fedavg": FL_ON_TICKS},
         ),
     },
     fallbacks=(
@@ -229,6 +252,7 @@ class Plan:
             "scale": setting.scale,
             "seeds": self.seeds,
             "default_seeds": setting.seeds,
+            "ticks_per_round": setting.ticks_per_round,
             "overrides": list(self.overrides),
             "methods": [
                 {"label": m.label, "overrides": list(m.overrides), "runs": [run.name for run in runs]}
@@ -267,7 +291,7 @@ def plan(name: str, setting: str = "default", seeds: int | None = None) -> Plan:
     seeds = chosen.seeds if seeds is None else seeds
     overrides, notes = list(chosen.overrides), []
     for fallback in reproduction.fallbacks:
-        if importlib.util.find_spec(fallback.module) is None:
+        if setting in fallback.settings and importlib.util.find_spec(fallback.module) is None:
             overrides += fallback.overrides
             notes.append(fallback.note)
     result = Plan(reproduction, setting, tuple(overrides), seeds, notes=notes)
