@@ -142,6 +142,14 @@ def _manifest(folder: Path, num_nodes: int) -> dict:
     return manifest
 
 
+def shared_training_file(folder: str, num_nodes: int) -> Path | None:
+    """The one training file that is every node's shard (written once: every node holds the whole
+    training set), or None when the nodes have shards of their own."""
+    path = Path(folder).expanduser()
+    train = _manifest(path, num_nodes)["train"]
+    return (path / train[0]).resolve() if num_nodes > 1 and len(set(train)) == 1 else None
+
+
 def read_shard(folder: str, node: int, num_nodes: int, stream: tuple[int, int] | None = None) -> Source:
     """Node `node`'s training rows and the global test set from a shard folder, checked (not
     cached: the node keeps them scaled). `stream` = (chunk, chunks): the test set is instead the

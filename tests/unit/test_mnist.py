@@ -113,3 +113,21 @@ def test_a_stream_on_shards_equals_the_stream_every_node_loads_whole(tmp_path, m
             np.testing.assert_array_equal(getattr(shard, field), getattr(direct, field), err_msg=field)
     with pytest.raises(ValueError, match=r"a stream of 250 chunks, the experiment has task.stream_chunks=20"):
         node_dataset(dataclasses.replace(prepared.task, stream_chunks=20), 0, nodes, seed, stream_round=1)
+
+
+@pytest.mark.timeout(120)
+def test_nodes_of_one_process_holding_the_whole_training_set_share_one_copy(tmp_path, mnist_file, raw):
+    nodes = 4
+    settings = [f'task.path="{mnist_file}"', 'task.partition="dirichlet-sampling"', f"nodes.count={nodes}"]
+    config = load_config(None, ['task.dataset="mnist"', *settings])
+    prepared = prepare_shards(config, tmp_path / "run")
+    shards = [node_dataset(prepared.task, node, nodes, config.experiment.seed) for node in range(nodes)]
+    assert all(np.shares_memory(shards[0].x_train, shard.x_train) for shard in shards[1:])
+    np.testing.assert_array_equal(shards[2].x_train, raw["x_train"].reshape(60000, -1) / np.float32(255))
+    # each node still samples by its own label probabilities
+    assert not np.allclose(shards[0].train_weights, shards[1].train_weights)
+    # nodes with shards of their own hold their own copies
+    own = load_config(None, ['task.dataset="mnist"', *settings[:1], f"nodes.count={nodes}"])
+    parts = prepare_shards(own, tmp_path / "own")
+    first, second = (node_dataset(parts.task, node, nodes, own.experiment.seed) for node in (0, 1))
+    assert not np.shares_memory(first.x_train, second.x_train)
