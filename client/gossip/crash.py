@@ -3,9 +3,13 @@ and its rejoin.
 
 At the start of a crash round the peer stops serving and forgets its model while its neighbours
 go `scenario.down_rounds` rounds on; then it serves again on the same port and rejoins by adopting
-the model of the furthest neighbour not behind it (GetModel). The neighbours that do not answer
-are not waited for (`mark_silent`), the others are (their models of the round it lands in, pushed
-while it was coming back, are held), so it does not run on alone.
+the model of the furthest neighbour not behind it (GetModel). The neighbours that answer are
+waited for in the round it lands in (their models of it, pushed while it was coming back, are
+held), and so are those down at the same time and planned back by its own return (the seeded
+churn plan, `fedgossip.scenario.churn`, known to every peer), answering or not yet: the round
+waits for them as for any neighbour, bounded by the round timeout, so after a crash of many, or
+all, nodes the peers rejoin each other instead of each running on alone. The other neighbours
+that do not answer are not waited for (`mark_silent`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedgossip.client.gossip.neighbours import MAX_WAIT_TIMEOUTS
+from fedgossip.scenario.churn import ChurnPlan
 from fedgossip.scenario.roles import CrashClock
 from fedgossip.schema.events import Emit
 
@@ -26,11 +31,13 @@ HEALTH_POLL_S = 0.2  # how often a crashed peer asks whether its neighbours went
 
 
 class Crash:
-    """The crashes of one peer (when its `clock` says) and its rejoins."""
+    """The crashes of one peer (when its `clock` says) and its rejoins, knowing when its
+    neighbours are down (the run's churn `plan`)."""
 
-    def __init__(self, peer: GossipPeer, clock: CrashClock) -> None:
+    def __init__(self, peer: GossipPeer, clock: CrashClock, plan: ChurnPlan) -> None:
         self.peer = peer
         self.clock = clock
+        self.plan = plan
 
     def due(self, round_: int) -> bool:
         """Whether the peer crashes at the start of `round_` (asked once per round it runs)."""
@@ -63,9 +70,19 @@ class Crash:
             emit(records.caught_up(caught_up, round_, **rejoined))
         else:  # in step with its neighbours: the next record says it
             records.rejoined = rejoined
-        peer.inbox.mark_silent(stubs - answered.keys())
+        returning = self.down_with(round_, round_ + scenario.down_rounds)
+        peer.inbox.mark_silent(stubs - answered.keys() - returning)
         records.emit_events(emit)
         return current
+
+    def down_with(self, first: int, back: int) -> set[int]:
+        """The nodes planned to be down while this peer is (it crashed at round `first` and is
+        planned back for round `back`) and back no later than it: the peers it rejoins with."""
+        return {
+            o.node
+            for o in self.plan.outages
+            if o.node != self.peer.node and o.first < back and o.back is not None and first < o.back <= back
+        }
 
     def _stay_down(self, until: int) -> None:
         """Wait (asking the neighbours' Health) until one of them completed round `until`, or

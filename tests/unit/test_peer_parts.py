@@ -1,5 +1,6 @@
 """The gossip peer's parts in-process (no network): a received model checked once, at the wire; the
-own model's training and merge; the linked neighbours of a round; the bytes a round delivered."""
+own model's training and merge; the linked neighbours of a round; the bytes a round delivered;
+the neighbours a rejoining peer waits for and catches up from."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from fedgossip.client.gossip.crash import Crash
+from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.merge import merge_models
+from fedgossip.client.gossip.neighbours import NeighbourWatch
 from fedgossip.client.gossip.own_model import Diverged, OwnModel
 from fedgossip.client.gossip.resampling import LinkedNeighbours
 from fedgossip.client.gossip.sync_schedule import delivered
 from fedgossip.client.gossip.transport import wire
 from fedgossip.client.gossip.transport.wire import ModelAssembler, assemble, encode
 from fedgossip.config import load_config
+from fedgossip.scenario.churn import ChurnPlan, Outage, churn_plan
 from fedgossip.scenario.roles import Events
 from fedgossip.schema.tensors import specs_of
 from fedgossip.strategies import Outcome, _validation, trusted_models
@@ -180,3 +185,43 @@ def test_delivered_counts_the_sends_done_to_the_neighbours_heard():
     done[2].set_result(0)  # a notice
     assert delivered(done, [1, 2, 3, 4], until=0.0) == 100  # 3 still in flight, 4 got nothing
     assert delivered(done, [2], until=0.0) == 0
+
+
+# --- rejoin after a crash --------------------------------------------------------------------
+
+
+def test_a_rejoining_peer_waits_for_the_nodes_down_with_it_and_back_by_its_return():
+    outages = (
+        Outage(0, 3, 6),  # this peer
+        Outage(1, 3, 6),  # down with it, back with it
+        Outage(2, 2, 5),  # down before it, back before it
+        Outage(3, 5, 8),  # back after it: not waited for
+        Outage(4, 1, 3),  # back before it crashed: up
+        Outage(5, 4, None),  # down past the end of the run
+    )
+    crash = Crash(SimpleNamespace(node=0), clock=None, plan=ChurnPlan(outages, rounds=10, down_rounds=3))
+    assert crash.down_with(3, 6) == {1, 2}
+    everyone = load_config(None, ["nodes.count=6", "scenario.crash_fraction=1.0", "scenario.crash_round=3"])
+    crash = Crash(SimpleNamespace(node=2), clock=None, plan=churn_plan(everyone))
+    assert crash.down_with(3, 6) == {0, 1, 3, 4, 5}
+
+
+def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
+    """Neighbours that never answered (down too) have no known progress: they are not fetched
+    from, and their progress is not read (it was a KeyError)."""
+    inbox = Inbox()
+    inbox.note(3, 3, refused=False)
+    config = load_config(None, [])
+    peer = SimpleNamespace(
+        links=SimpleNamespace(stubs={1: None, 3: None}), config=config, gossip=config.gossip, inbox=inbox
+    )
+    watch = NeighbourWatch(peer)
+    fetched: list[int] = []
+
+    def fetch(node: int):
+        fetched.append(node)
+        raise TimeoutError("down")
+
+    watch._fetch = fetch
+    assert watch.catch_up(1, margin=-1) is None
+    assert fetched == [3]
