@@ -3,13 +3,14 @@ and its rejoin.
 
 At the start of a crash round the peer stops serving and forgets its model while its neighbours
 go `scenario.down_rounds` rounds on; then it serves again on the same port and rejoins by adopting
-the model of the furthest neighbour not behind it (GetModel). The neighbours that answer are
-waited for in the round it lands in (their models of it, pushed while it was coming back, are
-held), and so are those down at the same time and planned back by its own return (the seeded
-churn plan, `fedgossip.scenario.churn`, known to every peer), answering or not yet: the round
-waits for them as for any neighbour, bounded by the round timeout, so after a crash of many, or
-all, nodes the peers rejoin each other instead of each running on alone. The other neighbours
-that do not answer are not waited for (`mark_silent`).
+the model of the furthest neighbour not behind it (GetModel). Neighbours down at the same time and
+planned back by its own return (the seeded churn plan, `fedgossip.scenario.churn`, known to every
+peer) are waited for until they answer, at most as long as it stayed down: they crashed before it
+came back, so they are back within as long (with `crash_rate` a neighbour may come back at another
+round; the bound holds). So after a crash of many, or all, nodes, whose returns spread by how far
+apart they crashed, the peers rejoin each other instead of each running on alone. The neighbours
+that answer are waited for in the round it lands in (their models of it, pushed while it was
+coming back, are held); the others are not (`mark_silent`), whatever was known of them before.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Crash:
         peer.service.publish(peer.initial, peer.learner.num_examples, round_ - 1)
         peer.serve_again()
         stubs = set(peer.links.stubs)
-        answered = peer.watch.health(stubs, peer.config.experiment.round_timeout / 4)
+        answered = self._rejoin_with(stubs, self.down_with(round_, round_ + scenario.down_rounds))
         for node, done in answered.items():
             peer.inbox.note(node, done, refused=False)
         caught_up = peer.watch.catch_up(round_, margin=-1)
@@ -70,8 +71,7 @@ class Crash:
             emit(records.caught_up(caught_up, round_, **rejoined))
         else:  # in step with its neighbours: the next record says it
             records.rejoined = rejoined
-        returning = self.down_with(round_, round_ + scenario.down_rounds)
-        peer.inbox.mark_silent(stubs - answered.keys() - returning)
+        peer.inbox.mark_silent(stubs - answered.keys())
         records.emit_events(emit)
         return current
 
@@ -84,12 +84,29 @@ class Crash:
             if o.node != self.peer.node and o.first < back and o.back is not None and first < o.back <= back
         }
 
-    def _stay_down(self, until: int) -> None:
-        """Wait (asking the neighbours' Health) until one of them completed round `until`, or
-        MAX_WAIT_TIMEOUTS round timeouts per round to wait have passed (neighbours gone)."""
+    def _rejoin_with(self, stubs: set[int], returning: set[int]) -> dict[int, int]:
+        """The rounds completed by the neighbours (of `stubs`) that answer Health, asked until all
+        of `returning` answer or `_down_bound` seconds have passed (those still silent are gone)."""
         peer = self.peer
         timeout = peer.config.experiment.round_timeout
-        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * timeout * peer.scenario.down_rounds
+        limit = time.monotonic() + self._down_bound()
+        while True:
+            answered = peer.watch.health(stubs, timeout / 4)
+            if returning & stubs <= answered.keys() or time.monotonic() >= limit:
+                return answered
+            time.sleep(HEALTH_POLL_S)
+
+    def _down_bound(self) -> float:
+        """How long a crashed peer stays down at most, in seconds: MAX_WAIT_TIMEOUTS round
+        timeouts per round down (its neighbours gone, or all down with it)."""
+        return MAX_WAIT_TIMEOUTS * self.peer.config.experiment.round_timeout * self.peer.scenario.down_rounds
+
+    def _stay_down(self, until: int) -> None:
+        """Wait (asking the neighbours' Health) until one of them completed round `until`, or
+        `_down_bound` seconds have passed."""
+        peer = self.peer
+        timeout = peer.config.experiment.round_timeout
+        limit = time.monotonic() + self._down_bound()
         stubs = set(peer.links.stubs)
         while time.monotonic() < limit:
             if max(peer.watch.health(stubs, min(1.0, timeout / 4)).values(), default=0) >= until:

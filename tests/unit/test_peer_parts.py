@@ -4,6 +4,7 @@ the neighbours a rejoining peer waits for and catches up from."""
 
 from __future__ import annotations
 
+import time
 from concurrent import futures
 from types import SimpleNamespace
 
@@ -225,3 +226,37 @@ def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
     watch._fetch = fetch
     assert watch.catch_up(1, margin=-1) is None
     assert fetched == [3]
+
+
+def _rejoining_peer(answers: list[dict[int, int]], round_timeout: float = 0.2):
+    """A Crash of node 0 (neighbours 1, 2; 1 round down) whose Health calls answer `answers` in
+    turn (the last one from then on); and the list of its Health calls."""
+    config = load_config(None, [f"experiment.round_timeout={round_timeout}", "scenario.down_rounds=1"])
+    calls: list[set[int]] = []
+
+    def health(nodes: set[int], timeout: float) -> dict[int, int]:
+        calls.append(set(nodes))
+        return answers[min(len(calls), len(answers)) - 1]
+
+    peer = SimpleNamespace(node=0, config=config, scenario=config.scenario, watch=SimpleNamespace(health=health))
+    return Crash(peer, clock=None, plan=ChurnPlan((), rounds=5, down_rounds=1)), calls
+
+
+def test_a_rejoining_peer_asks_until_the_neighbours_back_with_it_answer():
+    """Neighbour 2, down with it, answers only at the third Health round: the rejoin waits for it
+    (it ran alone after an all-node crash whose nodes came back seconds apart)."""
+    crash, calls = _rejoining_peer([{1: 4}, {1: 4}, {1: 4, 2: 2}])
+    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4, 2: 2}
+    assert calls == [{1, 2}] * 3
+
+
+def test_a_rejoining_peer_waits_for_neighbours_not_back_no_longer_than_it_stayed_down():
+    crash, calls = _rejoining_peer([{1: 4}], round_timeout=0.2)
+    started = time.monotonic()
+    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4}  # 2 never came back
+    waited = time.monotonic() - started
+    assert crash._down_bound() == pytest.approx(3 * 0.2 * 1)
+    assert crash._down_bound() <= waited < crash._down_bound() + 0.5, waited
+    crash, calls = _rejoining_peer([{1: 4}])
+    assert crash._rejoin_with({1, 2}, returning=set()) == {1: 4}  # nobody down with it: one ask
+    assert len(calls) == 1
