@@ -36,8 +36,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
     """Run `config` into `out_dir`; return the summary and the process exit status.
 
     A run that fails before any node recorded anything (topology, ports, certificates, the fork
-    server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a full disk) stops and is "failed". The
-    folder is claimed for the whole run: another command into it is refused (ValueError)."""
+    server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a
+    full disk) stops and is "failed". The folder is claimed for the whole run: another command into it is refused (ValueError)."""
     check_memory(config)
     results = ResultsFolder(out_dir, config)
     try:

@@ -41,15 +41,15 @@ import grpc
 import numpy as np
 
 from fedgossip.base.certificates import issued_paths
+from fedgossip.client.gossip.links import QUICK_RECONNECT
+from fedgossip.client.gossip.neighbours import LOOP_SLACK_S
+from fedgossip.client.gossip.transport import eventloop as loop
 from fedgossip.client.gossip.transport.identity import (
     OBSERVER,
     TOKEN_KEY,
     observer_metadata,
     read_observer_secret,
 )
-from fedgossip.client.gossip.links import QUICK_RECONNECT
-from fedgossip.client.gossip.neighbours import LOOP_SLACK_S
-from fedgossip.client.gossip.transport import eventloop as loop
 from fedgossip.client.gossip.transport.sender import close_channels, open_channels
 from fedgossip.client.gossip.transport.service import ROUND_KEY
 from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, ModelMessage, WireError

@@ -238,7 +238,9 @@ def _rejoining_peer(answers: list[dict[int, int]], round_timeout: float = 0.2):
         calls.append(set(nodes))
         return answers[min(len(calls), len(answers)) - 1]
 
-    peer = SimpleNamespace(node=0, config=config, scenario=config.scenario, watch=SimpleNamespace(health=health))
+    peer = SimpleNamespace(
+        node=0, config=config, scenario=config.scenario, watch=SimpleNamespace(health=health)
+    )
     return Crash(peer, clock=None, plan=ChurnPlan((), rounds=5, down_rounds=1)), calls
 
 
