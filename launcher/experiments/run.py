@@ -37,7 +37,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) ->
 
     A run that fails before any node recorded anything (topology, ports, certificates, the fork
     server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a
-    full disk) stops and is "failed". The folder is claimed for the whole run: another command into it is refused (ValueError)."""
+    full disk) stops and is "failed". The folder is claimed for the whole run: another command
+    into it is refused (ValueError)."""
     check_memory(config)
     results = ResultsFolder(out_dir, config)
     try:
