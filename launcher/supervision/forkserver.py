@@ -245,9 +245,11 @@ class ForkServer:
         return f"the fork server (pid {self.process.pid}) exited with {code}"
 
     def _cause(self) -> str:
-        """Why the server gave no answer: how it ended, and the last line of its log if any."""
-        tail = log_tail(self.log_path, 1)
-        return self.ended() + (f" ({tail})" if tail else "")
+        """Why the server gave no answer: how it ended, and unless a signal ended it the last line
+        of its log (an error's)."""
+        ended = self.ended()
+        tail = "" if (self.process.poll() or 0) < 0 else log_tail(self.log_path, 1)
+        return ended + (f" ({tail})" if tail else "")
 
     def exit_code(self, pid: int) -> int | None:
         with self._exited:
