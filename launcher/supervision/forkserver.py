@@ -169,7 +169,11 @@ class ForkServer:
         self._lock = threading.Lock()  # one fork request at a time
         self._listener = threading.Thread(target=self._listen, name="forkserver", daemon=True)
         self._listener.start()
-        ready, _ = self._reply(READY_TIMEOUT_S, "to import its modules")
+        try:
+            ready, _ = self._reply(READY_TIMEOUT_S, "to import its modules")
+        except LaunchError:
+            self.close()  # stopped, not left importing
+            raise
         if not ready.get("ready"):
             self.close()
             why = ready.get("error") or self._cause()
