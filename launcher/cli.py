@@ -31,11 +31,16 @@ def _fail(message: str, code: int = 2) -> None:
 @contextlib.contextmanager
 def _clear_errors() -> Iterator[None]:
     """Bad input (ValueError) and OS errors (a path under a file, a full or read-only disk) become
-    `error: ...` and exit 2, never a traceback."""
+    `error: ...` and exit 2, a launcher that could not start the run `failed: ...` and exit 1,
+    never a traceback."""
+    from fedgossip.launcher.runs.outcome import LaunchError
     from fedgossip.launcher.runs.results import os_error_text
 
     try:
         yield
+    except LaunchError as err:
+        console.print(f"[red]failed:[/] {escape(str(err))}")
+        raise typer.Exit(1) from None
     except ValueError as err:
         _fail(str(err))
     except OSError as err:

@@ -2,8 +2,9 @@
 pooled as mean +- std, written as compare.csv, compare.json and two figures.
 
 A DIR is a results folder (it holds metrics.jsonl) or a folder of them (a sweep: every direct
-subfolder that holds metrics.jsonl). The files go to `out_dir`; `default_out_dir` picks the sweep
-folder when one is given alone, else the current folder.
+subfolder that holds metrics.jsonl). Another tool's folder with a metrics.jsonl is refused
+(`not_a_run`), and so are runs that hold no record at all: nothing to compare. The files go to
+`out_dir`; `default_out_dir` picks the sweep folder when one is given alone, else the current folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from fedgossip.base.files import write_atomic, write_json
 from fedgossip.reports.groups import Group, group_runs, load_run
 from fedgossip.reports.plots import attacker_fraction, plot_comparison, plot_final, plot_robustness
-from fedgossip.reports.records import METRICS
+from fedgossip.reports.records import METRICS, not_a_run
 from fedgossip.reports.tables import csv_table
 
 CSV, JSON, ACCURACY_PNG, FINAL_PNG = "compare.csv", "compare.json", "compare.png", "compare-final.png"
@@ -55,6 +56,9 @@ def find_runs(dirs: Sequence[str | Path]) -> list[Path]:
         if not runs:
             raise ValueError(f"{folder} is not a results folder: no {METRICS} in it or its subfolders")
         for run in runs:
+            problem = not_a_run(run)
+            if problem:
+                raise ValueError(f"{run} is not a fedgossip results folder: {problem}")
             found.setdefault(run.resolve(), run)
     return list(found.values())
 
@@ -71,7 +75,11 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | Non
     `target` replaces each run's target accuracy for the rounds and seconds to reach it."""
     if target is not None and not 0 < target <= 1:
         raise ValueError(f"--target must be in (0, 1]; got {target}")
-    groups = group_runs([load_run(path, target) for path in find_runs(dirs)])
+    runs = [load_run(path, target) for path in find_runs(dirs)]
+    if not any(run.curve for run in runs):
+        names = ", ".join(str(run.path) for run in runs)
+        raise ValueError(f"nothing to compare: no metrics record in {names} (the runs recorded nothing)")
+    groups = group_runs(runs)
     rows = [group.row() for group in groups]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

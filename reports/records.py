@@ -10,7 +10,7 @@ from typing import Any
 
 from fedgossip.config import ExperimentConfig, config_from_dict
 from fedgossip.schema import records as schema
-from fedgossip.schema.fields import SERVER, Record, consensus_problem
+from fedgossip.schema.fields import SERVER, Record, consensus_problem, problem
 from fedgossip.schema.lines import read_lines
 
 if sys.version_info >= (3, 11):
@@ -33,6 +33,22 @@ def read_records(run_dir: str | Path) -> list[Record]:
     if not path.exists():
         raise ValueError(f"{run_dir} is not a results folder: no {METRICS}")
     return schema.read_records(path)
+
+
+def not_a_run(run_dir: str | Path) -> str | None:
+    """Why `run_dir`, which holds a metrics.jsonl, is not a fedgossip results folder (None if it
+    is): its lines are JSON but none is a metrics record (another tool's), or it holds no line
+    and the folder has no config.toml of fedgossip (a run that recorded nothing has one)."""
+    lines = read_lines(Path(run_dir) / METRICS)
+    if any(problem(line) is None for line in lines):
+        return None
+    if lines:
+        keys = sorted({key for line in lines for key in line})
+        shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+        return f"none of the {len(lines)} lines of its {METRICS} is a fedgossip record (keys: {shown})"
+    if read_config(run_dir) is None:
+        return f"its {METRICS} is empty and it has no fedgossip {CONFIG}"
+    return None
 
 
 def read_config(run_dir: str | Path) -> ExperimentConfig | None:

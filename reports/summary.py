@@ -129,6 +129,8 @@ def accuracy_summary(
         "bytes_received": int(sum(r.get("bytes_received", 0) for r in nodes)),
         "mean_accuracy_by_round": [round(a, 5) for a, _ in curve.values()],
         "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
+        # the round each node's final figure comes from: the nodes (and rounds) the finals cover
+        "final_round_by_node": {str(n): last[n]["round"] for n in sorted(last)},
     }
 
 

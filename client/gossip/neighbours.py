@@ -75,8 +75,8 @@ class NeighbourWatch:
         margin: a peer that rejoins takes any neighbour's model not behind its own)."""
         peer = self.peer
         margin = peer.gossip.catch_up_rounds if margin is None else margin
-        progress = peer.inbox.progress()
-        ahead = [n for n in self.stubs if progress.get(n, 0) >= round_ + margin]
+        progress = peer.inbox.progress()  # only neighbours heard from: the others may be down
+        ahead = [n for n in self.stubs if n in progress and progress[n] >= round_ + margin]
         for node in sorted(ahead, key=lambda n: -progress[n]):
             try:
                 message = self._fetch(node)

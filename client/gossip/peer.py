@@ -55,6 +55,7 @@ from fedgossip.client.gossip.transport.service import Authenticator, GossipServi
 from fedgossip.client.gossip.transports import GrpcTransport, Transport
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.scenario.attacks import model_attacker, poisoner
+from fedgossip.scenario.churn import churn_plan
 from fedgossip.scenario.roles import CrashClock, Events, roles
 from fedgossip.schema.events import Emit
 from fedgossip.schema.lines import LineWriter
@@ -120,7 +121,8 @@ class GossipPeer:
         self.model = OwnModel(self)
         self.records = RoundRecords(self)
         self.watch = self.transport.watch(self)
-        self.crash = Crash(self, CrashClock(self.scenario, self.roles, self.node, seed))
+        clock = CrashClock(self.scenario, self.roles, self.node, seed)
+        self.crash = Crash(self, clock, churn_plan(config))
         self.linked = LinkedNeighbours(config, self.node, set(self.neighbours), self.events)
 
     def _authenticator(self, token: str | None, keys: LinkKeys | None) -> Authenticator:

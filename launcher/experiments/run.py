@@ -12,7 +12,7 @@ from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.experiments.prepare import prepare_shards
 from fedgossip.launcher.gossip.launch import run_gossip
-from fedgossip.launcher.runs.outcome import Outcome
+from fedgossip.launcher.runs.outcome import LaunchError, Outcome
 from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError
 from fedgossip.launcher.supervision.memory import check_memory
 from fedgossip.reports import (
@@ -35,9 +35,10 @@ EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrup
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
     """Run `config` into `out_dir`; return the summary and the process exit status.
 
-    A run that fails before any node started (topology, ports, certificates) leaves no results
-    folder behind; one whose metrics cannot be written (a full disk) stops and is "failed". The
-    folder is claimed for the whole run: another command into it is refused (ValueError)."""
+    A run that fails before any node recorded anything (topology, ports, certificates, the fork
+    server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a
+    full disk) stops and is "failed". The folder is claimed for the whole run: another command
+    into it is refused (ValueError)."""
     check_memory(config)
     results = ResultsFolder(out_dir, config)
     try:
@@ -71,6 +72,10 @@ def _run_into(
             console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")
         except ResultsWriteError:  # every node process was stopped on the way out
             outcome = Outcome(status="failed", wall_time_s=time.time() - started)
+        except LaunchError as err:  # e.g. the fork server died: no folder left if nothing was recorded
+            if results.discard_unstarted():
+                raise
+            outcome = Outcome(status="failed", errors=[f"failed: {err}"], wall_time_s=time.time() - started)
         except BaseException:
             results.discard_unstarted()
             raise

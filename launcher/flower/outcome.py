@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fedgossip.launcher.runs.outcome import Outcome
+from fedgossip.launcher.runs.outcome import LaunchError, Outcome
 
 T = TypeVar("T")
 
@@ -31,10 +31,6 @@ class FlowerOutcome(Outcome):
                 self.errors.append("the run ended without finishing its rounds")
         elif self.dead_nodes:
             self.status = "partial"
-
-
-class LaunchError(RuntimeError):
-    """The launcher could not start, follow or finish the run."""
 
 
 def checked(action: Callable[[], T]) -> T:

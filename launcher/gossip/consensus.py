@@ -17,7 +17,10 @@ to `consensus.jsonl`:
 `consensus_distance` is `fedgossip.strategies.diagnostics.consensus_distance` over the models of
 round r only (null with fewer than two); the lists name the peers left out: no answer within the
 timeout, a model of another round, no record of round r. The launcher's event loop only submits
-work: it never waits for a peer. A peer that recorded a later round without this one (it caught
+work: it never waits for a peer. A fetch is a grpc.aio call on the process's event loop, waited
+for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
+ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
+due, and the run hung at its end). A peer that recorded a later round without this one (it caught
 up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others are (a peer alive but
 silent) is written with what it has, so memory stays bounded.
 """
@@ -38,14 +41,18 @@ import grpc
 import numpy as np
 
 from fedgossip.base.certificates import issued_paths
+from fedgossip.client.gossip.links import QUICK_RECONNECT
+from fedgossip.client.gossip.neighbours import LOOP_SLACK_S
+from fedgossip.client.gossip.transport import eventloop as loop
 from fedgossip.client.gossip.transport.identity import (
     OBSERVER,
     TOKEN_KEY,
     observer_metadata,
     read_observer_secret,
 )
+from fedgossip.client.gossip.transport.sender import close_channels, open_channels
 from fedgossip.client.gossip.transport.service import ROUND_KEY
-from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, WireError, assemble
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, ModelMessage, WireError
 from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -150,12 +157,10 @@ class ConsensusObserver:
         self._latest: dict[int, int] = {}  # the last round each peer recorded
         self._written: set[int] = set()
         self._specs: list[TensorSpec] | None = None
-        self._channels = {
-            node: grpc.secure_channel(address, access.credentials, CHANNEL_OPTIONS)
-            if access.credentials
-            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
-            for node, address in access.addresses.items()
-        }
+        # with churn, a peer that crashed is reconnected within a second of serving again, and a
+        # fetch waits for the connection (until its timeout) instead of failing at once
+        options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
+        self._channels = open_channels(access.addresses, access.credentials, options)
         self._stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self._channels.items()}
         self._pool = futures.ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="consensus")
 
@@ -191,15 +196,14 @@ class ConsensusObserver:
         with self._lock:
             for round_ in sorted(self._rounds):
                 self._write(round_)
-        for channel in self._channels.values():
-            channel.close()
+        close_channels(list(self._channels.values()))
         if self._writer is not None:
             self._writer.close()
 
     def _fetch_and_settle(self, node: int, round_: int) -> None:
         try:
             served, arrays = self._fetch(node, round_)
-        except (grpc.RpcError, WireError, ValueError, StopIteration) as err:
+        except (grpc.RpcError, WireError, ValueError, TimeoutError) as err:
             detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
             log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
             served, arrays = None, None
@@ -219,23 +223,33 @@ class ConsensusObserver:
 
     def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
         """The round and the tensors of `node`'s model of `round_` (its current model if it no
-        longer holds that one), checked like any model from the network (the first model's
-        header sets the specs every later one must match)."""
+        longer holds that one), checked like any model from the network; TimeoutError past the
+        fetch's timeout plus LOOP_SLACK_S."""
         metadata = (*self.access.metadata, (ROUND_KEY, str(round_)))
-        stream = self._stubs[node].GetModel(
-            gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata
-        )
-        first = next(stream)
+
+        async def fetch() -> ModelMessage:
+            stream = self._stubs[node].GetModel(
+                gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata, wait_for_ready=True
+            )
+            assembler = None
+            async for chunk in stream:
+                assembler = assembler or self._assembler(node, chunk)
+                assembler.add(chunk)
+            if assembler is None:
+                raise ValueError("no model served")
+            return assembler.finish()
+
+        message = loop.call(fetch(), self.timeout + LOOP_SLACK_S)
+        return message.round, message.arrays
+
+    def _assembler(self, node: int, first: gossip_pb2.ModelChunk) -> ModelAssembler:
+        """The checks of `node`'s model whose first chunk is `first` (the first model's header sets
+        the specs every later one must match)."""
         with self._lock:
             if self._specs is None:
                 self._specs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in first.header.tensors]
             specs = self._specs
-        assembler = ModelAssembler(
-            specs, senders=[node], rounds=(0, self.last), max_bytes=self.access.max_bytes
-        )
-        assembler.add(first)
-        message = assemble(stream, assembler)
-        return message.round, message.arrays
+        return ModelAssembler(specs, senders=[node], rounds=(0, self.last), max_bytes=self.access.max_bytes)
 
     def _write_complete(self) -> None:
         """Write every round all peers are accounted for (read, not answering, moved on, gone, or

@@ -1,9 +1,14 @@
 """How a run ended, as the launcher saw it: the one outcome every engine returns (gossip and
-Flower alike; a Flower run adds what Flower said, launcher/flower/outcome.py)."""
+Flower alike; a Flower run adds what Flower said, launcher/flower/outcome.py), and the error of a
+launcher that cannot start, follow or finish a run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+class LaunchError(RuntimeError):
+    """The launcher could not start, follow or finish the run (a Flower process, the fork server)."""
 
 
 @dataclass

@@ -64,8 +64,8 @@ class ResultsFolder:
     A failed write of a record raises ResultsWriteError once and is remembered in `failure`;
     later records are dropped (the run is stopping), so cleanup code that still forwards records
     cannot fail a second time. Other files that fail to write (processes.json, summary, plot) are
-    collected in `warnings`. `discard_unstarted` removes what this run created when no process of
-    it ever started, so the same command can be rerun.
+    collected in `warnings`. `discard_unstarted` removes what this run created when no node of it
+    recorded anything, so the same command can be rerun.
     """
 
     def __init__(self, path: str | Path, config: ExperimentConfig) -> None:
@@ -166,13 +166,16 @@ class ResultsFolder:
             self.warnings.append(f"could not write {path}: {err.strerror or err}")
 
     def started(self) -> bool:
-        """Whether any process of the run was started (it has a log) or left anything behind."""
+        """Whether a node of the run recorded anything (a metrics record, a scenario event): the
+        logs of processes that started and recorded nothing (a fork server, nodes of a launch
+        that failed) do not count."""
         metrics = self.path / METRICS
         recorded = metrics.exists() and metrics.stat().st_size > 0
-        return bool(_entries(self.logs)) or (self.path / PROCESSES).exists() or recorded
+        return recorded or (self.path / EVENTS).exists()
 
     def discard_unstarted(self) -> bool:
-        """Remove what this run created, if no process of it started; True if it did.
+        """Remove what this run created (logs included), if no node of it recorded anything; True
+        if it did.
 
         Only entries that were not there before are removed, and only folders this run created
         (and that are then empty) are deleted: a folder given with --out that existed is kept."""

@@ -24,6 +24,10 @@ Control messages (SOCK_SEQPACKET, one JSON object per message): launcher -> serv
 imports are done, {"forked": name, "pid"} with the read end of the child's stdout pipe, {"exited":
 pid, "code"} when a child is reaped (code as subprocess gives it: negative for a signal).
 
+A fork server that fails (killed while it imports or forks, a fork refused: no memory, no inode
+for the child's log) raises `LaunchError` naming the cause in one line; one that ends mid-run is
+named in its children's exit messages (`ForkedChild.log_tail`).
+
 This module is the launcher's side; the fork server's own process is `forkserver_process`.
 """
 
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import psutil
 
+from fedgossip.launcher.runs.outcome import LaunchError
 from fedgossip.launcher.supervision.forkserver_process import GRACE_S, MAX_MESSAGE, Preload
 from fedgossip.launcher.supervision.processes import die_with_parent, log_tail, python_module, start_pump
 from fedgossip.tasks.datasets import dataset_entry
@@ -125,7 +130,12 @@ class ForkedChild:
         return -signal.SIGKILL if code is None else code
 
     def log_tail(self, lines: int = 5) -> str:
-        return log_tail(self.log_path, lines)
+        """The last lines of the child's log; when the fork server ended before reporting the
+        child's exit, that first (the child's exit status is then unknown)."""
+        tail = log_tail(self.log_path, lines)
+        if self.poll() is not None or self._server.reporting():
+            return tail
+        return "; ".join(filter(None, (f"{self._server.ended()} before reporting this node's exit", tail)))
 
 
 class ForkServer:
@@ -159,10 +169,15 @@ class ForkServer:
         self._lock = threading.Lock()  # one fork request at a time
         self._listener = threading.Thread(target=self._listen, name="forkserver", daemon=True)
         self._listener.start()
-        ready, _ = self._reply(READY_TIMEOUT_S, "to import its modules")
+        try:
+            ready, _ = self._reply(READY_TIMEOUT_S, "to import its modules")
+        except LaunchError:
+            self.close()  # stopped, not left importing
+            raise
         if not ready.get("ready"):
             self.close()
-            raise RuntimeError(f"the fork server failed: {ready.get('error') or log_tail(log_path)}")
+            why = ready.get("error") or self._cause()
+            raise LaunchError(f"the fork server failed while importing its modules: {why}")
 
     def _listen(self) -> None:
         """Route the server's messages: exits to the exit table, everything else to the replies."""
@@ -190,7 +205,7 @@ class ForkServer:
         try:
             return self._replies.get(timeout=timeout)
         except queue.Empty:
-            raise RuntimeError(f"the fork server did not answer within {timeout:.0f}s {what}") from None
+            raise LaunchError(f"the fork server did not answer within {timeout:.0f}s {what}") from None
 
     def spawn(
         self,
@@ -211,11 +226,34 @@ class ForkServer:
         if reply.get("forked") != name or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            why = reply.get("error") or log_tail(self.log_path)
-            raise RuntimeError(f"the fork server could not fork {name}: {why}")
+            why = reply.get("error") or self._cause()
+            raise LaunchError(f"the fork server could not fork {name}: {why}")
         os.set_inheritable(fds[0], False)
         reader = start_pump(name, os.fdopen(fds[0], "rb"), lines)
         return ForkedChild(self, name, reply["pid"], log_path, reader)
+
+    def reporting(self) -> bool:
+        """Whether the server still reports its children's exits (it has not ended)."""
+        with self._exited:
+            return -1 not in self._exits
+
+    def ended(self) -> str:
+        """How the server process ended, e.g. "the fork server (pid 12) was killed by SIGKILL"."""
+        try:
+            code = self.process.wait(GRACE_S)
+        except subprocess.TimeoutExpired:
+            return f"the fork server (pid {self.process.pid}) stopped answering"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"the fork server (pid {self.process.pid}) was killed by {signal.Signals(-code).name}"
+        return f"the fork server (pid {self.process.pid}) exited with {code}"
+
+    def _cause(self) -> str:
+        """Why the server gave no answer: how it ended, and unless a signal ended it the last line
+        of its log (an error's)."""
+        ended = self.ended()
+        tail = "" if (self.process.poll() or 0) < 0 else log_tail(self.log_path, 1)
+        return ended + (f" ({tail})" if tail else "")
 
     def exit_code(self, pid: int) -> int | None:
         with self._exited:

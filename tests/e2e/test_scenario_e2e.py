@@ -1,6 +1,6 @@
 """Scenarios on launched gossip runs (real peer processes, real gRPC): attacks against the merge
-rules, a collective planting a trigger, a peer that crashes and rejoins; and the CLI's exit 2 for
-a bad [scenario] section.
+rules, a collective planting a trigger, a peer that crashes and rejoins, neighbours (or every node)
+down at the same time that rejoin each other; and the CLI's exit 2 for a bad [scenario] section.
 
 Thresholds come from measured runs (digits, logistic regression, 10 rounds, random 4-regular
 graph on 10 peers, 2 sign-flip attackers drawn by attacker_fraction = 0.2, seed 0), honest min /
@@ -135,6 +135,91 @@ def test_a_peer_that_crashes_rejoins_and_catches_up_without_stalling_the_others(
         times = sorted((r["round"], r["time_s"]) for r in records if r["node"] == node)
         gaps = [b - a for (_, a), (_, b) in itertools.pairwise(times)]
         assert max(gaps) < timeout + 2.5, (node, gaps)
+
+
+def no_traceback(out) -> None:
+    for log in (out / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name
+
+
+def after_rejoin(out) -> list[dict]:
+    """The records of the rounds after the last rejoin of the run."""
+    back = max(e["round"] for e in events(out) if e["kind"] == "rejoin")
+    return [r for r in read_records(out) if r["round"] > back]
+
+
+def merges_after_rejoin(out, nodes) -> dict[int, list[int]]:
+    """The `merged` counts of each of `nodes`' rounds after the last rejoin of the run (a jump to
+    a neighbour's round, which merges nothing by design, is not a round)."""
+    records = [r for r in after_rejoin(out) if "caught_up_from" not in r]
+    return {n: [r["merged"] for r in records if r["node"] == n] for n in nodes}
+
+
+def gossip_resumed(merged: dict[int, list[int]]) -> bool:
+    """Every node merged in all its rounds but at most one (a neighbour may miss one by a hair)."""
+    return all(len(counts) >= 2 and counts.count(0) <= 1 for counts in merged.values())
+
+
+@pytest.mark.timeout(150)
+def test_two_neighbours_that_crash_in_round_1_rejoin_each_other_and_their_neighbours(tmp_path):
+    """Nodes 0 and 1 of a 4-ring crash together before their first round: neither lets the other,
+    which never answered, into its catch-up (it was a KeyError); they rejoin and merge again."""
+    out, summary = launch(
+        tmp_path,
+        [
+            "nodes.count=4",
+            "topology.kind=ring",
+            "experiment.rounds=16",
+            "task.model=linear",
+            "task.local_epochs=50",  # rounds of ~0.2 s: the rejoin lands before the others end
+            "strategy.name=average",
+            "experiment.round_timeout=3",
+            "scenario.crash=[0, 1]",
+            "scenario.crash_round=1",
+        ],
+    )
+    no_traceback(out)
+    assert summary["status"] == "complete"
+    assert sorted((e["node"], e["kind"]) for e in events(out)) == [
+        (0, "crash"),
+        (0, "rejoin"),
+        (1, "crash"),
+        (1, "rejoin"),
+    ]
+    records = read_records(out)
+    assert {n: max(r["round"] for r in records if r["node"] == n) for n in range(4)} == dict.fromkeys(
+        range(4), 16
+    )
+    merged = merges_after_rejoin(out, range(4))
+    assert gossip_resumed(merged), merged
+    for node, neighbours in ((0, {1, 3}), (1, {0, 2})):  # each other, and the neighbour that stayed up
+        heard = {n for r in after_rejoin(out) if r["node"] == node for n in r["neighbours_heard"]}
+        assert heard == neighbours, (node, heard)
+
+
+@pytest.mark.timeout(150)
+def test_after_every_node_crashes_the_peers_rejoin_each_other_and_merge_again(tmp_path):
+    """All 6 nodes crash at round 3: each waits for the neighbours planned back with it instead
+    of marking them silent, so gossip resumes (it ran alone, "degraded")."""
+    out, summary = launch(
+        tmp_path,
+        [
+            "nodes.count=6",
+            "experiment.rounds=8",
+            "task.model=linear",
+            "strategy.name=average",
+            "experiment.round_timeout=2",
+            "scenario.crash_fraction=1.0",
+            "scenario.crash_round=3",
+        ],
+    )
+    no_traceback(out)
+    assert summary["status"] == "complete"
+    kinds = [e["kind"] for e in events(out)]
+    assert kinds.count("crash") == kinds.count("rejoin") == 6
+    assert max(summary["rounds_without_merge"].values(), default=0) <= 1, summary["rounds_without_merge"]
+    merged = merges_after_rejoin(out, range(6))
+    assert gossip_resumed(merged), merged
 
 
 @pytest.mark.timeout(150)

@@ -1,21 +1,27 @@
 """The gossip peer's parts in-process (no network): a received model checked once, at the wire; the
-own model's training and merge; the linked neighbours of a round; the bytes a round delivered."""
+own model's training and merge; the linked neighbours of a round; the bytes a round delivered;
+the neighbours a rejoining peer waits for and catches up from."""
 
 from __future__ import annotations
 
+import time
 from concurrent import futures
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from fedgossip.client.gossip.crash import Crash
+from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.merge import merge_models
+from fedgossip.client.gossip.neighbours import NeighbourWatch
 from fedgossip.client.gossip.own_model import Diverged, OwnModel
 from fedgossip.client.gossip.resampling import LinkedNeighbours
 from fedgossip.client.gossip.sync_schedule import delivered
 from fedgossip.client.gossip.transport import wire
 from fedgossip.client.gossip.transport.wire import ModelAssembler, assemble, encode
 from fedgossip.config import load_config
+from fedgossip.scenario.churn import ChurnPlan, Outage, churn_plan
 from fedgossip.scenario.roles import Events
 from fedgossip.schema.tensors import specs_of
 from fedgossip.strategies import Outcome, _validation, trusted_models
@@ -180,3 +186,79 @@ def test_delivered_counts_the_sends_done_to_the_neighbours_heard():
     done[2].set_result(0)  # a notice
     assert delivered(done, [1, 2, 3, 4], until=0.0) == 100  # 3 still in flight, 4 got nothing
     assert delivered(done, [2], until=0.0) == 0
+
+
+# --- rejoin after a crash --------------------------------------------------------------------
+
+
+def test_a_rejoining_peer_waits_for_the_nodes_down_with_it_and_back_by_its_return():
+    outages = (
+        Outage(0, 3, 6),  # this peer
+        Outage(1, 3, 6),  # down with it, back with it
+        Outage(2, 2, 5),  # down before it, back before it
+        Outage(3, 5, 8),  # back after it: not waited for
+        Outage(4, 1, 3),  # back before it crashed: up
+        Outage(5, 4, None),  # down past the end of the run
+    )
+    crash = Crash(SimpleNamespace(node=0), clock=None, plan=ChurnPlan(outages, rounds=10, down_rounds=3))
+    assert crash.down_with(3, 6) == {1, 2}
+    everyone = load_config(None, ["nodes.count=6", "scenario.crash_fraction=1.0", "scenario.crash_round=3"])
+    crash = Crash(SimpleNamespace(node=2), clock=None, plan=churn_plan(everyone))
+    assert crash.down_with(3, 6) == {0, 1, 3, 4, 5}
+
+
+def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
+    """Neighbours that never answered (down too) have no known progress: they are not fetched
+    from, and their progress is not read (it was a KeyError)."""
+    inbox = Inbox()
+    inbox.note(3, 3, refused=False)
+    config = load_config(None, [])
+    peer = SimpleNamespace(
+        links=SimpleNamespace(stubs={1: None, 3: None}), config=config, gossip=config.gossip, inbox=inbox
+    )
+    watch = NeighbourWatch(peer)
+    fetched: list[int] = []
+
+    def fetch(node: int):
+        fetched.append(node)
+        raise TimeoutError("down")
+
+    watch._fetch = fetch
+    assert watch.catch_up(1, margin=-1) is None
+    assert fetched == [3]
+
+
+def _rejoining_peer(answers: list[dict[int, int]], round_timeout: float = 0.2):
+    """A Crash of node 0 (neighbours 1, 2; 1 round down) whose Health calls answer `answers` in
+    turn (the last one from then on); and the list of its Health calls."""
+    config = load_config(None, [f"experiment.round_timeout={round_timeout}", "scenario.down_rounds=1"])
+    calls: list[set[int]] = []
+
+    def health(nodes: set[int], timeout: float) -> dict[int, int]:
+        calls.append(set(nodes))
+        return answers[min(len(calls), len(answers)) - 1]
+
+    peer = SimpleNamespace(
+        node=0, config=config, scenario=config.scenario, watch=SimpleNamespace(health=health)
+    )
+    return Crash(peer, clock=None, plan=ChurnPlan((), rounds=5, down_rounds=1)), calls
+
+
+def test_a_rejoining_peer_asks_until_the_neighbours_back_with_it_answer():
+    """Neighbour 2, down with it, answers only at the third Health round: the rejoin waits for it
+    (it ran alone after an all-node crash whose nodes came back seconds apart)."""
+    crash, calls = _rejoining_peer([{1: 4}, {1: 4}, {1: 4, 2: 2}])
+    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4, 2: 2}
+    assert calls == [{1, 2}] * 3
+
+
+def test_a_rejoining_peer_waits_for_neighbours_not_back_no_longer_than_it_stayed_down():
+    crash, calls = _rejoining_peer([{1: 4}], round_timeout=0.2)
+    started = time.monotonic()
+    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4}  # 2 never came back
+    waited = time.monotonic() - started
+    assert crash._down_bound() == pytest.approx(3 * 0.2 * 1)
+    assert crash._down_bound() <= waited < crash._down_bound() + 0.5, waited
+    crash, calls = _rejoining_peer([{1: 4}])
+    assert crash._rejoin_with({1, 2}, returning=set()) == {1: 4}  # nobody down with it: one ask
+    assert len(calls) == 1

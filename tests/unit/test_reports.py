@@ -9,6 +9,7 @@ import pytest
 from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.reports import build_summary, compare, read_config, read_records, summarize
+from fedgossip.reports.records import not_a_run
 
 
 def record(node, round_, acc, time_s, sent=10):
@@ -53,6 +54,7 @@ def test_summary_against_hand_computed_values(run_dir):
     # node 1 stopped after round 2 (0.8); node 0 ended at round 3 (0.95); the server record is no node
     assert summary["final_mean_accuracy"] == pytest.approx((0.95 + 0.8) / 2)
     assert summary["final_min_accuracy"] == pytest.approx(0.8)
+    assert summary["final_round_by_node"] == {"0": 3, "1": 2}  # what the final figures mix, said
     assert summary["mean_accuracy_by_round"] == pytest.approx([0.6, 0.85, 0.95])
     assert summary["rounds_to_target"] == 2  # mean 0.85 >= 0.8 first at round 2
     assert summary["seconds_to_target"] == 2.5  # the slowest node of that round
@@ -108,3 +110,23 @@ def test_a_run_whose_config_is_missing_or_unreadable_is_reported_from_its_record
     assert summary["rounds_to_target"] == 3 and "fair" not in summary  # mean 0.95 >= 0.9 at round 3
     comparison = compare([run_dir], tmp_path / "cmp")
     assert [(row["label"], row["strategy"]) for row in comparison.rows] == [("run", None)]
+
+
+def test_a_folder_of_another_tool_or_with_nothing_recorded_is_not_a_run(run_dir, tmp_path):
+    assert not_a_run(run_dir) is None
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "loss": 0.5}) + "\n" for i in range(3))
+    )
+    assert (
+        not_a_run(foreign)
+        == "none of the 3 lines of its metrics.jsonl is a fedgossip record (keys: loss, step)"
+    )
+    (foreign / "metrics.jsonl").write_text("")
+    assert not_a_run(foreign) == "its metrics.jsonl is empty and it has no fedgossip config.toml"
+    (foreign / "config.toml").write_text((run_dir / "config.toml").read_text())
+    assert not_a_run(foreign) is None  # a run that recorded nothing
+    with pytest.raises(ValueError, match="nothing to compare: no metrics record in"):
+        compare([foreign], tmp_path / "out")
+    assert len(compare([foreign, run_dir], tmp_path / "out").rows) == 1  # it joins the other's group
