@@ -134,13 +134,23 @@ def sample(launcher: psutil.Process, cpu: ThreadCpu, roles: dict[int, str]) -> N
             role = roles.get(proc.pid)
             if role is None:
                 continue
-            for tid, (name, seconds) in thread_times(proc.pid).items():
+            threads = thread_times(proc.pid)
+            main = threads.get(proc.pid, ("", 0.0))[0]
+            for tid, (name, seconds) in threads.items():
                 key = (proc.pid, tid)
                 cpu.seconds[key] = seconds
-                if role != "node":
-                    cpu.role[key] = role
-                else:
-                    cpu.role[key] = "node main threads" if tid == proc.pid else f"node threads {name!r}"
+                cpu.role[key] = role if role != "node" else node_thread_role(tid == proc.pid, name, main)
+
+
+def node_thread_role(is_main: bool, name: str, main: str) -> str:
+    """What a node process's thread is: its main thread (training, merge, evaluation, records),
+    a Python thread (it keeps the process's name: the asyncio loop of the gRPC server and
+    senders, the record writer...) or a native one by its name (gRPC's event_engine...)."""
+    if is_main:
+        return "node main threads"
+    if name == main:
+        return "node other Python threads (asyncio loop...)"
+    return f"node native threads {name!r}"
 
 
 def launch(argv: list[str], during=None) -> tuple[float, float, int, str]:
