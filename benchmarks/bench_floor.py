@@ -266,7 +266,7 @@ def bench(name: str, config: Path, overrides: list[str], tmp: Path) -> int:
     print(f"   real run's CPU by thread (sampled {sum(sampled.values()):.1f} of {cpu_total:.1f} s):")
     for role, seconds in sampled.items():
         if seconds >= 0.05:
-            print(f"     {role:<40} {seconds:7.1f} s")
+            print(f"     {role:<46} {seconds:7.1f} s")
     print(f"   final mean accuracy: real {real_final:.4f}, floor {floor_final:.4f}")
     print(f"   max |real - floor| over every node and round: {difference:.2g}")
     return 0 if difference <= 1e-4 else 1
