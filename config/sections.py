@@ -84,6 +84,7 @@ class ExperimentSection(Constrained):
         "round_timeout": Interval(Real, 0, closed="neither"),
         "target_accuracy": Interval(Real, 0, 1, closed="right"),
         "consensus_every": Interval(Integral, 0),
+        "evaluate_every": Interval(Integral, 1),
     }
 
     name: str = "experiment"
@@ -93,6 +94,19 @@ class ExperimentSection(Constrained):
     round_timeout: float = 30.0
     target_accuracy: float = 0.9
     consensus_every: int = 1  # gossip: the launcher measures the consensus distance every k rounds (0: off)
+    evaluate_every: int = 1  # test figures every k rounds and at the last round (the others' are null)
+
+    def check_together(self) -> None:
+        require(
+            self.evaluate_every <= self.rounds,
+            "experiment.evaluate_every",
+            f"must be at most experiment.rounds ({self.rounds}); got {self.evaluate_every}",
+        )
+
+    def evaluated(self, round_: int) -> bool:
+        """Whether round `round_` evaluates the model on the test set: every `evaluate_every`-th
+        round and the last one (the one place that decides it, for gossip, Flower and reports)."""
+        return round_ % self.evaluate_every == 0 or round_ == self.rounds
 
 
 @dataclass(frozen=True)

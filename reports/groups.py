@@ -149,6 +149,7 @@ class Group:
             "strategy": first["strategy"],
             "mode": mode_label(first),
             "nodes": first["nodes"],
+            "evaluate_every": first.get("evaluate_every", 1),
             "scenario": first["scenario"],
             **{key: first[key] for key in label_keys()},
             "seeds": len(self.runs),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedgossip.reports.records import by_round, node_records
+from fedgossip.reports.records import by_round, evaluated_records, node_records
 
 if TYPE_CHECKING:
     from fedgossip.config import ScenarioSection
@@ -25,7 +25,8 @@ def _pyplot():
 
 
 def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Path:
-    """Test accuracy per round: every node thin, the mean bold, the min-max band shaded."""
+    """Test accuracy per round: every node thin, the mean bold, the min-max band shaded (the
+    evaluated rounds only: `experiment.evaluate_every`)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _accuracy(ax, records, title)
@@ -34,6 +35,7 @@ def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Pat
 
 def _accuracy(ax: Any, records: list[dict[str, Any]], title: str) -> None:
     """Draw the accuracy of `plot_run` on `ax`."""
+    records = evaluated_records(records)
     nodes = node_records(records)
     for node in sorted({r["node"] for r in nodes}):
         mine = sorted((r["round"], r["test_accuracy"]) for r in nodes if r["node"] == node)

@@ -114,6 +114,11 @@ def node_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if isinstance(r.get("node"), int)]
 
 
+def evaluated_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with test figures (a round `experiment.evaluate_every` skips has none)."""
+    return [r for r in records if r.get("test_accuracy") is not None]
+
+
 def by_round(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     """Node records grouped by round, rounds in order."""
     groups: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -15,6 +15,7 @@ from fedgossip.reports.records import (
     DEFAULT_TARGET,
     SUMMARY,
     by_round,
+    evaluated_records,
     node_records,
     read_config,
     read_consensus,
@@ -69,7 +70,8 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
 
 def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, Any]:
     """What a run's config says of it in its summary and a comparison: name, mode, Flower engine,
-    strategy, nodes, gossip schedule (a run whose config cannot be read: its folder's name, gossip)."""
+    strategy, nodes, gossip schedule, evaluate_every (a run whose config cannot be read: its
+    folder's name, gossip, every round evaluated)."""
     if config is None:
         said: dict[str, Any] = {
             "name": run_dir.name,
@@ -77,6 +79,7 @@ def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, 
             "engine": None,
             "strategy": None,
             "nodes": None,
+            "evaluate_every": 1,
         }
     else:
         said = {
@@ -85,6 +88,7 @@ def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, 
             "engine": config.flower.engine if config.experiment.mode == "flower" else None,
             "strategy": config.strategy.name,
             "nodes": config.nodes.count,
+            "evaluate_every": config.experiment.evaluate_every,
         }
     return {**said, "schedule": schedule_of(config)}
 
@@ -108,18 +112,22 @@ def accuracy_summary(
 ) -> dict[str, Any]:
     """Final mean/min accuracy over nodes, the per-round mean curve, rounds/seconds to `target`.
 
-    Rounds to the target: the first round (async gossip: local unit) whose mean accuracy over the
-    nodes reaches it. Seconds: when that round ended (its slowest node); async gossip, whose nodes
-    are not in step: the first time the mean of every node's latest accuracy reached it."""
+    Only evaluated records count (`experiment.evaluate_every`): the final accuracy is each node's
+    last evaluated one, the curve has null for a round not evaluated. Rounds to the target: the
+    first evaluated round (async gossip: local unit) whose mean accuracy over the nodes reaches
+    it. Seconds: when that round ended (its slowest node); async gossip, whose nodes are not in
+    step: the first time the mean of every node's latest accuracy reached it."""
     nodes = node_records(records)
-    last = last_records(records)
+    tested = evaluated_records(nodes)
+    last = last_records(tested)
     final = [r["test_accuracy"] for r in last.values()]
-    curve = round_curve(nodes)
+    curve = round_curve(tested)
     reached, seconds = first_reaching(curve, target)
     if schedule == "async":  # no rounds in common: the first moment the nodes' latest mean gets there
-        seconds = next((t for t, acc in time_curve(nodes) if acc >= target), None)
+        seconds = next((t for t, acc in time_curve(tested) if acc >= target), None)
+    rounds = list(by_round(nodes))
     return {
-        "rounds_completed": max(curve, default=0),
+        "rounds_completed": max(rounds, default=0),
         "final_mean_accuracy": float(np.mean(final)) if final else None,
         "final_min_accuracy": float(np.min(final)) if final else None,
         "final_max_accuracy": float(np.max(final)) if final else None,
@@ -127,7 +135,7 @@ def accuracy_summary(
         "seconds_to_target": seconds,
         "bytes_sent": int(sum(r.get("bytes_sent", 0) for r in nodes)),
         "bytes_received": int(sum(r.get("bytes_received", 0) for r in nodes)),
-        "mean_accuracy_by_round": [round(a, 5) for a, _ in curve.values()],
+        "mean_accuracy_by_round": [round(curve[r][0], 5) if r in curve else None for r in rounds],
         "final_accuracy_by_node": {str(n): last[n]["test_accuracy"] for n in sorted(last)},
         # the round each node's final figure comes from: the nodes (and rounds) the finals cover
         "final_round_by_node": {str(n): last[n]["round"] for n in sorted(last)},
@@ -152,17 +160,18 @@ def consensus_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def round_curve(records: list[dict[str, Any]]) -> dict[int, tuple[float, float]]:
-    """Per round, in order: the mean test accuracy over the nodes that recorded it and the time
-    the round ended (its slowest node's `time_s`)."""
+    """Per evaluated round, in order: the mean test accuracy over the nodes that recorded it and
+    the time the round ended (its slowest evaluated node's `time_s`)."""
     return {
         r: (float(np.mean([x["test_accuracy"] for x in group])), max(x["time_s"] for x in group))
-        for r, group in by_round(records).items()
+        for r, group in by_round(evaluated_records(records)).items()
     }
 
 
 def time_curve(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """At each record's `time_s`, from the first moment every node has one, the mean over the
-    nodes of their latest test accuracy: accuracy against time when nodes are not in step."""
+    nodes of their latest test accuracy: accuracy against time when nodes are not in step
+    (pass evaluated records only)."""
     nodes = {r["node"] for r in records}
     latest: dict[Any, float] = {}
     curve = []

@@ -37,7 +37,17 @@ def _target(s: Summary) -> str:
     return f"{s.get('target_accuracy', 0.9):g}"
 
 
-# (label, cell) pairs shared by both layouts; labels with {t} name the target accuracy.
+def _evaluated(rows: Sequence[Summary]) -> str:
+    """What "rounds to the target" counts when a run evaluates only every k-th round (and the
+    last: `experiment.evaluate_every`); nothing when every round is evaluated."""
+    every = sorted({row.get("evaluate_every", 1) for row in rows} - {1})
+    if not every:
+        return ""
+    return f" (evaluated rounds only: every {'/'.join(map(str, every))} rounds and the last)"
+
+
+# (label, cell) pairs shared by both layouts; labels with {t} name the target accuracy, {e} say
+# which rounds were evaluated.
 FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("mode", mode_label),
     ("strategy", lambda s: str(s.get("strategy", ""))),
@@ -45,7 +55,7 @@ FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("rounds", lambda s: _fmt(s.get("rounds_completed"))),
     ("final mean acc", lambda s: _fmt(s.get("final_mean_accuracy"), ".4f")),
     ("final min acc", lambda s: _fmt(s.get("final_min_accuracy"), ".4f")),
-    ("rounds to {t}", lambda s: _fmt(s.get("rounds_to_target"))),
+    ("rounds to {t}{e}", lambda s: _fmt(s.get("rounds_to_target"))),
     ("seconds to {t}", lambda s: _fmt(s.get("seconds_to_target"), ".1f")),
     ("MB sent", lambda s: _fmt(None if s.get("bytes_sent") is None else s["bytes_sent"] * 1e-6, ",.1f")),
     ("wall time s", lambda s: _fmt(s.get("wall_time_s"), ".1f")),
@@ -59,7 +69,7 @@ def run_table(summary: Summary, title: str) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for label, cell in FIELDS[:-1]:
-        table.add_row(label.format(t=_target(summary)), escape(cell(summary)))
+        table.add_row(label.format(t=_target(summary), e=_evaluated([summary])), escape(cell(summary)))
     report = mechanism_report(summary.get("strategy"))
     own = summary.get(report.name) if report is not None else None
     for label, value, spec in report.run_rows if isinstance(own, dict) else ():
@@ -69,7 +79,7 @@ def run_table(summary: Summary, title: str) -> Table:
     return table
 
 
-# The comparison's columns: (label, cell of a row of reports.groups); labels with {t} name the target.
+# The comparison's columns: (label, cell of a row of reports.groups); {t} and {e} as in FIELDS.
 COMPARE_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("strategy", lambda row: str(row["strategy"])),
     ("mode", lambda row: str(row["mode"])),
@@ -77,7 +87,7 @@ COMPARE_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("seeds", lambda row: str(row["seeds"])),
     ("final mean acc", lambda row: _stat(row, "final_mean_accuracy", ".4f")),
     ("final min acc", lambda row: _stat(row, "final_min_accuracy", ".4f")),
-    ("rounds to {t}", lambda row: _stat(row, "rounds_to_target", ".1f")),
+    ("rounds to {t}{e}", lambda row: _stat(row, "rounds_to_target", ".1f")),
     ("seconds to {t}", lambda row: _stat(row, "seconds_to_target", ".1f")),
     ("MB sent", lambda row: _stat(row, "bytes_sent", ",.1f", scale=1e-6)),
     ("wall time s", lambda row: _stat(row, "wall_time_s", ".1f")),
@@ -153,7 +163,8 @@ def compare_header(rows: Sequence[Summary]) -> list[str]:
     """The column names of the comparison; the target is named when every group has the same."""
     targets = {row["target_accuracy"] for row in rows}
     target = f"{targets.pop():g}" if len(targets) == 1 else "target"
-    return ["run", *(label.format(t=target) for label, _ in compare_fields(rows))]
+    evaluated = _evaluated(rows)
+    return ["run", *(label.format(t=target, e=evaluated) for label, _ in compare_fields(rows))]
 
 
 def compare_cells(rows: Sequence[Summary]) -> list[list[str]]:

@@ -46,8 +46,13 @@ class Record(_RecordCore, total=False):
     """A metrics record: one node (or the Flower server) closing one round."""
 
     train_loss: Annotated[float | None, Doc("every record", "mean training loss of the round (null: undone)")]
-    test_loss: Annotated[float | None, Doc("every record", "test loss of the model kept after the merge")]
-    test_accuracy: Annotated[float | None, Doc("every record", "test accuracy of the model kept")]
+    test_loss: Annotated[
+        float | None,
+        Doc("every record", "test loss of the model kept after the merge (null: round not evaluated)"),
+    ]
+    test_accuracy: Annotated[
+        float | None, Doc("every record", "test accuracy of the model kept (null: round not evaluated)")
+    ]
     num_examples: Annotated[
         int | None,
         Doc("every record", "training examples of the node (test examples: server; null: did not train)"),
@@ -90,7 +95,10 @@ class Record(_RecordCore, total=False):
     ]
     caught_up_from: Annotated[int, Doc("gossip", "after a catch-up: the neighbour whose model was adopted")]
     jumped_from: Annotated[int, Doc("gossip", "after a catch-up: the round the node was in")]
-    evaluated_by: Annotated[str, Doc("Flower", '`"node"`, or `"server"` when the node could not evaluate')]
+    evaluated_by: Annotated[
+        str | None,
+        Doc("Flower", '`"node"`, `"server"` when the node could not evaluate, null: round not evaluated'),
+    ]
     errors: Annotated[list[str], Doc("Flower", "what went wrong with the node's replies in the round")]
     phase: Annotated[
         str,

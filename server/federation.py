@@ -3,7 +3,8 @@
 1. Handshake (server/handshake.py): wait (with a deadline) until `nodes.count` nodes are
    connected and ask each for its partition, so records and sampling use stable partition ids.
 2. The common start: `build_learner(task, 0, N, seed)`'s initial weights; the same learner
-   evaluates each global model on the global held-out test set (the "server" records).
+   evaluates each global model on the global held-out test set (the "server" records), on the
+   rounds `experiment.evaluate_every` evaluates (the others' records carry no test figures).
 3. `Strategy.start` with the strategy named in the config, through a `RecordingGrid` that checks
    replies and counts bytes; after each round, one record per node and one for the server (with
    the global model's `layer_variance` and the client models' `consensus_distance`) are
@@ -105,9 +106,12 @@ def run_federation(
         if notice:
             log(WARNING, "%s", notice)
 
-        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            loss, accuracy = evaluator.evaluate(arrays)
-            nodes = recorder.flush(server_round, run_start, (loss, accuracy)) if server_round else []
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            # the initial model (round 0) and experiment.evaluate_every's rounds are evaluated
+            evaluated = server_round == 0 or config.experiment.evaluated(server_round)
+            loss, accuracy = evaluator.evaluate(arrays) if evaluated else (None, None)
+            fallback = (loss, accuracy) if evaluated else None
+            nodes = recorder.flush(server_round, run_start, fallback) if server_round else []
             fields = node_fields(server_round) if node_fields and server_round else {}
             for record in nodes:
                 record.update(fields.get(record["node"], {}), **rejoins.take(record["node"]))
@@ -128,7 +132,7 @@ def run_federation(
             emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:
                 rejoins.before_round(server_round + 1)
-            return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy})
+            return MetricRecord({p.TEST_LOSS: loss, p.TEST_ACCURACY: accuracy}) if evaluated else None
 
         result = strategy.start(
             grid=recorder,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from logging import INFO, WARNING
 from typing import Any
@@ -72,12 +72,14 @@ class SeededSampling:
         seed: int = 0,
         labels: Mapping[int, int] | None = None,
         node_wait: float = 120.0,
+        evaluated: Callable[[int], bool] = lambda server_round: True,
         **kwargs,
     ) -> None:
         """`labels` maps node id -> partition id and is read at each sampling (pass the dict the
-        handshake fills); `node_wait` bounds the wait for enough connected nodes."""
+        handshake fills); `node_wait` bounds the wait for enough connected nodes; `evaluated`
+        says which rounds the nodes evaluate (`ExperimentSection.evaluated`)."""
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self.seed, self.node_wait = seed, node_wait
+        self.seed, self.node_wait, self.evaluated = seed, node_wait, evaluated
         self.labels: Mapping[int, int] = labels if labels is not None else {}
 
     def _needed(self, grid: Grid, fraction: float, minimum: int) -> int:
@@ -114,7 +116,10 @@ class SeededSampling:
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """The strategy's evaluate messages, sent to seeded-sampled nodes."""
+        """The strategy's evaluate messages, sent to seeded-sampled nodes (none on a round
+        experiment.evaluate_every skips)."""
+        if not self.evaluated(server_round):
+            return []
         if self.fraction_evaluate > 0:  # type: ignore[attr-defined]
             wait_for_nodes(
                 grid, self._needed(grid, self.fraction_evaluate, self.min_evaluate_nodes), self.node_wait
@@ -284,5 +289,9 @@ def build_strategy(
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names
     return seeded_class(config.strategy.name)(
-        seed=config.experiment.seed, labels=labels, node_wait=node_wait, **kwargs
+        seed=config.experiment.seed,
+        labels=labels,
+        node_wait=node_wait,
+        evaluated=config.experiment.evaluated,
+        **kwargs,
     )

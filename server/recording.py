@@ -244,17 +244,20 @@ class RecordingGrid(Grid):
         """The records of the round that just ended, one per node that took part, and a reset.
 
         A node that trained but was not (or could not be) evaluated gets the server's evaluation
-        of the same global model on the same global test set (`"evaluated_by": "server"`); a node
-        that delivered nothing usable this round gets no record (its errors are reported).
+        of the same global model on the same global test set (`"evaluated_by": "server"`), or
+        without one (`fallback` None: a round experiment.evaluate_every skips) no test figures
+        (`"evaluated_by": null`); a node that delivered nothing usable this round gets no record
+        (its errors are reported).
         """
         records = []
         for node_id, node in sorted(self.nodes.items(), key=lambda item: str(self.label(item[0])).zfill(12)):
             if node.train_loss is None and node.test_accuracy is None:
                 continue
-            evaluated_by = "node"
+            evaluated_by: str | None = "node"
             test_loss, test_accuracy = node.test_loss, node.test_accuracy
-            if test_accuracy is None and fallback is not None:
-                (test_loss, test_accuracy), evaluated_by = fallback, "server"
+            if test_accuracy is None:
+                evaluated_by = None if fallback is None else "server"
+                test_loss, test_accuracy = fallback or (None, None)
             records.append(
                 record(
                     self.label(node_id),
@@ -292,12 +295,13 @@ class RecordingGrid(Grid):
 def server_record(
     server_round: int,
     run_start: float,
-    loss: float,
-    accuracy: float,
+    loss: float | None,
+    accuracy: float | None,
     num_examples: int,
     nodes: list[dict],
 ) -> dict:
-    """The record of the server's evaluation of the global model after `server_round`."""
+    """The record of the server's evaluation of the global model after `server_round` (None: the
+    round is not evaluated)."""
     trained = [(r["train_loss"], r["num_examples"]) for r in nodes if r["train_loss"] is not None]
     total = sum(n for _, n in trained)
     return record(

@@ -5,6 +5,10 @@ Nothing from training or a merge crashes the peer: a training that gives NaN or 
 a row stop it (`Diverged`); a merge that fails or whose model evaluates to a non-finite loss is
 discarded (the trained model is kept). The models installed here are trusted: the peer's own, the
 neighbours' that passed the wire's checks, and a merge rule's result that passed its own check.
+
+A round that `experiment.evaluate_every` skips (`ExperimentSection.evaluated`) computes no test
+figures: its merged model is kept when its weights are finite (the rule's result check), and the
+non-finite-loss guard runs only on evaluated rounds.
 """
 
 from __future__ import annotations
@@ -37,12 +41,12 @@ class Trained(NamedTuple):
 
 
 class Merged(NamedTuple):
-    """The model a peer keeps after a round's merge, its test loss and accuracy, and why a merge
-    was discarded (None: it was kept, or there was nothing to merge)."""
+    """The model a peer keeps after a round's merge, its test loss and accuracy (None: the round
+    was not evaluated), and why a merge was discarded (None: it was kept, or nothing to merge)."""
 
     model: list[np.ndarray]
-    test_loss: float
-    test_accuracy: float
+    test_loss: float | None
+    test_accuracy: float | None
     discarded: str | None
 
 
@@ -99,11 +103,15 @@ class OwnModel:
     def merge(
         self, round_: int, start: list[np.ndarray], own: list[np.ndarray], messages: list[ModelMessage]
     ) -> Merged:
-        """Merge (the plan's, from the model trained from, `start`: `combine`) and evaluate; a
-        merge that fails or yields non-finite values or loss is discarded."""
-        learner = self.peer.learner
+        """Merge (the plan's, from the model trained from, `start`: `combine`) and evaluate if
+        round `round_` is evaluated; a merge that fails or yields non-finite values (or,
+        evaluated, a non-finite loss) is discarded."""
+        peer = self.peer
+        learner = peer.learner
         merged, discarded = self.combine(round_, start, own, messages)
         learner.assign(merged)
+        if not peer.config.experiment.evaluated(round_):
+            return Merged(merged, None, None, discarded)
         test_loss, test_accuracy = learner.evaluate()
         if merged is not own and not math.isfinite(test_loss):
             log.warning("round %d: the merged model's test loss is not finite; keeping the own model", round_)

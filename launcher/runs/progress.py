@@ -41,7 +41,7 @@ class _Bar:
 
 class RoundProgress(_Bar):
     """Counts metrics records (nodes x rounds, or the `total` a churn plan leaves) and shows the mean
-    accuracy of the newest round."""
+    accuracy of the newest evaluated round (`experiment.evaluate_every`)."""
 
     def __init__(
         self, console: Console, nodes: int, rounds: int, label: str, total: int | None = None
@@ -52,6 +52,9 @@ class RoundProgress(_Bar):
 
     def record(self, record: dict[str, Any]) -> None:
         """Account one node-round record."""
+        if record["test_accuracy"] is None:  # a round not evaluated
+            self._progress.update(self._task, advance=1)
+            return
         self._accuracies[record["round"]].append(record["test_accuracy"])
         newest = max(self._accuracies)
         accs = self._accuracies[newest]

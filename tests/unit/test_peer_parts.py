@@ -122,9 +122,10 @@ class FakeLearner:
         return float(np.abs(self.weights[0]).sum()), 0.5
 
 
-def fake_peer(learner, merge=None, limit=2):
+def fake_peer(learner, merge=None, limit=2, evaluate_every=1):
     plan = SimpleNamespace(learner=lambda round_, current: current, merge=merge)
     return SimpleNamespace(
+        config=load_config(None, ["experiment.rounds=4", f"experiment.evaluate_every={evaluate_every}"]),
         learner=learner,
         plan=plan,
         service=SimpleNamespace(state="starting"),
@@ -157,6 +158,18 @@ def test_a_merge_whose_loss_is_not_finite_is_discarded():
         2, model(0.0), model(1.0), []
     )
     assert failed.discarded == "merge failed"
+
+
+def test_a_round_not_evaluated_keeps_the_merge_without_computing_its_loss():
+    learner = FakeLearner([])
+    learner.evaluate = None  # not called on a round experiment.evaluate_every skips
+    own = OwnModel(fake_peer(learner, merge=lambda *args: Outcome(model(2.0), None), evaluate_every=2))
+    merged = own.merge(1, model(0.0), model(1.0), [received(1, 1.0)])
+    assert (merged.test_loss, merged.test_accuracy, merged.discarded) == (None, None, None)
+    assert merged.model[0][0, 0] == 2.0 and learner.weights is merged.model
+    del learner.evaluate  # round 2 is evaluated: the non-finite-loss guard runs again
+    evaluated = own.merge(2, model(0.0), model(1.0), [received(1, 1.0)])
+    assert evaluated.test_loss == 12.0 and evaluated.test_accuracy == 0.5
 
 
 # --- linked neighbours and delivered bytes ---------------------------------------------------
