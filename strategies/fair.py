@@ -22,6 +22,7 @@ from .contributions import MAX_EXACT_NODES, cosine_shapley, running_mean
 from .mechanisms import register_mechanism
 from .registry import Param, choice, integer, real
 from .selection import select_nodes, selection_probabilities, selection_size
+from .stopping import RULES as STOPPING_RULES
 from .stopping import ExploreStop
 
 DOC = """Fair incentives: explore, then exploit (Lin et al., ICML 2023).
@@ -32,7 +33,8 @@ theta <- theta + sum_i w_i g_i. Node i's contribution phi_i is its cosine-gradie
 (utility U(S) = cos(g_N, sum_{j in S} w_j g_j), stratified Monte Carlo with one coalition per size,
 or exact); psi = running mean of phi. Exploring stops when a Hotelling T^2 test on the last tau
 rounds of phi of min(N, test_nodes) nodes gives p > alpha (between min_explore and max_explore
-rounds), or after explore_rounds ("fixed").
+rounds; "hotelling-history": the authors' code's test, every round so far against the mean of all
+but the last tau), or after explore_rounds ("fixed").
 
 Exploit: p = softmax(beta psi) with a floor; each round k = floor(ratio N) nodes drawn without
 replacement get the latest theta, train and upload; theta <- theta + sum_{i in S} w_i g_i (w not
@@ -40,9 +42,9 @@ renormalised over S); the others keep the last model they received (stale).
 
 Parameters: selection "fair" (the mechanism), "random" (same explore phase, then k uniform
 nodes) or "all" (every node every round: FedAvg, contributions still measured); shapley
-"montecarlo" | "exact"; stopping "hotelling" | "fixed"; alpha, tau, test_nodes, min_explore,
-max_explore, explore_rounds; beta, ratio, floor (probability floor, see selection_probabilities;
-the authors' 1e-30 makes a low-psi node practically never selected).
+"montecarlo" | "exact"; stopping "hotelling" | "hotelling-history" | "fixed"; alpha, tau,
+test_nodes, min_explore, max_explore, explore_rounds; beta, ratio, floor (probability floor, see
+selection_probabilities; the authors' 1e-30 makes a low-psi node practically never selected).
 
 Gossip mode (fedgossip.client.gossip.fair): every peer runs this mechanism over its own
 neighbourhood, itself one of the players, drawing max(1, floor(ratio degree)) of its neighbours
@@ -54,7 +56,7 @@ SELECTIONS = ("fair", "random", "all")
 PARAMS = (
     Param("selection", "fair", choice(*SELECTIONS)),
     Param("shapley", "montecarlo", choice("montecarlo", "exact")),
-    Param("stopping", "hotelling", choice("hotelling", "fixed")),
+    Param("stopping", "hotelling", choice(*STOPPING_RULES)),
     Param("alpha", 0.7, real(0.0, 1.0)),
     Param("tau", 15, integer(2)),
     Param("test_nodes", 10, integer(1)),
@@ -70,7 +72,7 @@ PARAMS = (
 def check_nodes(params: Mapping[str, Any], num_nodes: int) -> None:
     """The parameters against the node count (ValueError naming the key)."""
     tested = min(num_nodes, params["test_nodes"])
-    if params["selection"] != "all" and params["stopping"] == "hotelling" and params["tau"] <= tested:
+    if params["selection"] != "all" and params["stopping"] != "fixed" and params["tau"] <= tested:
         raise ValueError(
             f"strategy.params.tau must exceed the {tested} nodes the stopping test watches "
             f"(min(nodes.count, test_nodes)); got {params['tau']}"

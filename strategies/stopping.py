@@ -11,7 +11,8 @@ with xbar, S the mean and sample covariance of the last tau rows and mu0 the mea
 before them. A large p-value (p > alpha) means the recent contributions look like the earlier ones:
 they have settled, exploring stops. The authors' code tests the whole history against the mean of
 all rows but the last tau (its line selecting the last tau rows is commented out); the last tau
-rows against the earlier mean is the evident intent and the test used here. S is inverted with a
+rows against the earlier mean is the evident intent and the test used here (rule "hotelling");
+rule "hotelling-history" is the authors' code's test, for their regime. S is inverted with a
 pseudo-inverse (a singular covariance, e.g. identical nodes, does not fail).
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ._typing import FloatArray
 
-RULES = ("hotelling", "fixed")
+RULES = ("hotelling", "hotelling-history", "fixed")
 
 
 def hotelling_p_value(recent: np.ndarray, reference: np.ndarray) -> float:
@@ -47,7 +48,9 @@ class ExploreStop:
     """Decides after each explore round whether exploring stops (feed it that round's phi).
 
     rule "hotelling": stop when the test's p > alpha, never before ``min_explore`` rounds and
-    always after ``max_explore``; rule "fixed": stop after ``explore_rounds`` rounds. The test's
+    always after ``max_explore``; "hotelling-history": the same with the authors' code's test (every
+    row so far against the mean of all but the last tau); rule "fixed": stop after
+    ``explore_rounds`` rounds. The test's
     nodes are drawn from ``rng`` at construction.
     """
 
@@ -67,7 +70,7 @@ class ExploreStop:
         if self.rule not in RULES:
             raise ValueError(f"stopping must be one of {', '.join(RULES)}; got {self.rule!r}")
         dims = min(self.num_nodes, self.test_nodes)
-        if self.rule == "hotelling" and self.tau <= dims:
+        if self.rule != "fixed" and self.tau <= dims:
             raise ValueError(
                 f"tau must exceed the {dims} nodes tested (min(nodes, test_nodes)); got {self.tau}"
             )
@@ -85,7 +88,8 @@ class ExploreStop:
         p_value = None
         if rounds > self.tau:
             rows = np.stack(self.history)[:, self.watched]
-            p_value = hotelling_p_value(rows[-self.tau :], rows[: -self.tau].mean(axis=0))
+            tested = rows if self.rule == "hotelling-history" else rows[-self.tau :]
+            p_value = hotelling_p_value(tested, rows[: -self.tau].mean(axis=0))
         self.p_values.append(p_value)
         if rounds >= self.max_explore:
             return True

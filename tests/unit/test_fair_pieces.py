@@ -235,3 +235,19 @@ def test_selection_size():
     assert selection_size(0.4, 10) == 4 and selection_size(0.4, 30) == 12 and selection_size(1.0, 3) == 3
     with pytest.raises(ValueError, match="selects 0"):
         selection_size(0.05, 10)
+
+
+def test_the_authors_history_test_is_every_row_against_the_mean_of_all_but_the_last_tau():
+    rng = np.random.default_rng(13)
+    rows = 0.1 + 0.01 * rng.normal(size=(25, 4))
+    stop = ExploreStop(4, np.random.default_rng(0), rule="hotelling-history", tau=6, max_explore=100)
+    for phi in rows:
+        stop.add(phi)
+    for t in (7, 15, 25):  # by hand: the first t rows against the mean of the first t - 6
+        expected = hotelling_p_value(rows[:t], rows[: t - 6].mean(axis=0))
+        assert stop.p_values[t - 1] == pytest.approx(expected)
+    ours = ExploreStop(4, np.random.default_rng(0), tau=6, max_explore=100)
+    for phi in rows:
+        ours.add(phi)
+    assert ours.p_values[24] == pytest.approx(hotelling_p_value(rows[-6:], rows[:-6].mean(axis=0)))
+    assert ours.p_values[24] != pytest.approx(stop.p_values[24])
