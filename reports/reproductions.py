@@ -56,7 +56,7 @@ def write_report(out: Path, docs: Path) -> list[Path]:
     docs = Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
     body, figures = WRITERS[plan["name"]](plan, groups, docs)
-    page = docs / f"{plan['name']}.md"
+    page = docs / f"{page_stem(plan)}.md"
     kept = KEPT.search(page.read_text(encoding="utf-8")) if page.exists() else None
     text = "\n".join(
         [
@@ -70,6 +70,12 @@ def write_report(out: Path, docs: Path) -> list[Path]:
     )
     page.write_text(text, encoding="utf-8")
     return [page, *figures]
+
+
+def page_stem(plan: dict[str, Any]) -> str:
+    """The write-up's file stem: NAME for the default setting, NAME-SETTING (NAME-full) for the
+    others, so a --full write-up sits beside the default one."""
+    return plan["name"] if plan["setting"] == "default" else f"{plan['name']}-{plan['setting']}"
 
 
 def setting_section(plan: dict[str, Any], groups: Sequence[Group]) -> list[str]:
@@ -135,7 +141,7 @@ def vanishing_variance(
 ) -> tuple[list[str], list[Path]]:
     """Rounds and seconds to TARGETS per method (mean +- std over seeds), the claims' numbers, the
     accuracy figure (mean with a band over seeds) and the layer variance figure."""
-    name = plan["name"]
+    name = page_stem(plan)
     accuracy = plot_comparison(groups, docs / f"{name}-accuracy.png")
     variance = plot_seed_bands(variance_panels(groups), docs / f"{name}-variance.png")
     unit, per = ("ticks", plan["ticks_per_round"]) if plan.get("ticks_per_round") else ("rounds", 1)
@@ -300,7 +306,7 @@ def fair_incentives(
     """Fairness and equality side by side per method (mean +- std over seeds, from `fair_summary`
     of each run's records), the per-node accuracy and psi-against-noise figure of each method's
     first seed, and the numbers against the issue's targets."""
-    name = plan["name"]
+    name = page_stem(plan)
     summaries = {
         g.label: [fair_summary(read_records(run.path), run.config) for run in g.runs] for g in groups
     }

@@ -67,8 +67,8 @@ def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matche
     labels = [m["label"] for m in plan["methods"]]
     assert labels[:3] == ["gossip-average", "gossip-vca", "fl-fedavg"]
     assert bool([m for m in plan["skipped"] if m["label"].endswith("-async")]) != async_accepted
-    page = (docs / "vanishing-variance.md").read_text()
-    for figure in ("vanishing-variance-accuracy.png", "vanishing-variance-variance.png"):
+    page = (docs / "vanishing-variance-quick.md").read_text()
+    for figure in ("vanishing-variance-quick-accuracy.png", "vanishing-variance-quick-variance.png"):
         data = (docs / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 400_000
         assert f"]({figure})" in page
@@ -98,9 +98,9 @@ def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matche
         f"{KEEP_BEGIN}\n(to be written)\n{KEEP_END}", f"{KEEP_BEGIN}\nmy reading\n{KEEP_END}"
     )
     assert edited != page
-    (docs / "vanishing-variance.md").write_text(edited)
+    (docs / "vanishing-variance-quick.md").write_text(edited)
     write_report(out, docs)
-    again = (docs / "vanishing-variance.md").read_text()
+    again = (docs / "vanishing-variance-quick.md").read_text()
     assert "my reading" in again and re.sub("my reading", "(to be written)", again) == page
 
 
