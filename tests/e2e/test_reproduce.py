@@ -108,7 +108,7 @@ def test_quick_vanishing_variance_writes_folders_figures_and_a_table_that_matche
 def test_ctrl_c_of_a_reproduction_stops_its_runs_keeps_the_write_up_and_the_same_command_resumes(tmp_path):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     docs.mkdir()
-    page = docs / "vanishing-variance.md"
+    page = docs / "vanishing-variance-quick.md"
     page.write_text("the committed write-up\n")
     args = ("reproduce", "vanishing-variance", "--quick", "--out", str(out), "--docs", str(docs))
     first, second = out / "gossip-average_seed=0", out / "gossip-vca_seed=0"
