@@ -130,25 +130,37 @@ def plot_consensus(entries: list[dict[str, Any]], path: str | Path, title: str) 
     return _save(fig, path)
 
 
-def plot_comparison(groups: Sequence[Group], path: str | Path) -> Path:
+def plot_comparison(groups: Sequence[Group], path: str | Path, ticks_per_round: int = 0) -> Path:
     """Mean test accuracy of each group against rounds (left) and seconds (right), averaged over
-    its seeds, with a band of +- one std over the seeds."""
+    its seeds, with a band of +- one std over the seeds; with `ticks_per_round`, against ticks
+    only (runs in virtual time: no seconds to compare)."""
     plt = _pyplot()
-    fig, (by_r, by_t) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    if ticks_per_round:
+        fig, by_r = plt.subplots(figsize=(7, 4.2))
+        axes = [by_r]
+    else:
+        fig, (by_r, by_t) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        axes = [by_r, by_t]
+    scale = ticks_per_round or 1
     for group in groups:
         rounds, mean, std, seconds = group.curves()
         if not rounds:
             continue
         label = f"{group.label} ({len(group.runs)} seeds)" if len(group.runs) > 1 else group.label
-        (line,) = by_r.plot(rounds, mean, label=label, linewidth=1.8)
-        by_t.plot(seconds, mean, color=line.get_color(), linewidth=1.8)
+        xs = [[r * scale for r in rounds], seconds][: len(axes)]
+        (line,) = by_r.plot(xs[0], mean, label=label, linewidth=1.8)
+        for ax, x in zip(axes[1:], xs[1:], strict=True):
+            ax.plot(x, mean, color=line.get_color(), linewidth=1.8)
         if len(group.runs) > 1:
-            for ax, x in ((by_r, rounds), (by_t, seconds)):
+            for ax, x in zip(axes, xs, strict=True):
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    by_r.set(xlabel="round", ylabel="mean test accuracy over nodes", ylim=(0, 1))
+    by_r.set(
+        xlabel="tick" if ticks_per_round else "round", ylabel="mean test accuracy over nodes", ylim=(0, 1)
+    )
     by_r.xaxis.get_major_locator().set_params(integer=True)
-    by_t.set(xlabel="seconds since launch (mean over seeds; start-up included)", xlim=(0, None))
-    for ax in (by_r, by_t):
+    if not ticks_per_round:
+        axes[1].set(xlabel="seconds since launch (mean over seeds; start-up included)", xlim=(0, None))
+    for ax in axes:
         ax.grid(alpha=0.3)
     by_r.legend(loc="lower right", fontsize="small")
     return _save(fig, path)

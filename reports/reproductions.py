@@ -142,7 +142,7 @@ def vanishing_variance(
     """Rounds and seconds to TARGETS per method (mean +- std over seeds), the claims' numbers, the
     accuracy figure (mean with a band over seeds) and the layer variance figure."""
     name = page_stem(plan)
-    accuracy = plot_comparison(groups, docs / f"{name}-accuracy.png")
+    accuracy = plot_comparison(groups, docs / f"{name}-accuracy.png", plan.get("ticks_per_round", 0))
     variance = plot_seed_bands(variance_panels(groups), docs / f"{name}-variance.png")
     unit, per = ("ticks", plan["ticks_per_round"]) if plan.get("ticks_per_round") else ("rounds", 1)
     rows = [target_row(group, per) for group in groups]
@@ -152,7 +152,8 @@ def vanishing_variance(
     body = [
         "## Measured",
         "",
-        f"Mean test accuracy over nodes against rounds and seconds (mean over seeds, band +- one std): "
+        f"Mean test accuracy over nodes against {'ticks' if per > 1 else 'rounds and seconds'} (mean over "
+        "seeds, band +- one std): "
         f"![accuracy]({accuracy.name})",
         "",
         f"{unit.capitalize()} until the mean accuracy over nodes first reaches the target, mean ± std "
