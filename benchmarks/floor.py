@@ -93,6 +93,7 @@ def floor_run(config: ExperimentConfig, clock: Callable[[], float]) -> FloorRun:
             trained.append(own)
         seconds["train"] += clock() - began
         evaluated = config.experiment.evaluated(round_)
+        whole = config.experiment.whole_test_set(round_)
         for n in range(count):
             began = clock()
             learner = learners[n]
@@ -110,11 +111,11 @@ def floor_run(config: ExperimentConfig, clock: Callable[[], float]) -> FloorRun:
             seconds["merge"] += mid - began
             accuracy[n][round_] = None
             if evaluated:
-                loss, acc = learner.evaluate()
+                loss, acc = learner.evaluate(whole)
                 if merged is not trained[n] and not math.isfinite(loss):  # the peer's guard
                     merged = trained[n]
                     learner.assign(merged)
-                    loss, acc = learner.evaluate()
+                    loss, acc = learner.evaluate(whole)
                 accuracy[n][round_] = acc
             seconds["evaluate"] += clock() - mid
             current[n] = merged

@@ -174,12 +174,16 @@ def _forged(
 
     seed = config.experiment.seed
     attack = roles(config.scenario, partition, config.nodes.count, seed).attack
-    record = message.content.config_records.get(p.CONFIG)
-    round_ = record.get(p.SERVER_ROUND, 0) if record is not None else 0
     attacker = model_attacker(
-        attack, config.scenario, received, stream(seed, "attack", partition, int(round_))
+        attack, config.scenario, received, stream(seed, "attack", partition, _message_round(message))
     )
     return weights if attacker is None else attacker.forge(weights)
+
+
+def _message_round(message: Message) -> int:
+    """The message's `server-round` (0 when it carries none)."""
+    record = message.content.config_records.get(p.CONFIG)
+    return int(record.get(p.SERVER_ROUND, 0)) if record is not None else 0
 
 
 def _proximal_mu(message: Message) -> float:
@@ -264,12 +268,13 @@ def evaluate(message: Message, context: Context) -> Message:
         config, partition = node_setup(context)
         learner = _learner(config, partition, context, message)
         _install(learner, message, context, evaluating=True)
-        loss, accuracy = evaluate_once(learner)
+        whole = config.experiment.whole_test_set(_message_round(message))
+        loss, accuracy = evaluate_once(learner, whole)
         metrics = MetricRecord(
             {
                 p.TEST_LOSS: float(loss),
                 p.TEST_ACCURACY: float(accuracy),
-                p.NUM_EXAMPLES: len(learner.data.y_test),
+                p.NUM_EXAMPLES: learner.test_examples(whole),
             }
         )
         return RecordDict({p.METRICS: metrics, p.NODE: _node_record(config, partition)})
@@ -277,12 +282,13 @@ def evaluate(message: Message, context: Context) -> Message:
     return _answer(message, context, work)
 
 
-def evaluate_once(learner) -> tuple[float, float]:
-    """The learner's test loss and accuracy, computed once per model and test set in this process:
-    the in-process engine runs every client in one process, and many hold the same model (the
-    global one; with strategy fair, every node while exploring). Same inputs, same figures."""
+def evaluate_once(learner, whole: bool = False) -> tuple[float, float]:
+    """The learner's test loss and accuracy (`evaluate(whole)`), computed once per model and test
+    set in this process: the in-process engine runs every client in one process, and many hold
+    the same model (the global one; with strategy fair, every node while exploring). Same
+    inputs, same figures."""
     digest = hashlib.blake2b(digest_size=20)
-    for array in (*learner.get_weights(), learner.data.x_test, learner.data.y_test):
+    for array in (*learner.get_weights(), *learner.data.test_set(whole)):
         digest.update(str((array.dtype, array.shape)).encode())
         digest.update(np.ascontiguousarray(array).data)
     key = digest.digest()
@@ -290,7 +296,7 @@ def evaluate_once(learner) -> tuple[float, float]:
         if key in _EVALUATED:
             _EVALUATED.move_to_end(key)
             return _EVALUATED[key]
-    figures = learner.evaluate()
+    figures = learner.evaluate(whole)
     with _EVALUATED_LOCK:
         _EVALUATED[key] = figures
         while len(_EVALUATED) > EVALUATIONS_KEPT:

@@ -108,6 +108,11 @@ class ExperimentSection(Constrained):
         round and the last one (the one place that decides it, for gossip, Flower and reports)."""
         return round_ % self.evaluate_every == 0 or round_ == self.rounds
 
+    def whole_test_set(self, round_: int) -> bool:
+        """Whether round `round_` evaluates on the whole test set rather than task.eval_examples'
+        subset: the last round, so that final figures are exact."""
+        return round_ == self.rounds
+
 
 @dataclass(frozen=True)
 class NodesSection(Constrained):

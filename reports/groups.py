@@ -150,6 +150,7 @@ class Group:
             "mode": mode_label(first),
             "nodes": first["nodes"],
             "evaluate_every": first.get("evaluate_every", 1),
+            "eval_examples": first.get("eval_examples", 0),
             "scenario": first["scenario"],
             **{key: first[key] for key in label_keys()},
             "seeds": len(self.runs),

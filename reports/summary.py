@@ -70,8 +70,8 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
 
 def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, Any]:
     """What a run's config says of it in its summary and a comparison: name, mode, Flower engine,
-    strategy, nodes, gossip schedule, evaluate_every (a run whose config cannot be read: its
-    folder's name, gossip, every round evaluated)."""
+    strategy, nodes, gossip schedule, evaluate_every, eval_examples (a run whose config cannot be
+    read: its folder's name, gossip, every round evaluated on the whole test set)."""
     if config is None:
         said: dict[str, Any] = {
             "name": run_dir.name,
@@ -80,6 +80,7 @@ def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, 
             "strategy": None,
             "nodes": None,
             "evaluate_every": 1,
+            "eval_examples": 0,
         }
     else:
         said = {
@@ -89,6 +90,7 @@ def config_figures(config: ExperimentConfig | None, run_dir: Path) -> dict[str, 
             "strategy": config.strategy.name,
             "nodes": config.nodes.count,
             "evaluate_every": config.experiment.evaluate_every,
+            "eval_examples": config.task.eval_examples,
         }
     return {**said, "schedule": schedule_of(config)}
 

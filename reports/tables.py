@@ -39,11 +39,14 @@ def _target(s: Summary) -> str:
 
 def _evaluated(rows: Sequence[Summary]) -> str:
     """What "rounds to the target" counts when a run evaluates only every k-th round (and the
-    last: `experiment.evaluate_every`); nothing when every round is evaluated."""
+    last: `experiment.evaluate_every`) or on a test subset before the last round
+    (`task.eval_examples`); nothing when every round is evaluated on the whole test set."""
     every = sorted({row.get("evaluate_every", 1) for row in rows} - {1})
-    if not every:
-        return ""
-    return f" (evaluated rounds only: every {'/'.join(map(str, every))} rounds and the last)"
+    subset = sorted({row.get("eval_examples", 0) for row in rows} - {0})
+    said = [f"evaluated rounds only: every {'/'.join(map(str, every))} rounds and the last"] if every else []
+    if subset:
+        said.append(f"on {'/'.join(map(str, subset))} test examples before the last round")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 # (label, cell) pairs shared by both layouts; labels with {t} name the target accuracy, {e} say

@@ -74,8 +74,9 @@ def stale(attacker: ModelAttack, own: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def trigger_value(data: Dataset) -> float:
-    """The value a collective's trigger sets: the largest feature of the shared test set."""
-    return float(data.x_test.max())
+    """The value a collective's trigger sets: the largest feature of the shared test set (its
+    evaluation subset with task.eval_examples)."""
+    return float(data.test_set()[0].max())
 
 
 def with_trigger(x: np.ndarray, size: int, value: float) -> np.ndarray:
@@ -102,12 +103,14 @@ def collective(data: Dataset, scenario: ScenarioSection) -> Dataset:
 
 def trigger_success(learner: Learner, scenario: ScenarioSection) -> float | None:
     """The share of test examples not of target_label that `learner` classifies as target_label
-    once the trigger is planted in them (None: no such example)."""
+    once the trigger is planted in them (None: no such example); with task.eval_examples, of
+    the evaluation subset in every round."""
     data = learner.data
-    others = data.y_test != scenario.target_label
+    x_test, y_test = data.test_set()
+    others = y_test != scenario.target_label
     if not others.any():
         return None
-    planted = with_trigger(data.x_test[others], scenario.trigger_size, trigger_value(data))
+    planted = with_trigger(x_test[others], scenario.trigger_size, trigger_value(data))
     return float(np.mean(learner.predict(planted) == scenario.target_label))
 
 

@@ -49,7 +49,6 @@ class ServerEvaluator:
 
         self.learner = build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
         self.names = list(self.learner.names)
-        self.test_examples = len(self.learner.data.y_test)
 
     def initial_arrays(self) -> ArrayRecord:
         from flwr.app import Array
@@ -62,9 +61,10 @@ class ServerEvaluator:
 
         return layer_variance(self.names, [array_view(arrays[name]) for name in self.names])
 
-    def evaluate(self, arrays: ArrayRecord) -> tuple[float, float]:
+    def evaluate(self, arrays: ArrayRecord, whole: bool = False) -> tuple[float, float]:
+        """The global model's test loss and accuracy (on the whole test set if `whole`)."""
         self.learner.set_weights([array_view(arrays[name]) for name in self.names])
-        loss, accuracy = self.learner.evaluate()
+        loss, accuracy = self.learner.evaluate(whole)
         return float(loss), float(accuracy)
 
 
@@ -109,7 +109,8 @@ def run_federation(
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             # the initial model (round 0) and experiment.evaluate_every's rounds are evaluated
             evaluated = server_round == 0 or config.experiment.evaluated(server_round)
-            loss, accuracy = evaluator.evaluate(arrays) if evaluated else (None, None)
+            whole = config.experiment.whole_test_set(server_round)
+            loss, accuracy = evaluator.evaluate(arrays, whole) if evaluated else (None, None)
             fallback = (loss, accuracy) if evaluated else None
             nodes = recorder.flush(server_round, run_start, fallback) if server_round else []
             fields = node_fields(server_round) if node_fields and server_round else {}
@@ -127,7 +128,9 @@ def run_federation(
                 )
             for record in nodes:
                 emit(record_event(record))
-            record = server_record(server_round, run_start, loss, accuracy, evaluator.test_examples, nodes)
+            record = server_record(
+                server_round, run_start, loss, accuracy, evaluator.learner.test_examples(whole), nodes
+            )
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
             emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:

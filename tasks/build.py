@@ -46,7 +46,8 @@ def node_dataset(
     with task.dataset = "prepared", its shard as the launcher wrote it. With task.stream_chunks
     and a `stream_round` t, the node's chunk of round t as training set and round t's
     evaluation set (every node's clean next chunk) as test set (see `stream`). Without a stream,
-    the test set is task.eval_examples' class-balanced subset (`evaluation_subset`) if it is set."""
+    rounds before the last evaluate on task.eval_examples' class-balanced subset of the test set
+    (`evaluation_subset`) if it is set."""
     if not isinstance(task, TaskConfig):
         raise TypeError(f"task must be a TaskConfig; got {type(task).__name__}")
     Interval(Integral, 1).check("num_nodes", num_nodes)
@@ -93,11 +94,12 @@ def prepared_dataset(folder: str, node: int, num_nodes: int) -> Dataset:
 
 def evaluation_subset(task: TaskConfig, data: Dataset, seed: int) -> Dataset:
     """`data` evaluating on task.eval_examples class-balanced test examples (`eval_subset`; the
-    same for every node), or on its whole test set when it is 0."""
+    same for every node) in rounds before the last, or on its whole test set when it is 0. The
+    whole test set stays (shared, not copied): the final round evaluates on it."""
     if not task.eval_examples:
         return data
     rows = balanced_rows(data.y_test, data.num_classes, task.eval_examples, seed)
-    return dataclasses.replace(data, x_test=data.x_test[rows], y_test=data.y_test[rows])
+    return dataclasses.replace(data, eval_rows=rows)
 
 
 def _with_noise(task: TaskConfig, data: Dataset, node: int, num_nodes: int, seed: int) -> Dataset:

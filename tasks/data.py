@@ -31,7 +31,9 @@ class Dataset:
     """Train and test arrays of one classification task: features float32, flat (N, F), one
     example being `input_shape` ((F,) tabular, (channels, height, width) images); labels int64.
     `train_weights`: each training example's probability of being drawn (batches sampled with
-    replacement, task.partition = "dirichlet-sampling"); None: epochs in a shuffled order."""
+    replacement, task.partition = "dirichlet-sampling"); None: epochs in a shuffled order.
+    `eval_rows`: the test rows evaluated in rounds before the last (task.eval_examples'
+    class-balanced subset); None: the whole test set always."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -40,6 +42,14 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     train_weights: np.ndarray | None = None
+    eval_rows: np.ndarray | None = None
+
+    def test_set(self, whole: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) evaluated: the `eval_rows` subset, or the whole test set if `whole` (the final
+        round) or there is no subset."""
+        if whole or self.eval_rows is None:
+            return self.x_test, self.y_test
+        return self.x_test[self.eval_rows], self.y_test[self.eval_rows]
 
 
 def _package_dir(package: str, why: str) -> Path:

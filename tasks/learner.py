@@ -138,6 +138,13 @@ class Learner(abc.ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The predicted class of each row of `x` (flat float32 features, as in `data`)."""
 
+    def test_examples(self, whole: bool = False) -> int:
+        """How many test examples `evaluate(whole)` scores."""
+        rows = self.data.eval_rows
+        return len(self.data.y_test) if whole or rows is None else len(rows)
+
     @abc.abstractmethod
-    def evaluate(self) -> tuple[float, float]:
-        """(loss, accuracy) on the global held-out test set, the same for every node."""
+    def evaluate(self, whole: bool = False) -> tuple[float, float]:
+        """(loss, accuracy) on the global held-out test set, the same for every node: on its
+        class-balanced subset (`Dataset.eval_rows`, task.eval_examples) unless `whole` (the
+        final round's evaluation)."""

@@ -49,7 +49,7 @@ class LinearLearner(Learner):
         self.shapes = ((data.num_classes, data.x_train.shape[1]), (data.num_classes,))
         self.dtypes = (np.dtype(np.float64),) * 2
         self._x_train = data.x_train.astype(np.float64)
-        self._x_test = data.x_test.astype(np.float64)
+        self._tests = {whole: data.test_set(whole) for whole in (False, True)}  # (x, y)
         self._classes = np.arange(data.num_classes)
         self._model = SGDClassifier(
             loss="log_loss", learning_rate="constant", eta0=task.learning_rate, shuffle=False
@@ -93,6 +93,7 @@ class LinearLearner(Learner):
         """The most probable class of each row of `x`."""
         return self._model.predict_proba(x.astype(np.float64)).argmax(axis=1)
 
-    def evaluate(self) -> tuple[float, float]:
-        """Log loss and accuracy on the global test set."""
-        return _log_loss_and_accuracy(self._model.predict_proba(self._x_test), self.data.y_test)
+    def evaluate(self, whole: bool = False) -> tuple[float, float]:
+        """Log loss and accuracy on the global test set (its subset unless `whole`)."""
+        x, y = self._tests[whole]
+        return _log_loss_and_accuracy(self._model.predict_proba(x.astype(np.float64)), y)

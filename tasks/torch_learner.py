@@ -76,10 +76,7 @@ class TorchLearner(Learner):
         torch.set_num_threads(task.threads)
         self.device = select_device(task.device)
         shape = (-1, *data.input_shape)
-        x_train, x_test = (
-            torch.from_numpy(data.x_train).view(shape),
-            torch.from_numpy(data.x_test).view(shape),
-        )
+        x_train = torch.from_numpy(data.x_train).view(shape)
         module = build_module(task, x_train, data.num_classes, _child_seed(init_rng))
         initial = initial_state(module, init_rng)
         self._model = module.to(self.device)
@@ -93,9 +90,14 @@ class TorchLearner(Learner):
         buffers = {name for name, _ in self._model.named_buffers()}
         self._local_names = frozenset(name for name in self.names if name in buffers)
         self._parameters = [p for p in self._model.parameters() if p.requires_grad]
-        self._x_train, self._x_test = x_train.to(self.device), x_test.to(self.device)
+        self._x_train = x_train.to(self.device)
         self._y_train = torch.from_numpy(data.y_train).to(self.device)
-        self._y_test = torch.from_numpy(data.y_test).to(self.device)
+        # (x, y) of evaluate(whole): the evaluation subset and the whole test set (the same
+        # tensors when there is no subset)
+        self._tests = {
+            whole: (torch.from_numpy(x).view(shape).to(self.device), torch.from_numpy(y).to(self.device))
+            for whole, (x, y) in ((w, data.test_set(w)) for w in (False, True))
+        }
         # the training RNG (dropout and the like): seeded per node, kept apart from torch's global one
         self._torch_rng = torch.Generator().manual_seed(_child_seed(shuffle_rng)).get_state()
         self._kept_buffers: dict[int, torch.Tensor] = {}  # momentum across train() calls (keep_momentum)
@@ -197,14 +199,15 @@ class TorchLearner(Learner):
         )
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Cross-entropy and accuracy on the global test set (eval mode: BatchNorm uses its
-        running statistics)."""
+    def evaluate(self, whole: bool = False) -> tuple[float, float]:
+        """Cross-entropy and accuracy on the global test set, its subset unless `whole` (eval
+        mode: BatchNorm uses its running statistics)."""
         self._model.eval()
+        x_test, y_test = self._tests[whole]
         loss, correct = 0.0, 0
-        for start in range(0, len(self._y_test), _EVAL_BATCH):
-            logits = self._model(self._x_test[start : start + _EVAL_BATCH])
-            labels = self._y_test[start : start + _EVAL_BATCH]
+        for start in range(0, len(y_test), _EVAL_BATCH):
+            logits = self._model(x_test[start : start + _EVAL_BATCH])
+            labels = y_test[start : start + _EVAL_BATCH]
             loss += functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == labels).sum().item())
-        return loss / len(self._y_test), correct / len(self._y_test)
+        return loss / len(y_test), correct / len(y_test)

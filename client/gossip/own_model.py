@@ -112,10 +112,11 @@ class OwnModel:
         learner.assign(merged)
         if not peer.config.experiment.evaluated(round_):
             return Merged(merged, None, None, discarded)
-        test_loss, test_accuracy = learner.evaluate()
+        whole = peer.config.experiment.whole_test_set(round_)
+        test_loss, test_accuracy = learner.evaluate(whole)
         if merged is not own and not math.isfinite(test_loss):
             log.warning("round %d: the merged model's test loss is not finite; keeping the own model", round_)
             merged, discarded = own, "merged loss not finite"
             learner.assign(own)
-            test_loss, test_accuracy = learner.evaluate()
+            test_loss, test_accuracy = learner.evaluate(whole)
         return Merged(merged, test_loss, test_accuracy, discarded)

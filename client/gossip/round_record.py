@@ -72,7 +72,8 @@ class RoundRecords:
         """The record of a jump from round `behind` to the adopted model's round, evaluated, with
         where it came from (`extra`: a rejoin's fields)."""
         peer = self.peer
-        test_loss, test_accuracy = peer.learner.evaluate()
+        whole = peer.config.experiment.whole_test_set(message.round)
+        test_loss, test_accuracy = peer.learner.evaluate(whole)
         return record_event(
             record(
                 peer.node,

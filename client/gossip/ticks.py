@@ -123,7 +123,7 @@ class TickNode:
         if tick == 0 or tick % self.every:
             return False
         peer, round_ = self.peer, tick // self.every
-        test_loss, test_accuracy = peer.learner.evaluate()
+        test_loss, test_accuracy = peer.learner.evaluate(peer.config.experiment.whole_test_set(round_))
         peer.keep(self.current, round_)
         merged, self._merged = self._merged, []
         losses, self._losses = self._losses, []

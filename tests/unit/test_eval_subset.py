@@ -1,6 +1,7 @@
 """task.eval_examples: exactly k test examples of every class, the same for every node, drawn from
 the experiment seed; a learner's evaluate() (what both runtimes record as test_accuracy) is its
-model's accuracy on exactly that subset; bad values are refused naming the key."""
+model's accuracy on exactly that subset, and on the whole test set in the last round; bad values
+are refused naming the key."""
 
 from __future__ import annotations
 
@@ -30,16 +31,19 @@ def test_every_node_evaluates_on_the_same_k_examples_of_every_class():
         node_dataset(TaskConfig(partition="dirichlet", eval_examples=50), n, NODES, SEED)
         for n in range(NODES)
     ]
-    assert np.bincount(subsets[0].y_test).tolist() == [5] * 10
+    x_first, y_first = subsets[0].test_set()
+    assert np.bincount(y_first).tolist() == [5] * 10
     for other in subsets[1:]:
-        np.testing.assert_array_equal(other.x_test, subsets[0].x_test)
-        np.testing.assert_array_equal(other.y_test, subsets[0].y_test)
+        np.testing.assert_array_equal(other.test_set()[0], x_first)
+        np.testing.assert_array_equal(other.test_set()[1], y_first)
     # test examples of the whole test set, each at most once
     whole = {row.tobytes(): label for row, label in zip(full.x_test, full.y_test, strict=True)}
-    picked = [row.tobytes() for row in subsets[0].x_test]
-    assert len(set(picked)) == 50 and all(
-        whole[key] == y for key, y in zip(picked, subsets[0].y_test, strict=True)
-    )
+    picked = [row.tobytes() for row in x_first]
+    assert len(set(picked)) == 50 and all(whole[key] == y for key, y in zip(picked, y_first, strict=True))
+    # the whole test set stays, for the last round
+    for whole_x, whole_y in (subsets[1].test_set(whole=True), (subsets[1].x_test, subsets[1].y_test)):
+        np.testing.assert_array_equal(whole_x, full.x_test)
+        np.testing.assert_array_equal(whole_y, full.y_test)
     # the training data is untouched
     np.testing.assert_array_equal(
         subsets[2].x_train, node_dataset(TaskConfig(partition="dirichlet"), 2, NODES, SEED).x_train
@@ -73,6 +77,9 @@ def test_evaluate_is_the_models_accuracy_and_loss_on_exactly_that_subset():
     assert loss == pytest.approx(expected, rel=1e-5)
     full_accuracy = np.mean(learner.predict(whole.x_test) == whole.y_test)
     assert accuracy != full_accuracy  # not the whole test set
+    # the last round's evaluation: the whole test set
+    assert learner.evaluate(whole=True)[1] == pytest.approx(full_accuracy, abs=1e-12)
+    assert (learner.test_examples(), learner.test_examples(whole=True)) == (100, len(whole.y_test))
 
 
 @pytest.mark.timeout(30)
@@ -93,7 +100,7 @@ def test_bad_eval_examples_are_refused_naming_the_key(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_recorded_test_accuracy_is_the_final_models_accuracy_on_the_subset(tmp_path):
+def test_records_are_on_the_subset_and_the_last_round_on_the_whole_test_set(tmp_path):
     config = load_config(
         None,
         [
@@ -108,18 +115,24 @@ def test_recorded_test_accuracy_is_the_final_models_accuracy_on_the_subset(tmp_p
     )
     summary, code = run_experiment(config, tmp_path / "run", Console(file=io.StringIO()))
     assert code == 0, summary["errors"]
-    records = [r for r in read_records(tmp_path / "run") if r["round"] == 2]
+    records = read_records(tmp_path / "run")
     with np.load(tmp_path / "run" / "flower" / "final-model.npz") as saved:
         final = dict(saved)
     learner = build_learner(config.task, 0, 3, SEED)  # any node: the subset is every node's
     learner.set_weights([final[name] for name in learner.names])
     whole = node_dataset(dataclasses.replace(config.task, eval_examples=0), 0, 3, SEED)
     rows = balanced_rows(whole.y_test, 10, 60, SEED)
-    expected = np.mean(learner.predict(whole.x_test[rows]) == whole.y_test[rows])
-    assert {r["node"] for r in records} == {0, 1, 2, "server"}
-    for record in records:  # every node evaluates the global model, the server too
+    expected = np.mean(learner.predict(whole.x_test) == whole.y_test)
+    last = [r for r in records if r["round"] == 2]
+    assert {r["node"] for r in last} == {0, 1, 2, "server"}
+    for record in last:  # every node evaluates the global model, the server too
         assert record["test_accuracy"] == pytest.approx(expected, abs=1e-12)
-    assert expected != np.mean(learner.predict(whole.x_test) == whole.y_test)
+    assert expected != np.mean(learner.predict(whole.x_test[rows]) == whole.y_test[rows])
+    server = {r["round"]: r for r in records if r["node"] == "server"}
+    assert [server[r]["num_examples"] for r in (0, 1, 2)] == [60, 60, len(whole.y_test)]
+    for record in records:  # before the last round: accuracies on 60 examples
+        if record["round"] < 2:
+            assert record["test_accuracy"] * 60 == pytest.approx(round(record["test_accuracy"] * 60))
 
 
 def test_in_a_stream_the_nodes_evaluate_on_the_chunk_and_the_global_test_set_is_the_subset():
@@ -128,4 +141,4 @@ def test_in_a_stream_the_nodes_evaluate_on_the_chunk_and_the_global_test_set_is_
     whole = node_dataset(TaskConfig(stream_chunks=4), 1, NODES, SEED, stream_round=2)
     np.testing.assert_array_equal(streamed.y_test, whole.y_test)  # the round's chunk, untouched
     server = node_dataset(task, 0, NODES, SEED)  # the Flower server's evaluation set
-    assert np.bincount(server.y_test, minlength=10).tolist() == [10] * 10
+    assert np.bincount(server.test_set()[1], minlength=10).tolist() == [10] * 10

@@ -97,3 +97,22 @@ def test_every_round_evaluated_keeps_the_tables_as_they_were(tmp_path, monkeypat
     console.print(run_table(summary, "every round"))
     text = console.export_text()
     assert "rounds to 0.5 " in text and "evaluated" not in text
+
+
+def test_a_test_subset_is_said_in_the_tables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(
+        None, ["experiment.rounds=2", "task.eval_examples=100", "experiment.evaluate_every=1"]
+    )
+    results = ResultsFolder("subset", config)
+    for round_ in (1, 2):
+        results.append(record(0, round_, 0.5, float(round_)))
+    results.close()
+    summary = summarize(results.path, {"status": "complete"})
+    assert summary["eval_examples"] == 100
+    console = Console(width=200, record=True)
+    console.print(run_table(summary, "subset"))
+    said = "rounds to 0.9 (on 100 test examples before the last round)"
+    assert said in console.export_text()
+    rows = compare([results.path], tmp_path / "compare").rows
+    assert rows[0]["eval_examples"] == 100 and said in markdown_table(rows)

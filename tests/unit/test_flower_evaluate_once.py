@@ -23,9 +23,9 @@ class Counting:
     def get_weights(self):
         return self.learner.get_weights()
 
-    def evaluate(self):
+    def evaluate(self, whole=False):
         self.calls += 1
-        return self.learner.evaluate()
+        return self.learner.evaluate(whole)
 
 
 def test_the_same_model_on_the_same_test_set_is_evaluated_once_with_the_same_figures():
@@ -47,3 +47,7 @@ def test_the_same_model_on_the_same_test_set_is_evaluated_once_with_the_same_fig
     flower_app.evaluate_once(other)
     assert other.calls == 1
     assert not np.isclose(other.learner.evaluate()[0], want[0])
+    # on the whole test set (the last round), it is the first node's model on the first's test
+    # set: those figures, not computed again
+    assert flower_app.evaluate_once(other, whole=True) == want == other.learner.evaluate(whole=True)
+    assert other.calls == 1

@@ -118,7 +118,8 @@ class FakeLearner:
     def assign(self, arrays):
         self.weights = arrays
 
-    def evaluate(self):
+    def evaluate(self, whole=False):
+        self.evaluated_whole = [*getattr(self, "evaluated_whole", []), whole]
         return float(np.abs(self.weights[0]).sum()), 0.5
 
 
@@ -170,6 +171,14 @@ def test_a_round_not_evaluated_keeps_the_merge_without_computing_its_loss():
     del learner.evaluate  # round 2 is evaluated: the non-finite-loss guard runs again
     evaluated = own.merge(2, model(0.0), model(1.0), [received(1, 1.0)])
     assert evaluated.test_loss == 12.0 and evaluated.test_accuracy == 0.5
+
+
+def test_only_the_last_round_evaluates_on_the_whole_test_set():
+    learner = FakeLearner([])
+    own = OwnModel(fake_peer(learner, merge=lambda *args: Outcome(model(2.0), None)))
+    for round_ in range(1, 5):  # experiment.rounds = 4
+        own.merge(round_, model(0.0), model(1.0), [received(1, 1.0)])
+    assert learner.evaluated_whole == [False, False, False, True]
 
 
 # --- linked neighbours and delivered bytes ---------------------------------------------------

@@ -110,3 +110,20 @@ def test_the_tick_inbox_keeps_every_model_and_takes_no_notices():
 def test_what_the_tick_schedule_and_the_simulation_engine_cannot_run_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+def test_the_last_evaluation_is_on_the_whole_test_set():
+    peers = line_peers(*TICKS, "task.eval_examples=50")
+    asked: list[tuple[int, bool, int]] = []
+    for peer in peers:
+
+        def spy(whole=False, learner=peer.learner, evaluate=peer.learner.evaluate):
+            asked.append((learner.node, whole, learner.test_examples(whole)))
+            return evaluate(whole)
+
+        peer.learner.evaluate = spy
+    nodes = [TickNode(p, intervals=lambda: 2) for p in peers]
+    run_ticks(nodes, VirtualClock(), lambda e: None, _run)
+    whole = len(peers[0].learner.data.y_test)
+    assert whole > 50
+    assert sorted(asked) == sorted([(n, False, 50) for n in range(3)] + [(n, True, whole) for n in range(3)])
