@@ -19,25 +19,51 @@ import threading
 from fedgossip.client.gossip.transport.wire import ModelMessage
 
 
-class AsyncInbox:
-    """Thread-safe store of the latest fresh model per sender (the service's inbox in async mode)."""
+class WindowlessInbox:
+    """The part of an inbox without a round window that takes no notices (asynchronous gossip and
+    the tick schedule): what to keep is decided by `put` alone, a notice that no model comes
+    is refused, and refusals are counted under the inbox's lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._refused = 0
+
+    def window(self, round_: int) -> str | None:
+        """No round window: the service's early window check never refuses a model."""
+        return None
+
+    def withhold(self, sender: int, round_: int) -> str | None:
+        """No notices here (fair gossip, which sends them, runs synchronously only): counted as
+        refused, "closed"."""
+        self.note(sender)
+        return "closed"
+
+    def note(self, sender: int | None, round_: int | None = None, *, refused: bool = True) -> None:
+        """Count a push or notice that was not kept (`refused`); the sender's step is not needed."""
+        with self._lock:
+            self._refused += int(refused)
+
+    def take_refused(self) -> int:
+        """Pushes refused since the last call (invalid, unauthenticated, not kept, implausible)."""
+        with self._lock:
+            refused, self._refused = self._refused, 0
+            return refused
+
+
+class AsyncInbox(WindowlessInbox):
+    """Thread-safe store of the latest fresh model per sender (the service's inbox in async mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._latest: dict[int, ModelMessage] = {}  # sender -> its newest model not merged yet
         self._merged: dict[int, int] = {}  # sender -> step of the last model merged from it
         self._arrivals = 0  # fresh models received since the last merge (repeated senders count)
-        self._refused = 0
         self.step = 0  # the peer's local units done (what its replies say it is at)
 
     @property
     def open_round(self) -> int:
         """The unit the peer works on now (its replies tell the neighbours where it is)."""
         return self.step + 1
-
-    def window(self, round_: int) -> str | None:
-        """No round window in async mode: whether a model is used is decided by `put`."""
-        return None
 
     def put(self, message: ModelMessage) -> str | None:
         """Keep a fresh model (see the module docstring); "closed" (refused) for one not fresh."""
@@ -51,17 +77,6 @@ class AsyncInbox:
             self._latest[sender] = message
             self._arrivals += 1
             return None
-
-    def withhold(self, sender: int, round_: int) -> str | None:
-        """Async gossip takes no notices (fair gossip, which sends them, runs synchronously only):
-        counted as refused, "closed"."""
-        self.note(sender)
-        return "closed"
-
-    def note(self, sender: int | None, round_: int | None = None, *, refused: bool = True) -> None:
-        """Count a push or notice that was not stored (`refused`); the sender's step is not needed."""
-        with self._lock:
-            self._refused += int(refused)
 
     @property
     def arrivals(self) -> int:
@@ -79,12 +94,6 @@ class AsyncInbox:
             self._latest.clear()
             self._arrivals = 0
             return taken
-
-    def take_refused(self) -> int:
-        """Pushes refused since the last call (invalid, unauthenticated, not fresh, implausible)."""
-        with self._lock:
-            refused, self._refused = self._refused, 0
-            return refused
 
 
 class MergeTrigger:

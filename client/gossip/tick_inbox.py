@@ -9,18 +9,16 @@ is no window: every checked model is kept. The gRPC handlers (or the in-process 
 
 from __future__ import annotations
 
-import threading
-
+from fedgossip.client.gossip.async_inbox import WindowlessInbox
 from fedgossip.client.gossip.transport.wire import ModelMessage
 
 
-class TickInbox:
+class TickInbox(WindowlessInbox):
     """Thread-safe buffer of the models received since the last merge (the service's inbox)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._buffer: list[ModelMessage] = []
-        self._refused = 0
         self.period = 1  # the peer's evaluation period (what its replies say it is at)
 
     @property
@@ -28,25 +26,11 @@ class TickInbox:
         """The peer's evaluation period now."""
         return self.period
 
-    def window(self, round_: int) -> str | None:
-        """No window: every checked model is kept."""
-        return None
-
     def put(self, message: ModelMessage) -> str | None:
         """Keep `message` (never refused: None)."""
         with self._lock:
             self._buffer.append(message)
             return None
-
-    def withhold(self, sender: int, round_: int) -> str | None:
-        """The tick schedule takes no notices: counted as refused, "closed"."""
-        self.note(sender)
-        return "closed"
-
-    def note(self, sender: int | None, round_: int | None = None, *, refused: bool = True) -> None:
-        """Count a push or notice that was not kept (`refused`)."""
-        with self._lock:
-            self._refused += int(refused)
 
     @property
     def count(self) -> int:
@@ -59,9 +43,3 @@ class TickInbox:
         with self._lock:
             taken, self._buffer = self._buffer, []
             return taken
-
-    def take_refused(self) -> int:
-        """Pushes refused since the last call."""
-        with self._lock:
-            refused, self._refused = self._refused, 0
-            return refused
