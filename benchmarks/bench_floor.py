@@ -145,10 +145,12 @@ def sample(launcher: psutil.Process, cpu: ThreadCpu, roles: dict[int, str]) -> N
 
 
 def node_thread_role(is_main: bool, name: str, main: str) -> str:
-    """What a node process's thread is: its main thread (training, merge, evaluation, records),
-    a Python thread (it keeps the process's name: the asyncio loop of the gRPC server and
-    senders, the record writer...) or a native one by its name (gRPC's event_engine...)."""
-    if is_main:
+    """What a node process's thread is: a peer's round loop (training, merge, evaluation,
+    records: a peer process's main thread, or a packed host's thread named node-ID), a Python
+    thread (it keeps the process's name: the asyncio loop of the gRPC server and senders, the
+    record writer...) or a native one by its name (gRPC's event_engine...). A packed host's own
+    main thread only waits: it counts with the round loops."""
+    if is_main or name.startswith("node-"):
         return "node main threads"
     if name == main:
         return "node other Python threads (asyncio loop...)"

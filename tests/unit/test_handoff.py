@@ -5,13 +5,14 @@ attacker's forgery; a neighbour that stopped serving gets the push once it serve
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from fedgossip.client.gossip.handoff import HandoffTransport, LocalPushStub, LocalServices, NotServing
-from fedgossip.client.gossip.host import transport_of
+from fedgossip.client.gossip.host import name_os_thread, transport_of
 from fedgossip.client.gossip.peer import GossipPeer
 from fedgossip.client.gossip.transport import eventloop as loop
 from fedgossip.client.gossip.transport.wire import encode
@@ -134,3 +135,17 @@ def test_the_host_hands_over_when_it_hosts_more_than_one_peer_and_local_handoff_
     assert isinstance(transport, HandoffTransport) and transport.hosted == {0, 1, 2}
     with pytest.raises(NotServing):
         LocalServices().get(5)
+
+
+def test_a_hosted_peers_thread_carries_its_name_in_the_os():
+    seen: list[str] = []
+
+    def named() -> None:
+        name_os_thread("node-12")
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+            seen.append(comm.read().strip())
+
+    thread = threading.Thread(target=named)
+    thread.start()
+    thread.join(10)
+    assert seen == ["node-12"]  # what benchmarks/bench_floor.py counts as a peer's round loop
