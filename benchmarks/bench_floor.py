@@ -4,6 +4,8 @@
     python benchmarks/bench_floor.py --case quickstart      # vanishing-variance | quickstart | scale-64
     python benchmarks/bench_floor.py --config my.toml --set experiment.rounds=5
     python benchmarks/bench_floor.py --quick                # a smoke run: 4 quickstart peers, 3 rounds
+    python benchmarks/bench_floor.py --case scale-64 --variant '' --variant 'nodes.per_process=8'
+                                                            # real runs side by side against one floor
     python benchmarks/bench_floor.py --case quickstart --set launcher.engine=simulation   # an engine
 
 Each case is (a) one `fedgossip run` in a subprocess (real processes, real gRPC) and (b) the floor:
@@ -143,10 +145,12 @@ def sample(launcher: psutil.Process, cpu: ThreadCpu, roles: dict[int, str]) -> N
 
 
 def node_thread_role(is_main: bool, name: str, main: str) -> str:
-    """What a node process's thread is: its main thread (training, merge, evaluation, records),
-    a Python thread (it keeps the process's name: the asyncio loop of the gRPC server and
-    senders, the record writer...) or a native one by its name (gRPC's event_engine...)."""
-    if is_main:
+    """What a node process's thread is: a peer's round loop (training, merge, evaluation,
+    records: a peer process's main thread, or a packed host's thread named node-ID), a Python
+    thread (it keeps the process's name: the asyncio loop of the gRPC server and senders, the
+    record writer...) or a native one by its name (gRPC's event_engine...). A packed host's own
+    main thread only waits: it counts with the round loops."""
+    if is_main or name.startswith("node-"):
         return "node main threads"
     if name == main:
         return "node other Python threads (asyncio loop...)"
@@ -235,15 +239,32 @@ def max_difference(real: dict, floor: dict) -> float:
     return worst
 
 
-def bench(name: str, config: Path, overrides: list[str], tmp: Path) -> int:
-    """Measure one case: the floor, then the real run; print the figures; 0 if the accuracies agree."""
+def bench(name: str, config: Path, overrides: list[str], tmp: Path, variants: list[list[str]]) -> int:
+    """Measure one case: the floor, then the real run once per variant (its settings on top of the
+    case's); print the figures; 0 if the accuracies agree."""
     check_floor_config(load_config(config, overrides))
     print(f"\n== {name}: {config.name} {' '.join(overrides)}")
     print(f"   load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     tmp.mkdir(parents=True, exist_ok=True)
     process_wall, process_cpu, floor = run_floor(config, overrides, tmp / f"{name}-floor.json")
-    out = tmp / name
-    wall, cpu_total, threads, code = run_real(config, [*overrides, f"experiment.name={name}"], out)
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in floor["seconds"].items())
+    print(
+        f"   floor: wall {floor['wall_s']:.1f} s, CPU {floor['cpu_s']:.1f} s ({phases} s); "
+        f"its process, imports included: wall {process_wall:.1f} s, CPU {process_cpu:.1f} s"
+    )
+    failed = 0
+    for index, variant in enumerate(variants):
+        out = tmp / (f"{name}-{index}" if len(variants) > 1 else name)
+        if variant:
+            print(f"   -- with {' '.join(variant)}")
+        settings = [*overrides, *variant, f"experiment.name={name}"]
+        failed += report_real(config, settings, out, floor, process_wall)
+    return failed
+
+
+def report_real(config: Path, overrides: list[str], out: Path, floor: dict, process_wall: float) -> int:
+    """Run and print one real run against the `floor`; 0 if the accuracies agree."""
+    wall, cpu_total, threads, code = run_real(config, overrides, out)
     if code not in (0, 3):
         print(f"   the real run failed (exit {code})")
         return 1
@@ -251,11 +272,6 @@ def bench(name: str, config: Path, overrides: list[str], tmp: Path) -> int:
     real_final = float(np.mean([rounds[max(rounds)] for rounds in real.values()]))
     floor_final = float(np.mean([rounds[max(rounds)] for rounds in floor["accuracy"].values()]))
     difference = max_difference(real, floor["accuracy"])
-    phases = ", ".join(f"{k} {v:.1f}" for k, v in floor["seconds"].items())
-    print(
-        f"   floor: wall {floor['wall_s']:.1f} s, CPU {floor['cpu_s']:.1f} s ({phases} s); "
-        f"its process, imports included: wall {process_wall:.1f} s, CPU {process_cpu:.1f} s"
-    )
     times = cpu_total / floor["cpu_s"]
     print(f"   real:  wall {wall:.1f} s, CPU {cpu_total:.1f} s ({times:.2f}x the floor's CPU)")
     print(
@@ -281,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 quickstart peers, 3 rounds")
     parser.add_argument("--keep", type=Path, help="keep the real runs' results folders here")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="'KEY=VALUE ...'",
+        help="run the real run once per variant (its settings, space-separated; '' for none) against "
+        "one floor, side by side",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         cases = {"quick": QUICK}
@@ -288,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         cases = {args.config.stem: (str(args.config.resolve()), [])}
     else:
         cases = {name: CASES[name] for name in (args.case or CASES)}
+    variants = [variant.split() for variant in args.variant or [""]]
     failed = 0
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
         tmp = args.keep or Path(scratch)
         for name, (config, overrides) in cases.items():
             try:
-                failed += bench(name, REPO / config, [*overrides, *args.overrides], tmp)
+                failed += bench(name, REPO / config, [*overrides, *args.overrides], tmp, variants)
             except ValueError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2

@@ -118,16 +118,20 @@ class ExperimentSection(Constrained):
 class NodesSection(Constrained):
     """How many nodes learn together, and (gossip mode) how many peers share one OS process:
     `per_process = k` runs k peers per process, each with its own gRPC server, learner and round
-    loop (hundreds of peers on one machine); a crash of a process ends only its k peers."""
+    loop (hundreds of peers on one machine); a crash of a process ends only its k peers.
+    `local_handoff`: peers of one process push to each other in process, not over gRPC (same
+    checks, records and scenario faults; client/gossip/handoff.py)."""
 
     section_name = "nodes"
     constraints: ClassVar[dict[str, Constraint]] = {
         "count": Interval(Integral, 2),
         "per_process": Interval(Integral, 1),
+        "local_handoff": InstanceOf(bool),
     }
 
     count: int = 8
     per_process: int = 1
+    local_handoff: bool = True
 
 
 @dataclass(frozen=True)

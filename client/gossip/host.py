@@ -1,8 +1,10 @@
 """Several gossip peers in one OS process (`[nodes] per_process = k`): hundreds of peers per machine.
 
 Each hosted peer is a whole `GossipPeer`: its own gRPC server on its own port, its own senders,
-learner and round loop (a thread); the peers of one process still talk to each other over real
-gRPC, like any neighbours. What they share is the interpreter, the imported code, gRPC's core and
+learner and round loop (a thread). The peers of one process hand their pushes to each other in
+process, through the checks and scenario faults of a gRPC push (`handoff.py`; with
+`nodes.local_handoff = false` over real gRPC, like any neighbours); Health and GetModel between them
+go over gRPC. What they share is the interpreter, the imported code, gRPC's core and
 the process's one event loop (`fedgossip.client.gossip.transport.eventloop`), on which every
 server and sender runs.
 Every event a peer emits names its node, so the launcher tells them apart on the one stdout. A
@@ -15,6 +17,8 @@ exactly its k peers, which the launcher then records as dead.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -22,14 +26,24 @@ import threading
 from collections.abc import Sequence
 
 from fedgossip.base.signals import Shutdown
+from fedgossip.client.gossip.handoff import HandoffTransport
 from fedgossip.client.gossip.peer import GossipPeer, configure_logging, run_to_end
-from fedgossip.config import load_config
+from fedgossip.client.gossip.transports import Transport
+from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.schema.events import Emit
 from fedgossip.schema.lines import LineWriter
 
 log = logging.getLogger("fedgossip.host")
 
 JOIN_S = 0.5  # how often the main thread wakes while the peers run (signals are handled there)
+PR_SET_NAME = 15  # prctl: the calling thread's name, as /proc/PID/task/TID/stat shows it
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` (15 bytes) in the OS too (Linux; elsewhere nothing), so that
+    per-thread CPU (top -H, benchmarks/bench_floor.py) tells a peer's round loop from the event loop."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class Hosted:
@@ -44,6 +58,7 @@ class Hosted:
         self.thread = threading.Thread(target=self._run, name=f"node-{self.node}", daemon=True)
 
     def _run(self) -> None:
+        name_os_thread(self.thread.name)
         try:
             self.code = run_to_end(self.peer, self.emit)
         except Exception as err:  # one peer's failure never takes its neighbours in the process down
@@ -64,13 +79,23 @@ class Hosted:
                 self.peer.close()
 
 
+def transport_of(configs: Sequence[ExperimentConfig]) -> Transport | None:
+    """The transport the peers of `configs` share: pushes between them handed over in process
+    (`nodes.local_handoff`, more than one peer), else None (each its own gRPC transport)."""
+    if len(configs) < 2 or not configs[0].nodes.local_handoff:
+        return None
+    return HandoffTransport({config.peer.id for config in configs if config.peer is not None})
+
+
 def build_peers(config_paths: Sequence[str], emit: Emit) -> list[GossipPeer] | None:
     """The peers of the node configs; None (an error event emitted, those built closed) when one
     of the configs is bad."""
     peers: list[GossipPeer] = []
     try:
-        for path in config_paths:
-            peers.append(GossipPeer(load_config(path)))
+        configs = [load_config(path) for path in config_paths]
+        transport = transport_of(configs)
+        for config in configs:
+            peers.append(GossipPeer(config, transport))
     except ValueError as err:
         log.error("%s", err)
         emit({"type": "error", "error": str(err)})

@@ -31,7 +31,9 @@ QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconn
 class Links:
     """The connections of peer `config.peer.id` to its `neighbours` (node -> address), whose calls
     carry the `token` and this peer's link `keys` (where there are such); its pushes send the
-    tensors `names` (a model `attack`er's forged ones)."""
+    tensors `names` (a model `attack`er's forged ones). `push_stubs` carry the pushes (and notices)
+    to some neighbours instead of their gRPC stubs (`handoff.LocalPushStub`: a co-located peer);
+    Health and GetModel go over gRPC to every neighbour."""
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class Links:
         *,
         names: list[str],
         attack: ModelAttack | None,
+        push_stubs: Mapping[int, object] | None = None,
     ) -> None:
         assert config.peer is not None
         self.config = config
@@ -55,7 +58,8 @@ class Links:
         self.channels = open_channels(neighbours, channel_credentials(config.peer), options)
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, keys, node) for node in neighbours}
-        self.senders = {node: self._sender(node, stub, events) for node, stub in self.stubs.items()}
+        pushes = {**self.stubs, **(push_stubs or {})}
+        self.senders = {node: self._sender(node, stub, events) for node, stub in pushes.items()}
 
     def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub, events: Events) -> NeighbourSender:
         """The push queue to `node`: through the scenario's network faults, if any."""

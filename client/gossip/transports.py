@@ -5,7 +5,8 @@ neighbours (a server), reaches them (links: pushes and notices) and asks them ho
 `GrpcTransport` is what every real peer uses: a gRPC server on `peer.listen`, gRPC links and
 Health/GetModel calls. The virtual-time engine's in-process transport
 (`fedgossip.client.gossip.inprocess.InProcessNetwork`) hands pushes to the receiver's service
-directly, through the same checks.
+directly, through the same checks; the peers packed in one process push to each other that way
+too (`fedgossip.client.gossip.handoff.HandoffTransport`, `nodes.local_handoff`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ class GrpcTransport:
             keys,
             names=peer.names,
             attack=peer.attack,
+            push_stubs=self.push_stubs(peer),
         )
+
+    def push_stubs(self, peer: GossipPeer) -> dict[int, object]:
+        """Stubs that carry `peer`'s pushes to some neighbours instead of gRPC (none here; see
+        `handoff.HandoffTransport`)."""
+        return {}
 
     def watch(self, peer: GossipPeer) -> NeighbourWatch:
         """Health and GetModel calls over the links."""
