@@ -10,8 +10,11 @@
    (where aggregation runs) and the peak total RSS of every process of the run (sampled), then
    the time ratio ours/stock (target <= 1.05) and how far apart the final global models are.
    Runs alternate (stock, ours, stock, ours, ...) so load drifts hit both alike.
-2. Simulation engine (Flower's Ray backend): rounds per second with --clients virtual clients
-   (default 100; 1000 takes minutes on 2 cores).
+2. Simulation engine (Flower's Ray backend), --clients virtual clients (default 100; 1000 takes
+   minutes on 2 cores), side by side in one run: time from launch to the end of round 1 and the
+   median round time of our engine, of a bare `run_simulation` app (bare_simulation.py: stock
+   FedAvg, no training), of our in-process engine (our training and evaluation without Ray) and,
+   with --old-path, of the previous path (SuperLink + `flwr run` + SuperExec).
 
     python benchmarks/bench_flower.py                     # both parts, 100 simulated clients
     python benchmarks/bench_flower.py --clients 1000 --skip-deployment
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,12 +39,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
-from fedgossip.base.flower_protocol import load_model
+from fedgossip.base.flower_protocol import RUN_START, load_model
 from fedgossip.launcher.supervision.processes import child_env
-from fedgossip.launcher.supervision.proctree import descendants
+from fedgossip.launcher.supervision.proctree import descendants, stop_leaves_first
 from fedgossip.reports import read_records
-from fedgossip.schema.lines import read_lines
 
 DEPLOYMENT = [
     "experiment.mode=flower",
@@ -88,11 +92,12 @@ class TreeMemory(threading.Thread):
             self.peak = max(self.peak, sum(rss_mb(pid) for pid in pids))
 
 
-def fedgossip_run(out: Path, overrides: list[str], timeout: float) -> dict:
-    """One `fedgossip run` in a subprocess; its summary plus the sampled peak memory."""
-    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
-    for item in overrides:
-        argv += ["--set", item]
+def fedgossip_run(out: Path, overrides: list[str], timeout: float, argv: list[str] | None = None) -> dict:
+    """One `fedgossip run` in a subprocess (or `argv`); its summary plus the sampled peak memory."""
+    if argv is None:
+        argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+        for item in overrides:
+            argv += ["--set", item]
     started = time.time()
     with open(out.with_suffix(".log"), "w") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1))
@@ -114,6 +119,7 @@ def fedgossip_run(out: Path, overrides: list[str], timeout: float) -> dict:
     rounds = [b[1] - a[1] for a, b in itertools.pairwise(server)]
     flower = summary.get("flower", {})
     return {
+        "launched": started,
         "wall_s": time.time() - started,
         "startup_s": summary.get("startup_s"),
         "round_s": rounds,
@@ -236,39 +242,116 @@ def bench_aggregation(params: int, clients: int = 8, repeats: int = 7) -> None:
         )
 
 
-def bench_simulation(root: Path, clients: int, rounds: int) -> None:
+def _old_path_argv(out: Path, overrides: list[str]) -> list[str]:
+    """`fedgossip run` with flower.engine = "simulation" on the previous path: a SuperLink
+    --simulation, `flwr run` and SuperExec (the registry entry swapped in the subprocess)."""
+    swap = (
+        "from fedgossip.launcher.runs import engines; "
+        "engines.FLOWER_ENGINES['simulation'] = engines.Engine("
+        "'fedgossip.launcher.flower.superlink:run_on_superlink', False, {'simulation': True}); "
+        "import sys; from fedgossip.launcher.cli import main; sys.argv[0] = 'fedgossip'; main()"
+    )
+    return [
+        sys.executable,
+        "-c",
+        swap,
+        "run",
+        "--out",
+        str(out),
+        *(a for o in overrides for a in ("--set", o)),
+    ]
+
+
+def _rounds_of(out: Path, launched: float) -> tuple[float | None, list[float]]:
+    """Seconds from the launch to the end of round 1 (the server record of round 1; the run start
+    from flower/run-config.toml, so only for the engines that write it) and the round times."""
+    server = sorted((r["round"], r["time_s"]) for r in read_records(out) if r.get("node") == "server")
+    rounds = [b[1] - a[1] for a, b in itertools.pairwise(server) if a[0] >= 1]
+    run_config = out / "flower" / "run-config.toml"
+    if not run_config.exists():
+        return None, rounds
+    run_start = tomllib.loads(run_config.read_text())[RUN_START]
+    return run_start + dict(server)[1] - launched, rounds
+
+
+def bare_run(out: Path, clients: int, rounds: int, timeout: float) -> dict:
+    """benchmarks/bare_simulation.py in a subprocess: time to round 1 and the round times."""
+    argv = [sys.executable, str(Path(__file__).with_name("bare_simulation.py")), str(out), str(clients)]
+    launched = time.time()
+    with open(out.with_suffix(".log"), "w") as log:
+        process = subprocess.Popen(
+            [*argv, str(rounds)], stdout=log, stderr=subprocess.STDOUT, env=child_env(1)
+        )
+        try:
+            code = process.wait(timeout)
+        finally:
+            stop_leaves_first([*descendants([process.pid])], 5.0)
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    if code != 0:
+        raise RuntimeError(f"bare app: exit {code}, see {out.with_suffix('.log')}")
+    ended = dict(json.loads(out.read_text())["rounds"])
+    times = [ended[r] for r in sorted(ended) if r >= 1]
+    return {
+        "to_round_1_s": ended[1] - launched,
+        "round_s": [b - a for a, b in itertools.pairwise(times)],
+        "wall_s": time.time() - launched,
+    }
+
+
+def bench_simulation(root: Path, clients: int, rounds: int, old: bool) -> None:
+    """Time to round 1 and per-round time of 100 (--clients) virtual clients, side by side: our
+    simulation engine, the previous path (SuperLink + flwr run + SuperExec; --old-path), a bare
+    `run_simulation` app (no training) and our in-process engine (our training and evaluation,
+    no Ray: what our rounds cost without the runtime)."""
     config = [
         *SIMULATION,
         f"nodes.count={clients}",
         f"experiment.rounds={rounds}",
         f"task.synthetic_samples={max(2000, 25 * clients)}",
     ]
-    out = root / f"simulation-{clients}"
-    result = fedgossip_run(out, config, timeout=900 + 600 * rounds * max(1, clients // 500))
-    summary = json.loads((out / "summary.json").read_text())
-    handshake = next(
-        (
-            e.get("handshake_s")
-            for e in read_lines(out / "flower" / "records.jsonl")
-            if e.get("type") == "started"
-        ),
-        None,
-    )
-    print(f"\nSimulation engine: {clients} virtual clients, synthetic MLP, {rounds} rounds")
+    timeout = 900 + 600 * rounds * max(1, clients // 500)
+    print(f"\nSimulation, {clients} virtual clients, {rounds} rounds; load before: {_load()}", flush=True)
+    results: dict[str, dict] = {}
+    results["bare run_simulation app"] = bare_run(root / "bare.json", clients, rounds, timeout)
+    ours = fedgossip_run(root / "ours", config, timeout)
+    ours["to_round_1_s"], ours["round_s"] = _rounds_of(root / "ours", ours["launched"])
+    results["ours (simulation engine)"] = ours
+    if old:
+        previous = fedgossip_run(root / "old", config, timeout, argv=_old_path_argv(root / "old", config))
+        previous["to_round_1_s"], previous["round_s"] = _rounds_of(root / "old", previous["launched"])
+        results["previous path (SuperLink)"] = previous
+    local = fedgossip_run(root / "inprocess", [*config, "flower.engine=inprocess"], timeout)
+    local["round_s"] = _rounds_of(root / "inprocess", local["launched"])[1]
+    results["ours in process (no Ray)"] = local
+    print(f"load after: {_load()}")
+    bare = results["bare run_simulation app"]
     print(
-        f"  start to first round (Ray, SuperLink, handshake with {clients} nodes): {result['startup_s']}s "
-        f"(handshake done at {handshake}s)"
+        f"{'path':28s} {'to round 1 s':>13s} {'x bare':>7s} {'round s (median)':>17s} {'x bare':>7s} "
+        f"{'wall s':>7s}"
     )
-    print(f"  round times: {', '.join(f'{x:.1f}' for x in result['round_s'])} s")
+    for name, result in results.items():
+        to_first = result.get("to_round_1_s")
+        median = statistics.median(result["round_s"])
+        first = (
+            f"{to_first:13.2f} {to_first / bare['to_round_1_s']:7.2f}" if to_first else f"{'-':>13s} {'':7s}"
+        )
+        print(
+            f"{name:28s} {first} {median:17.3f} {median / statistics.median(bare['round_s']):7.2f} "
+            f"{result['wall_s']:7.1f}"
+        )
     print(
-        f"  rounds per second: {1 / result['mean_round_s']:.3f} ({result['mean_round_s']:.1f} s per round of "
-        f"{clients} train messages); wall {result['wall_s']:.1f}s"
+        f"  (target: ours <= 1.3x the bare app's time to round 1; round times "
+        f"{', '.join(f'{x:.2f}' for x in ours['round_s'])} s; peak RSS ServerApp "
+        f"{ours['serverapp_peak_rss_mb']} MB, all processes {ours['tree_peak_rss_mb']} MB; "
+        f"final accuracy {ours['final_accuracy']:.4f})"
     )
-    print(
-        f"  peak RSS: ServerApp {result['serverapp_peak_rss_mb']} MB, "
-        f"all processes {result['tree_peak_rss_mb']} MB; "
-        f"final accuracy {summary.get('final_mean_accuracy'):.4f}"
-    )
+
+
+def _load() -> str:
+    """The load averages (1, 5, 15 min) of the machine."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -276,7 +359,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=100, help="virtual clients of the simulation run")
-    parser.add_argument("--sim-rounds", type=int, default=3)
+    parser.add_argument("--sim-rounds", type=int, default=5)
+    parser.add_argument("--old-path", action="store_true", help="also time the previous simulation path")
     parser.add_argument("--nodes", type=int, default=4, help="SuperNodes of the deployment runs")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
     parser.add_argument("--repeats", type=int, default=1, help="deployment runs per strategy")
@@ -294,7 +378,7 @@ def main() -> None:
         if not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
-            bench_simulation(root, args.clients, args.sim_rounds)
+            bench_simulation(root, args.clients, args.sim_rounds, args.old_path)
 
 
 if __name__ == "__main__":

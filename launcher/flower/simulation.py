@@ -50,7 +50,9 @@ def run_simulation_engine(
     with supervised() as children:
         try:
             bar.status(f"starting Flower's simulation runtime with {config.nodes.count} virtual nodes")
-            child = Child("simulation", argv, log_path=results.logs / "simulation.log", env=env, cwd=files.root)
+            child = Child(
+                "simulation", argv, log_path=results.logs / "simulation.log", env=env, cwd=files.root
+            )
             children.append(child)
             results.write_processes({child.name: child.pid})
             code = _follow(config, child, tracker, tail, sink)

@@ -8,15 +8,18 @@ config the launcher wrote (FLOWER_DIR/run-config.toml) as the run's override con
 folder (FLOWER_DIR/app) as app_dir, so the ServerApp and every ClientApp read the same run config
 as under a SuperLink; the public `run_simulation` gives the apps an empty run config. The
 ServerApp appends its events to the run config's records path, which the launcher follows.
-Exit 0 when the ServerApp finished, 1 when it or the runtime failed (the traceback in the log).
+Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the traceback in the
+log).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import tomllib
+import traceback
 from pathlib import Path
 
+import tomllib
 from flwr.app import Context, RecordDict
 from flwr.common.config import get_fused_config_from_dir
 from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
@@ -67,12 +70,20 @@ def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     )
 
 
-def main(argv: list[str]) -> int:
-    """`FLOWER_DIR NODES CPUS` -> exit code."""
+def main(argv: list[str]) -> None:
+    """`FLOWER_DIR NODES CPUS`: exit 0 when the run finished, 1 (the traceback on stderr) when it
+    failed, at once: after a failure of the runtime the ServerApp's thread may still wait for
+    nodes that never come (up to flower.startup_timeout), so it is not waited for."""
     flower_dir, nodes, cpus = Path(argv[0]), int(argv[1]), int(argv[2])
-    simulate(flower_dir, nodes, cpus)
-    return 0
+    try:
+        simulate(flower_dir, nodes, cpus)
+    except BaseException as err:
+        traceback.print_exc()
+        while err.__cause__ is not None:  # Flower wraps the runtime's error: the log's last line says why
+            err = err.__cause__
+        print(f"simulation failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
