@@ -300,11 +300,20 @@ def bare_run(out: Path, clients: int, rounds: int, timeout: float) -> dict:
     }
 
 
-def bench_simulation(root: Path, clients: int, rounds: int, old: bool) -> None:
+FOLDERS = {
+    "bare run_simulation app": "bare",
+    "ours (simulation engine)": "ours",
+    "ours in process (no Ray)": "inprocess",
+    "previous path (SuperLink)": "old",
+}
+
+
+def bench_simulation(root: Path, clients: int, rounds: int, repeats: int, old: bool) -> None:
     """Time to round 1 and per-round time of 100 (--clients) virtual clients, side by side: our
     simulation engine, the previous path (SuperLink + flwr run + SuperExec; --old-path), a bare
     `run_simulation` app (no training) and our in-process engine (our training and evaluation,
-    no Ray: what our rounds cost without the runtime)."""
+    no Ray: what our rounds cost without the runtime). The paths take turns, in a rotated order
+    each repeat, so that a change of load hits them alike; medians over the repeats."""
     config = [
         *SIMULATION,
         f"nodes.count={clients}",
@@ -312,41 +321,58 @@ def bench_simulation(root: Path, clients: int, rounds: int, old: bool) -> None:
         f"task.synthetic_samples={max(2000, 25 * clients)}",
     ]
     timeout = 900 + 600 * rounds * max(1, clients // 500)
-    print(f"\nSimulation, {clients} virtual clients, {rounds} rounds; load before: {_load()}", flush=True)
-    results: dict[str, dict] = {}
-    results["bare run_simulation app"] = bare_run(root / "bare.json", clients, rounds, timeout)
-    ours = fedgossip_run(root / "ours", config, timeout)
-    ours["to_round_1_s"], ours["round_s"] = _rounds_of(root / "ours", ours["launched"])
-    results["ours (simulation engine)"] = ours
+
+    def ours(out: Path, argv: list[str] | None = None, engine: str = "simulation") -> dict:
+        result = fedgossip_run(out, [*config, f"flower.engine={engine}"], timeout, argv)
+        result["to_round_1_s"], result["round_s"] = _rounds_of(out, result["launched"])
+        return result
+
+    paths = {
+        "bare run_simulation app": lambda out: bare_run(out.with_suffix(".json"), clients, rounds, timeout),
+        "ours (simulation engine)": ours,
+        "ours in process (no Ray)": lambda out: ours(out, engine="inprocess"),
+    }
     if old:
-        previous = fedgossip_run(root / "old", config, timeout, argv=_old_path_argv(root / "old", config))
-        previous["to_round_1_s"], previous["round_s"] = _rounds_of(root / "old", previous["launched"])
-        results["previous path (SuperLink)"] = previous
-    local = fedgossip_run(root / "inprocess", [*config, "flower.engine=inprocess"], timeout)
-    local["round_s"] = _rounds_of(root / "inprocess", local["launched"])[1]
-    results["ours in process (no Ray)"] = local
-    print(f"load after: {_load()}")
+        paths["previous path (SuperLink)"] = lambda out: ours(out, _old_path_argv(out, config))
+    print(
+        f"\nSimulation, {clients} virtual clients, {rounds} rounds, {repeats} repeat(s); "
+        f"load before: {_load()}",
+        flush=True,
+    )
+    results: dict[str, list[dict]] = {name: [] for name in paths}
+    names = list(paths)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            results[name].append(paths[name](root / f"{FOLDERS[name]}-{repeat}"))
+            print(f"  {name} run {repeat + 1}: {_brief(results[name][-1])}; load {_load()}", flush=True)
     bare = results["bare run_simulation app"]
     print(
-        f"{'path':28s} {'to round 1 s':>13s} {'x bare':>7s} {'round s (median)':>17s} {'x bare':>7s} "
+        f"{'path (medians)':28s} {'to round 1 s':>13s} {'x bare':>7s} {'round s':>8s} {'x bare':>7s} "
         f"{'wall s':>7s}"
     )
-    for name, result in results.items():
-        to_first = result.get("to_round_1_s")
-        median = statistics.median(result["round_s"])
-        first = (
-            f"{to_first:13.2f} {to_first / bare['to_round_1_s']:7.2f}" if to_first else f"{'-':>13s} {'':7s}"
+    for name, runs in results.items():
+        first = [r["to_round_1_s"] for r in runs if r.get("to_round_1_s")]
+        median = statistics.median(x for r in runs for x in r["round_s"])
+        ratios = [r["to_round_1_s"] / b["to_round_1_s"] for r, b in zip(runs, bare, strict=True) if first]
+        shown = (
+            f"{statistics.median(first):13.2f} {statistics.median(ratios):7.2f}"
+            if first
+            else f"{'-':>13s} {'':7s}"
         )
-        print(
-            f"{name:28s} {first} {median:17.3f} {median / statistics.median(bare['round_s']):7.2f} "
-            f"{result['wall_s']:7.1f}"
-        )
+        bare_round = statistics.median(x for r in bare for x in r["round_s"])
+        wall = statistics.median(r["wall_s"] for r in runs)
+        print(f"{name:28s} {shown} {median:8.3f} {median / bare_round:7.2f} {wall:7.1f}")
     print(
-        f"  (target: ours <= 1.3x the bare app's time to round 1; round times "
-        f"{', '.join(f'{x:.2f}' for x in ours['round_s'])} s; peak RSS ServerApp "
-        f"{ours['serverapp_peak_rss_mb']} MB, all processes {ours['tree_peak_rss_mb']} MB; "
-        f"final accuracy {ours['final_accuracy']:.4f})"
+        "  (x bare: the median of the ratios of each repeat's runs; target: ours <= 1.3x the bare "
+        "app's time to round 1)"
     )
+
+
+def _brief(result: dict) -> str:
+    """One run's time to round 1 and round times, for the progress lines."""
+    first = result.get("to_round_1_s")
+    rounds = ", ".join(f"{x:.2f}" for x in result["round_s"])
+    return f"to round 1 {first:.2f}s, rounds {rounds} s" if first else f"rounds {rounds} s"
 
 
 def _load() -> str:
@@ -360,6 +386,7 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=100, help="virtual clients of the simulation run")
     parser.add_argument("--sim-rounds", type=int, default=5)
+    parser.add_argument("--sim-repeats", type=int, default=3, help="runs of each simulation path")
     parser.add_argument("--old-path", action="store_true", help="also time the previous simulation path")
     parser.add_argument("--nodes", type=int, default=4, help="SuperNodes of the deployment runs")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
@@ -378,7 +405,7 @@ def main() -> None:
         if not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
-            bench_simulation(root, args.clients, args.sim_rounds, args.old_path)
+            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats, args.old_path)
 
 
 if __name__ == "__main__":
