@@ -13,8 +13,9 @@
 2. Simulation engine (Flower's Ray backend), --clients virtual clients (default 100; 1000 takes
    minutes on 2 cores), side by side in one run: time from launch to the end of round 1 and the
    median round time of our engine, of a bare `run_simulation` app (bare_simulation.py: stock
-   FedAvg, no training), of our in-process engine (our training and evaluation without Ray) and,
-   with --old-path, of the previous path (SuperLink + `flwr run` + SuperExec).
+   FedAvg, no training) and of our in-process engine (our training and evaluation without Ray).
+   The previous path (SuperLink + `flwr run` + SuperExec) was timed beside them by the
+   --old-path option of commit 271d732, before that path was removed.
 
     python benchmarks/bench_flower.py                     # both parts, 100 simulated clients
     python benchmarks/bench_flower.py --clients 1000 --skip-deployment
@@ -242,26 +243,6 @@ def bench_aggregation(params: int, clients: int = 8, repeats: int = 7) -> None:
         )
 
 
-def _old_path_argv(out: Path, overrides: list[str]) -> list[str]:
-    """`fedgossip run` with flower.engine = "simulation" on the previous path: a SuperLink
-    --simulation, `flwr run` and SuperExec (the registry entry swapped in the subprocess)."""
-    swap = (
-        "from fedgossip.launcher.runs import engines; "
-        "engines.FLOWER_ENGINES['simulation'] = engines.Engine("
-        "'fedgossip.launcher.flower.superlink:run_on_superlink', False, {'simulation': True}); "
-        "import sys; from fedgossip.launcher.cli import main; sys.argv[0] = 'fedgossip'; main()"
-    )
-    return [
-        sys.executable,
-        "-c",
-        swap,
-        "run",
-        "--out",
-        str(out),
-        *(a for o in overrides for a in ("--set", o)),
-    ]
-
-
 def _rounds_of(out: Path, launched: float) -> tuple[float | None, list[float]]:
     """Seconds from the launch to the end of round 1 (the server record of round 1; the run start
     from flower/run-config.toml, so only for the engines that write it) and the round times."""
@@ -304,16 +285,15 @@ FOLDERS = {
     "bare run_simulation app": "bare",
     "ours (simulation engine)": "ours",
     "ours in process (no Ray)": "inprocess",
-    "previous path (SuperLink)": "old",
 }
 
 
-def bench_simulation(root: Path, clients: int, rounds: int, repeats: int, old: bool) -> None:
+def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> None:
     """Time to round 1 and per-round time of 100 (--clients) virtual clients, side by side: our
-    simulation engine, the previous path (SuperLink + flwr run + SuperExec; --old-path), a bare
-    `run_simulation` app (no training) and our in-process engine (our training and evaluation,
-    no Ray: what our rounds cost without the runtime). The paths take turns, in a rotated order
-    each repeat, so that a change of load hits them alike; medians over the repeats."""
+    simulation engine, a bare `run_simulation` app (no training) and our in-process engine (our
+    training and evaluation, no Ray: what our rounds cost without the runtime). The paths take
+    turns, in a rotated order each repeat, so that a change of load hits them alike; medians over
+    the repeats."""
     config = [
         *SIMULATION,
         f"nodes.count={clients}",
@@ -332,8 +312,6 @@ def bench_simulation(root: Path, clients: int, rounds: int, repeats: int, old: b
         "ours (simulation engine)": ours,
         "ours in process (no Ray)": lambda out: ours(out, engine="inprocess"),
     }
-    if old:
-        paths["previous path (SuperLink)"] = lambda out: ours(out, _old_path_argv(out, config))
     print(
         f"\nSimulation, {clients} virtual clients, {rounds} rounds, {repeats} repeat(s); "
         f"load before: {_load()}",
@@ -387,7 +365,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100, help="virtual clients of the simulation run")
     parser.add_argument("--sim-rounds", type=int, default=5)
     parser.add_argument("--sim-repeats", type=int, default=3, help="runs of each simulation path")
-    parser.add_argument("--old-path", action="store_true", help="also time the previous simulation path")
     parser.add_argument("--nodes", type=int, default=4, help="SuperNodes of the deployment runs")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
     parser.add_argument("--repeats", type=int, default=1, help="deployment runs per strategy")
@@ -405,7 +382,7 @@ def main() -> None:
         if not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
-            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats, args.old_path)
+            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats)
 
 
 if __name__ == "__main__":
