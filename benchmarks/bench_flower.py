@@ -10,8 +10,12 @@
    (where aggregation runs) and the peak total RSS of every process of the run (sampled), then
    the time ratio ours/stock (target <= 1.05) and how far apart the final global models are.
    Runs alternate (stock, ours, stock, ours, ...) so load drifts hit both alike.
-2. Simulation engine (Flower's Ray backend): rounds per second with --clients virtual clients
-   (default 100; 1000 takes minutes on 2 cores).
+2. Simulation engine (Flower's Ray backend), --clients virtual clients (default 100; 1000 takes
+   minutes on 2 cores), side by side in one run: time from launch to the end of round 1 and the
+   median round time of our engine, of a bare `run_simulation` app (bare_simulation.py: stock
+   FedAvg, no training) and of our in-process engine (our training and evaluation without Ray).
+   The previous path (SuperLink + `flwr run` + SuperExec) was timed beside them by the
+   --old-path option of commit 271d732, before that path was removed.
 
     python benchmarks/bench_flower.py                     # both parts, 100 simulated clients
     python benchmarks/bench_flower.py --clients 1000 --skip-deployment
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,12 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
-from fedgossip.base.flower_protocol import load_model
+from fedgossip.base.flower_protocol import RUN_START, load_model
 from fedgossip.launcher.supervision.processes import child_env
-from fedgossip.launcher.supervision.proctree import descendants
+from fedgossip.launcher.supervision.proctree import descendants, stop_leaves_first
 from fedgossip.reports import read_records
-from fedgossip.schema.lines import read_lines
 
 DEPLOYMENT = [
     "experiment.mode=flower",
@@ -88,11 +93,12 @@ class TreeMemory(threading.Thread):
             self.peak = max(self.peak, sum(rss_mb(pid) for pid in pids))
 
 
-def fedgossip_run(out: Path, overrides: list[str], timeout: float) -> dict:
-    """One `fedgossip run` in a subprocess; its summary plus the sampled peak memory."""
-    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
-    for item in overrides:
-        argv += ["--set", item]
+def fedgossip_run(out: Path, overrides: list[str], timeout: float, argv: list[str] | None = None) -> dict:
+    """One `fedgossip run` in a subprocess (or `argv`); its summary plus the sampled peak memory."""
+    if argv is None:
+        argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+        for item in overrides:
+            argv += ["--set", item]
     started = time.time()
     with open(out.with_suffix(".log"), "w") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1))
@@ -114,6 +120,7 @@ def fedgossip_run(out: Path, overrides: list[str], timeout: float) -> dict:
     rounds = [b[1] - a[1] for a, b in itertools.pairwise(server)]
     flower = summary.get("flower", {})
     return {
+        "launched": started,
         "wall_s": time.time() - started,
         "startup_s": summary.get("startup_s"),
         "round_s": rounds,
@@ -236,39 +243,119 @@ def bench_aggregation(params: int, clients: int = 8, repeats: int = 7) -> None:
         )
 
 
-def bench_simulation(root: Path, clients: int, rounds: int) -> None:
+def _rounds_of(out: Path, launched: float) -> tuple[float | None, list[float]]:
+    """Seconds from the launch to the end of round 1 (the server record of round 1; the run start
+    from flower/run-config.toml, so only for the engines that write it) and the round times."""
+    server = sorted((r["round"], r["time_s"]) for r in read_records(out) if r.get("node") == "server")
+    rounds = [b[1] - a[1] for a, b in itertools.pairwise(server) if a[0] >= 1]
+    run_config = out / "flower" / "run-config.toml"
+    if not run_config.exists():
+        return None, rounds
+    run_start = tomllib.loads(run_config.read_text())[RUN_START]
+    return run_start + dict(server)[1] - launched, rounds
+
+
+def bare_run(out: Path, clients: int, rounds: int, timeout: float) -> dict:
+    """benchmarks/bare_simulation.py in a subprocess: time to round 1 and the round times."""
+    argv = [sys.executable, str(Path(__file__).with_name("bare_simulation.py")), str(out), str(clients)]
+    launched = time.time()
+    with open(out.with_suffix(".log"), "w") as log:
+        process = subprocess.Popen(
+            [*argv, str(rounds)], stdout=log, stderr=subprocess.STDOUT, env=child_env(1)
+        )
+        try:
+            code = process.wait(timeout)
+        finally:
+            stop_leaves_first([*descendants([process.pid])], 5.0)
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    if code != 0:
+        raise RuntimeError(f"bare app: exit {code}, see {out.with_suffix('.log')}")
+    ended = dict(json.loads(out.read_text())["rounds"])
+    times = [ended[r] for r in sorted(ended) if r >= 1]
+    return {
+        "to_round_1_s": ended[1] - launched,
+        "round_s": [b - a for a, b in itertools.pairwise(times)],
+        "wall_s": time.time() - launched,
+    }
+
+
+FOLDERS = {
+    "bare run_simulation app": "bare",
+    "ours (simulation engine)": "ours",
+    "ours in process (no Ray)": "inprocess",
+}
+
+
+def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> None:
+    """Time to round 1 and per-round time of 100 (--clients) virtual clients, side by side: our
+    simulation engine, a bare `run_simulation` app (no training) and our in-process engine (our
+    training and evaluation, no Ray: what our rounds cost without the runtime). The paths take
+    turns, in a rotated order each repeat, so that a change of load hits them alike; medians over
+    the repeats."""
     config = [
         *SIMULATION,
         f"nodes.count={clients}",
         f"experiment.rounds={rounds}",
         f"task.synthetic_samples={max(2000, 25 * clients)}",
     ]
-    out = root / f"simulation-{clients}"
-    result = fedgossip_run(out, config, timeout=900 + 600 * rounds * max(1, clients // 500))
-    summary = json.loads((out / "summary.json").read_text())
-    handshake = next(
-        (
-            e.get("handshake_s")
-            for e in read_lines(out / "flower" / "records.jsonl")
-            if e.get("type") == "started"
-        ),
-        None,
-    )
-    print(f"\nSimulation engine: {clients} virtual clients, synthetic MLP, {rounds} rounds")
+    timeout = 900 + 600 * rounds * max(1, clients // 500)
+
+    def ours(out: Path, argv: list[str] | None = None, engine: str = "simulation") -> dict:
+        result = fedgossip_run(out, [*config, f"flower.engine={engine}"], timeout, argv)
+        result["to_round_1_s"], result["round_s"] = _rounds_of(out, result["launched"])
+        return result
+
+    paths = {
+        "bare run_simulation app": lambda out: bare_run(out.with_suffix(".json"), clients, rounds, timeout),
+        "ours (simulation engine)": ours,
+        "ours in process (no Ray)": lambda out: ours(out, engine="inprocess"),
+    }
     print(
-        f"  start to first round (Ray, SuperLink, handshake with {clients} nodes): {result['startup_s']}s "
-        f"(handshake done at {handshake}s)"
+        f"\nSimulation, {clients} virtual clients, {rounds} rounds, {repeats} repeat(s); "
+        f"load before: {_load()}",
+        flush=True,
     )
-    print(f"  round times: {', '.join(f'{x:.1f}' for x in result['round_s'])} s")
+    results: dict[str, list[dict]] = {name: [] for name in paths}
+    names = list(paths)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            results[name].append(paths[name](root / f"{FOLDERS[name]}-{repeat}"))
+            print(f"  {name} run {repeat + 1}: {_brief(results[name][-1])}; load {_load()}", flush=True)
+    bare = results["bare run_simulation app"]
     print(
-        f"  rounds per second: {1 / result['mean_round_s']:.3f} ({result['mean_round_s']:.1f} s per round of "
-        f"{clients} train messages); wall {result['wall_s']:.1f}s"
+        f"{'path (medians)':28s} {'to round 1 s':>13s} {'x bare':>7s} {'round s':>8s} {'x bare':>7s} "
+        f"{'wall s':>7s}"
     )
+    for name, runs in results.items():
+        first = [r["to_round_1_s"] for r in runs if r.get("to_round_1_s")]
+        median = statistics.median(x for r in runs for x in r["round_s"])
+        ratios = [r["to_round_1_s"] / b["to_round_1_s"] for r, b in zip(runs, bare, strict=True) if first]
+        shown = (
+            f"{statistics.median(first):13.2f} {statistics.median(ratios):7.2f}"
+            if first
+            else f"{'-':>13s} {'':7s}"
+        )
+        bare_round = statistics.median(x for r in bare for x in r["round_s"])
+        wall = statistics.median(r["wall_s"] for r in runs)
+        print(f"{name:28s} {shown} {median:8.3f} {median / bare_round:7.2f} {wall:7.1f}")
     print(
-        f"  peak RSS: ServerApp {result['serverapp_peak_rss_mb']} MB, "
-        f"all processes {result['tree_peak_rss_mb']} MB; "
-        f"final accuracy {summary.get('final_mean_accuracy'):.4f}"
+        "  (x bare: the median of the ratios of each repeat's runs; target: ours <= 1.3x the bare "
+        "app's time to round 1)"
     )
+
+
+def _brief(result: dict) -> str:
+    """One run's time to round 1 and round times, for the progress lines."""
+    first = result.get("to_round_1_s")
+    rounds = ", ".join(f"{x:.2f}" for x in result["round_s"])
+    return f"to round 1 {first:.2f}s, rounds {rounds} s" if first else f"rounds {rounds} s"
+
+
+def _load() -> str:
+    """The load averages (1, 5, 15 min) of the machine."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -276,7 +363,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=100, help="virtual clients of the simulation run")
-    parser.add_argument("--sim-rounds", type=int, default=3)
+    parser.add_argument("--sim-rounds", type=int, default=5)
+    parser.add_argument("--sim-repeats", type=int, default=3, help="runs of each simulation path")
     parser.add_argument("--nodes", type=int, default=4, help="SuperNodes of the deployment runs")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
     parser.add_argument("--repeats", type=int, default=1, help="deployment runs per strategy")
@@ -294,7 +382,7 @@ def main() -> None:
         if not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
-            bench_simulation(root, args.clients, args.sim_rounds)
+            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats)
 
 
 if __name__ == "__main__":

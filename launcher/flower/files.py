@@ -5,7 +5,7 @@ Layout inside the results folder (written by `prepare`; the connection by `write
 
     flower/app/           a minimal Flower app: pyproject.toml ([tool.flwr.app], components in the
                           installed fedgossip package) and LICENSE; the FAB is a few kB
-    flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection
+    flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection (deployment)
     flower/run-config.toml  the run config (experiment TOML, records path, run start)
     flower/records.jsonl  what the ServerApp emits, one JSON event per line
     flower/final-model.npz  the final global model (tensor name -> array)

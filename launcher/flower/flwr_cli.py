@@ -64,12 +64,9 @@ def register_node_keys(public_keys: Iterable[Path], env: dict[str, str]) -> None
         flwr(["supernode", "register", str(public), CONNECTION, "--name", f"fedgossip-{index}"], env)
 
 
-def submit(app: Path, run_config: Path, env: dict[str, str], federation_config: str | None = None) -> int:
+def submit(app: Path, run_config: Path, env: dict[str, str]) -> int:
     """Submit the app folder `app` with the run config file `run_config`; return the run id."""
-    args = ["run", str(app), CONNECTION, "--run-config", str(run_config)]
-    if federation_config:
-        args += ["--federation-config", federation_config]
-    answer = flwr(args, env)
+    answer = flwr(["run", str(app), CONNECTION, "--run-config", str(run_config)], env)
     return int(answer["run-id"])
 
 

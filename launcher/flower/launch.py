@@ -5,8 +5,8 @@
   results folder; optionally TLS (security.tls) and SuperNode authentication with registered keys
   (security.mutual_tls). The app is submitted with `flwr run` and followed until the SuperLink
   reports `finished:completed` (`flwr run` exits 0 for a failed run too).
-- "simulation": a `flower-superlink --simulation` on a free loopback port runs the same app on
-  Flower's Ray-based simulation engine with `nodes.count` virtual SuperNodes.
+- "simulation": one child process runs the same app on Flower's Ray-based simulation engine,
+  called in process, with `nodes.count` virtual SuperNodes (no SuperLink, `flwr run` or SuperExec).
 - "inprocess": Strategy.start() with an in-process Grid in this process (no ports, no Ray).
 
 All engines produce the same results folder as a gossip run: the ServerApp emits one record per
@@ -18,9 +18,10 @@ Under churn (scenario.crash / crash_fraction / crash_rate, deployment only) Supe
 and restarted mid-run (`flower_churn`), every stop and rejoin an event of events.jsonl.
 
 This module turns the ServerApp's events into records and the outcome (`EventSink`) and runs the
-engine registered under flower.engine (launcher/runs/engines.py): `inprocess.run_inprocess` or
-`superlink.run_on_superlink` (deployment and simulation, on `processes`, `files`, `security` and
-the `flwr_cli` wrapper).
+engine registered under flower.engine (launcher/runs/engines.py): `inprocess.run_inprocess`,
+`simulation.run_simulation_engine` (on `simulation_process` and `files`) or
+`superlink.run_on_superlink` (deployment, on `processes`, `files`, `security` and the `flwr_cli`
+wrapper).
 """
 
 from __future__ import annotations

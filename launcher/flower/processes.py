@@ -1,4 +1,4 @@
-"""The SuperLink and SuperNode processes of a deployment or simulation run: their command lines,
+"""The SuperLink and SuperNode processes of a deployment run: their command lines,
 starting them (the SuperLink until it answers /health), processes.json, and the ordered stop.
 
 Each process is a supervised `Child` (launcher/supervision/processes.py); what they start in turn
@@ -30,7 +30,7 @@ SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
 
 
-def superlink_argv(port: int, security: Security, *, simulation: bool = False) -> list[str]:
+def superlink_argv(port: int, security: Security) -> list[str]:
     """`flower-superlink` on LOOPBACK:port, TLS and SuperNode authentication as `security` says."""
     argv = [
         executable("flower-superlink"),
@@ -53,8 +53,6 @@ def superlink_argv(port: int, security: Security, *, simulation: bool = False) -
         argv.append("--insecure")
     if security.node_keys:
         argv.append("--enable-supernode-auth")
-    if simulation:
-        argv.append("--simulation")
     return argv
 
 
@@ -108,7 +106,6 @@ def start_superlink(
     env: dict[str, str],
     logs: Path,
     *,
-    simulation: bool,
     timeout: float,
 ) -> list[int]:
     """Start the SuperLink on the first of `port_count` free loopback ports (the others are for the
@@ -124,7 +121,7 @@ def start_superlink(
         write_connection(files.home, f"{LOOPBACK}:{ports[0]}", security.ca)
         superlink = Child(
             "superlink",
-            superlink_argv(ports[0], security, simulation=simulation),
+            superlink_argv(ports[0], security),
             log_path=logs / "superlink.log",
             env=env,
             cwd=files.root,

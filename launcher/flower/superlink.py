@@ -1,12 +1,8 @@
-"""The "deployment" and "simulation" Flower engines: both run the app on a SuperLink the launcher
-starts on a free loopback port, submit it with `flwr run` and follow it until the SuperLink reports
-it finished (`flwr run` exits 0 for a failed run too).
-
-- deployment: one `flower-supernode` per node, optionally with TLS and SuperNode authentication,
-  stopped and restarted mid-run under churn (launcher/flower/churn.py);
-- simulation: `flower-superlink --simulation` runs `nodes.count` virtual SuperNodes on Flower's
-  Ray-based simulation engine.
-"""
+"""The "deployment" Flower engine: the app runs on a SuperLink the launcher starts on a free
+loopback port and one `flower-supernode` per node, optionally with TLS and SuperNode
+authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py); it is
+submitted with `flwr run` and followed until the SuperLink reports it finished (`flwr run` exits 0
+for a failed run too)."""
 
 from __future__ import annotations
 
@@ -38,15 +34,12 @@ def run_on_superlink(
     sink: EventSink,
     bar: RoundProgress,
     started: float,
-    *,
-    simulation: bool,
 ) -> None:
-    """Deployment (`simulation` false) or simulation: start the processes, submit, follow, stop
-    everything."""
+    """Start the SuperLink and SuperNodes, submit, follow, stop everything."""
     flower = config.flower
     count = config.nodes.count
     files = prepare(config, results.path / "flower", started)
-    tls = config.security.tls and not simulation
+    tls = config.security.tls
     security = security_material(config, results.secrets) if tls else Security()
     env = flower_env(files.home, config.task.threads)
     tracker = ProcessTracker()
@@ -58,38 +51,31 @@ def run_on_superlink(
             ports = checked(
                 lambda: fp.start_superlink(
                     children,
-                    1 + (0 if simulation else count),
+                    1 + count,
                     security,
                     files,
                     env,
                     results.logs,
-                    simulation=simulation,
                     timeout=flower.startup_timeout,
                 )
             )
             if security.node_keys:
                 checked(lambda: register_node_keys([public for _, public in security.node_keys], env))
-            if not simulation:
-                start = partial(
-                    fp.supernode,
-                    ports=ports,
-                    security=security,
-                    files=files,
-                    env=env,
-                    logs=results.logs,
-                    max_wait=flower.startup_timeout,
-                )
-                children.extend(start(node) for node in range(count))
-                if plan := churn_plan(config):
-                    sink.churn = SuperNodeChurn(plan, children, start, results, started)
+            start = partial(
+                fp.supernode,
+                ports=ports,
+                security=security,
+                files=files,
+                env=env,
+                logs=results.logs,
+                max_wait=flower.startup_timeout,
+            )
+            children.extend(start(node) for node in range(count))
+            if plan := churn_plan(config):
+                sink.churn = SuperNodeChurn(plan, children, start, results, started)
             fp.write_processes(results, children, run_id)
             bar.status("submitting the run")
-            federation = (
-                f"num-supernodes={count} client-resources-num-cpus={flower.simulation_cpus}"
-                if simulation
-                else None
-            )
-            run_id = checked(lambda: submit(files.app, files.run_config, env, federation))
+            run_id = checked(lambda: submit(files.app, files.run_config, env))
             fp.write_processes(results, children, run_id)
             bar.status(f"run {run_id} submitted; waiting for {count} nodes")
             status = _follow(config, run_id, children, tracker, tail, sink, env)

@@ -117,8 +117,8 @@ GOSSIP_ENGINES: dict[str, Engine] = {
     ),
 }
 FLOWER_ENGINES: dict[str, Engine] = {
-    "deployment": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", True, {"simulation": False}),
-    "simulation": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", False, {"simulation": True}),
+    "deployment": Engine("fedgossip.launcher.flower.superlink:run_on_superlink", node_processes=True),
+    "simulation": Engine("fedgossip.launcher.flower.simulation:run_simulation_engine", node_processes=False),
     "inprocess": Engine("fedgossip.launcher.flower.inprocess:run_inprocess", node_processes=False),
 }
 

@@ -1,40 +1,129 @@
-"""Flower's simulation engine (Ray) through `fedgossip run`: opt-in, since starting Ray on two cores
-takes a while. Run it with FEDGOSSIP_TEST_SIMULATION=1 (and the `simulation` extra installed)."""
+"""Flower's simulation engine (Ray) through `fedgossip run`: Flower's in-process simulation entry in
+one child process of the launcher (launcher/flower/simulation.py). Its seeded records equal the
+in-process engine's (which equal the deployment engine's: test_flower_deployment.py), and Ctrl-C
+stops it with 130 and no process left, Ray's included. Each run starts Ray: ~15-30 s on 2 cores."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import signal
+import subprocess
 
+import psutil
 import pytest
 
-from fedgossip.launcher.supervision.proctree import alive
+from fedgossip.base.flower_protocol import load_model
+from fedgossip.launcher.supervision.processes import child_env
+from fedgossip.launcher.supervision.proctree import alive, descendants
 from fedgossip.reports import read_records
-from tests.support import run_cli
+from tests.support import cli_argv, run_cli, set_args, wait_for
 
-pytestmark = [
-    pytest.mark.skipif(
-        not os.environ.get("FEDGOSSIP_TEST_SIMULATION"), reason="set FEDGOSSIP_TEST_SIMULATION=1 to run"
-    ),
-    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs fedgossip[simulation]"),
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs fedgossip[simulation]")
+
+SIMULATION = [
+    "experiment.mode=flower",
+    "flower.engine=simulation",
+    "nodes.count=4",
+    "strategy.name=vca",
+    "flower.fraction_train=0.5",
+    "flower.fraction_evaluate=0.0",
+    "flower.startup_timeout=120",
+    "flower.round_timeout=120",
 ]
+TIMING = {"time_s", "rejoin_s", "train_s", "evaluate_s", "delayed_s"}
 
 
-@pytest.mark.timeout(180)
-def test_simulation_engine_runs_the_same_app(tmp_path):
-    run = tmp_path / "sim"
-    result = run_cli(
-        "run", "--out", str(run),
-        "--set", "experiment.mode=flower", "--set", "flower.engine=simulation",
-        "--set", "nodes.count=4", "--set", "experiment.rounds=2", "--set", "strategy.name=vca",
-        "--set", "flower.fraction_train=0.5", "--set", "flower.fraction_evaluate=0.0",
-        timeout=170,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["flower"]["status"] == "finished:completed"
-    nodes = [r for r in read_records(run) if isinstance(r["node"], int)]
-    assert len(nodes) == 4 and {r["round"] for r in nodes} == {1, 2}  # 2 of 4 nodes per round
+def _timeless(records: list[dict]) -> list[dict]:
+    return sorted(
+        ({k: v for k, v in r.items() if k not in TIMING} for r in records),
+        key=lambda r: (str(r["node"]), r["round"]),
+    )
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Whether `proc` (same PID and start time) still runs; a zombie has finished."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _left(run) -> dict[str, int]:
+    """The processes of processes.json still alive; the simulation process and Ray's were there."""
     pids = json.loads((run / "processes.json").read_text())
-    assert {name: pid for name, pid in pids.items() if name != "flower_run_id" and alive(pid)} == {}
+    assert "simulation" in pids and any(name.startswith(("raylet", "gcs_server")) for name in pids), pids
+    return {name: pid for name, pid in pids.items() if alive(pid)}
+
+
+@pytest.mark.timeout(300)
+def test_simulation_engine_records_equal_the_inprocess_engine(tmp_path):
+    sim, local = tmp_path / "sim", tmp_path / "local"
+    result = run_cli("run", "--out", str(sim), *set_args([*SIMULATION, "experiment.rounds=2"]), timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((sim / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["flower"]["status"] == "finished:completed"
+    for name in (
+        "flower/records.jsonl",
+        "flower/final-model.npz",
+        "flower/run-config.toml",
+        "logs/simulation.log",
+    ):
+        assert (sim / name).stat().st_size > 0, name
+    assert _left(sim) == {}
+    records = read_records(sim)
+    nodes = [r for r in records if isinstance(r["node"], int)]
+    assert len(nodes) == 4 and {r["round"] for r in nodes} == {1, 2}  # 2 of 4 nodes per round
+    settings = set_args([*SIMULATION, "experiment.rounds=2", "flower.engine=inprocess"])
+    result = run_cli("run", "--out", str(local), *settings, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _timeless(records) == _timeless(read_records(local))
+    simulated, inprocess = (
+        load_model(sim / "flower" / "final-model.npz"),
+        load_model(local / "flower" / "final-model.npz"),
+    )
+    assert list(simulated) == list(inprocess) and all((simulated[k] == inprocess[k]).all() for k in simulated)
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path):
+    run = tmp_path / "interrupted"
+    argv = cli_argv("run", "--out", str(run), settings=[*SIMULATION, "experiment.rounds=500"])
+    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115 - closed below
+    launcher = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if our shell ignores Ctrl-C
+    )  # fmt: skip
+    tree: list[psutil.Process] = []
+    try:
+        wait_for(lambda: (run / "metrics.jsonl").exists() and any(
+            r["round"] == 1 and r["node"] == "server" for r in read_records(run)), 240, "round 1"
+        )  # fmt: skip
+        tree = descendants([launcher.pid])
+        assert any(p.name().startswith("raylet") for p in tree), [p.name() for p in tree]
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(10)
+        log.close()
+    assert launcher.returncode == 130, (tmp_path / "launcher.log").read_text(errors="replace")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
+    assert [p.pid for p in tree if _running(p)] == []  # every process of the tree, by PID and start time
+    assert _left(run) == {}
+
+
+@pytest.mark.timeout(100)
+def test_a_failing_runtime_fails_the_run_at_once_with_its_reason(tmp_path):
+    # more CPUs per virtual client than the machine has: Ray can host no client, Flower's runtime
+    # fails while the ServerApp still waits for nodes (startup_timeout 120 s): the run ends at once
+    run = tmp_path / "no-actor"
+    settings = set_args([*SIMULATION, "experiment.rounds=2", "flower.simulation_cpus=1024"])
+    result = run_cli("run", "--out", str(run), *settings, timeout=90)
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["flower"]["status"] == "finished:failed"
+    assert any("ActorPool is empty" in e for e in summary["errors"]), summary["errors"]
+    assert _left(run) == {}

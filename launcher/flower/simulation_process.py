@@ -1,0 +1,89 @@
+"""The process of the "simulation" Flower engine: our ServerApp and ClientApp on Flower's Ray-based
+simulation runtime, called in process (`python -m fedgossip.launcher.flower.simulation_process
+FLOWER_DIR NODES CPUS`, started by launcher/flower/simulation.py).
+
+It calls `flwr.simulation.run_simulation._run_simulation`, the in-process entry behind both the
+public (deprecated) `run_simulation` and Flower's own `flwr-simulation` process, with the run
+config the launcher wrote (FLOWER_DIR/run-config.toml) as the run's override config and the app
+folder (FLOWER_DIR/app) as app_dir, so the ServerApp and every ClientApp read the same run config
+as under a SuperLink; the public `run_simulation` gives the apps an empty run config. The
+ServerApp appends its events to the run config's records path, which the launcher follows.
+Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the traceback in the
+log).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import tomllib
+from flwr.app import Context, RecordDict
+from flwr.common.config import get_fused_config_from_dir
+from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+from flwr.simulation.run_simulation import _run_simulation
+from flwr.supercore.constant import NOOP_FEDERATION_ID
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.telemetry import EventType
+
+from fedgossip.client.flower_app import app as client_app
+from fedgossip.server.flower_app import app as server_app
+
+
+def backend_config(cpus: int) -> dict:
+    """Ray's backend config: `cpus` CPUs per virtual client (flower.simulation_cpus), no GPU; the
+    rest as Flower's defaults (as `flwr-simulation` builds it from a federation config)."""
+    return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
+
+
+def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
+    """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
+    the runtime raised."""
+    app = flower_dir / "app"
+    overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    run.override_config = overrides
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
+    context = Context(
+        run_id=run.run_id,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=get_fused_config_from_dir(app, overrides),
+    )
+    _run_simulation(
+        num_supernodes=nodes,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=server_app,
+        backend_config=backend_config(cpus),  # type: ignore[arg-type]
+        server_app_context=context,
+        app_dir=str(app),
+        run=run,
+        is_app=True,  # the ClientApps' run config: app_dir's defaults fused with the run's overrides
+    )
+
+
+def main(argv: list[str]) -> None:
+    """`FLOWER_DIR NODES CPUS`: exit 0 when the run finished, 1 (the traceback on stderr) when it
+    failed, at once: after a failure of the runtime the ServerApp's thread may still wait for
+    nodes that never come (up to flower.startup_timeout), so it is not waited for."""
+    flower_dir, nodes, cpus = Path(argv[0]), int(argv[1]), int(argv[2])
+    try:
+        simulate(flower_dir, nodes, cpus)
+    except BaseException as err:
+        traceback.print_exc()
+        while err.__cause__ is not None:  # Flower wraps the runtime's error: the log's last line says why
+            err = err.__cause__
+        print(f"simulation failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
