@@ -100,6 +100,10 @@ class TorchLearner(Learner):
         }
         # the training RNG (dropout and the like): seeded per node, kept apart from torch's global one
         self._torch_rng = torch.Generator().manual_seed(_child_seed(shuffle_rng)).get_state()
+        # whether training draws from torch's RNG (dropout...): None until the first epoch tells.
+        # A model whose first epoch drew nothing trains without swapping the global RNG state,
+        # so peers of one process (threads) train at once instead of one at a time (RNG_LOCK).
+        self._draws: bool | None = None
         self._kept_buffers: dict[int, torch.Tensor] = {}  # momentum across train() calls (keep_momentum)
         self.set_weights(initial)
 
@@ -149,29 +153,37 @@ class TorchLearner(Learner):
         buffers: dict[int, torch.Tensor] = self._kept_buffers if task.keep_momentum else {}
         anchors = [p.detach().clone() for p in self._parameters] if mu else []
 
+        def batches(order: np.ndarray) -> float:
+            total = 0.0
+            for batch in self._batches(order):
+                index = torch.from_numpy(batch).to(self.device)
+                self._model.zero_grad(set_to_none=True)
+                logits = self._model(self._x_train[index])
+                loss = functional.cross_entropy(logits, self._y_train[index])
+                loss.backward()
+                _sgd_step(
+                    self._parameters,
+                    buffers,
+                    task.learning_rate,
+                    task.momentum,
+                    weight_decay=task.weight_decay,
+                    mu=mu,
+                    anchors=anchors,
+                )
+                total += loss.item() * len(index)
+            return total / len(order)
+
         def epoch(order: np.ndarray) -> float:
             self._model.train()
-            total = 0.0
+            if self._draws is False:  # draws nothing from torch's RNG: no swap, no lock
+                return batches(order)
             with RNG_LOCK, torch.random.fork_rng(devices=[]):
                 torch.set_rng_state(self._torch_rng)
-                for batch in self._batches(order):
-                    index = torch.from_numpy(batch).to(self.device)
-                    self._model.zero_grad(set_to_none=True)
-                    logits = self._model(self._x_train[index])
-                    loss = functional.cross_entropy(logits, self._y_train[index])
-                    loss.backward()
-                    _sgd_step(
-                        self._parameters,
-                        buffers,
-                        task.learning_rate,
-                        task.momentum,
-                        weight_decay=task.weight_decay,
-                        mu=mu,
-                        anchors=anchors,
-                    )
-                    total += loss.item() * len(index)
-                self._torch_rng = torch.get_rng_state()
-            return total / len(order)
+                loss = batches(order)
+                state = torch.get_rng_state()
+                self._draws = self._draws or not torch.equal(state, self._torch_rng)
+                self._torch_rng = state
+            return loss
 
         return epoch
 

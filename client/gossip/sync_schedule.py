@@ -71,8 +71,13 @@ class SyncRounds:
     def send(self, round_: int, current: list[np.ndarray]) -> Sent:
         """The first half of round `round_`: train from `current` and push the trained model to
         the neighbours linked in the round (the plan's recipients; the others get a notice)."""
+        return self.push(round_, self.peer.model.train(round_, current))
+
+    def push(self, round_: int, trained: tuple[list[np.ndarray], float | None]) -> Sent:
+        """Push the round's `trained` (model, loss) as `send` does (the virtual-time engine
+        trains its peers at once first, then pushes in node order)."""
         peer, inbox = self.peer, self.peer.inbox
-        own, train_loss = peer.model.train(round_, current)
+        own, train_loss = trained
         deadline = time.monotonic() + peer.config.experiment.round_timeout
         peer.service.state = "waiting"
         linked = peer.linked.of(round_)

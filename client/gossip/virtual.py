@@ -5,11 +5,11 @@ Each peer is a whole `GossipPeer` (its learner, round plan, scenario roles, own 
 whose transport is in process (`fedgossip.client.gossip.inprocess`): a push is checked by the
 receiver's service as a gRPC push is, and lands at once. What differs from peer processes is
 only who decides when things happen:
-- synchronous gossip (`SyncRounds`): each round in two phases over all peers, in node order:
-  every peer trains and pushes (`send`), then every peer collects its neighbours' models,
-  merges, evaluates and records (`collect`; launcher.simulation_threads peers at once, each
-  peer's work unchanged). Nobody waits, so the records equal those of peer processes whose
-  pushes all arrive in time;
+- synchronous gossip (`SyncRounds`): each round in two phases over all peers: every peer
+  trains (launcher.simulation_threads peers at once), then pushes in node order (`push`), then
+  every peer collects its neighbours' models, merges, evaluates and records (`collect`,
+  launcher.simulation_threads at once; events in node order). Each peer's work is unchanged and
+  nobody waits, so the records equal those of peer processes whose pushes all arrive in time;
 - asynchronous gossip (`AsyncLoop`): an event per unit on the virtual clock
   (`fedgossip.client.gossip.clock`): train, then after the unit's seeded pause (virtual seconds)
   push, merge if due (the merge timeout in virtual seconds) and record;
@@ -36,7 +36,7 @@ from fedgossip.base.signals import Shutdown
 from fedgossip.client.gossip.async_schedule import AsyncLoop
 from fedgossip.client.gossip.clock import VirtualClock
 from fedgossip.client.gossip.inprocess import InProcessNetwork
-from fedgossip.client.gossip.own_model import Diverged
+from fedgossip.client.gossip.own_model import Diverged, Trained
 from fedgossip.client.gossip.peer import GossipPeer, configure_logging
 from fedgossip.client.gossip.sync_schedule import Sent, SyncRounds
 from fedgossip.client.gossip.ticks import TickNode, run_ticks
@@ -89,9 +89,9 @@ def virtual_time(emit: Emit, clock: VirtualClock, scale: float) -> Emit:
 
 
 def run_sync(peers: Peers, threads: int) -> None:
-    """Synchronous gossip: every round, all peers send (node order), then all collect. The
-    collects are independent (each touches its own peer only), so `threads` of them run at once;
-    their events are emitted in node order."""
+    """Synchronous gossip: every round, all peers train, push (node order), then all collect.
+    Trainings and collects are independent (each touches its own peer only), so `threads` of
+    them run at once; pushes and events go in node order."""
     emit = peers.emit
     schedules = {p.node: SyncRounds(p) for p in peers.all}
     current = {p.node: p.start(emit) for p in peers.all}
@@ -102,13 +102,26 @@ def run_sync(peers: Peers, threads: int) -> None:
         current[peer.node] = schedules[peer.node].collect(round_, current[peer.node], sent, events.append)
         return events
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="collect") as pool:
+    def train(peer: GossipPeer, round_: int) -> Trained | Diverged:
+        try:
+            return peer.model.train(round_, current[peer.node])
+        except Diverged as err:  # ended by `guard`, in node order
+            return err
+
+    def outcome(result: Trained | Diverged) -> Trained:
+        if isinstance(result, Diverged):
+            raise result
+        return result
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="peers") as pool:
         for round_ in range(1, rounds + 1):
+            training = peers.running()
+            results = list(pool.map(train, training, [round_] * len(training)))
             sent = {}
-            for peer in peers.running():
-                sent[peer.node] = peers.guard(
-                    peer, lambda p=peer, r=round_: schedules[p.node].send(r, current[p.node])
-                )
+            for peer, result in zip(training, results, strict=True):
+                trained = peers.guard(peer, lambda r=result: outcome(r))
+                if trained is not None:
+                    sent[peer.node] = schedules[peer.node].push(round_, trained)
             running = peers.running()
             collected = pool.map(collect, running, [round_] * len(running), [sent[p.node] for p in running])
             for events in collected:

@@ -137,3 +137,29 @@ def test_device_cpu_auto_and_missing_cuda():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r'task\.device is "cuda" but torch sees no CUDA device'):
             build_learner(TaskConfig(device="cuda"), 0, 2, seed=0)
+
+
+@pytest.mark.parametrize("model", ["{m}:dropout_net", "mlp"])
+def test_learners_trained_in_threads_at_once_equal_those_trained_one_by_one(user_module, model):
+    """Peers of one process train in threads: a model that draws from torch's RNG (dropout) swaps
+    in its own state under the lock; one that draws nothing (found in its first epoch) trains
+    without the lock, at once with the others; the weights are those of one-by-one training."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = TaskConfig(model=model.format(m=user_module), local_epochs=2)
+
+    def learners():
+        return [build_learner(task, node, 4, seed=3) for node in range(4)]
+
+    alone = learners()
+    for learner in alone:
+        learner.train()
+        learner.train()
+    together = learners()
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            list(pool.map(lambda learner: learner.train(), together))
+    for a, b in zip(alone, together, strict=True):
+        for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert {learner._draws for learner in together} == {model != "mlp"}
