@@ -75,8 +75,9 @@ class LauncherSection(Constrained):
     starting each afresh: start-up in a fraction of a second, the imported code shared
     copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
     machine), HOST:PORT of a cluster's head, or "" (start a Ray of this machine alone).
-    simulation_threads (simulation engine, sync gossip): how many peers collect, merge and
-    evaluate at once (each with task.threads torch threads); the records do not depend on it.
+    simulation_threads (simulation engine, sync gossip): how many peers train, then collect,
+    merge and evaluate, at once (each with task.threads torch threads; 2: a 2-core machine's
+    cores); the records do not depend on it.
     """
 
     section_name = "launcher"
@@ -90,7 +91,7 @@ class LauncherSection(Constrained):
     fork_server: bool = True
     engine: str = "local"
     ray_address: str = ""
-    simulation_threads: int = 1
+    simulation_threads: int = 2
 
 
 @dataclass(frozen=True)
