@@ -188,9 +188,10 @@ class GossipService:
 
     def deliver(self, chunks: Sequence[gossip_pb2.ModelChunk], caller: int) -> gossip_pb2.PushReply:
         """A push from the identified node `caller` in this process (the virtual-time engine,
-        `fedgossip.client.gossip.inprocess`): the same checks as PushModel's, in the same order
-        (header, sender = caller, round window, finiteness, norm bound), into the same inbox; a
-        refused push is counted and logged as PushModel's and answered `accepted = false`."""
+        `fedgossip.client.gossip.inprocess`; a co-located peer, `handoff`): the same checks as
+        PushModel's, in the same order (header, sender = caller, round window, finiteness, norm
+        bound), into the same inbox; a refused push is counted and logged as PushModel's and
+        answered `accepted = false`."""
         try:
             assembler = self._assembler()
             if not chunks:
