@@ -6,15 +6,12 @@ started) is gone afterwards; `fedgossip run` has its own timeout and is killed o
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 
 from fedgossip.base.flower_protocol import load_model
-from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.reports import read_records
-from tests.support import FLOWER, RECORD_FIELDS, cli_argv, processes_gone, run_cli, wait_for
+from tests.support import FLOWER, RECORD_FIELDS, cli_argv, ctrl_c_after_round_1, processes_gone, run_cli
 
 
 @pytest.mark.timeout(180)
@@ -133,22 +130,8 @@ def test_ctrl_c_stops_every_process_and_keeps_finished_rounds(tmp_path):
         # the server evaluates (flower.fraction_evaluate = 0): round 1 ends one ClientApp per node sooner
         settings=[s for s in FLOWER if s != "--set"] + ["experiment.rounds=8", "flower.fraction_evaluate=0"],
     )
-    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115 - closed below
-    launcher = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if our shell ignores Ctrl-C
-    )  # fmt: skip
-    try:
-        wait_for(lambda: (run / "metrics.jsonl").exists() and any(
-            r["round"] == 1 and r["node"] == 0 for r in read_records(run)), 90, "round 1")  # fmt: skip
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(60)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(10)
-        log.close()
-    assert launcher.returncode == 130, (tmp_path / "launcher.log").read_text(errors="replace")
+    code, _ = ctrl_c_after_round_1(argv, run, tmp_path / "launcher.log", 0, 90)
+    assert code == 130, (tmp_path / "launcher.log").read_text(errors="replace")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
     assert processes_gone(run) == {}

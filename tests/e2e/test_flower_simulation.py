@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
 import subprocess
 
 import psutil
 import pytest
 
 from fedgossip.base.flower_protocol import load_model
-from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import alive, descendants
 from fedgossip.reports import read_records
-from tests.support import cli_argv, run_cli, set_args, wait_for
+from tests.support import cli_argv, ctrl_c_after_round_1, run_cli, set_args
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs fedgossip[simulation]")
 
@@ -89,26 +87,14 @@ def test_simulation_engine_records_equal_the_inprocess_engine(tmp_path):
 def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path):
     run = tmp_path / "interrupted"
     argv = cli_argv("run", "--out", str(run), settings=[*SIMULATION, "experiment.rounds=500"])
-    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115 - closed below
-    launcher = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if our shell ignores Ctrl-C
-    )  # fmt: skip
-    tree: list[psutil.Process] = []
-    try:
-        wait_for(lambda: (run / "metrics.jsonl").exists() and any(
-            r["round"] == 1 and r["node"] == "server" for r in read_records(run)), 240, "round 1"
-        )  # fmt: skip
+
+    def ray_tree(launcher: subprocess.Popen) -> list[psutil.Process]:
         tree = descendants([launcher.pid])
         assert any(p.name().startswith("raylet") for p in tree), [p.name() for p in tree]
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(60)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(10)
-        log.close()
-    assert launcher.returncode == 130, (tmp_path / "launcher.log").read_text(errors="replace")
+        return tree
+
+    code, tree = ctrl_c_after_round_1(argv, run, tmp_path / "launcher.log", "server", 240, ray_tree)
+    assert code == 130, (tmp_path / "launcher.log").read_text(errors="replace")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
     assert [p.pid for p in tree if _running(p)] == []  # every process of the tree, by PID and start time

@@ -4,7 +4,10 @@ of a two-SuperNode deployment run, and the check that every process of such a ru
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,10 @@ from flwr.app import (
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import load_config
+from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import alive
+from fedgossip.reports import read_records
+from tests.support.cli import wait_for
 from tests.support.models import NAMES
 
 FLOWER = [
@@ -110,3 +116,34 @@ INPROCESS = [
     "task.model=linear",
 ]
 """A small in-process Flower run of the linear model (no evaluation round)."""
+
+
+def ctrl_c_after_round_1(
+    argv: list[str],
+    run: Path,
+    log: Path,
+    node: int | str,
+    timeout: float,
+    at_round_1: Callable = lambda launcher: None,
+):
+    """Start the launcher (`argv`, its output to `log`) in a session of its own, wait up to
+    `timeout` for `node`'s record of round 1 in `run`, call `at_round_1(launcher)`, send SIGINT and wait for
+    the launcher (killed if it outlives 60 s). Returns (the launcher's exit code, what
+    `at_round_1` returned)."""
+    with open(log, "wb") as out:
+        launcher = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(1), start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if the shell ignores it
+        )  # fmt: skip
+        try:
+            wait_for(lambda: (run / "metrics.jsonl").exists() and any(
+                r["round"] == 1 and r["node"] == node for r in read_records(run)), timeout, "round 1"
+            )  # fmt: skip
+            seen = at_round_1(launcher)
+            launcher.send_signal(signal.SIGINT)
+            launcher.wait(60)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait(10)
+    return launcher.returncode, seen
