@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.runs.outcome import LaunchError, Outcome
 
 T = TypeVar("T")
@@ -40,3 +41,11 @@ def checked(action: Callable[[], T]) -> T:
         return action()
     except (RuntimeError, TimeoutError) as err:
         raise LaunchError(str(err)) from None
+
+
+def time_limit(config: ExperimentConfig, starts: int = 1) -> float:
+    """How long a Flower run may take before the launcher stops it (seconds): `starts` times the
+    start-up time (the first start, plus a restart of SuperNodes per churn round) and twice the
+    round timeout per round (its train and evaluate messages)."""
+    flower = config.flower
+    return starts * flower.startup_timeout + config.experiment.rounds * 2 * flower.round_timeout

@@ -20,7 +20,7 @@ import time
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower.files import flower_env, prepare
 from fedgossip.launcher.flower.launch import EventSink
-from fedgossip.launcher.flower.outcome import LaunchError
+from fedgossip.launcher.flower.outcome import LaunchError, time_limit
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child, python_module, supervised
@@ -76,8 +76,7 @@ def _follow(
     """Stream the records until the child exits; return its exit code. LaunchError once the run
     outlives its time limit: startup plus twice the round timeout per round (train and evaluate
     messages)."""
-    flower = config.flower
-    limit = flower.startup_timeout + config.experiment.rounds * 2 * flower.round_timeout
+    limit = time_limit(config)
     deadline = time.monotonic() + limit
     next_scan = 0.0
     while (code := child.poll()) is None:

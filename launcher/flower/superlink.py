@@ -15,7 +15,7 @@ from fedgossip.launcher.flower.churn import SuperNodeChurn
 from fedgossip.launcher.flower.files import flower_env, prepare
 from fedgossip.launcher.flower.flwr_cli import register_node_keys, run_status, stop_run, submit
 from fedgossip.launcher.flower.launch import EventSink
-from fedgossip.launcher.flower.outcome import LaunchError, checked
+from fedgossip.launcher.flower.outcome import LaunchError, checked, time_limit
 from fedgossip.launcher.flower.security import Security, security_material
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -118,10 +118,8 @@ def _follow(
     evaluate messages) plus a grace, plus the start-up time again for each round SuperNodes
     restart in under churn.
     """
-    flower = config.flower
     restarts = len({outage.back for outage in churn_plan(config).outages if outage.back})
-    rounds = config.experiment.rounds * 2 * flower.round_timeout
-    limit = (1 + restarts) * flower.startup_timeout + rounds + SUBMIT_GRACE_S
+    limit = time_limit(config, 1 + restarts) + SUBMIT_GRACE_S
     deadline = time.monotonic() + limit
     next_status = time.monotonic() + STATUS_POLL_S
     next_scan = 0.0
