@@ -49,7 +49,10 @@ class LinearLearner(Learner):
         self.shapes = ((data.num_classes, data.x_train.shape[1]), (data.num_classes,))
         self.dtypes = (np.dtype(np.float64),) * 2
         self._x_train = data.x_train.astype(np.float64)
-        self._tests = {whole: data.test_set(whole) for whole in (False, True)}  # (x, y)
+        whole = (data.x_test.astype(np.float64), data.y_test)  # converted once, not per evaluation
+        rows = data.eval_rows
+        subset = whole if rows is None else (whole[0][rows], whole[1][rows])
+        self._tests = {False: subset, True: whole}  # (x, y) of evaluate(whole)
         self._classes = np.arange(data.num_classes)
         self._model = SGDClassifier(
             loss="log_loss", learning_rate="constant", eta0=task.learning_rate, shuffle=False
@@ -96,4 +99,4 @@ class LinearLearner(Learner):
     def evaluate(self, whole: bool = False) -> tuple[float, float]:
         """Log loss and accuracy on the global test set (its subset unless `whole`)."""
         x, y = self._tests[whole]
-        return _log_loss_and_accuracy(self._model.predict_proba(x.astype(np.float64)), y)
+        return _log_loss_and_accuracy(self._model.predict_proba(x), y)
