@@ -173,14 +173,19 @@ class ExperimentConfig:
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Read a TOML config (the built-in quickstart when `path` is None) and apply `--set` overrides."""
-    source = Path(path) if path is not None else QUICKSTART
-    try:
-        data = tomllib.loads(read_config_text(source))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{source} is not valid TOML: {err}") from None
+    data = read_config_data(path)
     for item in overrides:
         apply_override(data, item)
     return config_from_dict(data)
+
+
+def read_config_data(path: str | Path | None = None) -> dict[str, Any]:
+    """The TOML table of a config file (the built-in quickstart when `path` is None), unchecked."""
+    source = Path(path) if path is not None else QUICKSTART
+    try:
+        return tomllib.loads(read_config_text(source))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source} is not valid TOML: {err}") from None
 
 
 def read_config_text(source: Path) -> str:
@@ -214,6 +219,14 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    set_key(data, key.strip(), value)
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted `key` (`section.key`, or deeper: `strategy.params.f`) of `data` in place."""
+    path = key.split(".")
+    if len(path) < 2 or not all(path):
+        raise ValueError(f"a key is section.key; got {key!r}")
     table = data
     for depth, name in enumerate(path[:-1]):
         table = table.setdefault(name, {})

@@ -65,12 +65,10 @@ def run(
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
-    from fedgossip.launcher.experiments.run import run_experiment
-    from fedgossip.launcher.runs.results import default_out_dir
+    from fedgossip.launcher.experiments.run import execute
 
     with _clear_errors():
-        experiment = load_config(config, set_)
-        _, code = run_experiment(experiment, out or default_out_dir(experiment), console)
+        _, _, code = execute(load_config(config, set_), out, console)
     raise typer.Exit(code)
 
 
@@ -171,16 +169,14 @@ def sweep(
     set_: Overrides = [],  # noqa: B006
 ) -> None:
     """Run a grid of config values x seeds (skipping runs already finished), then compare them."""
-    from fedgossip.launcher.experiments.sweep import default_jobs, plan, run_sweep
+    from fedgossip.launcher.experiments.sweep import sweep_folder
     from fedgossip.reports import compare as compare_runs
     from fedgossip.reports.compare import is_sweep
 
     with _clear_errors():
         if out is None:
             raise ValueError("--out is required: the sweep folder (give the same one again to resume)")
-        planned = plan(config, set_, grid, seeds)
-        jobs = default_jobs(planned) if jobs is None else jobs
-        outcome = run_sweep(config, planned, set_, out, jobs, console)
+        outcome = sweep_folder(config, set_, grid, seeds, jobs, out, console)
     console.print(
         f"sweep: {len(outcome.results)} runs in {outcome.wall_time_s:.1f}s "
         f"({sum(not r.skipped for r in outcome.results)} run now)"

@@ -16,7 +16,13 @@ from typing import Any
 
 from fedgossip.base.files import write_atomic, write_json
 from fedgossip.reports.groups import Group, group_runs, load_run
-from fedgossip.reports.plots import attacker_fraction, plot_comparison, plot_final, plot_robustness
+from fedgossip.reports.plots import (
+    attacker_fraction,
+    comparison_figure,
+    final_figure,
+    robustness_figure,
+    save_figure,
+)
 from fedgossip.reports.records import METRICS, not_a_run
 from fedgossip.reports.tables import csv_table
 
@@ -26,11 +32,13 @@ ROBUSTNESS_PNG = "compare-robustness.png"  # when the runs differ by their share
 
 @dataclass
 class Comparison:
-    """The groups compared, their rows (JSON-ready) and the files written."""
+    """The groups compared, their rows (JSON-ready), the files written and the figures (matplotlib
+    Figures by file name)."""
 
     groups: list[Group]
     rows: list[dict[str, Any]]
     files: list[Path]
+    figures: dict[str, Any]
 
 
 def is_sweep(folder: Path) -> bool:
@@ -85,9 +93,15 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path, target: float | Non
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / CSV, csv_table(rows))  # both whole or as they were (a full disk)
     write_json(out / JSON, {"groups": rows})
-    plot_comparison(groups, out / ACCURACY_PNG)
-    plot_final(groups, out / FINAL_PNG)
-    files = [out / name for name in (CSV, JSON, ACCURACY_PNG, FINAL_PNG)]
+    figures = comparison_figures(groups)
+    files = [out / CSV, out / JSON, *(save_figure(figure, out / name) for name, figure in figures.items())]
+    return Comparison(groups, rows, files, figures)
+
+
+def comparison_figures(groups: Sequence[Group]) -> dict[str, Any]:
+    """The figures of a comparison by file name: compare.png, compare-final.png, and
+    compare-robustness.png when the groups differ by their share of attackers."""
+    figures = {ACCURACY_PNG: comparison_figure(groups), FINAL_PNG: final_figure(groups)}
     if len({attacker_fraction(g) for g in groups} - {None}) > 1:
-        files.append(plot_robustness(groups, out / ROBUSTNESS_PNG))
-    return Comparison(groups, rows, files)
+        figures[ROBUSTNESS_PNG] = robustness_figure(groups)
+    return figures

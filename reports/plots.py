@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,22 @@ if TYPE_CHECKING:
 
 
 def _pyplot():
+    """pyplot on the Agg backend (no display needed); in a Jupyter kernel the notebook's own
+    backend is kept (its inline backend draws off-screen as well)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _figure(**size: Any) -> Any:
+    """A matplotlib Figure outside pyplot: returned to API users, never shown nor kept by pyplot."""
+    from matplotlib.figure import Figure
+
+    return Figure(**size)
 
 
 def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Path:
@@ -131,15 +142,21 @@ def plot_consensus(entries: list[dict[str, Any]], path: str | Path, title: str) 
 
 
 def plot_comparison(groups: Sequence[Group], path: str | Path, ticks_per_round: int = 0) -> Path:
+    """`comparison_figure` written as PNG."""
+    return save_figure(comparison_figure(groups, ticks_per_round), path)
+
+
+def comparison_figure(groups: Sequence[Group], ticks_per_round: int = 0) -> Any:
     """Mean test accuracy of each group against rounds (left) and seconds (right), averaged over
     its seeds, with a band of +- one std over the seeds; with `ticks_per_round`, against ticks
     only (runs in virtual time: no seconds to compare)."""
-    plt = _pyplot()
     if ticks_per_round:
-        fig, by_r = plt.subplots(figsize=(7, 4.2))
+        fig = _figure(figsize=(7, 4.2))
+        by_r = fig.subplots()
         axes = [by_r]
     else:
-        fig, (by_r, by_t) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        fig = _figure(figsize=(11, 4.2))
+        by_r, by_t = fig.subplots(1, 2, sharey=True)
         axes = [by_r, by_t]
     scale = ticks_per_round or 1
     for group in groups:
@@ -163,13 +180,19 @@ def plot_comparison(groups: Sequence[Group], path: str | Path, ticks_per_round: 
     for ax in axes:
         ax.grid(alpha=0.3)
     by_r.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def plot_final(groups: Sequence[Group], path: str | Path) -> Path:
+    """`final_figure` written as PNG."""
+    return save_figure(final_figure(groups), path)
+
+
+def final_figure(groups: Sequence[Group]) -> Any:
     """Final mean accuracy over nodes of each group: a box over its seeds, every seed a dot."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.2))
+    fig = _figure(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.2))
+    ax = fig.subplots()
     finals = [[r.figures["final_mean_accuracy"] for r in g.runs] for g in groups]
     finals = [[value for value in values if value is not None] for values in finals]
     positions = list(range(1, len(groups) + 1))
@@ -179,7 +202,8 @@ def plot_final(groups: Sequence[Group], path: str | Path) -> Path:
     ax.set_xticks(positions, [g.label for g in groups], rotation=20, ha="right", fontsize="small")
     ax.set(ylabel="final mean test accuracy over nodes", title="final accuracy per method (one dot per seed)")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def attacker_fraction(group: Group) -> float | None:
@@ -197,10 +221,15 @@ def _fraction_attack(group: Group) -> ScenarioSection | None:
 
 
 def plot_robustness(groups: Sequence[Group], path: str | Path) -> Path:
+    """`robustness_figure` written as PNG."""
+    return save_figure(robustness_figure(groups), path)
+
+
+def robustness_figure(groups: Sequence[Group]) -> Any:
     """Final honest mean accuracy against the fraction of attackers, one line per strategy (mean
     over seeds, a band of +- one std); the attack success rate dashed where one is measured."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = _figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     lines: dict[str, list[tuple[float, float, float, float | None]]] = {}
     for group in groups:
         scenario = _fraction_attack(group)
@@ -221,12 +250,19 @@ def plot_robustness(groups: Sequence[Group], path: str | Path) -> Path:
     ax.set_title("robustness: honest nodes' accuracy against the attackers' share")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    """Write a figure as PNG and close it."""
+    """Write a pyplot figure as PNG and close it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     _pyplot().close(fig)
+    return Path(path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (the figures of every report: 120 dpi)."""
+    fig.savefig(path, dpi=120)
     return Path(path)

@@ -13,7 +13,7 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.experiments.prepare import prepare_shards
 from fedgossip.launcher.gossip.launch import run_gossip
 from fedgossip.launcher.runs.outcome import LaunchError, Outcome
-from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError
+from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError, default_out_dir
 from fedgossip.launcher.supervision.memory import check_memory
 from fedgossip.reports import (
     build_summary,
@@ -30,6 +30,14 @@ from fedgossip.tasks.stream import wrap_notice
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
 """Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+
+
+def execute(config: ExperimentConfig, out: str | Path | None, console: Console) -> tuple[Path, dict, int]:
+    """`fedgossip run`: run `config` into `out` (default results/NAME-TIME); the folder, the summary
+    and the exit status. The one path of the CLI and the Python API (fedgossip.api)."""
+    folder = Path(out) if out is not None else default_out_dir(config)
+    summary, code = run_experiment(config, folder, console)
+    return folder, summary, code
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:

@@ -163,6 +163,22 @@ def plan(
     return runs
 
 
+def sweep_folder(
+    config_path: Path | None,
+    overrides: Sequence[str],
+    grid: Sequence[str],
+    seeds: int,
+    jobs: int | None,
+    out: Path,
+    console: Console,
+) -> SweepOutcome:
+    """`fedgossip sweep CONFIG --set ... --grid ... --seeds N [--jobs J] --out OUT` up to its
+    outcome (every run checked before any starts); the one path of the CLI and the Python API."""
+    planned = plan(config_path, overrides, grid, seeds)
+    jobs = default_jobs(planned) if jobs is None else jobs
+    return run_sweep(config_path, planned, overrides, out, jobs, console)
+
+
 def seed_range(base: ExperimentConfig, seeds: int) -> range:
     """The seeds of `seeds` runs of `base`: its experiment.seed + 0, 1, ..., seeds - 1."""
     return range(base.experiment.seed, base.experiment.seed + seeds)

@@ -22,6 +22,7 @@ TOP = (
     "server",
     "reports",
     "launcher",
+    "api",
 )
 SPLIT = ("launcher", "client")  # their subpackages are rooms of their own
 BELOW = {"base": set(), "strategies": {"base"}, "schema": {"base"}, "tasks": {"base", "schema"}}
