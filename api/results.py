@@ -4,6 +4,7 @@ the figures as matplotlib figures. pandas is optional: only the DataFrames need 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from fedgossip.api.configs import bad_input
 from fedgossip.config import ExperimentConfig
 from fedgossip.reports import compare as compare_runs
-from fedgossip.reports import default_out_dir, read_config, read_records
+from fedgossip.reports import csv_table, default_out_dir, read_config, read_records
 from fedgossip.reports.summary import build_summary, read_summary
 from fedgossip.schema.fields import FIELDS
 
@@ -68,7 +69,7 @@ class Results:
 
 @dataclass
 class Comparison:
-    """Runs compared: `table` (a DataFrame, one row per group of seeds), `rows` (the same as dicts),
+    """Runs compared: `table` (compare.csv as a DataFrame), `rows` (compare.json's groups),
     `figures` (file name -> matplotlib Figure), `files` (written as by `fedgossip compare`)."""
 
     rows: list[dict[str, Any]]
@@ -77,7 +78,8 @@ class Comparison:
 
     @property
     def table(self) -> Any:
-        return pandas().DataFrame(self.rows)
+        """compare.csv's table: one row per group, each figure as its mean, std and n columns."""
+        return pandas().read_csv(io.StringIO(csv_table(self.rows)))
 
 
 def compare(*dirs: str | Path, out: str | Path | None = None, target: float | None = None) -> Comparison:

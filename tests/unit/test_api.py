@@ -87,19 +87,22 @@ def test_without_pandas_the_dataframe_says_how_to_get_it(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run", "vca", seed=1)
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'fedgossip\[notebook\]'"):
-        fg.Results(run).records
+        _ = fg.Results(run).records
     assert fg.Results(run).summary["status"] == "complete"  # the rest needs no pandas
 
 
 def test_compare_gives_the_cli_table_and_its_figures_as_matplotlib_figures(sweep_dir, tmp_path):
+    import pandas as pd
     from matplotlib.figure import Figure
 
     comparison = fg.compare(sweep_dir, out=tmp_path / "out")
     written = json.loads((tmp_path / "out" / "compare.json").read_text())["groups"]
     assert comparison.rows == written
-    table = comparison.table
+    table = comparison.table  # compare.csv's
     assert list(table["label"]) == [row["label"] for row in written]
     assert list(table["seeds"]) == [3, 2]
+    assert list(table["final_mean_accuracy_mean"]) == [row["final_mean_accuracy"]["mean"] for row in written]
+    assert table.equals(pd.read_csv(tmp_path / "out" / "compare.csv"))
     assert set(comparison.figures) == {"compare.png", "compare-final.png"}
     for name, figure in comparison.figures.items():
         assert isinstance(figure, Figure)
