@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedgossip.api.configs import ConfigError, Overrides, Source, as_config
+from fedgossip.api.configs import ConfigError, Overrides, Source, as_config, bad_input
 from fedgossip.api.results import Results
 from fedgossip.config import dump_toml
 from fedgossip.launcher.runs.results import default_out_dir
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 from fedgossip.reports.records import METRICS
+from fedgossip.reports.tracking import Track
 from fedgossip.schema.lines import read_lines
 
 STOP_GRACE_S = 30.0
@@ -29,7 +30,7 @@ watchdog then stops what is left)."""
 class RunHandle:
     """A run going on in a child `fedgossip run`: `poll()`, `wait()`, `stop()`, `records_written`."""
 
-    def __init__(self, config_toml: str, out: Path, threads: int = 1) -> None:
+    def __init__(self, config_toml: str, out: Path, track: Track | None = None) -> None:
         self.path = out
         self._scratch = Path(tempfile.mkdtemp(prefix="fedgossip-run-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._scratch, True)
@@ -37,7 +38,9 @@ class RunHandle:
         argv = python_module(
             "fedgossip.launcher.cli", "run", str(self._scratch / "config.toml"), "--out", str(out)
         )
-        self._child = Child("run", argv, log_path=self._scratch / "launcher.log", env=child_env(threads))
+        if track is not None:
+            argv += ["--track", track.name, *(["--track-uri", track.uri] if track.uri else [])]
+        self._child = Child("run", argv, log_path=self._scratch / "launcher.log", env=child_env(1))
         self.pid = self._child.pid
         self.exit_code: int | None = None
 
@@ -95,8 +98,13 @@ def start(
     overrides: Overrides = (),
     *,
     out: str | Path | None = None,
+    track: str | None = None,
+    track_uri: str | None = None,
     **sections: Mapping[str, Any],
 ) -> RunHandle:
-    """Start a run and return at once. The config is validated here (ConfigError, as `run`)."""
+    """Start a run and return at once. The config (and tracker) is checked here: ConfigError."""
     config = as_config(source, overrides, **sections)
-    return RunHandle(dump_toml(config), (Path(out) if out is not None else default_out_dir(config)).resolve())
+    with bad_input():
+        tracked = None if track is None else Track(track, track_uri)
+    folder = (Path(out) if out is not None else default_out_dir(config)).resolve()
+    return RunHandle(dump_toml(config), folder, tracked)

@@ -18,6 +18,7 @@ from fedgossip.api.configs import Overrides, Source, as_config, bad_input
 from fedgossip.api.results import Results
 from fedgossip.base.signals import SIGNALS
 from fedgossip.launcher.experiments.run import execute
+from fedgossip.reports.tracking import Track
 
 
 def run(
@@ -26,15 +27,19 @@ def run(
     *,
     out: str | Path | None = None,
     console: Console | None = None,
+    track: str | None = None,
+    track_uri: str | None = None,
     **sections: Mapping[str, Any],
 ) -> Results:
     """Run an experiment to its end and return its results. `source`, `overrides` and `sections`
     are those of `make_config`. Raises ConfigError on bad input (the CLI's message) and
     KeyboardInterrupt after stopping the run on Ctrl-C; a run that ends partial, degraded or
-    failed returns normally: its `status` says how it ended."""
+    failed returns normally: its `status` says how it ended. `track` ("mlflow", "tensorboard",
+    "wandb") streams the run to a tracker as `fedgossip run --track` does (`track_uri`: where)."""
     config = as_config(source, overrides, **sections)
     with restored_signals(), bad_input():
-        folder, summary, _ = execute(config, out, console or Console(emoji=False))
+        tracked = None if track is None else Track(track, track_uri)
+        folder, summary, _ = execute(config, out, console or Console(emoji=False), tracked)
     if summary.get("status") == "interrupted":
         raise KeyboardInterrupt(f"run interrupted: every node process was stopped; rounds kept in {folder}")
     return Results(folder)

@@ -55,6 +55,22 @@ Overrides = Annotated[
 ]
 
 
+TrackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--track", help="Stream records, config, summary and figures to mlflow, tensorboard or wandb."
+    ),
+]
+TrackUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--track-uri",
+        help="MLflow tracking URI, TensorBoard log folder or W&B mode "
+        "(default: offline, in the results folder).",
+    ),
+]
+
+
 @app.command()
 def run(
     config: ExperimentArg = None,
@@ -62,13 +78,17 @@ def run(
         Path | None, typer.Option("--out", "-o", help="Results folder (default results/NAME-TIME).")
     ] = None,
     set_: Overrides = [],  # noqa: B006
+    track: TrackOption = None,
+    track_uri: TrackUriOption = None,
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
     from fedgossip.launcher.experiments.run import execute
+    from fedgossip.reports.tracking import Track
 
     with _clear_errors():
-        _, _, code = execute(load_config(config, set_), out, console)
+        tracked = None if track is None else Track(track, track_uri)
+        _, _, code = execute(load_config(config, set_), out, console, tracked)
     raise typer.Exit(code)
 
 
@@ -234,6 +254,30 @@ def reproduce(
     console.print(escape(f"reproduction {name} ({setting}) in {outcome.wall_time_s:.1f}s; written: "))
     console.print(escape(", ".join(str(path) for path in files)))
     raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def track(
+    runs: Annotated[list[Path], typer.Argument(help="Finished results folders, or sweep folders of them.")],
+    to: Annotated[str, typer.Option("--to", help="mlflow, tensorboard or wandb.")] = "mlflow",
+    uri: TrackUriOption = None,
+) -> None:
+    """Send finished runs (records, config, summary, figures) to a tracker, as `run --track` does."""
+    from fedgossip.reports import find_runs
+    from fedgossip.reports.tracking import Track, track_run
+
+    with _clear_errors():
+        tracked = Track(to, uri)
+        folders = find_runs(runs)
+    failed = False
+    for folder in folders:
+        with _clear_errors():
+            warnings = track_run(tracked, folder)
+        for warning in warnings:
+            console.print(f"[red]{escape(warning)}[/]")
+        failed = failed or bool(warnings)
+        console.print(escape(f"{folder}: {'failed' if warnings else 'tracked'} ({to})"))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

@@ -26,37 +26,42 @@ from fedgossip.reports import (
 )
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import SUMMARY, read_consensus
+from fedgossip.reports.tracking import Track, Tracking, run_files
 from fedgossip.tasks.stream import wrap_notice
 
 EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrupted": 130}
 """Exit status per run status; "interrupted" is 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
 
 
-def execute(config: ExperimentConfig, out: str | Path | None, console: Console) -> tuple[Path, dict, int]:
-    """`fedgossip run`: run `config` into `out` (default results/NAME-TIME); the folder, the summary
-    and the exit status. The one path of the CLI and the Python API (fedgossip.api)."""
+def execute(
+    config: ExperimentConfig, out: str | Path | None, console: Console, track: Track | None = None
+) -> tuple[Path, dict, int]:
+    """`fedgossip run [--track ...]`: run `config` into `out` (default results/NAME-TIME); the
+    folder, the summary and the exit status. The one path of the CLI and the Python API."""
     folder = Path(out) if out is not None else default_out_dir(config)
-    summary, code = run_experiment(config, folder, console)
+    summary, code = run_experiment(config, folder, console, track)
     return folder, summary, code
 
 
-def run_experiment(config: ExperimentConfig, out_dir: Path, console: Console) -> tuple[dict, int]:
+def run_experiment(
+    config: ExperimentConfig, out_dir: Path, console: Console, track: Track | None = None
+) -> tuple[dict, int]:
     """Run `config` into `out_dir`; return the summary and the process exit status.
 
     A run that fails before any node recorded anything (topology, ports, certificates, the fork
     server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a
     full disk) stops and is "failed". The folder is claimed for the whole run: another command
-    into it is refused (ValueError)."""
+    into it is refused (ValueError). With `track`, every record is also sent to that tracker."""
     check_memory(config)
     results = ResultsFolder(out_dir, config)
     try:
-        return _run_into(config, results, out_dir, console)
+        return _run_into(config, results, out_dir, console, track)
     finally:
         results.close()  # and the claim released, however the run ended
 
 
 def _run_into(
-    config: ExperimentConfig, results: ResultsFolder, out_dir: Path, console: Console
+    config: ExperimentConfig, results: ResultsFolder, out_dir: Path, console: Console, track: Track | None
 ) -> tuple[dict, int]:
     """`run_experiment` once its results folder is claimed."""
     if results.stale is not None:
@@ -70,6 +75,9 @@ def _run_into(
     notice = wrap_notice(config.task.stream_chunks, config.experiment.rounds)
     if notice:
         console.print(f"[yellow]{escape(notice)}[/]")
+    tracking = None if track is None else Tracking(track, results.path, config)
+    if tracking is not None:
+        results.listeners.append(tracking.record)
     started = time.time()
     with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
         try:
@@ -105,6 +113,9 @@ def _run_into(
         if report is not None:  # a mechanism's own plot, e.g. fair incentives' fair.png
             own_title = f"{config.experiment.name}: {report.title}"
             results.save(f"{report.name}.png", lambda path: report.plot(records, config, path, own_title))
+        if tracking is not None:
+            tracking.finish(summary, run_files(results.path))
+            results.warnings += tracking.close()
         console.print(run_table(summary, title=config.experiment.name))
         console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
         for warning in results.warnings:

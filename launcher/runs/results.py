@@ -72,6 +72,7 @@ class ResultsFolder:
         self.path = Path(path).resolve()  # children may run in other working directories
         self.failure: str | None = None
         self.warnings: list[str] = []
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # told of every record written
         self._metrics: LineWriter | None = None
         self._events: LineWriter | None = None
         self._claim: FolderClaim | None = None
@@ -137,6 +138,8 @@ class ResultsFolder:
         except OSError as err:
             self.failure = _failure(METRICS, err)
             raise ResultsWriteError(err.errno, self.failure, str(self.path / METRICS)) from err
+        for listener in self.listeners:
+            listener(record)
 
     def event(self, event: dict[str, Any]) -> None:
         """Append one scenario event to events.jsonl (opened at the first one) as
