@@ -281,6 +281,26 @@ def track(
 
 
 @app.command()
+def report(
+    runs: Annotated[
+        list[Path], typer.Argument(help="A results folder, a sweep folder, or several to compare.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="The page (default DIR/report.html for one folder, else ./report.html)."
+        ),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page (opens offline) of a run, a sweep or a comparison."""
+    from fedgossip.reports.html import write_html_report
+
+    with _clear_errors():
+        path = write_html_report(runs, out)
+    console.print(escape(f"written: {path}"))
+
+
+@app.command()
 def certs(
     out: Annotated[Path, typer.Argument(help="Folder for ca.pem/ca.key and the node certificates.")],
     host: Annotated[
