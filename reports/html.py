@@ -62,11 +62,11 @@ def run_sections(run_dir: Path, page_dir: Path, summary: dict[str, Any], level: 
     scenario = scenario_summary(read_records(run_dir), config) if config is not None else {}
     pngs = _figures(run_dir)
     parts = [
-        f"<section class='summary'><{h}>summary</{h}>"
-        f"{summary_table(summary, skip=[own] if own else [])}</section>",
+        f"<div class='top'><section class='summary'><{h}>summary</{h}>"
+        f"{summary_table(summary, skip=[own] if own else [])}</section>"
         f"<section class='figures'><{h}>figures</{h}>"
         + "".join(figure(png.read_bytes(), png.stem) for png in pngs if png.stem != own)
-        + "</section>",
+        + "</section></div>",
     ]
     if own:
         mine = [png for png in pngs if png.stem == own]

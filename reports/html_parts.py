@@ -20,6 +20,7 @@ h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;border-bottom:1px solid #d
 h3{font-size:15px;margin:18px 0 6px}
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f4f4f4;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.top{display:flex;gap:0 24px;align-items:flex-start}.top>section.figures{flex:1;min-width:0}
 section.figures{display:flex;flex-wrap:wrap;gap:0 14px}section.figures h2,section.figures h3{flex:1 0 100%}
 figure{margin:10px 0;flex:1 1 520px}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:12px}
