@@ -119,6 +119,7 @@ class WandbBackend:
     """A W&B run in RESULTS/wandb, offline (WANDB_MODE, e.g. "online", or --track-uri online to sync)."""
 
     def __init__(self, uri: str | None, run_dir: Path, config: ExperimentConfig) -> None:
+        os.environ.setdefault("WANDB_SILENT", "true")  # its banner would cut through the progress bar
         import wandb
 
         mode = uri or os.environ.get("WANDB_MODE", "offline")
