@@ -37,22 +37,26 @@ def make_config(
 ) -> ExperimentConfig:
     """The validated config of `source` with `overrides`, then `sections` (e.g. `nodes={"count": 4}`)
     applied: the same checks and messages as `fedgossip run SOURCE --set ...`; ConfigError if bad."""
-    try:
-        data = _table(source)
-        if isinstance(overrides, Mapping):
-            for key, value in overrides.items():
-                set_key(data, key, value)
-        else:
-            for item in cli_items(overrides):
-                apply_override(data, item)
-        for section, table in sections.items():
-            if not isinstance(table, Mapping):
-                raise ValueError(f"[{section}] must be a table; got {table!r}")
-            for key, value in table.items():
-                set_key(data, f"{section}.{key}", value)
-        return config_from_dict(_as_toml(data))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    with bad_input():
+        return config_from_dict(config_data(source, overrides, **sections))
+
+
+def config_data(source: Source = None, overrides: Overrides = (), **sections: Mapping[str, Any]) -> dict:
+    """The config's TOML table as given (defaults not filled in), overrides applied; unchecked
+    but for its form (ValueError)."""
+    data = _table(source)
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            set_key(data, key, value)
+    else:
+        for item in cli_items(overrides):
+            apply_override(data, item)
+    for section, table in sections.items():
+        if not isinstance(table, Mapping):
+            raise ValueError(f"[{section}] must be a table; got {table!r}")
+        for key, value in table.items():
+            set_key(data, f"{section}.{key}", value)
+    return _as_toml(data)
 
 
 def cli_items(overrides: Iterable[str]) -> list[str]:

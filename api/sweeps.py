@@ -10,10 +10,10 @@ from typing import Any
 import tomli_w
 from rich.console import Console
 
-from fedgossip.api.configs import Overrides, Source, as_config, bad_input, cli_items
+from fedgossip.api.configs import Overrides, Source, as_config, bad_input, cli_items, config_data
 from fedgossip.api.results import Comparison, compare
 from fedgossip.api.runs import restored_signals
-from fedgossip.config import apply_override, dump_toml
+from fedgossip.config import apply_override
 from fedgossip.launcher.experiments.sweep import sweep_folder
 from fedgossip.reports.compare import is_sweep
 
@@ -55,18 +55,18 @@ def sweep(
 ) -> Comparison:
     """Run the grid x seeds of a config into `out` (rerun to resume: finished runs are skipped) and
     compare them. A config given as a file is read by every run as the CLI's sweep reads it; one
-    given in Python is written to OUT/sweep-config.toml first. KeyboardInterrupt after Ctrl-C
-    stopped every run; ConfigError on bad input."""
+    given in Python is written to OUT/sweep-config.toml first (as given: defaults not filled in).
+    KeyboardInterrupt after Ctrl-C stopped every run; ConfigError on bad input."""
     out = Path(out)
-    config = as_config(source, overrides, **sections)  # bad input: ConfigError before anything runs
+    as_config(source, overrides, **sections)  # bad input: ConfigError before anything runs
     cli_like = isinstance(source, str | Path | None) and not isinstance(overrides, Mapping) and not sections
     with restored_signals(), bad_input():
         if cli_like:
             config_path, settings = (None if source is None else Path(source)), cli_items(overrides)
-        else:
+        else:  # the config as given, not resolved: a grid may change its strategy and parameters
             out.mkdir(parents=True, exist_ok=True)
             config_path, settings = out / BASE_CONFIG, []
-            config_path.write_text(dump_toml(config))
+            config_path.write_text(tomli_w.dumps(config_data(source, overrides, **sections)))
         console = console or Console(emoji=False)
         outcome = sweep_folder(config_path, settings, grid_items(grid), seeds, jobs, out, console)
     if outcome.interrupted:

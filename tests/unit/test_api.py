@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import sys
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 import pytest
 
 import fedgossip.api as fg
@@ -115,3 +120,22 @@ def test_compare_gives_the_cli_table_and_its_figures_as_matplotlib_figures(sweep
 def test_a_grid_in_python_is_the_cli_grid():
     items = grid_items({"strategy.name": ["average", "vca"], "nodes.count": [4, 8], "x.y": ["true", 0.5]})
     assert items == ["strategy.name=average,vca", "nodes.count=4,8", 'x.y="true",0.5']
+
+
+def test_a_sweep_checks_every_grid_point_with_the_cli_message_before_running(tmp_path):
+    from fedgossip.launcher.experiments.sweep import plan
+
+    with pytest.raises(ValueError) as cli:
+        plan(None, ["nodes.count=4"], ["strategy.name=average,nope"], 1)
+    with pytest.raises(fg.ConfigError) as api:
+        fg.sweep(
+            None, grid={"strategy.name": ["average", "nope"]}, out=tmp_path / "sweep", nodes={"count": 4}
+        )
+    assert str(api.value) == str(cli.value)
+    assert str(api.value).startswith("run strategy.name=nope_seed=0: ")
+    # the config given in Python was written as given (the grid may change the strategy)
+    written = tomllib.loads((tmp_path / "sweep" / "sweep-config.toml").read_text())
+    quickstart = read_config_data(QUICKSTART)
+    assert written == {**quickstart, "nodes": {**quickstart["nodes"], "count": 4}}
+    assert "params" not in written["strategy"]  # not the resolved config
+    assert not (tmp_path / "sweep" / "sweep.json").exists()  # nothing ran
