@@ -15,7 +15,7 @@ import pytest
 
 from fedgossip.tasks.data import load_raw
 
-HEAVY = ("torch", "sklearn", "flwr", "ray", "matplotlib")
+HEAVY = ("torch", "sklearn", "flwr", "ray", "matplotlib", "pandas", "mlflow", "tensorboard", "wandb")
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,9 @@ HEAVY = ("torch", "sklearn", "flwr", "ray", "matplotlib")
         ),  # Ray only with launcher.engine = "ray" (launcher/gossip/ray_engine.py)
         ("fedgossip.client.gossip.actor", ()),  # a Ray actor's class: Ray imported in its worker only
         ("fedgossip.client.flower_app", ("flwr",)),
+        ("fedgossip.api", ()),  # pandas with a DataFrame, a tracker's library with --track only
+        ("fedgossip.reports.tracking", ()),
+        ("fedgossip.reports.html", ()),
     ],
 )
 def test_module_imports_no_heavy_library(module, allowed):
