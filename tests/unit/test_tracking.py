@@ -128,3 +128,22 @@ def test_a_stuck_tracker_never_holds_up_the_launcher(run, monkeypatch):
 def test_an_unknown_tracker_is_bad_input():
     with pytest.raises(ValueError, match="--track must be one of mlflow, tensorboard, wandb; got 'neptune'"):
         Track("neptune")
+
+
+def test_fedgossip_track_exports_every_run_of_a_sweep(sweep_dir):
+    from typer.testing import CliRunner
+
+    from fedgossip.launcher.cli import app
+
+    done = CliRunner().invoke(app, ["track", str(sweep_dir), "--to", "tensorboard"])
+    assert done.exit_code == 0, done.output
+    runs = sorted(p for p in sweep_dir.iterdir() if (p / "metrics.jsonl").exists())
+    assert len(runs) == 5 and done.output.count("tracked (tensorboard)") == 5
+    for run in runs:
+        held = tensorboard_metrics(run / "tensorboard")
+        assert_holds(
+            {k: v for k, v in held.items() if not k.startswith("summary/")}, expected_metrics(run, 3)
+        )
+    bad = CliRunner().invoke(app, ["track", str(sweep_dir), "--to", "neptune"])
+    assert bad.exit_code == 2
+    assert "error: --track must be one of mlflow, tensorboard, wandb; got 'neptune'" in bad.output
