@@ -1,14 +1,12 @@
 """The Python API on real runs: a run from a dict gives the CLI's records for the same config and
-seed; a stopped handle leaves no process; Ctrl-C (SIGINT, what a notebook's interrupt sends its
-kernel) during a blocking run stops every process of the run, raises KeyboardInterrupt and leaves
-the caller's handler in place."""
+seed; a stopped handle leaves no process; a Jupyter kernel interrupted during a blocking run (the
+notebook's stop button: SIGINT to the kernel) stops every process of the run, the cell raises
+KeyboardInterrupt, and the kernel goes on with its handler in place."""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -68,41 +66,58 @@ def test_a_stopped_handle_leaves_no_process(tmp_path):
     assert 4 <= len(results.records) < 160
 
 
-SCRIPT = """
-import signal, sys
+CELL = """
+import signal
 import fedgossip.api as fg
 before = signal.getsignal(signal.SIGINT)
-try:
-    fg.run(None, out=sys.argv[1], nodes={"count": 4}, experiment={"rounds": 40})
-except KeyboardInterrupt as err:
-    print("KeyboardInterrupt:", err)
-print("handler kept:", signal.getsignal(signal.SIGINT) is before)
+fg.run(None, out=OUT, nodes={"count": 4}, experiment={"rounds": 40})
 """
 
 
-def test_ctrl_c_in_a_blocking_run_stops_its_processes_and_raises(tmp_path):
+def test_interrupting_a_notebook_cell_stops_the_run_and_the_kernel_goes_on(tmp_path):
+    """A real Jupyter kernel: its interrupt (what the stop button sends) during a blocking run."""
+    manager = pytest.importorskip("jupyter_client").KernelManager(kernel_name="python3")
     out = tmp_path / "run"
-    script = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=child_env(1),
-        start_new_session=True,
-    )
+    manager.start_kernel(cwd=str(tmp_path), env=child_env(1))
     try:
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        client.execute(f"OUT = {str(out)!r}\n" + CELL)
         wait_for(
             lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size,
             90,
             "the first record",
         )
-        script.send_signal(signal.SIGINT)
-        output = script.communicate(timeout=60)[0].decode()
+        manager.interrupt_kernel()
+        reply = _reply(client)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+        assert "run interrupted: every node process was stopped" in reply["evalue"]
+        assert alive(out) == {}
+        assert fg.Results(out).status == "interrupted"
+        asked = client.execute("print(signal.getsignal(signal.SIGINT) is before)")
+        assert _reply(client)["status"] == "ok"  # the kernel goes on, its handler back in place
+        assert _printed(client, asked).strip() == "True"
     finally:
-        if script.poll() is None:
-            script.kill()
-            script.communicate()
-    assert script.returncode == 0, output[-2000:]
-    assert "KeyboardInterrupt: run interrupted: every node process was stopped" in output
-    assert "handler kept: True" in output
-    assert alive(out) == {}
-    assert fg.Results(out).status == "interrupted"
+        manager.shutdown_kernel(now=True)
+
+
+def _reply(client) -> dict:
+    """The content of the next execute reply on the shell channel."""
+    while True:
+        message = client.get_shell_msg(timeout=90)
+        if message["msg_type"] == "execute_reply":
+            return message["content"]
+
+
+def _printed(client, msg_id: str) -> str:
+    """What the cell `msg_id` printed (its iopub stream messages, up to the kernel going idle)."""
+    text = ""
+    while True:
+        message = client.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            text += message["content"]["text"]
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return text
