@@ -14,7 +14,15 @@ from typing import Any
 
 from fedgossip.base.files import write_atomic
 from fedgossip.reports.compare import compare, find_runs
-from fedgossip.reports.html_parts import comparison_table, figure, links, page, summary_table, timeline
+from fedgossip.reports.html_parts import (
+    accuracy_chart,
+    comparison_table,
+    figure,
+    links,
+    page,
+    summary_table,
+    timeline,
+)
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import CONFIG, METRICS, read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
@@ -64,7 +72,7 @@ def run_sections(run_dir: Path, page_dir: Path, summary: dict[str, Any], level: 
     parts = [
         f"<div class='top'><section class='summary'><{h}>summary</{h}>"
         f"{summary_table(summary, skip=[own] if own else [])}</section>"
-        f"<section class='figures'><{h}>figures</{h}>"
+        f"<section class='figures'><{h}>figures</{h}>{accuracy_chart(read_records(run_dir))}"
         + "".join(figure(png.read_bytes(), png.stem) for png in pngs if png.stem != own)
         + "</section></div>",
     ]

@@ -177,3 +177,61 @@ def links(run_dir: Path, page_dir: Path) -> str:
             target = os.path.relpath(path, page_dir) + ("/" if path.is_dir() else "")
             items.append(f"<a href='{escape(target, quote=True)}'>{escape(name)}</a>")
     return "<p class='links'>raw files: " + " · ".join(items) + "</p>"
+
+
+MAX_POINTS = 5000  # node-round points above which the interactive chart is left out (the PNG stays)
+
+
+def accuracy_chart(records: Sequence[dict[str, Any]]) -> str:
+    """Test accuracy per round as inline SVG: each node's line, the mean over nodes bold, a point
+    per node and round to hover (node, round, accuracy). "" for runs too big to draw point by point."""
+    points = [
+        (r["node"], r["round"], r["test_accuracy"])
+        for r in records
+        if isinstance(r.get("node"), int) and r.get("test_accuracy") is not None
+    ]
+    if not points or len(points) > MAX_POINTS:
+        return ""
+    width, height, left, bottom = 720, 300, 44, 28
+    last = max(round_ for _, round_, _ in points)
+    first = min(round_ for _, round_, _ in points)
+
+    def x(round_: int) -> float:
+        return left + (width - left - 12) * ((round_ - first) / max(1, last - first))
+
+    def y(accuracy: float) -> float:
+        return 8 + (height - bottom - 8) * (1 - accuracy)
+
+    by_node: dict[int, list[tuple[int, float]]] = {}
+    by_round: dict[int, list[float]] = {}
+    for node, round_, accuracy in sorted(points):
+        by_node.setdefault(node, []).append((round_, accuracy))
+        by_round.setdefault(round_, []).append(accuracy)
+    lines = [
+        "<polyline fill='none' stroke='#bbb' stroke-width='1' points='"
+        + " ".join(f"{x(r):.1f},{y(a):.1f}" for r, a in line)
+        + "'/>"
+        for line in by_node.values()
+    ]
+    mean = " ".join(f"{x(r):.1f},{y(sum(a) / len(a)):.1f}" for r, a in sorted(by_round.items()))
+    lines.append(f"<polyline class='mean' fill='none' stroke='#1f5fbf' stroke-width='2.5' points='{mean}'/>")
+    dots = [
+        f"<circle class='point' cx='{x(r):.1f}' cy='{y(a):.1f}' r='3' fill='#1f5fbf' fill-opacity='0.35'>"
+        f"<title>node {node}, round {r}: accuracy {a:.4f}</title></circle>"
+        for node, r, a in points
+    ]
+    ticks = "".join(
+        f"<text x='4' y='{y(v) + 4:.1f}'>{v:.1f}</text>"
+        f"<line x1='{left}' x2='{width - 12}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#eee'/>"
+        for v in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    )
+    axis = (
+        f"<text x='{left}' y='{height - 6}'>round {first}</text>"
+        f"<text x='{width - 80}' y='{height - 6}'>round {last}</text>"
+    )
+    return (
+        f"<figure class='interactive'><svg class='accuracy' viewBox='0 0 {width} {height}' width='100%' "
+        f"role='img' aria-label='test accuracy per round'>{ticks}{''.join(lines)}{''.join(dots)}{axis}</svg>"
+        "<figcaption>test accuracy per round: every node (grey), the mean over nodes (blue); "
+        "hover a point for its node, round and accuracy</figcaption></figure>"
+    )

@@ -72,6 +72,13 @@ def test_a_run_report_loads_offline_shows_every_figure_and_the_summary_numbers(t
         for key, value, text in cells:
             assert value == summary[key], key
             assert text == shown(value), key
+        hover = page.evaluate(
+            "[...document.querySelectorAll('svg.accuracy circle.point title')].map(t => t.textContent)"
+        )
+        evaluated = [r for r in read_records(run) if r["node"] != "server" and r["test_accuracy"] is not None]
+        assert sorted(hover) == sorted(
+            f"node {r['node']}, round {r['round']}: accuracy {r['test_accuracy']:.4f}" for r in evaluated
+        )
         marks = page.evaluate(
             "[...document.querySelectorAll('svg.timeline circle.event title')].map(t => t.textContent)"
         )
