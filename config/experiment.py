@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.base.constraints import TYPE_NAMES, StrOptions
+from fedgossip.config.privacy import PrivacySection
 from fedgossip.config.runtime_sections import (
     FlowerSection,
     GossipSection,
@@ -60,6 +61,7 @@ class ExperimentConfig:
     flower: FlowerSection = field(default_factory=FlowerSection)
     launcher: LauncherSection = field(default_factory=LauncherSection)
     scenario: ScenarioSection = field(default_factory=ScenarioSection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +74,7 @@ class ExperimentConfig:
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
         self.scenario.check_nodes(self.nodes.count, mode, self.flower.engine)
+        self.privacy.check_task(self.task)
         if self.launcher.engine in ("ray", "simulation") and mode != "gossip":
             raise ValueError(
                 f'launcher.engine "{self.launcher.engine}" runs gossip peers; Flower mode has its own '

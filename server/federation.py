@@ -116,6 +116,7 @@ def run_federation(
             fields = node_fields(server_round) if node_fields and server_round else {}
             for record in nodes:
                 record.update(fields.get(record["node"], {}), **rejoins.take(record["node"]))
+                record.update(config.privacy.record_fields(record.pop("epsilon", None)))
             for label, phase, reason in recorder.take_errors():
                 emit(
                     {
@@ -132,6 +133,7 @@ def run_federation(
                 server_round, run_start, loss, accuracy, evaluator.learner.test_examples(whole), nodes
             )
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
+            record.update(config.privacy.record_fields(None))
             emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:
                 rejoins.before_round(server_round + 1)

@@ -1,0 +1,142 @@
+"""Node-level DP-SGD for torch learners: Poisson-sampled minibatches, per-example gradients clipped
+to `max_grad_norm`, Gaussian noise of std `noise_multiplier * max_grad_norm` on their sum, and
+Opacus' RDP accountant over every step the node took.
+
+Opacus (the `privacy` extra) gives the per-example gradients (`GradSampleModule`), the checks of
+the layers it cannot train privately (`ModuleValidator`: BatchNorm...) and the accountant; the
+clipping, noise and step are written out here so that the node's own SGD (momentum, weight decay,
+FedProx) and its seeded random streams stay the ones of a run without privacy. Imported only when
+a run asks for DP-SGD: a node without it never imports Opacus.
+
+What the accountant assumes is what runs: each step draws its batch by Poisson sampling with rate
+q = batch_size / N (each example in with probability q, from the node's shuffle stream), clips each
+example's gradient to norm C, adds N(0, (sigma C)^2) to every coordinate of their sum, and divides
+by the expected batch size q N (Abadi et al. 2016; Opacus' DPOptimizer). An epoch is round(N / B)
+such steps, a `train_step` one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from .dp_spec import DpSgdSpec
+
+# Replacements for the layers Opacus cannot give per-example gradients of, by type name.
+_INSTEAD = {
+    "BatchNorm1d": "nn.GroupNorm (or nn.LayerNorm)",
+    "BatchNorm2d": "nn.GroupNorm(groups, channels)",
+    "BatchNorm3d": "nn.GroupNorm(groups, channels)",
+    "SyncBatchNorm": "nn.GroupNorm(groups, channels)",
+}
+_CLIP_EPSILON = 1e-6  # Opacus' guard against dividing by a zero norm
+# RDP orders: Opacus' defaults and larger ones, which give the tighter bound when a node has taken
+# few steps (with only the defaults, the best order is the largest for those)
+ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512]
+
+
+def check_private_module(module: nn.Module, model: str) -> None:
+    """ValueError naming the first layer Opacus cannot train with per-example gradients (e.g.
+    BatchNorm, whose output mixes the examples of a batch) and what to use instead."""
+    from opacus.validators import ModuleValidator
+
+    for name, layer in module.named_modules():
+        validator = ModuleValidator.VALIDATORS.get(type(layer))
+        if validator is None or not any(p.requires_grad for p in layer.parameters(recurse=False)):
+            continue
+        errors = validator(layer)
+        if errors:
+            kind = type(layer).__name__
+            instead = _INSTEAD.get(kind, "a layer Opacus supports (see opacus.validators)")
+            raise ValueError(
+                f"privacy.mechanism 'dp-sgd' cannot train task.model {model!r}: its layer {name!r} "
+                f"({kind}) has no per-example gradients in Opacus ({str(errors[0])[:120]}...); "
+                f"use {instead} instead"
+            )
+
+
+class DpSgd:
+    """One node's DP-SGD: per-step batches, the noisy clipped gradient, and its spent epsilon."""
+
+    def __init__(self, spec: DpSgdSpec, module: nn.Module, examples: int, batch_size: int, steps: int):
+        """`module`: the node's network (hooked for per-example gradients; its state_dict keys stay);
+        `examples`: N, the node's training examples; `steps`: the DP steps of one round (for a
+        target epsilon: sigma such that rounds * steps of them spend it)."""
+        from opacus.accountants import RDPAccountant
+        from opacus.grad_sample import GradSampleModule
+
+        self.spec = spec
+        self.sample_rate = min(1.0, batch_size / examples)
+        self.expected_batch = max(1, round(self.sample_rate * examples))
+        self.examples = examples
+        self.noise_multiplier = spec.noise_multiplier
+        if spec.target_epsilon:
+            from opacus.accountants.utils import get_noise_multiplier
+
+            self.noise_multiplier = get_noise_multiplier(
+                target_epsilon=spec.target_epsilon,
+                target_delta=spec.delta,
+                sample_rate=self.sample_rate,
+                steps=spec.rounds * steps,
+                accountant="rdp",
+                alphas=ALPHAS,
+            )
+        self.accountant = RDPAccountant()
+        # its hooks see inputs that need no gradient (the data): harmless, said at every step
+        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+        self._sampler = GradSampleModule(module, loss_reduction="sum", strict=True)
+        self.steps = 0
+
+    def epoch_batches(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+        """`count` Poisson-sampled batches (each example in with probability q; may be empty)."""
+        return [np.flatnonzero(rng.random(self.examples) < self.sample_rate) for _ in range(count)]
+
+    def noisy_gradient(
+        self,
+        parameters: Sequence[torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rng: np.random.Generator,
+    ) -> float:
+        """Set each parameter's .grad to (sum of clipped per-example gradients + noise) / (q N) on the
+        batch (x, y), count the step in the accountant, and return the batch's mean loss (0 for
+        an empty batch, whose gradient is the noise alone)."""
+        loss_value = 0.0
+        if len(y):
+            for p in parameters:
+                p.grad_sample = None
+            loss = functional.cross_entropy(self._sampler(x), y, reduction="sum")
+            loss.backward()
+            loss_value = loss.item() / len(y)
+            samples = [p.grad_sample.reshape(len(y), -1) for p in parameters]
+            norms = torch.cat(samples, dim=1).norm(dim=1)
+            factors = (self.spec.max_grad_norm / (norms + _CLIP_EPSILON)).clamp(max=1.0)
+            sums = [torch.einsum("i,i...->...", factors, p.grad_sample) for p in parameters]
+        else:
+            sums = [torch.zeros_like(p) for p in parameters]
+        std = self.noise_multiplier * self.spec.max_grad_norm
+        for p, total in zip(parameters, sums, strict=True):
+            noise = torch.from_numpy(rng.standard_normal(tuple(p.shape), dtype=np.float32)).to(p.device)
+            p.grad = (total + std * noise) / self.expected_batch
+            p.grad_sample = None
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self.steps += 1
+        return loss_value
+
+    @property
+    def epsilon(self) -> float:
+        """The epsilon spent so far at delta (RDP accountant over all of the node's steps)."""
+        return float(self.accountant.get_epsilon(delta=self.spec.delta, alphas=ALPHAS)) if self.steps else 0.0
+
+    def restore(self, steps: int) -> None:
+        """Take over the steps a previous learner of this node took (a Flower ClientApp lives one
+        message): the accountant counts them as taken with this node's sigma and q."""
+        self.steps = int(steps)
+        self.accountant.history = (
+            [(self.noise_multiplier, self.sample_rate, self.steps)] if self.steps else []
+        )
