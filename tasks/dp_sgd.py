@@ -17,6 +17,7 @@ such steps, a `train_step` one.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 
@@ -60,6 +61,23 @@ def check_private_module(module: nn.Module, model: str) -> None:
             )
 
 
+@functools.cache
+def calibrated_sigma(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest sigma (to Opacus' tolerance, 0.01 in epsilon) whose `steps` steps at rate
+    `sample_rate` spend at most `target_epsilon`; computed once per process (a Flower ClientApp
+    builds a learner per message)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return get_noise_multiplier(
+        target_epsilon=target_epsilon,
+        target_delta=delta,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant="rdp",
+        alphas=ALPHAS,
+    )
+
+
 class DpSgd:
     """One node's DP-SGD: per-step batches, the noisy clipped gradient, and its spent epsilon."""
 
@@ -76,15 +94,8 @@ class DpSgd:
         self.examples = examples
         self.noise_multiplier = spec.noise_multiplier
         if spec.target_epsilon:
-            from opacus.accountants.utils import get_noise_multiplier
-
-            self.noise_multiplier = get_noise_multiplier(
-                target_epsilon=spec.target_epsilon,
-                target_delta=spec.delta,
-                sample_rate=self.sample_rate,
-                steps=spec.rounds * steps,
-                accountant="rdp",
-                alphas=ALPHAS,
+            self.noise_multiplier = calibrated_sigma(
+                spec.target_epsilon, spec.delta, self.sample_rate, spec.rounds * steps
             )
         self.accountant = RDPAccountant()
         # its hooks see inputs that need no gradient (the data): harmless, said at every step
