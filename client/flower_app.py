@@ -56,6 +56,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.client.flower_privacy import privacy_mod
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.tensors import is_finite
@@ -233,7 +234,16 @@ def query(message: Message, context: Context) -> Message:
     return _answer(message, context, work)
 
 
-@app.train()
+def _privacy(message: Message, context: Context, call_next) -> Message:
+    """Training inside the Flower DP mod `[privacy]` asks for, if any (`client.flower_privacy`)."""
+    try:
+        config, _ = node_setup(context)
+    except Exception:  # the handler answers it with the node and the cause
+        return call_next(message, context)
+    return privacy_mod(config, message, context, call_next)
+
+
+@app.train(mods=[_privacy])
 def train(message: Message, context: Context) -> Message:
     """Train the global model on this node's partition for task.local_epochs epochs."""
 

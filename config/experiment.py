@@ -83,6 +83,8 @@ class ExperimentConfig:
         own = mechanisms.mechanism(name)
         if own is not None:
             own.check_nodes(self.strategy.params, self.nodes.count)
+        sampled = max(int(self.nodes.count * self.flower.fraction_train), min(2, self.nodes.count))
+        self.privacy.check_flower(mode, name, sampled, own is not None)
         if self.gossip.schedule == "async":
             self._check_async()
         if self.gossip.schedule == "ticks":

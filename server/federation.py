@@ -34,6 +34,7 @@ from fedgossip.scenario.churn import churn_plan
 from fedgossip.schema.events import Emit, record_event
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server.arrays import array_view
+from fedgossip.server.flower_privacy import central_epsilon
 from fedgossip.server.flower_strategies import build_strategy
 from fedgossip.server.handshake import discover_nodes
 from fedgossip.server.recording import RecordingGrid, labels_view, server_record
@@ -133,7 +134,7 @@ def run_federation(
                 server_round, run_start, loss, accuracy, evaluator.learner.test_examples(whole), nodes
             )
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
-            record.update(config.privacy.record_fields(None))
+            record.update(config.privacy.record_fields(central_epsilon(config.privacy, server_round)))
             emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:
                 rejoins.before_round(server_round + 1)
