@@ -181,3 +181,21 @@ def test_a_flower_federation_accounts_every_round_of_each_node():
         for round_ in (1, 2):
             learner.privacy_steps = round_ * steps
             assert mine[round_] == pytest.approx(learner.epsilon, rel=1e-12)
+
+
+def test_the_launcher_refuses_a_batchnorm_model_before_any_node_starts(tmp_path, monkeypatch):
+    (tmp_path / "bn_user.py").write_text(
+        "from torch import nn\n\n"
+        "def bn_net(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),\n"
+        "                         nn.Linear(16, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from rich.console import Console
+
+    from fedgossip.launcher.experiments.run import run_experiment
+
+    config = load_config(None, ['task.model="bn_user:bn_net"', 'privacy.mechanism="dp-sgd"', "nodes.count=2"])
+    with pytest.raises(ValueError, match=r"layer '2' \(BatchNorm1d\).*use nn\.GroupNorm"):
+        run_experiment(config, tmp_path / "run", Console(quiet=True))
+    assert not (tmp_path / "run").exists()  # nothing started, no folder left
