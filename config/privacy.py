@@ -16,6 +16,10 @@ aggregate noised with std `noise_multiplier * max_grad_norm / sampled`), "centra
 with `clipped_count_stddev`, 0: Flower's sampled / 20), and "local" (Flower's `LocalDpMod`: each
 reply clipped to `max_grad_norm` and noised for (`local_epsilon`, `delta`)-DP with sensitivity
 `max_grad_norm`).
+
+Gossip mode: "dp-share" (`client/gossip/private_sharing.py`) noises what each peer pushes: its
+update since its last release clipped to `max_grad_norm`, plus Gaussian noise of std
+`noise_multiplier * max_grad_norm`, one release a round, composed by Opacus' RDP accountant.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ CENTRAL = (
     "central-adaptive-client",
 )
 FLOWER_ONLY = (*CENTRAL, "local")  # Flower's own DP: Flower mode only
-MECHANISMS = ("none", "dp-sgd", *FLOWER_ONLY)
+MECHANISMS = ("none", "dp-sgd", "dp-share", *FLOWER_ONLY)
+# the mechanisms whose epsilon Opacus' RDP accountant gives (DP-SGD also takes its per-example gradients)
+ACCOUNTED = ("dp-sgd", "dp-share", "central-fixed-server", "central-fixed-client")
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,7 @@ class PrivacySection(Constrained):
     def check_task(self, task: TaskConfig) -> None:
         """Refuse a task DP-SGD cannot train privately: a model that is not a torch network, data
         whose batches are not uniform Poisson samples of a fixed partition."""
-        if (self.mechanism == "dp-sgd" or self.mechanism.startswith("central-fixed")) and (
-            importlib.util.find_spec("opacus") is None
-        ):  # DP-SGD's per-example gradients; both accountants
+        if self.mechanism in ACCOUNTED and (importlib.util.find_spec("opacus") is None):
             raise ValueError(
                 f"privacy.mechanism {self.mechanism!r} needs Opacus: pip install 'fedgossip[privacy]'"
             )
@@ -91,6 +95,11 @@ class PrivacySection(Constrained):
         """Refuse Flower's DP outside Flower mode, around a mechanism's own strategy (fair
         incentives), and an adaptive noise multiplier that Flower's split of the noise between
         the update and the clipped count cannot give for `sampled` clients a round."""
+        if self.mechanism == "dp-share" and mode != "gossip":
+            raise ValueError(
+                "privacy.mechanism 'dp-share' noises what gossip peers push: "
+                "it needs experiment.mode 'gossip'"
+            )
         if self.mechanism not in FLOWER_ONLY:
             return
         if mode != "flower":

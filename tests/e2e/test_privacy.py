@@ -28,10 +28,10 @@ CENTRAL = [
 ]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_central_dp_with_client_clipping_on_a_superlink_equals_the_in_process_run(tmp_path):
     run, same = tmp_path / "deploy", tmp_path / "same"
-    result = run_cli("run", "--out", str(run), *FLOWER, *CENTRAL, timeout=140)
+    result = run_cli("run", "--out", str(run), *FLOWER, *CENTRAL, timeout=170)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["flower"]["status"] == "finished:completed"
