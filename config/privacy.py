@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from fedgossip.base.constraints import Constrained, Constraint, Interval, StrOptions
 from fedgossip.tasks import TaskConfig
-from fedgossip.tasks.dp_spec import DpSgdSpec
+from fedgossip.tasks.dp_accounting import DpSgdSpec
 from fedgossip.tasks.registry import TORCH, model_entry
 
 CENTRAL = (

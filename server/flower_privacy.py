@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import Strategy
 from fedgossip.base.seeding import stream
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.privacy import CENTRAL, PrivacySection
+from fedgossip.tasks.dp_accounting import gaussian_epsilon
 
 WRAPPERS = {
     "central-fixed-server": "DifferentialPrivacyServerSideFixedClipping",
@@ -91,10 +92,4 @@ def central_epsilon(privacy: PrivacySection, rounds: int) -> float | None:
     clipping (see the module docstring); None for another mechanism or round 0."""
     if not privacy.mechanism.startswith("central-fixed") or rounds < 1:
         return None
-    from opacus.accountants import RDPAccountant
-
-    from fedgossip.tasks.dp_sgd import ALPHAS
-
-    accountant = RDPAccountant()
-    accountant.history = [(privacy.noise_multiplier, 1.0, rounds)]
-    return float(accountant.get_epsilon(delta=privacy.delta, alphas=ALPHAS))
+    return gaussian_epsilon(privacy.noise_multiplier, rounds, privacy.delta)

@@ -15,7 +15,7 @@ from fedgossip.base.seeding import stream
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
 from .datasets import DATASETS
-from .dp_spec import DpSgdSpec
+from .dp_accounting import DpSgdSpec
 from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner

@@ -10,8 +10,8 @@ from torch.nn import functional
 
 from .config import TaskConfig
 from .data import Dataset
+from .dp_accounting import DpSgdSpec
 from .dp_sgd import DpSgd, check_private_module
-from .dp_spec import DpSgdSpec
 from .learner import Learner
 from .torch_build import RNG_LOCK, build_module, initial_state, select_device
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedgossip.config.privacy import PrivacySection
+from fedgossip.tasks.dp_accounting import gaussian_epsilon
 
 
 class SharedModelNoise:
@@ -52,15 +53,7 @@ class SharedModelNoise:
     @property
     def epsilon(self) -> float:
         """The epsilon of the releases so far, at privacy.delta (0 before the first)."""
-        if not self.releases:
-            return 0.0
-        from opacus.accountants import RDPAccountant
-
-        from fedgossip.tasks.dp_sgd import ALPHAS
-
-        accountant = RDPAccountant()
-        accountant.history = [(self.privacy.noise_multiplier, 1.0, self.releases)]
-        return float(accountant.get_epsilon(delta=self.privacy.delta, alphas=ALPHAS))
+        return gaussian_epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
 
 
 class PrivateLinks:

@@ -13,8 +13,8 @@ from torch import nn
 
 from fedgossip.config import load_config
 from fedgossip.tasks import TaskConfig, build_learner
+from fedgossip.tasks.dp_accounting import DpSgdSpec
 from fedgossip.tasks.dp_sgd import DpSgd, check_private_module
-from fedgossip.tasks.dp_spec import DpSgdSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,7 +85,7 @@ def test_epsilon_against_the_tensorflow_privacy_mnist_table(sigma, epochs, publi
     the node's accountant (Opacus' tighter conversion, Balle et al. 2020) may only be lower."""
     from opacus.accountants.analysis.rdp import compute_rdp
 
-    from fedgossip.tasks.dp_sgd import ALPHAS
+    from fedgossip.tasks.dp_accounting import ALPHAS
 
     spec = dataclasses.replace(SPEC, noise_multiplier=sigma, delta=1e-5)
     dp = DpSgd(spec, nn.Linear(2, 2), examples=60000, batch_size=256, steps=1)
@@ -96,6 +96,19 @@ def test_epsilon_against_the_tensorflow_privacy_mnist_table(sigma, epochs, publi
     classic = float(np.min(rdp + np.log(1 / 1e-5) / (orders - 1)))
     assert classic == pytest.approx(published, abs=0.01)
     assert 0.75 * published < dp.epsilon <= classic
+    assert dp.epsilon == pytest.approx(dp.accountant.get_epsilon(delta=1e-5, alphas=list(ALPHAS)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("sigma", "releases"), [(0.7, 1), (1.1, 20), (4.0, 500)])
+def test_the_gaussian_epsilon_is_opacus_accountant_without_subsampling(sigma, releases):
+    from opacus.accountants import RDPAccountant
+
+    from fedgossip.tasks.dp_accounting import ALPHAS, gaussian_epsilon
+
+    accountant = RDPAccountant()
+    accountant.history = [(sigma, 1.0, releases)]
+    expected = accountant.get_epsilon(delta=1e-5, alphas=list(ALPHAS))
+    assert gaussian_epsilon(sigma, releases, 1e-5) == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_target_epsilon_is_spent_by_the_planned_rounds_and_restored_across_learners():
