@@ -2,11 +2,13 @@
 to `max_grad_norm`, Gaussian noise of std `noise_multiplier * max_grad_norm` on their sum, and
 Opacus' RDP accountant over every step the node took.
 
-Opacus (the `privacy` extra) gives the per-example gradients (`GradSampleModule`), the checks of
-the layers it cannot train privately (`ModuleValidator`: BatchNorm...) and the accountant; the
-clipping, noise and step are written out here so that the node's own SGD (momentum, weight decay,
-FedProx) and its seeded random streams stay the ones of a run without privacy. Imported only when
-a run asks for DP-SGD: a node without it never imports Opacus.
+The per-example gradients come from torch.func (`vmap` over `grad_and_value` of one example's
+loss), which works for any differentiable module without hooking it (a LeNet-5 epoch on 500
+MNIST images: 0.22 CPU s against 0.27 s with Opacus' `GradSampleModule`; the digits MLP alike). Opacus (the `privacy` extra) gives the checks of the layers DP-SGD cannot train
+(`ModuleValidator`: BatchNorm...) and the accountant. The clipping, noise and step are written out
+here so that the node's own SGD (momentum, weight decay, FedProx) and its seeded random streams
+stay the ones of a run without privacy. Imported only when a run asks for DP-SGD: a node without
+it never imports Opacus.
 
 What the accountant assumes is what runs: each step draws its batch by Poisson sampling with rate
 q = batch_size / N (each example in with probability q, from the node's shuffle stream), clips each
@@ -18,12 +20,12 @@ such steps, a `train_step` one.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional
 
 from .dp_accounting import ALPHAS, DpSgdSpec, rdp_to_epsilon
@@ -96,11 +98,10 @@ class DpSgd:
     """One node's DP-SGD: per-step batches, the noisy clipped gradient, and its spent epsilon."""
 
     def __init__(self, spec: DpSgdSpec, module: nn.Module, examples: int, batch_size: int, steps: int):
-        """`module`: the node's network (hooked for per-example gradients; its state_dict keys stay);
+        """`module`: the node's network (its trainable parameters' per-example gradients by torch.func);
         `examples`: N, the node's training examples; `steps`: the DP steps of one round (for a
         target epsilon: sigma such that rounds * steps of them spend it)."""
         from opacus.accountants import RDPAccountant
-        from opacus.grad_sample import GradSampleModule
 
         self.spec = spec
         self.sample_rate = min(1.0, batch_size / examples)
@@ -112,9 +113,15 @@ class DpSgd:
                 spec.target_epsilon, spec.delta, self.sample_rate, spec.rounds * steps
             )
         self.accountant = RDPAccountant()
-        # its hooks see inputs that need no gradient (the data): harmless, said at every step
-        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
-        self._sampler = GradSampleModule(module, loss_reduction="sum", strict=True)
+        names = [name for name, p in module.named_parameters() if p.requires_grad]
+
+        def example_loss(parameters: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(module, parameters, (x.unsqueeze(0),), strict=False)
+            return functional.cross_entropy(logits, y.unsqueeze(0))
+
+        # each example's gradient and loss in one batched pass (dropout: its own draws per example)
+        per_example = vmap(grad_and_value(example_loss), in_dims=(None, 0, 0), randomness="different")
+        self._names, self._per_example = names, per_example
         self.steps = 0
 
     def epoch_batches(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
@@ -133,22 +140,19 @@ class DpSgd:
         an empty batch, whose gradient is the noise alone)."""
         loss_value = 0.0
         if len(y):
-            for p in parameters:
-                p.grad_sample = None
-            loss = functional.cross_entropy(self._sampler(x), y, reduction="sum")
-            loss.backward()
-            loss_value = loss.item() / len(y)
-            samples = [p.grad_sample.reshape(len(y), -1) for p in parameters]
+            current = {name: p.detach() for name, p in zip(self._names, parameters, strict=True)}
+            grads, losses = self._per_example(current, x, y)
+            loss_value = losses.mean().item()
+            samples = [grads[name].reshape(len(y), -1) for name in self._names]
             norms = torch.cat(samples, dim=1).norm(dim=1)
             factors = (self.spec.max_grad_norm / (norms + _CLIP_EPSILON)).clamp(max=1.0)
-            sums = [torch.einsum("i,i...->...", factors, p.grad_sample) for p in parameters]
+            sums = [torch.einsum("i,i...->...", factors, grads[name]) for name in self._names]
         else:
             sums = [torch.zeros_like(p) for p in parameters]
         std = self.noise_multiplier * self.spec.max_grad_norm
         for p, total in zip(parameters, sums, strict=True):
             noise = torch.from_numpy(rng.standard_normal(tuple(p.shape), dtype=np.float32)).to(p.device)
             p.grad = (total + std * noise) / self.expected_batch
-            p.grad_sample = None
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
         self.steps += 1
         return loss_value
