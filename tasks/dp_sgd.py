@@ -4,11 +4,12 @@ Opacus' RDP accountant over every step the node took.
 
 The per-example gradients come from torch.func (`vmap` over `grad_and_value` of one example's
 loss), which works for any differentiable module without hooking it (a LeNet-5 epoch on 500
-MNIST images: 0.22 CPU s against 0.27 s with Opacus' `GradSampleModule`; the digits MLP alike). Opacus (the `privacy` extra) gives the checks of the layers DP-SGD cannot train
-(`ModuleValidator`: BatchNorm...) and the accountant. The clipping, noise and step are written out
-here so that the node's own SGD (momentum, weight decay, FedProx) and its seeded random streams
-stay the ones of a run without privacy. Imported only when a run asks for DP-SGD: a node without
-it never imports Opacus.
+MNIST images: 0.22 CPU s against 0.27 s with Opacus' `GradSampleModule`; the digits MLP alike).
+Opacus (the `privacy` extra) gives the checks of the layers DP-SGD cannot train (`ModuleValidator`:
+BatchNorm...) and the accountant. The clipping, noise and step are written out here so that the
+node's own SGD (momentum, weight decay, FedProx) and its seeded random streams stay the ones of a
+run without privacy. Imported only when a run asks for DP-SGD: a node without it never imports
+Opacus.
 
 What the accountant assumes is what runs: each step draws its batch by Poisson sampling with rate
 q = batch_size / N (each example in with probability q, from the node's shuffle stream), clips each
