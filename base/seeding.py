@@ -24,6 +24,10 @@ _STREAMS = {
     "async": 14,  # per node: asynchronous gossip's pauses between local units
     "eval_subset": 15,  # the class-balanced evaluation subset (task.eval_examples), one for all nodes
     "ticks": 16,  # per node: the tick schedule's intervals between trainings
+    # privacy (ids apart from the rest): Flower's DP noise (per round; per node and round)
+    "central-dp": 220,
+    "local-dp": 221,
+    "dp-share": 222,  # per node: the noise on the models a gossip peer pushes
 }
 
 

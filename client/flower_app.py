@@ -56,6 +56,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.client.flower_privacy import privacy_mod
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.tensors import is_finite
@@ -64,6 +65,7 @@ log = logging.getLogger("fedgossip.clientapp")
 
 CLIENT_APP_RAISED_EXCEPTION = 2  # flwr ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 PROXIMAL_MU = "proximal-mu"  # the train-config key of flwr.serverapp.strategy.FedProx
+PRIVACY_STEPS = "privacy-steps"  # context.state: the DP-SGD steps the node took (its accountant's)
 
 app = ClientApp()
 
@@ -119,10 +121,13 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
         config.experiment.seed,
         _stream_round(config, message),
         poison=poison,
+        dp_sgd=config.privacy.dp_sgd(config.experiment.rounds),
     )
     state = context.state.config_records.get(p.STATE)
     if state is not None and p.SHUFFLE_STATE in state:
         learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
+    if state is not None and PRIVACY_STEPS in state:
+        learner.privacy_steps = int(state[PRIVACY_STEPS])
     momentum = context.state.array_records.get(p.MOMENTUM)
     if momentum is not None:
         learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
@@ -132,7 +137,8 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
 def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
     """Keep the minibatch-order generator, the kept momentum buffers and the node's own local
     tensors (of `weights`, the trained model) in `context.state` for the next message."""
-    context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state)})
+    steps = {PRIVACY_STEPS: learner.privacy_steps} if learner.privacy_steps else {}
+    context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state), **steps})
     momentum = learner.momentum_state
     if momentum:
         context.state[p.MOMENTUM] = ArrayRecord({index: Array(b) for index, b in momentum.items()})
@@ -228,7 +234,16 @@ def query(message: Message, context: Context) -> Message:
     return _answer(message, context, work)
 
 
-@app.train()
+def _privacy(message: Message, context: Context, call_next) -> Message:
+    """Training inside the Flower DP mod `[privacy]` asks for, if any (`client.flower_privacy`)."""
+    try:
+        config, _ = node_setup(context)
+    except Exception:  # the handler answers it with the node and the cause
+        return call_next(message, context)
+    return privacy_mod(config, message, context, call_next)
+
+
+@app.train(mods=[_privacy])
 def train(message: Message, context: Context) -> Message:
     """Train the global model on this node's partition for task.local_epochs epochs."""
 
@@ -255,6 +270,7 @@ def train(message: Message, context: Context) -> Message:
                 p.TRAIN_LOSS: loss,
                 p.NUM_EXAMPLES: int(learner.num_examples),
                 "train_seconds": seconds,
+                **({p.EPSILON: learner.epsilon} if learner.epsilon is not None else {}),
             }
         )
         return RecordDict({p.ARRAYS: arrays, p.METRICS: metrics, p.NODE: _node_record(config, partition)})

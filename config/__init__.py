@@ -8,6 +8,7 @@ from fedgossip.config.experiment import (
     dump_toml,
     load_config,
 )
+from fedgossip.config.privacy import PrivacySection
 from fedgossip.config.runtime_sections import (
     FlowerSection,
     GossipSection,
@@ -40,6 +41,7 @@ __all__ = [
     "LauncherSection",
     "NodesSection",
     "PeerSection",
+    "PrivacySection",
     "ScenarioSection",
     "SecuritySection",
     "StrategySection",

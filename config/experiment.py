@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgossip.base.constraints import TYPE_NAMES, StrOptions
+from fedgossip.config.privacy import PrivacySection
 from fedgossip.config.runtime_sections import (
     FlowerSection,
     GossipSection,
@@ -60,6 +61,7 @@ class ExperimentConfig:
     flower: FlowerSection = field(default_factory=FlowerSection)
     launcher: LauncherSection = field(default_factory=LauncherSection)
     scenario: ScenarioSection = field(default_factory=ScenarioSection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
     peer: PeerSection | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +74,7 @@ class ExperimentConfig:
             except ValueError as err:
                 raise ValueError(f"strategy.name {err}") from None
         self.scenario.check_nodes(self.nodes.count, mode, self.flower.engine)
+        self.privacy.check_task(self.task)
         if self.launcher.engine in ("ray", "simulation") and mode != "gossip":
             raise ValueError(
                 f'launcher.engine "{self.launcher.engine}" runs gossip peers; Flower mode has its own '
@@ -80,6 +83,8 @@ class ExperimentConfig:
         own = mechanisms.mechanism(name)
         if own is not None:
             own.check_nodes(self.strategy.params, self.nodes.count)
+        sampled = max(int(self.nodes.count * self.flower.fraction_train), min(2, self.nodes.count))
+        self.privacy.check_flower(mode, name, sampled, own is not None)
         if self.gossip.schedule == "async":
             self._check_async()
         if self.gossip.schedule == "ticks":

@@ -191,6 +191,12 @@ class Record(_RecordCore, total=False):
     evaluate_s: Annotated[
         float, Doc("server", "seconds the server waited for evaluation replies in the round")
     ]
+    # privacy ([privacy]; absent when privacy.mechanism is "none")
+    privacy: Annotated[str, Doc("privacy", "the privacy mechanism that ran (privacy.mechanism)")]
+    epsilon: Annotated[
+        float,
+        Doc("privacy", "the epsilon the node has spent so far at privacy.delta (DP-SGD: RDP accountant)"),
+    ]
 
 
 class _ConsensusCore(TypedDict):

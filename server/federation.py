@@ -34,6 +34,7 @@ from fedgossip.scenario.churn import churn_plan
 from fedgossip.schema.events import Emit, record_event
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server.arrays import array_view
+from fedgossip.server.flower_privacy import central_epsilon
 from fedgossip.server.flower_strategies import build_strategy
 from fedgossip.server.handshake import discover_nodes
 from fedgossip.server.recording import RecordingGrid, labels_view, server_record
@@ -116,6 +117,7 @@ def run_federation(
             fields = node_fields(server_round) if node_fields and server_round else {}
             for record in nodes:
                 record.update(fields.get(record["node"], {}), **rejoins.take(record["node"]))
+                record.update(config.privacy.record_fields(record.pop("epsilon", None)))
             for label, phase, reason in recorder.take_errors():
                 emit(
                     {
@@ -132,6 +134,7 @@ def run_federation(
                 server_round, run_start, loss, accuracy, evaluator.learner.test_examples(whole), nodes
             )
             record.update(recorder.take_consensus(), layer_variance=evaluator.layer_variance(arrays))
+            record.update(config.privacy.record_fields(central_epsilon(config.privacy, server_round)))
             emit(record_event({**record, **recorder.take_phase_seconds()}))
             if server_round < config.experiment.rounds:
                 rejoins.before_round(server_round + 1)

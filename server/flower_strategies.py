@@ -36,6 +36,7 @@ from flwr.supercore import log
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
+from fedgossip.server.flower_privacy import with_privacy
 from fedgossip.strategies.mechanisms import mechanism
 from fedgossip.strategies.registry import FlowerBuiltin, Rule, resolve, run_rule
 
@@ -288,10 +289,11 @@ def build_strategy(
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names
-    return seeded_class(config.strategy.name)(
+    strategy = seeded_class(config.strategy.name)(
         seed=config.experiment.seed,
         labels=labels,
         node_wait=node_wait,
         evaluated=config.experiment.evaluated,
         **kwargs,
     )
+    return with_privacy(config, strategy)  # Flower's central DP around it, if [privacy] asks

@@ -55,6 +55,7 @@ class NodeRound:
     bytes_received: int = 0
     errors: list[str] = field(default_factory=list)
     model: list[np.ndarray] | None = None  # the model of its train reply (views into the reply)
+    epsilon: float | None = None  # the privacy budget its train reply says it spent ([privacy])
 
 
 def _number(value: Any, key: str, *, low: float = -math.inf, high: float = math.inf) -> float:
@@ -231,6 +232,7 @@ class RecordingGrid(Grid):
                 node.train_loss, node.num_examples = check_train_reply(reply.content, self.specs)
                 arrays = next(iter(reply.content.array_records.values()))
                 node.model = [array_view(arrays[spec.name]) for spec in self.specs]
+                node.epsilon = next(iter(reply.content.metric_records.values())).get(p.EPSILON)
             else:
                 node.test_loss, node.test_accuracy = check_evaluate_reply(reply.content)
         except (ValueError, TypeError, KeyError) as err:
@@ -271,6 +273,7 @@ class RecordingGrid(Grid):
                     bytes_received=node.bytes_received,
                     evaluated_by=evaluated_by,
                     **({"errors": node.errors} if node.errors else {}),
+                    **({"epsilon": node.epsilon} if node.epsilon is not None else {}),
                 )
             )
         self.consensus = consensus_fields([n.model for n in self.nodes.values() if n.model is not None])

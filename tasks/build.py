@@ -15,6 +15,7 @@ from fedgossip.base.seeding import stream
 from .config import TaskConfig
 from .data import Dataset, load_dataset, scaled_dataset
 from .datasets import DATASETS
+from .dp_accounting import DpSgdSpec
 from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
@@ -154,6 +155,7 @@ def build_learner(
     seed: int,
     stream_round: int | None = None,
     poison: Callable[[Dataset], Dataset] | None = None,
+    dp_sgd: DpSgdSpec | None = None,
 ) -> Learner:
     """Node `node`'s learner: same arguments, same data, initial weights and training.
 
@@ -162,6 +164,7 @@ def build_learner(
     is imported here (torch or sklearn, only the one the model needs). `stream_round`: the round
     of a streamed task (`node_dataset`).
     `poison`: what a data attacker does to its dataset before the learner sees it (a scenario).
+    `dp_sgd`: train with node-level DP-SGD (a torch learner; `[privacy]` builds it).
     """
     data = node_dataset(task, node, num_nodes, seed, stream_round)
     if poison is not None:
@@ -169,7 +172,8 @@ def build_learner(
     init_rng = stream(seed, "init", node) if task.init == "own" else stream(seed, "init")
     shuffle_rng = stream(seed, "shuffle", node)
     learner = load_callable(model_entry(task.model).family.learner)
-    return learner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng)
+    private = {} if dp_sgd is None else {"dp_sgd": dp_sgd}
+    return learner(task, data, node=node, init_rng=init_rng, shuffle_rng=shuffle_rng, **private)
 
 
 def stream_learner(

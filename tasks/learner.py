@@ -60,6 +60,23 @@ class Learner(abc.ABC):
             raise ValueError(f"{type(self).__name__} keeps no momentum buffers")
 
     @property
+    def epsilon(self) -> float | None:
+        """The privacy budget training has spent so far (DP-SGD's epsilon at privacy.delta); None
+        for a learner that does not train privately."""
+        return None
+
+    @property
+    def privacy_steps(self) -> int:
+        """The private training steps taken so far, for runtimes that rebuild the learner every
+        round (a Flower ClientApp) yet account for all of them; 0 without private training."""
+        return 0
+
+    @privacy_steps.setter
+    def privacy_steps(self, steps: int) -> None:
+        if steps:
+            raise ValueError(f"{type(self).__name__} does not train privately (privacy.mechanism)")
+
+    @property
     def local_names(self) -> frozenset[str]:
         """Names of the tensors that are local statistics, not trained weights (BatchNorm running
         statistics): they travel with the model, but a merge should keep the node's own copy.

@@ -10,6 +10,8 @@ from torch.nn import functional
 
 from .config import TaskConfig
 from .data import Dataset
+from .dp_accounting import DpSgdSpec
+from .dp_sgd import DpSgd, check_private_module
 from .learner import Learner
 from .torch_build import RNG_LOCK, build_module, initial_state, select_device
 
@@ -71,6 +73,7 @@ class TorchLearner(Learner):
         node: int,
         init_rng: np.random.Generator,
         shuffle_rng: np.random.Generator,
+        dp_sgd: DpSgdSpec | None = None,
     ) -> None:
         super().__init__(task, data, node=node, shuffle_rng=shuffle_rng)
         torch.set_num_threads(task.threads)
@@ -105,7 +108,32 @@ class TorchLearner(Learner):
         # so peers of one process (threads) train at once instead of one at a time (RNG_LOCK).
         self._draws: bool | None = None
         self._kept_buffers: dict[int, torch.Tensor] = {}  # momentum across train() calls (keep_momentum)
+        self._dp = None if dp_sgd is None else self._private(dp_sgd, module)
         self.set_weights(initial)
+
+    def _private(self, spec: DpSgdSpec, module: torch.nn.Module) -> DpSgd:
+        """The node's DP-SGD (its layers checked), calibrated to the steps of one round."""
+        check_private_module(module, self.task.model)
+        batches = max(1, round(self.num_examples / self.task.batch_size))  # as many as `_batches` draws
+        steps = self.task.local_steps or self.task.local_epochs * batches
+        return DpSgd(spec, module, self.num_examples, self.task.batch_size, steps)
+
+    @property
+    def epsilon(self) -> float | None:
+        """The epsilon DP-SGD has spent so far (at privacy.delta); None without DP-SGD."""
+        return None if self._dp is None else self._dp.epsilon
+
+    @property
+    def privacy_steps(self) -> int:
+        """The DP-SGD steps taken so far (0 without DP-SGD)."""
+        return 0 if self._dp is None else self._dp.steps
+
+    @privacy_steps.setter
+    def privacy_steps(self, steps: int) -> None:
+        if self._dp is None:
+            Learner.privacy_steps.fset(self, steps)  # type: ignore[attr-defined]
+        else:
+            self._dp.restore(steps)
 
     @property
     def local_names(self) -> frozenset[str]:
@@ -154,13 +182,18 @@ class TorchLearner(Learner):
         anchors = [p.detach().clone() for p in self._parameters] if mu else []
 
         def batches(order: np.ndarray) -> float:
-            total = 0.0
+            total, seen = 0.0, 0
             for batch in self._batches(order):
                 index = torch.from_numpy(batch).to(self.device)
                 self._model.zero_grad(set_to_none=True)
-                logits = self._model(self._x_train[index])
-                loss = functional.cross_entropy(logits, self._y_train[index])
-                loss.backward()
+                if self._dp is not None:  # the batch's noisy clipped gradient, its mean loss
+                    loss = self._dp.noisy_gradient(
+                        self._parameters, self._x_train[index], self._y_train[index], self._shuffle_rng
+                    )
+                else:
+                    mean = functional.cross_entropy(self._model(self._x_train[index]), self._y_train[index])
+                    mean.backward()
+                    loss = mean.item()
                 _sgd_step(
                     self._parameters,
                     buffers,
@@ -170,8 +203,9 @@ class TorchLearner(Learner):
                     mu=mu,
                     anchors=anchors,
                 )
-                total += loss.item() * len(index)
-            return total / len(order)
+                total += loss * len(index)
+                seen += len(index)
+            return total / max(1, seen)
 
         def epoch(order: np.ndarray) -> float:
             self._model.train()
@@ -190,8 +224,11 @@ class TorchLearner(Learner):
     def _batches(self, order: np.ndarray) -> list[np.ndarray]:
         """Minibatches of task.batch_size in `order`; with batch statistics (a model with buffers,
         such as BatchNorm) a last batch of one example joins the one before (BatchNorm cannot
-        train on a single example)."""
+        train on a single example). With DP-SGD, as many Poisson-sampled batches instead (drawn
+        from the shuffle stream: what its accountant assumes)."""
         size = self.task.batch_size
+        if self._dp is not None:
+            return self._dp.epoch_batches(self._shuffle_rng, max(1, round(len(order) / size)))
         starts = list(range(0, len(order), size))
         if self._local_names and len(starts) > 1 and len(order) - starts[-1] == 1:
             starts.pop()

@@ -39,6 +39,7 @@ from fedgossip.client.gossip.async_schedule import AsyncLoop
 from fedgossip.client.gossip.crash import Crash
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.own_model import Diverged, OwnModel
+from fedgossip.client.gossip.private_sharing import PrivateLinks, SharedModelNoise
 from fedgossip.client.gossip.resampling import LinkedNeighbours
 from fedgossip.client.gossip.round_record import RoundRecords
 from fedgossip.client.gossip.rounds import round_plan
@@ -102,7 +103,8 @@ class GossipPeer:
         self.roles = roles(self.scenario, self.node, count, seed)
         self.events = Events(self.node, self.run_start)
         poison = poisoner(self.roles.attack, self.scenario)
-        self.learner = build_learner(config.task, self.node, count, seed, poison=poison)
+        dp_sgd = config.privacy.dp_sgd(config.experiment.rounds)
+        self.learner = build_learner(config.task, self.node, count, seed, poison=poison, dp_sgd=dp_sgd)
         self.initial = self.learner.get_weights()
         rng = stream(seed, "attack", self.node)
         self.attack = model_attacker(self.roles.attack, self.scenario, self.initial, rng)
@@ -118,6 +120,10 @@ class GossipPeer:
         self.server = self.transport.serve(self, self.peer.listen)
         self.port = self.server.port
         self.links = self.transport.links(self, token, keys)
+        self.sharing = None  # privacy.mechanism "dp-share": the noise on what the peer pushes
+        if config.privacy.mechanism == "dp-share":
+            self.sharing = SharedModelNoise(config.privacy, self.initial, stream(seed, "dp-share", self.node))
+            self.links = PrivateLinks(self.links, self.sharing)
         self.model = OwnModel(self)
         self.records = RoundRecords(self)
         self.watch = self.transport.watch(self)

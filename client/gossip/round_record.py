@@ -65,6 +65,9 @@ class RoundRecords:
                 **fields,
                 layer_variance=layer_variance(peer.names, current),
                 **self._scenario_fields(round_),
+                **peer.config.privacy.record_fields(
+                    peer.learner.epsilon if peer.sharing is None else peer.sharing.epsilon
+                ),
             ),
         )
 

@@ -82,6 +82,7 @@ def _run_into(
     with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
         try:
             config = prepare_shards(config, results.path)  # config.toml keeps the config as given
+            config.privacy.check_model(config.task, config.nodes.count, config.experiment.seed)
             outcome = _runtime(config)(config, results, console)
         except KeyboardInterrupt:
             outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)

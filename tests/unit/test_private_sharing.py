@@ -1,0 +1,77 @@
+"""DP for what gossip peers push (client/gossip/private_sharing.py): a release against its
+formula computed here, one release a round whatever the recipients, and its epsilon equal to
+Flower's central DP with fixed clipping at the same sigma and rounds (FL and gossip compared at
+equal epsilon)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedgossip.client.gossip.private_sharing import PrivateLinks, SharedModelNoise
+from fedgossip.config import PrivacySection, load_config
+from fedgossip.server.flower_privacy import central_epsilon
+
+pytestmark = pytest.mark.timeout(30)
+
+PRIVACY = PrivacySection(mechanism="dp-share", noise_multiplier=0.7, max_grad_norm=0.5)
+
+
+def _model(rng: np.random.Generator, scale: float) -> list[np.ndarray]:
+    return [
+        (scale * rng.standard_normal((4, 3))).astype(np.float32),
+        (scale * rng.standard_normal(3)).astype(np.float32),
+        np.array(7, dtype=np.int64),  # a step count: sent as it is
+    ]
+
+
+def test_a_release_is_the_last_one_plus_the_clipped_update_and_the_noise():
+    rng = np.random.default_rng(0)
+    initial, trained = _model(rng, 0.1), _model(rng, 1.0)
+    noise = SharedModelNoise(PRIVACY, initial, np.random.default_rng(5))
+    released = noise.release(trained)
+    update = [t.astype(np.float64) - i for t, i in zip(trained[:2], initial[:2], strict=True)]
+    norm = np.sqrt(sum((u**2).sum() for u in update))
+    assert norm > PRIVACY.max_grad_norm  # the update is clipped
+    replay = np.random.default_rng(5)
+    std = PRIVACY.noise_multiplier * PRIVACY.max_grad_norm
+    for got, start, u in zip(released[:2], initial[:2], update, strict=True):
+        expected = start + u * PRIVACY.max_grad_norm / norm + std * replay.standard_normal(start.shape)
+        np.testing.assert_allclose(got, expected.astype(np.float32), rtol=1e-6, atol=1e-6)
+        assert got.dtype == np.float32
+    assert released[2] == 7 and released[2].dtype == np.int64
+    again = noise.release(trained)  # relative to the first release now, the draws following on
+    update = [t.astype(np.float64) - r for t, r in zip(trained[:2], released[:2], strict=True)]
+    scale = min(1.0, PRIVACY.max_grad_norm / np.sqrt(sum((u**2).sum() for u in update)))
+    for got, start, u in zip(again[:2], released[:2], update, strict=True):
+        expected = start + scale * u + std * replay.standard_normal(start.shape)
+        np.testing.assert_allclose(got, expected.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.pushed: list[tuple[int, list[np.ndarray]]] = []
+        self.stubs = {"kept": True}
+
+    def push(self, round_, arrays, *args, **kwargs):
+        self.pushed.append((round_, arrays))
+        return {}
+
+
+def test_one_release_a_round_whatever_pushes_it_and_epsilon_as_central_dp():
+    rng = np.random.default_rng(1)
+    initial = _model(rng, 0.1)
+    links = PrivateLinks(_Recorder(), SharedModelNoise(PRIVACY, initial, np.random.default_rng(2)))
+    for round_ in (1, 1, 2):
+        links.push(round_, _model(rng, 1.0), 10)
+    pushed = links._links.pushed
+    assert pushed[0][1] is pushed[1][1] and pushed[2][1] is not pushed[0][1]
+    assert links.stubs == {"kept": True}  # everything else is the transport's
+    assert links.noise.releases == 2
+    central = PrivacySection(mechanism="central-fixed-server", noise_multiplier=0.7, max_grad_norm=0.5)
+    assert links.noise.epsilon == pytest.approx(central_epsilon(central, 2), rel=1e-12)
+
+
+def test_dp_share_is_gossip_only():
+    with pytest.raises(ValueError, match="'dp-share' noises what gossip peers push"):
+        load_config(None, ['experiment.mode="flower"', 'privacy.mechanism="dp-share"'])
