@@ -80,6 +80,10 @@ class ExperimentConfig:
         own = mechanisms.mechanism(name)
         if own is not None:
             own.check_nodes(self.strategy.params, self.nodes.count)
+            if own.task_model is not None and self.task.model != own.task_model:
+                raise ValueError(
+                    f"strategy.name {name!r} needs task.model = {own.task_model!r}; got {self.task.model!r}"
+                )
         if self.gossip.schedule == "async":
             self._check_async()
         if self.gossip.schedule == "ticks":

@@ -74,6 +74,7 @@ DP_REGRESSION = register_mechanism(
     flower_strategy="fedgossip.server.dp_regression:dp_regression_strategy",
     report="fedgossip.reports.dp_regression:DPRegressionReport",
     schedules=("sync",),
+    task_model="dp-bayesian-regression",
 )
 
 

@@ -135,7 +135,7 @@ def test_mcmc_posterior_mean_approaches_the_nonprivate_one_at_large_epsilon(upda
         [r.stop - r.start for r in rows],
         levels,
         bounds.y / 3,
-        2000,
+        1000,
         np.random.default_rng(4),
         update_s=update_s,
         scatter_prior=data.scatter_prior,

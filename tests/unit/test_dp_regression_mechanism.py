@@ -92,6 +92,7 @@ def test_a_party_releases_once_the_same_noisy_statistics_and_the_plan_merges_by_
         ("strategy.params.delta=1", "delta"),
         ("strategy.params.estimator=gibbs", "estimator"),
         ("nodes.count=65", "nodes.count"),
+        ("task.model=linear", "task.model"),
     ],
 )
 def test_bad_privacy_parameters_are_refused_naming_the_key(setting, key):
