@@ -19,7 +19,7 @@ from fedgossip.reports.tables import markdown_pipe_table
 NAME = "dp-bayesian-regression"
 METHODS = ("non-private", "MCMC-normalX", "MCMC-fixedS", "Bayes-fixedS-fast", "adaSSP")
 STYLES = {
-    "non-private": "k--",
+    "non-private": "k+--",
     "MCMC-normalX": "*-",
     "MCMC-fixedS": "o-",
     "Bayes-fixedS-fast": "s-",
