@@ -55,6 +55,29 @@ def test_analytic_gaussian_sigma_reference_values():
     assert analytic_gaussian_sigma(1.0, 1e-5) == pytest.approx(3.7306, abs=1e-4)
 
 
+def authors_grid_sigma(epsilon: float, delta: float) -> float:
+    """The DP regression authors' analytic_Gaussian_mech.m: Algorithm 1 by a grid of step 0.001
+    (their delta_0 uses Phi(-2 sqrt(epsilon)); at these deltas it takes Balle and Wang's branch)."""
+    from scipy.stats import norm
+
+    upper = 0.0
+    while True:
+        u = np.arange(upper, upper + 1 + 1e-12, 0.001)
+        upper += 1
+        b = norm.cdf(-np.sqrt(epsilon * u)) - np.exp(epsilon) * norm.cdf(-np.sqrt(epsilon * (u + 2)))
+        if b.min() < delta < b.max():
+            break
+    u_star = u[(b > delta).sum()]
+    return (math.sqrt(1 + u_star / 2) + math.sqrt(u_star / 2)) / math.sqrt(2 * epsilon)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 1.0, 10.0])
+def test_analytic_gaussian_sigma_agrees_with_the_authors_grid_search(epsilon):
+    assert analytic_gaussian_sigma(epsilon, 1e-5) == pytest.approx(
+        authors_grid_sigma(epsilon, 1e-5), rel=2e-4
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "key"),
     [
