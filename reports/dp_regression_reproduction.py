@@ -123,7 +123,15 @@ def write_dp_regression_report(results_path: Path, docs: Path) -> list[Path]:
             "",
             _grid_table(real["cells"], "estimation_mse"),
         ]
+    seconds = _means(simulated["cells"], "seconds_per_iteration")
+    walls = {m: np.mean([v for (_, _, mm), v in seconds.items() if mm == m]) * 1e3 for m in METHODS}
     lines += [
+        "Wall time of the closed forms on the simulated data (mean over the cells): "
+        + ", ".join(f"{m} {walls[m]:.3g} ms" for m in ("non-private", "Bayes-fixedS-fast", "adaSSP"))
+        + "; the samplers per iteration: "
+        + ", ".join(f"{m} {walls[m]:.3g} ms" for m in ("MCMC-normalX", "MCMC-fixedS"))
+        + ".",
+        "",
         "## Milliseconds per MCMC iteration against d (n = 1e4, epsilon = 1)",
         "",
         runtime_table,
