@@ -22,7 +22,7 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.server.arrays import array_view
 from fedgossip.server.flower_strategies import wait_for_nodes
 from fedgossip.strategies.dp_regression import table
-from fedgossip.strategies.dp_regression.mechanism import EstimateFields
+from fedgossip.strategies.dp_regression.estimate import EstimateFields
 from fedgossip.strategies.dp_regression.release import Bounds
 from fedgossip.tasks.dp_regression import evaluation
 

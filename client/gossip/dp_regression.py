@@ -21,7 +21,7 @@ from fedgossip.client.gossip.transport.wire import ModelMessage
 from fedgossip.config import ExperimentConfig
 from fedgossip.strategies import Outcome
 from fedgossip.strategies.dp_regression import table
-from fedgossip.strategies.dp_regression.mechanism import EstimateFields
+from fedgossip.strategies.dp_regression.estimate import EstimateFields
 from fedgossip.strategies.dp_regression.release import Bounds
 from fedgossip.tasks import Learner
 from fedgossip.tasks.dp_regression import evaluation

@@ -1,24 +1,17 @@
 """`strategy.name = "dp-bayesian-regression"`: DP distributed Bayesian linear regression
-(Alparslan, Yildirim, Birbil, ICML 2023) as a registered mechanism of both runtimes, and the
-estimation step they share (:func:`estimate`)."""
+(Alparslan, Yildirim, Birbil, ICML 2023) as a registered mechanism of both runtimes (its entry
+and parameters only: the math, which needs scipy, is imported by the parts that run it)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any
-
-import numpy as np
 
 from fedgossip.base.constraints import Interval
 
 from ..mechanisms import register_mechanism
 from ..registry import Param, choice, integer
-from .estimators import fast_estimate
-from .mcmc import sample
-from .table import MAX_PARTIES, Released
 
 DOC = """DP distributed Bayesian linear regression (Alparslan, Yildirim, Birbil, ICML 2023).
 
@@ -44,6 +37,7 @@ training OLS), dp_prediction_mse (test rows) and dp_seconds_per_iteration.
 """
 
 ESTIMATORS = ("fast", "mcmc-fixeds", "mcmc-normalx")
+MAX_PARTIES = 64  # the rows of the table of releases (`table`)
 POSITIVE = Interval(Real, 0.0, None, closed="neither")
 
 PARAMS = (
@@ -76,66 +70,3 @@ DP_REGRESSION = register_mechanism(
     schedules=("sync",),
     task_model="dp-bayesian-regression",
 )
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """theta estimated from the known releases, and the seconds per MCMC iteration (the wall
-    time of the one-step estimate)."""
-
-    theta: np.ndarray
-    seconds_per_iteration: float
-
-
-def estimate(known: Released, params: Mapping[str, Any], rng: np.random.Generator) -> Estimate | None:
-    """theta from the releases of `known` by params["estimator"]; None when nothing is known or
-    the privacy parameters are not set. MCMC-normalX's prior scale of Sigma_x is V^T V with V
-    standard normal drawn from `rng`, as the authors do for real data."""
-    if not known.parties or known.levels is None or known.bounds is None:
-        return None
-    start = time.perf_counter()
-    if params["estimator"] == "fast":
-        theta = fast_estimate(known.s, known.z, known.levels, known.bounds).mean
-        return Estimate(theta, time.perf_counter() - start)
-    d = len(known.z[0])
-    v = rng.standard_normal((d, d))
-    chain = sample(
-        known.s,
-        known.z,
-        known.sizes,
-        known.levels,
-        known.bounds.y / 3,
-        params["iterations"],
-        rng,
-        update_s=params["estimator"] == "mcmc-normalx",
-        scatter_prior=v.T @ v,
-    )
-    return Estimate(chain.posterior_mean(), (time.perf_counter() - start) / params["iterations"])
-
-
-class EstimateFields:
-    """A node's (or the server's) DP regression fields of a round's record: the releases known,
-    the estimate's errors and its seconds per iteration, estimated again only when a new release
-    became known (its own stream `rng`; the reference theta from the experimenter's data)."""
-
-    def __init__(self, params: Mapping[str, Any], reference: Any, rng: np.random.Generator) -> None:
-        """`reference`: theta, x_test and y_test to score against (`tasks.dp_regression.evaluation`)."""
-        self.params, self.reference, self.rng = params, reference, rng
-        self._parties: list[int] | None = None
-        self._estimate: Estimate | None = None
-
-    def __call__(self, known: Released) -> dict[str, Any]:
-        """The record's dp_* fields for the releases `known`, scored on the reference."""
-        if known.parties != self._parties:
-            self._parties = known.parties
-            self._estimate = estimate(known, self.params, self.rng)
-        found, ref = self._estimate, self.reference
-        return {
-            "dp_parties_known": len(known.parties),
-            "dp_estimator": self.params["estimator"],
-            "dp_estimation_mse": None if found is None else float(np.mean((found.theta - ref.theta) ** 2)),
-            "dp_prediction_mse": None
-            if found is None
-            else float(np.mean((ref.y_test - ref.x_test @ found.theta) ** 2)),
-            "dp_seconds_per_iteration": None if found is None else found.seconds_per_iteration,
-        }

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .mechanism import MAX_PARTIES
 from .release import Bounds, NoiseLevels
 
-MAX_PARTIES = 64
 NAMES = ("privacy", "statistics", "known")
 
 
