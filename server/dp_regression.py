@@ -48,6 +48,7 @@ class DPRegressionStrategy(Strategy):
             self.params, evaluation(config.task, seed), stream(seed, "dp_regression")
         )
         self._fields: dict[int, dict[str, Any]] = {}
+        self._global: ArrayRecord | None = None
 
     def summary(self) -> None:
         """Log the mechanism's parameters."""
@@ -84,6 +85,7 @@ class DPRegressionStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The union of the global table and the parties' (checked by the RecordingGrid), and the
         mean training MSE."""
+        assert self._global is not None  # configure_train ran first
         names = list(self._global.keys())
         tables = [[array_view(self._global[name]) for name in names]]
         losses = []
