@@ -83,6 +83,10 @@ class ExperimentConfig:
         own = mechanisms.mechanism(name)
         if own is not None:
             own.check_nodes(self.strategy.params, self.nodes.count)
+            if own.task_model is not None and self.task.model != own.task_model:
+                raise ValueError(
+                    f"strategy.name {name!r} needs task.model = {own.task_model!r}; got {self.task.model!r}"
+                )
         sampled = max(int(self.nodes.count * self.flower.fraction_train), min(2, self.nodes.count))
         self.privacy.check_flower(mode, name, sampled, own is not None)
         if self.gossip.schedule == "async":

@@ -213,7 +213,9 @@ def sweep(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="vanishing-variance or fair-incentives.")],
+    name: Annotated[
+        str, typer.Argument(help="vanishing-variance, fair-incentives or dp-bayesian-regression.")
+    ],
     quick: Annotated[
         bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")
     ] = False,
@@ -243,6 +245,9 @@ def reproduce(
         if quick and full:
             raise ValueError("--quick and --full are exclusive: choose one setting")
         setting = "quick" if quick else "full" if full else "default"
+        if name == "dp-bayesian-regression":  # one process of estimators, not a sweep of runs
+            _reproduce_dp_regression(setting, seeds, out, docs)
+            return
         planned = plan(name, setting, seeds)
         out = out or default_out(name, setting)
         outcome = reproduce(planned, out, default_jobs(planned.runs) if jobs is None else jobs, console)
@@ -254,6 +259,16 @@ def reproduce(
     console.print(escape(f"reproduction {name} ({setting}) in {outcome.wall_time_s:.1f}s; written: "))
     console.print(escape(", ".join(str(path) for path in files)))
     raise typer.Exit(outcome.exit_code)
+
+
+def _reproduce_dp_regression(setting: str, repeats: int | None, out: Path | None, docs: Path) -> None:
+    """`fedgossip reproduce dp-bayesian-regression`: its in-process experiments and write-up."""
+    from fedgossip.launcher.experiments.dp_regression import reproduce_dp_regression
+    from fedgossip.launcher.experiments.reproduce import default_out
+
+    out = out or default_out("dp-bayesian-regression", setting)
+    files = reproduce_dp_regression(setting, repeats, out, docs, lambda line: console.print(escape(line)))
+    console.print(escape("written: " + ", ".join(str(path) for path in files)))
 
 
 @app.command()

@@ -197,6 +197,31 @@ class Record(_RecordCore, total=False):
         float,
         Doc("privacy", "the epsilon the node has spent so far at privacy.delta (DP-SGD: RDP accountant)"),
     ]
+    # DP distributed Bayesian linear regression (strategy dp-bayesian-regression)
+    dp_parties_known: Annotated[
+        int,
+        Doc("dp-bayesian-regression", "parties whose noisy statistics the node (Flower: the server) knows"),
+    ]
+    dp_estimator: Annotated[
+        str, Doc("dp-bayesian-regression", "the estimator of theta (strategy.params.estimator)")
+    ]
+    dp_estimation_mse: Annotated[
+        float | None,
+        Doc(
+            "dp-bayesian-regression",
+            "mean((theta_hat - theta)^2) against the simulated theta or the pooled OLS",
+        ),
+    ]
+    dp_prediction_mse: Annotated[
+        float | None, Doc("dp-bayesian-regression", "mean squared error of x theta_hat on the test rows")
+    ]
+    dp_seconds_per_iteration: Annotated[
+        float | None,
+        Doc(
+            "dp-bayesian-regression",
+            "seconds per MCMC iteration of the estimate (the one-step estimate: its time)",
+        ),
+    ]
 
 
 class _ConsensusCore(TypedDict):

@@ -24,6 +24,7 @@ from . import rules as _rules  # noqa: F401  (registers our rules)
 from ._typing import NDArray, NDArrays
 from ._validation import trusted_models
 from .averaging import weighted_average
+from .dp_regression import mechanism as _dp_regression  # noqa: F401  (registers DP Bayesian regression)
 from .krum import krum, krum_scores, multi_krum, squared_distances
 from .registry import Outcome, Rule, register, resolve, run_rule
 from .robust import coordinate_median, trimmed_mean

@@ -44,7 +44,7 @@ class Mechanism(Entry):
     :meth:`part`): ``gossip_plan``, the gossip peer's round plan class, called ``(config, node,
     neighbours)``; ``flower_strategy``, called ``(config, labels, node_wait)`` for the ServerApp's
     Strategy; ``report``, the reports' class of its runs. ``schedules``: the gossip schedules it
-    runs with."""
+    runs with. ``task_model``: the task.model it needs (None: any)."""
 
     doc: str
     check_nodes: Callable[[Mapping[str, Any], int], None]
@@ -52,6 +52,7 @@ class Mechanism(Entry):
     flower_strategy: str | None
     report: str
     schedules: tuple[str, ...]
+    task_model: str | None = None
 
     def part(self, role: str) -> Callable[..., Any]:
         """The part named by the field ``role`` ("gossip_plan", "flower_strategy" or "report"),
@@ -82,6 +83,7 @@ def register_mechanism(
     flower_strategy: str | None = None,
     report: str,
     schedules: tuple[str, ...] = ("sync", "async"),
+    task_model: str | None = None,
 ) -> Mechanism:
     """Register the mechanism ``name`` (see :class:`Mechanism`) and return its entry. It runs in
     gossip mode if it names a ``gossip_plan``, in Flower mode if it names a ``flower_strategy``.
@@ -103,7 +105,16 @@ def register_mechanism(
     if not modes:
         raise ValueError(f"mechanism {name!r} names neither a gossip_plan nor a flower_strategy")
     entry = registry.MECHANISMS[name] = Mechanism(
-        name, tuple(params), modes, doc, check_nodes, gossip_plan, flower_strategy, report, schedules
+        name,
+        tuple(params),
+        modes,
+        doc,
+        check_nodes,
+        gossip_plan,
+        flower_strategy,
+        report,
+        schedules,
+        task_model,
     )
     return entry
 

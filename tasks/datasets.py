@@ -96,6 +96,12 @@ DATASETS: dict[str, DatasetEntry] = {
         prepared=True,
     ),
     "prepared": DatasetEntry("", path="a folder of shards written by the launcher"),
+    "dp-regression": DatasetEntry(
+        "fedgossip.tasks.dp_regression:regression_source",
+        path="a regression table as the DP regression authors ship them (.csv or .csv.gz, target last)",
+        tabular=True,
+    ),
+    "dp-regression-simulated": DatasetEntry("fedgossip.tasks.dp_regression:regression_source", tabular=True),
 }
 
 

@@ -40,6 +40,9 @@ TORCH = Family(
     memory="torch",
 )
 SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear", proximal=False)
+DP_REGRESSION = Family(
+    "fedgossip.tasks.dp_regression_learner:DPRegressionLearner", (), memory="linear", proximal=False
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ MODELS: dict[str, ModelEntry] = {
     "lenet5": ModelEntry("fedgossip.tasks.torch_models:lenet5", images=True),
     "fair-cnn": ModelEntry("fedgossip.tasks.torch_models:fair_cnn", images=True),
     "linear": ModelEntry("", family=SKLEARN_LINEAR),
+    "dp-bayesian-regression": ModelEntry("", family=DP_REGRESSION),
 }
 
 

@@ -25,7 +25,9 @@ TOP = (
     "api",
 )
 SPLIT = ("launcher", "client")  # their subpackages are rooms of their own
-BELOW = {"base": set(), "strategies": {"base"}, "schema": {"base"}, "tasks": {"base", "schema"}}
+# tasks sits above strategies (ARCHITECTURE's order): the DP regression learner releases and
+# estimates with strategies.dp_regression's pure math
+BELOW = {"base": set(), "strategies": {"base"}, "schema": {"base"}, "tasks": {"base", "schema", "strategies"}}
 
 
 def folder(parts: list[str]) -> str:

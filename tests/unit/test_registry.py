@@ -69,7 +69,7 @@ def user_module(tmp_path, monkeypatch):
 
 def test_names_per_mode_come_from_the_table():
     ours = ("average", "vca", "median", "trimmed-mean", "krum", "multi-krum")
-    assert registry.names("gossip") == (*ours, "fair")  # the mechanism runs in both modes too
+    assert registry.names("gossip") == (*ours, "fair", "dp-bayesian-regression")  # mechanisms: both modes
     flower = registry.names("flower")
     assert flower[: len(ours)] == ours  # ours run in both runtimes
     assert {"fedavg", "fedmedian", "fedtrimmedavg", "flwr-krum", "bulyan"} <= set(flower)

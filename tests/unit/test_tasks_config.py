@@ -25,7 +25,8 @@ def test_defaults_are_valid_and_hashable():
         (
             "model",
             "resnet",
-            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear or 'package.module:function'",
+            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear, dp-bayesian-regression or "
+            "'package.module:function'",
         ),
         ("model", "my models:net", "task.model must be one of"),
         ("model", "pkg.mod:", "task.model must be one of"),
@@ -48,7 +49,8 @@ def test_defaults_are_valid_and_hashable():
         (
             "path",
             "data.npz",
-            "task.path applies to the datasets npz, hf, mnist, prepared; task.dataset is 'digits'",
+            "task.path applies to the datasets npz, hf, mnist, prepared, dp-regression; "
+            "task.dataset is 'digits'",
         ),
         ("image_column", 3, "task.image_column must be a string"),
         ("hf_train_split", "", "task.hf_train_split must be a non-empty string; got ''"),
