@@ -24,6 +24,11 @@ _STREAMS = {
     "async": 14,  # per node: asynchronous gossip's pauses between local units
     "eval_subset": 15,  # the class-balanced evaluation subset (task.eval_examples), one for all nodes
     "ticks": 16,  # per node: the tick schedule's intervals between trainings
+    # personalised learning (ids from 40: other uses may take the next small ones)
+    "gmm_synthetic": 40,  # the synthetic mixture: keyed 0 components, 1 training pool, 2 test set
+    "covariate": 41,  # the covariate partition: keyed 0 training groups, 1 test groups, 2 feature shifts
+    "local_eval": 42,  # per node: its local test split (task.eval)
+    "fedgmm": 43,  # per node: FedGMM's initial mixture
 }
 
 

@@ -191,6 +191,14 @@ class Record(_RecordCore, total=False):
     evaluate_s: Annotated[
         float, Doc("server", "seconds the server waited for evaluation replies in the round")
     ]
+    # personalised learning (task.eval, FedGMM)
+    local_accuracy: Annotated[
+        float | None,
+        Doc(
+            "task.eval local/both",
+            "accuracy of the model kept on the node's own test split (drawn from its own distribution)",
+        ),
+    ]
 
 
 class _ConsensusCore(TypedDict):

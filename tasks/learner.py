@@ -143,6 +143,14 @@ class Learner(abc.ABC):
         rows = self.data.eval_rows
         return len(self.data.y_test) if whole or rows is None else len(rows)
 
+    def local_accuracy(self, test_accuracy: float) -> float | None:
+        """Accuracy on the node's own test split (task.eval, `local_eval`): scored on
+        `Dataset.x_local` ("both"), `test_accuracy` itself ("local": the test set is the local
+        split), None ("global")."""
+        if self.data.y_local is not None:
+            return float(np.mean(self.predict(self.data.x_local) == self.data.y_local))
+        return test_accuracy if self.task.eval == "local" else None
+
     @abc.abstractmethod
     def evaluate(self, whole: bool = False) -> tuple[float, float]:
         """(loss, accuracy) on the global held-out test set, the same for every node: on its
