@@ -64,6 +64,8 @@ class TaskConfig(Constrained):
     distributions (image rotations by 90 degrees, at most 4; shifted features; the components of
     the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
     Dirichlet(`alpha`) on top.
+    `gmm_components`, `gmm_learners`: model "fedgmm"'s Gaussian input components and learners
+    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression).
     """
 
     section_name = "task"
@@ -100,6 +102,8 @@ class TaskConfig(Constrained):
         "eval": StrOptions(*EVALS),
         "shift_groups": AT_LEAST_ONE,
         "shift_alpha": Interval(Real, 0.0, closed="neither"),
+        "gmm_components": AT_LEAST_ONE,
+        "gmm_learners": AT_LEAST_ONE,
     }
 
     dataset: str = "digits"
@@ -134,6 +138,8 @@ class TaskConfig(Constrained):
     eval: str = "global"
     shift_groups: int = 4
     shift_alpha: float = 0.4
+    gmm_components: int = 3
+    gmm_learners: int = 3
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""

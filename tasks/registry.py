@@ -40,6 +40,7 @@ TORCH = Family(
     memory="torch",
 )
 SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear", proximal=False)
+FEDGMM = Family("fedgossip.tasks.fedgmm_learner:FedGMMLearner", (), memory="linear", proximal=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ MODELS: dict[str, ModelEntry] = {
     "lenet5": ModelEntry("fedgossip.tasks.torch_models:lenet5", images=True),
     "fair-cnn": ModelEntry("fedgossip.tasks.torch_models:fair_cnn", images=True),
     "linear": ModelEntry("", family=SKLEARN_LINEAR),
+    "fedgmm": ModelEntry("", family=FEDGMM),
 }
 
 
