@@ -56,14 +56,13 @@ def test_local_accuracy_is_the_models_accuracy_on_the_local_split():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("mode", ["gossip", "flower"])
-def test_records_summary_and_comparison_carry_the_local_accuracies(tmp_path, mode):
-    engine = 'launcher.engine="simulation"' if mode == "gossip" else 'flower.engine="inprocess"'
+def test_records_summary_and_comparison_carry_the_local_accuracies(tmp_path):
+    """Flower in process (gossip records: tests/e2e/test_fedgmm_e2e.py's summaries)."""
     config = load_config(
         None,
         [
-            f'experiment.mode="{mode}"',
-            engine,
+            'experiment.mode="flower"',
+            'flower.engine="inprocess"',
             "nodes.count=3",
             'topology.kind="complete"',
             "experiment.rounds=2",
