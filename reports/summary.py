@@ -10,6 +10,7 @@ import numpy as np
 
 from fedgossip.base.files import write_json
 from fedgossip.config import ExperimentConfig
+from fedgossip.reports.fedgmm import unseen_summary
 from fedgossip.reports.local_accuracy import local_summary
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.records import (
@@ -61,6 +62,7 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **consensus_summary(read_consensus(run_dir, records)),
         **scenario_summary(records, config),
         **local_summary(records),
+        **unseen_summary(run_dir, config),
         **(run_info or {}),
     }
     report = mechanism_report(summary["strategy"])

@@ -65,7 +65,10 @@ class TaskConfig(Constrained):
     the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
     Dirichlet(`alpha`) on top.
     `gmm_components`, `gmm_learners`: model "fedgmm"'s Gaussian input components and learners
-    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression).
+    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression). `unseen_nodes` (covariate
+    partition): the partition is drawn for nodes.count + unseen_nodes nodes and the last
+    unseen_nodes never train: new nodes, adapted to the final model after the run
+    (`reports/fedgmm.py`).
     """
 
     section_name = "task"
@@ -104,6 +107,7 @@ class TaskConfig(Constrained):
         "shift_alpha": Interval(Real, 0.0, closed="neither"),
         "gmm_components": AT_LEAST_ONE,
         "gmm_learners": AT_LEAST_ONE,
+        "unseen_nodes": Interval(Integral, 0),
     }
 
     dataset: str = "digits"
@@ -140,6 +144,7 @@ class TaskConfig(Constrained):
     shift_alpha: float = 0.4
     gmm_components: int = 3
     gmm_learners: int = 3
+    unseen_nodes: int = 0
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""
@@ -158,6 +163,11 @@ class TaskConfig(Constrained):
         """The covariate partition: not of launcher-prepared shards nor streamed; images have at
         most 4 rotations."""
         if self.partition != COVARIATE:
+            if self.unseen_nodes:
+                raise ValueError(
+                    f"task.unseen_nodes = {self.unseen_nodes} holds nodes out of the covariate partition; "
+                    f"task.partition is {self.partition!r}"
+                )
             return
         entry = dataset_entry(self.dataset)
         if not entry.source or entry.prepared or self.stream_chunks:

@@ -109,16 +109,16 @@ def source_groups(source: Source, num_groups: int, seed: int) -> tuple[np.ndarra
 
 
 def covariate_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
-    """Node `node`'s covariate-shifted training rows (`covariate_partition`) and the global test
-    set, each example transformed by its group (unless the source's groups are its own
-    components)."""
+    """Node `node`'s covariate-shifted training rows (`covariate_partition` among num_nodes +
+    task.unseen_nodes nodes: the last ones are held out) and the global test set, each example
+    transformed by its group (unless the source's groups are its own components)."""
     source = split_source(load_source(task, seed), task.test_fraction, seed)
     groups, groups_test, intrinsic = source_groups(source, task.shift_groups, seed)
     rows = covariate_partition(
         source.y,
         groups,
         task.shift_groups,
-        num_nodes,
+        num_nodes + task.unseen_nodes,
         alpha=task.alpha,
         shift_alpha=task.shift_alpha,
         seed=seed,
