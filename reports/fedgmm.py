@@ -15,8 +15,8 @@ import numpy as np
 
 from fedgossip.base.seeding import stream
 from fedgossip.config import ExperimentConfig
-from fedgossip.strategies.fedgmm import auroc
 from fedgossip.tasks import build_learner
+from fedgossip.tasks.fedgmm_em import auroc
 
 FINAL_MODEL = Path("flower") / "final-model.npz"
 ADAPT_ITERATIONS = 10

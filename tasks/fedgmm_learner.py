@@ -1,4 +1,4 @@
-"""FedGMMLearner (task.model = "fedgmm"): one node's FedGMM mixture (`strategies.fedgmm`) of
+"""FedGMMLearner (task.model = "fedgmm"): one node's FedGMM mixture (`fedgmm_em`) of
 task.gmm_components Gaussian input components and task.gmm_learners softmax-regression learners,
 on the node's raw features (the authors embed images with a frozen autoencoder first; not here).
 
@@ -21,8 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedgossip.strategies import fedgmm
-
+from . import fedgmm_em as fedgmm
 from .config import TaskConfig
 from .data import Dataset
 from .learner import Learner

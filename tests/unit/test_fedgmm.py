@@ -1,4 +1,4 @@
-"""FedGMM (`strategies/fedgmm.py`, `tasks/fedgmm_learner.py`): the E-step responsibilities and the
+"""FedGMM (`tasks/fedgmm_em.py`, `tasks/fedgmm_learner.py`): the E-step responsibilities and the
 M-step updates against a direct computation (scipy's Gaussian density, loops over examples); the
 federated EM on IID data recovers the centralised EM fit; the weights a node sends, averaged by
 FedAvg's example counts and divided on arrival, are the authors' responsibility-weighted
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from fedgossip.strategies import fedgmm
 from fedgossip.tasks import TaskConfig, build_learner
+from fedgossip.tasks import fedgmm_em as fedgmm
 from fedgossip.tasks.gmm_synthetic import components, draw
 
 SEED = 2

@@ -25,7 +25,8 @@ def test_defaults_are_valid_and_hashable():
         (
             "model",
             "resnet",
-            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear or 'package.module:function'",
+            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear, fedgmm or "
+            "'package.module:function'",
         ),
         ("model", "my models:net", "task.model must be one of"),
         ("model", "pkg.mod:", "task.model must be one of"),
