@@ -60,6 +60,8 @@ class TaskConfig(Constrained):
     `eval`: "global" scores every node on the global test set; "local" on its own test split
     (task.test_fraction of its partition, drawn from its own distribution: `local_eval`); "both"
     on the global one, with the local accuracy beside it in the record (`local_accuracy`).
+    `finetune_epochs` > 0 (eval local or both): the local accuracy is that of the model fine-tuned
+    that many epochs on the node's own data (FedAvg + local adaptation; the kept model unchanged).
     `partition = "covariate"`: covariate shift among nodes (`covariate`): `shift_groups` input
     distributions (image rotations by 90 degrees, at most 4; shifted features; the components of
     the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
@@ -108,6 +110,7 @@ class TaskConfig(Constrained):
         "gmm_components": AT_LEAST_ONE,
         "gmm_learners": AT_LEAST_ONE,
         "unseen_nodes": Interval(Integral, 0),
+        "finetune_epochs": Interval(Integral, 0),
     }
 
     dataset: str = "digits"
@@ -145,6 +148,7 @@ class TaskConfig(Constrained):
     gmm_components: int = 3
     gmm_learners: int = 3
     unseen_nodes: int = 0
+    finetune_epochs: int = 0
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""
@@ -158,6 +162,11 @@ class TaskConfig(Constrained):
         samples = Interval(Integral, 10 * self.synthetic_classes)
         samples.check("task.synthetic_samples", self.synthetic_samples)
         self._check_covariate()
+        if self.finetune_epochs and self.eval == "global":
+            raise ValueError(
+                f"task.finetune_epochs = {self.finetune_epochs} fine-tunes before the local evaluation; "
+                'task.eval is "global" (set "local" or "both")'
+            )
 
     def _check_covariate(self) -> None:
         """The covariate partition: not of launcher-prepared shards nor streamed; images have at

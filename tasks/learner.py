@@ -146,10 +146,21 @@ class Learner(abc.ABC):
     def local_accuracy(self, test_accuracy: float) -> float | None:
         """Accuracy on the node's own test split (task.eval, `local_eval`): scored on
         `Dataset.x_local` ("both"), `test_accuracy` itself ("local": the test set is the local
-        split), None ("global")."""
-        if self.data.y_local is not None:
-            return float(np.mean(self.predict(self.data.x_local) == self.data.y_local))
-        return test_accuracy if self.task.eval == "local" else None
+        split), None ("global"). With task.finetune_epochs, the accuracy of the model fine-tuned
+        that many epochs on the node's training data (FedAvg + local adaptation); the learner is
+        then put back as it was (weights, minibatch order, momentum buffers)."""
+        data = self.data
+        if self.task.eval == "global":
+            return None
+        x, y = (data.x_local, data.y_local) if data.y_local is not None else (data.x_test, data.y_test)
+        if not self.task.finetune_epochs:
+            return float(np.mean(self.predict(x) == y)) if data.y_local is not None else test_accuracy
+        weights, order, momentum = self.get_weights(), self.shuffle_state, self.momentum_state
+        self.train(self.task.finetune_epochs)
+        accuracy = float(np.mean(self.predict(x) == y))
+        self.assign(weights)
+        self.shuffle_state, self.momentum_state = order, momentum
+        return accuracy
 
     @abc.abstractmethod
     def evaluate(self, whole: bool = False) -> tuple[float, float]:

@@ -86,9 +86,38 @@ def test_records_summary_and_comparison_carry_the_local_accuracies(tmp_path):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("override", "key"),
-    [('task.eval="personal"', "task.eval"), ("task.shift_alpha=0", "task.shift_alpha")],
+    [
+        ('task.eval="personal"', "task.eval"),
+        ("task.shift_alpha=0", "task.shift_alpha"),
+        ("task.finetune_epochs=2", "task.finetune_epochs"),
+    ],
 )
 def test_bad_values_exit_2_naming_the_key(override, key):
     result = CliRunner().invoke(app, ["run", "--set", override])
     assert result.exit_code == 2
     assert key in result.output
+
+
+@pytest.mark.timeout(30)
+def test_fine_tuning_scores_a_tuned_copy_and_leaves_the_learner_as_it_was():
+    task = TaskConfig(
+        dataset="gmm-synthetic",
+        model="fedgmm",
+        gmm_components=1,
+        gmm_learners=1,
+        eval="both",
+        finetune_epochs=3,
+    )
+    tuned, reference, untouched = (build_learner(task, 0, NODES, SEED) for _ in range(3))
+    for learner in (tuned, reference, untouched):
+        learner.train()
+    accuracy = tuned.local_accuracy(0.0)
+    reference.train(3)  # the same three epochs, kept
+    data = reference.data
+    assert accuracy == pytest.approx(np.mean(reference.predict(data.x_local) == data.y_local), abs=1e-12)
+    for mine, theirs in zip(tuned.get_weights(), untouched.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    tuned.train()
+    untouched.train()  # the minibatch order went on as if nothing had happened
+    for mine, theirs in zip(tuned.get_weights(), untouched.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
