@@ -197,7 +197,7 @@ def sweep(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="vanishing-variance or fair-incentives.")],
+    name: Annotated[str, typer.Argument(help="vanishing-variance, fair-incentives or fedgmm.")],
     quick: Annotated[
         bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")
     ] = False,

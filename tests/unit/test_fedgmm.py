@@ -172,3 +172,16 @@ def test_zero_components_or_learners_are_refused_naming_the_key(values, message)
 def test_more_components_than_examples_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"task.gmm_components = 500 is more than node 0's \d+ training"):
         build_learner(_task(gmm_components=500), 0, 3, SEED)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("setting", ["quick", "default", "full"])
+def test_every_run_of_the_fedgmm_reproduction_is_a_valid_config(setting):
+    from fedgossip.launcher.experiments.reproduce import FEDGMM, plan
+
+    planned = plan("fedgmm", setting)
+    assert not planned.skipped
+    seeds = FEDGMM.settings[setting].seeds
+    assert len(planned.runs) == len(FEDGMM.methods_of(setting)) * seeds
+    local = [run for run in planned.runs if run.name.startswith("local")]
+    assert all(run.config.strategy.params["own_weight"] == 1.0 for run in local)
