@@ -100,7 +100,8 @@ def source_groups(source: Source, num_groups: int, seed: int) -> tuple[np.ndarra
     """(training groups, test groups, whether the source drew them itself: no transform then)."""
     if source.groups is not None and source.groups_test is not None:
         return source.groups, source.groups_test, True
-    assert source.x_test is not None
+    if source.x_test is None:
+        raise ValueError("the source has no test set: split it first (split_source)")
     return (
         drawn_groups(len(source.y), num_groups, seed, 0),
         drawn_groups(len(source.x_test), num_groups, seed, 1),

@@ -18,7 +18,8 @@ import numpy as np
 EPS = 0.1  # the authors' GaussianMixture eps: added to each component's mass and covariance diagonal
 
 
-def _logsumexp(a: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+def logsumexp(a: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """log(sum(exp(a))) over `axis`, stable (a row of -inf gives -inf)."""
     top = np.max(a, axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
@@ -40,7 +41,7 @@ def responsibilities(log_px: np.ndarray, log_py: np.ndarray, log_pi: np.ndarray)
     """The E-step: q[i, k, m] = pi[k, m] p(x_i | k) p_m(y_i | x_i) normalised over (k, m), from
     log p(x_i | k) (n, K), log p_m(y_i | x_i) (n, M) and log pi (K, M)."""
     joint = log_pi[None] + log_px[:, :, None] + log_py[:, None, :]
-    return np.exp(joint - _logsumexp(joint, axis=(1, 2))[:, None, None])
+    return np.exp(joint - logsumexp(joint, axis=(1, 2))[:, None, None])
 
 
 def gaussian_m_step(x: np.ndarray, resp: np.ndarray, eps: float = EPS) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +84,8 @@ def aggregate(
 def input_log_likelihood(log_px: np.ndarray, log_pi: np.ndarray) -> np.ndarray:
     """log p(x_i) = logsumexp_k (log pi_k + log p(x_i | k)), pi_k = sum_m pi[k, m]: the novelty
     score (low: unlike the inputs the node was fitted on)."""
-    component = _logsumexp(log_pi, axis=1)
-    return _logsumexp(log_px + component[None], axis=1)
+    component = logsumexp(log_pi, axis=1)
+    return logsumexp(log_px + component[None], axis=1)
 
 
 def learner_posterior(log_px: np.ndarray, log_pi: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ def learner_posterior(log_px: np.ndarray, log_pi: np.ndarray) -> np.ndarray:
     (n, M). The authors' `predict_gmm` adds pi itself, not log pi, to the log-densities; this is
     the model's posterior."""
     joint = log_pi[None] + log_px[:, :, None]
-    joint = joint - _logsumexp(joint, axis=(1, 2))[:, None, None]
+    joint = joint - logsumexp(joint, axis=(1, 2))[:, None, None]
     return np.exp(joint).sum(axis=1)
 
 

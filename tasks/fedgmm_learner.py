@@ -59,6 +59,7 @@ class FedGMMLearner(Learner):
         self.coef = init_rng.normal(scale=0.01, size=(m, d, c))
         self.intercept = np.zeros((m, c))
         self.mixing = np.full((k, m), 1.0 / (k * m))
+        self._sample_weights: np.ndarray | None = None  # (n, M), set by each EM step
 
     @property
     def local_names(self) -> frozenset[str]:
@@ -93,7 +94,7 @@ class FedGMMLearner(Learner):
     def _log_probabilities(self, x: np.ndarray) -> np.ndarray:
         """log p_m(y | x) for every class: (n, M, C)."""
         logits = np.einsum("nd,mdc->nmc", x, self.coef) + self.intercept[None]
-        return logits - fedgmm._logsumexp(logits, axis=2)[:, :, None]
+        return logits - fedgmm.logsumexp(logits, axis=2)[:, :, None]
 
     def _log_py(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """log p_m(y_i | x_i): (n, M)."""
@@ -153,7 +154,7 @@ class FedGMMLearner(Learner):
     def _make_epoch(self, mu: float) -> Callable[[np.ndarray], float]:
         if mu:
             raise ValueError("the fedgmm model has no FedProx proximal term: use proximal_mu = 0")
-        if not hasattr(self, "_sample_weights"):  # train_step without train(): weights of an EM step
+        if self._sample_weights is None:  # train_step before any train(): weights of an EM step
             self.em_step()
         return self._epoch
 
@@ -162,7 +163,8 @@ class FedGMMLearner(Learner):
         lr, size, total = self.task.learning_rate, self.task.batch_size, 0.0
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            x, y, w = self._x[batch], self.data.y_train[batch], self._sample_weights[batch]
+            x, y = self._x[batch], self.data.y_train[batch]
+            w = self._sample_weights[batch]  # type: ignore[index]
             probabilities = np.exp(self._log_probabilities(x))  # (b, M, C)
             total -= float((w * np.log(probabilities[np.arange(len(y)), :, y] + _TINY)).sum())
             grad = probabilities
