@@ -222,11 +222,12 @@ ROTATED_DIGITS = ("task.dataset=digits", "task.shift_groups=4", "task.alpha=0.4"
 FEDGMM = Reproduction(
     name="fedgmm",
     config="examples/fedgmm.toml",
-    title="FedGMM against local training, FedAvg and FedAvg + fine-tuning under covariate shift",
+    title="FedGMM against local training, FedAvg, FedAvg + fine-tuning and FedEM under covariate shift",
     methods=(
         Method("fedgmm", ()),
         Method("fedavg", SINGLE),
         Method("fedavg-finetune", (*SINGLE, "task.finetune_epochs=5")),
+        Method("fedem", ("task.gmm_components=1",)),  # one component: FedEM's mixture of learners
         Method(
             "local",
             (*SINGLE, "experiment.mode=gossip", "strategy.name=average", "strategy.params.own_weight=1.0"),
