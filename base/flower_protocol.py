@@ -42,6 +42,7 @@ TRAIN_LOSS = "train_loss"
 TEST_LOSS = "test_loss"
 TEST_ACCURACY = "test_accuracy"
 EPSILON = "epsilon"  # train reply metric: the node's spent privacy budget ([privacy])
+LOCAL_ACCURACY = "local_accuracy"  # evaluate reply with task.eval local or both: on the node's own split
 STATE = "fedgossip"  # ConfigRecord in context.state: per-node state that survives rounds
 SHUFFLE_STATE = "shuffle-state"
 LOCAL_TENSORS = "fedgossip-local"  # ArrayRecord in context.state: the node's own local tensors (BatchNorm)

@@ -13,7 +13,8 @@ Messages:
   weights (a diverged run) are refused here, never sent. A scenario's attacker trains on its
   poisoned data (label-flip, collective) or replies a forged model (sign-flip, scale, noise;
   a free-rider replies the global model it received).
-- evaluate: install the global model and reply its loss and accuracy on the global test set.
+- evaluate: install the global model and reply its loss and accuracy on the global test set
+  (task.eval: on its own test split, or both; `local_accuracy`).
   Strategy fair: a model flagged `keep-model` is kept in `context.state` as the node's own model,
   and a message without a model evaluates that kept one.
 With a streamed task (task.stream_chunks), train and evaluate use the data of the message's
@@ -289,11 +290,13 @@ def evaluate(message: Message, context: Context) -> Message:
         _install(learner, message, context, evaluating=True)
         whole = config.experiment.whole_test_set(_message_round(message))
         loss, accuracy = evaluate_once(learner, whole)
+        local = learner.local_accuracy(accuracy)
         metrics = MetricRecord(
             {
                 p.TEST_LOSS: float(loss),
                 p.TEST_ACCURACY: float(accuracy),
                 p.NUM_EXAMPLES: learner.test_examples(whole),
+                **({} if local is None else {p.LOCAL_ACCURACY: float(local)}),
             }
         )
         return RecordDict({p.METRICS: metrics, p.NODE: _node_record(config, partition)})

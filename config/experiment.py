@@ -37,6 +37,8 @@ from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
 from fedgossip.tasks.registry import model_entry
 
+FEDGMM_RULES = ("average", "fedavg")  # the rules that aggregate task.model "fedgmm" as FedGMM
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -101,6 +103,12 @@ class ExperimentConfig:
                 f"strategy.name {name!r} trains with a proximal term (flower.proximal_mu > 0) that "
                 f"task.model {self.task.model!r} does not have: "
                 "use a torch model or flower.proximal_mu = 0"
+            )
+        if self.task.model == "fedgmm" and name not in FEDGMM_RULES:  # its weights are weighted sums
+            raise ValueError(
+                "task.model 'fedgmm' travels as responsibility-weighted sums that only a weighted mean "
+                f"aggregates into FedGMM: strategy.name must be one of {', '.join(FEDGMM_RULES)}; "
+                f"got {name!r}"
             )
 
     def _check_async(self) -> None:

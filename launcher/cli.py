@@ -214,7 +214,8 @@ def sweep(
 @app.command()
 def reproduce(
     name: Annotated[
-        str, typer.Argument(help="vanishing-variance, fair-incentives or dp-bayesian-regression.")
+        str,
+        typer.Argument(help="vanishing-variance, fair-incentives, dp-bayesian-regression or fedgmm."),
     ],
     quick: Annotated[
         bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedgossip.config import ExperimentConfig
+from fedgossip.reports.local_accuracy import MEAN, MIN, local_summary
 from fedgossip.reports.mechanisms import mechanism_figures, mechanism_reports
 from fedgossip.reports.records import DEFAULT_TARGET, config_table, read_config, read_records
 from fedgossip.reports.scenario import scenario_summary
@@ -42,6 +43,8 @@ STATS = (  # (key of the run's figures, key in the comparison)
     ("honest_mean_accuracy", "honest_mean_accuracy"),
     ("honest_min_accuracy", "honest_min_accuracy"),
     ("attack_success_rate", "attack_success_rate"),
+    (MEAN, MEAN),  # task.eval local or both
+    (MIN, MIN),
 )
 
 
@@ -106,6 +109,7 @@ def load_run(path: Path, target: float | None = None) -> Run:
         **_launcher_info(path),
         **accuracy_summary(records, goal, schedule_of(config)),
         **scenario_summary(records, config),
+        **local_summary(records),
         **mechanism_figures(records, config),
         "target_accuracy": goal,
     }

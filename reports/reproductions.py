@@ -19,6 +19,7 @@ import numpy as np
 
 from fedgossip.config import ExperimentConfig
 from fedgossip.reports.fair import draw_fair, fair_summary
+from fedgossip.reports.fedgmm_reproduction import fedgmm_writer
 from fedgossip.reports.groups import Group, Stat, load_run
 from fedgossip.reports.plots import _pyplot, _save, plot_comparison, plot_seed_bands, variance_curves
 from fedgossip.reports.records import METRICS, node_records, read_records
@@ -386,4 +387,8 @@ def plot_fair_methods(groups: Sequence[Group], path: Path) -> Path:
     return _save(fig, path)
 
 
-WRITERS = {"vanishing-variance": vanishing_variance, "fair-incentives": fair_incentives}
+WRITERS = {
+    "vanishing-variance": vanishing_variance,
+    "fair-incentives": fair_incentives,
+    "fedgmm": fedgmm_writer,
+}

@@ -10,6 +10,8 @@ import numpy as np
 
 from fedgossip.base.files import write_json
 from fedgossip.config import ExperimentConfig
+from fedgossip.reports.fedgmm import unseen_summary
+from fedgossip.reports.local_accuracy import local_summary
 from fedgossip.reports.mechanisms import mechanism_report
 from fedgossip.reports.privacy import privacy_summary
 from fedgossip.reports.records import (
@@ -61,6 +63,8 @@ def build_summary(run_dir: str | Path, run_info: dict[str, Any] | None = None) -
         **consensus_summary(read_consensus(run_dir, records)),
         **scenario_summary(records, config),
         **privacy_summary(records),
+        **local_summary(records),
+        **unseen_summary(run_dir, config),
         **(run_info or {}),
     }
     report = mechanism_report(summary["strategy"])

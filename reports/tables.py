@@ -77,6 +77,9 @@ def run_table(summary: Summary, title: str) -> Table:
     own = summary.get(report.name) if report is not None else None
     for label, value, spec in report.run_rows if isinstance(own, dict) else ():
         table.add_row(label, escape(_fmt(value(own), spec)))
+    if "final_mean_local_accuracy" in summary:  # task.eval local or both
+        table.add_row("mean local acc", _fmt(summary["final_mean_local_accuracy"], ".4f"))
+        table.add_row("worst local acc", _fmt(summary["final_min_local_accuracy"], ".4f"))
     label, cell = FIELDS[-1]
     table.add_row(label, escape(cell(summary)))
     return table
@@ -103,6 +106,11 @@ SCENARIO_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
     ("honest min acc", lambda row: _stat(row, "honest_min_accuracy", ".4f")),
     ("attack success", lambda row: _stat(row, "attack_success_rate", ".4f")),
 ]
+# shown when a compared run evaluated its nodes on their own test splits (task.eval local or both)
+LOCAL_FIELDS: list[tuple[str, Callable[[Summary], str]]] = [
+    ("mean local acc", lambda row: _stat(row, "final_mean_local_accuracy", ".4f")),
+    ("worst local acc", lambda row: _stat(row, "final_min_local_accuracy", ".4f")),
+]
 LEFT = ("run", "method", "strategy", "mode", "status", "scenario")  # and the mechanisms' text columns
 UNLIMITED = 100_000  # columns: measuring the wide table as wide as it wants to be
 
@@ -124,10 +132,12 @@ def stat_text(stat: Summary, seeds: int, spec: str, scale: float = 1.0) -> str:
 
 
 def compare_fields(rows: Sequence[Summary]) -> list[tuple[str, Callable[[Summary], str]]]:
-    """The comparison's columns: the scenario's beside the strategy when a run has a scenario, a
-    mechanism's (`MechanismReport.columns`; fair incentives: selection, psi-noise correlation,
+    """The comparison's columns: the scenario's beside the strategy when a run has a scenario, the
+    nodes' local accuracies when a run has them (task.eval), a mechanism's
+    (`MechanismReport.columns`; fair incentives: selection, psi-noise correlation,
     fairness, equality) when a run has its figures."""
     scenario = any(row.get("scenario", "none") != "none" for row in rows)
+    local = any((row.get("final_mean_local_accuracy") or {}).get("n") for row in rows)
     shown = [report for report in mechanism_reports() if _has_figures(report, rows)]
     texts = [column for report in shown for column in report.columns if column[1] in report.labels]
     stats = [column for report in shown for column in report.columns if column[1] not in report.labels]
@@ -137,6 +147,7 @@ def compare_fields(rows: Sequence[Summary]) -> list[tuple[str, Callable[[Summary
         *((label, _text_cell(key)) for label, key, _ in texts),
         *COMPARE_FIELDS[1:6],
         *(SCENARIO_FIELDS[1:] if scenario else ()),
+        *(LOCAL_FIELDS if local else ()),
         *((label, _stat_cell(key, spec)) for label, key, spec in stats),
         *COMPARE_FIELDS[6:],
     ]

@@ -50,6 +50,7 @@ class NodeRound:
     train_loss: float | None = None
     test_loss: float | None = None
     test_accuracy: float | None = None
+    local_accuracy: float | None = None  # task.eval local or both
     num_examples: int | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -83,8 +84,9 @@ def check_train_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[flo
     return _number(metrics.get(p.TRAIN_LOSS), p.TRAIN_LOSS), examples
 
 
-def check_evaluate_reply(content: RecordDict) -> tuple[float, float]:
-    """Validate an evaluate reply; return (test loss, test accuracy)."""
+def check_evaluate_reply(content: RecordDict) -> tuple[float, float, float | None]:
+    """Validate an evaluate reply; return (test loss, test accuracy, local accuracy: task.eval
+    local or both, else None)."""
     if len(content.metric_records) != 1:
         raise ValueError("an evaluate reply must hold exactly one MetricRecord")
     metrics = next(iter(content.metric_records.values()))
@@ -95,7 +97,9 @@ def check_evaluate_reply(content: RecordDict) -> tuple[float, float]:
         if key != p.NUM_EXAMPLES:
             _number(value, key)
     loss = _number(metrics.get(p.TEST_LOSS), p.TEST_LOSS, low=0.0)
-    return loss, _number(metrics.get(p.TEST_ACCURACY), p.TEST_ACCURACY, low=0.0, high=1.0)
+    accuracy = _number(metrics.get(p.TEST_ACCURACY), p.TEST_ACCURACY, low=0.0, high=1.0)
+    local = metrics.get(p.LOCAL_ACCURACY)
+    return loss, accuracy, None if local is None else _number(local, p.LOCAL_ACCURACY, low=0.0, high=1.0)
 
 
 def reply_partition(content: RecordDict) -> int | None:
@@ -234,7 +238,7 @@ class RecordingGrid(Grid):
                 node.model = [array_view(arrays[spec.name]) for spec in self.specs]
                 node.epsilon = next(iter(reply.content.metric_records.values())).get(p.EPSILON)
             else:
-                node.test_loss, node.test_accuracy = check_evaluate_reply(reply.content)
+                node.test_loss, node.test_accuracy, node.local_accuracy = check_evaluate_reply(reply.content)
         except (ValueError, TypeError, KeyError) as err:
             self._fail(node_id, phase, f"rejected reply: {err}")
             return Message(metadata=reply.metadata, error=Error(INVALID_REPLY, f"rejected reply: {err}"))
@@ -274,6 +278,7 @@ class RecordingGrid(Grid):
                     evaluated_by=evaluated_by,
                     **({"errors": node.errors} if node.errors else {}),
                     **({"epsilon": node.epsilon} if node.epsilon is not None else {}),
+                    **({} if node.local_accuracy is None else {"local_accuracy": node.local_accuracy}),
                 )
             )
         self.consensus = consensus_fields([n.model for n in self.nodes.values() if n.model is not None])

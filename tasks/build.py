@@ -19,7 +19,8 @@ from .dp_accounting import DpSgdSpec
 from .eval_subset import balanced_rows
 from .heterogeneity import node_level, with_feature_noise, with_label_noise
 from .learner import Learner
-from .partitions import DIRICHLET_SAMPLING, partition_indices, sampling_weights
+from .local_eval import local_split
+from .partitions import COVARIATE, DIRICHLET_SAMPLING, partition_indices, sampling_weights
 from .registry import model_entry
 from .stream import check_chunks, chunk_of, evaluation_chunk, node_chunk
 
@@ -60,6 +61,10 @@ def node_dataset(
         )
     if not DATASETS[task.dataset].source:  # read per node: the launcher's shards
         data = prepared_dataset(task.path, node, num_nodes)
+    elif task.partition == COVARIATE:
+        from .covariate import covariate_dataset
+
+        data = covariate_dataset(task, node, num_nodes, seed)
     else:
 
         def mine(labels: np.ndarray) -> np.ndarray:
@@ -70,7 +75,8 @@ def node_dataset(
     if task.partition == DIRICHLET_SAMPLING:  # on the clean labels: what the node's data holds
         weights = sampling_weights(data.y_train, data.num_classes, num_nodes, node, task.alpha, seed)
         data = dataclasses.replace(data, train_weights=weights)
-    return _with_noise(task, evaluation_subset(task, data, seed), node, num_nodes, seed)
+    data = local_split(evaluation_subset(task, data, seed), task.eval, node, seed, task.test_fraction)
+    return _with_noise(task, data, node, num_nodes, seed)
 
 
 _SHARED: dict[tuple[str, int], Dataset] = {}  # the last shared training file read, scaled

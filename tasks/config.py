@@ -20,10 +20,12 @@ from fedgossip.base.constraints import (
 )
 
 from .datasets import DATASETS, dataset_entry
-from .partitions import DIRICHLET_SAMPLING, SCHEMES
+from .partitions import COVARIATE, DIRICHLET_SAMPLING, SCHEMES
 from .registry import model_entry
 
-PARTITIONS = (*SCHEMES, "none", DIRICHLET_SAMPLING)
+PARTITIONS = (*SCHEMES, "none", DIRICHLET_SAMPLING, COVARIATE)
+EVALS = ("global", "local", "both")
+MAX_ROTATIONS = 4  # image groups of the covariate partition: rotations by 0, 90, 180, 270 degrees
 INITS = ("own", "shared")
 DEVICES = ("cpu", "cuda", "auto")
 TEXT = InstanceOf(str)
@@ -55,6 +57,20 @@ class TaskConfig(Constrained):
     every class, drawn once from the experiment seed: the same for every node and both modes; 0 =
     the whole test set); in a streamed task the nodes evaluate on the round's chunk, so it applies
     to the global test set only (the Flower server's evaluation of the global model).
+    `eval`: "global" scores every node on the global test set; "local" on its own test split
+    (task.test_fraction of its partition, drawn from its own distribution: `local_eval`); "both"
+    on the global one, with the local accuracy beside it in the record (`local_accuracy`).
+    `finetune_epochs` > 0 (eval local or both): the local accuracy is that of the model fine-tuned
+    that many epochs on the node's own data (FedAvg + local adaptation; the kept model unchanged).
+    `partition = "covariate"`: covariate shift among nodes (`covariate`): `shift_groups` input
+    distributions (image rotations by 90 degrees, at most 4; shifted features; the components of
+    the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
+    Dirichlet(`alpha`) on top.
+    `gmm_components`, `gmm_learners`: model "fedgmm"'s Gaussian input components and learners
+    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression). `unseen_nodes` (covariate
+    partition): the partition is drawn for nodes.count + unseen_nodes nodes and the last
+    unseen_nodes never train: new nodes, adapted to the final model after the run
+    (`reports/fedgmm.py`).
     """
 
     section_name = "task"
@@ -88,6 +104,13 @@ class TaskConfig(Constrained):
         "stream_chunks": Interval(Integral, 0),
         "eval_examples": Interval(Integral, 0),  # a multiple of the classes: checked on the data
         "keep_momentum": InstanceOf(bool),
+        "eval": StrOptions(*EVALS),
+        "shift_groups": AT_LEAST_ONE,
+        "shift_alpha": Interval(Real, 0.0, closed="neither"),
+        "gmm_components": AT_LEAST_ONE,
+        "gmm_learners": AT_LEAST_ONE,
+        "unseen_nodes": Interval(Integral, 0),
+        "finetune_epochs": Interval(Integral, 0),
     }
 
     dataset: str = "digits"
@@ -119,6 +142,13 @@ class TaskConfig(Constrained):
     stream_chunks: int = 0
     eval_examples: int = 0
     keep_momentum: bool = False
+    eval: str = "global"
+    shift_groups: int = 4
+    shift_alpha: float = 0.4
+    gmm_components: int = 3
+    gmm_learners: int = 3
+    unseen_nodes: int = 0
+    finetune_epochs: int = 0
 
     def check_together(self) -> None:
         """The checks that involve several fields: the model against the registry and the data."""
@@ -131,6 +161,34 @@ class TaskConfig(Constrained):
             )
         samples = Interval(Integral, 10 * self.synthetic_classes)
         samples.check("task.synthetic_samples", self.synthetic_samples)
+        self._check_covariate()
+        if self.finetune_epochs and self.eval == "global":
+            raise ValueError(
+                f"task.finetune_epochs = {self.finetune_epochs} fine-tunes before the local evaluation; "
+                'task.eval is "global" (set "local" or "both")'
+            )
+
+    def _check_covariate(self) -> None:
+        """The covariate partition: not of launcher-prepared shards nor streamed; images have at
+        most 4 rotations."""
+        if self.partition != COVARIATE:
+            if self.unseen_nodes:
+                raise ValueError(
+                    f"task.unseen_nodes = {self.unseen_nodes} holds nodes out of the covariate partition; "
+                    f"task.partition is {self.partition!r}"
+                )
+            return
+        entry = dataset_entry(self.dataset)
+        if not entry.source or entry.prepared or self.stream_chunks:
+            raise ValueError(
+                f"task.partition {COVARIATE!r} needs a dataset the nodes load themselves and no stream; "
+                f"got task.dataset {self.dataset!r}, task.stream_chunks {self.stream_chunks}"
+            )
+        if not entry.tabular and self.shift_groups > MAX_ROTATIONS:
+            raise ValueError(
+                f"task.shift_groups must be at most {MAX_ROTATIONS} (rotations by 90 degrees) for the "
+                f"images of task.dataset {self.dataset!r}; got {self.shift_groups}"
+            )
 
     def _check_data_keys(self) -> None:
         """task.path is required by the file datasets (mnist: optional) and only allowed for them;

@@ -33,7 +33,8 @@ class Dataset:
     `train_weights`: each training example's probability of being drawn (batches sampled with
     replacement, task.partition = "dirichlet-sampling"); None: epochs in a shuffled order.
     `eval_rows`: the test rows evaluated in rounds before the last (task.eval_examples'
-    class-balanced subset); None: the whole test set always."""
+    class-balanced subset); None: the whole test set always. `x_local`, `y_local`: the node's own
+    test split beside the global test set (task.eval = "both", `local_eval`); None: none."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -43,6 +44,8 @@ class Dataset:
     input_shape: tuple[int, ...]
     train_weights: np.ndarray | None = None
     eval_rows: np.ndarray | None = None
+    x_local: np.ndarray | None = None
+    y_local: np.ndarray | None = None
 
     def test_set(self, whole: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) evaluated: the `eval_rows` subset, or the whole test set if `whole` (the final

@@ -67,6 +67,7 @@ DATASETS: dict[str, DatasetEntry] = {
         bundled=BundledFile("sklearn", "datasets/data/breast_cancer.csv", _SKLEARN, None, None, skiprows=1),
     ),
     "synthetic": DatasetEntry("fedgossip.tasks.data:synthetic_source", tabular=True),
+    "gmm-synthetic": DatasetEntry("fedgossip.tasks.gmm_synthetic:gmm_synthetic_source", tabular=True),
     "mnist-5k": DatasetEntry(
         _BUNDLED_SOURCE,
         bundled=BundledFile(

@@ -160,6 +160,25 @@ class Learner(abc.ABC):
         rows = self.data.eval_rows
         return len(self.data.y_test) if whole or rows is None else len(rows)
 
+    def local_accuracy(self, test_accuracy: float) -> float | None:
+        """Accuracy on the node's own test split (task.eval, `local_eval`): scored on
+        `Dataset.x_local` ("both"), `test_accuracy` itself ("local": the test set is the local
+        split), None ("global"). With task.finetune_epochs, the accuracy of the model fine-tuned
+        that many epochs on the node's training data (FedAvg + local adaptation); the learner is
+        then put back as it was (weights, minibatch order, momentum buffers)."""
+        data = self.data
+        if self.task.eval == "global":
+            return None
+        x, y = (data.x_local, data.y_local) if data.y_local is not None else (data.x_test, data.y_test)
+        if not self.task.finetune_epochs:
+            return float(np.mean(self.predict(x) == y)) if data.y_local is not None else test_accuracy
+        weights, order, momentum = self.get_weights(), self.shuffle_state, self.momentum_state
+        self.train(self.task.finetune_epochs)
+        accuracy = float(np.mean(self.predict(x) == y))
+        self.assign(weights)
+        self.shuffle_state, self.momentum_state = order, momentum
+        return accuracy
+
     @abc.abstractmethod
     def evaluate(self, whole: bool = False) -> tuple[float, float]:
         """(loss, accuracy) on the global held-out test set, the same for every node: on its

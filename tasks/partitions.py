@@ -16,6 +16,7 @@ from fedgossip.base.seeding import stream
 # and DIRICHLET_SAMPLING: every node gets it all and samples it by its label probabilities).
 SCHEMES = ("iid", "dirichlet", "shards", "quantity", "powerlaw")
 DIRICHLET_SAMPLING = "dirichlet-sampling"
+COVARIATE = "covariate"  # covariate shift among nodes: `covariate.covariate_partition`
 
 # Power-law sizes (the fair-incentive paper's code): proportional to the quantiles ppf(q) = q^(1/a)
 # of a power law with a = 1.659 at q evenly spaced in [0.3, 0.99].

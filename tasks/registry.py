@@ -43,6 +43,7 @@ SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="line
 DP_REGRESSION = Family(
     "fedgossip.tasks.dp_regression_learner:DPRegressionLearner", (), memory="linear", proximal=False
 )
+FEDGMM = Family("fedgossip.tasks.fedgmm_learner:FedGMMLearner", (), memory="linear", proximal=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ MODELS: dict[str, ModelEntry] = {
     "fair-cnn": ModelEntry("fedgossip.tasks.torch_models:fair_cnn", images=True),
     "linear": ModelEntry("", family=SKLEARN_LINEAR),
     "dp-bayesian-regression": ModelEntry("", family=DP_REGRESSION),
+    "fedgmm": ModelEntry("", family=FEDGMM),
 }
 
 

@@ -15,7 +15,10 @@ UINT8_SCALE = 255.0
 class Source:
     """Features flat (N, F) in their stored dtype, int64 labels 0..num_classes-1, one example's
     shape, and the scaling: divide by `scale`, or standardise with the training statistics when
-    it is None. The test arrays are None when the global split must make the test set."""
+    it is None. The test arrays are None when the global split must make the test set.
+    `groups` / `groups_test`: each example's input distribution (a mixture component) when the
+    source draws its examples from several (gmm-synthetic; with its own test set); None: the
+    covariate partition draws them (`covariate`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -24,6 +27,8 @@ class Source:
     scale: float | None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    groups_test: np.ndarray | None = None
 
 
 def example_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:

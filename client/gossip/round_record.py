@@ -4,7 +4,8 @@ network faults) in the order they happened.
 
 Each record carries the `layer_variance` of the model kept and the scenario's fields of its round
 (the node's attack, the trigger success of a collective attack, the round's network fault counts,
-and after a rejoin in step with the neighbours the rejoin's `rounds_missed` and `rejoin_s`).
+and after a rejoin in step with the neighbours the rejoin's `rounds_missed` and `rejoin_s`), and
+with task.eval local or both the `local_accuracy` of the model evaluated (the learner holds it).
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ import numpy as np
 from fedgossip.client.gossip.transport.wire import ModelMessage
 from fedgossip.scenario.attacks import record_fields
 from fedgossip.schema.events import Emit, record_event
-from fedgossip.schema.records import record
+from fedgossip.schema.records import metric, record
 from fedgossip.strategies.diagnostics import layer_variance
 
 if TYPE_CHECKING:
     from fedgossip.client.gossip.peer import GossipPeer
+    from fedgossip.tasks.learner import Learner
+
+
+def local_fields(learner: Learner, test_accuracy: float | None) -> dict[str, Any]:
+    """The record's `local_accuracy` of an evaluated round with task.eval local or both (none
+    otherwise: a run with task.eval = "global" keeps its records as they were)."""
+    if test_accuracy is None:
+        return {}
+    local = learner.local_accuracy(test_accuracy)
+    return {} if local is None else {"local_accuracy": metric(local)}
 
 
 class RoundRecords:
@@ -68,6 +79,7 @@ class RoundRecords:
                 **peer.config.privacy.record_fields(
                     peer.learner.epsilon if peer.sharing is None else peer.sharing.epsilon
                 ),
+                **local_fields(peer.learner, fields.get("test_accuracy")),
             ),
         )
 
@@ -96,6 +108,7 @@ class RoundRecords:
                 jumped_from=behind,
                 layer_variance=layer_variance(peer.names, message.arrays),
                 **extra,
+                **local_fields(peer.learner, test_accuracy),
             ),
         )
 

@@ -110,7 +110,7 @@ def test_a_scenario_event_has_the_keys_of_events_jsonl():
 def test_the_field_table_comes_from_the_typed_record():
     """One declaration: every key of `Record` is a field, in order, with its documented types."""
     hints = typing.get_type_hints(fields.Record, include_extras=True)
-    assert [f.name for f in fields.FIELDS] == list(hints) and len(fields.FIELDS) == 50
+    assert [f.name for f in fields.FIELDS] == list(hints) and len(fields.FIELDS) == 51
     assert [f.name for f in fields.FIELDS if f.required] == ["node", "round", "time_s"]
     by_name = {f.name: f for f in fields.FIELDS}
     assert by_name["time_s"].types == (int, float)

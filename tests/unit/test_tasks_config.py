@@ -19,13 +19,13 @@ def test_defaults_are_valid_and_hashable():
         (
             "dataset",
             "fashion-mnist",
-            "task.dataset must be one of digits, breast_cancer, synthetic, mnist-5k, npz, hf, mnist, "
-            "prepared",
+            "task.dataset must be one of digits, breast_cancer, synthetic, gmm-synthetic, mnist-5k, npz, hf, "
+            "mnist, prepared",
         ),
         (
             "model",
             "resnet",
-            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear, dp-bayesian-regression or "
+            "task.model must be one of mlp, cnn, lenet5, fair-cnn, linear, dp-bayesian-regression, fedgmm or "
             "'package.module:function'",
         ),
         ("model", "my models:net", "task.model must be one of"),
@@ -35,7 +35,7 @@ def test_defaults_are_valid_and_hashable():
             "partition",
             "foo",
             "task.partition must be one of iid, dirichlet, shards, quantity, powerlaw, none, "
-            "dirichlet-sampling; got 'foo'",
+            "dirichlet-sampling, covariate; got 'foo'",
         ),
         ("init", "zeros", "task.init must be one of own, shared"),
         ("alpha", 0.0, "task.alpha must be a finite number > 0.0; got 0.0"),
