@@ -191,7 +191,6 @@ class Record(_RecordCore, total=False):
     evaluate_s: Annotated[
         float, Doc("server", "seconds the server waited for evaluation replies in the round")
     ]
-<<<<<<< HEAD
     # privacy ([privacy]; absent when privacy.mechanism is "none")
     privacy: Annotated[str, Doc("privacy", "the privacy mechanism that ran (privacy.mechanism)")]
     epsilon: Annotated[
@@ -221,14 +220,14 @@ class Record(_RecordCore, total=False):
         Doc(
             "dp-bayesian-regression",
             "seconds per MCMC iteration of the estimate (the one-step estimate: its time)",
-=======
+        ),
+    ]
     # personalised learning (task.eval, FedGMM)
     local_accuracy: Annotated[
         float | None,
         Doc(
             "task.eval local/both",
             "accuracy of the model kept on the node's own test split (drawn from its own distribution)",
->>>>>>> gmm
         ),
     ]
 
