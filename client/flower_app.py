@@ -4,7 +4,9 @@ the gossip peer (`fedgossip.tasks.build_learner`).
 The experiment comes from the run config (see `fedgossip.base.flower_protocol`), the node's partition
 from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
 what must survive rounds (the node's minibatch-order generator, and its own values of the local
-tensors: BatchNorm running statistics) is kept in `context.state`.
+tensors: BatchNorm running statistics) is kept in `context.state`. The process keeps each node's
+learner between messages (`flower_learners`: building it was most of a small model's message), and
+every message starts it from that state as it would start a freshly built one.
 
 Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
@@ -40,6 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 from importlib import metadata
 
 import numpy as np
@@ -56,6 +59,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.client import flower_learners
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.tensors import is_finite
@@ -83,9 +87,14 @@ def _version() -> str:
         return "unknown"
 
 
+def _config_key(context: Context) -> str:
+    """What the run's experiment config is made of (its TOML and overrides), as one string."""
+    return json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
+
+
 def node_setup(context: Context) -> tuple[ExperimentConfig, int]:
     """The run's experiment config (parsed once per process) and this node's partition id."""
-    key = json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
+    key = _config_key(context)
     config = _CONFIGS.get(key)
     if config is None:
         config = _CONFIGS[key] = experiment_from_run_config(context.run_config)
@@ -103,30 +112,38 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
     return round_
 
 
-def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
-    """This node's learner (on the message's round of a streamed task), its minibatch-order
-    generator and kept momentum buffers (task.keep_momentum) restored from `context.state`."""
+def _build(config: ExperimentConfig, partition: int, stream_round: int | None):
+    """Node `partition`'s learner as the task builds it (a data attacker's on its poisoned data)."""
     from fedgossip.scenario.attacks import poisoner
     from fedgossip.scenario.roles import roles
     from fedgossip.tasks import build_learner
 
     attack = roles(config.scenario, partition, config.nodes.count, config.experiment.seed).attack
-    poison = poisoner(attack, config.scenario)
-    learner = build_learner(
+    return build_learner(
         config.task,
         partition,
         config.nodes.count,
         config.experiment.seed,
-        _stream_round(config, message),
-        poison=poison,
+        stream_round,
+        poison=poisoner(attack, config.scenario),
     )
-    state = context.state.config_records.get(p.STATE)
-    if state is not None and p.SHUFFLE_STATE in state:
-        learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
-    momentum = context.state.array_records.get(p.MOMENTUM)
-    if momentum is not None:
-        learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
-    return learner
+
+
+@contextmanager
+def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
+    """This node's learner (on the message's round of a streamed task; kept in this process
+    between messages: `flower_learners`), its minibatch-order generator and kept momentum
+    buffers (task.keep_momentum) restored from `context.state`."""
+    stream_round = _stream_round(config, message)
+    key = (context.run_id, context.node_id, _config_key(context), partition, stream_round)
+    with flower_learners.lent(key, lambda: _build(config, partition, stream_round)) as learner:
+        state = context.state.config_records.get(p.STATE)
+        if state is not None and p.SHUFFLE_STATE in state:
+            learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
+        momentum = context.state.array_records.get(p.MOMENTUM)
+        if momentum is not None:
+            learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
+        yield learner
 
 
 def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
@@ -234,29 +251,24 @@ def train(message: Message, context: Context) -> Message:
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context, message)
-        _install(learner, message, context)
-        received = learner.get_weights()
-        started = time.perf_counter()
-        loss = float(learner.train(mu=_proximal_mu(message)))
-        seconds = time.perf_counter() - started
-        weights = learner.get_weights()
-        bad = sum(not is_finite(w) for w in weights)
-        if bad or not np.isfinite(loss):
-            raise FloatingPointError(
-                f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
-                f"{len(weights)} tensors); lower task.learning_rate"
-            )
-        _save_state(learner, context, weights)
+        with _learner(config, partition, context, message) as learner:
+            _install(learner, message, context)
+            received = learner.get_weights()
+            started = time.perf_counter()
+            loss = float(learner.train(mu=_proximal_mu(message)))
+            seconds = time.perf_counter() - started
+            weights = learner.get_weights()
+            bad = sum(not is_finite(w) for w in weights)
+            if bad or not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
+                    f"{len(weights)} tensors); lower task.learning_rate"
+                )
+            _save_state(learner, context, weights)
+            names, examples = learner.names, int(learner.num_examples)
         weights = _forged(config, partition, message, received, weights)
-        arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
-        metrics = MetricRecord(
-            {
-                p.TRAIN_LOSS: loss,
-                p.NUM_EXAMPLES: int(learner.num_examples),
-                "train_seconds": seconds,
-            }
-        )
+        arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(names, weights, strict=True)})
+        metrics = MetricRecord({p.TRAIN_LOSS: loss, p.NUM_EXAMPLES: examples, "train_seconds": seconds})
         return RecordDict({p.ARRAYS: arrays, p.METRICS: metrics, p.NODE: _node_record(config, partition)})
 
     return _answer(message, context, work)
@@ -269,16 +281,13 @@ def evaluate(message: Message, context: Context) -> Message:
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context, message)
-        _install(learner, message, context, evaluating=True)
         whole = config.experiment.whole_test_set(_message_round(message))
-        loss, accuracy = evaluate_once(learner, whole)
+        with _learner(config, partition, context, message) as learner:
+            _install(learner, message, context, evaluating=True)
+            loss, accuracy = evaluate_once(learner, whole)
+            examples = learner.test_examples(whole)
         metrics = MetricRecord(
-            {
-                p.TEST_LOSS: float(loss),
-                p.TEST_ACCURACY: float(accuracy),
-                p.NUM_EXAMPLES: learner.test_examples(whole),
-            }
+            {p.TEST_LOSS: float(loss), p.TEST_ACCURACY: float(accuracy), p.NUM_EXAMPLES: examples}
         )
         return RecordDict({p.METRICS: metrics, p.NODE: _node_record(config, partition)})
 
