@@ -224,7 +224,12 @@ class ConsensusObserver:
     def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
         """The round and the tensors of `node`'s model of `round_` (its current model if it no
         longer holds that one), checked like any model from the network; TimeoutError past the
-        fetch's timeout plus LOOP_SLACK_S."""
+        fetch's timeout plus LOOP_SLACK_S. A fetch still queued when its peer's process exited
+        fails at once (ValueError), as the call would, without waiting out its timeout: a backlog
+        of those held the end of a run for minutes."""
+        with self._lock:
+            if node in self._gone:
+                raise ValueError("its process exited")
         metadata = (*self.access.metadata, (ROUND_KEY, str(round_)))
 
         async def fetch() -> ModelMessage:
