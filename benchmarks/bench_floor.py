@@ -7,6 +7,8 @@
     python benchmarks/bench_floor.py --case scale-64 --variant '' --variant 'nodes.per_process=8'
                                                             # real runs side by side against one floor
     python benchmarks/bench_floor.py --case quickstart --set launcher.engine=simulation   # an engine
+    python benchmarks/bench_floor.py --case scale-64 --before HEAD~1 --repeats 3
+                                                            # this tree against a git revision's code
 
 Each case is (a) one `fedgossip run` in a subprocess (real processes, real gRPC) and (b) the floor:
 the same learners, rounds, merges and evaluations in one plain loop in one fresh process
@@ -24,6 +26,10 @@ thread's last sample: the launcher (all its threads: progress, record tail, cons
 the fork server's own threads, the node processes' main threads (training, merging, evaluation)
 and their other threads (the asyncio loop and gRPC's threads: the transport), by thread name. What
 a thread spends after its last sample is missed; the sampled total is printed beside the rusage one.
+
+`--before REV` runs every real run also on the code of git revision REV (extracted into a temporary
+import root put first on PYTHONPATH), alternately with this tree's, `--repeats` times, against the
+one floor, and ends with the medians of both: a code change measured side by side under one load.
 """
 
 from __future__ import annotations
@@ -157,13 +163,16 @@ def node_thread_role(is_main: bool, name: str, main: str) -> str:
     return f"node native threads {name!r}"
 
 
-def launch(argv: list[str], during=None) -> tuple[float, float, int, str]:
-    """Run `argv` (BLAS threads capped to 1, as the launcher caps its nodes), calling `during(pid)`
-    every SAMPLE_S while it runs: wall, CPU of it and its reaped descendants (rusage), exit
-    status, the end of its stderr."""
+def launch(argv: list[str], during=None, code: Path | None = None) -> tuple[float, float, int, str]:
+    """Run `argv` (BLAS threads capped to 1, as the launcher caps its nodes; with fedgossip imported
+    from the import root `code`, if given), calling `during(pid)` every SAMPLE_S while it runs:
+    wall, CPU of it and its reaped descendants (rusage), exit status, the end of its stderr."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(1))
+    env = child_env(1)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         while process.poll() is None:
             if during is not None:
@@ -181,9 +190,21 @@ def launch(argv: list[str], during=None) -> tuple[float, float, int, str]:
     return wall, cpu, process.returncode, error
 
 
-def run_real(config: Path, overrides: list[str], out: Path) -> tuple[float, float, ThreadCpu, int]:
-    """`fedgossip run` of `config`: wall, CPU (rusage of the launcher's tree), per-thread samples,
-    exit status."""
+def code_root(revision: str, into: Path) -> Path:
+    """An import root holding git revision `revision` of this repository as the package fedgossip
+    (its folders are fedgossip's subpackages, as pyproject.toml maps them)."""
+    root = into / f"code-{revision.replace('/', '_')}"
+    (root / "fedgossip").mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(root / "fedgossip")], input=archive.stdout, check=True)
+    return root
+
+
+def run_real(
+    config: Path, overrides: list[str], out: Path, code: Path | None = None
+) -> tuple[float, float, ThreadCpu, int]:
+    """`fedgossip run` of `config` (on the code of import root `code`, if given): wall, CPU (rusage
+    of the launcher's tree), per-thread samples, exit status."""
     argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", str(config), "--out", str(out)]
     for item in overrides:
         argv += ["--set", item]
@@ -193,10 +214,10 @@ def run_real(config: Path, overrides: list[str], out: Path) -> tuple[float, floa
         with contextlib.suppress(psutil.Error):
             sample(psutil.Process(pid), cpu, roles)
 
-    wall, total, code, error = launch(argv, during)
-    if code not in (0, 3):  # 3: the target accuracy was not reached
+    wall, total, status, error = launch(argv, during, code)
+    if status not in (0, 3):  # 3: the target accuracy was not reached
         print(error, file=sys.stderr)
-    return wall, total, cpu, code
+    return wall, total, cpu, status
 
 
 def run_floor(config: Path, overrides: list[str], out: Path) -> tuple[float, float, dict]:
@@ -239,9 +260,18 @@ def max_difference(real: dict, floor: dict) -> float:
     return worst
 
 
-def bench(name: str, config: Path, overrides: list[str], tmp: Path, variants: list[list[str]]) -> int:
+def bench(
+    name: str,
+    config: Path,
+    overrides: list[str],
+    tmp: Path,
+    variants: list[list[str]],
+    before: Path | None = None,
+    repeats: int = 1,
+) -> int:
     """Measure one case: the floor, then the real run once per variant (its settings on top of the
-    case's); print the figures; 0 if the accuracies agree."""
+    case's) and repeat, alternately on this tree's code and on `before`'s (an import root) if
+    given; print the figures and, with `before`, the medians; 0 if the accuracies agree."""
     check_floor_config(load_config(config, overrides))
     print(f"\n== {name}: {config.name} {' '.join(overrides)}")
     print(f"   load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
@@ -253,20 +283,43 @@ def bench(name: str, config: Path, overrides: list[str], tmp: Path, variants: li
         f"its process, imports included: wall {process_wall:.1f} s, CPU {process_cpu:.1f} s"
     )
     failed = 0
-    for index, variant in enumerate(variants):
-        out = tmp / (f"{name}-{index}" if len(variants) > 1 else name)
-        if variant:
-            print(f"   -- with {' '.join(variant)}")
-        settings = [*overrides, *variant, f"experiment.name={name}"]
-        failed += report_real(config, settings, out, floor, process_wall)
+    codes = [None] if before is None else [None, before]
+    figures: dict[tuple[int, str], list[tuple[float, float, dict[str, float]]]] = defaultdict(list)
+    for repeat in range(repeats):
+        for index, variant in enumerate(variants):
+            for code in codes if repeat % 2 == 0 else codes[::-1]:
+                which = "this tree" if code is None else f"code of {code.name}"
+                out = tmp / f"{name}-{index}-{repeat}-{'after' if code is None else 'before'}"
+                print(f"   -- {which}{' with ' + ' '.join(variant) if variant else ''}, run {repeat + 1}")
+                settings = [*overrides, *variant, f"experiment.name={name}"]
+                failed += report_real(config, settings, out, floor, process_wall, code, figures[index, which])
+    if before is not None:
+        print(f"   medians of {repeats} run(s) (load now {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+        for (index, which), runs in figures.items():
+            walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
+            roles = {role: float(np.median([r[2].get(role, 0.0) for r in runs])) for role in runs[0][2]}
+            print(
+                f"     {' '.join(variants[index]) or '(case)'} on {which}: wall {np.median(walls):.1f} s "
+                f"({np.median(walls) / floor['wall_s']:.2f}x the floor), CPU {np.median(cpus):.1f} s; "
+                + ", ".join(f"{role} {seconds:.1f}" for role, seconds in roles.items() if seconds >= 0.05)
+            )
     return failed
 
 
-def report_real(config: Path, overrides: list[str], out: Path, floor: dict, process_wall: float) -> int:
-    """Run and print one real run against the `floor`; 0 if the accuracies agree."""
-    wall, cpu_total, threads, code = run_real(config, overrides, out)
-    if code not in (0, 3):
-        print(f"   the real run failed (exit {code})")
+def report_real(
+    config: Path,
+    overrides: list[str],
+    out: Path,
+    floor: dict,
+    process_wall: float,
+    code: Path | None = None,
+    figures: list | None = None,
+) -> int:
+    """Run (on the code of import root `code`, if given) and print one real run against the
+    `floor`, appending (wall, CPU, CPU by thread role) to `figures`; 0 if the accuracies agree."""
+    wall, cpu_total, threads, status = run_real(config, overrides, out, code)
+    if status not in (0, 3):
+        print(f"   the real run failed (exit {status})")
         return 1
     real = real_accuracy(out)
     real_final = float(np.mean([rounds[max(rounds)] for rounds in real.values()]))
@@ -279,6 +332,8 @@ def report_real(config: Path, overrides: list[str], out: Path, floor: dict, proc
         f"({wall / process_wall:.2f}x the floor's process, imports included)"
     )
     sampled = threads.by_role()
+    if figures is not None:
+        figures.append((wall, cpu_total, sampled))
     print(f"   real run's CPU by thread (sampled {sum(sampled.values()):.1f} of {cpu_total:.1f} s):")
     for role, seconds in sampled.items():
         if seconds >= 0.05:
@@ -304,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run the real run once per variant (its settings, space-separated; '' for none) against "
         "one floor, side by side",
     )
+    parser.add_argument("--before", metavar="REV", help="also run the real runs on git revision REV's code")
+    parser.add_argument("--repeats", type=int, default=1, help="real runs of each variant (and code)")
     args = parser.parse_args(argv)
     if args.quick:
         cases = {"quick": QUICK}
@@ -315,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
         tmp = args.keep or Path(scratch)
+        before = code_root(args.before, Path(scratch)) if args.before else None
         for name, (config, overrides) in cases.items():
             try:
-                failed += bench(name, REPO / config, [*overrides, *args.overrides], tmp, variants)
+                settings = [*overrides, *args.overrides]
+                failed += bench(name, REPO / config, settings, tmp, variants, before, args.repeats)
             except ValueError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2

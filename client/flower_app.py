@@ -4,7 +4,9 @@ the gossip peer (`fedgossip.tasks.build_learner`).
 The experiment comes from the run config (see `fedgossip.base.flower_protocol`), the node's partition
 from its node config (`partition-id`, `num-partitions`). A ClientApp lives for one message, so
 what must survive rounds (the node's minibatch-order generator, and its own values of the local
-tensors: BatchNorm running statistics) is kept in `context.state`.
+tensors: BatchNorm running statistics) is kept in `context.state`. The process keeps each node's
+learner between messages (`flower_learners`: building it was most of a small model's message), and
+every message starts it from that state as it would start a freshly built one.
 
 Messages:
 - query: the node's partition (the ServerApp's handshake; builds nothing).
@@ -41,6 +43,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 from importlib import metadata
 
 import numpy as np
@@ -57,6 +60,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.client import flower_learners
 from fedgossip.client.flower_privacy import privacy_mod
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
@@ -86,9 +90,14 @@ def _version() -> str:
         return "unknown"
 
 
+def _config_key(context: Context) -> str:
+    """What the run's experiment config is made of (its TOML and overrides), as one string."""
+    return json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
+
+
 def node_setup(context: Context) -> tuple[ExperimentConfig, int]:
     """The run's experiment config (parsed once per process) and this node's partition id."""
-    key = json.dumps({k: context.run_config.get(k, "") for k in (p.CONFIG_TOML, p.OVERRIDES)})
+    key = _config_key(context)
     config = _CONFIGS.get(key)
     if config is None:
         config = _CONFIGS[key] = experiment_from_run_config(context.run_config)
@@ -106,33 +115,42 @@ def _stream_round(config: ExperimentConfig, message: Message) -> int | None:
     return round_
 
 
-def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
-    """This node's learner (on the message's round of a streamed task), its minibatch-order
-    generator and kept momentum buffers (task.keep_momentum) restored from `context.state`."""
+def _build(config: ExperimentConfig, partition: int, stream_round: int | None):
+    """Node `partition`'s learner as the task builds it (a data attacker's on its poisoned data)."""
     from fedgossip.scenario.attacks import poisoner
     from fedgossip.scenario.roles import roles
     from fedgossip.tasks import build_learner
 
     attack = roles(config.scenario, partition, config.nodes.count, config.experiment.seed).attack
-    poison = poisoner(attack, config.scenario)
-    learner = build_learner(
+    return build_learner(
         config.task,
         partition,
         config.nodes.count,
         config.experiment.seed,
-        _stream_round(config, message),
-        poison=poison,
+        stream_round,
+        poison=poisoner(attack, config.scenario),
         dp_sgd=config.privacy.dp_sgd(config.experiment.rounds),
     )
-    state = context.state.config_records.get(p.STATE)
-    if state is not None and p.SHUFFLE_STATE in state:
-        learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
-    if state is not None and PRIVACY_STEPS in state:
-        learner.privacy_steps = int(state[PRIVACY_STEPS])
-    momentum = context.state.array_records.get(p.MOMENTUM)
-    if momentum is not None:
-        learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
-    return learner
+
+
+@contextmanager
+def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
+    """This node's learner (on the message's round of a streamed task; kept in this process
+    between messages: `flower_learners`), its minibatch-order generator, DP-SGD's step count and
+    kept momentum buffers (task.keep_momentum) restored from `context.state`."""
+    stream_round = _stream_round(config, message)
+    key = (context.run_id, context.node_id, _config_key(context), partition, stream_round)
+    with flower_learners.lent(key, lambda: _build(config, partition, stream_round)) as learner:
+        state = context.state.config_records.get(p.STATE)
+        if state is not None and p.SHUFFLE_STATE in state:
+            learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
+        learner.privacy_steps = (
+            int(state[PRIVACY_STEPS]) if state is not None and PRIVACY_STEPS in state else 0
+        )
+        momentum = context.state.array_records.get(p.MOMENTUM)
+        if momentum is not None:
+            learner.momentum_state = {index: array.numpy() for index, array in momentum.items()}
+        yield learner
 
 
 def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
@@ -250,28 +268,30 @@ def train(message: Message, context: Context) -> Message:
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context, message)
-        _install(learner, message, context)
-        received = learner.get_weights()
-        started = time.perf_counter()
-        loss = float(learner.train(mu=_proximal_mu(message)))
-        seconds = time.perf_counter() - started
-        weights = learner.get_weights()
-        bad = sum(not is_finite(w) for w in weights)
-        if bad or not np.isfinite(loss):
-            raise FloatingPointError(
-                f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
-                f"{len(weights)} tensors); lower task.learning_rate"
-            )
-        _save_state(learner, context, weights)
+        with _learner(config, partition, context, message) as learner:
+            _install(learner, message, context)
+            received = learner.get_weights()
+            started = time.perf_counter()
+            loss = float(learner.train(mu=_proximal_mu(message)))
+            seconds = time.perf_counter() - started
+            weights = learner.get_weights()
+            bad = sum(not is_finite(w) for w in weights)
+            if bad or not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged (train loss {loss:.4g}, non-finite values in {bad} of "
+                    f"{len(weights)} tensors); lower task.learning_rate"
+                )
+            _save_state(learner, context, weights)
+            names, examples = learner.names, int(learner.num_examples)
+            epsilon = learner.epsilon
         weights = _forged(config, partition, message, received, weights)
-        arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(learner.names, weights, strict=True)})
+        arrays = ArrayRecord({n: Array(np.asarray(w)) for n, w in zip(names, weights, strict=True)})
         metrics = MetricRecord(
             {
                 p.TRAIN_LOSS: loss,
-                p.NUM_EXAMPLES: int(learner.num_examples),
+                p.NUM_EXAMPLES: examples,
                 "train_seconds": seconds,
-                **({p.EPSILON: learner.epsilon} if learner.epsilon is not None else {}),
+                **({p.EPSILON: epsilon} if epsilon is not None else {}),
             }
         )
         return RecordDict({p.ARRAYS: arrays, p.METRICS: metrics, p.NODE: _node_record(config, partition)})
@@ -286,16 +306,17 @@ def evaluate(message: Message, context: Context) -> Message:
 
     def work() -> RecordDict:
         config, partition = node_setup(context)
-        learner = _learner(config, partition, context, message)
-        _install(learner, message, context, evaluating=True)
         whole = config.experiment.whole_test_set(_message_round(message))
-        loss, accuracy = evaluate_once(learner, whole)
-        local = learner.local_accuracy(accuracy)
+        with _learner(config, partition, context, message) as learner:
+            _install(learner, message, context, evaluating=True)
+            loss, accuracy = evaluate_once(learner, whole)
+            examples = learner.test_examples(whole)
+            local = learner.local_accuracy(accuracy)
         metrics = MetricRecord(
             {
                 p.TEST_LOSS: float(loss),
                 p.TEST_ACCURACY: float(accuracy),
-                p.NUM_EXAMPLES: learner.test_examples(whole),
+                p.NUM_EXAMPLES: examples,
                 **({} if local is None else {p.LOCAL_ACCURACY: float(local)}),
             }
         )

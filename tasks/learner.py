@@ -48,6 +48,17 @@ class Learner(abc.ABC):
         self._shuffle_rng.bit_generator.state = state
 
     @property
+    def rng_state(self) -> dict:
+        """The state of every generator training draws from (here the minibatch order's), for a
+        runtime that reuses one learner yet starts each message where a freshly built one starts
+        (the Flower ClientApp's learner cache)."""
+        return {"shuffle": self.shuffle_state}
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self.shuffle_state = state["shuffle"]
+
+    @property
     def momentum_state(self) -> dict[str, np.ndarray]:
         """The momentum buffers kept across train() calls (task.keep_momentum), by parameter
         position, for runtimes that rebuild the learner every round (a Flower ClientApp, a

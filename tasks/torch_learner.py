@@ -142,6 +142,16 @@ class TorchLearner(Learner):
         return self._local_names
 
     @property
+    def rng_state(self) -> dict:
+        """The minibatch order's generator state and a copy of the training RNG's (dropout...)."""
+        return {**super().rng_state, "torch": self._torch_rng.clone()}
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        Learner.rng_state.fset(self, state)
+        self._torch_rng = state["torch"].clone()
+
+    @property
     def momentum_state(self) -> dict[str, np.ndarray]:
         """Copies of the momentum buffers kept across train() calls (task.keep_momentum), by the
         parameter's position; empty without keep_momentum or before the first training step."""

@@ -17,7 +17,7 @@ from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.network import FaultySender, Link
 from fedgossip.client.gossip.transport.security import call_metadata, channel_credentials
-from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels
+from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels, wake
 from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
 from fedgossip.config import ExperimentConfig
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -96,13 +96,15 @@ class Links:
             arrays = self.attack.forge(arrays)
         chunks = encode(self.node, round_, num_examples, self.names, arrays)
         notice = gossip_pb2.WithholdNotice(sender=self.node, round=round_)
-        return {
-            node: sender.send(chunks, deadline, wait=node in alive)
+        sends = {
+            node: sender.queue(chunks, deadline, wait=node in alive)
             if node in recipients
             else sender.withhold(notice, deadline, wait=node in alive)
             for node, sender in self.senders.items()
             if node in linked
         }
+        wake(sender for node, sender in self.senders.items() if node in linked and node in recipients)
+        return sends
 
     def close(self) -> None:
         """Drop the neighbour connections (cancelling sends still in flight)."""

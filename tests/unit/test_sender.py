@@ -1,7 +1,8 @@
 """The senders on the process's one event loop (client/gossip/transport/: eventloop.py, sender.py), on
 real gRPC in this process: a frozen neighbour delays only its own pushes, a newer model replaces
-one not sent, many senders add no thread, a push past its own deadline is not pushed again; a
-peer's server does not share a port with another server. (A push a real peer cut is pushed again:
+one not sent, many senders add no thread, a push past its own deadline is not pushed again, a
+round's queued models go with one wakeup of the loop; a peer's server does not share a port with
+another server. (A push a real peer cut is pushed again:
 tests/e2e/test_peer_input.py.)"""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 import numpy as np
 import pytest
 
+from fedgossip.client.gossip.transport import eventloop
 from fedgossip.client.gossip.transport.grpc_server import LoopServer
-from fedgossip.client.gossip.transport.sender import NeighbourSender
+from fedgossip.client.gossip.transport.sender import NeighbourSender, wake
 from fedgossip.client.gossip.transport.wire import encode
 from fedgossip.proto.gossip_pb2_grpc import GossipServicer
 from tests.support import (
@@ -138,3 +140,25 @@ def test_a_push_past_its_own_deadline_is_not_pushed_again(caplog):
     assert 2.5 <= took < 10, took  # given up when the stall ended
     assert pushed_again(caplog) == []
     assert any("its deadline passed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(60)
+def test_queued_models_go_when_woken_with_one_call_onto_the_loop(monkeypatch):
+    (port,) = loopback_ports(1)
+    with sink_neighbour(port) as sink:
+        senders = [sender_to(port, node) for node in (1, 2, 3)]
+        try:
+            calls = []
+            call_soon = eventloop.call_soon
+            monkeypatch.setattr(eventloop, "call_soon", lambda *a: (calls.append(a), call_soon(*a)))
+            deadline = time.monotonic() + 10
+            queued = [s.queue(CHUNKS, deadline, wait=True) for s in senders]
+            time.sleep(0.2)
+            assert not any(f.done() for f in queued) and sink.pushes == 0  # nothing goes unwoken
+            wake(senders)
+            assert [f.result(30) for f in queued] == [NBYTES] * 3
+            assert len(calls) == 1  # one wakeup of the loop for the three senders
+        finally:
+            for s in senders:
+                s.close()
+        assert sink.pushes == 3

@@ -4,14 +4,15 @@ no model comes this round, see `NeighbourSender.withhold`).
 Each neighbour has a one-model slot and a coroutine on the process's event loop
 (`eventloop.py`; grpc.aio calls, no thread): `send` puts a model in the slot and returns
 a future at once; a model still waiting in the slot when a newer one comes is replaced (its
-future says 0 bytes). A push to a neighbour that does not answer ends at its timeout, so a frozen
-neighbour delays only its own sends. A push refused for a passing reason (the neighbour is busy
-with pushes, or not serving yet) is tried again every RETRY_S until its deadline, unless a newer
-model replaces it. A push the neighbour cut before its deadline (it found the stream silent for
-gossip.idle_timeout: this process was too busy to feed it) is tried again even when a newer model
-waits, which goes next: the neighbour is most likely still in that model's round, waiting for it,
-and takes no model of a later round in its stead. `open_channels` makes the grpc.aio channels the
-senders' stubs use.
+future says 0 bytes). A round's pushes to several neighbours wake their coroutines with one call
+onto the loop (`queue` each, then `wake` them all): one loop wakeup a round, not one a neighbour.
+A push to a neighbour that does not answer ends at its timeout, so a frozen neighbour delays only
+its own sends. A push refused for a passing reason (the neighbour is busy with pushes, or not
+serving yet) is tried again every RETRY_S until its deadline, unless a newer model replaces it. A
+push the neighbour cut before its deadline (it found the stream silent for gossip.idle_timeout:
+this process was too busy to feed it) is tried again even when a newer model waits, which goes
+next: the neighbour is most likely still in that model's round, waiting for it, and takes no model
+of a later round in its stead. `open_channels` makes the grpc.aio channels the senders' stubs use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
@@ -96,6 +97,18 @@ class _Job:
     result: futures.Future
 
 
+def wake(senders: Iterable[NeighbourSender]) -> None:
+    """Wake the coroutines of `senders` to push what their slots hold: one call onto the loop."""
+    events = [sender._wake for sender in senders]
+    if events:
+        loop.call_soon(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
 class NeighbourSender:
     """The push queue (one slot deep) of one neighbour; `stub` is on a channel of `open_channels`."""
 
@@ -120,11 +133,20 @@ class NeighbourSender:
         self._worker = loop.submit(self._work())
 
     def send(self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool) -> futures.Future:
-        """Queue a model (replacing one not yet sent); the future gives the bytes delivered.
+        """Queue a model (replacing one not yet sent) and wake the sender; the future gives the
+        bytes delivered.
 
         `wait`: wait for the neighbour to be reachable (a live neighbour that starts late), until
         `deadline` (monotonic); otherwise one fail-fast attempt.
         """
+        result = self.queue(chunks, deadline, wait=wait)
+        wake([self])
+        return result
+
+    def queue(
+        self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool
+    ) -> futures.Future:
+        """`send` without waking the sender: `wake` it (with the round's other senders) next."""
         job = _Job(chunks, deadline, wait, futures.Future())
         with self._lock:
             if self._closed:
@@ -133,7 +155,6 @@ class NeighbourSender:
             if self._job is not None:
                 _settle(self._job.result, 0)  # replaced by a newer model before it was sent
             self._job = job
-        loop.call_soon(self._wake.set)
         return job.result
 
     def withhold(self, notice: gossip_pb2.WithholdNotice, deadline: float, *, wait: bool) -> futures.Future:
