@@ -25,7 +25,6 @@ _STREAMS = {
     "eval_subset": 15,  # the class-balanced evaluation subset (task.eval_examples), one for all nodes
     "ticks": 16,  # per node: the tick schedule's intervals between trainings
     "dp_regression": 17,  # DP Bayesian regression: simulated data, priors, MCMC (keyed by the cell)
-    "dp_release": 18,  # per node: the noise of a party's released statistics
     # privacy (ids apart from the rest): Flower's DP noise (per round; per node and round)
     "central-dp": 220,
     "local-dp": 221,
