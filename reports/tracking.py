@@ -133,10 +133,10 @@ class Tracking:
         """'mean/field': the mean over the nodes that recorded the round (each field over those
         that have it); the round is then done."""
         rows = self._rounds.pop(step)
-        keys = sorted({key for row in rows for key in row})
-        return {
-            f"mean/{key}": sum(r[key] for r in rows if key in r) / sum(key in r for r in rows) for key in keys
+        having = {
+            key: [row[key] for row in rows if key in row] for key in sorted({k for r in rows for k in r})
         }
+        return {f"mean/{key}": sum(values) / len(values) for key, values in having.items()}
 
     def _end(self, summary: dict[str, Any], files: list[Path]) -> None:
         for step in sorted(self._rounds):  # rounds some node never finished (a crash, an interrupt)
