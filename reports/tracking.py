@@ -102,8 +102,9 @@ class Tracking:
         """Queue the end of the run: its summary and the files to keep as artifacts."""
         self._queue.put((_FINISH, summary, files))
 
-    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> list[str]:
-        """Wait (at most `timeout` s) for the tracker to write what it was sent; the warnings."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT_S) -> list[str]:
+        """Wait (at most `timeout` s; None: until done) for the tracker to write what it was sent;
+        the warnings."""
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -171,4 +172,4 @@ def track_run(track: Track, run_dir: Path) -> list[str]:
     for record in read_records(run_dir):
         tracking.record(record)
     tracking.finish(read_summary(run_dir) or build_summary(run_dir), run_files(run_dir))
-    return tracking.close()
+    return tracking.close(timeout=None)  # an export has nothing else to do (Ctrl-C stops it)
