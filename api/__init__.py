@@ -7,14 +7,12 @@ compare results. The CLI runs through the same functions: one path, the same che
     fg.compare("results/a", "results/b").table
 """
 
-from fedgossip.api.configs import ConfigError, make_config
+from fedgossip.api.configs import ConfigError
+from fedgossip.api.configs import make_config as config
 from fedgossip.api.handle import RunHandle, start
 from fedgossip.api.results import Comparison, Results, compare
 from fedgossip.api.runs import run
 from fedgossip.api.sweeps import sweep
-
-config = make_config
-"""`fg.config(source, overrides, **sections)`: a validated ExperimentConfig (see `make_config`)."""
 
 __all__ = [
     "Comparison",
@@ -23,7 +21,6 @@ __all__ = [
     "RunHandle",
     "compare",
     "config",
-    "make_config",
     "run",
     "start",
     "sweep",

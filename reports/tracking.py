@@ -102,8 +102,9 @@ class Tracking:
         """Queue the end of the run: its summary and the files to keep as artifacts."""
         self._queue.put((_FINISH, summary, files))
 
-    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> list[str]:
-        """Wait (at most `timeout` s) for the tracker to write what it was sent; the warnings."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT_S) -> list[str]:
+        """Wait (at most `timeout` s; None: until done) for the tracker to write what it was sent;
+        the warnings."""
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -133,10 +134,10 @@ class Tracking:
         """'mean/field': the mean over the nodes that recorded the round (each field over those
         that have it); the round is then done."""
         rows = self._rounds.pop(step)
-        keys = sorted({key for row in rows for key in row})
-        return {
-            f"mean/{key}": sum(r[key] for r in rows if key in r) / sum(key in r for r in rows) for key in keys
+        having = {
+            key: [row[key] for row in rows if key in row] for key in sorted({k for r in rows for k in r})
         }
+        return {f"mean/{key}": sum(values) / len(values) for key, values in having.items()}
 
     def _end(self, summary: dict[str, Any], files: list[Path]) -> None:
         for step in sorted(self._rounds):  # rounds some node never finished (a crash, an interrupt)
@@ -171,4 +172,4 @@ def track_run(track: Track, run_dir: Path) -> list[str]:
     for record in read_records(run_dir):
         tracking.record(record)
     tracking.finish(read_summary(run_dir) or build_summary(run_dir), run_files(run_dir))
-    return tracking.close()
+    return tracking.close(timeout=None)  # an export has nothing else to do (Ctrl-C stops it)

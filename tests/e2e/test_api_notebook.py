@@ -36,6 +36,12 @@ def test_the_example_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(not any(o["output_type"] == "error" for o in cell["outputs"]) for cell in code)
+    stderr = [o["text"] for cell in code for o in cell["outputs"] if o.get("name") == "stderr"]
+    assert stderr == []  # no warning either (rich draws its progress bar in a widget)
+    widgets = [
+        o for o in code[2]["outputs"] if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert widgets  # the blocking run's live progress
     assert ast.literal_eval(shown(code[0])) == (4, 3, "vca")
     with pytest.raises(ValueError) as cli_error:
         load_config(None, ["nodes.cont=4"])
