@@ -75,3 +75,43 @@ def test_one_release_a_round_whatever_pushes_it_and_epsilon_as_central_dp():
 def test_dp_share_is_gossip_only():
     with pytest.raises(ValueError, match="'dp-share' noises what gossip peers push"):
         load_config(None, ['experiment.mode="flower"', 'privacy.mechanism="dp-share"'])
+
+
+def test_a_peer_pushes_its_release_and_keeps_its_own_model():
+    """Three linear-model peers on a line, in process: the neighbours get the middle peer's
+    release (its formula, from the peer's seeded stream), the peer keeps its noiseless model, and
+    its round record carries the release's epsilon."""
+    from fedgossip.base.seeding import stream
+    from fedgossip.client.gossip.inprocess import InProcessNetwork
+    from fedgossip.client.gossip.peer import GossipPeer
+    from fedgossip.config import PeerSection
+
+    network, line = InProcessNetwork(), {0: [1], 1: [0, 2], 2: [1]}
+    base = load_config(
+        None,
+        ["task.model=linear", "nodes.count=3", "experiment.rounds=2", 'privacy.mechanism="dp-share"'],
+    )
+    peers = []
+    for node, neighbours in line.items():
+        addresses = {str(n): f"127.0.0.1:{n + 1}" for n in neighbours}
+        peer = PeerSection(id=node, listen=f"127.0.0.1:{node + 1}", neighbours=addresses)
+        peers.append(GossipPeer(base.replace(peer=peer), network))
+    middle = peers[1]
+    model = [a + 0.5 for a in middle.learner.get_weights()]
+    kept = [a.copy() for a in model]
+    middle.links.push(1, model, 10, linked={0, 2}, alive={0, 2}, deadline=0.0, recipients={0, 2})
+    reference = SharedModelNoise(base.privacy, middle.initial, stream(0, "dp-share", 1)).release(model)
+    for node in (0, 2):
+        (message,) = peers[node].inbox.close(1)
+        for got, expected in zip(message.arrays, reference, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(reference[0], model[0])
+    for own, before in zip(model, kept, strict=True):  # the peer's own model is not noised
+        np.testing.assert_array_equal(own, before)
+    record = middle.records.round(
+        1, model, [], discarded=None, train_loss=0.1, test_loss=None, test_accuracy=None, bytes_sent=0
+    )["record"]
+    assert record["privacy"] == "dp-share"
+    assert record["epsilon"] == pytest.approx(
+        central_epsilon(PrivacySection(mechanism="central-fixed-server"), 1), rel=1e-12
+    )
