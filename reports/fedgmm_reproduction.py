@@ -80,9 +80,7 @@ def fedgmm_writer(plan: dict[str, Any], groups: Sequence[Group], docs: Path) -> 
                 ]
             )
     figure = _plot(groups, docs / f"{stem}-local.png")
-    ranked = sorted(
-        ((g.stat(MEAN).mean, g.label) for g in groups if g.stat(MEAN).mean is not None), reverse=True
-    )
+    ranked = _ranking(groups)
     body = [
         "## Measured",
         "",
@@ -91,8 +89,11 @@ def fedgmm_writer(plan: dict[str, Any], groups: Sequence[Group], docs: Path) -> 
         "",
         markdown_pipe_table(header, cells),
         "",
-        "Measured order by mean local accuracy: " + " > ".join(label for _, label in ranked) + ".",
-        "",
+        *(
+            line
+            for data, labels in ranked
+            for line in (f"Measured order by mean local accuracy on `{data}`: {' > '.join(labels)}.", "")
+        ),
         *(
             [
                 "New nodes (held out of training, `task.unseen_nodes`), Flower runs: accuracy on their own "
@@ -113,6 +114,16 @@ def fedgmm_writer(plan: dict[str, Any], groups: Sequence[Group], docs: Path) -> 
         "",
     ]
     return body, [figure]
+
+
+def _ranking(groups: Sequence[Group]) -> list[tuple[str, list[str]]]:
+    """Per dataset (a variant's runs), the methods by mean local accuracy, best first."""
+    by_data: dict[str, list[tuple[float, str]]] = {}
+    for group in groups:
+        mean = group.stat(MEAN).mean
+        if mean is not None and group.runs and group.runs[0].config is not None:
+            by_data.setdefault(group.runs[0].config.task.dataset, []).append((mean, group.label))
+    return [(data, [label for _, label in sorted(pairs, reverse=True)]) for data, pairs in by_data.items()]
 
 
 def _plot(groups: Sequence[Group], path: Path) -> Path:

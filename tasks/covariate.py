@@ -109,13 +109,12 @@ def source_groups(source: Source, num_groups: int, seed: int) -> tuple[np.ndarra
     )
 
 
-def covariate_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
-    """Node `node`'s covariate-shifted training rows (`covariate_partition` among num_nodes +
-    task.unseen_nodes nodes: the last ones are held out) and the global test set, each example
-    transformed by its group (unless the source's groups are its own components)."""
-    source = split_source(load_source(task, seed), task.test_fraction, seed)
-    groups, groups_test, intrinsic = source_groups(source, task.shift_groups, seed)
-    rows = covariate_partition(
+def node_partition(
+    task: TaskConfig, source: Source, groups: np.ndarray, num_nodes: int, seed: int
+) -> list[np.ndarray]:
+    """Every node's rows of the split `source` (`covariate_partition` among num_nodes +
+    task.unseen_nodes nodes: the last ones are held out)."""
+    return covariate_partition(
         source.y,
         groups,
         task.shift_groups,
@@ -123,7 +122,16 @@ def covariate_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) ->
         alpha=task.alpha,
         shift_alpha=task.shift_alpha,
         seed=seed,
-    )[node]
+    )
+
+
+def covariate_dataset(task: TaskConfig, node: int, num_nodes: int, seed: int) -> Dataset:
+    """Node `node`'s covariate-shifted training rows (`covariate_partition` among num_nodes +
+    task.unseen_nodes nodes: the last ones are held out) and the global test set, each example
+    transformed by its group (unless the source's groups are its own components)."""
+    source = split_source(load_source(task, seed), task.test_fraction, seed)
+    groups, groups_test, intrinsic = source_groups(source, task.shift_groups, seed)
+    rows = node_partition(task, source, groups, num_nodes, seed)[node]
     data = scaled_dataset(source, lambda _: rows)
     if intrinsic:
         return data

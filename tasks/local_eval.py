@@ -16,6 +16,12 @@ from fedgossip.base.seeding import stream
 from .data import Dataset
 
 
+def held_out(count: int, fraction: float) -> int:
+    """How many of a node's `count` (>= 2) training examples its local test split takes:
+    round(fraction * count), at least one, leaving at least one."""
+    return max(1, min(count - 1, round(fraction * count)))
+
+
 def local_split(data: Dataset, how: str, node: int, seed: int, fraction: float) -> Dataset:
     """`data` with round(fraction * n) (at least one) of its training examples, drawn from the
     (seed, node) stream, moved to its local test split; ValueError naming task.eval when the node
@@ -29,7 +35,7 @@ def local_split(data: Dataset, how: str, node: int, seed: int, fraction: float) 
             "one for its local test split"
         )
     order = stream(seed, "local_eval", node).permutation(count)
-    held = np.sort(order[: max(1, min(count - 1, round(fraction * count)))])
+    held = np.sort(order[: held_out(count, fraction)])
     kept = np.setdiff1d(np.arange(count), held)
     weights = data.train_weights
     trained = dataclasses.replace(

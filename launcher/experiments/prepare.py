@@ -17,6 +17,7 @@ from fedgossip.tasks.data import load_source, split_source
 from fedgossip.tasks.datasets import dataset_entry
 from fedgossip.tasks.eval_subset import balanced_rows
 from fedgossip.tasks.files import write_shards
+from fedgossip.tasks.preflight import check_node_data
 from fedgossip.tasks.stream import check_chunks, evaluation_chunk
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def prepare_shards(config: ExperimentConfig, results_dir: Path) -> ExperimentCon
     task = config.task
     entry = dataset_entry(task.dataset)
     seed, count = config.experiment.seed, config.nodes.count
+    check_node_data(task, count, seed)  # task.eval's local splits, fedgmm's components (tasks/preflight.py)
     if task.eval_examples and entry.source and not entry.prepared:
         _check_eval_examples(split_source(load_source(task, seed), task.test_fraction, seed), task, seed)
     if not entry.path:

@@ -85,17 +85,29 @@ def test_records_summary_and_comparison_carry_the_local_accuracies(tmp_path):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("overrides", "message"),
     [
-        ('task.eval="personal"', "task.eval"),
-        ("task.shift_alpha=0", "task.shift_alpha"),
-        ("task.finetune_epochs=2", "task.finetune_epochs"),
+        (['task.eval="personal"'], "task.eval must be one of global, local, both"),
+        (["task.shift_alpha=0"], "task.shift_alpha"),
+        (["task.finetune_epochs=2"], "task.finetune_epochs = 2 fine-tunes before the local evaluation"),
+        (  # 32 training examples among 20 nodes: some node holds 1, nothing to split
+            ['task.eval="local"', 'task.dataset="synthetic"', "task.synthetic_samples=40", "nodes.count=20"],
+            "task.eval = 'local': node 12 holds 1 training example(s)",
+        ),
+        (
+            ['task.model="fedgmm"', 'strategy.name="average"', "task.gmm_components=2000", "nodes.count=3"],
+            "task.gmm_components = 2000 is more than node 1's 479 training examples",
+        ),
     ],
 )
-def test_bad_values_exit_2_naming_the_key(override, key):
-    result = CliRunner().invoke(app, ["run", "--set", override])
-    assert result.exit_code == 2
-    assert key in result.output
+def test_bad_values_exit_2_naming_the_key_before_any_node_starts(tmp_path, overrides, message):
+    args = ["run", "--out", str(tmp_path / "run")]
+    for item in overrides:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.timeout(30)
