@@ -238,7 +238,7 @@ def reproduce(
     ] = None,
 ) -> None:
     """Reproduce a paper's experiment in one command: its runs (a sweep), figures and write-up."""
-    from fedgossip.launcher.experiments.reproduce import default_out, plan, reproduce
+    from fedgossip.launcher.experiments.reproduce import IN_PROCESS, default_out, plan, reproduce
     from fedgossip.launcher.experiments.sweep import default_jobs
     from fedgossip.reports.reproductions import write_report
 
@@ -246,7 +246,7 @@ def reproduce(
         if quick and full:
             raise ValueError("--quick and --full are exclusive: choose one setting")
         setting = "quick" if quick else "full" if full else "default"
-        if name == "dp-bayesian-regression":  # one process of estimators, not a sweep of runs
+        if name in IN_PROCESS:
             _reproduce_dp_regression(setting, seeds, out, docs)
             return
         planned = plan(name, setting, seeds)

@@ -267,6 +267,9 @@ FEDGMM = Reproduction(
     },
 )
 REPRODUCTIONS = {r.name: r for r in (VANISHING_VARIANCE, FAIR_INCENTIVES, FEDGMM)}
+# Reproductions that run their estimators in one process rather than a sweep of node runs (the CLI
+# routes them: `launcher/experiments/dp_regression.py`).
+IN_PROCESS = ("dp-bayesian-regression",)
 
 
 @dataclass
@@ -319,7 +322,7 @@ class Plan:
 def lookup(name: str) -> Reproduction:
     """The reproduction called `name`; ValueError listing the names otherwise."""
     if name not in REPRODUCTIONS:
-        raise ValueError(f"unknown reproduction {name!r}; known: {', '.join(REPRODUCTIONS)}")
+        raise ValueError(f"unknown reproduction {name!r}; known: {', '.join([*REPRODUCTIONS, *IN_PROCESS])}")
     return REPRODUCTIONS[name]
 
 
