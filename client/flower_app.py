@@ -139,8 +139,8 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
     between messages: `flower_learners`), its minibatch-order generator, DP-SGD's step count and
     kept momentum buffers (task.keep_momentum) restored from `context.state`."""
     stream_round = _stream_round(config, message)
-    key = (context.run_id, context.node_id, _config_key(context), partition, stream_round)
-    with flower_learners.lent(key, lambda: _build(config, partition, stream_round)) as learner:
+    key = (context.run_id, context.node_id, _config_key(context), partition)
+    with flower_learners.lent(key, lambda: _build(config, partition, stream_round), stream_round) as learner:
         state = context.state.config_records.get(p.STATE)
         if state is not None and p.SHUFFLE_STATE in state:
             learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))

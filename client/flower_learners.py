@@ -1,9 +1,10 @@
 """The Flower ClientApp's learners, kept in its process between messages.
 
 A ClientApp lives for one message, and building a node's learner (its data, its network) was most
-of a small model's message. This keeps each node's learner, keyed by everything it is built from
-(the run, the node, the experiment config, the partition, a streamed task's round), and drops the
-least recently used ones past `KEPT_BYTES` of data. A learner is lent out for one message at a time
+of a small model's message. This keeps each node's learner, keyed by what it is built from (the
+run, the node, the experiment config, the partition), one per key: a learner built for another
+`stage` (a streamed task's round, whose data it holds) is replaced, never asked for again. The
+least recently used ones go past `KEPT_BYTES` of data. A learner is lent out for one message at a time
 (`lent`), put back only when that message succeeded.
 
 Nothing a learner carries between messages is trusted to this cache: a lent learner starts with its
@@ -29,6 +30,7 @@ KEPT_BYTES = 512 * 2**20  # the data (train and test arrays) and weights of the 
 @dataclass
 class _Kept:
     learner: Learner
+    stage: Hashable  # what else it was built for (a streamed task's round)
     built_rng: dict  # its generators' state as built
     size: int  # bytes of its data and weights
 
@@ -45,15 +47,16 @@ def size_of(learner: Learner) -> int:
 
 
 @contextmanager
-def lent(key: Hashable, build: Callable[[], Learner]) -> Iterator[Learner]:
-    """The learner of `key` as built: the kept one, its generators put back to their built state
-    and its momentum buffers cleared, or a new one from `build`. Kept again when the block ends
-    without an exception; while lent, no one else gets it (a second message builds its own)."""
+def lent(key: Hashable, build: Callable[[], Learner], stage: Hashable = None) -> Iterator[Learner]:
+    """The learner of `key` (and `stage`) as built: the kept one, its generators put back to their
+    built state and its momentum buffers cleared, or a new one from `build`. Kept again when the
+    block ends without an exception; while lent, no one else gets it (a second message builds its
+    own)."""
     with _LOCK:
         kept = _KEPT.pop(key, None)
-    if kept is None:
+    if kept is None or kept.stage != stage:
         learner = build()
-        kept = _Kept(learner, learner.rng_state, size_of(learner))
+        kept = _Kept(learner, stage, learner.rng_state, size_of(learner))
     else:
         kept.learner.rng_state = kept.built_rng
         kept.learner.momentum_state = {}

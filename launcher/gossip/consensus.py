@@ -17,18 +17,16 @@ to `consensus.jsonl`:
 `consensus_distance` is `fedgossip.strategies.diagnostics.consensus_distance` over the models of
 round r only (null with fewer than two); the lists name the peers left out: no answer within the
 timeout, a model of another round, no record of round r. The launcher's event loop only submits
-work: it never waits for a peer. A fetch is a task on the process's event loop (FETCH_WORKERS at
-once, no thread each: a pool thread's hops to the loop were ~40% of the observer's loop time), its
-grpc.aio call cancelled past its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's
-stream could wait for ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed
-kept its message due, and the run hung at its end). A peer that recorded a later round without
-this one (it caught up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others
-are (a peer alive but silent) is written with what it has, so memory stays bounded.
+work: it never waits for a peer. A fetch is a grpc.aio call on the process's event loop, waited
+for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
+ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
+due, and the run hung at its end). A peer that recorded a later round without this one (it caught
+up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others are (a peer alive but
+silent) is written with what it has, so memory stays bounded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -54,7 +52,7 @@ from fedgossip.client.gossip.transport.identity import (
 )
 from fedgossip.client.gossip.transport.sender import close_channels, open_channels
 from fedgossip.client.gossip.transport.service import ROUND_KEY
-from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, WireError
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, ModelMessage, WireError
 from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -164,9 +162,7 @@ class ConsensusObserver:
         options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
         self._channels = open_channels(access.addresses, access.credentials, options)
         self._stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self._channels.items()}
-        self._slots: asyncio.Semaphore | None = None  # FETCH_WORKERS fetches at once (made on the loop)
-        self._fetches: set[futures.Future] = set()  # submitted, not done
-        self._dropping = False  # closing after an error: fetches not started are not made
+        self._pool = futures.ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="consensus")
 
     def wanted(self, round_: int) -> bool:
         """Whether round `round_` is measured: every k-th round, and the last."""
@@ -185,10 +181,7 @@ class ConsensusObserver:
             entry.asked.add(node)
             if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
                 return  # read already, by a fetch for an earlier round
-        fetch = loop.submit(self._fetch_and_settle(node, round_))
-        with self._lock:
-            self._fetches.add(fetch)
-        fetch.add_done_callback(self._forget)
+        self._pool.submit(self._fetch_and_settle, node, round_)
 
     def gone(self, node: int) -> None:
         """Peer `node` exited: rounds still waiting for it are complete without it."""
@@ -199,10 +192,7 @@ class ConsensusObserver:
     def close(self, cancel: bool = False) -> None:
         """Finish the fetches in flight (with `cancel`, drop those not started), write the rounds
         still open, drop the connections."""
-        with self._lock:
-            self._dropping = self._dropping or cancel
-            fetches = list(self._fetches)
-        futures.wait(fetches)  # each ends by its timeout plus LOOP_SLACK_S
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
         with self._lock:
             for round_ in sorted(self._rounds):
                 self._write(round_)
@@ -210,25 +200,13 @@ class ConsensusObserver:
         if self._writer is not None:
             self._writer.close()
 
-    def _forget(self, fetch: futures.Future) -> None:
-        with self._lock:
-            self._fetches.discard(fetch)
-
-    async def _fetch_and_settle(self, node: int, round_: int) -> None:
-        """Fetch `node`'s model of `round_` (at most FETCH_WORKERS at once, on the process's loop:
-        no thread per fetch) and settle it."""
-        self._slots = self._slots or asyncio.Semaphore(FETCH_WORKERS)
-        async with self._slots:
-            if self._dropping:
-                return
-            try:
-                served, arrays = await asyncio.wait_for(
-                    self._fetch(node, round_), self.timeout + LOOP_SLACK_S
-                )
-            except (grpc.RpcError, WireError, ValueError, TimeoutError, asyncio.TimeoutError) as err:
-                detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
-                log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
-                served, arrays = None, None
+    def _fetch_and_settle(self, node: int, round_: int) -> None:
+        try:
+            served, arrays = self._fetch(node, round_)
+        except (grpc.RpcError, WireError, ValueError, TimeoutError) as err:
+            detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
+            log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
+            served, arrays = None, None
         with self._lock:
             entry = self._rounds.get(round_)
             later = served is not None and served != round_ and self.wanted(served)
@@ -243,25 +221,30 @@ class ConsensusObserver:
                     entry.models[node] = arrays
             self._write_complete()
 
-    async def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
+    def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
         """The round and the tensors of `node`'s model of `round_` (its current model if it no
-        longer holds that one), checked like any model from the network. A fetch still queued
-        when its peer's process exited fails at once (ValueError), as the call would, without
-        waiting out its timeout: a backlog of those held the end of a run for minutes."""
+        longer holds that one), checked like any model from the network; TimeoutError past the
+        fetch's timeout plus LOOP_SLACK_S. A fetch still queued when its peer's process exited
+        fails at once (ValueError), as the call would, without waiting out its timeout: a backlog
+        of those held the end of a run for minutes."""
         with self._lock:
             if node in self._gone:
                 raise ValueError("its process exited")
         metadata = (*self.access.metadata, (ROUND_KEY, str(round_)))
-        stream = self._stubs[node].GetModel(
-            gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata, wait_for_ready=True
-        )
-        assembler = None
-        async for chunk in stream:
-            assembler = assembler or self._assembler(node, chunk)
-            assembler.add(chunk)
-        if assembler is None:
-            raise ValueError("no model served")
-        message = assembler.finish()
+
+        async def fetch() -> ModelMessage:
+            stream = self._stubs[node].GetModel(
+                gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata, wait_for_ready=True
+            )
+            assembler = None
+            async for chunk in stream:
+                assembler = assembler or self._assembler(node, chunk)
+                assembler.add(chunk)
+            if assembler is None:
+                raise ValueError("no model served")
+            return assembler.finish()
+
+        message = loop.call(fetch(), self.timeout + LOOP_SLACK_S)
         return message.round, message.arrays
 
     def _assembler(self, node: int, first: gossip_pb2.ModelChunk) -> ModelAssembler:

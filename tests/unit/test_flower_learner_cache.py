@@ -151,3 +151,14 @@ def test_the_least_recently_used_learners_go_past_the_byte_budget(monkeypatch):
     for key, kept in (("a", True), ("c", True), ("b", False)):
         with flower_learners.lent(key, _learner) as learner:
             assert (learner is learners[key]) is kept, key
+
+
+def test_a_learner_of_another_stage_is_replaced_not_kept_beside():
+    flower_learners.forget()
+    with flower_learners.lent("a", _learner, stage=1) as first:
+        pass
+    with flower_learners.lent("a", _learner, stage=2) as second:
+        assert second is not first
+    with flower_learners.lent("a", _learner, stage=2) as again:
+        assert again is second
+    assert len(flower_learners._KEPT) == 1
