@@ -16,11 +16,15 @@ from fedgossip.reports.html_parts import shown
 from tests.support import make_run, run_cli
 from tests.support.browser import available, chromium
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not available(), reason="chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
+
+
+@pytest.fixture(autouse=True)
+def _chromium():
+    """Skip (with the reason) where chromium is missing; wait for CI's background install first."""
+    if not available():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
 
 CELLS = """[...document.querySelectorAll('section.summary > table.summary td[data-key]')]
   .map(td => [td.dataset.key, JSON.parse(td.dataset.value), td.textContent])"""

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import queue
 import re
 import shutil
@@ -35,8 +36,16 @@ FLAGS = [
 ]
 
 
-def available() -> bool:
-    return Path(CHROMIUM).exists()
+# Set by .ci/run: a file that exists while chromium is being installed in the background.
+PENDING = os.environ.get("FEDGOSSIP_CHROMIUM_PENDING", "")
+
+
+def available(wait_s: float = 600) -> bool:
+    """Whether chromium is installed, after waiting (up to `wait_s`) for an install under way."""
+    deadline = time.monotonic() + wait_s
+    while PENDING and Path(PENDING).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    return Path(shutil.which("chromium") or CHROMIUM).exists()
 
 
 class Page:
