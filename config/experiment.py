@@ -110,6 +110,11 @@ class ExperimentConfig:
                 f"aggregates into FedGMM: strategy.name must be one of {', '.join(FEDGMM_RULES)}; "
                 f"got {name!r}"
             )
+        if self.task.model == "fedgmm" and mode == "gossip" and self.task.init != "shared":
+            raise ValueError(  # component k must mean the same on every peer for their sums to mix
+                "task.model 'fedgmm' in gossip mode averages the peers' components by position: "
+                f'task.init must be "shared" (one initial mixture for every node); got {self.task.init!r}'
+            )
 
     def _check_async(self) -> None:
         """Refuse what asynchronous gossip cannot run: it has no common rounds, which Flower mode,

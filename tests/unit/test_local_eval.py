@@ -95,8 +95,18 @@ def test_records_summary_and_comparison_carry_the_local_accuracies(tmp_path):
             "task.eval = 'local': node 12 holds 1 training example(s)",
         ),
         (
-            ['task.model="fedgmm"', 'strategy.name="average"', "task.gmm_components=2000", "nodes.count=3"],
+            [
+                'task.model="fedgmm"',
+                'strategy.name="average"',
+                'task.init="shared"',
+                "task.gmm_components=2000",
+                "nodes.count=3",
+            ],
             "task.gmm_components = 2000 is more than node 1's 479 training examples",
+        ),
+        (
+            ['task.model="fedgmm"', 'strategy.name="average"', 'task.init="own"'],
+            "task.init must be \"shared\" (one initial mixture for every node); got 'own'",
         ),
     ],
 )
