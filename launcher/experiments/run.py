@@ -91,10 +91,12 @@ def _run_into(
             outcome = Outcome(status="failed", wall_time_s=time.time() - started)
         except LaunchError as err:  # e.g. the fork server died: no folder left if nothing was recorded
             if results.discard_unstarted():
+                _abandon(tracking)
                 raise
             outcome = Outcome(status="failed", errors=[f"failed: {err}"], wall_time_s=time.time() - started)
         except BaseException:
             results.discard_unstarted()
+            _abandon(tracking)
             raise
         finally:
             shutdown.begin()
@@ -125,6 +127,14 @@ def _run_into(
             console.print(f"[red]{escape(error)}[/]")
     code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
     return summary, code
+
+
+def _abandon(tracking: Tracking | None) -> None:
+    """End the tracker's run as failed when the launcher fails with no summary to give it, so it is
+    never left "running" in the tracker."""
+    if tracking is not None:
+        tracking.finish({"status": "failed"}, [])
+        tracking.close()
 
 
 def _runtime(config: ExperimentConfig):

@@ -147,3 +147,26 @@ def test_fedgossip_track_exports_every_run_of_a_sweep(sweep_dir):
     bad = CliRunner().invoke(app, ["track", str(sweep_dir), "--to", "neptune"])
     assert bad.exit_code == 2
     assert "error: --track must be one of mlflow, tensorboard, wandb; got 'neptune'" in bad.output
+
+
+def test_a_launcher_that_fails_before_any_record_ends_the_tracked_run_as_failed(tmp_path, monkeypatch):
+    """The run's folder is removed (nothing was recorded); the MLflow run kept elsewhere is FAILED,
+    not left RUNNING."""
+    from rich.console import Console
+
+    from fedgossip.config import load_config
+    from fedgossip.launcher.experiments import run as run_module
+    from fedgossip.launcher.runs.outcome import LaunchError
+
+    def fails(config, results, console):
+        raise LaunchError("the fork server died")
+
+    monkeypatch.setattr(run_module, "_runtime", lambda config: fails)
+    store = tmp_path / "mlruns"
+    config = load_config(None, ["nodes.count=2", "experiment.rounds=1"])
+    with pytest.raises(LaunchError, match="the fork server died"):
+        run_module.run_experiment(
+            config, tmp_path / "run", Console(quiet=True), Track("mlflow", store.resolve().as_uri())
+        )
+    assert not (tmp_path / "run").exists()
+    assert mlflow_metrics(store)[3] == "FAILED"
