@@ -39,7 +39,7 @@ class RunHandle:
             "fedgossip.launcher.cli", "run", str(self._scratch / "config.toml"), "--out", str(out)
         )
         if track is not None:
-            argv += ["--track", track.name, *(["--track-uri", track.uri] if track.uri else [])]
+            argv += track.argv()
         self._child = Child("run", argv, log_path=self._scratch / "launcher.log", env=child_env(1))
         self.pid = self._child.pid
         self.exit_code: int | None = None

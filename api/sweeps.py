@@ -16,6 +16,7 @@ from fedgossip.api.runs import restored_signals
 from fedgossip.config import apply_override
 from fedgossip.launcher.experiments.sweep import sweep_folder
 from fedgossip.reports.compare import is_sweep
+from fedgossip.reports.tracking import Track
 
 BASE_CONFIG = "sweep-config.toml"
 """The sweep folder's copy of a config given in Python (dict or ExperimentConfig): what its runs read."""
@@ -51,14 +52,19 @@ def sweep(
     seeds: int = 1,
     jobs: int | None = None,
     console: Console | None = None,
+    track: str | None = None,
+    track_uri: str | None = None,
     **sections: Mapping[str, Any],
 ) -> Comparison:
-    """Run the grid x seeds of a config into `out` (rerun to resume: finished runs are skipped) and
-    compare them. A config given as a file is read by every run as the CLI's sweep reads it; one
-    given in Python is written to OUT/sweep-config.toml first (as given: defaults not filled in).
-    KeyboardInterrupt after Ctrl-C stopped every run; ConfigError on bad input."""
+    """Run the grid x seeds of a config into `out` (rerun to resume: finished runs are skipped;
+    `track`: each run sent to that tracker as `fedgossip sweep --track` does) and compare them. A
+    config given as a file is read by every run as the CLI's sweep reads it; one given in Python is
+    written to OUT/sweep-config.toml first (as given: defaults not filled in). KeyboardInterrupt
+    after Ctrl-C stopped every run; ConfigError on bad input."""
     out = Path(out)
     as_config(source, overrides, **sections)  # bad input: ConfigError before anything runs
+    with bad_input():
+        tracked = None if track is None else Track(track, track_uri)
     cli_like = isinstance(source, str | Path | None) and not isinstance(overrides, Mapping) and not sections
     with restored_signals(), bad_input():
         if cli_like:
@@ -68,7 +74,7 @@ def sweep(
             config_path, settings = out / BASE_CONFIG, []
             config_path.write_text(tomli_w.dumps(config_data(source, overrides, **sections)))
         console = console or Console(emoji=False)
-        outcome = sweep_folder(config_path, settings, grid_items(grid), seeds, jobs, out, console)
+        outcome = sweep_folder(config_path, settings, grid_items(grid), seeds, jobs, out, console, tracked)
     if outcome.interrupted:
         raise KeyboardInterrupt(f"sweep interrupted: every run was stopped; rerun into {out} to resume")
     if not is_sweep(out):

@@ -187,16 +187,20 @@ def sweep(
         ),
     ] = None,
     set_: Overrides = [],  # noqa: B006
+    track: TrackOption = None,
+    track_uri: TrackUriOption = None,
 ) -> None:
     """Run a grid of config values x seeds (skipping runs already finished), then compare them."""
     from fedgossip.launcher.experiments.sweep import sweep_folder
     from fedgossip.reports import compare as compare_runs
     from fedgossip.reports.compare import is_sweep
+    from fedgossip.reports.tracking import Track
 
     with _clear_errors():
         if out is None:
             raise ValueError("--out is required: the sweep folder (give the same one again to resume)")
-        outcome = sweep_folder(config, set_, grid, seeds, jobs, out, console)
+        tracked = None if track is None else Track(track, track_uri)
+        outcome = sweep_folder(config, set_, grid, seeds, jobs, out, console, tracked)
     console.print(
         f"sweep: {len(outcome.results)} runs in {outcome.wall_time_s:.1f}s "
         f"({sum(not r.skipped for r in outcome.results)} run now)"

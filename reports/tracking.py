@@ -41,6 +41,21 @@ class Track:
         if self.name not in BACKENDS:
             raise ValueError(f"--track must be one of {', '.join(TRACKERS)}; got {self.name!r}")
 
+    def argv(self) -> list[str]:
+        """The `fedgossip run` options that track a run here."""
+        return ["--track", self.name, *(["--track-uri", self.uri] if self.uri else [])]
+
+    def in_sweep(self, sweep: Path, run: str) -> Track:
+        """Where the run `run` of the sweep folder `sweep` is tracked: MLflow runs share one store
+        (SWEEP/mlruns unless given) so they compare in one experiment; TensorBoard runs get a folder
+        each under one log root (SWEEP/tensorboard/RUN unless given: ROOT/RUN); W&B runs stay
+        in their own results folders (or the given mode)."""
+        if self.name == "mlflow":
+            return Track(self.name, self.uri or (sweep / "mlruns").resolve().as_uri())
+        if self.name == "tensorboard":
+            return Track(self.name, str(Path(self.uri or sweep / "tensorboard") / run))
+        return self
+
 
 def record_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a record under 'node-N/field' ('server/field'): every int or float field but

@@ -38,6 +38,7 @@ from fedgossip.launcher.supervision.processes import Child, child_env, python_mo
 from fedgossip.reports.groups import seed_tag
 from fedgossip.reports.records import CONFIG, METRICS, read_config_table
 from fedgossip.reports.summary import read_summary
+from fedgossip.reports.tracking import Track
 from fedgossip.scenario.topology import run_graph
 
 if sys.version_info >= (3, 11):
@@ -171,12 +172,13 @@ def sweep_folder(
     jobs: int | None,
     out: Path,
     console: Console,
+    track: Track | None = None,
 ) -> SweepOutcome:
-    """`fedgossip sweep CONFIG --set ... --grid ... --seeds N [--jobs J] --out OUT` up to its
-    outcome (every run checked before any starts); the one path of the CLI and the Python API."""
+    """`fedgossip sweep CONFIG --set ... --grid ... --seeds N [--jobs J] --out OUT [--track T]` up to
+    its outcome (every run checked before any starts); the one path of the CLI and the Python API."""
     planned = plan(config_path, overrides, grid, seeds)
     jobs = default_jobs(planned) if jobs is None else jobs
-    return run_sweep(config_path, planned, overrides, out, jobs, console)
+    return run_sweep(config_path, planned, overrides, out, jobs, console, track=track)
 
 
 def seed_range(base: ExperimentConfig, seeds: int) -> range:
@@ -241,10 +243,12 @@ def run_sweep(
     jobs: int,
     console: Console,
     finish: Callable[[SweepOutcome], object] | None = None,
+    track: Track | None = None,
 ) -> SweepOutcome:
-    """Run every run of `runs` not finished yet into `out`, `jobs` at a time; write sweep.json,
-    then call `finish(outcome)` (a reproduction writes its plan). The sweep folder is claimed from
-    the first look at it to the end: a second command into it is refused (FolderInUse)."""
+    """Run every run of `runs` not finished yet into `out`, `jobs` at a time (each tracked in
+    `track.in_sweep`, if given); write sweep.json, then call `finish(outcome)` (a reproduction writes
+    its plan). The sweep folder is claimed from the first look at it to the end: a second command
+    into it is refused (FolderInUse)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1; got {jobs}")
     out = out.resolve()
@@ -253,7 +257,7 @@ def run_sweep(
         if claim.stale is not None:
             stale = f"{out} was claimed by a command that died ({claim.stale}): taken over"
             console.print(f"[yellow]{escape(stale)}[/]")
-        outcome = _sweep(config_path, runs, overrides, out, jobs, console)
+        outcome = _sweep(config_path, runs, overrides, out, jobs, console, track)
         _write_record(out, config_path, overrides, jobs, outcome)
         if finish is not None:
             finish(outcome)
@@ -267,6 +271,7 @@ def _sweep(
     out: Path,
     jobs: int,
     console: Console,
+    track: Track | None,
 ) -> SweepOutcome:
     """`run_sweep` in its claimed folder, up to the outcome."""
     states = {run.name: _state(out / run.name, run.config) for run in runs}  # raises before any run
@@ -295,7 +300,7 @@ def _sweep(
                     run = pending.pop(0)
                     if states[run.name] == "unfinished":
                         shutil.rmtree(out / run.name)
-                    child = _start(config_path, overrides, run, out)
+                    child = _start(config_path, overrides, run, out, track)
                     children.append(child)
                     running[run.name] = (run, child, time.time())
                     bar.started(run.name)
@@ -327,13 +332,18 @@ def _state(path: Path, config: ExperimentConfig) -> str:
     return folder_state(path, config)
 
 
-def _start(config_path: Path | None, overrides: Sequence[str], run: SweepRun, out: Path) -> Child:
+def _start(
+    config_path: Path | None, overrides: Sequence[str], run: SweepRun, out: Path, track: Track | None
+) -> Child:
     """Start `fedgossip run` for `run`, its output appended to DIR/logs/NAME.log."""
     args = [] if config_path is None else [str(config_path)]
     settings = [arg for item in (*overrides, *run.overrides) for arg in ("--set", item)]
+    tracked = [] if track is None else track.in_sweep(out, run.name).argv()
     return Child(
         run.name,
-        python_module("fedgossip.launcher.cli", "run", *args, "--out", str(out / run.name), *settings),
+        python_module(
+            "fedgossip.launcher.cli", "run", *args, "--out", str(out / run.name), *settings, *tracked
+        ),
         log_path=out / "logs" / f"{run.name}.log",
         env=child_env(1),
     )

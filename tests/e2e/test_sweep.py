@@ -1,5 +1,6 @@
 """`fedgossip sweep`: the grid x seeds plan, bad grids refused before anything runs, and a real sweep
-interrupted with SIGINT and restarted, which runs only what is missing and compares at the end."""
+interrupted with SIGINT and restarted, which runs only what is missing (tracked in TensorBoard) and
+compares at the end."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.support import (
     run_status,
     start_cli,
 )
+from tests.support.trackers import assert_holds, expected_metrics, tensorboard_metrics
 
 TINY = ["experiment.rounds=2", "nodes.count=3", "topology.kind=ring"]
 
@@ -55,7 +57,8 @@ def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
         record = json.loads((out / "sweep.json").read_text())
         assert [r["status"] for r in record["runs"]] == ["complete", "interrupted"]
 
-        again = run_cli(*args, *(a for item in TINY for a in ("--set", item)), timeout=180)
+        tracked = ("--track", "tensorboard")  # the run run now is tracked; the skipped one is not
+        again = run_cli(*args, *tracked, *(a for item in TINY for a in ("--set", item)), timeout=180)
         assert again.returncode == 0, again.stdout + again.stderr
         record = json.loads((out / "sweep.json").read_text())
         assert [(r["name"], r["skipped"], r["status"]) for r in record["runs"]] == [
@@ -67,6 +70,10 @@ def test_an_interrupted_sweep_restarted_runs_only_what_is_missing(tmp_path):
         assert row["label"] == "strategy.name=average" and [r["seed"] for r in row["runs"]] == [0, 1]
         assert_row_matches(row, [first, second], target=0.9)
         assert "strategy.name=average" in again.stdout and "…" not in again.stdout
+        assert sorted(p.name for p in (out / "tensorboard").iterdir()) == [second.name]
+        held = tensorboard_metrics(out / "tensorboard" / second.name)
+        records = {k: v for k, v in held.items() if not k.startswith("summary/")}
+        assert_holds(records, expected_metrics(second, 3))
     finally:
         tree.update((proc.pid, proc) for proc in descendants([sweep.pid]))
         interrupt(sweep)

@@ -170,3 +170,17 @@ def test_a_launcher_that_fails_before_any_record_ends_the_tracked_run_as_failed(
         )
     assert not (tmp_path / "run").exists()
     assert mlflow_metrics(store)[3] == "FAILED"
+
+
+def test_the_runs_of_a_sweep_share_one_mlflow_store_and_one_tensorboard_root(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert Track("mlflow").in_sweep(sweep, "a").argv() == [
+        "--track",
+        "mlflow",
+        "--track-uri",
+        (sweep / "mlruns").resolve().as_uri(),
+    ]
+    assert Track("mlflow", "http://host:5000").in_sweep(sweep, "a").uri == "http://host:5000"
+    assert Track("tensorboard").in_sweep(sweep, "a").uri == str(sweep / "tensorboard" / "a")
+    assert Track("tensorboard", "/logs").in_sweep(sweep, "a").uri == "/logs/a"
+    assert Track("wandb").in_sweep(sweep, "a").argv() == ["--track", "wandb"]
