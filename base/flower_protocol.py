@@ -46,6 +46,7 @@ LOCAL_ACCURACY = "local_accuracy"  # evaluate reply with task.eval local or both
 STATE = "fedgossip"  # ConfigRecord in context.state: per-node state that survives rounds
 SHUFFLE_STATE = "shuffle-state"
 LOCAL_TENSORS = "fedgossip-local"  # ArrayRecord in context.state: the node's own local tensors (BatchNorm)
+GENERATORS = "fedgossip-generators"  # ArrayRecord in context.state: a learner's training RNGs (dropout)
 MOMENTUM = "fedgossip-momentum"  # ArrayRecord in context.state: momentum buffers kept (task.keep_momentum)
 SERVER_ROUND = "server-round"  # ConfigRecord key of train/evaluate messages (Flower's own name)
 KEEP_MODEL = "keep-model"  # evaluate config: keep this message's model as the node's own model

@@ -137,13 +137,19 @@ def _build(config: ExperimentConfig, partition: int, stream_round: int | None):
 def _learner(config: ExperimentConfig, partition: int, context: Context, message: Message):
     """This node's learner (on the message's round of a streamed task; kept in this process
     between messages: `flower_learners`), its minibatch-order generator, DP-SGD's step count and
-    kept momentum buffers (task.keep_momentum) restored from `context.state`."""
+    kept momentum buffers (task.keep_momentum) restored from `context.state`; its other training
+    generators (torch's: dropout) too, so each round draws new masks as one kept learner would."""
     stream_round = _stream_round(config, message)
     key = (context.run_id, context.node_id, _config_key(context), partition)
     with flower_learners.lent(key, lambda: _build(config, partition, stream_round), stream_round) as learner:
         state = context.state.config_records.get(p.STATE)
         if state is not None and p.SHUFFLE_STATE in state:
-            learner.shuffle_state = json.loads(str(state[p.SHUFFLE_STATE]))
+            generators = context.state.array_records.get(p.GENERATORS, {})
+            learner.rng_state = {
+                **learner.rng_state,
+                "shuffle": json.loads(str(state[p.SHUFFLE_STATE])),
+                **{name: array.numpy() for name, array in generators.items()},
+            }
         learner.privacy_steps = (
             int(state[PRIVACY_STEPS]) if state is not None and PRIVACY_STEPS in state else 0
         )
@@ -154,10 +160,14 @@ def _learner(config: ExperimentConfig, partition: int, context: Context, message
 
 
 def _save_state(learner, context: Context, weights: list[np.ndarray]) -> None:
-    """Keep the minibatch-order generator, the kept momentum buffers and the node's own local
-    tensors (of `weights`, the trained model) in `context.state` for the next message."""
+    """Keep the training generators (minibatch order, dropout's), the kept momentum buffers and the
+    node's own local tensors (of `weights`, the trained model) in `context.state` for the next
+    message."""
     steps = {PRIVACY_STEPS: learner.privacy_steps} if learner.privacy_steps else {}
-    context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(learner.shuffle_state), **steps})
+    generators = learner.rng_state
+    context.state[p.STATE] = ConfigRecord({p.SHUFFLE_STATE: json.dumps(generators.pop("shuffle")), **steps})
+    if generators:
+        context.state[p.GENERATORS] = ArrayRecord({name: Array(g) for name, g in generators.items()})
     momentum = learner.momentum_state
     if momentum:
         context.state[p.MOMENTUM] = ArrayRecord({index: Array(b) for index, b in momentum.items()})

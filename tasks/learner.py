@@ -49,9 +49,11 @@ class Learner(abc.ABC):
 
     @property
     def rng_state(self) -> dict:
-        """The state of every generator training draws from (here the minibatch order's), for a
+        """The state of every generator training draws from: "shuffle", the minibatch order's
+        (JSON-ready), and any other as a numpy array (a torch learner's "torch": dropout...); for a
         runtime that reuses one learner yet starts each message where a freshly built one starts
-        (the Flower ClientApp's learner cache)."""
+        (the Flower ClientApp's learner cache), or that rebuilds it each message and carries these
+        over (its `context.state`)."""
         return {"shuffle": self.shuffle_state}
 
     @rng_state.setter

@@ -144,12 +144,12 @@ class TorchLearner(Learner):
     @property
     def rng_state(self) -> dict:
         """The minibatch order's generator state and a copy of the training RNG's (dropout...)."""
-        return {**super().rng_state, "torch": self._torch_rng.clone()}
+        return {**super().rng_state, "torch": self._torch_rng.numpy().copy()}
 
     @rng_state.setter
     def rng_state(self, state: dict) -> None:
         Learner.rng_state.fset(self, state)
-        self._torch_rng = state["torch"].clone()
+        self._torch_rng = torch.from_numpy(np.array(state["torch"], dtype=np.uint8))
 
     @property
     def momentum_state(self) -> dict[str, np.ndarray]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+from flwr.app import MessageType
 
 from fedgossip.base import flower_protocol as p
-from fedgossip.client import flower_learners
+from fedgossip.client import flower_app, flower_learners
 from fedgossip.client.flower_app import app as client_app
 from fedgossip.config import dump_toml, load_config
 from fedgossip.server.federation import run_federation
@@ -99,6 +101,32 @@ def test_kept_learners_reply_what_fresh_ones_reply(overrides, user_module):
     assert kept == fresh
     assert again == fresh
     assert len(fresh[1]) >= 3 * 3
+
+
+@pytest.mark.timeout(180)
+def test_a_dropout_model_draws_new_masks_each_round_as_one_kept_learner_does(user_module):
+    """Clients rebuilt at every message (their generators carried over in `context.state`) train as
+    one learner kept across the rounds, as a gossip peer's: dropout draws new masks each round
+    instead of round 1's again."""
+    config = _small(f'task.model="{user_module}:dropout_net"', "nodes.count=2")
+    trained = []  # node 0's (model received, model replied) in each train message
+
+    def app(message, context):
+        flower_learners.forget()  # every message builds its learner
+        reply = client_app(message, context)
+        if message.metadata.message_type == MessageType.TRAIN and context.node_config["partition-id"] == 0:
+            trained.append(
+                [[a.numpy() for a in m.content.array_records[p.ARRAYS].values()] for m in (message, reply)]
+            )
+        return reply
+
+    run_federation(LocalGrid(app, 2, {p.CONFIG_TOML: dump_toml(config)}), config, lambda event: None)
+    assert len(trained) == config.experiment.rounds
+    learner = flower_app._build(config, 0, None)
+    for received, replied in trained:
+        learner.set_weights(received)
+        learner.train()
+        assert all(np.array_equal(a, b) for a, b in zip(learner.get_weights(), replied, strict=True))
 
 
 @pytest.mark.timeout(180)
