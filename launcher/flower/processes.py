@@ -22,7 +22,7 @@ from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
 from fedgossip.launcher.runs.results import ResultsFolder
-from fedgossip.launcher.supervision.processes import Child
+from fedgossip.launcher.supervision.processes import Child, python_module
 from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -59,9 +59,10 @@ def superlink_argv(port: int, security: Security) -> list[str]:
 def supernode_argv(
     superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
 ) -> list[str]:
-    """`flower-supernode` holding data partition `partition` of `partitions`."""
+    """`flower-supernode` (with shorter idle waits: `supernode_process`) holding data partition
+    `partition` of `partitions`."""
     argv = [
-        executable("flower-supernode"),
+        *python_module("fedgossip.launcher.flower.supernode_process"),
         "--superlink",
         superlink,
         "--host",
