@@ -31,6 +31,7 @@ process without a watchdog (a test, a benchmark) gets one of its own for the hos
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import ipaddress
 import os
@@ -51,6 +52,7 @@ INTERFACE = "eth0"  # every host's link, inside its namespace
 SUBNETS = range(64, 255)  # second octet of the 10.X.0.0/16 a run may take
 MAX_HOSTS = 60000  # addresses of a /16 after the gateway (and interface names <= 15 characters)
 IP_TIMEOUT_S = 60.0
+CLONE_NEWNET = 0x40000000
 PREFIX = re.compile(r"fg[0-9a-f]{6}")
 
 
@@ -69,6 +71,21 @@ def unavailable_reason() -> str | None:
     if not Path("/proc/self/ns/net").exists():
         return "this kernel has no network namespaces (/proc/self/ns/net missing)"
     return None
+
+
+def check_machine(network: str) -> None:
+    """ValueError naming launcher.network if it asks for emulated hosts this machine cannot make."""
+    reason = unavailable_reason() if network == "namespaces" else None
+    if reason is not None:
+        raise ValueError(f"launcher.network 'namespaces' cannot run on this machine: {reason}")
+
+
+def enter(namespace: str) -> None:  # pragma: no cover - runs in a forked child before it starts
+    """Move this (single-threaded) process into the network namespace `namespace` (setns(2))."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    with open(NETNS_DIR / namespace) as handle:
+        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {namespace}: {os.strerror(ctypes.get_errno())}")
 
 
 def new_prefix() -> str:
