@@ -159,6 +159,11 @@ class ExperimentConfig:
                 f"launcher.network 'namespaces' puts the local engine's node processes in emulated hosts; "
                 f"launcher.engine {self.launcher.engine!r} has none (use launcher.engine = 'local')"
             )
+        if namespaces and self.experiment.mode != "gossip":
+            raise ValueError(
+                "launcher.network 'namespaces' runs gossip peers in emulated hosts; Flower mode's "
+                "SuperLink and SuperNodes run on loopback only yet (use launcher.network = 'loopback')"
+            )
         if namespaces and not self.security.tls and not self.security.insecure:
             raise ValueError(
                 "launcher.network 'namespaces' puts the peers off loopback, where plaintext gRPC is "

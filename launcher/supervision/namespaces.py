@@ -202,7 +202,7 @@ class EmulatedHosts:
                 f"link set {self.bridge} up",
             ]
             for i, namespace in enumerate(self.namespaces):
-                veth = f"{self.prefix}h{i}"
+                veth = self.port(i)
                 commands += [
                     f"netns add {namespace}",
                     f"link add {veth} type veth peer name {INTERFACE} netns {namespace}",
@@ -232,6 +232,10 @@ class EmulatedHosts:
         except BaseException:
             self.close()
             raise
+
+    def port(self, i: int) -> str:
+        """The bridge's end of host `i`'s veth (in the default namespace)."""
+        return f"{self.prefix}h{i}"
 
     def command(self, i: int, argv: Sequence[str]) -> list[str]:
         """argv that runs `argv` inside host `i` (its network namespace)."""
