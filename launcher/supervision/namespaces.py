@@ -40,6 +40,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,7 @@ INTERFACE = "eth0"  # every host's link, inside its namespace
 SUBNETS = range(64, 255)  # second octet of the 10.X.0.0/16 a run may take
 MAX_HOSTS = 60000  # addresses of a /16 after the gateway (and interface names <= 15 characters)
 IP_TIMEOUT_S = 60.0
+CLEANUP_TIMEOUT_S = 10.0  # for the kernel to drop a removed namespace's veths
 CLONE_NEWNET = 0x40000000
 PREFIX = re.compile(r"fg[0-9a-f]{6}")
 
@@ -140,6 +142,21 @@ def free_subnet(taken: Sequence[ipaddress.IPv4Network], start: int) -> ipaddress
     raise NamespaceError("no free 10.X.0.0/16 subnet for emulated hosts: every one overlaps a route")
 
 
+def processes_in(namespaces: Sequence[str]) -> list[int]:
+    """The PIDs of the processes in the named network `namespaces` (one pass over /proc)."""
+    inodes = set()
+    for namespace in namespaces:
+        with contextlib.suppress(OSError):
+            inodes.add(f"net:[{(NETNS_DIR / namespace).stat().st_ino}]")
+    pids = []
+    for entry in os.scandir("/proc") if inodes else ():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry.name}/ns/net") in inodes:
+                    pids.append(int(entry.name))
+    return pids
+
+
 def remove_network(prefix: str) -> list[str]:
     """Remove everything a run named `prefix` (`fg` + 6 hex digits) made: kill the processes left in
     its namespaces, delete its links (veths, bridge) and namespaces. Returns the names it removed;
@@ -147,17 +164,26 @@ def remove_network(prefix: str) -> list[str]:
     if not PREFIX.fullmatch(prefix):
         return []
     namespaces = sorted(p.name for p in NETNS_DIR.glob(f"{prefix}-*")) if NETNS_DIR.is_dir() else []
-    for namespace in namespaces:
-        with contextlib.suppress(NamespaceError, subprocess.TimeoutExpired):
-            for pid in ip("netns", "pids", namespace).split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
+    for pid in processes_in(namespaces):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     links = sorted(p.name for p in SYS_NET.glob(f"{prefix}*"))
-    commands = [f"link del {link}" for link in links] + [f"netns del {ns}" for ns in namespaces]
-    if commands:  # -force: go on past a link already gone with its peer
+    # deleting a namespace takes its veth pair with it, in the kernel's batched cleanup: far
+    # quicker than deleting each veth (one RCU grace period each); wait for it, then delete stragglers
+    bridge = [f"link del {prefix}br"] if f"{prefix}br" in links else []
+    _ip_quietly(bridge + [f"netns del {ns}" for ns in namespaces])
+    deadline = time.monotonic() + CLEANUP_TIMEOUT_S
+    while SYS_NET.is_dir() and any(SYS_NET.glob(f"{prefix}*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _ip_quietly([f"link del {p.name}" for p in SYS_NET.glob(f"{prefix}*")])
+    return links + namespaces
+
+
+def _ip_quietly(commands: Sequence[str]) -> None:
+    """Run a batch of `ip` commands, on past failures (-force: a link already gone)."""
+    if commands:
         with contextlib.suppress(NamespaceError, subprocess.TimeoutExpired):
             ip("-force", batch="\n".join(commands) + "\n")
-    return links + namespaces
 
 
 class EmulatedHosts:
