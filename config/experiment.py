@@ -159,10 +159,11 @@ class ExperimentConfig:
                 f"launcher.network 'namespaces' puts the local engine's node processes in emulated hosts; "
                 f"launcher.engine {self.launcher.engine!r} has none (use launcher.engine = 'local')"
             )
-        if namespaces and self.experiment.mode != "gossip":
+        if namespaces and self.experiment.mode == "flower" and self.flower.engine != "deployment":
             raise ValueError(
-                "launcher.network 'namespaces' runs gossip peers in emulated hosts; Flower mode's "
-                "SuperLink and SuperNodes run on loopback only yet (use launcher.network = 'loopback')"
+                "launcher.network 'namespaces' puts the SuperLink and SuperNodes of flower.engine = "
+                f"'deployment' in emulated hosts; flower.engine {self.flower.engine!r} has no processes "
+                "to place"
             )
         if namespaces and not self.security.tls and not self.security.insecure:
             raise ValueError(

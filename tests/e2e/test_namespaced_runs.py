@@ -2,11 +2,13 @@
 mutual TLS over the hosts' own addresses completes; plaintext between hosts is refused unless
 security.insecure = true; the kernel's network layer loses packets (slower pushes) but no model,
 and delays one link by 50 ms (netem) in that link's push times only; no namespace, veth or process
-is left after the run, after a failure and after a SIGKILL of the launcher."""
+is left after the run, after a failure and after a SIGKILL of the launcher. Flower deployment:
+the SuperLink and each SuperNode run in hosts of their own, under mutual TLS."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -18,7 +20,7 @@ from cryptography import x509
 
 from fedgossip.config import PeerSection, load_config
 from fedgossip.launcher.network.shaping import has_qdisc
-from fedgossip.launcher.supervision.namespaces import EmulatedHosts
+from fedgossip.launcher.supervision.namespaces import NETNS_DIR, EmulatedHosts
 from fedgossip.launcher.supervision.processes import python_module
 from tests.support import metrics, run_cli, run_status, start_cli, wait_for, write_node_config
 from tests.support.namespaces import needs_namespaces, network_leftovers
@@ -179,3 +181,39 @@ def test_nothing_is_left_after_a_failed_run_or_a_sigkill_of_the_launcher(tmp_pat
     finally:
         launcher.kill()
         launcher.wait(10)
+
+
+def namespace_of(pid: int) -> str:
+    """The network namespace `pid` runs in, as /proc names it ("net:[INODE]")."""
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+@pytest.mark.timeout(300)
+def test_flower_superlink_and_supernodes_in_their_own_hosts(tmp_path):
+    out = tmp_path / "flower"
+    settings = ["experiment.mode=flower", "strategy.name=fedavg", "flower.engine=deployment", "nodes.count=2"]
+    settings += ["experiment.rounds=1", "task.model=linear", "flower.fraction_evaluate=0.0"]
+    settings += ["launcher.network=namespaces", "security.tls=true", "security.mutual_tls=true"]
+    launcher = start_cli("run", "--out", str(out), settings=settings)
+    try:
+        started = wait_for(
+            lambda: (out / "processes.json").exists() and json.loads((out / "processes.json").read_text()),
+            120,
+            "the SuperLink and SuperNodes to start",
+        )
+        network = json.loads((out / "network.json").read_text())
+        hosts = [network["superlink"], network["nodes"]["0"], network["nodes"]["1"]]
+        inodes = [f"net:[{(NETNS_DIR / host['namespace']).stat().st_ino}]" for host in hosts]
+        names = ["superlink", "supernode-0", "supernode-1"]
+        assert [namespace_of(started[name]) for name in names] == inodes  # each in a host of its own
+        output = launcher.communicate(timeout=180)[0].decode()
+    finally:
+        launcher.kill()
+        launcher.wait(10)
+    assert launcher.returncode == 0, output
+    superlink = network["superlink"]["address"]
+    cert = x509.load_pem_x509_certificate((out / "secrets" / "superlink.pem").read_bytes())
+    names_in_cert = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert superlink in {str(ip) for ip in names_in_cert.get_values_for_type(x509.IPAddress)}
+    assert sorted(r["node"] for r in metrics(out) if r["node"] != "server") == [0, 1]
+    assert network_leftovers(network["prefix"]) == []

@@ -22,7 +22,10 @@ NAMESPACES = ["launcher.network=namespaces", "security.tls=true"]
     [
         (["launcher.network=namespaces"], "security.tls = true (or security.insecure = true"),
         ([*NAMESPACES, "launcher.engine=ray"], "launcher.engine 'ray' has none"),
-        ([*NAMESPACES, "experiment.mode=flower", "strategy.name=fedavg"], "Flower mode's SuperLink"),
+        (
+            [*NAMESPACES, "experiment.mode=flower", "strategy.name=fedavg", "flower.engine=inprocess"],
+            "flower.engine 'inprocess' has no processes",
+        ),
         (["scenario.network_layer=kernel"], "scenario.network_layer 'kernel' shapes the links"),
         ([*NAMESPACES, "scenario.network_layer=kernel", "nodes.per_process=2"], "nodes.per_process > 1"),
         (
