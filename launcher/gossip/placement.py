@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.config import ExperimentConfig
@@ -17,11 +18,19 @@ from fedgossip.launcher.network.hosts import RunHosts
 from fedgossip.launcher.runs.engines import NodeProcess, ProcessGroup
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.forkserver import ForkedChild, preload_for, start_fork_server
+from fedgossip.launcher.supervision.namespaces import in_namespace
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 
-Starter = Callable[[str, str, Sequence[str], Path, str], "Child | ForkedChild"]
-"""start(name, module, args, log_path, namespace): a node process running `python -m module args`
-(in the network namespace of an emulated host, if not "")."""
+
+class Starter(Protocol):
+    """start(name, module, args, log_path, namespace): a node process running `python -m module args`
+    (in the network namespace of an emulated host, if not "")."""
+
+    def __call__(
+        self, name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = ""
+    ) -> Child | ForkedChild: ...
+
+
 HOST_PORT = 5000  # the first port of each emulated host: its peers listen on 5000, 5001, ...
 
 
@@ -44,9 +53,8 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
     env = child_env(config.task.threads)
     if not config.launcher.fork_server:
 
-        def fresh(name: str, module: str, args: Sequence[str], log_path: Path, namespace: str) -> Child:
-            argv = python_module(module, *args)
-            argv = ["ip", "netns", "exec", namespace, *argv] if namespace else argv
+        def fresh(name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = "") -> Child:
+            argv = in_namespace(namespace, python_module(module, *args))
             return Child(name, argv, log_path=log_path, env=env, lines=lines)
 
         yield fresh
@@ -55,7 +63,7 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
     with start_fork_server(preload, results.logs / "forkserver.log", env) as server:
 
         def forked(
-            name: str, module: str, args: Sequence[str], log_path: Path, namespace: str
+            name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = ""
         ) -> ForkedChild:
             return server.spawn(name, module, args, log_path=log_path, lines=lines, namespace=namespace)
 

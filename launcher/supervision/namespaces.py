@@ -90,6 +90,12 @@ def enter(namespace: str) -> None:  # pragma: no cover - runs in a forked child 
             raise OSError(ctypes.get_errno(), f"setns into {namespace}: {os.strerror(ctypes.get_errno())}")
 
 
+def in_namespace(namespace: str, argv: Sequence[str]) -> list[str]:
+    """argv that runs `argv` in the named network `namespace` (`ip netns exec`, which then execs
+    it: same PID), or `argv` itself for ""."""
+    return ["ip", "netns", "exec", namespace, *argv] if namespace else list(argv)
+
+
 def new_prefix() -> str:
     """A fresh per-run prefix: `fg` and 6 random hex digits."""
     return "fg" + secrets.token_hex(3)
@@ -265,7 +271,7 @@ class EmulatedHosts:
 
     def command(self, i: int, argv: Sequence[str]) -> list[str]:
         """argv that runs `argv` inside host `i` (its network namespace)."""
-        return ["ip", "netns", "exec", self.namespaces[i], *argv]
+        return in_namespace(self.namespaces[i], argv)
 
     def run(self, i: int, argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
         """Start `argv` inside host `i`: subprocess.Popen with `popen_kwargs`."""
