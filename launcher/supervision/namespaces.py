@@ -25,7 +25,8 @@ observer, the records on the node processes' stdout pipes are unaffected).
 Cleanup when the creating process dies without running `close()` (SIGKILL): the hosts are
 registered with the process's run watchdog (launcher/supervision/watchdog.py) before anything is
 created, and the watchdog calls `remove_network(prefix)` after it stopped the run's processes; a
-process without a watchdog (a test, a benchmark) gets one of its own for the hosts' life.
+process without a watchdog (a test, a benchmark) gets one of its own for the hosts' life, which
+also stops, at `close()`, the processes it started meanwhile.
 """
 
 from __future__ import annotations
