@@ -22,6 +22,7 @@ from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
 from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from fedgossip.launcher.supervision.processes import Child, python_module
 from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
 
@@ -30,12 +31,12 @@ SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
 
 
-def superlink_argv(port: int, security: Security) -> list[str]:
-    """`flower-superlink` on LOOPBACK:port, TLS and SuperNode authentication as `security` says."""
+def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[str]:
+    """`flower-superlink` on host:port, TLS and SuperNode authentication as `security` says."""
     argv = [
         executable("flower-superlink"),
         "--host",
-        LOOPBACK,
+        host,
         "--port",
         str(port),
         "--disable-runtime-dependency-installation",
@@ -80,12 +81,12 @@ def supernode_argv(
     return argv
 
 
-def wait_ready(port: int, security: Security, child: Child, timeout: float) -> None:
-    """Wait until the SuperLink at LOOPBACK:port answers /health. RuntimeError if the process exits
+def wait_ready(port: int, security: Security, child: Child, timeout: float, host: str = LOOPBACK) -> None:
+    """Wait until the SuperLink at host:port answers /health. RuntimeError if the process exits
     first, TimeoutError once `timeout` seconds passed."""
     scheme = "https" if security.tls else "http"
     context = ssl.create_default_context(cafile=str(security.ca)) if security.tls else None
-    url = f"{scheme}://{LOOPBACK}:{port}/health"
+    url = f"{scheme}://{host}:{port}/health"
 
     def answers() -> bool:
         if child.poll() is not None:
@@ -96,7 +97,7 @@ def wait_ready(port: int, security: Security, child: Child, timeout: float) -> N
         except (urllib.error.URLError, OSError):
             return False
 
-    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {LOOPBACK}:{port}")
+    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {host}:{port}")
 
 
 def start_superlink(
@@ -108,9 +109,11 @@ def start_superlink(
     logs: Path,
     *,
     timeout: float,
+    hosts: EmulatedHosts | None = None,
 ) -> list[int]:
     """Start the SuperLink on the first of `port_count` free loopback ports (the others are for the
     SuperNodes), point FLWR_HOME's connection at it, and wait until it answers; return the ports.
+    With emulated `hosts` (launcher.network = "namespaces"), it runs in host 0, on its address.
 
     A free port can be taken before the SuperLink binds it: a SuperLink that exits while starting
     is retried on fresh ports (SUPERLINK_ATTEMPTS in all). RuntimeError when it keeps exiting,
@@ -119,17 +122,19 @@ def start_superlink(
     while True:
         attempts += 1
         ports = free_ports(port_count, LOOPBACK)
-        write_connection(files.home, f"{LOOPBACK}:{ports[0]}", security.ca)
+        host = LOOPBACK if hosts is None else hosts.addresses[0]
+        write_connection(files.home, f"{host}:{ports[0]}", security.ca)
+        argv = superlink_argv(ports[0], security, host)
         superlink = Child(
             "superlink",
-            superlink_argv(ports[0], security),
+            argv if hosts is None else hosts.command(0, argv),
             log_path=logs / "superlink.log",
             env=env,
             cwd=files.root,
         )
         children.append(superlink)
         try:
-            wait_ready(ports[0], security, superlink, timeout)
+            wait_ready(ports[0], security, superlink, timeout, host)
             return ports
         except (RuntimeError, TimeoutError):
             if superlink.poll() is None or attempts == SUPERLINK_ATTEMPTS:
@@ -147,14 +152,17 @@ def supernode(
     logs: Path,
     *,
     max_wait: float,
+    hosts: EmulatedHosts | None = None,
 ) -> Child:
     """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
-    SuperLink on `ports[0]`); started again under churn, it is the same node: same command line,
-    same log (appended)."""
-    superlink, count = f"{LOOPBACK}:{ports[0]}", len(ports) - 1
+    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given); started again under
+    churn, it is the same node: same command line, same log (appended)."""
+    superlink = f"{LOOPBACK if hosts is None else hosts.addresses[0]}:{ports[0]}"
+    count = len(ports) - 1
+    argv = supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait)
     return Child(
         f"supernode-{node}",
-        supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait),
+        argv if hosts is None else hosts.command(node + 1, argv),
         log_path=logs / f"supernode-{node}.log",
         env=env,
         cwd=files.root,

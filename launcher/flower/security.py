@@ -1,6 +1,7 @@
 """The TLS material and SuperNode keys of a secured Flower deployment, written into `secrets/`.
 
-security.tls: a throwaway CA and a SuperLink certificate for 127.0.0.1/localhost;
+security.tls: a throwaway CA and a SuperLink certificate for 127.0.0.1/localhost (and its emulated
+host's address with launcher.network = "namespaces");
 security.mutual_tls: on top, one SuperNode key pair per node (Flower's SuperNode authentication:
 the SuperLink refuses a SuperNode whose public key was not registered).
 """
@@ -29,13 +30,14 @@ class Security:
         return self.ca is not None
 
 
-def security_material(config: ExperimentConfig, secrets: Path) -> Security:
-    """A throwaway CA and SuperLink certificate (security.tls) and one SuperNode key pair per node
-    (security.mutual_tls: SuperNode authentication with registered keys)."""
+def security_material(config: ExperimentConfig, secrets: Path, host: str = LOOPBACK) -> Security:
+    """A throwaway CA and SuperLink certificate (security.tls; for `host` too, the SuperLink's
+    emulated host) and one SuperNode key pair per node (security.mutual_tls: SuperNode
+    authentication with registered keys)."""
     if not config.security.tls:
         return Security()
     ca = make_ca(secrets)
-    cert = make_certificate(ca, secrets, "superlink", [LOOPBACK, "localhost"])
+    cert = make_certificate(ca, secrets, "superlink", list(dict.fromkeys([host, LOOPBACK, "localhost"])))
     keys: tuple[tuple[Path, Path], ...] = ()
     if config.security.mutual_tls:
         keys = tuple(make_openssh_key_pair(secrets / f"supernode-{i}") for i in range(config.nodes.count))

@@ -102,6 +102,7 @@ def write_node_configs(
             listen=listen[node],
             neighbours={str(n): listen[n] for n in neighbours(graph, node)},
             run_start=run_start,
+            insecure=config.security.insecure,
             **credentials[node],
         )
         path.write_text(dump_toml(config.replace(peer=peer)))
