@@ -103,7 +103,8 @@ class Fp16(Codec):
         return spec.size * 2
 
     def _pack(self, array: np.ndarray, spec: TensorSpec) -> bytes:
-        return array.astype("<f2").tobytes()
+        with np.errstate(over="ignore"):  # beyond +-65504: infinite, as the docstring says
+            return array.astype("<f2").tobytes()
 
     def _unpack(self, data: bytes | memoryview, spec: TensorSpec) -> np.ndarray:
         return np.frombuffer(data, dtype="<f2").astype(spec.dtype)
@@ -165,7 +166,7 @@ class TopK(Codec):
 
     def _pack(self, array: np.ndarray, spec: TensorSpec) -> bytes:
         flat, k = array.reshape(-1), self.k(spec)
-        top = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]) if k else flat[:0]
+        top = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]) if k else np.arange(0)
         return top.astype(INDEX).tobytes() + flat[top].tobytes()
 
     def _unpack(self, data: bytes | memoryview, spec: TensorSpec) -> np.ndarray:
