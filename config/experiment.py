@@ -100,6 +100,11 @@ class ExperimentConfig:
             self._check_simulation()
         if mode == "gossip" and CODECS[self.gossip.codec].differential:
             self._check_differential_codec()
+        if mode == "flower" and self.flower.codec != "none" and own is not None:
+            raise ValueError(  # a mechanism's replies may carry more than the model a codec packs
+                f"flower.codec {self.flower.codec!r} packs a merge rule's train replies; "
+                f"strategy.name {name!r} is a mechanism: use flower.codec = 'none'"
+            )
         sends_mu = ("proximal_mu", "flower.proximal_mu") in getattr(registry.lookup(name), "config_args", ())
         if sends_mu and self.flower.proximal_mu > 0 and not model_entry(self.task.model).family.proximal:
             raise ValueError(
