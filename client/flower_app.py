@@ -266,11 +266,11 @@ def _privacy(message: Message, context: Context, call_next) -> Message:
 def _codec(message: Message, context: Context, call_next) -> Message:
     """The train reply packed by flower.codec (`client.flower_codec`), around the privacy mod."""
     reply = call_next(message, context)
-    try:
-        config, _ = node_setup(context)
-    except Exception:  # the handler answered it with the node and the cause
+    if reply.has_error():  # the handler answered with the node and the cause
         return reply
-    return pack_reply(config.flower, message, reply, context)
+    config, _ = node_setup(context)
+    pack_reply(config.flower, message.content.array_records[p.ARRAYS], reply.content, context.state)
+    return reply
 
 
 @app.train(mods=[_codec, _privacy])

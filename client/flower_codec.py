@@ -13,7 +13,7 @@ ever talks to the server, which already sends and receives the global model it w
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import FlowerSection
@@ -21,25 +21,25 @@ from fedgossip.schema.codecs import FLOATS, codec
 from fedgossip.schema.tensors import specs_of
 
 
-def pack_reply(flower: FlowerSection, message: Message, reply: Message, context: Context) -> Message:
-    """`reply` (to the train `message`) with its model packed by flower.codec (a reply of codec
-    "none", or an error reply, goes as it is)."""
+def pack_reply(flower: FlowerSection, received: ArrayRecord, content: RecordDict, state: RecordDict) -> None:
+    """Pack the model of a train reply's `content` with flower.codec, in place (codec "none":
+    nothing to do); `received` is the global model the message brought, `state` the node's
+    `context.state` (top-k's residual)."""
     packer = codec(flower.codec, flower.codec_ratio)
-    if packer.name == "none" or reply.has_error():
-        return reply
-    record = reply.content.array_records[p.ARRAYS]
+    if packer.name == "none":
+        return
+    record = content.array_records[p.ARRAYS]
     names = list(record.keys())
     weights = [a.numpy() for a in record.values()]
     specs = specs_of(names, weights)
     if packer.differential:
-        received = message.content.array_records[p.ARRAYS]
-        kept = context.state.array_records.get(p.RESIDUAL)
+        kept = state.array_records.get(p.RESIDUAL)
         updates = [
             w - received[n].numpy() + (kept[n].numpy() if kept is not None else 0) if s.dtype in FLOATS else w
             for n, w, s in zip(names, weights, specs, strict=True)
         ]
         payloads = packer.pack_model(updates, specs)
-        context.state[p.RESIDUAL] = ArrayRecord(
+        state[p.RESIDUAL] = ArrayRecord(
             {
                 n: Array(np.asarray(u - packer.unpack(b, s), dtype=s.dtype))
                 for n, u, b, s in zip(names, updates, payloads, specs, strict=True)
@@ -48,8 +48,7 @@ def pack_reply(flower: FlowerSection, message: Message, reply: Message, context:
         )
     else:
         payloads = packer.pack_model(weights, specs)
-    reply.content[p.ARRAYS] = ArrayRecord(
+    content[p.ARRAYS] = ArrayRecord(
         {n: Array(np.frombuffer(b, dtype=np.uint8)) for n, b in zip(names, payloads, strict=True)}
     )
-    reply.content.config_records[p.NODE][p.CODEC] = packer.name
-    return reply
+    content.config_records[p.NODE][p.CODEC] = packer.name
