@@ -46,10 +46,10 @@ class Codec:
         """The payload bytes of a tensor of `spec`."""
         return self._nbytes(spec) if spec.dtype in FLOATS else spec.nbytes
 
-    def pack(self, array: np.ndarray, spec: TensorSpec) -> bytes:
-        """The payload of `array` (of `spec`)."""
+    def pack(self, array: np.ndarray, spec: TensorSpec) -> bytes | memoryview:
+        """The payload of `array` (of `spec`): raw values are a view of it, not a copy."""
         array = np.ascontiguousarray(array, dtype=spec.dtype)
-        return self._pack(array, spec) if spec.dtype in FLOATS else array.tobytes()
+        return self._pack(array, spec) if spec.dtype in FLOATS else _raw(array)
 
     def unpack(self, data: bytes | memoryview, spec: TensorSpec) -> np.ndarray:
         """The tensor of `spec` that a payload of `nbytes(spec)` bytes holds; ModelRejected if it is
@@ -69,13 +69,15 @@ class Codec:
     def _nbytes(self, spec: TensorSpec) -> int:
         return spec.nbytes
 
-    def _pack(self, array: np.ndarray, spec: TensorSpec) -> bytes:
-        return array.tobytes()
+    def _pack(self, array: np.ndarray, spec: TensorSpec) -> bytes | memoryview:
+        return _raw(array)
 
     def _unpack(self, data: bytes | memoryview, spec: TensorSpec) -> np.ndarray:
         return np.frombuffer(data, dtype=spec.dtype).copy()
 
-    def pack_model(self, arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> list[bytes]:
+    def pack_model(
+        self, arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec]
+    ) -> list[bytes | memoryview]:
         """The payload of each tensor of a model."""
         return [self.pack(a, s) for a, s in zip(arrays, specs, strict=True)]
 
@@ -89,6 +91,11 @@ class Codec:
         if offset != len(view):
             raise ModelRejected(f"{len(view)} payload bytes, expected {offset}")
         return arrays
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    """The bytes of a contiguous array, without a copy."""
+    return memoryview(array.reshape(-1)).cast("B")
 
 
 @dataclass(frozen=True)
