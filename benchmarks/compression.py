@@ -60,7 +60,7 @@ def curve(folder: Path) -> list[tuple[int, float]]:
     return points
 
 
-def timing(size: int = MB // 4, repeats: int = 5) -> dict[str, dict[str, float]]:
+def timing(size: int = MB // 4, repeats: int = 20) -> dict[str, dict[str, float]]:
     """Each codec's pack and unpack time, in milliseconds per MB of float32 tensor (the best of
     `repeats` on one tensor of `size` values)."""
     x = np.random.default_rng(0).standard_normal(size).astype(np.float32)
