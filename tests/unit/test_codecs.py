@@ -5,6 +5,9 @@ of the initial models on a ring, and the refusals of a wrong codec or a malforme
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -206,3 +209,19 @@ def test_codec_keys_name_the_bad_value():
         load_config(None, ["gossip.codec=zip"])
     with pytest.raises(ValueError, match=r"flower\.codec must be one of none, fp16, int8, topk; got 'choco'"):
         load_config(None, ["flower.codec=choco"])
+
+
+def test_the_compression_benchmark_times_every_codec_and_its_bytes_per_value():
+    path = Path(__file__).parents[2] / "benchmarks" / "compression.py"
+    spec = importlib.util.spec_from_file_location("compression_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    found = bench.timing(size=10_000, repeats=1)
+    assert {name: f["bytes_per_value"] for name, f in found.items()} == {
+        "none": 4.0,
+        "fp16": 2.0,
+        "int8": 1.0,  # and the 4-byte scale
+        "topk": 0.8,  # 10% of the values, 4 bytes of index and 4 of value each
+        "choco": 0.8,
+    }
+    assert all(f["pack_ms_per_mb"] >= 0 and f["unpack_ms_per_mb"] >= 0 for f in found.values())
