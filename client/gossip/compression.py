@@ -2,7 +2,7 @@
 
 Stateless codecs (fp16, int8) pack the pushed model as it is. Differential ones (`Codec.differential`:
 "topk", "choco") push q = Q(x - x_hat), the compressed difference of the model to its public copy
-x_hat, and both ends add q to their copy of it: the sender to its own (`outgoing`), each receiver to
+x_hat, and both ends add q to their copy of it: the sender to its own (`chunks`), each receiver to
 its copy of the sender's (`incoming`, at arrival, before the inbox: every valid push moves the copy,
 even one of a closed round). The copies start at 0 (Koloskova et al. 2019), and q is computed from
 the packed bytes, so sender and receivers add the very same values. What top-k leaves out stays in
@@ -43,7 +43,9 @@ def advance(
     ]
 
 
-def mix(own: Sequence[np.ndarray], public: Sequence[np.ndarray], merged: Sequence[np.ndarray], gamma: float):
+def mix(
+    own: Sequence[np.ndarray], public: Sequence[np.ndarray], merged: Sequence[np.ndarray], gamma: float
+) -> list[np.ndarray]:
     """CHOCO's consensus step: `own` moved by `gamma` from the own public copy towards the merge of
     the public copies, own + gamma * (merged - public) (float tensors; the others are `merged`'s)."""
     return [
@@ -61,7 +63,7 @@ class PushCompression:
         self.gamma = gamma
         self.public = _zeros(self.specs) if codec.differential else None
         self._copies: dict[int, list[np.ndarray]] = {}
-        self._lock = threading.Lock()  # copies are advanced by the receiving handlers, read by none
+        self._lock = threading.Lock()  # pushes arrive on the event loop and (in process) from threads
 
     def chunks(
         self, sender: int, round_: int, num_examples: int, arrays: Sequence[np.ndarray]

@@ -10,10 +10,10 @@ Every push is untrusted: the caller's identity (link key or certificate) is chec
 read or decoded (requests arrive as bytes: `add_to_server`), then the header (sender = caller, round
 window, codec = the peer's `gossip.codec`, sizes, dtypes, shapes) and, at the end, the payloads'
 decoding, finiteness and the optional norm bound (of the model a differential codec's difference
-stands for: `compression.PushCompression.incoming`). Status
-codes: UNAUTHENTICATED (no or wrong credentials), PERMISSION_DENIED (sender is not the caller or not
-a neighbour), INVALID_ARGUMENT (malformed), RESOURCE_EXHAUSTED (too big, too many at once),
-DEADLINE_EXCEEDED (a stream fell silent), UNAVAILABLE (GetModel before the first model). A well-
+stands for: `compression.PushCompression.incoming`). Status codes: UNAUTHENTICATED (no or wrong
+credentials), PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMENT
+(malformed, or another codec), RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a
+stream fell silent), UNAVAILABLE (GetModel before the first model). A well-
 formed push of a closed round, of a round too far ahead, or beyond the norm bound is answered
 `accepted = false` with the receiver's round. A Withhold notice (the neighbour sends no model this
 round) is checked the same way: identity, sender = caller and a neighbour, round within the run.
