@@ -88,27 +88,34 @@ def test_int8_refuses_a_non_finite_scale():
         codec("int8").unpack(np.float32(np.nan).tobytes() + bytes(3), spec)
 
 
-def sent(chunks) -> list[int]:
-    """The number of top-k values per tensor in a push, read from its payload sizes."""
+def sent_indices(chunks) -> list[np.ndarray]:
+    """The indices each float tensor of a top-k push sends, read from its payload (k indices,
+    then k values, per tensor; the integer tensor last, raw)."""
     specs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in chunks[0].header.tensors]
-    assert sum(len(c.data) for c in chunks) == sum(TopK(ratio=0.1).nbytes(s) for s in specs)
-    return [TopK(ratio=0.1).k(s) for s in specs if s.dtype != "<i8"]
+    data = b"".join(c.data for c in chunks)
+    assert len(data) == chunks[0].header.total_bytes == sum(TopK(ratio=0.1).nbytes(s) for s in specs)
+    found, offset = [], 0
+    for spec in specs:
+        if spec.dtype != "<i8":
+            found.append(np.frombuffer(data, INDEX, TopK(ratio=0.1).k(spec), offset))
+        offset += TopK(ratio=0.1).nbytes(spec)
+    return found
 
 
 def test_top_k_with_error_feedback_sends_exactly_k_values_and_the_residual_later():
-    sender = PushCompression(codec("topk", 0.1), SPECS, gamma=1.0)
-    receiver = PushCompression(codec("topk", 0.1), SPECS, gamma=1.0)
+    packer = codec("topk", 0.1)
+    sender, receiver = PushCompression(packer, SPECS, gamma=1.0), PushCompression(packer, SPECS, gamma=1.0)
     target = model(3)
     for round_ in range(1, 11):  # a fixed model: 10 pushes of 10% of the values send all of it
+        residual = [t - p for t, p in zip(target[:2], sender.public, strict=False)]  # not sent yet
         chunks = sender.chunks(1, round_, 5, target)
-        assert sent(chunks) == [60, 1]
-        arrived = assemble(
-            iter(chunks),
-            ModelAssembler(SPECS, senders=[1], rounds=(1, 20), max_bytes=1 << 20, codec=codec("topk", 0.1)),
-        )
-        copy = receiver.incoming(arrived).arrays
-        values = np.count_nonzero(arrived.arrays[0])
-        assert values <= 60  # exactly k sent; a value may be 0 once the residual is
+        indices = sent_indices(chunks)
+        assert [len(i) for i in indices] == [60, 1]  # k = ceil(10% of 600) and of 7
+        for sent, left in zip(indices, residual, strict=True):  # the k largest of what is left
+            largest = np.argsort(np.abs(left).reshape(-1))[-len(sent) :]
+            assert set(sent.tolist()) == set(largest.tolist())
+        checks = ModelAssembler(SPECS, senders=[1], rounds=(1, 20), max_bytes=1 << 20, codec=packer)
+        copy = receiver.incoming(assemble(iter(chunks), checks)).arrays
         for mine, theirs in zip(sender.public, copy, strict=True):
             np.testing.assert_array_equal(mine, theirs)  # both ends add the very same values
     np.testing.assert_array_equal(copy[0], target[0])  # nothing left out for good
