@@ -51,6 +51,8 @@ MOMENTUM = "fedgossip-momentum"  # ArrayRecord in context.state: momentum buffer
 SERVER_ROUND = "server-round"  # ConfigRecord key of train/evaluate messages (Flower's own name)
 KEEP_MODEL = "keep-model"  # evaluate config: keep this message's model as the node's own model
 KEPT_MODEL = "kept-model"  # ArrayRecord in context.state: the node's own model (strategy fair)
+CODEC = "codec"  # `node` ConfigRecord of a train reply: the codec its tensors are packed with (flower.codec)
+RESIDUAL = "fedgossip-residual"  # ArrayRecord in context.state: what top-k replies left out (flower.codec)
 
 MAX_NUM_EXAMPLES = 1 << 40
 

@@ -61,6 +61,7 @@ from flwr.clientapp import ClientApp
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.client import flower_learners
+from fedgossip.client.flower_codec import pack_reply
 from fedgossip.client.flower_privacy import privacy_mod
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
@@ -272,7 +273,17 @@ def _privacy(message: Message, context: Context, call_next) -> Message:
     return privacy_mod(config, message, context, call_next)
 
 
-@app.train(mods=[_privacy])
+def _codec(message: Message, context: Context, call_next) -> Message:
+    """The train reply packed by flower.codec (`client.flower_codec`), around the privacy mod."""
+    reply = call_next(message, context)
+    if reply.has_error():  # the handler answered with the node and the cause
+        return reply
+    config, _ = node_setup(context)
+    pack_reply(config.flower, message.content.array_records[p.ARRAYS], reply.content, context.state)
+    return reply
+
+
+@app.train(mods=[_codec, _privacy])
 def train(message: Message, context: Context) -> Message:
     """Train the global model on this node's partition for task.local_epochs epochs."""
 

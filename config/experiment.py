@@ -33,6 +33,7 @@ from fedgossip.config.sections import (
     StrategySection,
     TopologySection,
 )
+from fedgossip.schema.codecs import CODECS
 from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
 from fedgossip.tasks.registry import model_entry
@@ -98,6 +99,13 @@ class ExperimentConfig:
         if self.launcher.engine == "simulation":
             self._check_simulation()
         self._check_network()
+        if mode == "gossip" and CODECS[self.gossip.codec].differential:
+            self._check_differential_codec()
+        if mode == "flower" and self.flower.codec != "none" and own is not None:
+            raise ValueError(  # a mechanism's replies may carry more than the model a codec packs
+                f"flower.codec {self.flower.codec!r} packs a merge rule's train replies; "
+                f"strategy.name {name!r} is a mechanism: use flower.codec = 'none'"
+            )
         sends_mu = ("proximal_mu", "flower.proximal_mu") in getattr(registry.lookup(name), "config_args", ())
         if sends_mu and self.flower.proximal_mu > 0 and not model_entry(self.task.model).family.proximal:
             raise ValueError(
@@ -185,6 +193,31 @@ class ExperimentConfig:
                 raise ValueError(
                     "scenario.partition_groups is not supported by scenario.network_layer = 'kernel' yet "
                     "(the kernel knows no rounds): use network_layer = 'sender'"
+                )
+
+    def _check_differential_codec(self) -> None:
+        """Refuse what a differential codec (top-k with error feedback, CHOCO) cannot run with: a
+        push is a difference to the copy each neighbour keeps of the sender, so every neighbour
+        must get every push, in order (no lost, replaced or withheld push)."""
+        refused = (
+            (self.gossip.schedule != "sync", f"gossip.schedule {self.gossip.schedule!r}", "sync rounds"),
+            (
+                mechanisms.mechanism(self.strategy.name) is not None,
+                f"strategy.name {self.strategy.name!r}",
+                "every neighbour to get every push (a mechanism may withhold some)",
+            ),
+            (self.scenario.churn, "scenario.crash_round/crash_rate", "no lost push (a crash loses some)"),
+            (
+                self.scenario.network_faults,
+                "scenario.delay_ms/loss/bandwidth_mbps/partition_groups",
+                "no lost push (faults lose some)",
+            ),
+            (bool(self.scenario.resample_every), "scenario.resample_every", "fixed neighbours"),
+        )
+        for refuse, key, needs in refused:
+            if refuse:
+                raise ValueError(
+                    f"gossip.codec {self.gossip.codec!r} cannot run with {key}: it needs {needs}"
                 )
 
     def _check_simulation(self) -> None:

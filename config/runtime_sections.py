@@ -17,11 +17,13 @@ from fedgossip.base.constraints import (
     InstanceOf,
     Interval,
     ListOf,
+    Registered,
     Satisfies,
     StrOptions,
     TableOf,
     require,
 )
+from fedgossip.schema.codecs import CODECS, FLOWER_CODECS
 
 SCHEDULES = ("sync", "async", "ticks")
 ASYNC_UNITS = ("epoch", "step")
@@ -136,6 +138,9 @@ class FlowerSection(Constrained):
     round_timeout: how long the ServerApp waits for the replies of one round's messages.
     startup_timeout: how long processes may take to start and nodes to connect and answer.
     simulation_cpus: CPUs per virtual client in the simulation engine (Ray client resources).
+    codec: how a ClientApp packs its reply's tensors ("none", "fp16", "int8", or "topk": the
+    update to the round's global model, with error feedback; not CHOCO, whose public copies need
+    every pair of nodes to talk each round); codec_ratio: the share of values top-k sends.
     """
 
     section_name = "flower"
@@ -150,6 +155,8 @@ class FlowerSection(Constrained):
         "round_timeout": POSITIVE,
         "startup_timeout": POSITIVE,
         "simulation_cpus": Interval(Integral, 1),
+        "codec": StrOptions(*FLOWER_CODECS),
+        "codec_ratio": Interval(Real, 0, 1, closed="right"),
     }
 
     engine: str = "deployment"
@@ -162,6 +169,8 @@ class FlowerSection(Constrained):
     round_timeout: float = 300.0
     startup_timeout: float = 120.0
     simulation_cpus: int = 1
+    codec: str = "none"
+    codec_ratio: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,9 @@ class GossipSection(Constrained):
     neighbour's model; divergence_limit: consecutive rounds of non-finite training before the
     peer stops; degraded_share: the run is "degraded" when a node merged nothing in more than this
     share of its rounds (async: its units whose merge came by timeout and found nothing fresh).
+    codec: how a push packs its tensors (`fedgossip.schema.codecs`: "none", "fp16", "int8",
+    "topk" with error feedback, "choco": CHOCO-gossip); codec_ratio: the share of values top-k
+    and CHOCO send per tensor; codec_gamma: CHOCO's consensus step size.
     """
 
     section_name = "gossip"
@@ -203,6 +215,9 @@ class GossipSection(Constrained):
         "catch_up_rounds": Interval(Integral, 2),
         "divergence_limit": Interval(Integral, 1),
         "degraded_share": Interval(Real, 0, 1),
+        "codec": Registered(CODECS),
+        "codec_ratio": Interval(Real, 0, 1, closed="right"),
+        "codec_gamma": Interval(Real, 0, 1, closed="right"),
     }
 
     schedule: str = "sync"
@@ -219,6 +234,9 @@ class GossipSection(Constrained):
     catch_up_rounds: int = 2
     divergence_limit: int = 3
     degraded_share: float = 0.5
+    codec: str = "none"
+    codec_ratio: float = 0.1
+    codec_gamma: float = 0.1
 
     def check_together(self) -> None:
         low, high = self.async_interval

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64gossip/proto/gossip.proto\x12\x10\x66\x65\x64gossip.gossip\"/\n\x0eWithholdNotice\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x86\x01\n\x0bModelHeader\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12-\n\x07tensors\x18\x04 \x03(\x0b\x32\x1c.fedgossip.gossip.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x03\"I\n\nModelChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedgossip.gossip.ModelHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"<\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\"\x11\n\x0fGetModelRequest\"\x0f\n\rHealthRequest\"9\n\x0bHealthReply\x12\x0c\n\x04node\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t2\xb6\x02\n\x06Gossip\x12H\n\tPushModel\x12\x1c.fedgossip.gossip.ModelChunk\x1a\x1b.fedgossip.gossip.PushReply(\x01\x12M\n\x08GetModel\x12!.fedgossip.gossip.GetModelRequest\x1a\x1c.fedgossip.gossip.ModelChunk0\x01\x12H\n\x06Health\x12\x1f.fedgossip.gossip.HealthRequest\x1a\x1d.fedgossip.gossip.HealthReply\x12I\n\x08Withhold\x12 .fedgossip.gossip.WithholdNotice\x1a\x1b.fedgossip.gossip.PushReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64gossip/proto/gossip.proto\x12\x10\x66\x65\x64gossip.gossip\"/\n\x0eWithholdNotice\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x95\x01\n\x0bModelHeader\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12-\n\x07tensors\x18\x04 \x03(\x0b\x32\x1c.fedgossip.gossip.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x03\x12\r\n\x05\x63odec\x18\x06 \x01(\t\"I\n\nModelChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedgossip.gossip.ModelHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"<\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\"\x11\n\x0fGetModelRequest\"\x0f\n\rHealthRequest\"9\n\x0bHealthReply\x12\x0c\n\x04node\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t2\xb6\x02\n\x06Gossip\x12H\n\tPushModel\x12\x1c.fedgossip.gossip.ModelChunk\x1a\x1b.fedgossip.gossip.PushReply(\x01\x12M\n\x08GetModel\x12!.fedgossip.gossip.GetModelRequest\x1a\x1c.fedgossip.gossip.ModelChunk0\x01\x12H\n\x06Health\x12\x1f.fedgossip.gossip.HealthRequest\x1a\x1d.fedgossip.gossip.HealthReply\x12I\n\x08Withhold\x12 .fedgossip.gossip.WithholdNotice\x1a\x1b.fedgossip.gossip.PushReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORSPEC']._serialized_start=99
   _globals['_TENSORSPEC']._serialized_end=155
   _globals['_MODELHEADER']._serialized_start=158
-  _globals['_MODELHEADER']._serialized_end=292
-  _globals['_MODELCHUNK']._serialized_start=294
-  _globals['_MODELCHUNK']._serialized_end=367
-  _globals['_PUSHREPLY']._serialized_start=369
-  _globals['_PUSHREPLY']._serialized_end=429
-  _globals['_GETMODELREQUEST']._serialized_start=431
-  _globals['_GETMODELREQUEST']._serialized_end=448
-  _globals['_HEALTHREQUEST']._serialized_start=450
-  _globals['_HEALTHREQUEST']._serialized_end=465
-  _globals['_HEALTHREPLY']._serialized_start=467
-  _globals['_HEALTHREPLY']._serialized_end=524
-  _globals['_GOSSIP']._serialized_start=527
-  _globals['_GOSSIP']._serialized_end=837
+  _globals['_MODELHEADER']._serialized_end=307
+  _globals['_MODELCHUNK']._serialized_start=309
+  _globals['_MODELCHUNK']._serialized_end=382
+  _globals['_PUSHREPLY']._serialized_start=384
+  _globals['_PUSHREPLY']._serialized_end=444
+  _globals['_GETMODELREQUEST']._serialized_start=446
+  _globals['_GETMODELREQUEST']._serialized_end=463
+  _globals['_HEALTHREQUEST']._serialized_start=465
+  _globals['_HEALTHREQUEST']._serialized_end=480
+  _globals['_HEALTHREPLY']._serialized_start=482
+  _globals['_HEALTHREPLY']._serialized_end=539
+  _globals['_GOSSIP']._serialized_start=542
+  _globals['_GOSSIP']._serialized_end=852
 # @@protoc_insertion_point(module_scope)

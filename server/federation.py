@@ -31,6 +31,7 @@ from flwr.supercore import log
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import ExperimentConfig
 from fedgossip.scenario.churn import churn_plan
+from fedgossip.schema.codecs import codec
 from fedgossip.schema.events import Emit, record_event
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server.arrays import array_view
@@ -94,7 +95,8 @@ def run_federation(
         )
         evaluator = ServerEvaluator(config)
         initial = evaluator.initial_arrays()
-        recorder = RecordingGrid(grid, labels, specs_of(initial))
+        packer = codec(flower.codec, flower.codec_ratio)
+        recorder = RecordingGrid(grid, labels, specs_of(initial), codec=packer)
         rejoins = Rejoins(
             grid, churn_plan(config), labels, config.nodes.count, emit, run_start, flower.startup_timeout
         )

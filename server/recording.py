@@ -2,12 +2,13 @@
 and the real Grid.
 
 `RecordingGrid` passes every message through unchanged and, on the way, (1) checks every reply as
-untrusted input (model tensor names, dtypes, shapes and finiteness against the global model,
-example counts, metric values) and turns a bad reply into an error reply the strategies skip,
-(2) counts the model bytes each node received and sent, and (3) keeps each node's train loss and
-test metrics of the round. `flush(round)` turns them into one record per node (labelled by its
-partition id) and starts the next round; `take_consensus()` then gives the consensus distance of
-the client models trained that round (read-only views of the replies, dropped at the flush).
+untrusted input (a packed model unpacked first, `reply_codec`; model tensor names, dtypes, shapes
+and finiteness against the global model, example counts, metric values) and turns a bad reply
+into an error reply the strategies skip, (2) counts the model bytes each node received and sent
+(as sent: packed), and (3) keeps each node's train loss and test metrics of the round.
+`flush(round)` turns them into one record per node (labelled by its partition id) and starts the
+next round; `take_consensus()` then gives the consensus distance of the client models trained that
+round (read-only views of the replies, dropped at the flush).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Error, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedgossip.base import flower_protocol as p
+from fedgossip.schema.codecs import NONE, Codec
 from fedgossip.schema.fields import SERVER, Record
 from fedgossip.schema.records import metric, record
 from fedgossip.schema.tensors import TensorSpec, check_arrays, check_declared
 from fedgossip.server.arrays import array_view
+from fedgossip.server.reply_codec import unpack_reply
 from fedgossip.strategies.diagnostics import consensus_distance
 
 PULL_INTERVAL = 0.2  # seconds between pulls of replies from the SuperLink
@@ -144,8 +147,11 @@ class RecordingGrid(Grid):
         labels: dict[int, int],
         specs: list[TensorSpec],
         pull_interval: float = PULL_INTERVAL,
+        codec: Codec = NONE,
     ) -> None:
         self.grid = grid
+        self.codec = codec  # what train replies are packed with (flower.codec)
+        self._models_sent: dict[int, ArrayRecord | None] = {}  # node -> the model of its last message
         self.pull_interval = pull_interval
         self.labels = labels
         self.specs = specs
@@ -194,6 +200,7 @@ class RecordingGrid(Grid):
         phase = {m.metadata.message_type for m in messages}
         sent: dict[int, int] = {}
         for message in messages:
+            self._models_sent[message.metadata.dst_node_id] = message.content.array_records.get(p.ARRAYS)
             size = array_bytes(message.content)
             sent[message.metadata.dst_node_id] = size
             self._node(message.metadata.dst_node_id).bytes_received += size
@@ -233,6 +240,7 @@ class RecordingGrid(Grid):
             self.labels[node_id] = partition
         try:
             if phase == "train":
+                unpack_reply(reply.content, self.codec, self.specs, self._models_sent.get(node_id))
                 node.train_loss, node.num_examples = check_train_reply(reply.content, self.specs)
                 arrays = next(iter(reply.content.array_records.values()))
                 node.model = [array_view(arrays[spec.name]) for spec in self.specs]

@@ -1,14 +1,15 @@
 """The in-process transport of the virtual-time engine (`launcher.engine = "simulation"`): all
 peers of a run in one process, no sockets.
 
-A push is encoded as on the wire (`transport.wire.encode`, the model attacker's forged model
-included) and handed at once to the receiving peer's `GossipService.deliver`, which applies the
-checks of a gRPC push (header, sender, round window, finiteness, norm bound) and puts it in the
-receiver's inbox: delivery takes no time and never fails. The reply updates what the sender
-knows of the receiver's round, as a gRPC reply does. A notice that no model comes goes through
-`GossipService.deliver_notice` likewise. Nothing waits: a neighbour whose model is not in the
-inbox when the virtual-time engine collects a round is missing (`InProcessWatch`), and there is
-no Health nor GetModel (the engine refuses crashes and catch-up needs: config's simulation checks).
+A push is encoded as on the wire (the peer's `compression.PushCompression.chunks`, the model
+attacker's forged model included) and handed at once to the receiving peer's
+`GossipService.deliver`, which applies the checks of a gRPC push (header, sender, round window,
+finiteness, norm bound) and puts it in the receiver's inbox: delivery takes no time and never
+fails. The reply updates what the sender knows of the receiver's round, as a gRPC reply does. A
+notice that no model comes goes through `GossipService.deliver_notice` likewise. Nothing waits: a
+neighbour whose model is not in the inbox when the virtual-time engine collects a round is missing
+(`InProcessWatch`), and there is no Health nor GetModel (the engine refuses crashes and catch-up
+needs: config's simulation checks).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.service import GossipService
-from fedgossip.client.gossip.transport.wire import ModelMessage, encode
+from fedgossip.client.gossip.transport.wire import ModelMessage
 from fedgossip.proto import gossip_pb2
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class InProcessLinks:
         peer = self.peer
         if peer.attack is not None:
             arrays = peer.attack.forge(arrays)
-        chunks = encode(self.node, round_, num_examples, peer.names, arrays)
+        chunks = peer.compression.chunks(self.node, round_, num_examples, arrays)
         size = sum(len(c.data) for c in chunks)
         notice = gossip_pb2.WithholdNotice(sender=self.node, round=round_)
         sent: dict[int, futures.Future] = {}

@@ -13,12 +13,13 @@ from concurrent import futures
 import numpy as np
 
 from fedgossip.client.gossip.async_inbox import AsyncInbox
+from fedgossip.client.gossip.compression import PushCompression
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.network import FaultySender, Link, TimedSender
 from fedgossip.client.gossip.transport.security import call_metadata, channel_credentials
 from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels, wake
-from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS
 from fedgossip.config import ExperimentConfig
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.scenario.attacks import ModelAttack
@@ -31,9 +32,10 @@ QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconn
 class Links:
     """The connections of peer `config.peer.id` to its `neighbours` (node -> address), whose calls
     carry the `token` and this peer's link `keys` (where there are such); its pushes send the
-    tensors `names` (a model `attack`er's forged ones). `push_stubs` carry the pushes (and notices)
-    to some neighbours instead of their gRPC stubs (`handoff.LocalPushStub`: a co-located peer);
-    Health and GetModel go over gRPC to every neighbour."""
+    model (a model `attack`er's forged one) packed by the peer's `compression`. `push_stubs` carry
+    the pushes (and notices) to some neighbours instead of their gRPC stubs
+    (`handoff.LocalPushStub`: a co-located peer); Health and GetModel go over gRPC to every
+    neighbour."""
 
     def __init__(
         self,
@@ -44,16 +46,16 @@ class Links:
         token: str | None,
         keys: LinkKeys | None,
         *,
-        names: list[str],
         attack: ModelAttack | None,
+        compression: PushCompression,
         push_stubs: Mapping[int, object] | None = None,
     ) -> None:
         assert config.peer is not None
         self.config = config
         self.node = config.peer.id
         self.inbox = inbox
-        self.names = names
         self.attack = attack
+        self.compression = compression
         options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
         self.channels = open_channels(neighbours, channel_credentials(config.peer), options)
         self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
@@ -97,7 +99,7 @@ class Links:
         """
         if self.attack is not None:
             arrays = self.attack.forge(arrays)
-        chunks = encode(self.node, round_, num_examples, self.names, arrays)
+        chunks = self.compression.chunks(self.node, round_, num_examples, arrays)
         notice = gossip_pb2.WithholdNotice(sender=self.node, round=round_)
         sends = {
             node: sender.queue(chunks, deadline, wait=node in alive)

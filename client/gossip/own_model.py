@@ -91,7 +91,12 @@ class OwnModel:
         rule failed) and why the merge was discarded (None: kept, or nothing to merge)."""
         peer = self.peer
         # the rule's result is validated (count, shapes, finiteness); a failure is logged
-        outcome = peer.plan.merge(round_, start, own, peer.learner.num_examples, messages, peer.shared)
+        examples = peer.learner.num_examples
+        outcome = peer.compression.merge(
+            lambda model: peer.plan.merge(round_, start, model, examples, messages, peer.shared),
+            own,
+            peer.shared,
+        )
         discarded = "merge failed" if outcome.error else None
         if outcome.model is None or discarded is not None:
             return own, discarded

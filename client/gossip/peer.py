@@ -36,6 +36,7 @@ from fedgossip.base.seeding import stream
 from fedgossip.base.signals import Shutdown
 from fedgossip.client.gossip.async_inbox import AsyncInbox
 from fedgossip.client.gossip.async_schedule import AsyncLoop
+from fedgossip.client.gossip.compression import PushCompression
 from fedgossip.client.gossip.crash import Crash
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.own_model import Diverged, OwnModel
@@ -58,6 +59,7 @@ from fedgossip.config import ExperimentConfig, load_config
 from fedgossip.scenario.attacks import model_attacker, poisoner
 from fedgossip.scenario.churn import churn_plan
 from fedgossip.scenario.roles import CrashClock, Events, roles
+from fedgossip.schema.codecs import codec
 from fedgossip.schema.events import Emit
 from fedgossip.schema.lines import LineWriter
 from fedgossip.schema.tensors import specs_of
@@ -115,6 +117,8 @@ class GossipPeer:
         self.inbox = INBOXES[self.gossip.schedule]()
         self.plan = round_plan(config, self.node, list(self.neighbours))
         self.max_bytes = int(self.peer.max_model_mb * 2**20)
+        pushes = codec(self.gossip.codec, self.gossip.codec_ratio)
+        self.compression = PushCompression(pushes, self.specs, self.gossip.codec_gamma)
         self.service = self._service(auth)
         self.transport = GrpcTransport() if transport is None else transport
         self.server = self.transport.serve(self, self.peer.listen)
@@ -156,6 +160,7 @@ class GossipPeer:
             max_pushes=self.gossip.max_pushes or 2 * len(self.neighbours) + 4,
             idle_timeout=self.gossip.idle_timeout,
             max_norm_ratio=self.gossip.max_norm_ratio,
+            compression=self.compression,
         )
         service.keep_previous = self.observed  # the observer may read a round late
         return service

@@ -51,8 +51,8 @@ class GrpcTransport:
             peer.events,
             token,
             keys,
-            names=peer.names,
             attack=peer.attack,
+            compression=peer.compression,
             push_stubs=self.push_stubs(peer),
         )
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from fedgossip.client.gossip.compression import PushCompression
 from fedgossip.client.gossip.crash import Crash
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.merge import merge_models
@@ -23,6 +24,7 @@ from fedgossip.client.gossip.transport.wire import ModelAssembler, assemble, enc
 from fedgossip.config import load_config
 from fedgossip.scenario.churn import ChurnPlan, Outage, churn_plan
 from fedgossip.scenario.roles import Events
+from fedgossip.schema.codecs import NONE
 from fedgossip.schema.tensors import specs_of
 from fedgossip.strategies import Outcome, _validation, trusted_models
 from fedgossip.strategies._validation import check_models, check_own, check_result
@@ -133,6 +135,7 @@ def fake_peer(learner, merge=None, limit=2, evaluate_every=1):
         roles=SimpleNamespace(slowdown=1),
         gossip=SimpleNamespace(divergence_limit=limit),
         shared=[0, 1],
+        compression=PushCompression(NONE, [], gamma=0.0),
     )
 
 

@@ -8,10 +8,12 @@ Health and GetModel never wait behind pushes.
 
 Every push is untrusted: the caller's identity (link key or certificate) is checked before a byte is
 read or decoded (requests arrive as bytes: `add_to_server`), then the header (sender = caller, round
-window, sizes, dtypes, shapes) and, at the end, finiteness and the optional norm bound. Status
-codes: UNAUTHENTICATED (no or wrong credentials), PERMISSION_DENIED (sender is not the caller or not
-a neighbour), INVALID_ARGUMENT (malformed), RESOURCE_EXHAUSTED (too big, too many at once),
-DEADLINE_EXCEEDED (a stream fell silent), UNAVAILABLE (GetModel before the first model). A well-
+window, codec = the peer's `gossip.codec`, sizes, dtypes, shapes) and, at the end, the payloads'
+decoding, finiteness and the optional norm bound (of the model a differential codec's difference
+stands for: `compression.PushCompression.incoming`). Status codes: UNAUTHENTICATED (no or wrong
+credentials), PERMISSION_DENIED (sender is not the caller or not a neighbour), INVALID_ARGUMENT
+(malformed, or another codec), RESOURCE_EXHAUSTED (too big, too many at once), DEADLINE_EXCEEDED (a
+stream fell silent), UNAVAILABLE (GetModel before the first model). A well-
 formed push of a closed round, of a round too far ahead, or beyond the norm bound is answered
 `accepted = false` with the receiver's round. A Withhold notice (the neighbour sends no model this
 round) is checked the same way: identity, sender = caller and a neighbour, round within the run.
@@ -37,6 +39,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from fedgossip.client.gossip.async_inbox import AsyncInbox
+from fedgossip.client.gossip.compression import PushCompression
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.transport.identity import (
     NODE_KEY,
@@ -49,6 +52,7 @@ from fedgossip.client.gossip.transport.identity import (
 from fedgossip.client.gossip.transport.refusals import RefusalLog, caller_host
 from fedgossip.client.gossip.transport.wire import ModelAssembler, ModelMessage, WireError, decode, encode
 from fedgossip.proto import gossip_pb2
+from fedgossip.schema.codecs import NONE
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
 
 CUT = "the push was cut before its end (deadline or cancel)"
@@ -126,6 +130,7 @@ class GossipService:
         max_pushes: int,
         idle_timeout: float,
         max_norm_ratio: float = 0.0,
+        compression: PushCompression | None = None,
     ) -> None:
         self.node = node
         self.specs = list(specs)
@@ -137,6 +142,7 @@ class GossipService:
         self.max_pushes = max_pushes
         self.idle_timeout = idle_timeout
         self.max_norm_ratio = max_norm_ratio
+        self.compression = compression or PushCompression(NONE, specs, gamma=0.0)
         self.state = "starting"
         self.completed = 0
         self._published: tuple[list[np.ndarray], int, int, float] | None = None
@@ -175,7 +181,7 @@ class GossipService:
                 return closed
             while (chunk := await self._read(context)) is not None:
                 assembler.add(chunk)
-            return self._admit(assembler.finish(), sender)
+            return self._admit(self.compression.incoming(assembler.finish()), sender)
         except WireError as err:
             await self._refuse("push", caller if sender is None else sender, context, err)
         except asyncio.CancelledError:  # cancelled while reading: nobody to answer
@@ -202,7 +208,7 @@ class GossipService:
                 return closed
             for chunk in chunks[1:]:
                 assembler.add(chunk)
-            return self._admit(assembler.finish(), caller)
+            return self._admit(self.compression.incoming(assembler.finish()), caller)
         except WireError as err:
             self._refused("push", caller, "", err.code, str(err))
             return self._reply(False, str(err))
@@ -210,7 +216,11 @@ class GossipService:
     def _assembler(self) -> ModelAssembler:
         """A fresh assembler checking a push against this peer's specs, neighbours, rounds and size."""
         return ModelAssembler(
-            self.specs, senders=self.neighbours, rounds=(1, self.rounds), max_bytes=self.max_bytes
+            self.specs,
+            senders=self.neighbours,
+            rounds=(1, self.rounds),
+            max_bytes=self.max_bytes,
+            codec=self.compression.codec,
         )
 
     @staticmethod
@@ -229,8 +239,9 @@ class GossipService:
 
     def _closed(self, round_: int, sender: int | None) -> gossip_pb2.PushReply | None:
         """The answer to a push of a closed round (noted), None when its round may be used (a
-        model further ahead is held)."""
-        if self.inbox.window(round_) != "closed":
+        model further ahead is held) or its difference must still move the sender's copy (a
+        differential codec: the inbox refuses it after)."""
+        if self.inbox.window(round_) != "closed" or self.compression.codec.differential:
             return None
         self.inbox.note(sender, round_)
         return self._reply(False, f"round {round_} is closed")

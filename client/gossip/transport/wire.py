@@ -1,11 +1,13 @@
 """Models on the wire: split a model into gossip chunks, and rebuild one from untrusted chunks.
 
-A model travels as one header (sender, round, example count, tensor specs, total size) with the
-tensors' concatenated raw little-endian bytes, sliced into chunks of at most `CHUNK_BYTES` (the first
+A model travels as one header (sender, round, example count, tensor specs, total size, codec) with
+the tensors' concatenated payloads (`fedgossip.schema.codecs`; raw little-endian bytes under the
+default codec "none", which the header leaves empty), sliced into chunks of at most `CHUNK_BYTES` (the first
 slice rides with the header). The receiving side checks everything against its own model's specs
 before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
-statuses): the header's sender, round, example count, size and tensor specs as it arrives, the
-values' finiteness at the end. This is the one structure check of a received model: the peer's
+statuses): the header's sender, round, example count, codec (the receiver's own: another one is
+INVALID_ARGUMENT), size and tensor specs as it arrives, the payloads' decoding and the values'
+finiteness at the end. This is the one structure check of a received model: the peer's
 inbox, merge and learner trust what `ModelAssembler.finish` returns.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from fedgossip.proto import gossip_pb2
+from fedgossip.schema.codecs import NONE, Codec
 from fedgossip.schema.tensors import (
     ModelRejected,
     ModelTooLarge,
@@ -88,17 +91,33 @@ def encode(
     model under `chunk_bytes` is one message: each message costs the event loop a write). Built
     once, sent to every neighbour."""
     specs = specs_of(names, arrays)
+    views = [
+        memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B")
+        for s, a in zip(specs, arrays, strict=True)
+    ]
+    return frame(sender, round_, num_examples, specs, views, chunk_bytes=chunk_bytes)
+
+
+def frame(
+    sender: int,
+    round_: int,
+    num_examples: int,
+    specs: Sequence[TensorSpec],
+    payloads: Sequence[bytes | memoryview],
+    codec: Codec = NONE,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> list[gossip_pb2.ModelChunk]:
+    """The chunks of a model whose tensors (of `specs`) `codec` packed into `payloads` (`encode`:
+    raw bytes, codec "none")."""
     header = gossip_pb2.ModelHeader(
         sender=sender,
         round=round_,
         num_examples=num_examples,
         tensors=[gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs],
-        total_bytes=sum(s.nbytes for s in specs),
+        total_bytes=sum(len(p) for p in payloads),
+        codec="" if codec.name == NONE.name else codec.name,
     )
-    views = [
-        memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B")
-        for s, a in zip(specs, arrays, strict=True)
-    ]
+    views = [memoryview(p).cast("B") for p in payloads]
     slices = list(_slices(views, chunk_bytes)) or [b""]
     return [gossip_pb2.ModelChunk(header=header, data=slices[0])] + [
         gossip_pb2.ModelChunk(data=data) for data in slices[1:]
@@ -126,7 +145,8 @@ class ModelAssembler:
     """Rebuild a model from untrusted chunks, validating as they arrive.
 
     `expected` are the receiver's own tensor specs; `senders` the node ids allowed to push;
-    `rounds` the valid round range (inclusive); `max_bytes` the size limit.
+    `rounds` the valid round range (inclusive); `max_bytes` the size limit; `codec` the one the
+    receiver takes (a differential codec's arrays are its differences: see `schema.codecs`).
     """
 
     def __init__(
@@ -136,8 +156,10 @@ class ModelAssembler:
         senders: Iterable[int] | None,
         rounds: tuple[int, int],
         max_bytes: int,
+        codec: Codec = NONE,
     ) -> None:
         self.expected = list(expected)
+        self.codec = codec
         self.senders = None if senders is None else frozenset(senders)
         self.rounds = rounds
         self.max_bytes = max_bytes
@@ -174,17 +196,24 @@ class ModelAssembler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"got {self.received} of the declared {len(self.buffer)} bytes",
             )
-        arrays, offset = [], 0
-        for spec in self.expected:  # the header matched the specs: the arrays are built to them
-            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=spec.size, offset=offset)
-            arrays.append(array.reshape(spec.shape))
-            offset += spec.nbytes
-        try:
+        try:  # the header matched the specs: the arrays are built to them
+            arrays = self._arrays()
             check_finite(arrays, self.expected)
         except ModelRejected as err:
             raise WireError.of(err) from None
         h = self.header
         return ModelMessage(h.sender, h.round, h.num_examples, arrays, self.received)
+
+    def _arrays(self) -> list[np.ndarray]:
+        """The tensors in the buffer: views of its raw bytes, or the codec's decoding."""
+        if self.codec.name != NONE.name:
+            return self.codec.unpack_model(self.buffer, self.expected)
+        arrays, offset = [], 0
+        for spec in self.expected:
+            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=spec.size, offset=offset)
+            arrays.append(array.reshape(spec.shape))
+            offset += spec.nbytes
+        return arrays
 
     def _check_header(self, h: gossip_pb2.ModelHeader) -> None:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -195,13 +224,15 @@ class ModelAssembler:
             raise WireError(invalid, f"implausible round {h.round}: expected {low}..{high}")
         if not 0 < h.num_examples <= MAX_NUM_EXAMPLES:
             raise WireError(invalid, f"implausible num_examples {h.num_examples}")
+        if (h.codec or NONE.name) != self.codec.name:
+            raise WireError(invalid, f"codec {h.codec or NONE.name!r}: this peer takes {self.codec.name!r}")
         try:
             check_size(h.total_bytes, self.max_bytes, tensors=len(h.tensors))
             declared = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in h.tensors]
             check_declared(declared, self.expected, allowed=ALLOWED_DTYPES)
         except ModelRejected as err:
             raise WireError.of(err) from None
-        implied = sum(s.nbytes for s in self.expected)
+        implied = sum(self.codec.nbytes(s) for s in self.expected)
         if h.total_bytes != implied:
             raise WireError(invalid, f"total_bytes {h.total_bytes} != {implied} implied by the tensors")
 
