@@ -335,6 +335,42 @@ def certs(
     console.print(escape(f"CA: {ca.cert}\ncertificate: {issued.cert}\nkey: {issued.key}"))
 
 
+@app.command()
+def bundle(
+    config: ExperimentArg = None,
+    hosts: Annotated[
+        Path | None, typer.Option("--hosts", help="Inventory: node id -> host, port (docs/devices.md).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for one folder per device (new or empty).")
+    ] = None,
+    set_: Overrides = [],  # noqa: B006
+) -> None:
+    """Write one folder per device (node config, certificates, keys, start.sh, systemd unit)."""
+    from fedgossip.config import load_config
+    from fedgossip.launcher.devices.bundle import write_bundle
+
+    with _clear_errors():
+        if hosts is None or out is None:
+            raise ValueError("--hosts (the inventory) and --out (the bundle folder) are required")
+        folders = write_bundle(load_config(config, set_), hosts, out)
+    console.print(escape(f"{len(folders)} device folders in {out}: {', '.join(f.name for f in folders)}"))
+
+
+@app.command()
+def collect(
+    devices: Annotated[list[Path], typer.Argument(help="Device folders copied back (or a folder of them).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The results folder to write.")],
+) -> None:
+    """Gather the devices' records and logs into one results folder (report/compare read it)."""
+    from fedgossip.launcher.devices.collect import collect as collect_devices
+    from fedgossip.launcher.experiments.run import EXIT_CODES
+
+    with _clear_errors():
+        _, status = collect_devices(devices, out, console)
+    raise typer.Exit(EXIT_CODES[status])
+
+
 def main() -> None:
     """Console entry point. The working directory is importable, as under `python -m`: a user's
     `package.module:function` (strategy, model) given relative to it is found."""
