@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 DEFAULT_PORT = 7000
 SUPERLINK_PORT = 9092

@@ -1,0 +1,163 @@
+"""`fedgossip bundle` and `fedgossip collect` without processes: the inventory's bad input (exit 2
+naming the problem), what a gossip device folder holds (neighbours' real addresses, a certificate
+for its host signed by the bundle's CA, link keys shared with exactly its neighbours, no CA key),
+and collect's clock alignment on records written by hand on four skewed clocks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
+
+from fedgossip.client.gossip.transport.security import check_node_config
+from fedgossip.config import load_config
+from fedgossip.launcher.cli import app
+from fedgossip.launcher.devices.collect import clock_offsets
+from fedgossip.launcher.devices.inventory import is_host
+
+RING = ["nodes.count=4", "topology.kind=ring", "task.model=linear", "experiment.rounds=2"]
+
+
+def inventory(
+    path: Path, hosts: dict[int, str], port: int = 7000, ports: dict[int, int] | None = None
+) -> Path:
+    """HOSTS.toml with one [nodes.N] table per entry of `hosts`."""
+    lines = ["[defaults]", f"port = {port}"]
+    for node, host in hosts.items():
+        lines += [f"[nodes.{node}]", f'host = "{host}"']
+        if ports and node in ports:
+            lines.append(f"port = {ports[node]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bundle(tmp_path: Path, hosts: Path, *overrides: str):
+    args = ["bundle", "--hosts", str(hosts), "--out", str(tmp_path / "bundle")]
+    for item in (*RING, *overrides):
+        args += ["--set", item]
+    return CliRunner().invoke(app, args)
+
+
+def assert_refused(result, message: str, out: Path) -> None:
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and message in text, text
+    assert not out.exists()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("hosts", "ports", "message"),
+    [
+        ({0: "10.0.0.1", 1: "10.0.0.2", 2: "10.0.0.3"}, None, "hosts.nodes.3: node 3 has no host"),
+        ({0: "10.0.0.1", 1: "10.0.0.2", 2: "10.0.0.3", 3: "10.0.0.2"}, None, "hosts.nodes.3: 10.0.0.2:7000"),
+        ({0: "a.lan", 1: "A.lan", 2: "c.lan", 3: "d.lan"}, {1: 7000}, "hosts.nodes.1: A.lan:7000 is also"),
+        (
+            {0: "10.0.0.1", 1: "pi 2.local", 2: "10.0.0.3", 3: "10.0.0.4"},
+            None,
+            "hosts.nodes.1.host: 'pi 2.local'",
+        ),
+        (
+            {0: "10.0.0.1", 1: "10.0.0.2", 2: "300.1.2.3", 3: "10.0.0.4"},
+            None,
+            "hosts.nodes.2.host: '300.1.2.3'",
+        ),
+        ({0: "-x.lan", 1: "10.0.0.2", 2: "10.0.0.3", 3: "10.0.0.4"}, None, "hosts.nodes.0.host: '-x.lan'"),
+        (
+            {0: "10.0.0.1", 1: "10.0.0.2", 2: "10.0.0.3", 3: "10.0.0.4"},
+            {2: 70000},
+            "hosts.nodes.2.port: 70000",
+        ),
+        ({0: "a", 1: "b", 2: "c", 3: "d", 4: "e"}, None, "hosts.nodes.4: no such node"),
+    ],
+)
+def test_a_bad_inventory_is_refused_with_exit_2_naming_the_problem(tmp_path, hosts, ports, message):
+    result = bundle(tmp_path, inventory(tmp_path / "hosts.toml", hosts, ports=ports))
+    assert_refused(result, message, tmp_path / "bundle")
+
+
+@pytest.mark.timeout(30)
+def test_a_flower_bundle_needs_the_superlink_and_a_missing_inventory_is_named(tmp_path):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 1}" for n in range(4)})
+    flower = bundle(tmp_path, hosts, "experiment.mode=flower")
+    assert_refused(
+        flower, "hosts.superlink: a Flower deployment needs the SuperLink's host", tmp_path / "bundle"
+    )
+    missing = bundle(tmp_path, tmp_path / "nowhere.toml")
+    assert_refused(missing, f"cannot read the inventory {tmp_path / 'nowhere.toml'}", tmp_path / "bundle")
+
+
+def test_hosts_are_ip_addresses_or_dns_names():
+    good = ["10.0.0.1", "::1", "fe80::1", "pi-2.local", "node7", "a.b.example.org.", "x" * 63]
+    bad = ["", "[::1]", "pi_2.local", "a..b", "-a.lan", "a-.lan", "1.2.3.256", "x" * 64, "10.0.0.1:7000"]
+    assert all(is_host(h) for h in good)
+    assert not any(is_host(h) for h in bad)
+
+
+@pytest.mark.timeout(60)
+def test_a_gossip_device_folder_has_its_neighbours_addresses_its_certificate_and_its_link_keys(tmp_path):
+    hosts = {0: "10.0.0.1", 1: "10.0.0.2", 2: "pi-3.lan", 3: "10.0.0.4"}
+    result = bundle(tmp_path, inventory(tmp_path / "hosts.toml", hosts, ports={3: 7400}))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "bundle"
+    addresses = {0: "10.0.0.1:7000", 1: "10.0.0.2:7000", 2: "pi-3.lan:7000", 3: "10.0.0.4:7400"}
+    ca = x509.load_pem_x509_certificate((out / "node-0" / "pki" / "ca.pem").read_bytes())
+    links = {}
+    for node in range(4):
+        folder = out / f"node-{node}"
+        config = load_config(folder / "node.toml")
+        peer = config.peer
+        ring = {(node - 1) % 4, (node + 1) % 4}  # topology.kind=ring, by hand
+        assert peer.neighbours == {str(n): addresses[n] for n in ring}
+        assert peer.listen == (addresses[node] if node != 2 else "0.0.0.0:7000")  # a name: bind all
+        assert peer.run_start == 0.0 and peer.client_ca_file == peer.ca_file == "pki/ca.pem"
+        cert = x509.load_pem_x509_certificate((folder / peer.cert_file).read_bytes())
+        ca.public_key().verify(
+            cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
+        )
+        assert cert.subject.rfc4514_string() == f"CN=node-{node}"
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert hosts[node] in [
+            str(n) for n in names.get_values_for_type(x509.IPAddress)
+        ] + names.get_values_for_type(x509.DNSName)
+        key_file = folder / peer.key_file
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        links[node] = json.loads((folder / peer.link_keys_file).read_text())
+        assert "observer" not in links[node]  # no launcher observes a deployment
+        assert sorted(p.name for p in (folder / "pki").iterdir()) == sorted(
+            ["ca.pem", f"node-{node}.pem", f"node-{node}.key", f"node-{node}.links"]
+        )
+        cwd = os.getcwd()
+        os.chdir(folder)  # the start script runs in its folder: the paths are relative to it
+        try:
+            check_node_config(config)
+        finally:
+            os.chdir(cwd)
+        assert config.security.tls and config.security.mutual_tls
+        script = (folder / "start.sh").read_text()
+        assert "peer node.toml --metrics metrics.jsonl" in script and os.access(folder / "start.sh", os.X_OK)
+        unit = (folder / f"fedgossip-node-{node}.service").read_text()
+        assert f"ExecStart=/bin/sh /opt/fedgossip/node-{node}/start.sh" in unit
+    for node in range(4):
+        for other, secret in links[node]["links"].items():
+            assert links[int(other)]["links"][str(node)] == secret
+    assert len({s for n in links.values() for s in n["links"].values()}) == 4  # one secret per ring edge
+    assert not list(out.rglob("ca.key")) and not list(out.glob(".issuing-*"))
+    again = bundle(tmp_path, tmp_path / "hosts.toml")
+    assert again.exit_code == 2 and "already exists and is not empty" in " ".join(again.output.split())
+
+
+def test_clocks_are_aligned_on_the_earliest_round_1_record():
+    records = {
+        0: [{"round": 1, "time_s": 30.0}, {"round": 2, "time_s": 31.0}],  # started 25 s early
+        1: [{"round": 1, "time_s": 5.0}, {"round": 2, "time_s": 6.5}],  # started last
+        2: [{"round": 1, "time_s": 12.25}],
+        3: [{"round": 2, "time_s": 9.0}],  # no round 1: its own clock
+    }
+    assert clock_offsets(records) == {0: -25.0, 1: 0.0, 2: -7.25, 3: 0.0}
+    assert clock_offsets({}) == {}
