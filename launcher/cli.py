@@ -371,6 +371,18 @@ def collect(
     raise typer.Exit(EXIT_CODES[status])
 
 
+@app.command()
+def superlink(
+    folder: Annotated[Path, typer.Argument(help="The SuperLink device folder of a Flower bundle.")],
+) -> None:
+    """Run a Flower bundle's SuperLink device: SuperLink, keys, the run submitted and followed to its end."""
+    from fedgossip.launcher.devices.superlink_device import run_superlink_device
+
+    with _clear_errors():
+        code = run_superlink_device(folder, lambda line: console.print(escape(line)))
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console entry point. The working directory is importable, as under `python -m`: a user's
     `package.module:function` (strategy, model) given relative to it is found."""

@@ -40,6 +40,7 @@ class Device:
             "role": self.role,
             "node": self.node,
             "address": self.host.address,
+            "listen": self.host.listen,
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -57,20 +58,25 @@ def copy_credentials(fields: dict[str, str], folder: Path) -> dict[str, str]:
     return relative
 
 
-def write_start_script(folder: Path, device: Device, body: str) -> Path:
-    """start.sh: change into the folder, refuse an existing run's metrics, then `body` (shell lines;
-    `$FEDGOSSIP` is the fedgossip command, the inventory's `command` unless the environment says)."""
+def write_start_script(folder: Path, device: Device, body: str, records: str | None = METRICS) -> Path:
+    """start.sh: change into the folder, refuse to start over a run's `records` (a file the device
+    appends to), then `body` (shell lines; `$FEDGOSSIP` is the fedgossip command, the inventory's
+    `command` unless the environment says)."""
     script = folder / START
+    refuse = (
+        f"if [ -s {records} ]; then\n"
+        f'  echo "{device.name}: {records} already holds a run; move it away to start again" >&2\n'
+        "  exit 2\n"
+        "fi\n"
+        if records
+        else ""
+    )
     script.write_text(
         "#!/bin/sh\n"
         f"# fedgossip device {device.name} ({device.role}): start it here or with its systemd unit.\n"
         "set -eu\n"
         'cd "$(dirname "$0")"\n'
-        f': "${{FEDGOSSIP:={shlex.quote(device.host.command)}}}"\n'
-        f"if [ -s {METRICS} ]; then\n"
-        f'  echo "{device.name}: {METRICS} already holds a run; move it away to start again" >&2\n'
-        "  exit 2\n"
-        "fi\n" + body
+        f': "${{FEDGOSSIP:={shlex.quote(device.host.command)}}}"\n' + refuse + body
     )
     script.chmod(0o755)
     return script

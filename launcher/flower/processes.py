@@ -30,12 +30,12 @@ SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
 
 
-def superlink_argv(port: int, security: Security) -> list[str]:
-    """`flower-superlink` on LOOPBACK:port, TLS and SuperNode authentication as `security` says."""
+def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[str]:
+    """`flower-superlink` on host:port, TLS and SuperNode authentication as `security` says."""
     argv = [
         executable("flower-superlink"),
         "--host",
-        LOOPBACK,
+        host,
         "--port",
         str(port),
         "--disable-runtime-dependency-installation",
@@ -79,12 +79,12 @@ def supernode_argv(
     return argv
 
 
-def wait_ready(port: int, security: Security, child: Child, timeout: float) -> None:
-    """Wait until the SuperLink at LOOPBACK:port answers /health. RuntimeError if the process exits
+def wait_ready(port: int, security: Security, child: Child, timeout: float, host: str = LOOPBACK) -> None:
+    """Wait until the SuperLink at host:port answers /health. RuntimeError if the process exits
     first, TimeoutError once `timeout` seconds passed."""
     scheme = "https" if security.tls else "http"
     context = ssl.create_default_context(cafile=str(security.ca)) if security.tls else None
-    url = f"{scheme}://{LOOPBACK}:{port}/health"
+    url = f"{scheme}://{host}:{port}/health"
 
     def answers() -> bool:
         if child.poll() is not None:
@@ -95,7 +95,7 @@ def wait_ready(port: int, security: Security, child: Child, timeout: float) -> N
         except (urllib.error.URLError, OSError):
             return False
 
-    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {LOOPBACK}:{port}")
+    poll_until(answers, timeout, HEALTH_POLL_S, f"{child.name} to answer on {host}:{port}")
 
 
 def start_superlink(
