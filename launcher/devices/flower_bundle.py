@@ -38,14 +38,14 @@ QUIET = {k: v for k, v in flower_env(Path("."), 1).items() if k.startswith("FLWR
 
 # Flower's exit code 305 (the process exits 1; its log says which): the SuperLink does not know this
 # SuperNode's key yet (it registers the keys once it runs): try again, up to 10 minutes. Each try
-# runs in a process group of its own (set -m), removed whole after it: a SuperExec left by a failed
-# try would take the next one's tasks. SIGTERM (systemctl stop, Ctrl-C) stops the SuperNode.
-RETRY = """set -m
-tries=0
+# runs in a session of its own (setsid: its pid is its process group), removed whole after it: a
+# SuperExec left by a failed try would take the next one's tasks. SIGTERM (systemctl stop, Ctrl-C)
+# stops the SuperNode and what it started.
+RETRY = """tries=0
 while :; do
   touch {log}
   logged=$(wc -c <{log})
-  flower-supernode {args} >>{log} 2>&1 &
+  setsid flower-supernode {args} >>{log} 2>&1 &
   child=$!
   trap 'kill -TERM -- "-$child" 2>/dev/null; wait "$child"; exit 143' TERM INT
   code=0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
@@ -161,3 +162,51 @@ def test_clocks_are_aligned_on_the_earliest_round_1_record():
     }
     assert clock_offsets(records) == {0: -25.0, 1: 0.0, 2: -7.25, 3: 0.0}
     assert clock_offsets({}) == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_flower_bundle_has_a_superlink_for_its_host_and_supernodes_with_their_own_keys(tmp_path):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    hosts.write_text(hosts.read_text() + '[superlink]\nhost = "coordinator.lan"\nport = 9300\n')
+    result = bundle(tmp_path, hosts, "experiment.mode=flower")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "bundle"
+    link = out / "superlink"
+    cert = x509.load_pem_x509_certificate((link / "pki" / "superlink.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "coordinator.lan" in names.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in [str(n) for n in names.get_values_for_type(x509.IPAddress)]  # its own flwr calls
+    assert "fedgossip superlink ." in (link / "start.sh").read_text().replace('"$FEDGOSSIP"', "fedgossip")
+    for node in range(4):
+        folder = out / f"supernode-{node}"
+        script = (folder / "start.sh").read_text()
+        assert "--superlink coordinator.lan:9300" in script
+        assert f"'partition-id={node} num-partitions=4'" in script
+        assert (
+            f"--auth-supernode-private-key pki/supernode-{node}" in script
+            and "--root-certificates pki/ca.pem" in script
+        )
+        private = (folder / "pki" / f"supernode-{node}").read_bytes()
+        key = serialization.load_ssh_private_key(private, password=None)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        assert (
+            link / "pki" / f"supernode-{node}.pub"
+        ).read_bytes().strip() == public  # registered by the SuperLink
+        assert json.loads((folder / "device.json").read_text())["role"] == "supernode"
+
+
+@pytest.mark.timeout(60)
+def test_collect_refuses_folders_of_two_bundles_and_a_folder_without_devices(tmp_path):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    first = bundle(tmp_path / "a", hosts)
+    second = bundle(tmp_path / "b", hosts)
+    assert first.exit_code == second.exit_code == 0
+    a, b = tmp_path / "a" / "bundle", tmp_path / "b" / "bundle"
+    mixed = CliRunner().invoke(
+        app, ["collect", str(a / "node-0"), str(b / "node-1"), "--out", str(tmp_path / "r")]
+    )
+    assert_refused(mixed, f"{b / 'node-1'}: from another bundle than {a / 'node-0'}", tmp_path / "r")
+    empty = CliRunner().invoke(app, ["collect", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert_refused(empty, f"{tmp_path}: no device folder (device.json) in it", tmp_path / "r")
