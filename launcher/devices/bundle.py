@@ -3,7 +3,8 @@
 Gossip: DIR/node-N for every node: node.toml (the experiment config plus the [peer] section the
 launcher would give it, with the neighbours' addresses from the inventory), pki/ (the CA
 certificate, its certificate and key issued for its host and named node-N for mutual TLS, its link
-keys, the token if security.token), start.sh and fedgossip-node-N.service. Flower: DIR/superlink
+keys, the token if security.token), data/ (a dataset the launcher prepares, Hugging Face or the
+full MNIST: what the node reads of the shards), start.sh and fedgossip-node-N.service. Flower: DIR/superlink
 and DIR/supernode-N (`flower_bundle.py`). The node configs and credentials come from the launcher's
 own functions (`launcher/gossip/launch.py`, `launcher/flower/security.py`); a bundle always uses
 TLS with client certificates (its devices talk over real networks). The CA's key is thrown away:
@@ -13,7 +14,9 @@ a new bundle issues everything afresh. DIR/experiment.toml is the config the bun
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,8 +29,10 @@ from fedgossip.launcher.devices.folders import (
     write_systemd_unit,
 )
 from fedgossip.launcher.devices.inventory import Inventory, load_inventory
+from fedgossip.launcher.experiments.prepare import SHARDS_FOLDER, prepare_shards
 from fedgossip.launcher.gossip.launch import peer_section, security_material
 from fedgossip.scenario.topology import run_graph
+from fedgossip.tasks.files import MANIFEST as SHARDS_MANIFEST
 
 NODE_CONFIG = "node.toml"
 EXPERIMENT = "experiment.toml"
@@ -61,6 +66,7 @@ def write_gossip_devices(
     graph = run_graph(config)
     count = config.nodes.count
     hosts = [inventory.nodes[node] for node in range(count)]
+    shards = prepared_shards(config, staging)
     credentials = security_material(config, graph, staging, [h.host for h in hosts], observer=False)
     addresses = [host.address for host in hosts]
     folders = []
@@ -70,7 +76,8 @@ def write_gossip_devices(
         folder.mkdir()
         fields = copy_credentials(credentials[node], folder)
         peer = peer_section(graph, node, host.listen, addresses, 0.0, fields)
-        (folder / NODE_CONFIG).write_text(dump_toml(config.replace(peer=peer)))
+        own = config if shards is None else copy_shards(config, shards, node, folder)
+        (folder / NODE_CONFIG).write_text(dump_toml(own.replace(peer=peer)))
         write_start_script(
             folder, device, f'exec "$FEDGOSSIP" peer {NODE_CONFIG} --metrics {METRICS} 2>>{PEER_LOG}\n'
         )
@@ -78,3 +85,22 @@ def write_gossip_devices(
         device.write_manifest(folder, bundle_id, config.experiment.name)
         folders.append(folder)
     return folders
+
+
+def prepared_shards(config: ExperimentConfig, staging: Path) -> Path | None:
+    """The launcher's shard folder of a dataset nodes do not load themselves (Hugging Face, the full
+    MNIST), written into `staging`; None for the others (a device loads a built-in dataset itself,
+    and a file dataset from `task.path` on the device). The node data checks run either way."""
+    prepared = prepare_shards(config, staging)
+    return Path(prepared.task.path) if prepared.task.dataset == "prepared" else None
+
+
+def copy_shards(config: ExperimentConfig, shards: Path, node: int, folder: Path) -> ExperimentConfig:
+    """Copy what `node` reads of the shard folder (the manifest, its training shard, the test set,
+    a stream's chunks) into folder/data; the config that reads them from there."""
+    manifest = json.loads((shards / SHARDS_MANIFEST).read_text())
+    data = folder / SHARDS_FOLDER
+    data.mkdir()
+    for name in {SHARDS_MANIFEST, manifest["train"][node], manifest["test"], *manifest["stream"]}:
+        shutil.copyfile(shards / name, data / name)
+    return config.replace(task=dataclasses.replace(config.task, dataset="prepared", path=SHARDS_FOLDER))

@@ -210,3 +210,34 @@ def test_collect_refuses_folders_of_two_bundles_and_a_folder_without_devices(tmp
     assert_refused(mixed, f"{b / 'node-1'}: from another bundle than {a / 'node-0'}", tmp_path / "r")
     empty = CliRunner().invoke(app, ["collect", str(tmp_path), "--out", str(tmp_path / "r")])
     assert_refused(empty, f"{tmp_path}: no device folder (device.json) in it", tmp_path / "r")
+
+
+@pytest.mark.timeout(120)
+def test_a_prepared_dataset_gives_each_device_its_own_shard_and_the_test_set(tmp_path):
+    import numpy as np
+
+    from fedgossip.tasks.files import read_shard
+    from tests.support import digit_images, save_hf_digits
+
+    digits = save_hf_digits(tmp_path / "hf", 300, test=60)
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    result = bundle(tmp_path, hosts, "task.dataset=hf", f"task.path={digits}")
+    assert result.exit_code == 0, result.output
+    x, y = digit_images(300)
+    images = x.reshape(300, 64)
+    rows = []
+    for node in range(4):
+        folder = tmp_path / "bundle" / f"node-{node}"
+        task = load_config(folder / "node.toml").task
+        assert (task.dataset, task.path) == ("prepared", "data")
+        assert sorted(p.name for p in (folder / "data").iterdir()) == [
+            f"node-{node}.npz",
+            "shards.json",
+            "test.npz",
+        ]
+        own = read_shard(str(folder / "data"), node, 4)
+        np.testing.assert_array_equal(own.x_test, images[240:])  # the dataset's test split, everywhere
+        np.testing.assert_array_equal(own.y_test, y[240:])
+        rows += [bytes(row) for row in own.x.astype(np.uint8)]
+    # the devices' training shards are a partition of the 240 training images (iid: disjoint, covering)
+    assert sorted(rows) == sorted(bytes(row) for row in images[:240].astype(np.uint8))
