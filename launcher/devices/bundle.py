@@ -3,12 +3,13 @@
 Gossip: DIR/node-N for every node: node.toml (the experiment config plus the [peer] section the
 launcher would give it, with the neighbours' addresses from the inventory), pki/ (the CA
 certificate, its certificate and key issued for its host and named node-N for mutual TLS, its link
-keys, the token if security.token), data/ (a dataset the launcher prepares, Hugging Face or the
-full MNIST: what the node reads of the shards), start.sh and fedgossip-node-N.service. Flower: DIR/superlink
-and DIR/supernode-N (`flower_bundle.py`). The node configs and credentials come from the launcher's
-own functions (`launcher/gossip/launch.py`, `launcher/flower/security.py`); a bundle always uses
-TLS with client certificates (its devices talk over real networks). The CA's key is thrown away:
-a new bundle issues everything afresh. DIR/experiment.toml is the config the bundle was made of.
+keys, the token if security.token), data/ (for a dataset the launcher prepares, Hugging Face or the
+full MNIST: what the node reads of the shards), start.sh and fedgossip-node-N.service. Flower:
+DIR/superlink and DIR/supernode-N (`flower_bundle.py`). The node configs, credentials and shards
+come from the launcher's own functions (`launcher/gossip/launch.py`, `launcher/flower/security.py`,
+`launcher/experiments/prepare.py`); a bundle always uses TLS with client certificates (its devices
+talk over real networks). The CA's key is thrown away: a new bundle issues everything afresh.
+DIR/experiment.toml is the config the bundle was made of.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fedgossip.launcher.devices.inventory import Inventory, load_inventory
 from fedgossip.launcher.experiments.prepare import SHARDS_FOLDER, prepare_shards
 from fedgossip.launcher.gossip.launch import peer_section, security_material
 from fedgossip.scenario.topology import run_graph
+from fedgossip.tasks.datasets import dataset_entry
 from fedgossip.tasks.files import MANIFEST as SHARDS_MANIFEST
 
 NODE_CONFIG = "node.toml"
@@ -44,6 +46,11 @@ def write_bundle(config: ExperimentConfig, hosts: Path, out: Path) -> list[Path]
     not exist or be empty); the folders written. ValueError naming the problem."""
     flower = config.experiment.mode == "flower"
     inventory = load_inventory(hosts, config.nodes.count, flower=flower)
+    if flower and dataset_entry(config.task.dataset).prepared:
+        raise ValueError(
+            f"task.dataset {config.task.dataset!r}: a Flower bundle's SuperNodes load their data "
+            "themselves, and this dataset is prepared by the launcher: use a gossip bundle, or an npz file"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} already exists and is not empty: choose another folder")
     secured = dataclasses.replace(config.security, tls=True, mutual_tls=True)

@@ -83,11 +83,16 @@ def test_a_bad_inventory_is_refused_with_exit_2_naming_the_problem(tmp_path, hos
 
 
 @pytest.mark.timeout(30)
-def test_a_flower_bundle_needs_the_superlink_and_a_missing_inventory_is_named(tmp_path):
+def test_a_flower_bundle_needs_the_superlink_and_its_own_data_and_a_missing_inventory_is_named(tmp_path):
     hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 1}" for n in range(4)})
     flower = bundle(tmp_path, hosts, "experiment.mode=flower")
     assert_refused(
         flower, "hosts.superlink: a Flower deployment needs the SuperLink's host", tmp_path / "bundle"
+    )
+    hosts.write_text(hosts.read_text() + '[superlink]\nhost = "10.0.0.100"\n')
+    prepared = bundle(tmp_path, hosts, "experiment.mode=flower", "task.dataset=mnist")
+    assert_refused(
+        prepared, "task.dataset 'mnist': a Flower bundle's SuperNodes load their data", tmp_path / "bundle"
     )
     missing = bundle(tmp_path, tmp_path / "nowhere.toml")
     assert_refused(missing, f"cannot read the inventory {tmp_path / 'nowhere.toml'}", tmp_path / "bundle")
