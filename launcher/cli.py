@@ -354,7 +354,8 @@ def bundle(
         if hosts is None or out is None:
             raise ValueError("--hosts (the inventory) and --out (the bundle folder) are required")
         folders = write_bundle(load_config(config, set_), hosts, out)
-    console.print(escape(f"{len(folders)} device folders in {out}: {', '.join(f.name for f in folders)}"))
+    names = folders[0].name if len(folders) == 1 else f"{folders[0].name} ... {folders[-1].name}"
+    console.print(escape(f"{len(folders)} device folders in {out} ({names}); next: docs/devices.md"))
 
 
 @app.command()
