@@ -97,6 +97,7 @@ class ExperimentConfig:
             self._check_ticks()
         if self.launcher.engine == "simulation":
             self._check_simulation()
+        self._check_network()
         sends_mu = ("proximal_mu", "flower.proximal_mu") in getattr(registry.lookup(name), "config_args", ())
         if sends_mu and self.flower.proximal_mu > 0 and not model_entry(self.task.model).family.proximal:
             raise ValueError(
@@ -148,6 +149,43 @@ class ExperimentConfig:
         for refuse, key, needs in refused:
             if refuse:
                 raise ValueError(f"gossip.schedule 'ticks' cannot run with {key}: it needs {needs}")
+
+    def _check_network(self) -> None:
+        """Refuse what emulated hosts (launcher.network = "namespaces") and the kernel's network
+        layer cannot run: another engine, plaintext not said to be meant, partitions by round."""
+        namespaces = self.launcher.network == "namespaces"
+        if namespaces and self.launcher.engine != "local":
+            raise ValueError(
+                f"launcher.network 'namespaces' puts the local engine's node processes in emulated hosts; "
+                f"launcher.engine {self.launcher.engine!r} has none (use launcher.engine = 'local')"
+            )
+        if namespaces and self.experiment.mode == "flower" and self.flower.engine != "deployment":
+            raise ValueError(
+                "launcher.network 'namespaces' puts the SuperLink and SuperNodes of flower.engine = "
+                f"'deployment' in emulated hosts; flower.engine {self.flower.engine!r} has no processes "
+                "to place"
+            )
+        if namespaces and not self.security.tls and not self.security.insecure:
+            raise ValueError(
+                "launcher.network 'namespaces' puts the peers off loopback, where plaintext gRPC is "
+                "refused: set security.tls = true (or security.insecure = true to mean plaintext)"
+            )
+        if self.scenario.network_layer == "kernel":
+            if not namespaces:
+                raise ValueError(
+                    "scenario.network_layer 'kernel' shapes the links between emulated hosts: it needs "
+                    "launcher.network = 'namespaces'"
+                )
+            if self.nodes.per_process > 1:
+                raise ValueError(
+                    "nodes.per_process > 1 is not supported by scenario.network_layer = 'kernel': the peers "
+                    "of one process hand models over in memory, past any link the kernel shapes"
+                )
+            if self.scenario.partition_groups:
+                raise ValueError(
+                    "scenario.partition_groups is not supported by scenario.network_layer = 'kernel' yet "
+                    "(the kernel knows no rounds): use network_layer = 'sender'"
+                )
 
     def _check_simulation(self) -> None:
         """Refuse what the virtual-time engine (all peers in one process, no sockets) does not

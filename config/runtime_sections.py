@@ -78,6 +78,9 @@ class LauncherSection(Constrained):
     simulation_threads (simulation engine, sync gossip): how many peers train, then collect,
     merge and evaluate, at once (each with task.threads torch threads; 2: a 2-core machine's
     cores); the records do not depend on it.
+    network (local engine): "loopback" (every peer on 127.0.0.1) or "namespaces" (every node
+    process an emulated host: a Linux network namespace of its own with its own address on a
+    bridge, launcher/supervision/namespaces.py; needs root and iproute2).
     """
 
     section_name = "launcher"
@@ -86,27 +89,36 @@ class LauncherSection(Constrained):
         "engine": StrOptions(*ENGINES),
         "ray_address": Satisfies(is_ray_address, '"auto", HOST:PORT or "" (start a local Ray)', "head"),
         "simulation_threads": Interval(Integral, 1),
+        "network": StrOptions("loopback", "namespaces"),
     }
 
     fork_server: bool = True
     engine: str = "local"
     ray_address: str = ""
     simulation_threads: int = 2
+    network: str = "loopback"
 
 
 @dataclass(frozen=True)
 class SecuritySection(Constrained):
     """Transport security of a launched experiment: TLS, mutual TLS and a shared-secret token.
 
-    The launcher generates a throwaway CA, certificates and token for the run.
+    The launcher generates a throwaway CA, certificates and token for the run. insecure: plaintext
+    gRPC off loopback (launcher.network = "namespaces" without TLS), said explicitly.
     """
 
     section_name = "security"
-    constraints: ClassVar[dict[str, Constraint]] = {"tls": FLAG, "mutual_tls": FLAG, "token": FLAG}
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "tls": FLAG,
+        "mutual_tls": FLAG,
+        "token": FLAG,
+        "insecure": FLAG,
+    }
 
     tls: bool = False
     mutual_tls: bool = False
     token: bool = False
+    insecure: bool = False
 
     def check_together(self) -> None:
         require(self.tls or not self.mutual_tls, "security.mutual_tls", "needs security.tls = true")

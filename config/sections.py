@@ -21,7 +21,9 @@ from fedgossip.base.constraints import (
     InstanceOf,
     Interval,
     ListOf,
+    Satisfies,
     StrOptions,
+    TableOf,
     require,
 )
 from fedgossip.strategies import registry
@@ -35,6 +37,25 @@ MAX_NAME = 100  # characters; the results folder adds "-YYYYmmdd-HHMMSS", file n
 FRACTION = Interval(Real, 0, 1)
 NON_NEGATIVE = Interval(Real, 0)
 NODE_IDS = ListOf(Interval(Integral, 0), distinct=True)
+
+
+def link_ends(name: str) -> tuple[int, int]:
+    """The two node ids of a link named "A-B" (ValueError if it is not two distinct ids)."""
+    first, sep, second = name.partition("-")
+    if not (sep and first.isdigit() and second.isdigit() and int(first) != int(second)):
+        raise ValueError(f"not a link: {name!r}")
+    return int(first), int(second)
+
+
+def _is_link(name: object) -> bool:
+    try:
+        link_ends(name)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+LINK = Satisfies(_is_link, '"A-B" (two distinct node ids)', "0-0")
 
 
 class FileName(Composite):
@@ -204,6 +225,10 @@ class ScenarioSection(Constrained):
     train `slowdown` times slower.
     Topology (gossip): every resample_every rounds each node draws resample_degree random
     neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.
+    link_delay_ms: extra delay of single links, {"A-B" = ms} (both directions, on top of delay_ms).
+    network_layer: who applies the network settings: "sender" (the peers' senders, seeded, every
+    loss and delay an event) or "kernel" (tc netem and a rate limiter per link between emulated
+    hosts: launcher.network = "namespaces"; launcher/network/shaping.py).
     """
 
     section_name = "scenario"
@@ -231,6 +256,8 @@ class ScenarioSection(Constrained):
         "slowdown": Interval(Real, 1),
         "resample_every": Interval(Integral, 0),
         "resample_degree": Interval(Integral, 1),
+        "link_delay_ms": TableOf(LINK, NON_NEGATIVE),
+        "network_layer": StrOptions("sender", "kernel"),
     }
 
     delay_ms: float = 0.0
@@ -256,6 +283,8 @@ class ScenarioSection(Constrained):
     slowdown: float = 1.0
     resample_every: int = 0
     resample_degree: int = 2
+    link_delay_ms: dict[str, float] = field(default_factory=dict)
+    network_layer: str = "sender"
 
     def check_together(self) -> None:
         require(self.jitter_ms <= self.delay_ms, "scenario.jitter_ms", "must be <= scenario.delay_ms")
@@ -286,6 +315,11 @@ class ScenarioSection(Constrained):
         require(
             self.partition_groups <= count, "scenario.partition_groups", f"must be <= nodes.count ({count})"
         )
+        require(
+            all(max(link_ends(link)) < count for link in self.link_delay_ms),
+            "scenario.link_delay_ms",
+            f"names a node >= nodes.count ({count})",
+        )
         if mode == "flower":
             require(self.attack != "stale", "scenario.attack", "'stale' applies in gossip mode only")
             gossip_only = [key for key in GOSSIP_ONLY if getattr(self, key) != getattr(DEFAULT_SCENARIO, key)]
@@ -310,11 +344,15 @@ class ScenarioSection(Constrained):
     @property
     def network_faults(self) -> bool:
         """Whether pushes go through network faults (delay, loss, bandwidth cap, partition)."""
-        return bool(self.delay_ms or self.loss or self.bandwidth_mbps or self.partition_groups)
+        return bool(
+            self.delay_ms or self.loss or self.bandwidth_mbps or self.partition_groups or self.link_delay_ms
+        )
 
 
 GOSSIP_ONLY = (
     "delay_ms",
+    "link_delay_ms",
+    "network_layer",
     "loss",
     "bandwidth_mbps",
     "partition_groups",

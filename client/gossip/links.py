@@ -15,7 +15,7 @@ import numpy as np
 from fedgossip.client.gossip.async_inbox import AsyncInbox
 from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.transport.identity import LinkKeys
-from fedgossip.client.gossip.transport.network import FaultySender, Link
+from fedgossip.client.gossip.transport.network import FaultySender, Link, TimedSender
 from fedgossip.client.gossip.transport.security import call_metadata, channel_credentials
 from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels, wake
 from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
@@ -62,8 +62,11 @@ class Links:
         self.senders = {node: self._sender(node, stub, events) for node, stub in pushes.items()}
 
     def _sender(self, node: int, stub: gossip_pb2_grpc.GossipStub, events: Events) -> NeighbourSender:
-        """The push queue to `node`: through the scenario's network faults, if any."""
+        """The push queue to `node`: through the scenario's network faults, if any (the kernel's
+        network layer: timed, no faults of its own)."""
         scenario = self.config.scenario
+        if scenario.network_layer == "kernel":
+            return TimedSender(node, stub, self.metadata[node], self._on_reply, events)
         if not scenario.network_faults:
             return NeighbourSender(node, stub, self.metadata[node], self._on_reply)
         nodes, seed = self.config.nodes.count, self.config.experiment.seed

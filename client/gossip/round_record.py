@@ -125,7 +125,7 @@ class RoundRecords:
         if peer.roles.attack is not None:
             fields["attack"] = peer.roles.attack
         fields.update(record_fields(scenario, peer.learner))
-        if scenario.network_faults:
+        if scenario.network_faults and scenario.network_layer == "sender":  # the kernel's are not counted
             fields.update(peer.events.take_counts(round_))
         fields.update(self.rejoined)
         self.rejoined = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from fedgossip.base.ports import LOOPBACK
 from fedgossip.config import ExperimentConfig, dump_toml
 from fedgossip.launcher.devices.folders import (
     PKI,
@@ -68,8 +67,7 @@ def write_flower_devices(
     """DIR/superlink and DIR/supernode-N; credentials are issued into `staging`, then copied."""
     link = inventory.superlink
     assert link is not None  # load_inventory(..., flower=True) checked it
-    hosts = list(dict.fromkeys([link.host, LOOPBACK, "localhost"]))
-    security = security_material(config, staging, hosts)
+    security = security_material(config, staging, link.host)  # and loopback, for its own flwr calls
     assert security.ca is not None and security.cert is not None and security.key is not None
     experiment = dump_toml(config)
     superlink = Device("superlink", "superlink", None, link)

@@ -12,6 +12,7 @@ from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.experiments.prepare import prepare_shards
 from fedgossip.launcher.gossip.launch import run_gossip
+from fedgossip.launcher.network.hosts import check_network
 from fedgossip.launcher.runs.outcome import LaunchError, Outcome
 from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError, default_out_dir
 from fedgossip.launcher.supervision.memory import check_memory
@@ -53,6 +54,7 @@ def run_experiment(
     full disk) stops and is "failed". The folder is claimed for the whole run: another command
     into it is refused (ValueError). With `track`, every record is also sent to that tracker."""
     check_memory(config)
+    check_network(config)
     results = ResultsFolder(out_dir, config)
     try:
         return _run_into(config, results, out_dir, console, track)

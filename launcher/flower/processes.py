@@ -22,6 +22,7 @@ from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
 from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from fedgossip.launcher.supervision.processes import Child
 from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
 
@@ -107,9 +108,11 @@ def start_superlink(
     logs: Path,
     *,
     timeout: float,
+    hosts: EmulatedHosts | None = None,
 ) -> list[int]:
     """Start the SuperLink on the first of `port_count` free loopback ports (the others are for the
     SuperNodes), point FLWR_HOME's connection at it, and wait until it answers; return the ports.
+    With emulated `hosts` (launcher.network = "namespaces"), it runs in host 0, on its address.
 
     A free port can be taken before the SuperLink binds it: a SuperLink that exits while starting
     is retried on fresh ports (SUPERLINK_ATTEMPTS in all). RuntimeError when it keeps exiting,
@@ -118,17 +121,19 @@ def start_superlink(
     while True:
         attempts += 1
         ports = free_ports(port_count, LOOPBACK)
-        write_connection(files.home, f"{LOOPBACK}:{ports[0]}", security.ca)
+        host = LOOPBACK if hosts is None else hosts.addresses[0]
+        write_connection(files.home, f"{host}:{ports[0]}", security.ca)
+        argv = superlink_argv(ports[0], security, host)
         superlink = Child(
             "superlink",
-            superlink_argv(ports[0], security),
+            argv if hosts is None else hosts.command(0, argv),
             log_path=logs / "superlink.log",
             env=env,
             cwd=files.root,
         )
         children.append(superlink)
         try:
-            wait_ready(ports[0], security, superlink, timeout)
+            wait_ready(ports[0], security, superlink, timeout, host)
             return ports
         except (RuntimeError, TimeoutError):
             if superlink.poll() is None or attempts == SUPERLINK_ATTEMPTS:
@@ -146,14 +151,17 @@ def supernode(
     logs: Path,
     *,
     max_wait: float,
+    hosts: EmulatedHosts | None = None,
 ) -> Child:
     """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
-    SuperLink on `ports[0]`); started again under churn, it is the same node: same command line,
-    same log (appended)."""
-    superlink, count = f"{LOOPBACK}:{ports[0]}", len(ports) - 1
+    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given); started again under
+    churn, it is the same node: same command line, same log (appended)."""
+    superlink = f"{LOOPBACK if hosts is None else hosts.addresses[0]}:{ports[0]}"
+    count = len(ports) - 1
+    argv = supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait)
     return Child(
         f"supernode-{node}",
-        supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait),
+        argv if hosts is None else hosts.command(node + 1, argv),
         log_path=logs / f"supernode-{node}.log",
         env=env,
         cwd=files.root,

@@ -1,14 +1,13 @@
 """The TLS material and SuperNode keys of a secured Flower deployment, written into `secrets/`.
 
-security.tls: a throwaway CA and a SuperLink certificate for 127.0.0.1/localhost (a device bundle's:
-for the SuperLink's host too);
+security.tls: a throwaway CA and a SuperLink certificate for 127.0.0.1/localhost (and its emulated
+host's address with launcher.network = "namespaces", or its device's host in a bundle);
 security.mutual_tls: on top, one SuperNode key pair per node (Flower's SuperNode authentication:
 the SuperLink refuses a SuperNode whose public key was not registered).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +30,14 @@ class Security:
         return self.ca is not None
 
 
-def security_material(
-    config: ExperimentConfig, secrets: Path, hosts: Sequence[str] = (LOOPBACK, "localhost")
-) -> Security:
-    """A throwaway CA and SuperLink certificate for `hosts` (security.tls) and one SuperNode key
-    pair per node (security.mutual_tls: SuperNode authentication with registered keys)."""
+def security_material(config: ExperimentConfig, secrets: Path, host: str = LOOPBACK) -> Security:
+    """A throwaway CA and SuperLink certificate (security.tls; for `host` too, the SuperLink's
+    emulated host) and one SuperNode key pair per node (security.mutual_tls: SuperNode
+    authentication with registered keys)."""
     if not config.security.tls:
         return Security()
     ca = make_ca(secrets)
-    cert = make_certificate(ca, secrets, "superlink", list(hosts))
+    cert = make_certificate(ca, secrets, "superlink", list(dict.fromkeys([host, LOOPBACK, "localhost"])))
     keys: tuple[tuple[Path, Path], ...] = ()
     if config.security.mutual_tls:
         keys = tuple(make_openssh_key_pair(secrets / f"supernode-{i}") for i in range(config.nodes.count))

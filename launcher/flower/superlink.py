@@ -1,5 +1,6 @@
 """The "deployment" Flower engine: the app runs on a SuperLink the launcher starts on a free
-loopback port and one `flower-supernode` per node, optionally with TLS and SuperNode
+loopback port (or in an emulated host of its own: launcher.network = "namespaces") and one
+`flower-supernode` per node (each in a host of its own then), optionally with TLS and SuperNode
 authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py); it is
 submitted with `flwr run` and followed until the SuperLink reports it finished (`flwr run` exits 0
 for a failed run too)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+from fedgossip.base.ports import LOOPBACK
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower import processes as fp
 from fedgossip.launcher.flower.churn import SuperNodeChurn
@@ -17,6 +19,7 @@ from fedgossip.launcher.flower.flwr_cli import register_node_keys, run_status, s
 from fedgossip.launcher.flower.launch import EventSink
 from fedgossip.launcher.flower.outcome import LaunchError, checked, time_limit
 from fedgossip.launcher.flower.security import Security, security_material
+from fedgossip.launcher.network.hosts import flower_hosts
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child, supervised
@@ -39,13 +42,13 @@ def run_on_superlink(
     flower = config.flower
     count = config.nodes.count
     files = prepare(config, results.path / "flower", started)
-    tls = config.security.tls
-    security = security_material(config, results.secrets) if tls else Security()
     env = flower_env(files.home, config.task.threads)
     tracker = ProcessTracker()
     tail = LineTail(files.records)
     run_id: int | None = None
-    with supervised() as children:
+    with supervised() as children, flower_hosts(config, results) as hosts:
+        host = LOOPBACK if hosts is None else hosts.addresses[0]
+        security = security_material(config, results.secrets, host) if config.security.tls else Security()
         try:
             bar.status("starting the SuperLink")
             ports = checked(
@@ -57,6 +60,7 @@ def run_on_superlink(
                     env,
                     results.logs,
                     timeout=flower.startup_timeout,
+                    hosts=hosts,
                 )
             )
             if security.node_keys:
@@ -69,6 +73,7 @@ def run_on_superlink(
                 env=env,
                 logs=results.logs,
                 max_wait=flower.startup_timeout,
+                hosts=hosts,
             )
             children.extend(start(node) for node in range(count))
             if plan := churn_plan(config):

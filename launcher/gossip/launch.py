@@ -103,7 +103,9 @@ def write_node_configs(
     )
     paths = node_config_paths(results, count)
     for node, path in enumerate(paths):
-        peer = peer_section(graph, node, listen[node], listen, run_start, credentials[node])
+        peer = peer_section(
+            graph, node, listen[node], listen, run_start, credentials[node], config.security.insecure
+        )
         path.write_text(dump_toml(config.replace(peer=peer)))
     return paths
 
@@ -115,15 +117,18 @@ def peer_section(
     addresses: Sequence[str],
     run_start: float,
     credentials: dict[str, str],
+    insecure: bool = False,
 ) -> PeerSection:
     """The [peer] section of `node`: it binds `listen`, its neighbours in `graph` are dialled at
-    `addresses[neighbour]` ("host:port"), its credentials are `security_material`'s fields; a
-    `run_start` of 0 makes the peer count time_s from its own start."""
+    `addresses[neighbour]` ("host:port"), its credentials are `security_material`'s fields
+    (`insecure`: plaintext off loopback allowed); a `run_start` of 0 makes the peer count time_s
+    from its own start."""
     return PeerSection(
         id=node,
         listen=listen,
         neighbours={str(n): addresses[n] for n in neighbours(graph, node)},
         run_start=run_start,
+        insecure=insecure,
         **credentials,
     )
 

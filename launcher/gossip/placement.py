@@ -7,19 +7,31 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.network.hosts import RunHosts
 from fedgossip.launcher.runs.engines import NodeProcess, ProcessGroup
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.forkserver import ForkedChild, preload_for, start_fork_server
+from fedgossip.launcher.supervision.namespaces import in_namespace
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 
-Starter = Callable[[str, str, Sequence[str], Path], "Child | ForkedChild"]
-"""start(name, module, args, log_path): a node process running `python -m module args`."""
+
+class Starter(Protocol):
+    """start(name, module, args, log_path, namespace): a node process running `python -m module args`
+    (in the network namespace of an emulated host, if not "")."""
+
+    def __call__(
+        self, name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = ""
+    ) -> Child | ForkedChild: ...
+
+
+HOST_PORT = 5000  # the first port of each emulated host: its peers listen on 5000, 5001, ...
 
 
 def process_groups(node_configs: Sequence[Path], per_process: int) -> dict[str, ProcessGroup]:
@@ -41,33 +53,46 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
     env = child_env(config.task.threads)
     if not config.launcher.fork_server:
 
-        def fresh(name: str, module: str, args: Sequence[str], log_path: Path) -> Child:
-            return Child(name, python_module(module, *args), log_path=log_path, env=env, lines=lines)
+        def fresh(name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = "") -> Child:
+            argv = in_namespace(namespace, python_module(module, *args))
+            return Child(name, argv, log_path=log_path, env=env, lines=lines)
 
         yield fresh
         return
     preload = preload_for(config.task.model, config.task.dataset)
     with start_fork_server(preload, results.logs / "forkserver.log", env) as server:
 
-        def forked(name: str, module: str, args: Sequence[str], log_path: Path) -> ForkedChild:
-            return server.spawn(name, module, args, log_path=log_path, lines=lines)
+        def forked(
+            name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = ""
+        ) -> ForkedChild:
+            return server.spawn(name, module, args, log_path=log_path, lines=lines, namespace=namespace)
 
         yield forked
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Node processes on this machine, their peers on free loopback ports."""
+    """Node processes on this machine, their peers on free loopback ports, or with `hosts` each
+    process in an emulated host of its own (launcher.network = "namespaces"), its peers on that
+    host's address from HOST_PORT up."""
 
     starter: Starter
     logs: Path
+    hosts: RunHosts | None = None
 
     def place(self, groups: Sequence[ProcessGroup]) -> list[str]:
+        if self.hosts is not None:
+            return [
+                f"{self.hosts.address_of(node)}:{HOST_PORT + j}"
+                for group in groups
+                for j, node in enumerate(group.nodes)
+            ]
         count = sum(len(group.nodes) for group in groups)
         return [f"{LOOPBACK}:{port}" for port in free_ports(count, LOOPBACK)]
 
     def start(self, group: ProcessGroup) -> NodeProcess:
-        return self.starter(group.name, *group.command, self.logs / f"{group.name}.log")
+        namespace = "" if self.hosts is None else self.hosts.namespace_of(group.nodes[0])
+        return self.starter(group.name, *group.command, self.logs / f"{group.name}.log", namespace)
 
 
 @contextlib.contextmanager
@@ -75,7 +100,12 @@ def local_engine(
     config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue
 ) -> Iterator[LocalEngine]:
     """The local engine (`launcher.engine = "local"`, launcher/runs/engines.py) for the block: node
-    processes started afresh or forked (`node_starter`); their stdout lines go to `lines` as
-    (process name, line), then (name, None) when a process ends."""
-    with node_starter(config, results, lines) as start:
-        yield LocalEngine(start, results.logs)
+    processes started afresh or forked (`node_starter`), each in an emulated host of its own if
+    launcher.network = "namespaces" (made here, removed at the end); their stdout lines go to
+    `lines` as (process name, line), then (name, None) when a process ends."""
+    with contextlib.ExitStack() as stack:
+        hosts = None
+        if config.launcher.network == "namespaces":
+            hosts = stack.enter_context(RunHosts(config, results))
+        start = stack.enter_context(node_starter(config, results, lines))
+        yield LocalEngine(start, results.logs, hosts)

@@ -7,6 +7,7 @@ summary.json    written at the end by fedgossip.reports
 .claim          while a command writes the folder: its owner (launcher/runs/claim.py); removed at the end
 processes.json  the PID of every process the launcher started (Ray engine: each actor's, on its machine)
 ray.json        Ray engine: the cluster, the run's namespace, where each actor ran (gossip/ray_engine.py)
+network.json    launcher.network = "namespaces": each node's emulated host (launcher/network/hosts.py)
 accuracy.png    accuracy per round
 logs/           one log file per process
 nodes/          the node configs the peers were started with

@@ -20,9 +20,10 @@ starts with SIGINT/SIGTERM at their defaults (blocked across the fork), so the p
 `Shutdown` (base/signals.py) governs them from there.
 
 Control messages (SOCK_SEQPACKET, one JSON object per message): launcher -> server
-{"fork": name, "module", "args", "log", "env"}; server -> launcher {"ready": true} once the
-imports are done, {"forked": name, "pid"} with the read end of the child's stdout pipe, {"exited":
-pid, "code"} when a child is reaped (code as subprocess gives it: negative for a signal).
+{"fork": name, "module", "args", "log", "env", "netns"} (netns: the network namespace of the
+emulated host the child enters first, or ""); server -> launcher {"ready": true} once the imports
+are done, {"forked": name, "pid"} with the read end of the child's stdout pipe, {"exited": pid,
+"code"} when a child is reaped (code as subprocess gives it: negative for a signal).
 
 A fork server that fails (killed while it imports or forks, a fork refused: no memory, no inode
 for the child's log) raises `LaunchError` naming the cause in one line; one that ends mid-run is
@@ -216,10 +217,13 @@ class ForkServer:
         log_path: Path,
         lines: queue.Queue,
         env: Mapping[str, str] | None = None,
+        namespace: str = "",
     ) -> ForkedChild:
-        """Fork a child running `python -m module args`; its stdout lines go to `lines` as (name, line)."""
+        """Fork a child running `python -m module args` (in the network `namespace` of an emulated
+        host, if given); its stdout lines go to `lines` as (name, line)."""
         request = {"fork": name, "module": module, "args": list(args), "log": str(log_path)}
         request["env"] = dict(env or {})
+        request["netns"] = namespace
         with self._lock:
             self._socket.send(json.dumps(request).encode())
             reply, fds = self._reply(REPLY_TIMEOUT_S, f"to fork {name}")

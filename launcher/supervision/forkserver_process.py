@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fedgossip.base.signals import Shutdown
+from fedgossip.launcher.supervision.namespaces import enter
 from fedgossip.launcher.supervision.processes import die_with_parent
 
 GRACE_S = 5.0
@@ -83,6 +84,8 @@ def _fork(request: dict, control: socket.socket, server_pid: int) -> tuple[int, 
                 os.dup2(fd, target)
                 os.close(fd)
             os.environ.update(request["env"])
+            if request.get("netns"):
+                enter(request["netns"])
             code = _run_child(request["module"], request["args"])
         finally:
             with contextlib.suppress(Exception):

@@ -20,6 +20,11 @@ only notice the loss through Flower's own parent polls, seconds later. So `watch
   sessions), SIGTERMs them, SIGKILLs whatever still runs after GRACE_S, and exits: every process of
   the run is gone within about a second of the launcher's death.
 
+Network namespaces: a run with emulated hosts (launcher/supervision/namespaces.py) writes their
+prefix, one line, to the pipe (`remove_on_exit`) before it makes them; after the sweep the
+watchdog removes whatever still carries that prefix (namespaces, veths, bridge), since the kernel
+keeps a named namespace after its last process.
+
 When the run ends normally the launcher stops its children, then closes the pipe itself; the sweep
 finds nothing left (or stops the leftovers) and the watchdog exits while the launcher waits for it,
 so it never outlives its job. It also gives up if the launcher is gone but the pipe stayed open.
@@ -43,20 +48,45 @@ from fedgossip.launcher.supervision.proctree import ProcessTracker
 SCAN_S = 0.25  # how stale the watchdog's list of processes can be
 GRACE_S = 0.8  # SIGTERM -> SIGKILL: stopped within 2 s of the launcher's death, even on a loaded machine
 EXIT_TIMEOUT_S = 10.0  # how long the launcher waits for the watchdog after closing the pipe
+_pipes: list[int] = []  # the write ends of this process's running watchdogs, innermost last
+
+
+def _read_ready(fd: int, timeout: float, into: bytearray) -> int | None:
+    """Append what `fd` has within `timeout` seconds to `into`: the count read, None at EOF."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        return 0
+    data = os.read(fd, 4096)
+    into += data
+    return len(data) or None
 
 
 def watch(launcher: int, fd: int = 0) -> list[int]:
     """Track the descendants of `launcher` until `fd` reads EOF (or the launcher is gone), then stop
-    every one still running; return their PIDs."""
+    every one still running and remove the network namespaces whose prefixes `fd` named (a line
+    each); return the stopped PIDs."""
+    said = bytearray()
+    try:
+        left = _stop_descendants(launcher, fd, said)
+    except (psutil.NoSuchProcess, ProcessLookupError):  # the launcher died before this process looked
+        left = []
+    while _read_ready(fd, 0.0, said):  # what it wrote just before it died
+        pass
+    prefixes = [line.decode() for line in bytes(said).split(b"\n")[:-1] if line]
+    if prefixes:
+        from fedgossip.launcher.supervision.namespaces import remove_network  # only runs that made hosts
+
+        for prefix in prefixes:
+            remove_network(prefix)
+    return left
+
+
+def _stop_descendants(launcher: int, fd: int, said: bytearray) -> list[int]:
+    """`watch` without the namespaces: what `fd` says goes to `said`."""
     me = psutil.Process()
     tracker = ProcessTracker(exclude={me.pid}, since=me.create_time(), foreign_sessions={os.getsid(launcher)})
     parent = psutil.Process(launcher)
-    while True:
-        ready, _, _ = select.select([fd], [], [], SCAN_S)
-        if ready and not os.read(fd, 4096):
-            break
-        if not parent.is_running():
-            break
+    while _read_ready(fd, SCAN_S, said) is not None and parent.is_running():
         tracker.scan_new([launcher])
     tracker.scan([launcher])
     left = tracker.stop_leftovers(GRACE_S)
@@ -82,15 +112,26 @@ def watchdog() -> Iterator[int]:
         raise
     finally:
         os.close(read)
+    _pipes.append(write)
     try:
         yield process.pid
     finally:
+        _pipes.remove(write)
         os.close(write)
         try:
             process.wait(EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def remove_on_exit(prefix: str) -> bool:
+    """Have this process's innermost running watchdog remove the network namespaces, veths and
+    bridge named `prefix` when it ends (after it stopped the run's processes); False if none runs."""
+    if not _pipes:
+        return False
+    os.write(_pipes[-1], f"{prefix}\n".encode())
+    return True
 
 
 if __name__ == "__main__":

@@ -114,3 +114,10 @@ def test_a_partition_cuts_the_links_between_groups_for_its_rounds_only():
     assert delivered == {1: (True, True), 2: (True, False), 3: (True, False), 4: (True, True)}
     drops = [(e["round"], e["details"]) for e in events.take() if e["kind"] == "drop"]
     assert drops == [(2, {"to": 3, "reason": "partition"}), (3, {"to": 3, "reason": "partition"})]
+
+
+def test_a_link_delay_adds_to_its_link_only_in_both_directions():
+    scenario = ScenarioSection(delay_ms=10, link_delay_ms={"2-0": 50.0})
+    assert Link(scenario, 0, 2, 4, seed=7).fate(1, 0) == (None, 0.06)
+    assert Link(scenario, 2, 0, 4, seed=7).fate(1, 0) == (None, 0.06)
+    assert Link(scenario, 0, 1, 4, seed=7).fate(1, 0) == (None, 0.01)

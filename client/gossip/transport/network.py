@@ -6,15 +6,21 @@ while a partition separates the two ends), or it waits delay_ms +- jitter_ms (un
 size over bandwidth_mbps before it goes. Each direction of a link is the push of one of its ends,
 so both directions are covered. Each link draws from its own stream of the experiment seed (in
 push order, in the sender's coroutine), and every loss and delay is an event of the sender.
+scenario.link_delay_ms adds to the delay of the links it names.
+
+With scenario.network_layer = "kernel" the kernel applies all of it between emulated hosts
+(launcher/network/shaping.py) and a peer pushes through a `TimedSender`: no fault of its own, and
+a "push" event per push with the seconds it took (`push_s`), where the kernel's delays show.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from fedgossip.base.seeding import stream
 from fedgossip.client.gossip.transport.sender import NeighbourSender, OnReply, _Job
-from fedgossip.config.sections import ScenarioSection
+from fedgossip.config.sections import ScenarioSection, link_ends
 from fedgossip.proto import gossip_pb2_grpc
 from fedgossip.scenario.roles import Events
 
@@ -33,6 +39,8 @@ class Link:
             node, scenario.partition_groups, count
         ) != group_of(neighbour, scenario.partition_groups, count)
         self._rng = stream(seed, "network", node, neighbour)
+        named = scenario.link_delay_ms.items()
+        self.extra_ms = sum(delay for name, delay in named if set(link_ends(name)) == {node, neighbour})
 
     def partitioned(self, round_: int) -> bool:
         """Whether a partition separates the two ends in `round_`."""
@@ -51,7 +59,7 @@ class Link:
             return "partition", 0.0
         if lost:
             return "loss", 0.0
-        seconds = (s.delay_ms + jitter) / 1000
+        seconds = (s.delay_ms + self.extra_ms + jitter) / 1000
         if s.bandwidth_mbps > 0:
             seconds += nbytes * 8 / (s.bandwidth_mbps * 1e6)
         return None, seconds
@@ -87,3 +95,26 @@ class FaultySender(NeighbourSender):
             if await self._pause(delay):
                 return 0
         return await super()._transmit(job)
+
+
+class TimedSender(NeighbourSender):
+    """A NeighbourSender that records how long each push took (a "push" event: `to`, `push_s`,
+    `bytes`, 0 if it failed): the network layer is the kernel's (scenario.network_layer = "kernel")."""
+
+    def __init__(
+        self,
+        node: int,
+        stub: gossip_pb2_grpc.GossipStub,
+        metadata: Sequence[tuple[str, str]],
+        on_reply: OnReply,
+        events: Events,
+    ) -> None:
+        self._events = events
+        super().__init__(node, stub, metadata, on_reply)
+
+    async def _transmit(self, job: _Job) -> int:
+        started = time.perf_counter()
+        sent = await super()._transmit(job)
+        took = round(time.perf_counter() - started, 4)
+        self._events.add("push", job.chunks[0].header.round, to=self.node, push_s=took, bytes=sent)
+        return sent

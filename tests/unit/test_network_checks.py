@@ -1,0 +1,105 @@
+"""What emulated hosts and the kernel's network layer refuse, each an error naming the key: the
+config's combinations, and a machine without root or iproute2 (faked inputs); and the tc
+commands the kernel layer runs for a small scenario, against hand-written ones."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fedgossip.config import ScenarioSection, load_config
+from fedgossip.launcher.network import shaping
+from fedgossip.launcher.network.hosts import check_network
+from fedgossip.launcher.network.shaping import LinkShape, ingress_commands, link_shapes, loss_filter
+from fedgossip.launcher.supervision import namespaces
+
+NAMESPACES = ["launcher.network=namespaces", "security.tls=true"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["launcher.network=namespaces"], "security.tls = true (or security.insecure = true"),
+        ([*NAMESPACES, "launcher.engine=ray"], "launcher.engine 'ray' has none"),
+        (
+            [*NAMESPACES, "experiment.mode=flower", "strategy.name=fedavg", "flower.engine=inprocess"],
+            "flower.engine 'inprocess' has no processes",
+        ),
+        (["scenario.network_layer=kernel"], "scenario.network_layer 'kernel' shapes the links"),
+        ([*NAMESPACES, "scenario.network_layer=kernel", "nodes.per_process=2"], "nodes.per_process > 1"),
+        (
+            [
+                *NAMESPACES,
+                "scenario.network_layer=kernel",
+                "scenario.partition_groups=2",
+                "scenario.partition_rounds=[1, 2]",
+            ],
+            "scenario.partition_groups is not supported",
+        ),
+        (['scenario.link_delay_ms={"0-8"=5}'], "scenario.link_delay_ms names a node >= nodes.count (8)"),
+        (['scenario.link_delay_ms={"3-3"=5}'], "scenario.link_delay_ms name must be"),
+        (['scenario.link_delay_ms={"0-1"=-5}'], "scenario.link_delay_ms.0-1"),
+    ],
+)
+def test_network_combinations_are_refused_naming_the_key(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(None, settings)
+
+
+def test_namespaces_without_root_or_iproute2_name_the_key(monkeypatch):
+    config = load_config(None, NAMESPACES)
+    monkeypatch.setattr(namespaces.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    monkeypatch.setattr(namespaces.os, "geteuid", lambda: 1000)
+    with pytest.raises(
+        ValueError, match=r"launcher\.network 'namespaces' cannot run on this machine: .*need root"
+    ):
+        check_network(config)
+    monkeypatch.setattr(namespaces.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(namespaces.shutil, "which", lambda tool: None if tool == "ip" else "/usr/sbin/tc")
+    with pytest.raises(ValueError, match=r"launcher\.network 'namespaces' .*: ip \(iproute2\) not found"):
+        check_network(config)
+    check_network(load_config(None, []))  # loopback runs ask nothing of the machine
+
+
+def test_a_kernel_without_netem_refuses_delays_naming_the_key(monkeypatch):
+    monkeypatch.setattr(namespaces.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    monkeypatch.setattr(namespaces.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shaping, "has_qdisc", lambda kind: kind != "netem")
+    kernel = [*NAMESPACES, "scenario.network_layer=kernel"]
+    with pytest.raises(ValueError, match=r"scenario\.network_layer 'kernel' cannot delay packets"):
+        check_network(load_config(None, [*kernel, "scenario.delay_ms=20"]))
+    check_network(load_config(None, [*kernel, "scenario.loss=0.1", "scenario.bandwidth_mbps=5"]))
+
+
+def test_link_shapes_add_a_link_delay_to_both_directions():
+    shapes = link_shapes(ScenarioSection(delay_ms=10, jitter_ms=2, loss=0.1, link_delay_ms={"1-0": 50.0}), 3)
+    assert set(shapes) == {(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)}
+    assert shapes[(0, 1)] == shapes[(1, 0)] == LinkShape(60.0, 2.0, 0.1, 0.0)
+    assert shapes[(2, 1)] == LinkShape(10.0, 2.0, 0.1, 0.0)
+
+
+def test_loss_filter_is_the_hand_assembled_program():
+    # 10.64.0.2 = 10 x 2^24 + 64 x 2^16 + 2 = 171_966_466; 0.25 x 2^32 = 1_073_741_824
+    assert loss_filter("10.64.0.2", 0.25) == (
+        "8,40 0 0 12,21 0 5 2048,32 0 0 26,21 0 3 171966466,32 0 0 4294963256,"
+        "53 1 0 1073741824,6 0 0 4294967295,6 0 0 0"
+    )
+
+
+def test_ingress_commands_shape_each_source():
+    shapes = {"10.64.0.3": LinkShape(delay_ms=50, rate_mbps=2.5), "10.64.0.4": LinkShape(loss=0.5)}
+    program = loss_filter("10.64.0.4", 0.5)
+    q = "quantum 60000"
+    assert ingress_commands("fgabcdefh0", shapes) == [
+        "qdisc add dev fgabcdefh0 root handle 1: htb default 1",
+        f"class add dev fgabcdefh0 parent 1: classid 1:1 htb rate 10gbit {q}",
+        f"class add dev fgabcdefh0 parent 1: classid 1:ffff htb rate 10gbit {q}",
+        "qdisc add dev fgabcdefh0 parent 1:ffff handle ffff: pfifo limit 0",
+        f"class add dev fgabcdefh0 parent 1: classid 1:2 htb rate 2500kbit ceil 2500kbit {q}",
+        "qdisc add dev fgabcdefh0 parent 1:2 handle 2: netem delay 50ms limit 100000",
+        "filter add dev fgabcdefh0 parent 1: protocol ip prio 2 u32 match ip src 10.64.0.3/32 flowid 1:2",
+        f"class add dev fgabcdefh0 parent 1: classid 1:3 htb rate 10gbit ceil 10gbit {q}",
+        f'filter add dev fgabcdefh0 parent 1: protocol ip prio 1 bpf bytecode "{program}" flowid 1:ffff',
+        "filter add dev fgabcdefh0 parent 1: protocol ip prio 2 u32 match ip src 10.64.0.4/32 flowid 1:3",
+    ]
