@@ -246,3 +246,55 @@ def test_a_prepared_dataset_gives_each_device_its_own_shard_and_the_test_set(tmp
         rows += [bytes(row) for row in own.x.astype(np.uint8)]
     # the devices' training shards are a partition of the 240 training images (iid: disjoint, covering)
     assert sorted(rows) == sorted(bytes(row) for row in images[:240].astype(np.uint8))
+
+
+def device_record(node: int, round_: int, time_s: float, accuracy: float) -> dict:
+    return {
+        "type": "record",
+        "node": node,
+        "record": {
+            "node": node,
+            "round": round_,
+            "time_s": time_s,
+            "test_accuracy": accuracy,
+            "bytes_sent": 100,
+            "merged": 2,
+            "neighbours_heard": [],
+        },
+    }
+
+
+@pytest.mark.timeout(60)
+def test_collect_aligns_each_devices_clock_and_a_missing_device_is_a_dead_node(tmp_path):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    assert bundle(tmp_path, hosts).exit_code == 0
+    out = tmp_path / "bundle"
+    starts = {0: 40.0, 1: 10.0, 2: 12.5}  # each device's round-1 time on its own clock; node 3 lost
+    for node, t1 in starts.items():
+        events = [{"type": "ready", "node": node, "port": 7000, "setup_s": 1.0}]
+        events += [device_record(node, 1, t1, 0.5), device_record(node, 2, t1 + 2.0, 0.6 + node / 10)]
+        events += [
+            {"type": "scenario", "node": node, "round": 2, "time_s": t1 + 1.0, "kind": "drop", "details": {}}
+        ]
+        events += [{"type": "done", "node": node}]
+        (out / f"node-{node}" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    folders = [str(out / f"node-{n}") for n in range(3)]
+    result = CliRunner().invoke(app, ["collect", *folders, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 3, result.output  # partial
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["dead_nodes"] == [3]
+    assert "node 3: no device folder collected" in summary["errors"]
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    # every round-1 record moved to 10.0 (node 1's, the last started); later ones by the same shift
+    assert sorted((r["node"], r["round"], r["time_s"]) for r in records) == [
+        (0, 1, 10.0),
+        (0, 2, 12.0),
+        (1, 1, 10.0),
+        (1, 2, 12.0),
+        (2, 1, 10.0),
+        (2, 2, 12.0),
+    ]
+    events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
+    assert sorted((e["node"], e["time_s"]) for e in events) == [(0, 11.0), (1, 11.0), (2, 11.0)]
+    assert summary["final_mean_accuracy"] == pytest.approx((0.6 + 0.7 + 0.8) / 3)
+    assert summary["wall_time_s"] == 12.0
