@@ -15,7 +15,7 @@
 
     [superlink]                 # Flower mode only: the coordinator
     host = "10.0.0.1"
-    port = 9092                 # the port SuperNodes connect to
+    port = 9092                 # the port SuperNodes connect to (default: [defaults] port, else 9092)
 
 Every fault is a ValueError naming the key at fault (`fedgossip bundle` exits 2 with it): a node
 missing or unknown, a host that is neither an IP address nor a DNS name, a port out of 1..65535,
