@@ -339,6 +339,55 @@ def certs(
     console.print(escape(f"CA: {ca.cert}\ncertificate: {issued.cert}\nkey: {issued.key}"))
 
 
+@app.command()
+def bundle(
+    config: ExperimentArg = None,
+    hosts: Annotated[
+        Path | None, typer.Option("--hosts", help="Inventory: node id -> host, port (docs/devices.md).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for one folder per device (new or empty).")
+    ] = None,
+    set_: Overrides = [],  # noqa: B006
+) -> None:
+    """Write one folder per device (node config, certificates, keys, start.sh, systemd unit)."""
+    from fedgossip.config import load_config
+    from fedgossip.launcher.devices.bundle import write_bundle
+
+    with _clear_errors():
+        if hosts is None or out is None:
+            raise ValueError("--hosts (the inventory) and --out (the bundle folder) are required")
+        folders = write_bundle(load_config(config, set_), hosts, out)
+    names = folders[0].name if len(folders) == 1 else f"{folders[0].name} ... {folders[-1].name}"
+    console.print(escape(f"{len(folders)} device folders in {out} ({names}); next: docs/devices.md"))
+
+
+@app.command()
+def collect(
+    devices: Annotated[list[Path], typer.Argument(help="Device folders copied back (or a folder of them).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The results folder to write.")],
+) -> None:
+    """Gather the devices' records and logs into one results folder (report/compare read it)."""
+    from fedgossip.launcher.devices.collect import collect as collect_devices
+    from fedgossip.launcher.experiments.run import EXIT_CODES
+
+    with _clear_errors():
+        _, status = collect_devices(devices, out, console)
+    raise typer.Exit(EXIT_CODES[status])
+
+
+@app.command()
+def superlink(
+    folder: Annotated[Path, typer.Argument(help="The SuperLink device folder of a Flower bundle.")],
+) -> None:
+    """Run a Flower bundle's SuperLink device: SuperLink, keys, the run submitted and followed to its end."""
+    from fedgossip.launcher.devices.superlink_device import run_superlink_device
+
+    with _clear_errors():
+        code = run_superlink_device(folder, lambda line: console.print(escape(line)))
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console entry point. The working directory is importable, as under `python -m`: a user's
     `package.module:function` (strategy, model) given relative to it is found."""

@@ -102,31 +102,7 @@ def _run_into(
             raise
         finally:
             shutdown.begin()
-        if results.failure:
-            outcome.status = "failed"
-            outcome.errors.append(results.failure)
-        summary = build_summary(out_dir, outcome.info())
-        results.save(SUMMARY, lambda path: write_summary(path, summary))
-        title = f"{config.experiment.name}: test accuracy"
-        records = read_records(out_dir)
-        results.save("accuracy.png", lambda path: plot_run(records, path, title))
-        results.save("variance.png", lambda path: plot_variance(records, path, title))
-        consensus_title = f"{config.experiment.name}: consensus distance"
-        consensus = read_consensus(out_dir, records)
-        results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
-        report = mechanism_report(config.strategy.name)
-        if report is not None:  # a mechanism's own plot, e.g. fair incentives' fair.png
-            own_title = f"{config.experiment.name}: {report.title}"
-            results.save(f"{report.name}.png", lambda path: report.plot(records, config, path, own_title))
-        if tracking is not None:
-            tracking.finish(summary, run_files(results.path))
-            results.warnings += tracking.close()
-        console.print(run_table(summary, title=config.experiment.name))
-        console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
-        for warning in results.warnings:
-            console.print(f"[yellow]{escape(warning)}[/]")
-        for error in outcome.errors:
-            console.print(f"[red]{escape(error)}[/]")
+        summary = finish_run(config, results, out_dir, outcome, console, tracking)
     code = shutdown.exit_code if outcome.status == "interrupted" else EXIT_CODES[outcome.status]
     return summary, code
 
@@ -137,6 +113,45 @@ def _abandon(tracking: Tracking | None) -> None:
     if tracking is not None:
         tracking.finish({"status": "failed"}, [])
         tracking.close()
+
+
+def finish_run(
+    config: ExperimentConfig,
+    results: ResultsFolder,
+    out_dir: Path,
+    outcome: Outcome,
+    console: Console,
+    tracking: Tracking | None = None,
+) -> dict:
+    """What a run's records make once it ended (a launched run, or a deployment's records that
+    `fedgossip collect` gathered): summary.json, the figures, the tracker's last words, the table;
+    the summary."""
+    if results.failure:
+        outcome.status = "failed"
+        outcome.errors.append(results.failure)
+    summary = build_summary(out_dir, outcome.info())
+    results.save(SUMMARY, lambda path: write_summary(path, summary))
+    title = f"{config.experiment.name}: test accuracy"
+    records = read_records(out_dir)
+    results.save("accuracy.png", lambda path: plot_run(records, path, title))
+    results.save("variance.png", lambda path: plot_variance(records, path, title))
+    consensus_title = f"{config.experiment.name}: consensus distance"
+    consensus = read_consensus(out_dir, records)
+    results.save("consensus.png", lambda path: plot_consensus(consensus, path, consensus_title))
+    report = mechanism_report(config.strategy.name)
+    if report is not None:  # a mechanism's own plot, e.g. fair incentives' fair.png
+        own_title = f"{config.experiment.name}: {report.title}"
+        results.save(f"{report.name}.png", lambda path: report.plot(records, config, path, own_title))
+    if tracking is not None:
+        tracking.finish(summary, run_files(results.path))
+        results.warnings += tracking.close()
+    console.print(run_table(summary, title=config.experiment.name))
+    console.print(f"results: {escape(str(out_dir))} (metrics.jsonl, summary.json, *.png, logs/)")
+    for warning in results.warnings:
+        console.print(f"[yellow]{escape(warning)}[/]")
+    for error in outcome.errors:
+        console.print(f"[red]{escape(error)}[/]")
+    return summary
 
 
 def _runtime(config: ExperimentConfig):

@@ -1,7 +1,7 @@
 """The TLS material and SuperNode keys of a secured Flower deployment, written into `secrets/`.
 
 security.tls: a throwaway CA and a SuperLink certificate for 127.0.0.1/localhost (and its emulated
-host's address with launcher.network = "namespaces");
+host's address with launcher.network = "namespaces", or its device's host in a bundle);
 security.mutual_tls: on top, one SuperNode key pair per node (Flower's SuperNode authentication:
 the SuperLink refuses a SuperNode whose public key was not registered).
 """

@@ -41,23 +41,29 @@ LOOPBACK = "127.0.0.1"
 
 
 def security_material(
-    config: ExperimentConfig, graph: nx.Graph, secrets_dir: Path, hosts: Sequence[str] = ()
+    config: ExperimentConfig,
+    graph: nx.Graph,
+    secrets_dir: Path,
+    hosts: Sequence[str] = (),
+    *,
+    observer: bool = True,
 ) -> dict[int, dict[str, str]]:
-    """Per-peer credentials of a launched run, as PeerSection fields by node.
+    """Per-peer credentials of a launched run (or of device bundles), as PeerSection fields by node.
 
-    Always: a key per link (identity, even on loopback), and the secret of the launcher's observer
-    (GetModel only, for the consensus distance). With security.tls: a throwaway CA and one
-    certificate per peer naming its node (checked by the neighbours under mutual TLS) and its host
-    (`hosts[node]`, loopback if not given), and one named `observer`. With security.token: one
-    shared token on top. The observer's material stays in `secrets_dir`
+    Always: a key per link (identity, even on loopback), and with `observer` the secret of the
+    launcher's observer (GetModel only, for the consensus distance). With security.tls: a throwaway
+    CA and one certificate per peer naming its node (checked by the neighbours under mutual TLS) and
+    its host (`hosts[node]`, loopback if not given), and (`observer`) one named `observer`. With
+    security.token: one shared token on top. The observer's material stays in `secrets_dir`
     (`fedgossip.launcher.gossip.consensus.ObserverAccess` reads it).
     """
-    links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=True)
+    links = write_link_keys(graph.edges, graph.nodes, secrets_dir, observer=observer)
     fields = {node: {"link_keys_file": str(path)} for node, path in links.items()}
     security = config.security
     if security.tls:
         ca = make_ca(secrets_dir)
-        make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
+        if observer:
+            make_certificate(ca, secrets_dir, OBSERVER, [LOOPBACK, "localhost"])
         for node in graph.nodes:
             names = list(dict.fromkeys([hosts[node] if hosts else LOOPBACK, LOOPBACK, "localhost"]))
             cert = make_certificate(ca, secrets_dir, certificate_name(node), names)
@@ -97,16 +103,34 @@ def write_node_configs(
     )
     paths = node_config_paths(results, count)
     for node, path in enumerate(paths):
-        peer = PeerSection(
-            id=node,
-            listen=listen[node],
-            neighbours={str(n): listen[n] for n in neighbours(graph, node)},
-            run_start=run_start,
-            insecure=config.security.insecure,
-            **credentials[node],
+        peer = peer_section(
+            graph, node, listen[node], listen, run_start, credentials[node], config.security.insecure
         )
         path.write_text(dump_toml(config.replace(peer=peer)))
     return paths
+
+
+def peer_section(
+    graph: nx.Graph,
+    node: int,
+    listen: str,
+    addresses: Sequence[str],
+    run_start: float,
+    credentials: dict[str, str],
+    insecure: bool = False,
+) -> PeerSection:
+    """The [peer] section of `node`: it binds `listen`, its neighbours in `graph` are dialled at
+    `addresses[neighbour]` ("host:port"), its credentials are `security_material`'s fields
+    (`insecure`: plaintext off loopback allowed); a `run_start` of 0 makes the peer count time_s
+    from its own start."""
+    return PeerSection(
+        id=node,
+        listen=listen,
+        neighbours={str(n): addresses[n] for n in neighbours(graph, node)},
+        run_start=run_start,
+        insecure=insecure,
+        **credentials,
+    )
 
 
 def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
@@ -171,15 +195,7 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
                     record = event["record"]
                     results.append(record)
                     done_rounds[node] = record["round"]
-                    # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
-                    # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
-                    waited = (
-                        not record.get("caught_up_from")
-                        and record.get("phase") != "exploit"
-                        and record.get("merge_trigger", "sync") is not None
-                    )
-                    if not record.get("merged") and waited:
-                        outcome.rounds_without_merge[node] = outcome.rounds_without_merge.get(node, 0) + 1
+                    outcome.count_merge(node, record)
                     bar.record(record)
                     if observer:
                         observer.saw(node, record["round"])

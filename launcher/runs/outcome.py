@@ -32,6 +32,18 @@ class Outcome:
             "rounds_without_merge": {str(n): c for n, c in sorted(self.rounds_without_merge.items())},
         }
 
+    def count_merge(self, node: int, record: dict) -> None:
+        """Count a gossip record of `node` that merged nothing though it waited for neighbours."""
+        # fair gossip's exploit phase: a peer no neighbour selected merges nothing by design;
+        # async gossip: a unit merges only when due (its merge_trigger), nothing else is waited
+        waited = (
+            not record.get("caught_up_from")
+            and record.get("phase") != "exploit"
+            and record.get("merge_trigger", "sync") is not None
+        )
+        if not record.get("merged") and waited:
+            self.rounds_without_merge[node] = self.rounds_without_merge.get(node, 0) + 1
+
     def judge_merges(self, rounds_done: dict[int, int], share: float) -> None:
         """Mark a finished run "degraded" when a live node merged nothing in more than `share` of
         its rounds (e.g. a round timeout too short for any model to arrive), saying which."""
