@@ -3,7 +3,9 @@ M-step updates against a direct computation (scipy's Gaussian density, loops ove
 federated EM on IID data recovers the centralised EM fit; the weights a node sends, averaged by
 FedAvg's example counts and divided on arrival, are the authors' responsibility-weighted
 aggregation; a new node's E-step-only adaptation picks the components its data come from; the
-input likelihood flags shifted inputs (AUROC); bad component counts are refused naming the key."""
+input likelihood flags shifted inputs (AUROC); the novel set lies between the components, where one
+Gaussian over all of them fails and the mixture does not; bad component counts are refused naming
+the key."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from scipy.stats import multivariate_normal
 
 from fedgossip.tasks import TaskConfig, build_learner
 from fedgossip.tasks import fedgmm_em as fedgmm
+from fedgossip.tasks.covariate import novel_inputs
 from fedgossip.tasks.gmm_synthetic import components, draw
 
 SEED = 2
@@ -148,6 +151,39 @@ def test_a_new_node_adapts_by_the_e_step_alone_to_its_components_and_flags_novel
     assert np.mean(learner.predict(x[mine]) == y[mine]) >= before
     shifted = x[~mine] + 1.5  # a held-out set with shifted inputs
     assert fedgmm.auroc(learner.novelty(x[mine]), learner.novelty(shifted)) > 0.9
+
+
+@pytest.mark.timeout(30)
+def test_the_novel_set_between_components_fools_one_gaussian_but_not_the_mixture():
+    task = _task(synthetic_features=32, shift_groups=3)
+    means, covariance, _ = components(SEED, 3, 32)
+    x, _, component = draw(SEED, 1, 900, 3, 32)
+    novel = novel_inputs(task, x[:300], (32,), SEED, 0)
+    assert novel.shape == (300, 32)
+    centre = novel.mean(axis=0)  # the midpoint of two of the components' means
+    assert min(np.linalg.norm(centre - (means[i] + means[j]) / 2) for i in range(3) for j in range(i)) < 0.2
+    covs = np.repeat(covariance[None], 3, axis=0)
+    mixture = fedgmm.log_gaussian  # the true mixture (equal weights) against one Gaussian fitted on x
+    one_mean, one_cov = fedgmm.gaussian_m_step(x, np.ones((len(x), 1)), eps=0.0)
+
+    def auroc(log_p) -> float:
+        return fedgmm.auroc(-log_p(x), -log_p(novel))
+
+    assert auroc(lambda z: fedgmm.logsumexp(mixture(z, means, covs), axis=1)) > 0.95
+    assert auroc(lambda z: mixture(z, one_mean, one_cov)[:, 0]) < 0.5
+
+
+@pytest.mark.timeout(30)
+def test_novel_images_are_reflected_in_the_diagonal_and_novel_features_shifted():
+    images = np.arange(2 * 2 * 3 * 3, dtype=np.float32).reshape(2, 2 * 3 * 3)  # 2 images, 2 channels, 3x3
+    reflected = novel_inputs(_task(dataset="digits"), images, (2, 3, 3), SEED, 0).reshape(2, 2, 3, 3)
+    for n in range(2):
+        for c in range(2):
+            square = images[n].reshape(2, 3, 3)[c]
+            np.testing.assert_array_equal(reflected[n, c], [[square[j, i] for j in range(3)] for i in range(3)])
+    rows = np.zeros((4, 5))
+    moved = novel_inputs(_task(dataset="synthetic"), rows, (5,), SEED, 1)
+    assert np.all(moved == moved[0]) and np.std(moved[0]) > 0.3  # one shift for every row
 
 
 @pytest.mark.timeout(30)
