@@ -97,7 +97,9 @@ def shifted(
     return out + moves[groups]
 
 
-def novel_inputs(task: TaskConfig, x: np.ndarray, input_shape: tuple[int, ...], seed: int, node: int) -> np.ndarray:
+def novel_inputs(
+    task: TaskConfig, x: np.ndarray, input_shape: tuple[int, ...], seed: int, node: int
+) -> np.ndarray:
     """Inputs of a member of the covariate family that none of the groups is (FedGMM's novel
     samples): gmm-synthetic: len(x) draws of a component between two of the mixture's; images: `x`
     reflected in the diagonal (a symmetry of the square that no rotation of the groups is: the

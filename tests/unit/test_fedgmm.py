@@ -157,7 +157,7 @@ def test_a_new_node_adapts_by_the_e_step_alone_to_its_components_and_flags_novel
 def test_the_novel_set_between_components_fools_one_gaussian_but_not_the_mixture():
     task = _task(synthetic_features=32, shift_groups=3)
     means, covariance, _ = components(SEED, 3, 32)
-    x, _, component = draw(SEED, 1, 900, 3, 32)
+    x, _, _ = draw(SEED, 1, 900, 3, 32)
     novel = novel_inputs(task, x[:300], (32,), SEED, 0)
     assert novel.shape == (300, 32)
     centre = novel.mean(axis=0)  # the midpoint of two of the components' means
@@ -180,7 +180,8 @@ def test_novel_images_are_reflected_in_the_diagonal_and_novel_features_shifted()
     for n in range(2):
         for c in range(2):
             square = images[n].reshape(2, 3, 3)[c]
-            np.testing.assert_array_equal(reflected[n, c], [[square[j, i] for j in range(3)] for i in range(3)])
+            by_hand = [[square[j, i] for j in range(3)] for i in range(3)]
+            np.testing.assert_array_equal(reflected[n, c], by_hand)
     rows = np.zeros((4, 5))
     moved = novel_inputs(_task(dataset="synthetic"), rows, (5,), SEED, 1)
     assert np.all(moved == moved[0]) and np.std(moved[0]) > 0.3  # one shift for every row
