@@ -67,7 +67,9 @@ class TaskConfig(Constrained):
     the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
     Dirichlet(`alpha`) on top.
     `gmm_components`, `gmm_learners`: model "fedgmm"'s Gaussian input components and learners
-    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression). `unseen_nodes` (covariate
+    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression); `gmm_embedding` > 0: the
+    Gaussians sit on that many principal components of the global test inputs (unlabelled, the
+    same on every node), the learners on the raw features. `unseen_nodes` (covariate
     partition): the partition is drawn for nodes.count + unseen_nodes nodes and the last
     unseen_nodes never train: new nodes, adapted to the final model after the run
     (`reports/fedgmm.py`).
@@ -109,6 +111,7 @@ class TaskConfig(Constrained):
         "shift_alpha": Interval(Real, 0.0, closed="neither"),
         "gmm_components": AT_LEAST_ONE,
         "gmm_learners": AT_LEAST_ONE,
+        "gmm_embedding": Interval(Integral, 0),
         "unseen_nodes": Interval(Integral, 0),
         "finetune_epochs": Interval(Integral, 0),
     }
@@ -147,6 +150,7 @@ class TaskConfig(Constrained):
     shift_alpha: float = 0.4
     gmm_components: int = 3
     gmm_learners: int = 3
+    gmm_embedding: int = 0
     unseen_nodes: int = 0
     finetune_epochs: int = 0
 

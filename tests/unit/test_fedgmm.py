@@ -188,6 +188,28 @@ def test_novel_images_are_reflected_in_the_diagonal_and_novel_features_shifted()
 
 
 @pytest.mark.timeout(30)
+def test_the_embedding_is_the_principal_axes_of_the_global_test_inputs_on_every_node():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    mean, axes = fedgmm.principal_axes(x, 2)
+    _, vectors = np.linalg.eigh(np.cov(x.T))  # ascending
+    for j in range(2):
+        expected = vectors[:, -1 - j]
+        assert abs(abs(axes[:, j] @ expected) - 1.0) < 1e-9  # the same axis, up to its sign
+        assert axes[np.abs(axes[:, j]).argmax(), j] > 0  # the sign fixed
+    np.testing.assert_allclose(mean, x.mean(axis=0))
+    task = _task(gmm_embedding=2)
+    first, second = (build_learner(task, node, 3, SEED) for node in (0, 1))
+    assert first.means.shape == (3, 2) and first.covs.shape == (3, 2, 2) and first.coef.shape == (3, 4, 2)
+    mean, axes = fedgmm.principal_axes(first.data.x_test.astype(np.float64), 2)
+    inputs = first.data.x_train.astype(np.float64)
+    np.testing.assert_allclose(first.embed(inputs), (inputs - mean) @ axes)
+    np.testing.assert_allclose(second.embed(inputs), first.embed(inputs))  # the same on every node
+    with pytest.raises(ValueError, match=r"task\.gmm_embedding = 5 is more than the 4 features"):
+        build_learner(_task(gmm_embedding=5), 0, 3, SEED)
+
+
+@pytest.mark.timeout(30)
 def test_auroc_against_a_direct_count():
     rng = np.random.default_rng(5)
     inside, outside = rng.normal(size=30), rng.normal(1.0, size=20)
