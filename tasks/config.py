@@ -183,16 +183,23 @@ class TaskConfig(Constrained):
                 )
             return
         entry = dataset_entry(self.dataset)
-        if not entry.source or entry.prepared or self.stream_chunks:
+        if not entry.source or (entry.prepared and not self._local_mnist()) or self.stream_chunks:
             raise ValueError(
-                f"task.partition {COVARIATE!r} needs a dataset the nodes load themselves and no stream; "
-                f"got task.dataset {self.dataset!r}, task.stream_chunks {self.stream_chunks}"
+                f"task.partition {COVARIATE!r} needs a dataset the nodes load themselves (mnist: from a "
+                f"local copy, task.path or $FEDGOSSIP_DATA/mnist.npz) and no stream; got task.dataset "
+                f"{self.dataset!r}, task.stream_chunks {self.stream_chunks}"
             )
         if not entry.tabular and self.shift_groups > MAX_ROTATIONS:
             raise ValueError(
                 f"task.shift_groups must be at most {MAX_ROTATIONS} (rotations by 90 degrees) for the "
                 f"images of task.dataset {self.dataset!r}; got {self.shift_groups}"
             )
+
+    def _local_mnist(self) -> bool:
+        """Whether the dataset is mnist from a local file (the nodes can read it themselves)."""
+        from .mnist import local_copy  # here: mnist imports this module
+
+        return self.dataset == "mnist" and local_copy(self) is not None
 
     def _check_data_keys(self) -> None:
         """task.path is required by the file datasets (mnist: optional) and only allowed for them;

@@ -102,8 +102,9 @@ def principal_axes(x: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     linear embedding z = (x - mean) @ axes: the best linear autoencoder of `x`), signs fixed so that
     each axis' largest entry is positive (the same axes from the same rows on every machine)."""
     mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    axes = vt[:count].T
+    centred = x - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending; a d x d problem, not an SVD of x
+    axes = vectors[:, ::-1][:, :count]
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     return mean, axes * signs
 
