@@ -244,3 +244,24 @@ def test_every_run_of_the_fedgmm_reproduction_is_a_valid_config(setting):
     assert len(planned.runs) == len(FEDGMM.methods_of(setting)) * seeds
     local = [run for run in planned.runs if run.name.startswith("local")]
     assert all(run.config.strategy.params["own_weight"] == 1.0 for run in local)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("setting", ["quick", "default", "full"])
+def test_every_run_of_the_rotated_mnist_reproduction_is_a_valid_config(setting, tmp_path, monkeypatch):
+    from fedgossip.launcher.experiments.reproduce import FEDGMM_MNIST, plan
+
+    (tmp_path / "mnist.npz").touch()  # the config asks for a local copy only; nothing reads it here
+    monkeypatch.setenv("FEDGOSSIP_DATA", str(tmp_path))
+    planned = plan("fedgmm-mnist", setting)
+    assert not planned.skipped
+    assert len(planned.runs) == len(FEDGMM_MNIST.methods_of(setting)) * FEDGMM_MNIST.settings[setting].seeds
+    tasks = [run.config.task for run in planned.runs]
+    assert all(task.gmm_embedding == 32 and task.dataset == "mnist" for task in tasks)
+
+
+@pytest.mark.timeout(30)
+def test_a_covariate_partition_of_mnist_without_a_local_copy_is_refused_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDGOSSIP_DATA", str(tmp_path))  # no mnist.npz there
+    with pytest.raises(ValueError, match=r"task\.partition 'covariate' needs a dataset the nodes load"):
+        TaskConfig(dataset="mnist", model="fedgmm", partition="covariate", shift_groups=2)
