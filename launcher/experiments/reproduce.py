@@ -274,10 +274,10 @@ FEDGMM_MNIST = Reproduction(
     methods=FEDGMM.methods,
     settings={
         "quick": Setting(
-            ("experiment.rounds=10", "task.unseen_nodes=2"),
+            ("experiment.rounds=8", "task.unseen_nodes=2"),
             1,
             "6 nodes (and 2 held out as new nodes) on the full MNIST, each image rotated by 0 or 90 "
-            "degrees, each node's mix of the two Dirichlet(0.4), labels Dirichlet(0.4); 10 rounds of 1 "
+            "degrees, each node's mix of the two Dirichlet(0.4), labels Dirichlet(0.4); 8 rounds of 1 "
             "epoch, lr 0.1, batch 128; Gaussians on 32 principal components, softmax-regression "
             "learners on the pixels; one seed",
         ),
