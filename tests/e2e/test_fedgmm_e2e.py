@@ -35,9 +35,9 @@ def _summary(run: Path, *settings: str, timeout: float = 170) -> dict:
 
 def _local_accuracies(run: Path) -> dict[tuple[int, int], float]:
     return {
-        (r["node"], r["round"]): r["local_accuracy"]
+        (r["node"], r["round"]): r.get("local_accuracy")
         for r in read_records(run)
-        if isinstance(r["node"], int) and r["local_accuracy"] is not None
+        if isinstance(r["node"], int) and r.get("local_accuracy") is not None
     }
 
 
