@@ -1,12 +1,13 @@
-"""FedGMM end to end on covariate-shifted data (the authors' synthetic mixture, 3 nodes, 15 rounds),
-each run against FedAvg of the same softmax regression (task.gmm_components = gmm_learners = 1) in
-the same setting: FedGMM's mean local accuracy (task.eval = "both") is the higher.
+"""FedGMM end to end on covariate-shifted data (the authors' synthetic mixture, 3 nodes), against
+FedAvg of the same softmax regression (task.gmm_components = gmm_learners = 1) in the same setting:
+FedGMM's mean local accuracy (task.eval = "both") is the higher after 15 rounds, in Flower and with
+gossip peers over gRPC.
 
-Flower: one deployment run (a real SuperLink, 3 SuperNodes, a ClientApp process per message) that
-evaluates at the last round only (each Flower message starts a ClientApp process: about 1.6 s of
-Flower's imports each, and a SuperNode sleeps up to 3 s between pulls, so the phases are the cost);
-its records are those of the in-process engine for the same seed, and FedAvg runs in process.
-Gossip: real peers over gRPC."""
+Flower on a real SuperLink and 3 SuperNodes: a deployment run gives the in-process engine's records
+(local accuracies, new nodes' figures) for the same config and seed, checked on 3 rounds; the
+15-round comparison runs in process. A 15-round deployment run (each Flower message starts a
+ClientApp process: 1.6 s of Flower's imports each; 192 s of CPU in all for 15 rounds) does not fit
+CI's time (docs/fedgmm.md); the claim then rests on the two tests together."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.support import processes_gone, run_cli
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "fedgmm.toml")
 FEDAVG = ["--set", "task.gmm_components=1", "--set", "task.gmm_learners=1"]
 GOSSIP = ["--set", "experiment.mode=gossip", "--set", "strategy.name=average"]
-ONCE = ["--set", "experiment.evaluate_every=15", "--set", "task.unseen_nodes=2"]  # 2 held-out nodes
+UNSEEN = ["--set", "task.unseen_nodes=2"]  # two more nodes of the partition, held out
 DEPLOYMENT = ["--set", "flower.engine=deployment", "--set", "flower.round_timeout=120"]
 
 
@@ -41,21 +42,28 @@ def _local_accuracies(run: Path) -> dict[tuple[int, int], float]:
     }
 
 
-@pytest.mark.timeout(900)
-def test_flower_deployment_fedgmm_beats_fedavg_in_mean_local_accuracy_and_measures_new_nodes(tmp_path):
-    deployed = _summary(tmp_path / "deployed", *ONCE, *DEPLOYMENT, timeout=840)
+@pytest.mark.timeout(300)
+def test_a_flower_deployment_run_of_fedgmm_gives_the_in_process_records(tmp_path):
+    rounds = ["--set", "experiment.rounds=3", "--set", "experiment.evaluate_every=3", *UNSEEN]
+    deployed = _summary(tmp_path / "deployed", *rounds, *DEPLOYMENT, timeout=280)
     assert processes_gone(tmp_path / "deployed") == {}
-    in_process = _summary(tmp_path / "inprocess", *ONCE)
-    assert _local_accuracies(tmp_path / "deployed") == _local_accuracies(tmp_path / "inprocess")
-    assert {node for node, _ in _local_accuracies(tmp_path / "deployed")} == {0, 1, 2}
+    in_process = _summary(tmp_path / "inprocess", *rounds)
+    local = _local_accuracies(tmp_path / "deployed")
+    assert set(local) == {(0, 3), (1, 3), (2, 3)}
+    assert local == _local_accuracies(tmp_path / "inprocess")
     assert deployed["fedgmm_unseen"] == in_process["fedgmm_unseen"]
-    fedgmm = deployed["final_mean_local_accuracy"]
-    fedavg = _summary(tmp_path / "fedavg", *ONCE, *FEDAVG)["final_mean_local_accuracy"]
     new = deployed["fedgmm_unseen"]
-    print(f"flower deployment, mean local accuracy: fedgmm {fedgmm:.4f}, fedavg {fedavg:.4f}; new {new}")
-    assert fedgmm > fedavg
     assert new["nodes"] == 2 and set(new["by_node"]) == {"3", "4"}
     assert all(0 <= value <= 1 for figures in new["by_node"].values() for value in figures)
+
+
+@pytest.mark.timeout(360)
+def test_flower_fedgmm_beats_fedavg_in_mean_local_accuracy(tmp_path):
+    once = ["--set", "experiment.evaluate_every=15", *UNSEEN]
+    fedgmm = _summary(tmp_path / "fedgmm", *once)["final_mean_local_accuracy"]
+    fedavg = _summary(tmp_path / "fedavg", *once, *FEDAVG)["final_mean_local_accuracy"]
+    print(f"flower, mean local accuracy: fedgmm {fedgmm:.4f}, fedavg {fedavg:.4f}")
+    assert fedgmm > fedavg
 
 
 @pytest.mark.timeout(360)
