@@ -30,7 +30,7 @@ _STREAMS = {
     "local-dp": 221,
     "dp-share": 222,  # per node: the noise on the models a gossip peer pushes
     # personalised learning (ids from 40: other uses may take the next small ones)
-    "gmm_synthetic": 40,  # the synthetic mixture: keyed 0 components, 1 training pool, 2 test set
+    "gmm_synthetic": 40,  # the synthetic mixture: keyed 0 components, 1 training pool, 2 test set, 3 novel
     "covariate": 41,  # the covariate partition: keyed 0 training groups, 1 test groups, 2 feature shifts
     "local_eval": 42,  # per node: its local test split (task.eval)
     "fedgmm": 43,  # per node: FedGMM's initial mixture

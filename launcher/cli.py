@@ -219,7 +219,9 @@ def sweep(
 def reproduce(
     name: Annotated[
         str,
-        typer.Argument(help="vanishing-variance, fair-incentives, dp-bayesian-regression or fedgmm."),
+        typer.Argument(
+            help="vanishing-variance, fair-incentives, dp-bayesian-regression, fedgmm or fedgmm-mnist."
+        ),
     ],
     quick: Annotated[
         bool, typer.Option("--quick", help="A tiny setting (CI): seconds, numbers meaningless.")

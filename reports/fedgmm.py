@@ -2,8 +2,9 @@
 each held-out node of the covariate partition takes the final global model (flower/final-model.npz)
 with uniform mixing weights, is scored on its own test split, adapts by the E-step alone on its
 training data (`FedGMMLearner.adapt`: components and learners fixed) and is scored again; its
-input likelihood then scores its own test inputs against the global test inputs moved by a seeded
-N(0, 1) shift per feature (novel samples; AUROC, 1 = every novel one scored more novel)."""
+input likelihood then scores its own test inputs against novel ones (`covariate.novel_inputs`: a
+member of the covariate family that no group is, e.g. a fresh component of the synthetic mixture;
+AUROC, 1 = every novel one scored more novel)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from fedgossip.base.seeding import stream
 from fedgossip.config import ExperimentConfig
 from fedgossip.tasks import build_learner
+from fedgossip.tasks.covariate import novel_inputs
 from fedgossip.tasks.fedgmm_em import auroc
 
 FINAL_MODEL = Path("flower") / "final-model.npz"
@@ -45,8 +46,8 @@ def unseen_summary(run_dir: str | Path, config: ExperimentConfig | None) -> dict
         before.append(float(np.mean(learner.predict(x) == y)))
         learner.adapt(data.x_train.astype(np.float64), data.y_train, ADAPT_ITERATIONS)
         after.append(float(np.mean(learner.predict(x) == y)))
-        shift = stream(seed, "fedgmm", node).normal(size=data.x_test.shape[1])
-        novelty.append(auroc(learner.novelty(x), learner.novelty(data.x_test + shift)))
+        novel = novel_inputs(task, x, data.input_shape, seed, node)
+        novelty.append(auroc(learner.novelty(x), learner.novelty(novel)))
     return {
         "fedgmm_unseen": {
             "nodes": task.unseen_nodes,

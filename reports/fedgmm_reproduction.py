@@ -98,7 +98,8 @@ def fedgmm_writer(plan: dict[str, Any], groups: Sequence[Group], docs: Path) -> 
             [
                 "New nodes (held out of training, `task.unseen_nodes`), Flower runs: accuracy on their own "
                 "test split with uniform mixing weights, after adapting by the E-step alone, and the AUROC "
-                "of -log p(x) of their test inputs against shifted inputs:",
+                "of -log p(x) of their test inputs against novel ones (`covariate.novel_inputs`: between two "
+                "components of the synthetic mixture; images reflected in the diagonal):",
                 "",
                 markdown_pipe_table(["method", "before", "after E-step", "novelty AUROC"], unseen),
                 "",

@@ -391,4 +391,5 @@ WRITERS = {
     "vanishing-variance": vanishing_variance,
     "fair-incentives": fair_incentives,
     "fedgmm": fedgmm_writer,
+    "fedgmm-mnist": fedgmm_writer,
 }

@@ -67,7 +67,9 @@ class TaskConfig(Constrained):
     the "gmm-synthetic" dataset), mixed per node by Dirichlet(`shift_alpha`), labels skewed by
     Dirichlet(`alpha`) on top.
     `gmm_components`, `gmm_learners`: model "fedgmm"'s Gaussian input components and learners
-    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression). `unseen_nodes` (covariate
+    (`fedgmm_learner`; 1 and 1: FedAvg of the same softmax regression); `gmm_embedding` > 0: the
+    Gaussians sit on that many principal components of the global test inputs (unlabelled, the
+    same on every node), the learners on the raw features. `unseen_nodes` (covariate
     partition): the partition is drawn for nodes.count + unseen_nodes nodes and the last
     unseen_nodes never train: new nodes, adapted to the final model after the run
     (`reports/fedgmm.py`).
@@ -109,6 +111,7 @@ class TaskConfig(Constrained):
         "shift_alpha": Interval(Real, 0.0, closed="neither"),
         "gmm_components": AT_LEAST_ONE,
         "gmm_learners": AT_LEAST_ONE,
+        "gmm_embedding": Interval(Integral, 0),
         "unseen_nodes": Interval(Integral, 0),
         "finetune_epochs": Interval(Integral, 0),
     }
@@ -147,6 +150,7 @@ class TaskConfig(Constrained):
     shift_alpha: float = 0.4
     gmm_components: int = 3
     gmm_learners: int = 3
+    gmm_embedding: int = 0
     unseen_nodes: int = 0
     finetune_epochs: int = 0
 
@@ -179,16 +183,23 @@ class TaskConfig(Constrained):
                 )
             return
         entry = dataset_entry(self.dataset)
-        if not entry.source or entry.prepared or self.stream_chunks:
+        if not entry.source or (entry.prepared and not self._local_mnist()) or self.stream_chunks:
             raise ValueError(
-                f"task.partition {COVARIATE!r} needs a dataset the nodes load themselves and no stream; "
-                f"got task.dataset {self.dataset!r}, task.stream_chunks {self.stream_chunks}"
+                f"task.partition {COVARIATE!r} needs a dataset the nodes load themselves (mnist: from a "
+                f"local copy, task.path or $FEDGOSSIP_DATA/mnist.npz) and no stream; got task.dataset "
+                f"{self.dataset!r}, task.stream_chunks {self.stream_chunks}"
             )
         if not entry.tabular and self.shift_groups > MAX_ROTATIONS:
             raise ValueError(
                 f"task.shift_groups must be at most {MAX_ROTATIONS} (rotations by 90 degrees) for the "
                 f"images of task.dataset {self.dataset!r}; got {self.shift_groups}"
             )
+
+    def _local_mnist(self) -> bool:
+        """Whether the dataset is mnist from a local file (the nodes can read it themselves)."""
+        from .mnist import local_copy  # here: mnist imports this module
+
+        return self.dataset == "mnist" and local_copy(self) is not None
 
     def _check_data_keys(self) -> None:
         """task.path is required by the file datasets (mnist: optional) and only allowed for them;

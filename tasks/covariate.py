@@ -19,6 +19,7 @@ from fedgossip.base.seeding import stream
 
 from .config import TaskConfig
 from .data import Dataset, load_source, scaled_dataset, split_source
+from .gmm_synthetic import between_components
 from .source import Source
 
 _MAX_DRAWS = 1000
@@ -94,6 +95,22 @@ def shifted(
     moves = stream(seed, "covariate", 2).normal(size=(num_groups, out.shape[1])).astype(np.float32)
     moves[0] = 0.0
     return out + moves[groups]
+
+
+def novel_inputs(
+    task: TaskConfig, x: np.ndarray, input_shape: tuple[int, ...], seed: int, node: int
+) -> np.ndarray:
+    """Inputs of a member of the covariate family that none of the groups is (FedGMM's novel
+    samples): gmm-synthetic: len(x) draws of a component between two of the mixture's; images: `x`
+    reflected in the diagonal (a symmetry of the square that no rotation of the groups is: the
+    digits keep their pixels, strokes and scale); feature vectors: `x` moved by a fresh group shift
+    (N(0, 1) per feature, drawn for `node`)."""
+    if task.dataset == "gmm-synthetic":
+        return between_components(seed, task.shift_groups, len(x), x.shape[1])
+    if len(input_shape) == 3:
+        images = np.asarray(x).reshape(len(x), *input_shape)
+        return np.swapaxes(images, 2, 3).reshape(len(x), -1)
+    return x + stream(seed, "fedgmm", node).normal(size=x.shape[1])
 
 
 def source_groups(source: Source, num_groups: int, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -97,6 +97,18 @@ def learner_posterior(log_px: np.ndarray, log_pi: np.ndarray) -> np.ndarray:
     return np.exp(joint).sum(axis=1)
 
 
+def principal_axes(x: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (d,) and the first `count` principal axes (d, count) of the rows of `x` (a fixed
+    linear embedding z = (x - mean) @ axes: the best linear autoencoder of `x`), signs fixed so that
+    each axis' largest entry is positive (the same axes from the same rows on every machine)."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending; a d x d problem, not an SVD of x
+    axes = vectors[:, ::-1][:, :count]
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    return mean, axes * signs
+
+
 def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     """P(score of an outlier > score of an inlier) (+ half the ties): the area under the ROC curve
     of `scores` (higher = more novel) separating `scores_out` from `scores_in`."""

@@ -1,6 +1,9 @@
 """FedGMMLearner (task.model = "fedgmm"): one node's FedGMM mixture (`fedgmm_em`) of
-task.gmm_components Gaussian input components and task.gmm_learners softmax-regression learners,
-on the node's raw features (the authors embed images with a frozen autoencoder first; not here).
+task.gmm_components Gaussian input components and task.gmm_learners softmax-regression learners.
+The learners see the node's raw features; the Gaussians see them too, or with task.gmm_embedding =
+E > 0 their first E principal components, fitted on (at most EMBED_ROWS of) the global test inputs:
+unlabelled, held by every node alike, in no node's training or local test split, so every node has
+the same fixed embedding without sharing data (the authors: a frozen 32-d autoencoder).
 
 A round (train) is the authors' client step: one E-step and local M-step (mixing weights, means,
 covariances), then task.local_epochs of minibatch SGD for every learner, each example weighted by
@@ -27,6 +30,7 @@ from .data import Dataset
 from .learner import Learner
 
 _TINY = 1e-300
+EMBED_ROWS = 2000  # how many of the global test inputs (the first ones) the embedding is fitted on
 
 
 class FedGMMLearner(Learner):
@@ -43,19 +47,27 @@ class FedGMMLearner(Learner):
     ) -> None:
         super().__init__(task, data, node=node, shuffle_rng=shuffle_rng)
         k, m, d, c = task.gmm_components, task.gmm_learners, data.x_train.shape[1], data.num_classes
+        e = task.gmm_embedding or d  # the Gaussians' dimensions
+        if e > min(d, len(data.x_test)):
+            raise ValueError(
+                f"task.gmm_embedding = {e} is more than the {d} features (or the test inputs) of "
+                f"task.dataset {task.dataset!r}"
+            )
+        public = data.x_test[:EMBED_ROWS].astype(np.float64)
+        self._embedding = fedgmm.principal_axes(public, e) if task.gmm_embedding else None
         if k > len(data.y_train):
             raise ValueError(
                 f"task.gmm_components = {k} is more than node {node}'s {len(data.y_train)} training examples"
             )
         self.names = ("component_mass", "means", "covariances", "learner_mass", "coef", "intercept", "mixing")
-        self.shapes = ((k,), (k, d), (k, d, d), (m,), (m, d, c), (m, c), (k, m))
+        self.shapes = ((k,), (k, e), (k, e, e), (m,), (m, d, c), (m, c), (k, m))
         self.dtypes = (np.dtype(np.float64),) * len(self.names)
         self._x = data.x_train.astype(np.float64)
         whole = (data.x_test.astype(np.float64), data.y_test)
         rows = data.eval_rows
         self._tests = {False: whole if rows is None else (whole[0][rows], whole[1][rows]), True: whole}
-        self.means = init_rng.normal(size=(k, d))
-        self.covs = np.repeat(np.eye(d)[None], k, axis=0)
+        self.means = init_rng.normal(size=(k, e))
+        self.covs = np.repeat(np.eye(e)[None], k, axis=0)
         self.coef = init_rng.normal(scale=0.01, size=(m, d, c))
         self.intercept = np.zeros((m, c))
         self.mixing = np.full((k, m), 1.0 / (k * m))
@@ -100,9 +112,16 @@ class FedGMMLearner(Learner):
         """log p_m(y_i | x_i): (n, M)."""
         return self._log_probabilities(x)[np.arange(len(y)), :, y]
 
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """The inputs as the Gaussians see them: raw, or their principal components."""
+        if self._embedding is None:
+            return x
+        mean, axes = self._embedding
+        return (x - mean) @ axes
+
     def log_px(self, x: np.ndarray) -> np.ndarray:
-        """log N(x_i; mu_k, Sigma_k): (n, K)."""
-        return fedgmm.log_gaussian(x, self.means, self.covs)
+        """log N(z_i; mu_k, Sigma_k) of the embedded inputs z: (n, K)."""
+        return fedgmm.log_gaussian(self.embed(x), self.means, self.covs)
 
     def e_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The responsibilities q[i, k, m] of the node's examples."""
@@ -113,7 +132,7 @@ class FedGMMLearner(Learner):
         M-step of the mixing weights, means and covariances; returns q."""
         resp = self.e_step(self._x, self.data.y_train)
         self.mixing = fedgmm.mixing_m_step(resp)
-        self.means, self.covs = fedgmm.gaussian_m_step(self._x, resp.sum(axis=2))
+        self.means, self.covs = fedgmm.gaussian_m_step(self.embed(self._x), resp.sum(axis=2))
         self._sample_weights = resp.sum(axis=1)  # (n, M): each learner's weight of each example
         return resp
 

@@ -48,6 +48,17 @@ def draw(seed: int, key: int, size: int, count: int, dim: int) -> tuple[np.ndarr
     return x, y.astype(np.int64), component
 
 
+def between_components(seed: int, count: int, size: int, dim: int) -> np.ndarray:
+    """`size` inputs of a component whose mean is the midpoint of two of the mixture's `count`
+    means (a seeded pair; covariance I / sqrt(d) as theirs): novel samples that lie inside the
+    training inputs' hull, so one Gaussian fitted over all the components cannot flag them while
+    a mixture of the components can (FedGMM's novelty AUROC)."""
+    means, covariance, _ = components(seed, count, dim)
+    rng = stream(seed, "gmm_synthetic", 3)
+    pair = rng.choice(count, size=2, replace=False) if count > 1 else np.zeros(2, dtype=np.int64)
+    return means[pair].mean(axis=0) + rng.multivariate_normal(np.zeros(dim), covariance, size=size)
+
+
 @lru_cache(maxsize=4)
 def _pool(seed: int, samples: int, features: int, count: int, test_fraction: float) -> Source:
     x, y, groups = draw(seed, 1, samples, count, features)

@@ -17,6 +17,7 @@ from fedgossip.tasks.data import load_source, split_source
 from fedgossip.tasks.datasets import dataset_entry
 from fedgossip.tasks.eval_subset import balanced_rows
 from fedgossip.tasks.files import write_shards
+from fedgossip.tasks.partitions import COVARIATE
 from fedgossip.tasks.preflight import check_node_data
 from fedgossip.tasks.stream import check_chunks, evaluation_chunk
 
@@ -65,7 +66,9 @@ def prepare_shards(config: ExperimentConfig, results_dir: Path) -> ExperimentCon
         _check_eval_examples(split_source(load_source(task, seed), task.test_fraction, seed), task, seed)
     if not entry.path:
         return config
-    if not entry.prepared:
+    if not entry.prepared or task.partition == COVARIATE:  # covariate: the nodes read the file themselves
+        if not task.path:
+            return config
         path = str(Path(task.path).expanduser().resolve())
         return config.replace(task=dataclasses.replace(task, path=path))
     source = split_source(load_source(task, seed), task.test_fraction, seed)

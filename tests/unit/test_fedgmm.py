@@ -3,7 +3,9 @@ M-step updates against a direct computation (scipy's Gaussian density, loops ove
 federated EM on IID data recovers the centralised EM fit; the weights a node sends, averaged by
 FedAvg's example counts and divided on arrival, are the authors' responsibility-weighted
 aggregation; a new node's E-step-only adaptation picks the components its data come from; the
-input likelihood flags shifted inputs (AUROC); bad component counts are refused naming the key."""
+input likelihood flags shifted inputs (AUROC); the novel set lies between the components, where one
+Gaussian over all of them fails and the mixture does not; bad component counts are refused naming
+the key."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from scipy.stats import multivariate_normal
 
 from fedgossip.tasks import TaskConfig, build_learner
 from fedgossip.tasks import fedgmm_em as fedgmm
+from fedgossip.tasks.covariate import novel_inputs
 from fedgossip.tasks.gmm_synthetic import components, draw
 
 SEED = 2
@@ -151,6 +154,62 @@ def test_a_new_node_adapts_by_the_e_step_alone_to_its_components_and_flags_novel
 
 
 @pytest.mark.timeout(30)
+def test_the_novel_set_between_components_fools_one_gaussian_but_not_the_mixture():
+    task = _task(synthetic_features=32, shift_groups=3)
+    means, covariance, _ = components(SEED, 3, 32)
+    x, _, _ = draw(SEED, 1, 900, 3, 32)
+    novel = novel_inputs(task, x[:300], (32,), SEED, 0)
+    assert novel.shape == (300, 32)
+    centre = novel.mean(axis=0)  # the midpoint of two of the components' means
+    assert min(np.linalg.norm(centre - (means[i] + means[j]) / 2) for i in range(3) for j in range(i)) < 0.2
+    covs = np.repeat(covariance[None], 3, axis=0)
+    mixture = fedgmm.log_gaussian  # the true mixture (equal weights) against one Gaussian fitted on x
+    one_mean, one_cov = fedgmm.gaussian_m_step(x, np.ones((len(x), 1)), eps=0.0)
+
+    def auroc(log_p) -> float:
+        return fedgmm.auroc(-log_p(x), -log_p(novel))
+
+    assert auroc(lambda z: fedgmm.logsumexp(mixture(z, means, covs), axis=1)) > 0.95
+    assert auroc(lambda z: mixture(z, one_mean, one_cov)[:, 0]) < 0.5
+
+
+@pytest.mark.timeout(30)
+def test_novel_images_are_reflected_in_the_diagonal_and_novel_features_shifted():
+    images = np.arange(2 * 2 * 3 * 3, dtype=np.float32).reshape(2, 2 * 3 * 3)  # 2 images, 2 channels, 3x3
+    reflected = novel_inputs(_task(dataset="digits"), images, (2, 3, 3), SEED, 0).reshape(2, 2, 3, 3)
+    for n in range(2):
+        for c in range(2):
+            square = images[n].reshape(2, 3, 3)[c]
+            by_hand = [[square[j, i] for j in range(3)] for i in range(3)]
+            np.testing.assert_array_equal(reflected[n, c], by_hand)
+    rows = np.zeros((4, 5))
+    moved = novel_inputs(_task(dataset="synthetic"), rows, (5,), SEED, 1)
+    assert np.all(moved == moved[0]) and np.std(moved[0]) > 0.3  # one shift for every row
+
+
+@pytest.mark.timeout(30)
+def test_the_embedding_is_the_principal_axes_of_the_global_test_inputs_on_every_node():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    mean, axes = fedgmm.principal_axes(x, 2)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)  # the right singular vectors
+    for j in range(2):
+        expected = vt[j]
+        assert abs(abs(axes[:, j] @ expected) - 1.0) < 1e-9  # the same axis, up to its sign
+        assert axes[np.abs(axes[:, j]).argmax(), j] > 0  # the sign fixed
+    np.testing.assert_allclose(mean, x.mean(axis=0))
+    task = _task(gmm_embedding=2)
+    first, second = (build_learner(task, node, 3, SEED) for node in (0, 1))
+    assert first.means.shape == (3, 2) and first.covs.shape == (3, 2, 2) and first.coef.shape == (3, 4, 2)
+    mean, axes = fedgmm.principal_axes(first.data.x_test.astype(np.float64), 2)
+    inputs = first.data.x_train.astype(np.float64)
+    np.testing.assert_allclose(first.embed(inputs), (inputs - mean) @ axes)
+    np.testing.assert_allclose(second.embed(inputs), first.embed(inputs))  # the same on every node
+    with pytest.raises(ValueError, match=r"task\.gmm_embedding = 5 is more than the 4 features"):
+        build_learner(_task(gmm_embedding=5), 0, 3, SEED)
+
+
+@pytest.mark.timeout(30)
 def test_auroc_against_a_direct_count():
     rng = np.random.default_rng(5)
     inside, outside = rng.normal(size=30), rng.normal(1.0, size=20)
@@ -185,3 +244,24 @@ def test_every_run_of_the_fedgmm_reproduction_is_a_valid_config(setting):
     assert len(planned.runs) == len(FEDGMM.methods_of(setting)) * seeds
     local = [run for run in planned.runs if run.name.startswith("local")]
     assert all(run.config.strategy.params["own_weight"] == 1.0 for run in local)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("setting", ["quick", "default", "full"])
+def test_every_run_of_the_rotated_mnist_reproduction_is_a_valid_config(setting, tmp_path, monkeypatch):
+    from fedgossip.launcher.experiments.reproduce import FEDGMM_MNIST, plan
+
+    (tmp_path / "mnist.npz").touch()  # the config asks for a local copy only; nothing reads it here
+    monkeypatch.setenv("FEDGOSSIP_DATA", str(tmp_path))
+    planned = plan("fedgmm-mnist", setting)
+    assert not planned.skipped
+    assert len(planned.runs) == len(FEDGMM_MNIST.methods_of(setting)) * FEDGMM_MNIST.settings[setting].seeds
+    tasks = [run.config.task for run in planned.runs]
+    assert all(task.gmm_embedding == 32 and task.dataset == "mnist" for task in tasks)
+
+
+@pytest.mark.timeout(30)
+def test_a_covariate_partition_of_mnist_without_a_local_copy_is_refused_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDGOSSIP_DATA", str(tmp_path))  # no mnist.npz there
+    with pytest.raises(ValueError, match=r"task\.partition 'covariate' needs a dataset the nodes load"):
+        TaskConfig(dataset="mnist", model="fedgmm", partition="covariate", shift_groups=2)
