@@ -124,6 +124,11 @@ class FlowerSection(Constrained):
     round_timeout: how long the ServerApp waits for the replies of one round's messages.
     startup_timeout: how long processes may take to start and nodes to connect and answer.
     simulation_cpus: CPUs per virtual client in the simulation engine (Ray client resources).
+    secure_aggregation: "secagg+" runs each round's training through Flower's SecAgg+ protocol
+    (`server/secure_aggregation.py`): the server learns only the weighted sum of the models. Its
+    secagg_* keys: num_shares (0: every sampled node), reconstruction_threshold, clipping_range
+    (a weight beyond it is an error), quantization_range (levels per weight), max_weight (the
+    largest example count; a node with more is an error). Checked in `config/secure_aggregation.py`.
     """
 
     section_name = "flower"
@@ -138,6 +143,12 @@ class FlowerSection(Constrained):
         "round_timeout": POSITIVE,
         "startup_timeout": POSITIVE,
         "simulation_cpus": Interval(Integral, 1),
+        "secure_aggregation": StrOptions("none", "secagg+"),
+        "secagg_num_shares": Interval(Integral, 0),
+        "secagg_reconstruction_threshold": Interval(Integral, 2),
+        "secagg_clipping_range": POSITIVE,
+        "secagg_quantization_range": Interval(Integral, 2, 2**31),
+        "secagg_max_weight": POSITIVE,
     }
 
     engine: str = "deployment"
@@ -150,6 +161,12 @@ class FlowerSection(Constrained):
     round_timeout: float = 300.0
     startup_timeout: float = 120.0
     simulation_cpus: int = 1
+    secure_aggregation: str = "none"
+    secagg_num_shares: int = 0
+    secagg_reconstruction_threshold: int = 2
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 2**22
+    secagg_max_weight: float = 1000.0
 
 
 @dataclass(frozen=True)
