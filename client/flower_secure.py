@@ -6,7 +6,9 @@ handler and masks [q, q * w] (q: the example count over flower.secagg_max_weight
 the reply in Flower's legacy FitRes form. `legacy_reply` gives it that form: the model moves from
 our `arrays` record into `fitres.parameters` (which the mod empties after masking, so the model
 never leaves the node), the metrics stay (the ServerApp records them) and are copied into
-`fitres.metrics`. A model SecAgg+ would corrupt is refused here, naming the key: a weight beyond
+`fitres.metrics`. Under strategy `vca` one more vector travels masked: each tensor's variance (0
+for an integer tensor), whose weighted mean is VCA's target (`server/secure_aggregation.py`).
+A model SecAgg+ would corrupt is refused here, naming the key: a weight beyond
 flower.secagg_clipping_range (clipped by the quantization) or more examples than
 flower.secagg_max_weight (the masked sum could overflow).
 Flower's stochastic rounding draws from numpy's global generator: seeded per (node, round) from
@@ -54,6 +56,8 @@ def legacy_reply(config: ExperimentConfig, reply: Message) -> Message:
                 f"tensor {name!r} holds {largest:.4g}, beyond flower.secagg_clipping_range = "
                 f"{flower.secagg_clipping_range:g}: raise it"
             )
+    if config.strategy.name == "vca":
+        weights.append(tensor_variances(weights))
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), examples, dict(metrics))
     legacy = compat.fitres_to_recorddict(fitres, keep_input=False)
     for name, array_record in legacy.array_records.items():
@@ -63,6 +67,13 @@ def legacy_reply(config: ExperimentConfig, reply: Message) -> Message:
     for name, config_record in legacy.config_records.items():
         content.config_records[name] = config_record
     return reply
+
+
+def tensor_variances(weights: list[np.ndarray]) -> np.ndarray:
+    """Each tensor's population variance (float64; 0 for an integer tensor): VCA's statistics."""
+    return np.array(
+        [float(np.var(w, dtype=np.float64)) if np.issubdtype(w.dtype, np.floating) else 0.0 for w in weights]
+    )
 
 
 def secure_mod(config: ExperimentConfig, message: Message, context: Context, call_next: ClientAppCallable):

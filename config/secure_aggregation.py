@@ -1,7 +1,8 @@
 """What Flower's SecAgg+ (`flower.secure_aggregation = "secagg+"`) can run with, checked once here.
 
 SecAgg+ gives the server the sum of the clients' masked vectors and nothing else, so only the rules
-whose aggregate is a weighted sum run under it (`SUMMED`: the weighted average, ours or Flower's).
+whose aggregate is a weighted sum run under it (`SUMMED`: the weighted average, ours or Flower's,
+and VCA, whose per-tensor variances travel as more summed values).
 Rules that look at individual models (median, trimmed mean, Krum, fair incentives...) are
 refused, and so is Flower's DP, whose wrappers and mods clip or noise individual models around a
 Message-API strategy. Its integer parameters must make a valid protocol for the nodes sampled a
@@ -18,7 +19,7 @@ from fedgossip.config.privacy import FLOWER_ONLY
 if TYPE_CHECKING:
     from fedgossip.config.experiment import ExperimentConfig
 
-SUMMED = ("average", "fedavg")  # the rules whose aggregate SecAgg+'s weighted sum computes
+SUMMED = ("average", "fedavg", "vca")  # the rules whose aggregate SecAgg+'s weighted sums compute
 MODULUS = 2**32  # SecAgg+'s modulus_range: masks and sums are taken modulo it
 
 

@@ -290,7 +290,7 @@ def build_strategy(
     if config.flower.secure_aggregation != "none":  # imported here: Flower's legacy API only when asked
         from fedgossip.server.secure_aggregation import secure_strategy
 
-        return secure_strategy(config, labels if labels is not None else {}, node_wait)
+        return secure_strategy(config, labels if labels is not None else {}, node_wait, local_names)
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names

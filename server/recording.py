@@ -99,9 +99,15 @@ def check_masked_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[fl
         return None
     from flwr.common import bytes_to_ndarray
 
-    if not isinstance(masked, list) or len(masked) != len(specs) + 1:
-        raise ValueError(f"a masked vector must be {len(specs) + 1} arrays (the weight, then the tensors)")
-    for value, shape in zip(masked, [(1,), *(spec.shape for spec in specs)], strict=True):
+    shapes = [(1,), *(spec.shape for spec in specs)]
+    if isinstance(masked, list) and len(masked) == len(specs) + 2:  # strategy vca: the variances
+        shapes.append((len(specs),))
+    if not isinstance(masked, list) or len(masked) != len(shapes):
+        raise ValueError(
+            f"a masked vector must be {len(specs) + 1} arrays (the weight, then the tensors; "
+            "and the tensors' variances under vca)"
+        )
+    for value, shape in zip(masked, shapes, strict=True):
         array = bytes_to_ndarray(value) if isinstance(value, bytes) else None
         if array is None or array.shape != shape or not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"a masked array must be integers of shape {shape}")

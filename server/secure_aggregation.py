@@ -13,6 +13,11 @@ rounding). The aggregate gets the global model's names and dtypes and the reply 
 still apply (shapes, finiteness); the nodes' train metrics travel in the clear, as Flower's
 legacy FitRes metrics do, and are averaged by example count.
 
+Strategy `vca` runs too: each node also masks its tensors' variances (q_i * var_i), so the server
+unmasks the weighted mean of the variances beside the weighted average and corrects the average to
+them (`strategies.variance_correction.correct_average`): VCA for `own = None`, from sums. The
+model's local tensors (BatchNorm statistics) are averaged, not corrected, as `RuleStrategy` does.
+
 `_RoundPlan` is the legacy strategy the workflow asks: its configure_fit names the sampled nodes,
 its aggregate_fit keeps the unmasked result. `_Workflow` sends our Message-API train content
 (not legacy FitIns) in the masked-vector stage.
@@ -39,6 +44,8 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.schema.tensors import TensorSpec, check_arrays
 from fedgossip.server.arrays import array_view
 from fedgossip.server.flower_strategies import SeededSampling, strategy_arguments
+from fedgossip.strategies.registry import resolve
+from fedgossip.strategies.variance_correction import correct_average
 
 
 class _Node:
@@ -94,10 +101,21 @@ class _Workflow(SecAggPlusWorkflow):
 class SecureAverage(SeededSampling, FedAvg):
     """The weighted average of the sampled models, computed by SecAgg+ (see the module docstring)."""
 
-    def __init__(self, *args: Any, secagg: Mapping[str, Any], timeout: float, **kwargs: Any) -> None:
-        """`secagg`: SecAggPlusWorkflow's keyword arguments; `timeout`: each exchange's wait."""
+    def __init__(
+        self,
+        *args: Any,
+        secagg: Mapping[str, Any],
+        timeout: float,
+        correction: Mapping[str, float] | None = None,
+        local_names: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        """`secagg`: SecAggPlusWorkflow's keyword arguments; `timeout`: each exchange's wait;
+        `correction`: VCA's eps and ratio (None: plain average), not applied to `local_names`."""
         super().__init__(*args, **kwargs)
         self.secagg, self.timeout = dict(secagg), timeout
+        self.correction = None if correction is None else dict(correction)
+        self.local_names = frozenset(local_names)
         self._result: tuple[ArrayRecord | None, MetricRecord | None] = (None, None)
 
     def configure_train(
@@ -135,13 +153,16 @@ class SecureAverage(SeededSampling, FedAvg):
         if not plan.results:
             log(WARNING, "SecAgg+ halted in round %s; keeping the previous global model", server_round)
             return None, None
-        return unmasked_arrays(arrays, plan.results[0][1].parameters), train_metrics(plan.results)
+        values = parameters_to_ndarrays(plan.results[0][1].parameters)
+        if self.correction is not None:  # the last vector: the weighted mean of each tensor's variance
+            local = {i for i, name in enumerate(arrays.keys()) if name in self.local_names}
+            values = correct_average(values[:-1], list(values[-1]), skip=local, **self.correction)
+        return unmasked_arrays(arrays, values), train_metrics(plan.results)
 
 
-def unmasked_arrays(template: ArrayRecord, parameters: Parameters) -> ArrayRecord:
+def unmasked_arrays(template: ArrayRecord, values: list[np.ndarray]) -> ArrayRecord:
     """The unmasked aggregate with the names and dtypes of the global model `template` (integer
     tensors rounded), checked like a reply's model (shapes, finiteness)."""
-    values = parameters_to_ndarrays(parameters)
     names = list(template.keys())
     specs = [
         TensorSpec.of(name, array_view(template[name]).shape, array_view(template[name]).dtype)
@@ -168,11 +189,18 @@ def train_metrics(results: list[tuple[Any, Any]]) -> MetricRecord:
     )
 
 
-def secure_strategy(config: ExperimentConfig, labels: Mapping[int, int], node_wait: float) -> SecureAverage:
-    """The SecureAverage strategy of `config` (flower.secure_aggregation "secagg+")."""
+def secure_strategy(
+    config: ExperimentConfig, labels: Mapping[int, int], node_wait: float, local_names: Iterable[str] = ()
+) -> SecureAverage:
+    """The SecureAverage strategy of `config` (flower.secure_aggregation "secagg+"): VCA's
+    correction from strategy.params under `vca`."""
     flower = config.flower
     kwargs = strategy_arguments(config)
-    kwargs.pop("params", None)  # average and fedavg take none
+    params = kwargs.pop("params", None) or {}
+    correction = None
+    if config.strategy.name == "vca":
+        bound = resolve("vca").bind(params)
+        correction = {"eps": bound["eps"], "ratio": bound["ratio"]}
     secagg = {
         "num_shares": flower.secagg_num_shares or 1.0,  # 1.0: every sampled node
         "reconstruction_threshold": flower.secagg_reconstruction_threshold,
@@ -187,5 +215,7 @@ def secure_strategy(config: ExperimentConfig, labels: Mapping[int, int], node_wa
         evaluated=config.experiment.evaluated,
         secagg=secagg,
         timeout=flower.round_timeout,
+        correction=correction,
+        local_names=local_names,
         **kwargs,
     )

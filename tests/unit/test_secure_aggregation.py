@@ -22,6 +22,8 @@ from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.server.recording import RoundFailed, check_masked_reply
 from fedgossip.server.secure_aggregation import train_metrics
+from fedgossip.strategies.rules import vca
+from fedgossip.strategies.variance_correction import correct_average
 from fedgossip.tasks import build_learner
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,6 +107,40 @@ def test_a_seeded_secure_run_repeats_itself_and_follows_the_plain_run():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
+def test_vca_under_secagg_corrects_to_the_masked_mean_of_the_variances():
+    vca = ('strategy.name="vca"', *SKEWED)
+    secure, records = _run(_config(SECAGG, "flower.secagg_max_weight=2000", *vca))
+    plain, _ = _run(_config(*vca))  # RuleStrategy's vca on the individual models
+    average, _ = _run(_config(*SKEWED))
+    assert max(float(np.abs(p - a).max()) for p, a in zip(plain, average, strict=True)) > 0.05
+    # the variances are quantized too (a node's share of 68 / 2000 coarsens its steps)
+    for got, want in zip(secure, plain, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-4)
+    nodes = [r for r in records if r["node"] != "server"]
+    assert len(nodes) == NODES and not any(r.get("errors") for r in nodes)
+
+
+def test_vca_from_sums_is_vca_of_the_models():
+    rng = np.random.default_rng(3)
+    models = [[rng.normal(0, s, (4, 5)).astype(np.float32), rng.normal(1, s, 3)] for s in (0.2, 0.5, 1.0)]
+    models = [[m[0], m[1].astype(np.float32), np.array([7.0], np.float32)] for m in models]
+    weights = np.array([100.0, 300.0, 50.0])
+    w = weights / weights.sum()
+    average = [sum(wk * m[i].astype(np.float64) for wk, m in zip(w, models, strict=True)) for i in range(3)]
+    targets = [
+        sum(wk * float(np.var(m[i], dtype=np.float64)) for wk, m in zip(w, models, strict=True))
+        for i in range(3)
+    ]
+    got = correct_average([a.astype(np.float32) for a in average], targets, eps=1e-8, ratio=1.0)
+    want = vca(None, models, list(weights), own_weight=0.5, eps=1e-8, ratio=1.0)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-6)
+    assert float(np.var(got[0], dtype=np.float64)) == pytest.approx(targets[0], rel=1e-5)
+    assert got[2] == pytest.approx(average[2])  # one element: averaged, not corrected
+    with pytest.raises(ValueError, match="2 target variances for 3 tensors"):
+        correct_average(average, targets[:2])
+
+
 def test_a_node_over_max_weight_refuses_and_secagg_aggregates_the_others():
     config = _config(SECAGG, *SKEWED)  # node 0's 1010 examples > flower.secagg_max_weight = 1000
     secure, records = _run(config)
@@ -151,7 +187,10 @@ def test_train_metrics_are_averaged_by_example_count():
     [
         (['strategy.name="median"'], "strategy.name 'median' needs the individual models"),
         (['strategy.name="fedmedian"'], "strategy.name 'fedmedian' needs the individual models"),
-        (['strategy.name="krum"'], "strategy.name 'krum' needs the individual models"),
+        (
+            ['strategy.name="krum"'],
+            "strategy.name 'krum' needs the individual models: use one of average, fedavg, vca",
+        ),
         (['privacy.mechanism="central-fixed-server"'], "cannot run with privacy.mechanism"),
         (["flower.secagg_num_shares=5"], "flower.secagg_num_shares = 5 must be 0 (every sampled node) or in"),
         (["flower.secagg_reconstruction_threshold=4"], "flower.secagg_reconstruction_threshold = 4 must"),
