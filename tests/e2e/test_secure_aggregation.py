@@ -10,31 +10,42 @@ import json
 import numpy as np
 import pytest
 
+from fedgossip.base import flower_protocol as p
 from fedgossip.base.flower_protocol import load_model
+from fedgossip.client.flower_app import app as client_app
+from fedgossip.config import dump_toml, load_config
 from fedgossip.reports import read_records
+from fedgossip.server.federation import run_federation
+from fedgossip.server.local_grid import LocalGrid
 from tests.support import FLOWER, processes_gone, run_cli
 
 SECURE = [
-    "--set",
     "nodes.count=3",
-    "--set",
     "experiment.rounds=2",
-    "--set",
     "strategy.name=average",
-    "--set",
     "task.hidden=8",
-    "--set",
     "flower.fraction_evaluate=0.0",  # the server evaluates: one ClientApp process less a round
-    "--set",
     'flower.secure_aggregation="secagg+"',
 ]
-INPROCESS = ["--set", "flower.engine=inprocess"]
+KEYS = ("node", "round", "train_loss", "test_accuracy", "evaluated_by", "bytes_sent", "bytes_received")
+
+
+def _in_process(*settings: str) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The final global model and the records of the same config run in this process."""
+    overrides = [item for item in FLOWER if item != "--set"] + [*SECURE, *settings, "flower.engine=inprocess"]
+    config = load_config(None, overrides)
+    events: list[dict] = []
+    grid = LocalGrid(client_app, config.nodes.count, {p.CONFIG_TOML: dump_toml(config)}, id_seed=0)
+    arrays = run_federation(grid, config, events.append)
+    records = [event["record"] for event in events if event["type"] == "record"]
+    return {name: arrays[name].numpy() for name in arrays}, records
 
 
 @pytest.mark.timeout(600)
 def test_secagg_on_a_superlink_gives_the_plain_average_within_quantization(tmp_path):
-    run, same, plain = tmp_path / "deploy", tmp_path / "same", tmp_path / "plain"
-    result = run_cli("run", "--out", str(run), *FLOWER, *SECURE, timeout=420)
+    run = tmp_path / "deploy"
+    settings = [arg for item in SECURE for arg in ("--set", item)]
+    result = run_cli("run", "--out", str(run), *FLOWER, *settings, timeout=420)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["flower"]["status"] == "finished:completed"
@@ -46,15 +57,13 @@ def test_secagg_on_a_superlink_gives_the_plain_average_within_quantization(tmp_p
     assert all("consensus_distance" not in r for r in server)  # no client model reached the server
     assert processes_gone(run) == {}
 
-    for folder, settings in ((same, SECURE), (plain, [*SECURE, "--set", 'flower.secure_aggregation="none"'])):
-        result = run_cli("run", "--out", str(folder), *FLOWER, *settings, *INPROCESS, timeout=60)
-        assert result.returncode == 0, result.stdout + result.stderr
-    deployed, local, reference = (load_model(f / "flower" / "final-model.npz") for f in (run, same, plain))
+    deployed = load_model(run / "flower" / "final-model.npz")
+    local, local_records = _in_process()
+    reference, _ = _in_process('flower.secure_aggregation="none"')
     assert list(deployed) == list(local) == list(reference)
     assert all((deployed[k] == local[k]).all() for k in deployed)
-    keys = ("node", "round", "train_loss", "test_accuracy", "evaluated_by", "bytes_sent", "bytes_received")
-    assert sorted(str([r.get(k) for k in keys]) for r in read_records(same)) == sorted(
-        str([r.get(k) for k in keys]) for r in records
+    assert sorted(str([r.get(k) for k in KEYS]) for r in local_records) == sorted(
+        str([r.get(k) for k in KEYS]) for r in records
     )
     for name in deployed:
         np.testing.assert_allclose(deployed[name], reference[name], rtol=0, atol=1e-4)
