@@ -10,7 +10,8 @@ for `Strategy.start` to send; `aggregate_train` returns what the protocol unmask
 sums give sum q_i w_i / sum q_i: `average`'s weighted mean, up to SecAgg+'s quantization
 (flower.secagg_quantization_range levels over +-flower.secagg_clipping_range per weight, stochastic
 rounding). The aggregate gets the global model's names and dtypes and the reply checks that
-still apply (shapes, finiteness); the nodes' train metrics travel in the clear, as Flower's
+still apply (shapes, finiteness; one that fails them is logged and the global model stays, as
+with a failing rule); the nodes' train metrics travel in the clear, as Flower's
 legacy FitRes metrics do, and are averaged by example count.
 
 Strategy `vca` runs too: each node also masks its tensors' variances (q_i * var_i), so the server
@@ -154,10 +155,20 @@ class SecureAverage(SeededSampling, FedAvg):
             log(WARNING, "SecAgg+ halted in round %s; keeping the previous global model", server_round)
             return None, None
         values = parameters_to_ndarrays(plan.results[0][1].parameters)
-        if self.correction is not None:  # the last vector: the weighted mean of each tensor's variance
-            local = {i for i, name in enumerate(arrays.keys()) if name in self.local_names}
-            values = correct_average(values[:-1], list(values[-1]), skip=local, **self.correction)
-        return unmasked_arrays(arrays, values), train_metrics(plan.results)
+        try:
+            if self.correction is not None:  # the last vector: the weighted mean of each tensor's variance
+                local = {i for i, name in enumerate(arrays.keys()) if name in self.local_names}
+                values = correct_average(values[:-1], list(values[-1]), skip=local, **self.correction)
+            aggregate = unmasked_arrays(arrays, values)
+        except ValueError as err:  # as a failing rule in RuleStrategy: the global model stays
+            log(
+                WARNING,
+                "SecAgg+'s aggregate in round %s: %s; keeping the previous global model",
+                server_round,
+                err,
+            )
+            return None, train_metrics(plan.results)
+        return aggregate, train_metrics(plan.results)
 
 
 def unmasked_arrays(template: ArrayRecord, values: list[np.ndarray]) -> ArrayRecord:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common import FitRes, Parameters, Status, ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from typer.testing import CliRunner
@@ -21,7 +21,7 @@ from fedgossip.schema.tensors import TensorSpec
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.server.recording import RoundFailed, check_masked_reply
-from fedgossip.server.secure_aggregation import train_metrics
+from fedgossip.server.secure_aggregation import train_metrics, unmasked_arrays
 from fedgossip.strategies.rules import vca
 from fedgossip.strategies.variance_correction import correct_average
 from fedgossip.tasks import build_learner
@@ -172,6 +172,15 @@ def test_a_masked_reply_is_checked_against_the_global_model():
         check_masked_reply(reply([good[0], np.zeros((3, 2), np.int64)]), specs)
     with pytest.raises(ValueError, match=r"integers of shape \(2, 3\)"):
         check_masked_reply(reply([good[0], np.zeros((2, 3), np.float32)]), specs)
+
+
+def test_the_unmasked_aggregate_takes_the_global_models_names_and_dtypes_and_its_checks():
+    template = ArrayRecord({"w": Array(np.zeros((2, 2), np.float32)), "steps": Array(np.zeros(1, np.int64))})
+    got = unmasked_arrays(template, [np.full((2, 2), 0.25), np.array([6.6])])
+    assert list(got) == ["w", "steps"] and got["w"].numpy().dtype == np.float32
+    assert got["steps"].numpy().tolist() == [7]
+    with pytest.raises(ValueError, match="w"):
+        unmasked_arrays(template, [np.full((2, 2), np.nan), np.array([6.6])])
 
 
 def test_train_metrics_are_averaged_by_example_count():
