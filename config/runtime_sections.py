@@ -126,7 +126,8 @@ class FlowerSection(Constrained):
     simulation_cpus: CPUs per virtual client in the simulation engine (Ray client resources).
     secure_aggregation: "secagg+" runs each round's training through Flower's SecAgg+ protocol
     (`server/secure_aggregation.py`): the server learns only the weighted sum of the models. Its
-    secagg_* keys: num_shares (0: every sampled node), reconstruction_threshold, clipping_range
+    secagg_* keys: num_shares (0: every sampled node), reconstruction_threshold (0: two thirds of
+    the shares, a majority), clipping_range
     (a weight beyond it is an error), quantization_range (levels per weight), max_weight (the
     largest example count; a node with more is an error). Checked in `config/secure_aggregation.py`.
     """
@@ -145,7 +146,7 @@ class FlowerSection(Constrained):
         "simulation_cpus": Interval(Integral, 1),
         "secure_aggregation": StrOptions("none", "secagg+"),
         "secagg_num_shares": Interval(Integral, 0),
-        "secagg_reconstruction_threshold": Interval(Integral, 2),
+        "secagg_reconstruction_threshold": Interval(Integral, 0),
         "secagg_clipping_range": POSITIVE,
         "secagg_quantization_range": Interval(Integral, 2, 2**31),
         "secagg_max_weight": POSITIVE,
@@ -163,7 +164,7 @@ class FlowerSection(Constrained):
     simulation_cpus: int = 1
     secure_aggregation: str = "none"
     secagg_num_shares: int = 0
-    secagg_reconstruction_threshold: int = 2
+    secagg_reconstruction_threshold: int = 0
     secagg_clipping_range: float = 8.0
     secagg_quantization_range: int = 2**22
     secagg_max_weight: float = 1000.0

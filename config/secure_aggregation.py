@@ -52,10 +52,10 @@ def check_secure_aggregation(config: ExperimentConfig, sampled: int) -> None:
             f"flower.secagg_num_shares = {shares} must be 0 (every sampled node) or in [3, {sampled}] "
             f"({sampled} nodes a round)"
         )
-    if threshold > shares or (flower.secagg_num_shares and threshold >= shares):
+    if threshold == 1 or threshold > shares or (flower.secagg_num_shares and threshold >= shares):
         raise ValueError(
-            f"flower.secagg_reconstruction_threshold = {threshold} must be below the {shares} shares "
-            "(flower.secagg_num_shares)"
+            f"flower.secagg_reconstruction_threshold = {threshold} must be 0 (two thirds of the shares) "
+            f"or at least 2 and below the {shares} shares (flower.secagg_num_shares)"
         )
     if sampled * flower.secagg_quantization_range > MODULUS:
         raise ValueError(

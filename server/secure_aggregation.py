@@ -214,7 +214,7 @@ def secure_strategy(
         correction = {"eps": bound["eps"], "ratio": bound["ratio"]}
     secagg = {
         "num_shares": flower.secagg_num_shares or 1.0,  # 1.0: every sampled node
-        "reconstruction_threshold": flower.secagg_reconstruction_threshold,
+        "reconstruction_threshold": flower.secagg_reconstruction_threshold or 2 / 3,  # a majority
         "clipping_range": flower.secagg_clipping_range,
         "quantization_range": flower.secagg_quantization_range,
         "max_weight": flower.secagg_max_weight,

@@ -203,6 +203,7 @@ def test_train_metrics_are_averaged_by_example_count():
         (['privacy.mechanism="central-fixed-server"'], "cannot run with privacy.mechanism"),
         (["flower.secagg_num_shares=5"], "flower.secagg_num_shares = 5 must be 0 (every sampled node) or in"),
         (["flower.secagg_reconstruction_threshold=4"], "flower.secagg_reconstruction_threshold = 4 must"),
+        (["flower.secagg_reconstruction_threshold=1"], "must be 0 (two thirds of the shares) or at least 2"),
         (["flower.secagg_quantization_range=2147483648"], "times the 3 nodes a round must be at most 2^32"),
     ],
 )
