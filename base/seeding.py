@@ -29,6 +29,7 @@ _STREAMS = {
     "central-dp": 220,
     "local-dp": 221,
     "dp-share": 222,  # per node: the noise on the models a gossip peer pushes
+    "secagg": 223,  # per node and round: SecAgg+'s stochastic rounding (Flower draws from numpy's global one)
     # personalised learning (ids from 40: other uses may take the next small ones)
     "gmm_synthetic": 40,  # the synthetic mixture: keyed 0 components, 1 training pool, 2 test set, 3 novel
     "covariate": 41,  # the covariate partition: keyed 0 training groups, 1 test groups, 2 feature shifts

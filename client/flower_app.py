@@ -19,6 +19,8 @@ Messages:
   (task.eval: on its own test split, or both; `local_accuracy`).
   Strategy fair: a model flagged `keep-model` is kept in `context.state` as the node's own model,
   and a message without a model evaluates that kept one.
+Under flower.secure_aggregation "secagg+", train messages go through Flower's SecAgg+ mod first
+(`flower_secure`): only a masked vector of the trained model leaves the node.
 With a streamed task (task.stream_chunks), train and evaluate use the data of the message's
 `server-round` (the node's chunk; the round's evaluation set as test set).
 
@@ -63,6 +65,7 @@ from fedgossip.base import flower_protocol as p
 from fedgossip.client import flower_learners
 from fedgossip.client.flower_codec import pack_reply
 from fedgossip.client.flower_privacy import privacy_mod
+from fedgossip.client.flower_secure import secure_mod
 from fedgossip.config import ExperimentConfig
 from fedgossip.config.flower_run import experiment_from_run_config
 from fedgossip.schema.tensors import is_finite
@@ -283,7 +286,17 @@ def _codec(message: Message, context: Context, call_next) -> Message:
     return reply
 
 
-@app.train(mods=[_codec, _privacy])
+def _secure(message: Message, context: Context, call_next) -> Message:
+    """Training through SecAgg+ if flower.secure_aggregation asks (`client.flower_secure`); the
+    config never asks for it with flower.codec."""
+    try:
+        config, _ = node_setup(context)
+    except Exception:  # the handler answers it with the node and the cause
+        return call_next(message, context)
+    return secure_mod(config, message, context, call_next)
+
+
+@app.train(mods=[_secure, _codec, _privacy])
 def train(message: Message, context: Context) -> Message:
     """Train the global model on this node's partition for task.local_epochs epochs."""
 

@@ -34,6 +34,7 @@ from fedgossip.config.sections import (
     TopologySection,
 )
 from fedgossip.schema.codecs import CODECS
+from fedgossip.config.secure_aggregation import check_secure_aggregation
 from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
 from fedgossip.tasks.registry import model_entry
@@ -92,6 +93,7 @@ class ExperimentConfig:
                 )
         sampled = max(int(self.nodes.count * self.flower.fraction_train), min(2, self.nodes.count))
         self.privacy.check_flower(mode, name, sampled, own is not None)
+        check_secure_aggregation(self, sampled)
         if self.gossip.schedule == "async":
             self._check_async()
         if self.gossip.schedule == "ticks":

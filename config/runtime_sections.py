@@ -141,6 +141,12 @@ class FlowerSection(Constrained):
     codec: how a ClientApp packs its reply's tensors ("none", "fp16", "int8", or "topk": the
     update to the round's global model, with error feedback; not CHOCO, whose public copies need
     every pair of nodes to talk each round); codec_ratio: the share of values top-k sends.
+    secure_aggregation: "secagg+" runs each round's training through Flower's SecAgg+ protocol
+    (`server/secure_aggregation.py`): the server learns only the weighted sum of the models. Its
+    secagg_* keys: num_shares (0: every sampled node), reconstruction_threshold (0: two thirds of
+    the shares, a majority), clipping_range
+    (a weight beyond it is an error), quantization_range (levels per weight), max_weight (the
+    largest example count; a node with more is an error). Checked in `config/secure_aggregation.py`.
     """
 
     section_name = "flower"
@@ -157,6 +163,12 @@ class FlowerSection(Constrained):
         "simulation_cpus": Interval(Integral, 1),
         "codec": StrOptions(*FLOWER_CODECS),
         "codec_ratio": Interval(Real, 0, 1, closed="right"),
+        "secure_aggregation": StrOptions("none", "secagg+"),
+        "secagg_num_shares": Interval(Integral, 0),
+        "secagg_reconstruction_threshold": Interval(Integral, 0),
+        "secagg_clipping_range": POSITIVE,
+        "secagg_quantization_range": Interval(Integral, 2, 2**31),
+        "secagg_max_weight": POSITIVE,
     }
 
     engine: str = "deployment"
@@ -171,6 +183,12 @@ class FlowerSection(Constrained):
     simulation_cpus: int = 1
     codec: str = "none"
     codec_ratio: float = 0.1
+    secure_aggregation: str = "none"
+    secagg_num_shares: int = 0
+    secagg_reconstruction_threshold: int = 0
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 2**22
+    secagg_max_weight: float = 1000.0
 
 
 @dataclass(frozen=True)

@@ -282,10 +282,15 @@ def build_strategy(
     """The strategy named by config.strategy.name: a mechanism's own (its registry entry's
     `flower_strategy`), else a rule or built-in with seeded sampling over `labels` (node id ->
     partition id, read at each sampling); a registry rule leaves the model's `local_names` out of
-    its aggregation."""
+    its aggregation. flower.secure_aggregation: the weighted average by SecAgg+
+    (`server/secure_aggregation.py`)."""
     own = mechanism(config.strategy.name)
     if own is not None:  # a mechanism builds its own Strategy; its parameters were checked with the config
         return own.part("flower_strategy")(config, labels if labels is not None else {}, node_wait)
+    if config.flower.secure_aggregation != "none":  # imported here: Flower's legacy API only when asked
+        from fedgossip.server.secure_aggregation import secure_strategy
+
+        return secure_strategy(config, labels if labels is not None else {}, node_wait, local_names)
     kwargs = strategy_arguments(config)  # first: its errors name the config keys
     if isinstance(resolve(config.strategy.name), Rule):  # Flower's built-ins take no such argument
         kwargs["local_names"] = local_names

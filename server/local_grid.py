@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import Context, Error, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, Metadata, RecordDict
 from flwr.serverapp import Grid
 
 SUPERLINK_NODE_ID = 1
@@ -32,6 +32,15 @@ def claim_server_identity(run_id: int) -> None:
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
+
+
+def _own_copy(content: RecordDict) -> RecordDict:
+    """What a SuperNode would receive: its own ConfigRecords (Flower's SecAgg+ mod pops keys from
+    them; one message content may go to several nodes), the same read-only arrays and metrics."""
+    copy = RecordDict()
+    for name, record in content.items():
+        copy[name] = ConfigRecord(dict(record)) if isinstance(record, ConfigRecord) else record
+    return copy
 
 
 class LocalGrid(Grid):
@@ -92,7 +101,7 @@ class LocalGrid(Grid):
                     ttl=message.metadata.ttl,
                     message_type=message.metadata.message_type,
                 ),
-                content=message.content,
+                content=_own_copy(message.content),
             )
             try:
                 reply = self.client_app(addressed, context)

@@ -9,6 +9,11 @@ into an error reply the strategies skip, (2) counts the model bytes each node re
 `flush(round)` turns them into one record per node (labelled by its partition id) and starts the
 next round; `take_consensus()` then gives the consensus distance of the client models trained that
 round (read-only views of the replies, dropped at the flush).
+
+Under SecAgg+ (`server/secure_aggregation.py`) a round's training is four exchanges of train
+messages carrying the protocol's ConfigRecord: their bytes count too (keys, shares, masked
+vectors), the masked-vector replies are checked for their train metrics and one masked integer
+vector per tensor (plus the weight), and no reply carries a model: `consensus_distance` is absent.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Error, Message, MessageType, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_RECORD
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from flwr.serverapp import Grid
 
 from fedgossip.base import flower_protocol as p
@@ -42,8 +49,14 @@ class RoundFailed(RuntimeError):
 
 
 def array_bytes(content: RecordDict) -> int:
-    """Model bytes in a message: the serialised tensors of its ArrayRecords."""
-    return sum(len(array.data) for record in content.array_records.values() for array in record.values())
+    """Model bytes in a message: the serialised tensors of its ArrayRecords, and SecAgg+'s bytes
+    (public keys, encrypted shares, masked vectors) if it carries the protocol's record."""
+    tensors = sum(len(array.data) for record in content.array_records.values() for array in record.values())
+    protocol = content.config_records.get(SECAGG_RECORD)
+    if protocol is None:
+        return tensors
+    values = [item for value in protocol.values() for item in (value if isinstance(value, list) else [value])]
+    return tensors + sum(len(value) for value in values if isinstance(value, bytes))
 
 
 @dataclass
@@ -77,7 +90,37 @@ def check_train_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[flo
     record = next(iter(content.array_records.values()))
     check_declared([TensorSpec(name, tuple(a.shape), a.dtype) for name, a in record.items()], specs)
     check_arrays([array_view(array) for array in record.values()], specs)  # the payloads, in place
-    metrics = next(iter(content.metric_records.values()))
+    return check_train_metrics(next(iter(content.metric_records.values())))
+
+
+def check_masked_reply(content: RecordDict, specs: list[TensorSpec]) -> tuple[float, int] | None:
+    """Validate a SecAgg+ stage reply: the masked-vector stage's holds the train metrics and one
+    masked integer vector per tensor of the global model, after the weight (returned: train loss,
+    example count); the other stages' hold only the protocol's values (None)."""
+    masked = content.config_records[SECAGG_RECORD].get(SecAggKey.MASKED_PARAMETERS)
+    if masked is None:
+        return None
+    from flwr.common import bytes_to_ndarray
+
+    shapes = [(1,), *(spec.shape for spec in specs)]
+    if isinstance(masked, list) and len(masked) == len(specs) + 2:  # strategy vca: the variances
+        shapes.append((len(specs),))
+    if not isinstance(masked, list) or len(masked) != len(shapes):
+        raise ValueError(
+            f"a masked vector must be {len(specs) + 1} arrays (the weight, then the tensors; "
+            "and the tensors' variances under vca)"
+        )
+    for value, shape in zip(masked, shapes, strict=True):
+        array = bytes_to_ndarray(value) if isinstance(value, bytes) else None
+        if array is None or array.shape != shape or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"a masked array must be integers of shape {shape}")
+    if p.METRICS not in content.metric_records:
+        raise ValueError(f"a masked-vector reply must hold the {p.METRICS!r} MetricRecord")
+    return check_train_metrics(content.metric_records[p.METRICS])
+
+
+def check_train_metrics(metrics: Mapping[str, Any]) -> tuple[float, int]:
+    """Validate a train reply's metrics; return (train loss, example count)."""
     examples = metrics.get(p.NUM_EXAMPLES)
     if isinstance(examples, bool) or not isinstance(examples, int) or not 0 < examples <= p.MAX_NUM_EXAMPLES:
         raise ValueError(f"metric {p.NUM_EXAMPLES!r} must be a positive integer; got {examples!r}")
@@ -239,7 +282,12 @@ class RecordingGrid(Grid):
         if node_id not in self.labels and (partition := reply_partition(reply.content)) is not None:
             self.labels[node_id] = partition
         try:
-            if phase == "train":
+            if phase == "train" and SECAGG_RECORD in reply.content.config_records:
+                checked = check_masked_reply(reply.content, self.specs)
+                if checked is not None:
+                    node.train_loss, node.num_examples = checked
+                    node.epsilon = reply.content.metric_records[p.METRICS].get(p.EPSILON)
+            elif phase == "train":
                 unpack_reply(reply.content, self.codec, self.specs, self._models_sent.get(node_id))
                 node.train_loss, node.num_examples = check_train_reply(reply.content, self.specs)
                 arrays = next(iter(reply.content.array_records.values()))

@@ -263,3 +263,46 @@ def _skipped_tensor(
         check_finite(tensor, label, index)
     check_finite(own_model[index], "own", index)
     return own_model[index].copy()
+
+
+def correct_average(
+    average: NDArrays,
+    targets: Sequence[float],
+    *,
+    eps: float = 1e-8,
+    ratio: float = 1.0,
+    skip: Collection[int] | None = None,
+) -> NDArrays:
+    """VCA from sums: rescale each tensor of the weighted ``average`` to its ``target`` variance.
+
+    What secure aggregation gives the server instead of the models (no own model): the weighted
+    average ``sum_k w_k x_k`` and, per tensor, ``target = sum_k w_k var(x_k)``, both weighted
+    sums. The result is :func:`variance_corrected_average`'s for ``own = None`` up to the float64
+    statistics being taken here in one pass: per tensor ``k = correction_factor(target,
+    var(average), eps, ratio, mean(average))`` and ``(average - mean) * k + mean``, in the
+    tensor's dtype; tensors in ``skip``, with one element or none, or ``ratio = 0`` are returned as
+    they are. Raises ValueError on a non-finite input or result.
+    """
+    eps = Interval(Real, 0.0).check("eps", eps)
+    ratio = Interval(Real, 0.0).check("ratio", ratio)
+    skipped = check_indices("skip", skip, len(average))
+    if len(targets) != len(average):
+        raise ValueError(f"{len(targets)} target variances for {len(average)} tensors")
+    result: NDArrays = []
+    for index, (tensor, target) in enumerate(zip(average, targets, strict=True)):
+        out = np.array(tensor, copy=True)
+        if index in skipped or out.size <= 1 or ratio == 0.0:
+            result.append(out)
+            continue
+        values = out.astype(np.float64)
+        mean, current = float(values.mean()), float(values.var())
+        factor = correction_factor(float(target), current, eps, ratio, mean)
+        if not (math.isfinite(factor) and math.isfinite(current)):
+            raise ValueError(
+                f"tensor {index}: variance correction factor is not finite "
+                f"(target variance {target:g}, average's variance {current:g}, eps {eps:g})"
+            )
+        if factor != 1.0:
+            _rescale_checked(flat(out), factor, mean, current, index, 1 << 16)
+        result.append(out)
+    return result

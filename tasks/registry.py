@@ -39,6 +39,16 @@ TORCH = Family(
     ("fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"),
     memory="torch",
 )
+DP_SGD_PRELOAD = (
+    "fedgossip.tasks.dp_sgd",
+    "opacus.validators",
+    "opacus.accountants",
+    "opacus.accountants.analysis.rdp",
+    "opacus.accountants.utils",
+)
+"""What a node training with DP-SGD imports beyond its torch family (Opacus' layer checks and
+accountant: seconds a node): a fork server preloads it only for a run with privacy.mechanism
+"dp-sgd", so no other node pays for it (none of it starts a thread)."""
 SKLEARN_LINEAR = Family("fedgossip.tasks.linear:LinearLearner", (), memory="linear", proximal=False)
 DP_REGRESSION = Family(
     "fedgossip.tasks.dp_regression_learner:DPRegressionLearner", (), memory="linear", proximal=False

@@ -193,8 +193,9 @@ class GossipPeer:
 
     def keep(self, model: list[np.ndarray], round_: int) -> None:
         """Serve `model`, the one kept after round `round_` (the attacker remembers it, for a
-        stale attack)."""
-        self.service.publish(model, self.learner.num_examples, round_)
+        stale attack); with dp-share, readers but the observer get the last release instead."""
+        shared = None if self.sharing is None else self.sharing.last
+        self.service.publish(model, self.learner.num_examples, round_, shared)
         if self.attack is not None:
             self.attack.remember(model)
 

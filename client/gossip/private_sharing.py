@@ -8,8 +8,11 @@ privacy.max_grad_norm over every float tensor, sigma = privacy.noise_multiplier;
 round costs one Gaussian mechanism with sensitivity C on the node's whole data (node-level DP, as
 Flower's central DP per client); Opacus' RDP accountant composes the releases, without
 subsampling amplification (q = 1). The peer itself keeps training and merging its own, noiseless
-model. Not covered: GetModel, with which a neighbour that fell behind catches up, serves the
-peer's merged model as it is (the consensus observer's reads are the launcher's measurement).
+model. GetModel (how a neighbour that fell behind catches up) serves the last release, not that
+model (`GossipPeer.keep` publishes both): serving a release again is post-processing, outside the
+accounting at no cost. The run's observer alone (the launcher, proving its secret) reads the
+peer's own model, so `consensus_distance` measures the models the peers hold, as without
+dp-share; its reads go to the records, never to a node.
 
 `PrivateLinks` puts this in front of any transport's links (gRPC, in process, virtual time), so
 every schedule's pushes go through it.

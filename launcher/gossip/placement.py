@@ -59,7 +59,7 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
 
         yield fresh
         return
-    preload = preload_for(config.task.model, config.task.dataset)
+    preload = preload_for(config.task.model, config.task.dataset, config.privacy.dp_sgd(1) is not None)
     with start_fork_server(preload, results.logs / "forkserver.log", env) as server:
 
         def forked(

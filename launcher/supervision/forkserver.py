@@ -53,7 +53,7 @@ from fedgossip.launcher.runs.outcome import LaunchError
 from fedgossip.launcher.supervision.forkserver_process import GRACE_S, MAX_MESSAGE, Preload
 from fedgossip.launcher.supervision.processes import die_with_parent, log_tail, python_module, start_pump
 from fedgossip.tasks.datasets import dataset_entry
-from fedgossip.tasks.registry import model_entry
+from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
 
 READY_TIMEOUT_S = 120.0  # imports of torch on a loaded machine
 REPLY_TIMEOUT_S = 30.0
@@ -76,12 +76,13 @@ PEER_PARTS = (
 )
 
 
-def preload_for(model: str, dataset: str = "") -> Preload:
+def preload_for(model: str, dataset: str = "", dp_sgd: bool = False) -> Preload:
     """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state: the
-    modules of the model's family (`tasks.registry`) and a bundled dataset's arrays
-    (`tasks.datasets`)."""
+    modules of the model's family (`tasks.registry`), DP-SGD's (Opacus) if the run trains with
+    it, and a bundled dataset's arrays (`tasks.datasets`)."""
     bundled = bool(dataset) and dataset_entry(dataset).bundled is not None
-    modules = (*PEER_MODULES, *model_entry(model).family.preload, *PEER_PARTS)
+    private = DP_SGD_PRELOAD if dp_sgd else ()
+    modules = (*PEER_MODULES, *model_entry(model).family.preload, *private, *PEER_PARTS)
     return Preload(modules, (dataset,) if bundled else ())
 
 

@@ -8,9 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedgossip.base.ports import free_ports
+from fedgossip.client.gossip.peer import GossipPeer
 from fedgossip.client.gossip.private_sharing import PrivateLinks, SharedModelNoise
-from fedgossip.config import PrivacySection, load_config
+from fedgossip.client.gossip.transport.identity import (
+    LinkKeys,
+    observer_metadata,
+    read_observer_secret,
+    write_link_keys,
+)
+from fedgossip.config import PeerSection, PrivacySection, load_config
+from fedgossip.proto import gossip_pb2
 from fedgossip.server.flower_privacy import central_epsilon
+from tests.support import stub_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -115,3 +125,57 @@ def test_a_peer_pushes_its_release_and_keeps_its_own_model():
     assert record["epsilon"] == pytest.approx(
         central_epsilon(PrivacySection(mechanism="central-fixed-server"), 1), rel=1e-12
     )
+
+
+def _get_model(address: str, metadata) -> tuple[int, list[np.ndarray]]:
+    """A peer's served model (GetModel over gRPC, with `metadata`'s credentials): round, tensors."""
+    chunks = list(stub_for(address).GetModel(gossip_pb2.GetModelRequest(), timeout=20, metadata=metadata))
+    header, data = chunks[0].header, b"".join(c.data for c in chunks)
+    arrays, offset = [], 0
+    for spec in header.tensors:
+        arrays.append(np.frombuffer(data, spec.dtype, int(np.prod(spec.shape)), offset).reshape(spec.shape))
+        offset += arrays[-1].nbytes
+    return header.round, arrays
+
+
+@pytest.mark.timeout(60)
+def test_get_model_serves_a_neighbour_the_last_release_and_only_the_observer_the_model(tmp_path):
+    """Two peers with link keys and an observer secret, on real gRPC servers: after a round, the
+    neighbour's GetModel (the catch-up path, and a call with its link key) gets the peer's last
+    release, never its own merged model; the observer, proving its secret, gets the model."""
+    secrets = tmp_path / "secrets"
+    keys = write_link_keys([(0, 1)], [0, 1], secrets, observer=True)
+    ports = free_ports(2)
+    base = load_config(
+        None, ["task.model=linear", "nodes.count=2", "experiment.rounds=3", 'privacy.mechanism="dp-share"']
+    )
+    peers = []
+    try:
+        for node in (0, 1):
+            section = PeerSection(
+                id=node,
+                listen=f"127.0.0.1:{ports[node]}",
+                neighbours={str(1 - node): f"127.0.0.1:{ports[1 - node]}"},
+                link_keys_file=str(keys[node]),
+            )
+            peers.append(GossipPeer(base.replace(peer=section)))
+        neighbour, peer = peers
+        peer.start(lambda event: None)
+        model = [a + 0.5 for a in peer.learner.get_weights()]
+        release = peer.sharing.release(model)  # what its round-1 push sends
+        peer.keep(model, 1)
+        address = f"127.0.0.1:{ports[1]}"
+        fetched = neighbour.watch._fetch(1)  # how a neighbour that fell behind catches up
+        served_round, served = _get_model(address, LinkKeys.load(keys[0], 0).metadata(1))
+        assert fetched.round == served_round == 1
+        for caught, got, want, own in zip(fetched.arrays, served, release, model, strict=True):
+            np.testing.assert_array_equal(caught, want)
+            np.testing.assert_array_equal(got, want)
+            assert not np.allclose(got, own)
+        observed_round, observed = _get_model(address, observer_metadata(read_observer_secret(secrets)))
+        assert observed_round == 1
+        for got, own in zip(observed, model, strict=True):
+            np.testing.assert_array_equal(got, own)
+    finally:
+        for peer in peers:
+            peer.close()

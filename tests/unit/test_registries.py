@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import threading
 from pathlib import Path
 
 import networkx as nx
@@ -249,3 +250,15 @@ def test_a_registered_engine_is_configured_loaded_and_sized(monkeypatch):
     assert engines.configured_engine(config) is toy
     assert toy.load()(config, "results", "lines") == ("t", (config, "results", "lines"))
     assert memory.estimate(config) is None  # its nodes are not processes of this machine
+
+
+@pytest.mark.timeout(120)
+def test_a_dp_sgd_run_preloads_opacus_and_no_other_run_does():
+    assert not set(model_registry.DP_SGD_PRELOAD) & set(preload_for("mlp", "digits").modules)
+    private = preload_for("mlp", "digits", dp_sgd=True).modules
+    assert set(model_registry.DP_SGD_PRELOAD) <= set(private)
+    assert private.index("fedgossip.tasks.torch_learner") < private.index("opacus.validators")
+    before = set(threading.enumerate())
+    for name in model_registry.DP_SGD_PRELOAD:
+        importlib.import_module(name)
+    assert set(threading.enumerate()) <= before  # no thread a fork would lose

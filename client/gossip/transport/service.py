@@ -23,6 +23,9 @@ and however often.
 
 GetModel serves the current model, or the one published before it when asked for that round
 (`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
+A model published with a `shared` version (privacy.mechanism "dp-share": the peer's last noised
+release) serves that version to every reader but the run's observer, who proved its secret: a
+neighbour catching up, or any other caller, never gets the peer's own model.
 """
 
 from __future__ import annotations
@@ -145,19 +148,27 @@ class GossipService:
         self.compression = compression or PushCompression(NONE, specs, gamma=0.0)
         self.state = "starting"
         self.completed = 0
-        self._published: tuple[list[np.ndarray], int, int, float] | None = None
+        # (model, num_examples, completed, norm, what readers other than the observer get)
+        self._published: tuple[list[np.ndarray], int, int, float, list[np.ndarray]] | None = None
         self.observed = threading.Event()  # set once the observer has read the last round's model
         self.keep_previous = False  # also serve the model published before (the observer asks for it)
-        self._previous: tuple[list[np.ndarray], int, int, float] | None = None
+        self._previous: tuple[list[np.ndarray], int, int, float, list[np.ndarray]] | None = None
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
         self._refusals = RefusalLog(log)
 
-    def publish(self, arrays: list[np.ndarray], num_examples: int, completed: int) -> None:
-        """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap)."""
+    def publish(
+        self,
+        arrays: list[np.ndarray],
+        num_examples: int,
+        completed: int,
+        shared: list[np.ndarray] | None = None,
+    ) -> None:
+        """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap);
+        `shared`, if given, is what it serves to every reader but the observer."""
         norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
         self._previous = self._published if self.keep_previous else None
-        self._published = (arrays, num_examples, completed, norm)
+        self._published = (arrays, num_examples, completed, norm, arrays if shared is None else shared)
         self.completed = completed
 
     async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -293,7 +304,8 @@ class GossipService:
             published = previous
         if published is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
-        arrays, num_examples, completed, _ = published
+        own, num_examples, completed, _, shared = published
+        arrays = own if reader == OBSERVER else shared
         names = [s.name for s in self.specs]
         for chunk in encode(self.node, completed, num_examples, names, arrays):
             await context.write(chunk)
