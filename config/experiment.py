@@ -33,8 +33,8 @@ from fedgossip.config.sections import (
     StrategySection,
     TopologySection,
 )
-from fedgossip.schema.codecs import CODECS
 from fedgossip.config.secure_aggregation import check_secure_aggregation
+from fedgossip.schema.codecs import CODECS
 from fedgossip.strategies import mechanisms, registry
 from fedgossip.tasks import TaskConfig
 from fedgossip.tasks.registry import model_entry

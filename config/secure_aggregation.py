@@ -5,9 +5,9 @@ whose aggregate is a weighted sum run under it (`SUMMED`: the weighted average, 
 and VCA, whose per-tensor variances travel as more summed values).
 Rules that look at individual models (median, trimmed mean, Krum, fair incentives...) are
 refused, and so is Flower's DP, whose wrappers and mods clip or noise individual models around a
-Message-API strategy, and flower.codec, which would pack the models SecAgg+ masks. Its integer parameters must make a valid protocol for the nodes sampled a
-round: shares, threshold, and a quantization range whose sum over the sampled nodes fits the
-2^32 modulus.
+Message-API strategy, and flower.codec, which would pack the models SecAgg+ masks. Its integer
+parameters must make a valid protocol for the nodes sampled a round: shares, threshold, and a
+quantization range whose sum over the sampled nodes fits the 2^32 modulus.
 """
 
 from __future__ import annotations
