@@ -15,11 +15,9 @@ calls, in order:
                     actor once all are built, so that no actor's peers start their rounds while
                     another's are still reading their data (round 1 waits only round_timeout for
                     the neighbours: peers started seconds apart would run ahead alone)
-    stream(timeout) a Ray streaming generator of (events, logs, code): the event lines and log
-                    lines produced since the last batch (`take`), one batch as soon as there are
-                    lines, and the exit status in the last batch, once every peer has ended and
-                    every line was taken (None before); a batch is one item of the stream, not one
-                    call to the actor
+    take(timeout)   -> (events, logs, code): the event lines and log lines produced since the last
+                    call (waiting up to `timeout` for the first), and the exit status once every
+                    peer has ended and every line was taken (None before)
     stop()          stops every peer (the run is stopping); the exit status is then STOPPED
 
 The event lines are those a peer process writes to its stdout (`schema.lines.encode`), so the
@@ -37,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,16 +192,6 @@ class ActorHost:
                     break
                 item = self._lines.get_nowait()
         return events, logs, self._code if ended else None
-
-    def stream(self, timeout: float) -> Iterator[tuple[list[str], list[str], int | None]]:
-        """`take`'s batches, as they come (waiting `timeout` at a time; no empty batch), the last
-        one with the exit status: the driver reads them without a call per batch."""
-        while True:
-            events, logs, code = self.take(timeout)
-            if events or logs or code is not None:
-                yield events, logs, code
-            if code is not None:
-                return
 
     def stop(self) -> None:
         """Stop every peer: they stop serving and their round loops end."""

@@ -10,8 +10,7 @@ node's address and free ports there; the launcher writes the node configs with t
 (TLS certificates name each actor's address) and hands each actor its configs and the files they
 name; once every actor has built its peers, all are told to go at once (peers of actors started
 seconds apart would run ahead alone after round 1's timeout). The actors' events and log lines
-come back through a Ray streaming generator per actor (`stream`: one call for the run, a batch of
-lines per item) read by a pump thread per actor (as a local process's stdout), so the
+come back through `take` calls, one pump thread per actor (as a local process's stdout), so the
 launcher's loop, results folder and outcome are the same as in local runs; a dead actor (`ray.kill`,
 its node lost) ends its stream: its peers are dead.
 
@@ -42,11 +41,12 @@ from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import import_path, log_tail
 
 PLACEMENT_TIMEOUT_S = 120.0  # the cluster reserves the bundles and starts the actors' workers
-TAKE_WAIT_S = 1.0  # how long an actor's stream waits for a line at a time
+CALL_TIMEOUT_S = 60.0  # one call to an actor that answers in a second at most
+TAKE_WAIT_S = 1.0  # how long an actor's take() waits for a line
 DIED = -9  # the exit status of a dead actor: as a process killed by SIGKILL
 RAY_INFO = "ray.json"
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes loopback for this machine's address
-MAX_CONCURRENCY = 4  # an actor's calls served at once: start, stream, go, stop
+MAX_CONCURRENCY = 4  # an actor's calls served at once: start, take, stop
 
 
 def import_ray(loopback: bool = False) -> Any:
@@ -235,22 +235,23 @@ class ActorChild:
         self._pump.start()
 
     def _take_lines(self, lines: queue.Queue) -> None:
-        """Read the actor's stream of lines until its exit status, or its death (a stream that ends
-        without a status: the actor was killed)."""
+        errors = self.ray.exceptions
         with open(self.log_path, "a") as log:
-            try:
-                for batch in self.actor.stream.options(num_returns="streaming").remote(TAKE_WAIT_S):
-                    events, logs, code = self.ray.get(batch)
-                    log.writelines(line + "\n" for line in logs)
-                    log.flush()
-                    for line in events:
-                        lines.put((self.name, line))
-                    self.code = code
-            except self.ray.exceptions.RayError as err:
-                self.death = f"the Ray actor died ({type(err).__name__})"
-            if self.code is None:
-                self.death = self.death or "the Ray actor died (its stream ended)"
-                self.code = DIED
+            while self.code is None:
+                try:
+                    call = self.actor.take.remote(TAKE_WAIT_S)
+                    events, logs, code = self.ray.get(call, timeout=CALL_TIMEOUT_S)
+                except errors.GetTimeoutError:
+                    continue  # a busy actor: the run's time limit bounds the wait
+                except errors.RayError as err:
+                    self.death = f"the Ray actor died ({type(err).__name__})"
+                    self.code = DIED
+                    break
+                log.writelines(line + "\n" for line in logs)
+                log.flush()
+                for line in events:
+                    lines.put((self.name, line))
+                self.code = code
         lines.put((self.name, None))
 
     def poll(self) -> int | None:
