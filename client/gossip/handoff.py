@@ -22,6 +22,7 @@ import grpc
 
 from fedgossip.client.gossip.transport.grpc_server import LoopServer
 from fedgossip.client.gossip.transport.service import GossipService
+from fedgossip.client.gossip.transport.wire import WireChunk
 from fedgossip.client.gossip.transports import GrpcTransport
 from fedgossip.proto import gossip_pb2
 
@@ -78,9 +79,7 @@ class LocalPushStub:
         self.node = node
         self.caller = caller
 
-    async def PushModel(
-        self, chunks: Iterable[gossip_pb2.ModelChunk], **call: object
-    ) -> gossip_pb2.PushReply:
+    async def PushModel(self, chunks: Iterable[WireChunk], **call: object) -> gossip_pb2.PushReply:
         """Deliver a push's chunks (the gRPC call options in `call` do not apply: it is at once)."""
         return self.services.get(self.node).deliver(list(chunks), self.caller)
 

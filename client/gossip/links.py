@@ -19,7 +19,7 @@ from fedgossip.client.gossip.transport.identity import LinkKeys
 from fedgossip.client.gossip.transport.network import FaultySender, Link, TimedSender
 from fedgossip.client.gossip.transport.security import call_metadata, channel_credentials
 from fedgossip.client.gossip.transport.sender import NeighbourSender, close_channels, open_channels, wake
-from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, push_stub
 from fedgossip.config import ExperimentConfig
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.scenario.attacks import ModelAttack
@@ -58,7 +58,7 @@ class Links:
         self.compression = compression
         options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
         self.channels = open_channels(neighbours, channel_credentials(config.peer), options)
-        self.stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self.channels.items()}
+        self.stubs = {node: push_stub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, keys, node) for node in neighbours}
         pushes = {**self.stubs, **(push_stubs or {})}
         self.senders = {node: self._sender(node, stub, events) for node, stub in pushes.items()}

@@ -8,9 +8,11 @@ placement: the cluster's CPUs divided among the actors, at most 1 each), and sta
 (`client/gossip/actor.py`: one peer, or `nodes.per_process` peers) per bundle. Each actor reports its
 node's address and free ports there; the launcher writes the node configs with those addresses
 (TLS certificates name each actor's address) and hands each actor its configs and the files they
-name. The actors' events and log lines come back through `take` calls, one pump thread per actor
-(as a local process's stdout), so the launcher's loop, results folder and outcome are the same
-as in local runs; a dead actor (`ray.kill`, its node lost) ends its stream: its peers are dead.
+name; once every actor has built its peers, all are told to go at once (peers of actors started
+seconds apart would run ahead alone after round 1's timeout). The actors' events and log lines
+come back through `take` calls, one pump thread per actor (as a local process's stdout), so the
+launcher's loop, results folder and outcome are the same as in local runs; a dead actor (`ray.kill`,
+its node lost) ends its stream: its peers are dead.
 
 Where each actor ran is written to ray.json in the results folder:
 
@@ -118,6 +120,7 @@ class RayEngine:
         self.actors: dict[str, Any] = {}
         self.placed: dict[str, Placement] = {}
         self.group: Any = None
+        self.children: list[ActorChild] = []
 
     def place(self, groups: Sequence[ProcessGroup]) -> list[str]:
         """One actor per group, spread over the cluster; the address of every node's peer."""
@@ -183,7 +186,19 @@ class RayEngine:
         bundles = [NodeBundle.read(path) for path in group.configs]
         log_path = self.results.logs / f"{group.name}.log"
         pid = self.placed[group.name].pid
-        return ActorChild(self.ray, group.name, self.actors[group.name], pid, log_path, bundles, self.lines)
+        child = ActorChild(self.ray, group.name, self.actors[group.name], pid, log_path, bundles, self.lines)
+        self.children.append(child)
+        if len(self.children) == len(self.placed):
+            self._go()
+        return child
+
+    def _go(self) -> None:
+        """Once every actor has built its peers (or failed to, or PLACEMENT_TIMEOUT_S passed), let
+        all of them run their rounds."""
+        built = [child.built for child in self.children]
+        self.ray.wait(built, num_returns=len(built), timeout=PLACEMENT_TIMEOUT_S)
+        for child in self.children:
+            child.actor.go.remote()
 
     def close(self) -> None:
         """Kill every actor of the run (their worker processes exit) and free their bundles."""
@@ -215,7 +230,7 @@ class ActorChild:
         self.code: int | None = None
         self.death = ""
         self._terminated = False
-        actor.start.remote(list(bundles))
+        self.built = actor.start.remote(list(bundles))  # ready once the peers are built (RayEngine._go)
         self._pump = threading.Thread(target=self._take_lines, args=(lines,), name=name, daemon=True)
         self._pump.start()
 

@@ -30,6 +30,7 @@ from tests.support import (
     StallsOnce,
     aio_stub_for,
     loopback_ports,
+    messages,
     neighbour_model,
     pushed_again,
     records,
@@ -89,11 +90,11 @@ def _bad_pushes_then_good_ones(child, port: int) -> None:
             == grpc.StatusCode.INVALID_ARGUMENT
         )
 
-        oversize = encode(1, 1, n, names, arrays)
+        oversize = messages(encode(1, 1, n, names, arrays))
         oversize[0].header.total_bytes = 1 << 40
         assert status_of(lambda: push(stub, oversize, auth)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
-        huge_header = encode(1, 1, n, names, arrays)
+        huge_header = messages(encode(1, 1, n, names, arrays))
         huge_header[0].header.tensors.add(name="x" * (5 << 20), dtype="<f4", shape=[1])
         assert status_of(lambda: push(stub, huge_header, auth)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -146,7 +147,7 @@ def test_a_push_cut_at_its_deadline_is_refused_though_every_chunk_arrived(tmp_pa
     must not count as heard from: its neighbour would wait for it again)."""
     child, port, neighbour = start_token_peer(tmp_path)
     names, arrays, n = neighbour_model()
-    framed = (c.SerializeToString() for c in encode(1, 1, n, names, arrays))
+    framed = (c.raw for c in encode(1, 1, n, names, arrays))
     (tmp_path / "chunks").write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in framed))
     argv = [
         sys.executable,

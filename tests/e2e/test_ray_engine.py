@@ -107,8 +107,23 @@ def test_a_killed_actor_of_two_peers_is_two_dead_peers_and_the_others_finish(clu
     records = metrics(out)
     for node in (0, 1):
         assert max(r["round"] for r in records if r["node"] == node) == 30
-    last = max(r["round"] for r in records if r["node"] >= 2)
-    late = [r for r in records if r["node"] < 2 and r["round"] > last + 1]
+    # A killed actor takes with it the lines it had not handed over yet (the launcher pulls them):
+    # under load its peers' last records may never come, though their pushes of the next round did
+    # (seen: records of nodes 2-3 up to round 1, merged by 0 and 1 in rounds 2 and 3). So the
+    # survivors may hear them in the rounds after their last record, those right after it only (no
+    # dead peer's push counted late), and then only each other.
+    recorded = max(r["round"] for r in records if r["node"] >= 2)
+    dead = {2, 3}
+    after = sorted(
+        {
+            r["round"]
+            for r in records
+            if r["node"] < 2 and r["round"] > recorded and dead & {*r["neighbours_heard"]}
+        }
+    )
+    assert after == list(range(recorded + 1, recorded + 1 + len(after))), (recorded, after)
+    last = after[-1] if after else recorded
+    late = [r for r in records if r["node"] < 2 and r["round"] > last]
     assert late and all(r["neighbours_heard"] == [1 - r["node"]] for r in late), late
     assert_nothing_left(out)
 

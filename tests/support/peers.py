@@ -18,6 +18,7 @@ import numpy as np
 
 from fedgossip.base.ports import free_ports
 from fedgossip.client.gossip.transport.sender import open_channels
+from fedgossip.client.gossip.transport.wire import WireChunk, push_stub
 from fedgossip.config import PeerSection, dump_toml, load_config
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
@@ -96,13 +97,19 @@ def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None)
 
 def stub_for(address: str, credentials: grpc.ChannelCredentials | None = None) -> gossip_pb2_grpc.GossipStub:
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
-    return gossip_pb2_grpc.GossipStub(channel)
+    return push_stub(channel)
+
+
+def messages(chunks: Sequence[WireChunk]) -> list[gossip_pb2.ModelChunk]:
+    """An encoded model's chunks as protobuf messages, for a test to tamper with before pushing
+    (a WireChunk is sent as its bytes: a change to its header would not travel)."""
+    return [gossip_pb2.ModelChunk.FromString(chunk.raw) for chunk in chunks]
 
 
 def aio_stub_for(address: str) -> gossip_pb2_grpc.GossipStub:
     """A stub on a grpc.aio channel of the process's event loop (what a peer's senders use)."""
     (channel,) = open_channels({0: address}, None, []).values()
-    return gossip_pb2_grpc.GossipStub(channel)
+    return push_stub(channel)
 
 
 def neighbour_model() -> tuple[list[str], list[np.ndarray], int]:

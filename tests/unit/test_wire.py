@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, assemble, encode
+from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, assemble, encode, serialize
 from fedgossip.proto import gossip_pb2
 from fedgossip.schema.tensors import specs_of
 
@@ -30,7 +30,7 @@ def assembler(**kw) -> ModelAssembler:
 def test_round_trip_over_several_chunks():
     arrays = model(1)
     chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=64 << 10)
-    assert len(chunks) > 5 and chunks[0].HasField("header")
+    assert len(chunks) > 5 and chunks[0].header is not None
     message = assemble(iter(chunks), assembler())
     assert (message.sender, message.round, message.num_examples) == (3, 2, 77)
     for got, want in zip(message.arrays, arrays, strict=True):
@@ -46,11 +46,27 @@ def test_slices_fill_every_chunk_and_a_small_model_is_one_message():
     raw = b"".join(a.tobytes() for a in arrays)  # 602,004 bytes
     for size in (1000, 4096, 64 << 10, 1 << 20):
         chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=size)
-        assert [c.HasField("header") for c in chunks] == [True] + [False] * (len(chunks) - 1)
+        assert [c.header is not None for c in chunks] == [True] + [False] * (len(chunks) - 1)
         assert [len(c.data) for c in chunks[:-1]] == [size] * (len(chunks) - 1)
         assert len(chunks) == -(-len(raw) // size)
         assert b"".join(c.data for c in chunks) == raw
     assert len(encode(3, 2, 77, NAMES, arrays)) == 1
+
+
+def test_each_chunk_is_sent_as_the_protobuf_serialization_of_its_header_and_data():
+    """What goes on the wire (`raw`, serialized by hand) parses as the ModelChunk protobuf itself
+    would make of the chunk's header and data, for the first chunk, the middle ones, a short last
+    one, and an empty model."""
+    arrays = model(3)
+    for size in (1000, 64 << 10, 1 << 20):
+        chunks = encode(3, 2, 77, NAMES, arrays, chunk_bytes=size)
+        for chunk in chunks:
+            want = gossip_pb2.ModelChunk(header=chunk.header, data=bytes(chunk.data))
+            assert gossip_pb2.ModelChunk.FromString(chunk.raw) == want
+            assert serialize(chunk) == chunk.raw
+            assert gossip_pb2.ModelChunk.FromString(serialize(want)) == want  # protobuf's own chunks
+    (empty,) = encode(3, 2, 77, ["e"], [np.zeros(0, dtype=np.float32)])
+    assert gossip_pb2.ModelChunk.FromString(empty.raw).header.total_bytes == 0 and len(empty.data) == 0
 
 
 def refused(chunks, **kw) -> WireError:

@@ -30,6 +30,7 @@ from functools import partial
 import grpc
 
 from fedgossip.client.gossip.transport import eventloop as loop
+from fedgossip.client.gossip.transport.wire import WireChunk
 from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _settle(result: futures.Future, nbytes: int) -> None:
 
 @dataclass
 class _Job:
-    chunks: Sequence[gossip_pb2.ModelChunk]
+    chunks: Sequence[WireChunk]
     deadline: float
     wait: bool
     result: futures.Future
@@ -132,7 +133,7 @@ class NeighbourSender:
         self._closing = asyncio.Event()
         self._worker = loop.submit(self._work())
 
-    def send(self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool) -> futures.Future:
+    def send(self, chunks: Sequence[WireChunk], deadline: float, *, wait: bool) -> futures.Future:
         """Queue a model (replacing one not yet sent) and wake the sender; the future gives the
         bytes delivered.
 
@@ -143,9 +144,7 @@ class NeighbourSender:
         wake([self])
         return result
 
-    def queue(
-        self, chunks: Sequence[gossip_pb2.ModelChunk], deadline: float, *, wait: bool
-    ) -> futures.Future:
+    def queue(self, chunks: Sequence[WireChunk], deadline: float, *, wait: bool) -> futures.Future:
         """`send` without waking the sender: `wake` it (with the round's other senders) next."""
         job = _Job(chunks, deadline, wait, futures.Future())
         with self._lock:

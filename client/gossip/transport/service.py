@@ -53,7 +53,15 @@ from fedgossip.client.gossip.transport.identity import (
     token_matches,
 )
 from fedgossip.client.gossip.transport.refusals import RefusalLog, caller_host
-from fedgossip.client.gossip.transport.wire import ModelAssembler, ModelMessage, WireError, decode, encode
+from fedgossip.client.gossip.transport.wire import (
+    Chunk,
+    ModelAssembler,
+    ModelMessage,
+    WireError,
+    decode,
+    encode,
+    serialize,
+)
 from fedgossip.proto import gossip_pb2
 from fedgossip.schema.codecs import NONE
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, check_norm, model_norm
@@ -203,7 +211,7 @@ class GossipService:
             self._pushes -= counted
             self._in_flight.discard(sender)
 
-    def deliver(self, chunks: Sequence[gossip_pb2.ModelChunk], caller: int) -> gossip_pb2.PushReply:
+    def deliver(self, chunks: Sequence[Chunk], caller: int) -> gossip_pb2.PushReply:
         """A push from the identified node `caller` in this process (the virtual-time engine,
         `fedgossip.client.gossip.inprocess`; a co-located peer, `handoff`): the same checks as
         PushModel's, in the same order (header, sender = caller, round window, finiteness, norm
@@ -414,9 +422,7 @@ def add_to_server(service: GossipService, server: grpc.aio.Server) -> None:
         "PushModel": grpc.stream_unary_rpc_method_handler(
             service.PushModel, response_serializer=gossip_pb2.PushReply.SerializeToString
         ),
-        "GetModel": grpc.unary_stream_rpc_method_handler(
-            service.GetModel, response_serializer=gossip_pb2.ModelChunk.SerializeToString
-        ),
+        "GetModel": grpc.unary_stream_rpc_method_handler(service.GetModel, response_serializer=serialize),
         "Health": grpc.unary_unary_rpc_method_handler(
             service.Health, response_serializer=gossip_pb2.HealthReply.SerializeToString
         ),

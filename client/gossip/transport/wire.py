@@ -2,8 +2,11 @@
 
 A model travels as one header (sender, round, example count, tensor specs, total size, codec) with
 the tensors' concatenated payloads (`fedgossip.schema.codecs`; raw little-endian bytes under the
-default codec "none", which the header leaves empty), sliced into chunks of at most `CHUNK_BYTES` (the first
-slice rides with the header). The receiving side checks everything against its own model's specs
+default codec "none", which the header leaves empty), sliced into chunks of at most `CHUNK_BYTES`
+(the first slice rides with the header). A model is serialized once, by hand, each chunk's bytes
+copied once from the payloads (`WireChunk`), and sent to every neighbour as it is (`push_stub`;
+protobuf's own serialization of a 1 MiB chunk costs several times a copy, and gRPC ran it once per
+neighbour). The receiving side checks everything against its own model's specs
 before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
 statuses): the header's sender, round, example count, codec (the receiver's own: another one is
 INVALID_ARGUMENT), size and tensor specs as it arrives, the payloads' decoding and the values'
@@ -20,7 +23,7 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
-from fedgossip.proto import gossip_pb2
+from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.schema.codecs import NONE, Codec
 from fedgossip.schema.tensors import (
     ModelRejected,
@@ -33,6 +36,8 @@ from fedgossip.schema.tensors import (
 )
 
 CHUNK_BYTES = 1 << 20
+DATA_TAG = 0x12  # ModelChunk.data on the wire: field 2, length-delimited
+PUSH_METHOD = f"/{gossip_pb2.DESCRIPTOR.services_by_name['Gossip'].full_name}/PushModel"
 MAX_MESSAGE_BYTES = 4 << 20
 CHANNEL_OPTIONS = [  # one chunk (plus header) per message: anything bigger is refused by gRPC itself
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -79,6 +84,44 @@ class ModelMessage:
     nbytes: int
 
 
+@dataclass(frozen=True)
+class WireChunk:
+    """A ModelChunk as the bytes that go on the wire (`raw`, made once for every neighbour), with
+    its header (the first chunk's; None after it) and its data as a view of `raw` (no copy)."""
+
+    raw: bytes
+    header: gossip_pb2.ModelHeader | None
+    data: memoryview
+
+
+Chunk = WireChunk | gossip_pb2.ModelChunk  # what an assembler takes: ours, or one protobuf parsed
+
+
+def serialize(chunk: Chunk) -> bytes:
+    """A chunk's bytes on the wire (a WireChunk's as they are)."""
+    return chunk.raw if isinstance(chunk, WireChunk) else chunk.SerializeToString()
+
+
+def push_stub(channel: grpc.Channel | grpc.aio.Channel) -> gossip_pb2_grpc.GossipStub:
+    """A GossipStub on `channel` whose PushModel sends chunks as `serialize` gives them (those of
+    `encode` as they are); the other calls are the generated stub's."""
+    stub = gossip_pb2_grpc.GossipStub(channel)
+    stub.PushModel = channel.stream_unary(
+        PUSH_METHOD, request_serializer=serialize, response_deserializer=gossip_pb2.PushReply.FromString
+    )
+    return stub
+
+
+def _varint(value: int) -> bytes:
+    """`value` (>= 0) as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def encode(
     sender: int,
     round_: int,
@@ -86,10 +129,11 @@ def encode(
     names: Sequence[str],
     arrays: Sequence[np.ndarray],
     chunk_bytes: int = CHUNK_BYTES,
-) -> list[gossip_pb2.ModelChunk]:
+) -> list[WireChunk]:
     """Split a model into chunks, the first carrying the header and the first slice of data (a
     model under `chunk_bytes` is one message: each message costs the event loop a write). Built
-    once, sent to every neighbour."""
+    once, sent to every neighbour: each chunk's bytes are the ModelChunk's serialization, the
+    tensors' bytes copied once into them."""
     specs = specs_of(names, arrays)
     views = [
         memoryview(np.ascontiguousarray(a, dtype=s.dtype)).cast("B")
@@ -106,9 +150,10 @@ def frame(
     payloads: Sequence[bytes | memoryview],
     codec: Codec = NONE,
     chunk_bytes: int = CHUNK_BYTES,
-) -> list[gossip_pb2.ModelChunk]:
+) -> list[WireChunk]:
     """The chunks of a model whose tensors (of `specs`) `codec` packed into `payloads` (`encode`:
-    raw bytes, codec "none")."""
+    raw bytes, codec "none"): each chunk's bytes are the ModelChunk's serialization, the payloads'
+    bytes copied once into them."""
     header = gossip_pb2.ModelHeader(
         sender=sender,
         round=round_,
@@ -118,16 +163,20 @@ def frame(
         codec="" if codec.name == NONE.name else codec.name,
     )
     views = [memoryview(p).cast("B") for p in payloads]
-    slices = list(_slices(views, chunk_bytes)) or [b""]
-    return [gossip_pb2.ModelChunk(header=header, data=slices[0])] + [
-        gossip_pb2.ModelChunk(data=data) for data in slices[1:]
-    ]
+    first = gossip_pb2.ModelChunk(header=header).SerializeToString()
+    chunks = []
+    for index, parts in enumerate(_slices(views, chunk_bytes)):
+        prefix = (first if index == 0 else b"") + bytes([DATA_TAG]) + _varint(sum(len(p) for p in parts))
+        raw = b"".join([prefix, *parts])
+        chunks.append(WireChunk(raw, header if index == 0 else None, memoryview(raw)[len(prefix) :]))
+    return chunks
 
 
-def _slices(views: Sequence[memoryview], size: int) -> Iterator[bytes]:
-    """The concatenation of `views` in slices of `size` bytes (the last one shorter), each copied once."""
+def _slices(views: Sequence[memoryview], size: int) -> Iterator[list[memoryview]]:
+    """The concatenation of `views` in slices of `size` bytes (the last one shorter, and one empty
+    slice for no bytes at all), each slice as the views' parts it is made of."""
     parts: list[memoryview] = []
-    filled = 0
+    filled, sliced = 0, False
     for view in views:
         while len(view):
             take = view[: size - filled]
@@ -135,10 +184,10 @@ def _slices(views: Sequence[memoryview], size: int) -> Iterator[bytes]:
             filled += len(take)
             view = view[len(take) :]
             if filled == size:
-                yield b"".join(parts)
-                parts, filled = [], 0
-    if parts:
-        yield b"".join(parts)
+                yield parts
+                parts, filled, sliced = [], 0, True
+    if parts or not sliced:
+        yield parts
 
 
 class ModelAssembler:
@@ -167,15 +216,16 @@ class ModelAssembler:
         self.buffer: bytearray | None = None
         self.received = 0
 
-    def add(self, chunk: gossip_pb2.ModelChunk) -> None:
+    def add(self, chunk: Chunk) -> None:
         """Take one chunk; raise WireError on the first thing that is wrong."""
+        header = _header_of(chunk)
         if self.header is None:
-            if not chunk.HasField("header"):
+            if header is None:
                 raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "first chunk carries no header")
-            self._check_header(chunk.header)
-            self.header = chunk.header
-            self.buffer = bytearray(chunk.header.total_bytes)
-        elif chunk.HasField("header"):
+            self._check_header(header)
+            self.header = header
+            self.buffer = bytearray(header.total_bytes)
+        elif header is not None:
             raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "header repeated after the first chunk")
         data = chunk.data
         end = self.received + len(data)
@@ -237,7 +287,13 @@ class ModelAssembler:
             raise WireError(invalid, f"total_bytes {h.total_bytes} != {implied} implied by the tensors")
 
 
-def assemble(chunks: Iterator[gossip_pb2.ModelChunk], assembler: ModelAssembler) -> ModelMessage:
+def _header_of(chunk: Chunk) -> gossip_pb2.ModelHeader | None:
+    if isinstance(chunk, WireChunk):
+        return chunk.header
+    return chunk.header if chunk.HasField("header") else None
+
+
+def assemble(chunks: Iterator[Chunk], assembler: ModelAssembler) -> ModelMessage:
     """Feed a chunk stream through an assembler."""
     for chunk in chunks:
         assembler.add(chunk)
