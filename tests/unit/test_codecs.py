@@ -18,6 +18,7 @@ from fedgossip.client.gossip.transport.wire import ModelAssembler, WireError, as
 from fedgossip.config import StrategySection, load_config
 from fedgossip.schema.codecs import CODECS, INDEX, TopK, codec
 from fedgossip.schema.tensors import ModelRejected, TensorSpec, specs_of
+from tests.support.peers import messages
 
 NAMES = ["w", "b", "steps"]
 
@@ -183,7 +184,7 @@ def test_a_push_of_another_codec_is_invalid_argument_naming_both():
 
 def test_a_malformed_payload_is_invalid_argument_and_an_infinite_one_refused():
     int8 = codec("int8")
-    chunks = PushCompression(int8, SPECS, gamma=1.0).chunks(1, 1, 5, model(1))
+    chunks = messages(PushCompression(int8, SPECS, gamma=1.0).chunks(1, 1, 5, model(1)))
     chunks[0].data = np.float32(np.inf).tobytes() + chunks[0].data[4:]  # the first tensor's scale
     checks = ModelAssembler(SPECS, senders=[1], rounds=(1, 5), max_bytes=1 << 20, codec=int8)
     with pytest.raises(WireError, match="scale") as err:
