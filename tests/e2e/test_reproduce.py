@@ -24,7 +24,7 @@ from tests.support import interrupt, interrupt_in_second_run, run_cli, run_figur
         (
             ("no-such-paper",),
             "unknown reproduction 'no-such-paper'; known: vanishing-variance, fair-incentives, fedgmm, "
-            "dp-bayesian-regression",
+            "fedgmm-mnist, dp-bayesian-regression",
         ),
         (("vanishing-variance", "--quick", "--full"), "--quick and --full are exclusive"),
         (("vanishing-variance", "--quick", "--seeds", "0"), "--seeds must be >= 1; got 0"),
