@@ -16,7 +16,7 @@ from fedgossip.schema.codecs import codec
 from fedgossip.schema.tensors import specs_of
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
-from fedgossip.server.recording import check_train_reply
+from fedgossip.server.reply_checks import check_train_reply
 from fedgossip.server.reply_codec import unpack_reply
 
 NAMES = ["w", "b", "steps"]

@@ -20,7 +20,8 @@ from fedgossip.launcher.cli import app
 from fedgossip.schema.tensors import TensorSpec
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
-from fedgossip.server.recording import RoundFailed, check_masked_reply
+from fedgossip.server.recording import RoundFailed
+from fedgossip.server.reply_checks import check_masked_reply
 from fedgossip.server.secure_aggregation import train_metrics, unmasked_arrays
 from fedgossip.strategies.rules import vca
 from fedgossip.strategies.variance_correction import correct_average
