@@ -244,7 +244,8 @@ def reproduce(
     ] = None,
 ) -> None:
     """Reproduce a paper's experiment in one command: its runs (a sweep), figures and write-up."""
-    from fedgossip.launcher.experiments.reproduce import IN_PROCESS, default_out, plan, reproduce
+    from fedgossip.launcher.experiments.papers import IN_PROCESS
+    from fedgossip.launcher.experiments.reproduce import default_out, plan, reproduce
     from fedgossip.launcher.experiments.sweep import default_jobs
     from fedgossip.reports.reproductions import write_report
 

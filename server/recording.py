@@ -4,8 +4,8 @@ and the real Grid.
 `RecordingGrid` passes every message through unchanged and, on the way, (1) checks every reply as
 untrusted input (a packed model unpacked first, `reply_codec`; then `reply_checks`: model tensor
 names, dtypes, shapes and finiteness against the global model, example counts, metric values) and
-turns a bad reply into an error reply the strategies skip, (2) counts the model bytes each node received and sent
-(as sent: packed), and (3) keeps each node's train loss and test metrics of the round.
+turns a bad reply into an error reply the strategies skip, (2) counts the model bytes each node
+received and sent (as sent: packed), and (3) keeps each node's train loss and test metrics of the round.
 `flush(round)` turns them into one record per node (labelled by its partition id) and starts the
 next round; `take_consensus()` then gives the consensus distance of the client models trained that
 round (read-only views of the replies, dropped at the flush).

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from fedgossip.config import load_config
-from fedgossip.launcher.experiments.reproduce import VANISHING_VARIANCE
+from fedgossip.launcher.experiments.papers import VANISHING_VARIANCE
 from fedgossip.launcher.supervision.proctree import alive, descendants, stop
 from fedgossip.reports.reproductions import KEEP_BEGIN, KEEP_END, write_report
 from tests.support import interrupt, interrupt_in_second_run, run_cli, run_figures, start_cli

@@ -236,7 +236,8 @@ def test_more_components_than_examples_is_refused_naming_the_key():
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("setting", ["quick", "default", "full"])
 def test_every_run_of_the_fedgmm_reproduction_is_a_valid_config(setting):
-    from fedgossip.launcher.experiments.reproduce import FEDGMM, plan
+    from fedgossip.launcher.experiments.papers import FEDGMM
+    from fedgossip.launcher.experiments.reproduce import plan
 
     planned = plan("fedgmm", setting)
     assert not planned.skipped
@@ -249,7 +250,8 @@ def test_every_run_of_the_fedgmm_reproduction_is_a_valid_config(setting):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("setting", ["quick", "default", "full"])
 def test_every_run_of_the_rotated_mnist_reproduction_is_a_valid_config(setting, tmp_path, monkeypatch):
-    from fedgossip.launcher.experiments.reproduce import FEDGMM_MNIST, plan
+    from fedgossip.launcher.experiments.papers import FEDGMM_MNIST
+    from fedgossip.launcher.experiments.reproduce import plan
 
     (tmp_path / "mnist.npz").touch()  # the config asks for a local copy only; nothing reads it here
     monkeypatch.setenv("FEDGOSSIP_DATA", str(tmp_path))

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from fedgossip.config import load_config
-from fedgossip.launcher.experiments import reproduce
-from fedgossip.launcher.experiments.reproduce import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
+from fedgossip.launcher.experiments import papers, reproduce
+from fedgossip.launcher.experiments.papers import FAIR_INCENTIVES, VANISHING_VARIANCE, Method
 from fedgossip.reports.reproductions import setting_section
 
 
@@ -23,7 +23,7 @@ def test_the_plan_is_every_method_times_the_seeds_and_optional_methods_the_confi
             Method("future", ("gossip.not_a_key_yet=1",), optional=True),
         ),
     )
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    monkeypatch.setitem(papers.REPRODUCTIONS, spec.name, spec)
     planned = reproduce.plan(spec.name, "quick")
     seeds = spec.settings["quick"].seeds
     assert [run.name for run in planned.runs] == [f"plain_seed={s}" for s in range(seeds)]
@@ -61,7 +61,7 @@ def test_a_setting_with_its_own_base_config_plans_its_runs_from_it():
 
 def test_seeds_overrides_the_settings_count_and_the_record_says_both(monkeypatch):
     spec = replace(VANISHING_VARIANCE, methods=(Method("plain", ("strategy.name=average",)),))
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    monkeypatch.setitem(papers.REPRODUCTIONS, spec.name, spec)
     planned = reproduce.plan(spec.name, "quick", seeds=3)
     assert [run.config.experiment.seed for run in planned.runs] == [0, 1, 2]
     record = planned.record()
@@ -72,6 +72,6 @@ def test_seeds_overrides_the_settings_count_and_the_record_says_both(monkeypatch
 
 def test_a_method_that_is_not_optional_and_refused_stops_the_plan_naming_its_run(monkeypatch):
     spec = replace(VANISHING_VARIANCE, methods=(Method("bad", ("nodes.count=1",)),))
-    monkeypatch.setitem(reproduce.REPRODUCTIONS, spec.name, spec)
+    monkeypatch.setitem(papers.REPRODUCTIONS, spec.name, spec)
     with pytest.raises(ValueError, match=r"run bad_seed=0: nodes.count"):
         reproduce.plan(spec.name, "quick")
