@@ -18,6 +18,7 @@ from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.server.reply_checks import check_train_reply
 from fedgossip.server.reply_codec import unpack_reply
+from tests.support.configs import inprocess_flower
 
 NAMES = ["w", "b", "steps"]
 
@@ -109,17 +110,7 @@ def test_the_server_refuses_another_codec_a_plain_reply_and_a_malformed_payload(
 
 
 def test_a_federation_with_top_k_replies_sends_fewer_bytes_and_learns():
-    config = load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'strategy.name="average"',
-            "nodes.count=3",
-            "experiment.rounds=2",
-            'flower.engine="inprocess"',
-            "flower.codec=topk",
-        ],
-    )
+    config = inprocess_flower("flower.codec=topk")
     grid = LocalGrid(client_app, 3, {p.CONFIG_TOML: dump_toml(config)}, id_seed=0)
     events: list[dict] = []
     run_federation(grid, config, events.append)

@@ -21,22 +21,13 @@ from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.strategies.registry import RULES
 from tests.support import INPROCESS, INPROCESS_NODES, INPROCESS_ROUNDS, RECORD_FIELDS
+from tests.support.configs import inprocess_flower
 
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
 
 
 def small(*overrides: str):
-    return load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'strategy.name="average"',
-            "nodes.count=3",
-            "experiment.rounds=2",
-            'flower.engine="inprocess"',
-            *overrides,
-        ],
-    )
+    return inprocess_flower(*overrides)
 
 
 def federate(config, id_seed: int = 0) -> tuple[list[dict], LocalGrid]:

@@ -15,28 +15,18 @@ from flwr.app import MessageType
 from fedgossip.base import flower_protocol as p
 from fedgossip.client import flower_app, flower_learners
 from fedgossip.client.flower_app import app as client_app
-from fedgossip.config import dump_toml, load_config
+from fedgossip.config import dump_toml
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.tasks import TaskConfig, build_learner
 from tests.support import USER_MODULE, fair_config
+from tests.support.configs import inprocess_flower
 
 TIMINGS = {"time_s", "train_s", "evaluate_s"}
 
 
 def _small(*overrides: str):
-    return load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'flower.engine="inprocess"',
-            'strategy.name="average"',
-            "nodes.count=3",
-            "experiment.rounds=3",
-            "task.momentum=0.9",
-            *overrides,
-        ],
-    )
+    return inprocess_flower("task.momentum=0.9", *overrides, rounds=3)
 
 
 def _federate(config, fresh: bool) -> list:

@@ -15,6 +15,7 @@ from fedgossip.config import dump_toml, load_config
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.tasks import build_learner
+from tests.support.configs import inprocess_flower
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,18 +24,7 @@ FLOWER = 'experiment.mode="flower"'
 
 
 def _config(*settings: str):
-    return load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'strategy.name="average"',
-            'flower.engine="inprocess"',
-            f"nodes.count={NODES}",
-            "experiment.rounds=1",
-            "task.hidden=8",
-            *settings,
-        ],
-    )
+    return inprocess_flower("task.hidden=8", *settings, nodes=NODES, rounds=1)
 
 
 def _global_model(config) -> list[np.ndarray]:

@@ -15,10 +15,11 @@ from torch.nn import functional
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.client.flower_app import app as client_app
-from fedgossip.config import dump_toml, load_config
+from fedgossip.config import dump_toml
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
 from fedgossip.tasks import TaskConfig, build_learner, stream_learner
+from tests.support.configs import inprocess_flower
 
 TASK = TaskConfig(model="mlp", learning_rate=0.05, momentum=0.9, batch_size=32)
 
@@ -96,18 +97,7 @@ def test_a_streamed_learner_carries_its_buffers_to_the_next_round():
 
 
 def _federate(*overrides: str) -> tuple[list[dict], LocalGrid]:
-    config = load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'flower.engine="inprocess"',
-            'strategy.name="average"',
-            "nodes.count=3",
-            "experiment.rounds=2",
-            "task.momentum=0.9",
-            *overrides,
-        ],
-    )
+    config = inprocess_flower("task.momentum=0.9", *overrides)
     grid = LocalGrid(client_app, 3, {p.CONFIG_TOML: dump_toml(config)})
     events: list[dict] = []
     run_federation(grid, config, events.append)

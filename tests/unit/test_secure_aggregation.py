@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.client.flower_app import app as client_app
-from fedgossip.config import dump_toml, load_config
+from fedgossip.config import dump_toml
 from fedgossip.launcher.cli import app
 from fedgossip.schema.tensors import TensorSpec
 from fedgossip.server.federation import run_federation
@@ -26,6 +26,7 @@ from fedgossip.server.secure_aggregation import train_metrics, unmasked_arrays
 from fedgossip.strategies.rules import vca
 from fedgossip.strategies.variance_correction import correct_average
 from fedgossip.tasks import build_learner
+from tests.support.configs import inprocess_flower
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,18 +36,7 @@ SKEWED = ('task.partition="quantity"', "task.alpha=0.5")  # 1010, 360 and 68 tra
 
 
 def _config(*settings: str):
-    return load_config(
-        None,
-        [
-            'experiment.mode="flower"',
-            'strategy.name="average"',
-            'flower.engine="inprocess"',
-            f"nodes.count={NODES}",
-            "experiment.rounds=1",
-            "task.hidden=8",
-            *settings,
-        ],
-    )
+    return inprocess_flower("task.hidden=8", *settings, nodes=NODES, rounds=1)
 
 
 def _run(config) -> tuple[list[np.ndarray], list[dict]]:
