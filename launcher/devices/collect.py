@@ -131,6 +131,10 @@ def collect(dirs: Sequence[Path], out: Path, console: Console) -> tuple[dict, st
             shutil.copyfile(device.path / NODE_CONFIG, results.nodes / f"{device.name}.toml")
         results.write_json(DEVICES, about)
         summary = finish_run(config, results, out, outcome, console)
+    except BaseException:  # a full disk, Ctrl-C: it holds only copies, and a rerun needs the folder free
+        results.close()
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         results.close()
     return summary, outcome.status

@@ -50,8 +50,11 @@ def default_out_dir(config: ExperimentConfig) -> Path:
 
 def os_error_text(err: OSError, about: Path | None = None) -> str:
     """'<path>: <reason>' of an OS error, e.g. '/x/logs: Read-only file system' (just the reason
-    when the path is `about`, already named by the caller)."""
+    when the path is `about`, already named by the caller). A copy that failed names both ends
+    (`shutil` sets the destination as `filename2`): 'copying a to b: No space left on device'."""
     reason = err.strerror or str(err)
+    if err.filename and err.filename2:
+        return f"copying {err.filename} to {err.filename2}: {reason}"
     return f"{err.filename}: {reason}" if err.filename and err.filename != str(about) else reason
 
 

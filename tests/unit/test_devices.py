@@ -20,6 +20,7 @@ from fedgossip.config import load_config
 from fedgossip.launcher.cli import app
 from fedgossip.launcher.devices.collect import clock_offsets
 from fedgossip.launcher.devices.inventory import is_host
+from tests.support.disks import resize, small_disk
 
 RING = ["nodes.count=4", "topology.kind=ring", "task.model=linear", "experiment.rounds=2"]
 
@@ -298,3 +299,30 @@ def test_collect_aligns_each_devices_clock_and_a_missing_device_is_a_dead_node(t
     assert sorted((e["node"], e["time_s"]) for e in events) == [(0, 11.0), (1, 11.0), (2, 11.0)]
     assert summary["final_mean_accuracy"] == pytest.approx((0.6 + 0.7 + 0.8) / 3)
     assert summary["wall_time_s"] == 12.0
+
+
+@pytest.mark.timeout(60)
+def test_collect_onto_a_full_disk_names_the_file_leaves_no_folder_and_runs_again_once_space_is_freed(
+    tmp_path,
+):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    assert bundle(tmp_path, hosts).exit_code == 0
+    devices = tmp_path / "bundle"
+    for node in range(4):
+        events = [device_record(node, 1, 10.0, 0.5), device_record(node, 2, 12.0, 0.6)]
+        events += [{"type": "done", "node": node}]
+        (devices / f"node-{node}" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        (devices / f"node-{node}" / "peer.log").write_text("a log line\n" * 20_000)  # 220 KB a device
+    folders = [str(devices / f"node-{n}") for n in range(4)]
+    with small_disk(tmp_path / "disk", "120k") as disk:
+        out = disk / "results"
+        full = CliRunner().invoke(app, ["collect", *folders, "--out", str(out)])
+        said = "".join(full.output.split())  # the console folds long paths anywhere
+        assert full.exit_code == 2 and "NospaceleftondeviceNo" not in said, full.output
+        assert said.endswith(f"to{out}/logs/node-0.log:Nospaceleftondevice"), full.output
+        assert not out.exists()  # only copies were in it: a rerun must not be refused
+        resize(disk, "10m")
+        again = CliRunner().invoke(app, ["collect", *folders, "--out", str(out)])
+        assert again.exit_code == 0, again.output
+        assert json.loads((out / "summary.json").read_text())["final_mean_accuracy"] == pytest.approx(0.6)
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 8
