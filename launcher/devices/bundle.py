@@ -55,15 +55,25 @@ def write_bundle(config: ExperimentConfig, hosts: Path, out: Path) -> list[Path]
         raise ValueError(f"--out {out} already exists and is not empty: choose another folder")
     secured = dataclasses.replace(config.security, tls=True, mutual_tls=True)
     config = config.replace(security=secured, peer=None)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / EXPERIMENT).write_text(dump_toml(config))
-    bundle_id = secrets.token_hex(8)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".issuing-") as staging:
-        if flower:
-            from fedgossip.launcher.devices.flower_bundle import write_flower_devices
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written beside `out`, then renamed to it: Ctrl-C or a full disk never leaves half a bundle
+    partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        (partial / EXPERIMENT).write_text(dump_toml(config))
+        bundle_id = secrets.token_hex(8)
+        with tempfile.TemporaryDirectory(dir=partial, prefix=".issuing-") as staging:
+            if flower:
+                from fedgossip.launcher.devices.flower_bundle import write_flower_devices
 
-            return write_flower_devices(config, inventory, out, Path(staging), bundle_id)
-        return write_gossip_devices(config, inventory, out, Path(staging), bundle_id)
+                folders = write_flower_devices(config, inventory, partial, Path(staging), bundle_id)
+            else:
+                folders = write_gossip_devices(config, inventory, partial, Path(staging), bundle_id)
+        partial.chmod(0o755)  # mkdtemp's 0700 is the staging's, not the bundle's
+        partial.rename(out)  # an empty `out` is replaced
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return [out / folder.name for folder in folders]
 
 
 def write_gossip_devices(

@@ -19,6 +19,7 @@ from fedgossip.client.gossip.transport.security import check_node_config
 from fedgossip.config import load_config
 from fedgossip.launcher.cli import app
 from fedgossip.launcher.devices.collect import clock_offsets
+from fedgossip.launcher.devices.folders import copy_credentials
 from fedgossip.launcher.devices.inventory import is_host
 from tests.support.disks import resize, small_disk
 
@@ -326,3 +327,41 @@ def test_collect_onto_a_full_disk_names_the_file_leaves_no_folder_and_runs_again
         assert again.exit_code == 0, again.output
         assert json.loads((out / "summary.json").read_text())["final_mean_accuracy"] == pytest.approx(0.6)
         assert len((out / "metrics.jsonl").read_text().splitlines()) == 8
+
+
+@pytest.mark.timeout(60)
+def test_a_bundle_cut_short_by_a_full_disk_leaves_nothing_and_the_same_command_runs_again(tmp_path):
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    with small_disk(tmp_path / "disk", "100k") as disk:  # a 4-device bundle takes ~170k
+        args = ["bundle", "--hosts", str(hosts), "--out", str(disk / "bundle")]
+        for item in RING:
+            args += ["--set", item]
+        full = CliRunner().invoke(app, args)
+        assert full.exit_code == 2 and "Nospaceleftondevice" in "".join(full.output.split()), full.output
+        assert list(disk.iterdir()) == []  # no half bundle, no staging folder
+        resize(disk, "10m")
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert sorted(p.name for p in disk.iterdir()) == ["bundle"]
+        assert sorted(p.name for p in (disk / "bundle").iterdir()) == [
+            "experiment.toml",
+            *(f"node-{n}" for n in range(4)),
+        ]
+
+
+def test_a_bundle_interrupted_while_issuing_leaves_nothing(tmp_path, monkeypatch):
+    from fedgossip.launcher.devices import bundle as bundling
+
+    hosts = inventory(tmp_path / "hosts.toml", {n: f"10.0.0.{n + 2}" for n in range(4)})
+    issued = []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the third device's credentials are copied
+        issued.append(args)
+        if len(issued) == 3:
+            raise KeyboardInterrupt
+        return copy_credentials(*args, **kwargs)
+
+    monkeypatch.setattr(bundling, "copy_credentials", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bundling.write_bundle(load_config(None, list(RING)), hosts, tmp_path / "out" / "bundle")
+    assert list((tmp_path / "out").iterdir()) == []
