@@ -21,7 +21,8 @@ model's local tensors (BatchNorm statistics) are averaged, not corrected, as `Ru
 
 `_RoundPlan` is the legacy strategy the workflow asks: its configure_fit names the sampled nodes,
 its aggregate_fit keeps the unmasked result. `_Workflow` sends our Message-API train content
-(not legacy FitIns) in the masked-vector stage.
+(not legacy FitIns) in the masked-vector stage, and lets a node drop out before its key shares
+went out (flwr 1.42 fails the round then: `_Workflow.share_keys_stage`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,20 @@ class _Workflow(SecAggPlusWorkflow):
         ready = super().setup_stage(grid, context, state)
         state.nid_to_fitins = dict(self.contents)
         return ready
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state) -> bool:
+        """Flower's share-keys stage; then the nodes that dropped out before their shares went out
+        leave the round. Nobody masks with them, so there is nothing of theirs to unmask; flwr 1.42
+        keeps them among the sampled nodes, asks the others for their key shares in the unmask
+        stage (which they never received: a KeyError on every node, the round lost) and removes
+        their masks from the neighbours of nodes that drop out later."""
+        super().share_keys_stage(grid, context, state)
+        shared = set(state.active_node_ids)
+        state.sampled_node_ids = shared
+        state.nid_to_neighbours = {
+            nid: neighbours & shared for nid, neighbours in state.nid_to_neighbours.items() if nid in shared
+        }
+        return self._check_threshold(state)
 
 
 class SecureAverage(SeededSampling, FedAvg):

@@ -1,16 +1,17 @@
 """SecAgg+ in Flower mode (server/secure_aggregation.py, client/flower_secure.py), whole
 federations in process on Flower's own protocol code: the secure aggregate against the weighted
 average of the clients' models trained independently here, the records (no individual model seen),
-a seeded run repeating itself, the nodes' refusals of what SecAgg+ would corrupt, and the config's
-refusals naming the key."""
+a seeded run repeating itself, nodes dropping out at each stage of the protocol, the nodes'
+refusals of what SecAgg+ would corrupt, and the config's refusals naming the key."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.common import FitRes, Parameters, Status, ndarray_to_bytes
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from typer.testing import CliRunner
 
 from fedgossip.base import flower_protocol as p
@@ -48,14 +49,14 @@ def _run(config) -> tuple[list[np.ndarray], list[dict]]:
     return [arrays[name].numpy() for name in arrays], records
 
 
-def _weighted_average(config, nodes=range(NODES)) -> list[np.ndarray]:
-    """sum n_i w_i / sum n_i of the models of `nodes` after one round, trained here as the
-    ClientApps train theirs."""
+def _weighted_average(config, nodes=range(NODES), count: int = NODES) -> list[np.ndarray]:
+    """sum n_i w_i / sum n_i of the models of `nodes` (of `count`) after one round, trained here as
+    the ClientApps train theirs."""
     seed = config.experiment.seed
-    initial = build_learner(config.task, 0, NODES, seed).get_weights()
+    initial = build_learner(config.task, 0, count, seed).get_weights()
     models, counts = [], []
     for node in nodes:
-        learner = build_learner(config.task, node, NODES, seed)
+        learner = build_learner(config.task, node, count, seed)
         learner.set_weights(initial)
         learner.train()
         models.append([w.astype(np.float64) for w in learner.get_weights()])
@@ -130,6 +131,38 @@ def test_vca_from_sums_is_vca_of_the_models():
     assert got[2] == pytest.approx(average[2])  # one element: averaged, not corrected
     with pytest.raises(ValueError, match="2 target variances for 3 tensors"):
         correct_average(average, targets[:2])
+
+
+def _dropping(drops: dict[int, str]):
+    """The ClientApp, but node `i` of `drops` drops out (an error reply) at SecAgg+'s stage `drops[i]`."""
+
+    def app(message: Message, context: Context) -> Message:
+        protocol = message.content.config_records.get(RECORD_KEY_CONFIGS)
+        stage = None if protocol is None else protocol.get(SecAggKey.STAGE)
+        if stage is not None and drops.get(context.node_config["partition-id"]) == stage:
+            return Message(Error(code=0, reason="dropped out"), reply_to=message)
+        return client_app(message, context)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("nodes", "drops"),
+    [
+        (3, {2: Stage.SETUP}),  # before its keys reach anyone: nobody masks with it
+        (3, {2: Stage.SHARE_KEYS}),  # its keys reached the others, its shares did not
+        (3, {2: Stage.COLLECT_MASKED_VECTORS}),  # shared its keys: its masks removed with its key
+        (5, {3: Stage.COLLECT_MASKED_VECTORS, 4: Stage.COLLECT_MASKED_VECTORS}),  # masked with each other
+        (5, {1: Stage.SHARE_KEYS, 4: Stage.COLLECT_MASKED_VECTORS}),
+    ],
+)
+def test_nodes_dropping_out_at_any_stage_leave_the_weighted_average_of_the_others(nodes, drops):
+    config = inprocess_flower("task.hidden=8", SECAGG, nodes=nodes, rounds=1)
+    grid = LocalGrid(_dropping(drops), nodes, {p.CONFIG_TOML: dump_toml(config)})
+    arrays = run_federation(grid, config, lambda event: None)
+    expected = _weighted_average(config, [n for n in range(nodes) if n not in drops], nodes)
+    for got, want in zip((arrays[name].numpy() for name in arrays), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
 
 
 def test_a_node_over_max_weight_refuses_and_secagg_aggregates_the_others():
