@@ -32,7 +32,7 @@ from rich.markup import escape
 from fedgossip.base.files import write_json
 from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig, dump_toml, load_config
-from fedgossip.launcher.runs.claim import FolderClaim, wait_free
+from fedgossip.launcher.runs.claim import FolderClaim, check_free, wait_free
 from fedgossip.launcher.runs.progress import RunProgress
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module, supervised
 from fedgossip.reports.groups import seed_tag
@@ -298,7 +298,13 @@ def _sweep(
             while pending or running:
                 while pending and len(running) < jobs:
                     run = pending.pop(0)
-                    if states[run.name] == "unfinished":
+                    state, why = _state_now(out / run.name, run.config)
+                    if state != "missing" and state != "unfinished":
+                        done[run.name] = RunResult.of(run, state, skipped=not why)
+                        bar.started(run.name)
+                        bar.finished(run.name, _skipped_line(run.name, state, why))
+                        continue
+                    if state == "unfinished":
                         shutil.rmtree(out / run.name)
                     child = _start(config_path, overrides, run, out, track)
                     children.append(child)
@@ -330,6 +336,23 @@ def _state(path: Path, config: ExperimentConfig) -> str:
     ago may still be stopping (its watchdog stops it); FolderInUse if it still runs after that."""
     wait_free(path, STOP_GRACE_S)
     return folder_state(path, config)
+
+
+def _state_now(path: Path, config: ExperimentConfig) -> tuple[str, str]:
+    """The state of a run folder as its run is about to start, and why it cannot ("" if it can):
+    another command may have run it, or be running it, since the sweep first looked."""
+    try:
+        check_free(path)
+        return folder_state(path, config), ""
+    except ValueError as err:  # FolderInUse, or a run of another config written there since
+        return "not run", str(err)
+
+
+def _skipped_line(name: str, state: str, why: str) -> str:
+    """The progress line of a run not started: finished meanwhile by another command, or in the way."""
+    if why:
+        return f"{escape(name)}: [red]not run[/]: {escape(why)}"
+    return f"{escape(name)}: [green]{escape(state)}[/], finished by another command meanwhile"
 
 
 def _start(
