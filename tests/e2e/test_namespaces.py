@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import time
 import psutil
 import pytest
 
+from fedgossip.launcher.network.delays import DelayProcess
+from fedgossip.launcher.network.queue_delay import QueuedLink
 from fedgossip.launcher.network.shaping import LinkShape, shape_links
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from tests.support import wait_for
@@ -182,3 +185,57 @@ def test_the_kernel_loses_and_limits_one_direction_of_a_link_as_shaped():
         limited = upload_s(hosts, 0, 2, 250_000)  # 2 Mbit/s: 1 s
         assert limited >= 0.9, limited
         assert upload_s(hosts, 2, 0, 250_000) < limited / 3  # the way back is free
+
+
+ECHO = (
+    "import socket\n"
+    "server = socket.create_server(('0.0.0.0', 5000))\n"
+    "print('listening', flush=True)\n"
+    "connection, _ = server.accept()\n"
+    "connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+    "while data := connection.recv(64): connection.sendall(data)\n"
+)
+ROUND_TRIPS = (
+    "import socket, statistics, sys, time\n"
+    "s = socket.create_connection((sys.argv[1], 5000), timeout=float(sys.argv[3]))\n"
+    "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+    "times = []\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    started = time.perf_counter(); s.sendall(b'x'); s.recv(1)\n"
+    "    times.append(time.perf_counter() - started)\n"
+    "print(min(times) * 1000, statistics.median(times) * 1000)\n"
+)
+
+
+def round_trips_ms(hosts: EmulatedHosts, client: int, server: int, count: int, timeout: float = 5.0):
+    """(min, median) milliseconds of `count` one-byte TCP round trips from host `client` to an echo
+    in host `server`; None if the connection fails within `timeout`."""
+    echo = hosts.run(server, [sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert echo.stdout.readline().strip() == "listening"
+        argv = [sys.executable, "-c", ROUND_TRIPS, hosts.addresses[server], str(count), str(timeout)]
+        done = subprocess.run(hosts.command(client, argv), capture_output=True, text=True, timeout=60)
+        return tuple(map(float, done.stdout.split())) if done.returncode == 0 else None
+    finally:
+        echo.kill()
+        echo.wait(5)
+
+
+@pytest.mark.timeout(60)
+def test_the_queue_delay_adds_one_way_delay_to_measured_round_trips(tmp_path):
+    """The netfilter-queue path (kernels without netem) delays one direction of a link by its
+    delay_ms: a TCP echo's round trip grows by 50 ms (one way), not 100; the link is measured
+    before, with and after the delay process (which, killed, stops the link)."""
+    with EmulatedHosts(3) as hosts:
+        _, before = round_trips_ms(hosts, 0, 1, 20)
+        delays = DelayProcess(hosts, [QueuedLink(0, 1, hosts.namespaces[1], hosts.addresses[0], 50.0)], 0, tmp_path / "d.log")
+        try:
+            fastest, median = round_trips_ms(hosts, 0, 1, 20)
+            assert 50.0 <= fastest and median < before + 50.0 + 5.0, (before, fastest, median)
+            _, other = round_trips_ms(hosts, 0, 2, 20)  # another link of the same sender: not delayed
+            assert other < 10.0, other
+            os.kill(delays.pid, signal.SIGKILL)
+            wait_for(lambda: delays.process.poll() is not None, 5, "the delay process to die")
+            assert round_trips_ms(hosts, 0, 1, 1, timeout=0.5) is None  # no verdicts: the link stops
+        finally:
+            delays.close()

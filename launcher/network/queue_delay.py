@@ -1,0 +1,142 @@
+"""The kernel layer's delays where the kernel has no netem: one process per run that holds each
+delayed link's packets in a netfilter queue and lets each go (the ACCEPT verdict) after its delay.
+
+`python -m fedgossip.launcher.network.queue_delay` runs inside one of the run's hosts (so removing
+the hosts, by the launcher or its watchdog, kills it like any other process of the run). It reads
+the links (JSON, `QueuedLink`s and the seed) on stdin; for each receiving host it enters the
+host's network namespace, adds the nftables rules that queue each delayed source's packets at the
+input hook (queue number = the sender's index) and binds those queues to a netlink socket of that
+namespace; back in its own namespace it prints "ready" and serves every socket from one loop:
+a queued packet's release time is its arrival plus delay_ms (+ a uniform draw in +- jitter_ms from
+the experiment seed's "network" stream of the link, as netem: the packets of a link may reorder),
+kept in one heap. It stops on SIGTERM; its sockets close with it and the kernel then drops what the
+queues hold and every later packet of those links (no listener, no bypass): the links stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import heapq
+import itertools
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from fedgossip.base.seeding import stream
+from fedgossip.launcher.network.nfqueue import bind_queues, open_socket, packets, queue_sources, verdict
+
+CLONE_NEWNET = 0x40000000
+READY = "ready"
+
+
+@dataclass(frozen=True)
+class QueuedLink:
+    """One delayed direction of a link: the receiver's namespace, the sender's address."""
+
+    sender: int
+    receiver: int
+    namespace: str
+    source: str
+    delay_ms: float
+    jitter_ms: float = 0.0
+
+
+def spec(links: Sequence[QueuedLink], seed: int) -> str:
+    """What the delay process reads on its stdin."""
+    return json.dumps({"seed": seed, "links": [asdict(link) for link in links]})
+
+
+def _setns(fd: int) -> None:
+    """Move this thread into the network namespace open at `fd` (setns(2))."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), f"setns: {os.strerror(ctypes.get_errno())}")
+
+
+def open_queues(links: Sequence[QueuedLink]) -> dict[str, socket.socket]:
+    """Per receiving namespace, its queue rules and the socket bound to its queues (made inside it);
+    this process ends in the namespace it started in."""
+    by_namespace: dict[str, list[QueuedLink]] = {}
+    for link in links:
+        by_namespace.setdefault(link.namespace, []).append(link)
+    sockets = {}
+    with open("/proc/self/ns/net") as home:
+        try:
+            for namespace, own in sorted(by_namespace.items()):
+                with open(f"/run/netns/{namespace}") as handle:
+                    _setns(handle.fileno())
+                sockets[namespace] = sock = open_socket()
+                bind_queues(sock, [link.sender for link in own])  # before the rules: no packet unserved
+                queue_sources([(link.source, link.sender) for link in own])
+        finally:
+            _setns(home.fileno())
+    return sockets
+
+
+class Delays:
+    """Release times of queued packets, drawn per link (the seed's "network" stream of the link)."""
+
+    def __init__(self, links: Sequence[QueuedLink], seed: int) -> None:
+        self.links = {(link.namespace, link.sender): link for link in links}
+        self.draws = {key: stream(seed, "network", link.sender, link.receiver) for key, link in self.links.items()}
+
+    def release(self, namespace: str, queue: int, arrival: float) -> float:
+        """When a packet of `queue` in `namespace`, queued at `arrival` (monotonic s), may go on."""
+        link = self.links[(namespace, queue)]
+        delay = link.delay_ms
+        if link.jitter_ms > 0:
+            delay += self.draws[(namespace, queue)].uniform(-link.jitter_ms, link.jitter_ms)
+        return arrival + max(delay, 0.0) / 1000.0
+
+
+def serve(sockets: dict[str, socket.socket], delays: Delays) -> None:
+    """Hold every queued packet until its release time, then accept it; forever."""
+    selector = selectors.DefaultSelector()
+    for namespace, sock in sockets.items():
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, namespace)
+    held: list[tuple[float, int, socket.socket, int, int]] = []
+    order = itertools.count()
+    while True:
+        timeout = max(held[0][0] - time.monotonic(), 0.0) if held else None
+        for key, _ in selector.select(timeout):
+            sock = key.fileobj
+            while True:
+                try:
+                    data = sock.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                except OSError as err:  # ENOBUFS: the kernel dropped messages; their packets stay held
+                    if err.errno != errno.ENOBUFS:
+                        raise
+                    print(f"queue_delay: {key.data}: {err} (packets held until the run ends)", file=sys.stderr)
+                    continue
+                arrival = time.monotonic()
+                for queue, packet_id in packets(data):
+                    release = delays.release(key.data, queue, arrival)
+                    heapq.heappush(held, (release, next(order), sock, queue, packet_id))
+        now = time.monotonic()
+        while held and held[0][0] <= now:
+            _, _, sock, queue, packet_id = heapq.heappop(held)
+            sock.send(verdict(queue, packet_id))
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    plan = json.load(sys.stdin)
+    links = [QueuedLink(**link) for link in plan["links"]]
+    sockets = open_queues(links)
+    print(READY, flush=True)
+    serve(sockets, Delays(links, plan["seed"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
