@@ -2,19 +2,21 @@
 directions the delay process holds, and that process's life in the launcher (started in host 0
 and ready before the first node process, watched, stopped before the hosts are removed).
 
-If the delay process dies during the run, its links pass no packet any more: the watcher says so
-on stderr and kills the run's node processes, so the run fails at once (exit 1) instead of
-timing out round after round.
+If the delay process dies during the run, its links lose their delays (the kernel lets their
+packets through): the watcher says so on stderr and kills the run's node processes, so the run
+fails at once (exit 1) rather than go on with links that are not the scenario's.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +31,9 @@ STOP_GRACE_S = 5.0
 MODULE = "fedgossip.launcher.network.queue_delay"
 
 
-def queued_links(hosts: EmulatedHosts, delays: Mapping[tuple[int, int], tuple[float, float]]) -> list[QueuedLink]:
+def queued_links(
+    hosts: EmulatedHosts, delays: Mapping[tuple[int, int], tuple[float, float]]
+) -> list[QueuedLink]:
     """The delayed directions ((sender host, receiver host) -> (delay_ms, jitter_ms)) as the
     delay process holds them: in the receiver's namespace, matched by the sender's address."""
     return [
@@ -39,10 +43,18 @@ def queued_links(hosts: EmulatedHosts, delays: Mapping[tuple[int, int], tuple[fl
     ]
 
 
-def missing_library() -> str | None:
-    """Why the delay process cannot run here for want of a library (pyroute2), or None."""
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why this machine cannot delay through netfilter queues (no pyroute2, or the kernel refuses
+    the rule or the queue: tried in a throwaway host), or None if it can."""
     if importlib.util.find_spec("pyroute2") is None:
         return "the Python package pyroute2 is not installed (pip install 'fedgossip[network]')"
+    with tempfile.TemporaryDirectory() as folder, EmulatedHosts(1) as hosts:
+        try:
+            probe = [QueuedLink(0, 0, hosts.namespaces[0], hosts.gateway, 1.0)]
+            DelayProcess(hosts, probe, 0, Path(folder) / "probe.log").close()
+        except NamespaceError as err:
+            return str(err)
     return None
 
 
@@ -99,7 +111,7 @@ class DelayProcess:
             return
         print(
             f"failed: the kernel layer's delay process (PID {self.pid}) exited with {code}: the "
-            f"delayed links pass no packet any more; stopping the run (its log: {self.log_path})",
+            f"links it delayed are not delayed any more; stopping the run (its log: {self.log_path})",
             file=sys.stderr,
             flush=True,
         )

@@ -26,6 +26,7 @@ NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_META = 1
 NFQA_CFG_F_GSO = 4  # a GSO packet is queued whole, not segmented for the queue
 NFQA_PACKET_HDR, NFQA_VERDICT_HDR = 1, 2
+NFQ_FLAG_BYPASS = 1  # no process on the queue: the packet goes on (undelayed) rather than dropped
 NF_ACCEPT = 1
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK = 1, 4
@@ -56,7 +57,9 @@ def _message(kind: int, queue: int, attributes: bytes, flags: int = NLM_F_REQUES
 
 def verdict(queue: int, packet_id: int) -> bytes:
     """The message that lets packet `packet_id` of `queue` go on (NF_ACCEPT)."""
-    return _message(NFQNL_MSG_VERDICT, queue, _attribute(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id)))
+    return _message(
+        NFQNL_MSG_VERDICT, queue, _attribute(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id))
+    )
 
 
 def open_socket() -> socket.socket:
@@ -123,7 +126,9 @@ def queue_sources(rules: Sequence[tuple[str, int]]) -> None:
         nft.table("add", name=TABLE)
         nft.chain("add", table=TABLE, name=CHAIN, hook="input", type="filter", priority=0)
         for source, queue in rules:
-            info = struct.pack("=HHH", queue, 1, 0)  # xt_NFQ_info_v3: queue, queues in total, flags
+            info = struct.pack(
+                "=HHH", queue, 1, NFQ_FLAG_BYPASS
+            )  # xt_NFQ_info_v3: queue, queues in total, flags
             target = [genex("target", {"name": "NFQUEUE", "rev": 3, "info": info})]
             nft.rule("add", table=TABLE, chain=CHAIN, expressions=(ipv4addr(src=source), target))
     except NetlinkError as err:

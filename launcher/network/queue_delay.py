@@ -9,8 +9,11 @@ input hook (queue number = the sender's index) and binds those queues to a netli
 namespace; back in its own namespace it prints "ready" and serves every socket from one loop:
 a queued packet's release time is its arrival plus delay_ms (+ a uniform draw in +- jitter_ms from
 the experiment seed's "network" stream of the link, as netem: the packets of a link may reorder),
-kept in one heap. It stops on SIGTERM; its sockets close with it and the kernel then drops what the
-queues hold and every later packet of those links (no listener, no bypass): the links stop.
+kept in one heap. It stops on SIGTERM; its sockets close with it, the kernel drops what the queues
+held (TCP sends it again) and lets every later packet through undelayed (the rules' bypass flag:
+with the links stopped instead, TCP connections of the hosts would outlive the processes, closing
+into a silent link, and hold the namespaces for seconds after their removal). The launcher
+watches the process so that this never passes silently (launcher/network/delays.py).
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ class Delays:
 
     def __init__(self, links: Sequence[QueuedLink], seed: int) -> None:
         self.links = {(link.namespace, link.sender): link for link in links}
-        self.draws = {key: stream(seed, "network", link.sender, link.receiver) for key, link in self.links.items()}
+        self.draws = {
+            key: stream(seed, "network", link.sender, link.receiver) for key, link in self.links.items()
+        }
 
     def release(self, namespace: str, queue: int, arrival: float) -> float:
         """When a packet of `queue` in `namespace`, queued at `arrival` (monotonic s), may go on."""
@@ -116,7 +121,9 @@ def serve(sockets: dict[str, socket.socket], delays: Delays) -> None:
                 except OSError as err:  # ENOBUFS: the kernel dropped messages; their packets stay held
                     if err.errno != errno.ENOBUFS:
                         raise
-                    print(f"queue_delay: {key.data}: {err} (packets held until the run ends)", file=sys.stderr)
+                    print(
+                        f"queue_delay: {key.data}: {err} (packets held until the run ends)", file=sys.stderr
+                    )
                     continue
                 arrival = time.monotonic()
                 for queue, packet_id in packets(data):

@@ -22,12 +22,14 @@ kernel, not from the experiment seed, so two runs differ. Partitions by round ca
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedgossip.config.sections import ScenarioSection, link_ends
+from fedgossip.launcher.network.delays import unavailable_reason as queue_unavailable_reason
 from fedgossip.launcher.supervision.namespaces import (
     EmulatedHosts,
     NamespaceError,
@@ -52,6 +54,10 @@ class LinkShape:
     loss: float = 0.0
     rate_mbps: float = 0.0  # 0: unlimited
 
+    def without_delay(self) -> LinkShape:
+        """This shape but its delay and jitter (left to the delay process)."""
+        return LinkShape(loss=self.loss, rate_mbps=self.rate_mbps)
+
     def netem(self) -> str:
         """The netem options of this shape ("" if it delays nothing: no netem)."""
         if self.delay_ms <= 0:
@@ -68,6 +74,7 @@ def needs_netem(scenario: ScenarioSection) -> bool:
     return bool(scenario.delay_ms or any(scenario.link_delay_ms.values()))
 
 
+@functools.cache
 def has_qdisc(kind: str) -> bool:
     """Whether this kernel has the qdisc `kind`: tried on the loopback of a throwaway namespace."""
     prefix = new_prefix()
@@ -83,13 +90,20 @@ def has_qdisc(kind: str) -> bool:
         remove_network(prefix)
 
 
+def queues_delays(scenario: ScenarioSection) -> bool:
+    """Whether the kernel layer delays `scenario`'s links through netfilter queues (no netem here)."""
+    return scenario.network_layer == "kernel" and needs_netem(scenario) and not has_qdisc("netem")
+
+
 def check_kernel_layer(scenario: ScenarioSection) -> None:
-    """ValueError naming scenario.network_layer if this kernel cannot shape `scenario`'s links."""
-    if scenario.network_layer == "kernel" and needs_netem(scenario) and not has_qdisc("netem"):
+    """ValueError naming scenario.network_layer if this kernel cannot shape `scenario`'s links:
+    delays need netem or, failing it, netfilter queues (launcher/network/delays.py)."""
+    reason = queue_unavailable_reason() if queues_delays(scenario) else None
+    if reason is not None:
         raise ValueError(
             "scenario.network_layer 'kernel' cannot delay packets on this machine: its kernel has no "
-            "netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM); use network_layer = 'sender', or only "
-            "scenario.loss and bandwidth_mbps"
+            "netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM) and netfilter queues cannot stand in "
+            f"({reason}); use network_layer = 'sender', or only scenario.loss and bandwidth_mbps"
         )
 
 
