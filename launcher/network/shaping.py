@@ -11,6 +11,22 @@ unlimited: RATE_CAP) and, with a delay, its leaf is a netem qdisc with delay_ms 
 filter (cls_bpf) sends each packet of the source to a class whose pfifo holds none (a drop) with
 probability `loss`, drawn by the kernel (`ld rand`).
 
+Kernels without netem (CONFIG_NET_SCH_NETEM unset: this project's CI, many container and WSL
+kernels): the delays go to one delay process per run (launcher/network/delays.py, queue_delay.py)
+instead, and tc keeps the rate and the loss. In each receiving host, an nftables rule at the input
+hook queues the packets of each delayed source (NFQUEUE); the process lets each go after delay_ms
++ link_delay_ms (+- jitter_ms, uniform) from its arrival in the queue: still one way per packet,
+behind the rate and the loss, seen by TCP. What differs from netem: the delay's precision is a
+user-space timer's (measured here: +0.5 ms over 50 ms on an idle link, more under CPU load, where
+netem's is the kernel's hrtimer); every delayed packet costs the process a netlink message and a
+verdict (CPU of one process, counted in the run's measurements: README); its jitter draws come
+from the experiment seed's "network" stream per link, but which packet draws which still depends
+on timing; netem's queue holds NETEM_LIMIT packets, a netfilter queue the same (QUEUE_MAXLEN), but
+its messages may overflow the process's socket buffer (the process logs it; those packets stay held
+until the run ends and TCP sends them again). If the process dies mid-run its links pass undelayed
+(the rules' bypass): the launcher sees it, says so and stops the run (exit 1), never a silent run
+with other links than the scenario's.
+
 What differs from the sender layer (`client/gossip/transport/network.py`), by nature: the delay
 is one way per packet, so a push (request out, reply back) takes two delays, not one; loss is per
 packet (as the stack hands them to the veth: up to 64 KB with its segmentation offload), which
