@@ -79,7 +79,7 @@ class DelayProcess:
             )
         self.pid = self.process.pid
         try:
-            self.process.stdin.write(spec(links, seed).encode())
+            self.process.stdin.write(spec(links, seed, hosts.namespaces[0]).encode())
             self.process.stdin.close()
             self._wait_ready()
         except BaseException:

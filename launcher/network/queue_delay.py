@@ -18,12 +18,10 @@ watches the process so that this never passes silently (launcher/network/delays.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import heapq
 import itertools
 import json
-import os
 import resource
 import selectors
 import signal
@@ -35,8 +33,8 @@ from dataclasses import asdict, dataclass
 
 from fedgossip.base.seeding import stream
 from fedgossip.launcher.network.nfqueue import bind_queues, open_socket, packets, queue_sources, verdict
+from fedgossip.launcher.supervision.namespaces import enter
 
-CLONE_NEWNET = 0x40000000
 READY = "ready"
 STOPPED = "queue_delay stopped:"
 
@@ -53,35 +51,26 @@ class QueuedLink:
     jitter_ms: float = 0.0
 
 
-def spec(links: Sequence[QueuedLink], seed: int) -> str:
-    """What the delay process reads on its stdin."""
-    return json.dumps({"seed": seed, "links": [asdict(link) for link in links]})
+def spec(links: Sequence[QueuedLink], seed: int, home: str) -> str:
+    """What the delay process, started in the namespace `home`, reads on its stdin."""
+    return json.dumps({"seed": seed, "home": home, "links": [asdict(link) for link in links]})
 
 
-def _setns(fd: int) -> None:
-    """Move this thread into the network namespace open at `fd` (setns(2))."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), f"setns: {os.strerror(ctypes.get_errno())}")
-
-
-def open_queues(links: Sequence[QueuedLink]) -> dict[str, socket.socket]:
+def open_queues(links: Sequence[QueuedLink], home: str) -> dict[str, socket.socket]:
     """Per receiving namespace, its queue rules and the socket bound to its queues (made inside it);
-    this process ends in the namespace it started in."""
+    this process then returns to its own namespace, `home`."""
     by_namespace: dict[str, list[QueuedLink]] = {}
     for link in links:
         by_namespace.setdefault(link.namespace, []).append(link)
     sockets = {}
-    with open("/proc/self/ns/net") as home:
-        try:
-            for namespace, own in sorted(by_namespace.items()):
-                with open(f"/run/netns/{namespace}") as handle:
-                    _setns(handle.fileno())
-                sockets[namespace] = sock = open_socket()
-                bind_queues(sock, [link.sender for link in own])  # before the rules: no packet unserved
-                queue_sources([(link.source, link.sender) for link in own])
-        finally:
-            _setns(home.fileno())
+    try:
+        for namespace, own in sorted(by_namespace.items()):
+            enter(namespace)
+            sockets[namespace] = sock = open_socket()
+            bind_queues(sock, [link.sender for link in own])  # before the rules: no packet unserved
+            queue_sources([(link.source, link.sender) for link in own])
+    finally:
+        enter(home)
     return sockets
 
 
@@ -140,10 +129,11 @@ def serve(sockets: dict[str, socket.socket], delays: Delays, released: list[int]
 
 
 def main() -> int:
+    """Read the plan on stdin, open the queues, say READY, serve until SIGTERM; log the cost."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     plan = json.load(sys.stdin)
     links = [QueuedLink(**link) for link in plan["links"]]
-    sockets, delays = open_queues(links), Delays(links, plan["seed"])
+    sockets, delays = open_queues(links, plan["home"]), Delays(links, plan["seed"])
     released = [0]
     try:
         print(READY, flush=True)
