@@ -1,7 +1,8 @@
 """Emulated hosts for real (root, iproute2): hosts reach each other and the default namespace over
 their own addresses, nothing they were (namespace, veth, bridge, process) is left after `close()`
 or after a SIGKILL of the process that made them (the watchdog removes it), and the kernel's
-network layer loses and rate-limits exactly the direction of a link it shapes."""
+network layer loses and rate-limits exactly the direction of a link it shapes; its delay process
+(kernels without netem) delays exactly that direction, by its delay, against TCP round trips."""
 
 from __future__ import annotations
 
