@@ -7,13 +7,15 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from fedgossip.base.seeding import stream
 from fedgossip.config import ScenarioSection, load_config
 from fedgossip.launcher.network import nfqueue, shaping
 from fedgossip.launcher.network.delays import queued_links
 from fedgossip.launcher.network.hosts import check_network
-from fedgossip.launcher.network.queue_delay import QueuedLink
+from fedgossip.launcher.network.queue_delay import Delays, QueuedLink
 from fedgossip.launcher.network.shaping import LinkShape, ingress_commands, link_shapes, loss_filter
 from fedgossip.launcher.supervision import namespaces
 
@@ -149,3 +151,16 @@ def test_nfqueue_verdict_and_packet_messages_are_the_kernels_structs():
     nfqueue._check_ack(ack, "binding queue 3")
     with pytest.raises(nfqueue.QueueError, match="binding queue 3: Operation not permitted"):
         nfqueue._check_ack(ack[:16] + bytes.fromhex("ffffffff") + ack[20:], "binding queue 3")
+
+
+def test_the_delay_process_draws_each_links_jitter_from_the_seeds_network_stream():
+    links = [
+        QueuedLink(0, 1, "fgabcdef-1", "10.64.0.2", 50.0, 10.0),
+        QueuedLink(1, 0, "fgabcdef-0", "10.64.0.3", 20.0),
+    ]
+    delays = Delays(links, seed=7)
+    released = np.array([delays.release("fgabcdef-1", 0, 100.0) for _ in range(1000)])
+    drawn = stream(7, "network", 0, 1).uniform(-10.0, 10.0, 1000)  # the link (0, 1)'s own stream
+    np.testing.assert_allclose(released, 100.0 + (50.0 + drawn) / 1000.0)
+    assert 0.040 <= (released - 100.0).min() < 0.041 and 0.059 < (released - 100.0).max() <= 0.060
+    assert delays.release("fgabcdef-0", 1, 5.0) == 5.0 + 0.020  # no jitter: the delay exactly
