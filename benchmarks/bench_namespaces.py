@@ -7,7 +7,7 @@
 - hosts: seconds to create N hosts (namespaces, veths, bridge, addresses), to shape every
   direction between them (the kernel layer, with a loss and a rate: N x (N - 1) classes) and to
   remove them all (target: create + remove under 3 s for 16 hosts);
-- layers: one gossip scenario (scenario.loss, bandwidth_mbps, delay_ms if the kernel has netem)
+- layers: one gossip scenario (scenario.loss, bandwidth_mbps, delay_ms)
   run in emulated hosts with scenario.network_layer = "sender", then "kernel": wall time and CPU
   seconds of the launcher and its processes (user + system, getrusage of the waited children; the
   kernel's own softirq work on the packets is not in it).
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from fedgossip.config import ScenarioSection
-from fedgossip.launcher.network.shaping import has_qdisc, link_shapes, shape_links
+from fedgossip.launcher.network.shaping import link_shapes, shape_links
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts, unavailable_reason
 from fedgossip.launcher.supervision.processes import child_env
 
@@ -73,10 +73,8 @@ def run_layer(out: Path, settings: list[str]) -> tuple[float, float, dict]:
 
 def bench_layers(nodes: int, rounds: int, loss: float, delay_ms: float, bandwidth: float) -> None:
     scenario = [f"scenario.loss={loss}", f"scenario.bandwidth_mbps={bandwidth}"]
-    if delay_ms and has_qdisc("netem"):
+    if delay_ms:  # netem, or the run's delay process where the kernel has none (launcher/network/delays.py)
         scenario.append(f"scenario.delay_ms={delay_ms}")
-    elif delay_ms:
-        print("(this kernel has no netem: the scenario runs without its delay)")
     base = [
         f"nodes.count={nodes}",
         f"experiment.rounds={rounds}",

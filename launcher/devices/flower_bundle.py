@@ -24,7 +24,7 @@ from fedgossip.launcher.devices.folders import (
 )
 from fedgossip.launcher.devices.inventory import Inventory
 from fedgossip.launcher.flower.files import flower_env
-from fedgossip.launcher.flower.processes import supernode_argv
+from fedgossip.launcher.flower.processes import supernode_options
 from fedgossip.launcher.flower.security import Security, security_material
 
 NODE_CONFIG = "node.toml"
@@ -98,7 +98,7 @@ def write_flower_devices(
         private, _ = security.node_keys[node]
         copy_credentials({"ca": str(security.ca), "key": str(private)}, folder)
         (folder / NODE_CONFIG).write_text(experiment)
-        argv = supernode_argv(
+        options = supernode_options(
             link.address, host.port, node, count, relative, max_wait=config.flower.startup_timeout
         )
         environment = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(QUIET.items()))
@@ -106,7 +106,7 @@ def write_flower_devices(
             # flower-supernode and what it starts (flower-superexec, flwr-clientapp) sit beside fedgossip
             'case "$FEDGOSSIP" in */*) PATH="${FEDGOSSIP%/*}:$PATH" ;; esac\n'
             f"export PATH {environment}\n"
-            + RETRY.format(args=shlex.join(argv[1:]), log=SUPERNODE_LOG, name=device.name)
+            + RETRY.format(args=shlex.join(options), log=SUPERNODE_LOG, name=device.name)
         )
         write_start_script(folder, device, body, records=None)
         write_systemd_unit(folder, device, f"fedgossip Flower SuperNode {node} ({config.experiment.name})")

@@ -62,8 +62,16 @@ def supernode_argv(
 ) -> list[str]:
     """`flower-supernode` (with shorter idle waits: `supernode_process`) holding data partition
     `partition` of `partitions`."""
+    options = supernode_options(superlink, port, partition, partitions, security, max_wait=max_wait)
+    return [*python_module("fedgossip.launcher.flower.supernode_process"), *options]
+
+
+def supernode_options(
+    superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
+) -> list[str]:
+    """The options of `flower-supernode` (and of `supernode_process`) for `supernode_argv`; a
+    deployment bundle's start script gives them to Flower's own flower-supernode."""
     argv = [
-        *python_module("fedgossip.launcher.flower.supernode_process"),
         "--superlink",
         superlink,
         "--host",

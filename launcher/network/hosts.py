@@ -15,7 +15,8 @@ import math
 from collections.abc import Iterator
 
 from fedgossip.config import ExperimentConfig
-from fedgossip.launcher.network.shaping import check_kernel_layer, link_shapes, shape_links
+from fedgossip.launcher.network.delays import DelayProcess, queued_links
+from fedgossip.launcher.network.shaping import check_kernel_layer, link_shapes, queues_delays, shape_links
 from fedgossip.launcher.runs.outcome import LaunchError
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts, NamespaceError, check_machine
@@ -25,7 +26,7 @@ NETWORK = "network.json"
 
 def check_network(config: ExperimentConfig) -> None:
     """ValueError naming the key if this machine cannot run `config`'s network: emulated hosts
-    (root, iproute2, namespaces) and the kernel's layer (netem for delays and losses)."""
+    (root, iproute2, namespaces) and the kernel's layer (netem or netfilter queues for delays)."""
     check_machine(config.launcher.network)
     if config.launcher.network == "namespaces":
         check_kernel_layer(config.scenario)
@@ -64,18 +65,38 @@ class RunHosts:
     def __init__(self, config: ExperimentConfig, results: ResultsFolder) -> None:
         count = config.nodes.count
         self.per_process = config.nodes.per_process
+        self.delays: DelayProcess | None = None
         self.hosts = make_hosts(math.ceil(count / self.per_process))
         try:
-            scenario = config.scenario
-            if scenario.network_layer == "kernel" and scenario.network_faults:
-                shape_links(self.hosts, link_shapes(scenario, count))  # per_process = 1: host n = node n
+            self.delays = self.shape(config, results)
             results.write_json(NETWORK, self.describe(count))
         except NamespaceError as err:
-            self.hosts.close()
+            self.close()
             raise LaunchError(f"cannot shape the links of the emulated hosts: {err}") from None
         except BaseException:
-            self.hosts.close()
+            self.close()
             raise
+
+    def shape(self, config: ExperimentConfig, results: ResultsFolder) -> DelayProcess | None:
+        """Shape the links under the kernel layer (per_process = 1: host n = node n): tc, and the
+        delay process for the delays where the kernel has no netem (returned, None otherwise)."""
+        scenario = config.scenario
+        if scenario.network_layer != "kernel" or not scenario.network_faults:
+            return None
+        shapes = link_shapes(scenario, config.nodes.count)
+        delays = None
+        if queues_delays(scenario):
+            held = {link: (shape.delay_ms, shape.jitter_ms) for link, shape in shapes.items()}
+            log = results.logs / "delays.log"
+            delays = DelayProcess(self.hosts, queued_links(self.hosts, held), config.experiment.seed, log)
+            shapes = {link: shape.without_delay() for link, shape in shapes.items()}
+        try:
+            shape_links(self.hosts, shapes)
+        except BaseException:
+            if delays is not None:
+                delays.close()
+            raise
+        return delays
 
     def address_of(self, node: int) -> str:
         """The address of the host of `node`."""
@@ -87,10 +108,11 @@ class RunHosts:
 
     def describe(self, count: int) -> dict:
         """What network.json says: the prefix of every name the run made, the launcher's address
-        on the bridge and each node's host (namespace, address)."""
+        on the bridge, each node's host (namespace, address) and the delay process's PID (or null)."""
         return {
             "prefix": self.hosts.prefix,
             "gateway": self.hosts.gateway,
+            "delay_process": self.delays.pid if self.delays else None,
             "nodes": {
                 str(node): {"namespace": self.namespace_of(node), "address": self.address_of(node)}
                 for node in range(count)
@@ -98,7 +120,9 @@ class RunHosts:
         }
 
     def close(self) -> None:
-        """Remove the hosts (and whatever still runs in them)."""
+        """Stop the delay process, remove the hosts (and whatever still runs in them)."""
+        if self.delays is not None:
+            self.delays.close()
         self.hosts.close()
 
     def __enter__(self) -> RunHosts:

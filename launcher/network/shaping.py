@@ -11,6 +11,23 @@ unlimited: RATE_CAP) and, with a delay, its leaf is a netem qdisc with delay_ms 
 filter (cls_bpf) sends each packet of the source to a class whose pfifo holds none (a drop) with
 probability `loss`, drawn by the kernel (`ld rand`).
 
+Kernels without netem (CONFIG_NET_SCH_NETEM unset: this project's CI, many container and WSL
+kernels): the delays go to one delay process per run (launcher/network/delays.py, queue_delay.py)
+instead, and tc keeps the rate and the loss. In each receiving host, an nftables rule at the input
+hook queues the packets of each delayed source (NFQUEUE); the process lets each go after delay_ms
++ link_delay_ms (+- jitter_ms, uniform) from its arrival in the queue: still one way per packet,
+behind the rate and the loss, seen by TCP. What differs from netem: the delay's precision is a
+user-space timer's (measured: a TCP echo's round trip over a link delayed 50 ms one way took
+50.5-50.6 ms, at a load average of 10-20 on 2 cores; netem's is the kernel's hrtimer); every
+delayed packet costs the process a netlink message and a verdict (GSO packets whole: ~1,600 for
+100 MB; its CPU is in its log, delays.log, and in the README); its jitter draws come
+from the experiment seed's "network" stream per link, but which packet draws which still depends
+on timing; netem's queue holds NETEM_LIMIT packets, a netfilter queue the same (QUEUE_MAXLEN), but
+its messages may overflow the process's socket buffer (the process logs it; those packets stay held
+until the run ends and TCP sends them again). If the process dies mid-run its links pass undelayed
+(the rules' bypass): the launcher sees it, says so and stops the run (exit 1), never a silent run
+with other links than the scenario's.
+
 What differs from the sender layer (`client/gossip/transport/network.py`), by nature: the delay
 is one way per packet, so a push (request out, reply back) takes two delays, not one; loss is per
 packet (as the stack hands them to the veth: up to 64 KB with its segmentation offload), which
@@ -22,12 +39,14 @@ kernel, not from the experiment seed, so two runs differ. Partitions by round ca
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedgossip.config.sections import ScenarioSection, link_ends
+from fedgossip.launcher.network.delays import unavailable_reason as queue_unavailable_reason
 from fedgossip.launcher.supervision.namespaces import (
     EmulatedHosts,
     NamespaceError,
@@ -52,6 +71,10 @@ class LinkShape:
     loss: float = 0.0
     rate_mbps: float = 0.0  # 0: unlimited
 
+    def without_delay(self) -> LinkShape:
+        """This shape but its delay and jitter (left to the delay process)."""
+        return LinkShape(loss=self.loss, rate_mbps=self.rate_mbps)
+
     def netem(self) -> str:
         """The netem options of this shape ("" if it delays nothing: no netem)."""
         if self.delay_ms <= 0:
@@ -68,6 +91,7 @@ def needs_netem(scenario: ScenarioSection) -> bool:
     return bool(scenario.delay_ms or any(scenario.link_delay_ms.values()))
 
 
+@functools.cache
 def has_qdisc(kind: str) -> bool:
     """Whether this kernel has the qdisc `kind`: tried on the loopback of a throwaway namespace."""
     prefix = new_prefix()
@@ -83,13 +107,20 @@ def has_qdisc(kind: str) -> bool:
         remove_network(prefix)
 
 
+def queues_delays(scenario: ScenarioSection) -> bool:
+    """Whether the kernel layer delays `scenario`'s links through netfilter queues (no netem here)."""
+    return scenario.network_layer == "kernel" and needs_netem(scenario) and not has_qdisc("netem")
+
+
 def check_kernel_layer(scenario: ScenarioSection) -> None:
-    """ValueError naming scenario.network_layer if this kernel cannot shape `scenario`'s links."""
-    if scenario.network_layer == "kernel" and needs_netem(scenario) and not has_qdisc("netem"):
+    """ValueError naming scenario.network_layer if this kernel cannot shape `scenario`'s links:
+    delays need netem or, failing it, netfilter queues (launcher/network/delays.py)."""
+    reason = queue_unavailable_reason() if queues_delays(scenario) else None
+    if reason is not None:
         raise ValueError(
             "scenario.network_layer 'kernel' cannot delay packets on this machine: its kernel has no "
-            "netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM); use network_layer = 'sender', or only "
-            "scenario.loss and bandwidth_mbps"
+            "netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM) and netfilter queues cannot stand in "
+            f"({reason}); use network_layer = 'sender', or only scenario.loss and bandwidth_mbps"
         )
 
 

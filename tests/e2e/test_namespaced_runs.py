@@ -1,16 +1,18 @@
 """Gossip runs of 4 peers in 4 emulated hosts (launcher.network = "namespaces", root, iproute2):
 mutual TLS over the hosts' own addresses completes; plaintext between hosts is refused unless
 security.insecure = true; the kernel's network layer loses packets (slower pushes) but no model,
-and delays one link by 50 ms (netem, where the kernel has it: in the mutual-TLS run) in that
-link's push times only; no namespace, veth or process is left after the run, after a failure and
-after a SIGKILL of the launcher. Flower deployment: the SuperLink and each SuperNode run in hosts
-of their own, under mutual TLS."""
+and delays one link by 50 ms (in the mutual-TLS run: netem, or netfilter queues and the run's delay
+process where the kernel has no netem) in that link's push times only; no namespace, veth,
+process (the delay process included) or nftables table is left after the run, after a failure
+(the delay process killed, where it runs, or every peer) and after a SIGKILL of the launcher.
+Flower deployment: the SuperLink and each SuperNode run in hosts of their own, under mutual TLS."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from cryptography import x509
 
 from fedgossip.config import PeerSection, load_config
+from fedgossip.launcher.network.nfqueue import TABLE
 from fedgossip.launcher.network.shaping import has_qdisc
 from fedgossip.launcher.supervision.namespaces import NETNS_DIR, EmulatedHosts
 from fedgossip.launcher.supervision.processes import python_module
@@ -31,6 +34,7 @@ pytestmark = [pytest.mark.e2e, needs_namespaces]
 FOUR = ["nodes.count=4", "experiment.rounds=2", "task.model=linear", "launcher.network=namespaces"]
 MTLS = [*FOUR, "security.tls=true", "security.mutual_tls=true", "scenario.network_layer=kernel"]
 LONG = [*FOUR, "experiment.rounds=100000", "security.insecure=true"]  # ~10 ms rounds until stopped
+LONG += ["scenario.network_layer=kernel", 'scenario.link_delay_ms={"0-1"=5}']  # and its delay process
 
 
 def run(out: Path, settings: list[str]) -> subprocess.CompletedProcess:
@@ -62,14 +66,13 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
-SLOW_LINK = ((0, 1), (1, 0))  # 50 ms more each way in the mutual-TLS run, where the kernel has netem
+SLOW_LINK = ((0, 1), (1, 0))  # 50 ms more each way in the mutual-TLS run
 
 
 @pytest.fixture(scope="module")
 def mtls_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mtls") / "run"
-    delay = ['scenario.link_delay_ms={"0-1"=50}'] if has_qdisc("netem") else []
-    done = run(out, [*MTLS, *delay])
+    done = run(out, [*MTLS, 'scenario.link_delay_ms={"0-1"=50}'])
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -95,8 +98,10 @@ def test_mutual_tls_between_hosts_completes_on_their_own_addresses(mtls_run):
     assert sorted((r["node"], r["round"]) for r in records) == [(n, r) for n in range(4) for r in (1, 2)]
     assert all(r["merged"] == 3 and r["refused"] == 0 for r in records)  # 4 nodes, degree 3: all heard
     assert set(pushes(mtls_run)) == {(a, b) for a in range(4) for b in range(4) if a != b}
-    assert network_leftovers(network["prefix"]) == []
-    assert gone(list(json.loads((mtls_run / "processes.json").read_text()).values()))
+    assert network_leftovers(network["prefix"]) == [] and fedgossip_tables() == []
+    assert (network["delay_process"] is None) == has_qdisc("netem")  # netem, or the queues' process
+    delay_process = [network["delay_process"]] if network["delay_process"] else []
+    assert gone(list(json.loads((mtls_run / "processes.json").read_text()).values()) + delay_process)
 
 
 @pytest.mark.timeout(120)
@@ -133,9 +138,7 @@ def test_kernel_loss_slows_pushes_but_loses_no_model(tmp_path, mtls_run):
 
 
 @pytest.mark.timeout(30)
-def test_a_netem_delay_on_one_link_shows_in_its_push_times_only(mtls_run):
-    if not has_qdisc("netem"):
-        pytest.skip("this kernel has no netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM)")
+def test_a_kernel_delay_on_one_link_shows_in_its_push_times_only(mtls_run):
     slow = [t for link in SLOW_LINK for t in pushes(mtls_run)[link]]
     fast = unshaped_pushes(mtls_run)
     # a push is a request out and a reply back: two one-way delays of 50 ms on the slow link
@@ -143,9 +146,9 @@ def test_a_netem_delay_on_one_link_shows_in_its_push_times_only(mtls_run):
     assert statistics.median(fast) < statistics.median(slow) - 0.08, (fast, slow)
 
 
-def start_long_run(out: Path) -> tuple[subprocess.Popen, str, list[int]]:
-    """A long run started in the background, once its peers recorded a round: the launcher, the
-    prefix of its network and the PIDs of its node processes."""
+def start_long_run(out: Path) -> tuple[subprocess.Popen, dict, list[int]]:
+    """A long run under the kernel layer with a delay, started in the background, once its peers
+    recorded a round: the launcher, its network.json and the PIDs of its node processes."""
     launcher = start_cli("run", "--out", str(out), settings=LONG)
     try:
         wait_for(
@@ -154,30 +157,52 @@ def start_long_run(out: Path) -> tuple[subprocess.Popen, str, list[int]]:
     except BaseException:
         launcher.kill()
         raise
-    prefix = json.loads((out / "network.json").read_text())["prefix"]
-    return launcher, prefix, list(json.loads((out / "processes.json").read_text()).values())
+    network = json.loads((out / "network.json").read_text())
+    return launcher, network, list(json.loads((out / "processes.json").read_text()).values())
+
+
+def fedgossip_tables() -> list[str]:
+    """The nftables tables of this (the default) namespace named as the delay process names those
+    it makes inside the hosts: none is expected here, ever."""
+    from pyroute2.nftables.main import NFTables
+
+    nft = NFTables(nfgen_family=socket.AF_INET)
+    try:
+        names = [table.get_attr("NFTA_TABLE_NAME") for table in nft.get_tables()]
+    finally:
+        nft.close()
+    return [name for name in names if name == TABLE]
 
 
 @pytest.mark.timeout(180)
 def test_nothing_is_left_after_a_failed_run_or_a_sigkill_of_the_launcher(tmp_path):
-    launcher, prefix, nodes = start_long_run(tmp_path / "failed")
+    launcher, network, nodes = start_long_run(tmp_path / "failed")
+    prefix, delay_process = network["prefix"], network["delay_process"]
     try:
         assert len(network_leftovers(prefix)) == 4 + 4 + 1  # namespaces, veths, bridge
-        for pid in nodes:  # every peer dies: the run fails
+        # the run fails: its delay process dies (its links stop) where it has one, else every peer
+        for pid in [delay_process] if delay_process else nodes:
             psutil.Process(pid).kill()
         assert launcher.wait(60) == 1
+        output = launcher.stdout.read().decode()
+        if delay_process:
+            assert f"the kernel layer's delay process (PID {delay_process}) exited with -9" in output, output
         assert run_status(tmp_path / "failed") == "failed"
-        assert network_leftovers(prefix) == []
+        assert network_leftovers(prefix) == [] and fedgossip_tables() == []
+        assert gone(nodes)
     finally:
         launcher.kill()
         launcher.wait(10)
-    launcher, prefix, nodes = start_long_run(tmp_path / "killed")
+    launcher, network, nodes = start_long_run(tmp_path / "killed")
+    prefix, delay_process = network["prefix"], network["delay_process"]
     try:
         tree = [p.pid for p in psutil.Process(launcher.pid).children(recursive=True)]
+        assert delay_process is None or delay_process in tree
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(10)
         wait_for(lambda: network_leftovers(prefix) == [], 5, f"the watchdog to remove {prefix}'s network")
         wait_for(lambda: gone(tree + nodes), 5, "every process of the run to be stopped")
+        assert fedgossip_tables() == []
     finally:
         launcher.kill()
         launcher.wait(10)

@@ -1,12 +1,14 @@
 """Emulated hosts for real (root, iproute2): hosts reach each other and the default namespace over
 their own addresses, nothing they were (namespace, veth, bridge, process) is left after `close()`
 or after a SIGKILL of the process that made them (the watchdog removes it), and the kernel's
-network layer loses and rate-limits exactly the direction of a link it shapes."""
+network layer loses and rate-limits exactly the direction of a link it shapes; its delay process
+(kernels without netem) delays exactly that direction, by its delay, against TCP round trips."""
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import time
 import psutil
 import pytest
 
+from fedgossip.launcher.network.delays import DelayProcess
+from fedgossip.launcher.network.queue_delay import QueuedLink
 from fedgossip.launcher.network.shaping import LinkShape, shape_links
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from tests.support import wait_for
@@ -182,3 +186,61 @@ def test_the_kernel_loses_and_limits_one_direction_of_a_link_as_shaped():
         limited = upload_s(hosts, 0, 2, 250_000)  # 2 Mbit/s: 1 s
         assert limited >= 0.9, limited
         assert upload_s(hosts, 2, 0, 250_000) < limited / 3  # the way back is free
+
+
+ECHO = (
+    "import socket\n"
+    "server = socket.create_server(('0.0.0.0', 5000))\n"
+    "print('listening', flush=True)\n"
+    "connection, _ = server.accept()\n"
+    "connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+    "while data := connection.recv(64): connection.sendall(data)\n"
+)
+ROUND_TRIPS = (
+    "import socket, statistics, sys, time\n"
+    "s = socket.create_connection((sys.argv[1], 5000), timeout=10)\n"
+    "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+    "times = []\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    started = time.perf_counter(); s.sendall(b'x'); s.recv(1)\n"
+    "    times.append(time.perf_counter() - started)\n"
+    "print(min(times) * 1000, statistics.median(times) * 1000)\n"
+)
+
+
+def round_trips_ms(hosts: EmulatedHosts, client: int, server: int, count: int = 20) -> tuple[float, float]:
+    """(min, median) milliseconds of `count` one-byte TCP round trips from host `client` to an echo
+    in host `server`."""
+    echo = hosts.run(server, [sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert echo.stdout.readline().strip() == "listening"
+        argv = [sys.executable, "-c", ROUND_TRIPS, hosts.addresses[server], str(count)]
+        done = subprocess.run(hosts.command(client, argv), capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        fastest, median = map(float, done.stdout.split())
+        return fastest, median
+    finally:
+        echo.kill()
+        echo.wait(5)
+
+
+@pytest.mark.timeout(60)
+def test_the_queue_delay_adds_one_way_delay_to_measured_round_trips(tmp_path):
+    """The netfilter-queue path (kernels without netem) delays one direction of a link by its
+    delay_ms: a TCP echo's round trip grows by 50 ms (one way), not 100, on that link only; and
+    once the delay process is killed the link is undelayed again (the rules' bypass)."""
+    with EmulatedHosts(3) as hosts:
+        _, before = round_trips_ms(hosts, 0, 1)
+        link = QueuedLink(0, 1, hosts.namespaces[1], hosts.addresses[0], delay_ms=50.0)
+        delays = DelayProcess(hosts, [link], 0, tmp_path / "delays.log")
+        try:
+            fastest, median = round_trips_ms(hosts, 0, 1)
+            assert fastest >= 50.0 and median < before + 50.0 + 5.0, (before, fastest, median)
+            _, other = round_trips_ms(hosts, 0, 2)  # another link of the same sender: not delayed
+            assert other < 10.0, other
+            os.kill(delays.pid, signal.SIGKILL)
+            delays.watcher.join(5)  # it saw the death (and stopped what ran in the hosts)
+            _, after = round_trips_ms(hosts, 0, 1)
+            assert after < 10.0, after
+        finally:
+            delays.close()
