@@ -15,8 +15,10 @@ calls, in order:
                     actor once all are built, so that no actor's peers start their rounds while
                     another's are still reading their data (round 1 waits only round_timeout for
                     the neighbours: peers started seconds apart would run ahead alone)
-    take(timeout)   -> (events, logs, code): the event lines and log lines produced since the last
-                    call (waiting up to `timeout` for the first), and the exit status once every
+    take(timeout, linger)
+                    -> (events, logs, code): the event lines and log lines produced since the last
+                    call (waiting up to `timeout` for the first, then `linger` more for those that
+                    follow it: one call carries a burst of lines), and the exit status once every
                     peer has ended and every line was taken (None before)
     stop()          stops every peer (the run is stopping); the exit status is then STOPPED
 
@@ -35,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,14 +178,16 @@ class ActorHost:
             self._code = STOPPED if self._shutdown.stopping else code
             self._lines.put(_END)
 
-    def take(self, timeout: float) -> tuple[list[str], list[str], int | None]:
+    def take(self, timeout: float, linger: float = 0.0) -> tuple[list[str], list[str], int | None]:
         """The event and log lines since the last call (waiting up to `timeout` seconds for the
-        first), and the exit status once the peers have ended and every line was taken."""
+        first, then up to `linger` seconds after it for more), and the exit status once the peers
+        have ended and every line was taken."""
         events: list[str] = []
         logs: list[str] = []
         ended = False
         with contextlib.suppress(queue.Empty):
             item = self._lines.get(timeout=timeout)
+            until = time.monotonic() + linger
             while True:
                 if item == _END:
                     ended = True
@@ -190,7 +195,7 @@ class ActorHost:
                 (events if item[0] == "event" else logs).append(item[1])
                 if len(events) + len(logs) >= MAX_TAKE:
                     break
-                item = self._lines.get_nowait()
+                item = self._lines.get(timeout=max(0.0, until - time.monotonic()))
         return events, logs, self._code if ended else None
 
     def stop(self) -> None:
