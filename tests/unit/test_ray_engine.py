@@ -5,6 +5,7 @@ lines in one call."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import threading
 import time
@@ -48,31 +49,63 @@ def test_node_configs_name_each_actor_address_and_travel_with_their_files(tmp_pa
         assert path.read_bytes() == Path(getattr(given, key)).read_bytes()
 
 
-@pytest.mark.timeout(30)
-def test_take_returns_the_lines_that_follow_the_first_within_its_linger(monkeypatch):
+@pytest.fixture
+def host(monkeypatch):
+    """An actor's host without Ray and without peers; its log handler removed afterwards."""
     for name in THREAD_ENV:
         monkeypatch.setenv(name, "1")
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     host = ActorHost(1, [])  # its process's log records become its log lines
-    log = logging.getLogger("fedgossip.test-actor")
+    yield host
+    host.stop()
+    root.handlers[:], root.level = handlers, level
+
+
+def _timed_take(host: ActorHost, **kwargs) -> tuple[threading.Thread, list]:
+    """host.take(**kwargs) in a thread: the thread and, once it is joined, [(reply, seconds)]."""
     taken: list = []
-    try:
-        assert host.take(0.0) == ([], [], None)  # nothing yet: an empty reply, at once
-        taker = threading.Thread(target=lambda: taken.append(host.take(10.0, linger=0.5)))
+
+    def take() -> None:
         started = time.monotonic()
-        taker.start()
-        log.info("first")
-        log.info("second")  # after the first: within the linger, so in the same reply
-        taker.join(10.0)
-        took = time.monotonic() - started
-        log.info("third")  # after the reply: in the next one
-        later = host.take(10.0)
-    finally:
-        host.stop()
-        root.handlers[:], root.level = handlers, level
-    [(events, logs, code)] = taken
-    assert events == [] and code is None
-    assert [line.rsplit(": ", 1)[1] for line in logs] == ["first", "second"]
-    assert took >= 0.5  # it lingered for lines that might follow
-    assert [line.rsplit(": ", 1)[1] for line in later[1]] == ["third"]
+        reply = host.take(**kwargs)
+        taken.append((reply, time.monotonic() - started))
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    return thread, taken
+
+
+def _record(node: int) -> dict:
+    return {"type": "record", "record": {"node": node, "round": 1}}
+
+
+@pytest.mark.timeout(30)
+def test_take_brings_the_records_of_all_the_actors_peers_of_a_round_in_one_reply(host):
+    assert host.take(0.0) == ([], [], None)  # nothing yet: an empty reply, at once
+    thread, taken = _timed_take(host, timeout=10.0, linger=5.0, records=2)
+    host._emit(_record(0))  # the peers' emit function
+    host._emit(_record(1))
+    thread.join(10.0)
+    [((events, logs, code), seconds)] = taken
+    assert [json.loads(line)["record"]["node"] for line in events] == [0, 1] and logs == [] and code is None
+    assert seconds < 5.0  # both records in: no need to linger on
+
+    thread, taken = _timed_take(host, timeout=10.0, linger=5.0, records=1)
+    host._emit(_record(0))  # a lone peer's record comes at once
+    thread.join(10.0)
+    assert len(taken[0][0][0]) == 1 and taken[0][1] < 5.0
+
+
+@pytest.mark.timeout(30)
+def test_take_lingers_for_missing_records_then_gives_what_it_has(host):
+    log = logging.getLogger("fedgossip.test-actor")
+    thread, taken = _timed_take(host, timeout=10.0, linger=0.5, records=2)
+    log.info("first")  # a log line is no record: the reply waits for the records a while
+    host._emit(_record(0))
+    thread.join(10.0)
+    [((events, logs, _), seconds)] = taken
+    assert [line.rsplit(": ", 1)[1] for line in logs] == ["first"] and len(events) == 1
+    assert seconds >= 0.5  # it lingered for the second peer's record, then gave up
+    log.info("later")
+    assert [line.rsplit(": ", 1)[1] for line in host.take(10.0)[1]] == ["later"]
