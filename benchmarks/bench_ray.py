@@ -7,7 +7,8 @@ One config (RAY_CASE: 8 digits-MLP peers, one per process, 50 rounds) runs on th
 on the Ray engine with a local 2-node Ray cluster on loopback (`tests.support.loopback_cluster`,
 started once before the runs and not timed), alternately, `--repeats` times; with `--before REV`
 also on the Ray engine with the code of git revision REV (`bench_floor.code_root`: the launcher
-and, through the import path the engine hands them, the actors run it). Printed per run: seconds
+runs it; the actors' Ray workers import fedgossip before the import path the engine hands them
+applies, so they run this tree's: measure driver-side changes this way). Printed per run: seconds
 per round (median over the rounds; the slowest peer each round), start-up, wall, and the CPU
 seconds of every descendant of this process by role (the launcher, the local engine's node
 processes, the Ray workers holding the actors, Ray's own processes: GCS, raylets, agents),
