@@ -21,11 +21,9 @@ measurements before the fork server (issue 10: 64 x 20 in 99 s, 67 s of start-up
 peer). The machine's load average is printed with each case: the figures are only comparable at
 the same load.
 
-The "ray" case runs one config (RAY_CASE) twice: on the local engine, then on the Ray engine with
-a local 2-node Ray cluster on loopback (`ray.cluster_utils.Cluster`, started before and not
-timed), and prints both engines' seconds per round, start-up and wall time, and the ratio of
-seconds per round (target <= 1.2x). Memory is not compared: the actors are Ray's processes, not
-the launcher's.
+The "ray" case is benchmarks/bench_ray.py: one config on the local and the Ray engine,
+alternately, `--repeats` times (7), and the ratio of the medians of seconds per round (target <=
+1.2x). Memory is not compared: the actors are Ray's processes, not the launcher's.
 """
 
 from __future__ import annotations
@@ -57,7 +55,6 @@ CASES = {
     "256": (256, 5, 8, 120, {}),
     "1000": (1000, 5, 25, 600, {"total_gib": 24.0}),
 }
-RAY_CASE = (8, 50, 120)  # peers, rounds (50: rounds of ~0.2 s vary a lot on a shared machine), round timeout
 RAY_TARGET = 1.2  # the Ray engine's seconds per round, at most this multiple of the local engine's
 SAMPLE_S = 1.0  # RSS, CPU and threads: once a second
 PSS_GAP_S = 10.0  # PSS sweeps: at least this long apart...
@@ -124,13 +121,17 @@ def sweep_pss(launcher: psutil.Process, memory: Memory) -> None:
     memory.pss_sweeps += 1
 
 
-def launch(out: Path, settings: list[str]) -> tuple[float, Memory, int]:
-    """Run `fedgossip run` with `settings`, sampling memory; wall time, memory, exit status."""
+def launch(out: Path, settings: list[str], code: Path | None = None) -> tuple[float, Memory, int]:
+    """Run `fedgossip run` with `settings` (on the code of import root `code`, if given: see
+    bench_floor.code_root), sampling memory; wall time, memory, exit status."""
     argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
     for item in settings:
         argv += ["--set", item]
+    env = child_env(1)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(1))
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     launcher = psutil.Process(process.pid)
     memory = Memory({}, {}, {}, {})
     next_sweep = float("inf")  # the first sweep once the node processes are started
@@ -271,35 +272,6 @@ def bench(case: str, tmp: Path, fork_server: bool = True) -> None:
     print(f"final mean accuracy {summary.get('final_mean_accuracy')}")
 
 
-def bench_ray(tmp: Path) -> None:
-    """RAY_CASE on the local engine, then on the Ray engine with a local 2-node cluster on loopback."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests' support
-    from tests.support import loopback_cluster
-
-    peers, rounds, round_timeout = RAY_CASE
-    settings = scale_settings(peers, rounds, 1, round_timeout, "scale-ray")
-    print(f"== {peers} peers x {rounds} rounds, one peer per process: local engine vs Ray engine ==")
-    with loopback_cluster(nodes=2, cpus=1) as cluster:
-        per_round = {}
-        for engine, extra in (
-            ("local", []),
-            ("ray", ["launcher.engine=ray", f"launcher.ray_address={cluster.address}"]),
-        ):
-            out = tmp / f"scale-ray-{engine}"
-            load = load_text()
-            wall, _, code = launch(out, [*settings, *extra])
-            summary, ends, per_round[engine] = round_figures(out)
-            print(
-                f"{engine:5s}: status {summary['status']} (exit {code}), all peers ready "
-                f"{summary.get('startup_s') or float('nan'):.1f} s after the run's start, first round done "
-                f"{ends[0] if ends else float('nan'):.1f} s, {per_round[engine]:.3f} s per round (median), "
-                f"wall {wall:.1f} s ({load})"
-            )
-    ratio = per_round["ray"] / per_round["local"]
-    verdict = "PASS" if ratio <= RAY_TARGET else "MISS"
-    print(f"Ray engine / local engine, seconds per round: {ratio:.2f}x [{verdict} target <= {RAY_TARGET}x]")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -307,12 +279,15 @@ def main() -> None:
     parser.add_argument("--only", choices=[*sorted(CASES), "ray"], action="append")
     parser.add_argument("--baseline", action="store_true", help="also run 64 peers as fresh processes")
     parser.add_argument("--keep", type=Path, help="keep the results folders here")
+    parser.add_argument("--repeats", type=int, default=7, help="ray: runs of each engine, alternating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
         for case in args.only or ["64", "256", "1000", "ray"]:
             if case == "ray":
-                bench_ray(tmp)
+                from bench_ray import bench_ray  # the Ray engine against the local engine
+
+                bench_ray(tmp, args.repeats)
                 continue
             bench(case, tmp)
             if args.baseline and case == "64":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,19 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextlib.contextmanager
+def pyplot_imported_in_background() -> Iterator[None]:
+    """Import pyplot (about 0.5 CPU-s) in a thread during the block, joined at its end: a gossip
+    run does it while its launcher waits for the fork server's imports (on the other core), so
+    that the figures at the run's end need not wait for it."""
+    thread = threading.Thread(target=_pyplot, name="import-pyplot", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def _figure(**size: Any) -> Any:

@@ -15,9 +15,13 @@ calls, in order:
                     actor once all are built, so that no actor's peers start their rounds while
                     another's are still reading their data (round 1 waits only round_timeout for
                     the neighbours: peers started seconds apart would run ahead alone)
-    take(timeout)   -> (events, logs, code): the event lines and log lines produced since the last
-                    call (waiting up to `timeout` for the first), and the exit status once every
-                    peer has ended and every line was taken (None before)
+    take(timeout, linger, records)
+                    -> (events, logs, code): the event lines and log lines produced since the last
+                    call (waiting up to `timeout` for the first, then up to `linger` more until the
+                    reply holds `records` metrics records: the actor's peers record a round within
+                    moments of each other, so one call carries the round's records of all of them,
+                    and a lone peer's record comes at once), and the exit status once every peer
+                    has ended and every line was taken (None before)
     stop()          stops every peer (the run is stopping); the exit status is then STOPPED
 
 The event lines are those a peer process writes to its stdout (`schema.lines.encode`), so the
@@ -35,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +49,7 @@ from fedgossip.base.signals import Shutdown
 from fedgossip.base.threads import THREAD_ENV
 from fedgossip.client.gossip.host import Hosted, build_peers, run_hosted
 from fedgossip.config import dump_toml, load_config
+from fedgossip.schema.events import RECORD
 from fedgossip.schema.lines import encode
 
 PEER_FILES = ("ca_file", "cert_file", "key_file", "client_ca_file", "token_file", "link_keys_file")
@@ -148,7 +154,9 @@ class ActorHost:
         self._go.set()
 
     def _emit(self, event: dict) -> None:
-        self._lines.put(("event", encode(event).decode().rstrip("\n")))
+        """Queue a peer's event line (the emit function the peers are built with)."""
+        kind = RECORD if event.get("type") == RECORD else "event"
+        self._lines.put((kind, encode(event).decode().rstrip("\n")))
 
     def _run(self, bundles: list[NodeBundle]) -> None:
         code = 2
@@ -175,22 +183,30 @@ class ActorHost:
             self._code = STOPPED if self._shutdown.stopping else code
             self._lines.put(_END)
 
-    def take(self, timeout: float) -> tuple[list[str], list[str], int | None]:
+    def take(
+        self, timeout: float, linger: float = 0.0, records: int = 1
+    ) -> tuple[list[str], list[str], int | None]:
         """The event and log lines since the last call (waiting up to `timeout` seconds for the
-        first), and the exit status once the peers have ended and every line was taken."""
+        first, then up to `linger` seconds after it until the reply holds `records` metrics
+        records; every line queued by then), and the exit status once the peers have ended and
+        every line was taken."""
         events: list[str] = []
         logs: list[str] = []
         ended = False
+        taken = 0
         with contextlib.suppress(queue.Empty):
             item = self._lines.get(timeout=timeout)
+            until = time.monotonic() + linger
             while True:
                 if item == _END:
                     ended = True
                     break
-                (events if item[0] == "event" else logs).append(item[1])
+                (logs if item[0] == "log" else events).append(item[1])
+                taken += item[0] == RECORD
                 if len(events) + len(logs) >= MAX_TAKE:
                     break
-                item = self._lines.get_nowait()
+                wait = 0.0 if taken >= records else max(0.0, until - time.monotonic())
+                item = self._lines.get(timeout=wait)
         return events, logs, self._code if ended else None
 
     def stop(self) -> None:

@@ -42,6 +42,12 @@ def test_module_imports_no_heavy_library(module, allowed):
     assert set(filter(None, loaded.stdout.strip().split(","))) <= set(allowed)
 
 
+def test_a_peer_without_tls_never_imports_cryptography():
+    # ~40 ms of imports per peer process (2.5 CPU-s for 64 peers): certificates are read with TLS only
+    modules = _modules_after("import fedgossip.client.gossip.peer, fedgossip.client.gossip.host")
+    assert "fedgossip.client.gossip.transport.security" in modules and "cryptography" not in modules
+
+
 def test_a_linear_peer_never_imports_torch():
     code = (
         "import sys\n"

@@ -1,14 +1,21 @@
 """The Ray engine's node configs, written without Ray: each names its actor's address in its
-certificates and carries its files to the actor's folder."""
+certificates and carries its files to the actor's folder; an actor's `take` returns a burst of
+lines in one call."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
-from fedgossip.client.gossip.actor import PEER_FILES, NodeBundle
+from fedgossip.base.threads import THREAD_ENV
+from fedgossip.client.gossip.actor import PEER_FILES, ActorHost, NodeBundle
 from fedgossip.config import load_config
 from fedgossip.launcher.gossip.launch import write_node_configs
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -40,3 +47,65 @@ def test_node_configs_name_each_actor_address_and_travel_with_their_files(tmp_pa
         path = Path(getattr(unpacked.peer, key))
         assert path.parent.parent == actor_folder and path.stat().st_mode & 0o777 == 0o600
         assert path.read_bytes() == Path(getattr(given, key)).read_bytes()
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """An actor's host without Ray and without peers; its log handler removed afterwards."""
+    for name in THREAD_ENV:
+        monkeypatch.setenv(name, "1")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    host = ActorHost(1, [])  # its process's log records become its log lines
+    yield host
+    host.stop()
+    root.handlers[:], root.level = handlers, level
+
+
+def _timed_take(host: ActorHost, **kwargs) -> tuple[threading.Thread, list]:
+    """host.take(**kwargs) in a thread: the thread and, once it is joined, [(reply, seconds)]."""
+    taken: list = []
+
+    def take() -> None:
+        started = time.monotonic()
+        reply = host.take(**kwargs)
+        taken.append((reply, time.monotonic() - started))
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    return thread, taken
+
+
+def _record(node: int) -> dict:
+    return {"type": "record", "record": {"node": node, "round": 1}}
+
+
+@pytest.mark.timeout(30)
+def test_take_brings_the_records_of_all_the_actors_peers_of_a_round_in_one_reply(host):
+    assert host.take(0.0) == ([], [], None)  # nothing yet: an empty reply, at once
+    thread, taken = _timed_take(host, timeout=10.0, linger=5.0, records=2)
+    host._emit(_record(0))  # the peers' emit function
+    host._emit(_record(1))
+    thread.join(10.0)
+    [((events, logs, code), seconds)] = taken
+    assert [json.loads(line)["record"]["node"] for line in events] == [0, 1] and logs == [] and code is None
+    assert seconds < 5.0  # both records in: no need to linger on
+
+    thread, taken = _timed_take(host, timeout=10.0, linger=5.0, records=1)
+    host._emit(_record(0))  # a lone peer's record comes at once
+    thread.join(10.0)
+    assert len(taken[0][0][0]) == 1 and taken[0][1] < 5.0
+
+
+@pytest.mark.timeout(30)
+def test_take_lingers_for_missing_records_then_gives_what_it_has(host):
+    log = logging.getLogger("fedgossip.test-actor")
+    thread, taken = _timed_take(host, timeout=10.0, linger=0.5, records=2)
+    log.info("first")  # a log line is no record: the reply waits for the records a while
+    host._emit(_record(0))
+    thread.join(10.0)
+    [((events, logs, _), seconds)] = taken
+    assert [line.rsplit(": ", 1)[1] for line in logs] == ["first"] and len(events) == 1
+    assert seconds >= 0.5  # it lingered for the second peer's record, then gave up
+    log.info("later")
+    assert [line.rsplit(": ", 1)[1] for line in host.take(10.0)[1]] == ["later"]

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from fedgossip.client.gossip.transport.identity import TOKEN_KEY, LinkKeys
 from fedgossip.config import ExperimentConfig, PeerSection
 
-SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def _read(peer: PeerSection, key: str) -> bytes:
@@ -36,6 +35,8 @@ def _read(peer: PeerSection, key: str) -> bytes:
 
 def _certificates(peer: PeerSection, key: str) -> tuple[bytes, list[x509.Certificate]]:
     """The PEM file `peer.KEY` names and the certificates in it; ValueError if it holds none."""
+    from cryptography import x509  # with TLS only: ~40 ms of imports a peer process saves without
+
     data = _read(peer, key)
     try:
         return data, x509.load_pem_x509_certificates(data)
@@ -46,6 +47,9 @@ def _certificates(peer: PeerSection, key: str) -> tuple[bytes, list[x509.Certifi
 def _key_pair(peer: PeerSection) -> tuple[bytes, bytes]:
     """The PEM private key and certificate chain of this peer (`key_file`, `cert_file`), checked
     to be a key gRPC can use and the key of the certificate."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     chain, certificates = _certificates(peer, "cert_file")
     data = _read(peer, "key_file")
     try:
@@ -54,7 +58,8 @@ def _key_pair(peer: PeerSection) -> tuple[bytes, bytes]:
         raise ValueError(f"peer.key_file: {peer.key_file} is encrypted: a peer needs it plain") from None
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError(f"peer.key_file: {peer.key_file} holds no PEM private key") from None
-    if key.public_key().public_bytes(*SPKI) != certificates[0].public_key().public_bytes(*SPKI):
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != certificates[0].public_key().public_bytes(*spki):
         raise ValueError(
             f"peer.key_file: {peer.key_file} is not the key of the certificate in {peer.cert_file}"
         )
