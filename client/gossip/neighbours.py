@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgossip.peer")
 
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
+START_POLL_S = 0.2  # how often a peer asks, before its first round, whether its neighbours serve
 LOOP_SLACK_S = 5.0  # beyond a call's gRPC timeout, how long the round loop waits for the event loop
 
 
@@ -54,6 +55,20 @@ class NeighbourWatch:
                 break
             missing = inbox.wait(round_, busy, min(limit, time.monotonic() + timeout)) | (missing - busy)
         return missing, silent & missing
+
+    def wait_serving(self) -> set[int]:
+        """Before the first round: wait until every neighbour answers Health (serves), at most
+        MAX_WAIT_TIMEOUTS round timeouts; the neighbours that never answered. A neighbour still
+        starting would otherwise miss this peer's first push and be marked silent in its first
+        round: whether it starts within one round timeout of this peer would decide the records."""
+        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * self.timeout
+        waiting = set(self.stubs)
+        while waiting:
+            waiting -= self.health(waiting, min(1.0, self.timeout / 4)).keys()
+            if not waiting or time.monotonic() >= limit:
+                break
+            time.sleep(START_POLL_S)
+        return waiting
 
     def health(self, nodes: set[int], timeout: float) -> dict[int, int]:
         """The rounds completed by those of `nodes` whose Health answers within `timeout`."""
