@@ -7,8 +7,8 @@ the configured strategy, evaluate, emit a metrics record. A neighbour that misse
 waited for again until it is heard from again in step (a model one round late counts: it stands
 in for this round's), so a dead or frozen peer costs its neighbours one timeout, not one per
 round. The first round starts when the neighbours serve (at most three round timeouts), so a
-neighbour still starting misses no push. A peer that fell behind catches up (`NeighbourWatch.catch_up`); one whose crash is due
-crashes and rejoins (`Crash`).
+neighbour still starting misses no push. A peer that fell behind catches up
+(`NeighbourWatch.catch_up`); one whose crash is due crashes and rejoins (`Crash`).
 """
 
 from __future__ import annotations
