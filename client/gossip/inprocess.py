@@ -123,10 +123,6 @@ class InProcessWatch:
         all run, and would answer a Health call)."""
         return self.peer.inbox.wait(round_, neighbours, 0.0), set()
 
-    def wait_serving(self) -> set[int]:
-        """Peers in one virtual-time process all serve from the start: none to wait for."""
-        return set()
-
     def catch_up(self, round_: int, margin: int | None = None) -> ModelMessage | None:
         """Peers in one virtual-time process never fall behind: nothing to catch up."""
         return None

@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedgossip.peer")
 
 MAX_WAIT_TIMEOUTS = 3  # a round waits at most this many round timeouts for live neighbours
-START_POLL_S = 0.2  # how often a peer asks, before its first round, whether its neighbours serve
-# how a call ends when no server answered it (any other failure is a server's answer)
-NO_SERVER = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-)
 LOOP_SLACK_S = 5.0  # beyond a call's gRPC timeout, how long the round loop waits for the event loop
 
 
@@ -59,35 +54,6 @@ class NeighbourWatch:
                 break
             missing = inbox.wait(round_, busy, min(limit, time.monotonic() + timeout)) | (missing - busy)
         return missing, silent & missing
-
-    def wait_serving(self) -> set[int]:
-        """Before the first round: wait until every neighbour's server answers (Health: any answer,
-        a refusal too), at most MAX_WAIT_TIMEOUTS round timeouts; the neighbours that never did. A
-        neighbour still starting would otherwise miss this peer's first push and be marked silent
-        in its first round: whether it starts within one round timeout of this peer would decide
-        the records."""
-        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * self.timeout
-        waiting = set(self.stubs)
-        while waiting:
-            waiting -= self._serving(waiting, min(1.0, self.timeout / 4))
-            if not waiting or time.monotonic() >= limit:
-                break
-            time.sleep(START_POLL_S)
-        return waiting
-
-    def _serving(self, nodes: set[int], timeout: float) -> set[int]:
-        """Those of `nodes` whose server answers a Health call within `timeout`, whatever it says."""
-
-        async def ask() -> set[int]:
-            calls = {n: self.stubs[n].Health(gossip_pb2.HealthRequest(), timeout=timeout) for n in nodes}
-            replies = await asyncio.gather(*calls.values(), return_exceptions=True)
-            answered = zip(calls, replies, strict=True)
-            return {n for n, r in answered if not isinstance(r, BaseException) or _answered(r)}
-
-        try:
-            return loop.call(ask(), timeout + LOOP_SLACK_S)
-        except TimeoutError:
-            return set()
 
     def health(self, nodes: set[int], timeout: float) -> dict[int, int]:
         """The rounds completed by those of `nodes` whose Health answers within `timeout`."""
@@ -141,8 +107,3 @@ class NeighbourWatch:
             return assembler.finish()
 
         return loop.call(fetch(), timeout + LOOP_SLACK_S)
-
-
-def _answered(error: BaseException) -> bool:
-    """Whether a failed call still reached a server (it refused: unauthenticated, unimplemented...)."""
-    return isinstance(error, grpc.RpcError) and error.code() not in NO_SERVER

@@ -6,9 +6,8 @@ to the round timeout) for the neighbours' models of this round, merge them in se
 the configured strategy, evaluate, emit a metrics record. A neighbour that missed a round is not
 waited for again until it is heard from again in step (a model one round late counts: it stands
 in for this round's), so a dead or frozen peer costs its neighbours one timeout, not one per
-round. The first round starts when the neighbours serve (at most three round timeouts), so a
-neighbour still starting misses no push. A peer that fell behind catches up
-(`NeighbourWatch.catch_up`); one whose crash is due crashes and rejoins (`Crash`).
+round. A peer that fell behind catches up (`NeighbourWatch.catch_up`); one whose crash is due
+crashes and rejoins (`Crash`).
 """
 
 from __future__ import annotations
@@ -53,9 +52,6 @@ class SyncRounds:
         peer = self.peer
         rounds = peer.config.experiment.rounds
         current = peer.start(emit)
-        not_serving = peer.watch.wait_serving()  # round 1 starts when the neighbours serve
-        if not_serving:
-            log.warning("starting without %s: not serving", sorted(not_serving))
         round_ = 1
         while round_ <= rounds:
             if peer.crash.due(round_):
