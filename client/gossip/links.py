@@ -73,7 +73,8 @@ class Links:
             return NeighbourSender(node, stub, self.metadata[node], self._on_reply)
         nodes, seed = self.config.nodes.count, self.config.experiment.seed
         link = Link(scenario, self.node, node, nodes, seed)
-        return FaultySender(node, stub, self.metadata[node], self._on_reply, link, events)
+        sync = self.config.gossip.schedule == "sync"  # its rounds wait for a notice of each lost push
+        return FaultySender(node, stub, self.metadata[node], self._on_reply, link, events, notify_losses=sync)
 
     def _on_reply(self, node: int, reply: gossip_pb2.PushReply) -> None:
         """A neighbour's reply says which round it is in (how far behind it this peer may be)."""

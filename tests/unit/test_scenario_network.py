@@ -24,7 +24,8 @@ def chunks(round_: int = 1):
 
 def sender_to(port: int, scenario: ScenarioSection, events: Events, neighbour: int = 1, count: int = 4):
     link = Link(scenario, 0, neighbour, count, seed=7)
-    return FaultySender(neighbour, aio_stub_for(f"127.0.0.1:{port}"), [], lambda *_: None, link, events)
+    stub = aio_stub_for(f"127.0.0.1:{port}")
+    return FaultySender(neighbour, stub, [], lambda *_: None, link, events, notify_losses=False)
 
 
 def push(sender: FaultySender, round_: int = 1) -> int:
@@ -40,7 +41,7 @@ def test_the_measured_loss_rate_is_within_a_binomial_bound():
     with sink_neighbour(port) as sink:
         sender = sender_to(port, ScenarioSection(loss=p), events)
         try:
-            delivered = [push(sender) for _ in range(n)]
+            delivered = [push(sender, round_) for round_ in range(1, n + 1)]  # one fate a round
         finally:
             sender.close()
         received = sink.pushes
@@ -49,7 +50,7 @@ def test_the_measured_loss_rate_is_within_a_binomial_bound():
     assert abs(lost - n * p) <= 4 * math.sqrt(n * p * (1 - p)), lost  # 4 sigma: 100 +- 35
     drops = [e for e in events.take() if e["kind"] == "drop"]
     assert len(drops) == lost and {e["details"]["reason"] for e in drops} == {"loss"}
-    assert events.take_counts(1)["dropped"] == lost
+    assert events.take_counts(n)["dropped"] == lost
 
 
 def test_the_same_seed_loses_the_same_messages():
@@ -57,7 +58,7 @@ def test_the_same_seed_loses_the_same_messages():
 
     def fates(node: int, neighbour: int) -> list[tuple[str | None, float]]:
         link = Link(scenario, node, neighbour, 4, seed=7)
-        return [link.fate(1, 100) for _ in range(50)]
+        return [(link.lost(round_), link.delay(round_, 100)) for round_ in range(1, 51)]
 
     first = fates(0, 1)
     assert first == fates(0, 1)
@@ -118,6 +119,6 @@ def test_a_partition_cuts_the_links_between_groups_for_its_rounds_only():
 
 def test_a_link_delay_adds_to_its_link_only_in_both_directions():
     scenario = ScenarioSection(delay_ms=10, link_delay_ms={"2-0": 50.0})
-    assert Link(scenario, 0, 2, 4, seed=7).fate(1, 0) == (None, 0.06)
-    assert Link(scenario, 2, 0, 4, seed=7).fate(1, 0) == (None, 0.06)
-    assert Link(scenario, 0, 1, 4, seed=7).fate(1, 0) == (None, 0.01)
+    assert Link(scenario, 0, 2, 4, seed=7).delay(1, 0) == 0.06
+    assert Link(scenario, 2, 0, 4, seed=7).delay(1, 0) == 0.06
+    assert Link(scenario, 0, 1, 4, seed=7).delay(1, 0) == 0.01
