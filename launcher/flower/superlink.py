@@ -44,7 +44,7 @@ def run_on_superlink(
     flower = config.flower
     count = config.nodes.count
     files = prepare(config, results.path / "flower", started)
-    env = flower_env(files.home, config.task.threads)
+    env = flower_env(files.home, config.task.threads, files.bin)
     tracker = ProcessTracker()
     tail = LineTail(files.records)
     run_id: int | None = None
