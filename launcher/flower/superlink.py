@@ -28,7 +28,7 @@ from fedgossip.scenario.churn import churn_plan
 from fedgossip.schema.lines import LineTail
 
 STATUS_POLL_S = 30.0  # how often the SuperLink is asked for the run status while records flow
-ENDING_WAIT_S = 5.0  # after the last record, how long the ServerApp process may take to exit before asking
+ENDING_WAIT_S = 2.0  # after the last record, how long the ServerApp process may take to exit before asking
 SERVERAPP = "flwr-serverapp"  # the process name of Flower's ServerApp (started by the SuperLink's SuperExec)
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
 
