@@ -6,18 +6,22 @@ Layout inside the results folder (written by `prepare`; the connection by `write
     flower/app/           a minimal Flower app: pyproject.toml ([tool.flwr.app], components in the
                           installed fedgossip package) and LICENSE; the FAB is a few kB
     flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection (deployment)
+    flower/bin/flwr-clientapp  the launcher's SuperNodes' ClientApp command (clientapp_process.py),
+                          first on their PATH
     flower/run-config.toml  the run config (experiment TOML, records path, run start)
     flower/records.jsonl  what the ServerApp emits, one JSON event per line
     flower/final-model.npz  the final global model (tensor name -> array)
 
 Every process gets the same environment: runtime dependency installation, telemetry and update
-checks off, FLWR_HOME private, the interpreter's bin folder first on PATH (the SuperLink and
-SuperNodes start `flower-superexec`, which starts `flwr-serverapp`/`flwr-clientapp`, by name).
+checks off, FLWR_HOME private, the run's flower/bin (deployment) and the interpreter's bin folder
+first on PATH (the SuperLink and SuperNodes start `flower-superexec`, which starts
+`flwr-serverapp`/`flwr-clientapp`, by name).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +70,7 @@ class FlowerFiles:
     root: Path
     app: Path
     home: Path
+    bin: Path
     run_config: Path
     records: Path
     model: Path
@@ -78,6 +83,7 @@ def prepare(config: ExperimentConfig, root: Path, run_start: float) -> FlowerFil
         root,
         root / "app",
         root / "home",
+        root / "bin",
         root / "run-config.toml",
         root / "records.jsonl",
         root / "final-model.npz",
@@ -87,6 +93,7 @@ def prepare(config: ExperimentConfig, root: Path, run_start: float) -> FlowerFil
     (files.app / "pyproject.toml").write_text(tomli_w.dumps(APP_PYPROJECT))
     (files.app / "LICENSE").write_text(LICENSE_TEXT)
     files.records.touch()
+    _write_clientapp_command(files.bin)
     files.run_config.write_text(
         tomli_w.dumps(
             {
@@ -112,9 +119,21 @@ def write_connection(home: Path, address: str, ca: Path | None) -> None:
     )
 
 
-def flower_env(home: Path, threads: int) -> dict[str, str]:
-    """The environment of every Flower process and `flwr` call of a run."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+def _write_clientapp_command(folder: Path) -> None:
+    """`folder/flwr-clientapp`: this interpreter running `clientapp_process` (flwr's ClientApp
+    command without the SuperNode's imports)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "flwr-clientapp"
+    module = "fedgossip.launcher.flower.clientapp_process"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} "$@"\n')
+    script.chmod(0o755)
+
+
+def flower_env(home: Path, threads: int, commands: Path | None = None) -> dict[str, str]:
+    """The environment of every Flower process and `flwr` call of a run; `commands` (a folder of
+    the launcher's own Flower commands: `FlowerFiles.bin`) first on PATH, then the interpreter's."""
+    folders = [str(commands)] if commands is not None else []
+    path = os.pathsep.join([*folders, str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return child_env(
         threads,
         {

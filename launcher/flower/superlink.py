@@ -23,11 +23,13 @@ from fedgossip.launcher.network.hosts import flower_hosts
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import Child, supervised
-from fedgossip.launcher.supervision.proctree import ProcessTracker
+from fedgossip.launcher.supervision.proctree import ProcessTracker, alive
 from fedgossip.scenario.churn import churn_plan
 from fedgossip.schema.lines import LineTail
 
-STATUS_POLL_S = 10.0  # how often the SuperLink is asked for the run status while records flow
+STATUS_POLL_S = 30.0  # how often the SuperLink is asked for the run status while records flow
+ENDING_WAIT_S = 2.0  # after the last record, how long the ServerApp process may take to exit before asking
+SERVERAPP = "flwr-serverapp"  # the process name of Flower's ServerApp (started by the SuperLink's SuperExec)
 SUBMIT_GRACE_S = 60.0  # extra time over the round timeouts before the launcher gives up
 
 
@@ -42,7 +44,7 @@ def run_on_superlink(
     flower = config.flower
     count = config.nodes.count
     files = prepare(config, results.path / "flower", started)
-    env = flower_env(files.home, config.task.threads)
+    env = flower_env(files.home, config.task.threads, files.bin)
     tracker = ProcessTracker()
     tail = LineTail(files.records)
     run_id: int | None = None
@@ -121,20 +123,23 @@ def _follow(
     without it, as gossip peers do; the run is stopped (and fails) when the SuperLink dies or the
     run outlives its time limit: startup plus twice the round timeout per round (train and
     evaluate messages) plus a grace, plus the start-up time again for each round SuperNodes
-    restart in under churn.
+    restart in under churn. The SuperLink is asked for the status every STATUS_POLL_S and, once the
+    last record came or the ServerApp process ended, when that process has gone (at most
+    ENDING_WAIT_S after the last record), then every second.
     """
     restarts = len({outage.back for outage in churn_plan(config).outages if outage.back})
     limit = time_limit(config, 1 + restarts) + SUBMIT_GRACE_S
     deadline = time.monotonic() + limit
-    next_status = time.monotonic() + STATUS_POLL_S
+    asked = time.monotonic()  # when the SuperLink was last asked for the run status
     next_scan = 0.0
+    ending_since: float | None = None
     lost: set[str] = set()
     while True:
         for event in tail.read():
             sink(event)
         if time.monotonic() >= next_scan:
             fp.scan(tracker, children)
-            next_scan = time.monotonic() + 1.0
+            next_scan = time.monotonic() + (0.2 if sink.done or sink.failed else 1.0)
         for child in children:
             if child.poll() is None or child.name in lost:
                 continue
@@ -152,9 +157,21 @@ def _follow(
         if now >= deadline:
             stop_run(run_id, env)
             raise LaunchError(f"the run exceeded its time limit of {limit:.0f}s and was stopped")
-        if sink.done or sink.failed or now >= next_status:
+        app_ended = _serverapp_ended(tracker)
+        if ending_since is None and (sink.done or sink.failed or app_ended):
+            ending_since = now
+        ending = ending_since is not None and (app_ended or now >= ending_since + ENDING_WAIT_S)
+        if now >= asked + STATUS_POLL_S or (ending and now >= asked + 1.0):
             status = checked(lambda: run_status(run_id, env))
             if str(status.get("status", "")).startswith("finished"):
                 return status
-            next_status = now + (1.0 if sink.done or sink.failed else STATUS_POLL_S)
+            asked = time.monotonic()
         time.sleep(0.2)
+
+
+def _serverapp_ended(tracker: ProcessTracker) -> bool:
+    """Whether a ServerApp process of the run was seen and none of them runs any more: the run is
+    over and the SuperLink says so (each status question is a `flwr ls` process, ~1.3 s of CPU, so
+    the launcher asks when the ServerApp has gone rather than every second)."""
+    apps = [pid for pid, name in tracker.names.items() if name.startswith(SERVERAPP)]
+    return bool(apps) and not any(alive(pid) for pid in apps)

@@ -20,7 +20,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(min(seconds, IDLE_POLL_S))
 
 
-def _call_process(name: str) -> None:
+def call_process(name: str) -> None:
     """Give this process `name` where ps and the kernel show it (15 characters), as flwr's own
     script would be called, instead of "python" (Linux; elsewhere nothing changes)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -32,7 +32,7 @@ def main() -> None:
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    _call_process("flower-supernode")
+    call_process("flower-supernode")
     start_client_internal.time = SimpleNamespace(**{**vars(time), "sleep": _sleep})
     flower_supernode()
 

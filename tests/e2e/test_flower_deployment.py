@@ -11,7 +11,15 @@ import pytest
 
 from fedgossip.base.flower_protocol import load_model
 from fedgossip.reports import read_records
-from tests.support import FLOWER, RECORD_FIELDS, cli_argv, ctrl_c_after_round_1, processes_gone, run_cli
+from tests.support import (
+    FLOWER,
+    RECORD_FIELDS,
+    cli_argv,
+    ctrl_c_after_round_1,
+    processes_gone,
+    run_cli,
+    run_inprocess,
+)
 
 
 @pytest.mark.timeout(180)
@@ -68,20 +76,7 @@ def test_superlink_and_two_supernodes_run_two_rounds_over_tls_with_registered_ke
     assert processes_gone(run) == {}
     # the same config and seed in process (no Flower runtime) gives the same numbers
     same = tmp_path / "same"
-    result = run_cli(
-        "run",
-        "--out",
-        str(same),
-        *FLOWER,
-        "--set",
-        "experiment.rounds=2",
-        "--set",
-        "strategy.name=average",
-        "--set",
-        "flower.engine=inprocess",
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_inprocess(same, [*FLOWER, "experiment.rounds=2", "strategy.name=average"])
     assert _numbers(read_records(same)) == _numbers(records)
     deployed, local = (
         load_model(run / "flower" / "final-model.npz"),

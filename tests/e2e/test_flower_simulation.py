@@ -15,7 +15,7 @@ import pytest
 from fedgossip.base.flower_protocol import load_model
 from fedgossip.launcher.supervision.proctree import alive, descendants
 from fedgossip.reports import read_records
-from tests.support import cli_argv, ctrl_c_after_round_1, run_cli, set_args
+from tests.support import cli_argv, ctrl_c_after_round_1, run_cli, run_inprocess, set_args
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs fedgossip[simulation]")
 
@@ -72,9 +72,7 @@ def test_simulation_engine_records_equal_the_inprocess_engine(tmp_path):
     records = read_records(sim)
     nodes = [r for r in records if isinstance(r["node"], int)]
     assert len(nodes) == 4 and {r["round"] for r in nodes} == {1, 2}  # 2 of 4 nodes per round
-    settings = set_args([*SIMULATION, "experiment.rounds=2", "flower.engine=inprocess"])
-    result = run_cli("run", "--out", str(local), *settings, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_inprocess(local, [*SIMULATION, "experiment.rounds=2"])
     assert _timeless(records) == _timeless(read_records(local))
     simulated, inprocess = (
         load_model(sim / "flower" / "final-model.npz"),

@@ -12,7 +12,7 @@ from fedgossip.base.flower_protocol import load_model
 from fedgossip.config import PrivacySection
 from fedgossip.reports import read_records
 from fedgossip.server.flower_privacy import central_epsilon
-from tests.support import FLOWER, processes_gone, run_cli
+from tests.support import FLOWER, processes_gone, run_cli, run_inprocess
 
 CENTRAL = [
     "--set",
@@ -42,9 +42,7 @@ def test_central_dp_with_client_clipping_on_a_superlink_equals_the_in_process_ru
     server = {r["round"]: r for r in records if r["node"] == "server"}
     assert server[1]["epsilon"] == pytest.approx(central_epsilon(privacy, 1))
     assert processes_gone(run) == {}
-    settings = [*FLOWER, *CENTRAL, "--set", "flower.engine=inprocess"]
-    result = run_cli("run", "--out", str(same), *settings, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_inprocess(same, [*FLOWER, *CENTRAL])
     deployed, local = (load_model(folder / "flower" / "final-model.npz") for folder in (run, same))
     assert list(deployed) == list(local) and all((deployed[k] == local[k]).all() for k in deployed)
     keys = ("node", "round", "train_loss", "test_accuracy", "epsilon")

@@ -1,7 +1,9 @@
-"""Every registry rule in real gossip runs through the CLI (real processes, real gRPC), and a
-user's rule from a temporary module in both runtimes, through the CLI so that the module comes
-from PYTHONPATH or from the directory the user launched from. (Every rule in a Flower federation
-in-process: tests/unit/test_flower_inprocess.py.)"""
+"""Every registry rule in a gossip run through the CLI (on the virtual-time engine: every peer in one
+process, each loading its node config and merging as a peer process does, with the records of real
+peer processes: tests/e2e/test_virtual_engine.py), and a user's rule from a temporary module in both
+runtimes (real peer processes, real gRPC), through the CLI so that the module comes from PYTHONPATH
+or from the directory the user launched from. (Every rule in a Flower federation in-process:
+tests/unit/test_flower_inprocess.py.)"""
 
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def assert_all_rounds(out: Path, summary: dict) -> list[dict]:
 @pytest.mark.parametrize("name", list(RULES))
 def test_every_rule_runs_in_a_gossip_run(tmp_path, name):
     out = tmp_path / "run"
-    summary = run(out, [*GOSSIP, f"strategy.name={name}"])
+    summary = run(out, [*GOSSIP, f"strategy.name={name}", "launcher.engine=simulation"])
     assert_complete(out, summary)
     assert summary["final_mean_accuracy"] > 0.5
     assert f'name = "{name}"' in (out / "config.toml").read_text()

@@ -1,6 +1,9 @@
-"""Scenarios on launched gossip runs (real peer processes, real gRPC): attacks against the merge
-rules, a collective planting a trigger, a peer that crashes and rejoins, neighbours (or every node)
-down at the same time that rejoin each other; and the CLI's exit 2 for a bad [scenario] section.
+"""Scenarios on launched gossip runs: attacks against the merge rules, a collective planting a
+trigger and resampled neighbours on the virtual-time engine (one process: the records of real peer
+processes field for field, timing aside, sign-flip attackers included, tests/e2e/test_virtual_engine.py),
+and on real peer processes over gRPC, where timing is the claim, a peer that crashes and rejoins and
+neighbours (or every node) down at the same time that rejoin each other; and the CLI's exit 2 for a
+bad [scenario] section.
 
 Thresholds come from measured runs (digits, logistic regression, 10 rounds, random 4-regular
 graph on 10 peers, 2 sign-flip attackers drawn by attacker_fraction = 0.2, seed 0), honest min /
@@ -20,7 +23,9 @@ from fedgossip.reports import read_records
 from fedgossip.scenario.resample import epoch_of, k_out_graph
 from tests.support import run_cli
 
+VIRTUAL = "launcher.engine=simulation"  # every peer in one process, in virtual time
 ATTACK = [
+    VIRTUAL,
     "nodes.count=10",
     "experiment.rounds=10",
     "task.model=linear",
@@ -75,6 +80,7 @@ def test_two_sign_flip_attackers_break_averaging_not_the_robust_rules(tmp_path, 
 @pytest.mark.timeout(240)
 def test_the_collective_success_rate_grows_with_its_size(tmp_path):
     collective = [
+        VIRTUAL,
         "nodes.count=6",
         "experiment.rounds=6",
         "task.model=linear",
@@ -227,6 +233,7 @@ def test_resampled_neighbours_change_every_k_rounds_and_peers_merge_only_them(tm
     out, summary = launch(
         tmp_path,
         [
+            VIRTUAL,
             "nodes.count=6",
             "experiment.rounds=6",
             "task.model=linear",

@@ -38,6 +38,7 @@ from tests.support.flower import (
     fair_config,
     processes_gone,
     reply,
+    run_inprocess,
 )
 from tests.support.gate import released_together
 from tests.support.models import NAMES, SHAPES, direct_consensus, model, small_blocks
@@ -105,6 +106,7 @@ __all__ = [
     "rounds_done",
     "run_cli",
     "run_figures",
+    "run_inprocess",
     "run_status",
     "save_hf_digits",
     "set_args",

@@ -3,11 +3,12 @@ of a two-SuperNode deployment run, and the check that every process of such a ru
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,11 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from rich.console import Console
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import load_config
+from fedgossip.launcher.experiments.run import run_experiment
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import alive
 from fedgossip.reports import read_records
@@ -44,6 +47,18 @@ FLOWER = [
     "flower.round_timeout=60",
 ]
 """`fedgossip run` arguments of a Flower deployment run of two SuperNodes on loopback ports."""
+
+
+def run_inprocess(out: Path, args: Sequence[str], config_file: str | None = None) -> dict:
+    """`fedgossip run [CONFIG_FILE] --out OUT ARGS` on the in-process Flower engine (ARGS: `--set`
+    pairs; `flower.engine` is set to "inprocess"), run in this process as the CLI runs it
+    (`run_experiment`): the reference a deployment or simulation run is compared with, without a
+    process start and its imports. Returns the summary of the run, which must complete."""
+    settings = [arg for arg in args if arg != "--set"] + ['flower.engine="inprocess"']
+    console = Console(file=io.StringIO())
+    summary, code = run_experiment(load_config(config_file, settings), out, console)
+    assert code == 0 and summary["status"] == "complete", console.file.getvalue()
+    return summary
 
 
 def processes_gone(run: Path) -> dict[str, int]:
