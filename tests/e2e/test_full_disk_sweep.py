@@ -6,34 +6,23 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fedgossip.launcher.runs.claim import CLAIM
 from tests.support import run_cli, set_args
+from tests.support.disks import small_disk as mounted_disk
 
 TINY = ("task.model=linear", "nodes.count=2", "experiment.rounds=2", "topology.kind=ring")
 
 
 @pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A 2 MiB tmpfs, unmounted at the end (lazily: a process that still holds it cannot stop it)."""
-    point = tmp_path / "disk"
-    point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
-    try:
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (tests/support/disks.py)."""
+    with mounted_disk(tmp_path / "disk") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=30)
 
 
 def fill(disk: Path) -> Path:
