@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.support import rounds_done, run_cli, set_args, start_cli, wait_for
+from tests.support.disks import small_disk
 
 SMALL = ["nodes.count=4", "topology.kind=ring", "experiment.rounds=2", "task.model=linear"]
 
@@ -104,20 +105,8 @@ def test_a_fork_server_killed_while_it_forks_is_one_line_and_stops_the_nodes_it_
 def logs_without_inodes(tmp_path) -> Path:
     """A results folder whose logs/ is a tmpfs with inodes for the fork server's log and one
     node's only; unmounted at the end (lazily)."""
-    logs = tmp_path / "run" / "logs"
-    logs.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=3", "tmpfs", str(logs)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "run" / "logs", "1m", inodes=3) as logs:
         yield logs
-    finally:
-        subprocess.run(["umount", "-l", str(logs)], capture_output=True, timeout=30)
 
 
 @pytest.mark.timeout(240)

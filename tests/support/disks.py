@@ -11,12 +11,14 @@ import pytest
 
 
 @contextmanager
-def small_disk(point: Path, size: str = "2m") -> Iterator[Path]:
-    """Mount a tmpfs of `size` at `point` (made if missing); unmounted at the end (lazily: a
-    process that still holds it cannot stop it). Skips the test where mounting is refused."""
-    point.mkdir(exist_ok=True)
+def small_disk(point: Path, size: str = "2m", inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of `size` (and `inodes` files at most) at `point` (made if missing); unmounted
+    at the end (lazily: a process that still holds it cannot stop it). Skips the test where
+    mounting is refused."""
+    point.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + ("" if inodes is None else f",nr_inodes={inodes}")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
         capture_output=True,
         text=True,
         timeout=30,
