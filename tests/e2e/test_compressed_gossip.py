@@ -9,14 +9,13 @@ import grpc
 import pytest
 
 from fedgossip.client.gossip.compression import PushCompression
-from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import PeerSection, load_config
+from fedgossip.config import load_config
 from fedgossip.schema.codecs import codec
 from fedgossip.schema.tensors import specs_of
 from fedgossip.tasks import build_learner
 from tests.support import (
-    loopback_ports,
+    linked_peer,
     metrics,
     neighbour_model,
     records,
@@ -66,18 +65,10 @@ def test_choco_between_packed_peer_processes_records_what_the_virtual_engine_rec
 
 @pytest.mark.timeout(120)
 def test_a_peer_refuses_a_codec_it_was_not_configured_for_with_invalid_argument(tmp_path):
-    port, neighbour = loopback_ports(2)
-    keys = write_link_keys([(0, 1)], [0, 1], tmp_path / "secrets")
-    peer = PeerSection(
-        id=0,
-        listen=f"127.0.0.1:{port}",
-        neighbours={"1": f"127.0.0.1:{neighbour}"},
-        link_keys_file=str(keys[0]),
-    )
+    peer, port, neighbour, credentials = linked_peer(tmp_path)
     task = ["task.model=linear", "experiment.rounds=2", "experiment.round_timeout=60", "nodes.count=2"]
     log = tmp_path / "node-0.log"
     child = start_peer(write_node_config(tmp_path / "node-0.toml", peer, *task, "gossip.codec=int8"), log)
-    credentials = LinkKeys.load(keys[1], 1).metadata(0)
     names, arrays, n = neighbour_model()
     specs = specs_of(names, arrays)
     try:

@@ -10,11 +10,9 @@ from collections import Counter
 import grpc
 import pytest
 
-from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import PeerSection
 from tests.support import (
-    loopback_ports,
+    linked_peer,
     neighbour_model,
     records,
     sink_neighbour,
@@ -58,17 +56,9 @@ def garbage_call(channel: grpc.Channel, rpc: str, raw: bytes, metadata) -> grpc.
 
 @pytest.mark.timeout(300)
 def test_garbage_to_every_rpc_gets_documented_codes_few_log_lines_and_the_peer_serves_on(tmp_path):
-    port, neighbour = loopback_ports(2)
-    keys = write_link_keys([(0, 1)], [0, 1], tmp_path / "secrets")
-    config = PeerSection(
-        id=0,
-        listen=f"127.0.0.1:{port}",
-        neighbours={"1": f"127.0.0.1:{neighbour}"},
-        link_keys_file=str(keys[0]),
-    )
+    config, port, neighbour, credentials = linked_peer(tmp_path)
     log = tmp_path / "node-0.log"
     child = start_peer(write_node_config(tmp_path / "node-0.toml", config, *TASK), log)
-    credentials = LinkKeys.load(keys[1], 1).metadata(0)
     names, arrays, n = neighbour_model()
     try:
         with sink_neighbour(neighbour):

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from fedgossip.base.certificates import make_ca, make_certificate
-from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.security import TOKEN_KEY
 from fedgossip.client.gossip.transport.sender import NeighbourSender
 from fedgossip.client.gossip.transport.service import CUT
@@ -29,6 +28,7 @@ from tests.support import (
     TASK,
     StallsOnce,
     aio_stub_for,
+    linked_peer,
     loopback_ports,
     messages,
     neighbour_model,
@@ -245,14 +245,7 @@ def test_tls_and_token_refuse_plaintext_and_anonymous_clients(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_the_norm_bound_refuses_implausible_models_from_an_identified_neighbour(tmp_path):
-    port, neighbour = loopback_ports(2)
-    keys = write_link_keys([(0, 1)], [0, 1], tmp_path / "secrets")
-    peer = PeerSection(
-        id=0,
-        listen=f"127.0.0.1:{port}",
-        neighbours={"1": f"127.0.0.1:{neighbour}"},
-        link_keys_file=str(keys[0]),
-    )
+    peer, port, neighbour, credentials = linked_peer(tmp_path)
     node = write_node_config(tmp_path / "node-0.toml", peer, *TASK, "gossip.max_norm_ratio=10")
     child = start_peer(node, tmp_path / "node-0.log")
     with contextlib.ExitStack() as stack:
@@ -260,7 +253,7 @@ def test_the_norm_bound_refuses_implausible_models_from_an_identified_neighbour(
         stack.callback(child.stop)
         stub = stub_for(f"127.0.0.1:{port}")
         wait_healthy(stub)
-        as_1 = LinkKeys.load(keys[1], 1).metadata(0)
+        as_1 = credentials
         names, arrays, n = neighbour_model()
         scaled = push(stub, encode(1, 1, n, names, [100 * a for a in arrays]), as_1)
         assert not scaled.accepted and "exceeds 10 x own norm" in scaled.detail

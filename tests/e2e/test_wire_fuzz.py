@@ -10,13 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.wire import encode
-from fedgossip.config import PeerSection, load_config
+from fedgossip.config import load_config
 from fedgossip.proto import gossip_pb2
 from fedgossip.tasks import build_learner
 from tests.support import (
-    loopback_ports,
+    linked_peer,
     sink_neighbour,
     start_peer,
     stub_for,
@@ -40,14 +39,7 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 def peer(tmp_path_factory):
     """A real peer (node 0) whose neighbour 1 is a sink in this process; yields what a pusher needs."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    port, neighbour = loopback_ports(2)
-    keys = write_link_keys([(0, 1)], [0, 1], tmp / "secrets")
-    config = PeerSection(
-        id=0,
-        listen=f"127.0.0.1:{port}",
-        neighbours={"1": f"127.0.0.1:{neighbour}"},
-        link_keys_file=str(keys[0]),
-    )
+    config, port, neighbour, credentials = linked_peer(tmp)
     log = tmp / "node-0.log"
     child = start_peer(write_node_config(tmp / "node-0.toml", config, *TASK), log)
     with sink_neighbour(neighbour):
@@ -55,7 +47,7 @@ def peer(tmp_path_factory):
             stub = stub_for(f"127.0.0.1:{port}")
             wait_healthy(stub)
             learner = build_learner(load_config(None, TASK).task, 1, 2, 0)
-            yield stub, LinkKeys.load(keys[1], 1).metadata(0), learner, child, log
+            yield stub, credentials, learner, child, log
         finally:
             child.stop()
     assert "Traceback" not in log.read_text()

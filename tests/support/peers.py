@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 
 from fedgossip.base.ports import free_ports
+from fedgossip.client.gossip.transport.identity import LinkKeys, write_link_keys
 from fedgossip.client.gossip.transport.sender import open_channels
 from fedgossip.client.gossip.transport.wire import WireChunk, push_stub
 from fedgossip.config import PeerSection, dump_toml, load_config
@@ -123,6 +124,20 @@ def records(log) -> list[dict]:
     """The metrics records of a peer's events in its log (its stdout)."""
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     return [event["record"] for event in events if event.get("type") == "record"]
+
+
+def linked_peer(folder: Path) -> tuple[PeerSection, int, int, list[tuple[str, str]]]:
+    """Peer 0 on a loopback port, linked by link keys to neighbour 1 (the test plays it): its [peer]
+    section, its port, the neighbour's port, and the metadata neighbour 1 pushes to it with."""
+    port, neighbour = loopback_ports(2)
+    keys = write_link_keys([(0, 1)], [0, 1], folder / "secrets")
+    peer = PeerSection(
+        id=0,
+        listen=f"127.0.0.1:{port}",
+        neighbours={"1": f"127.0.0.1:{neighbour}"},
+        link_keys_file=str(keys[0]),
+    )
+    return peer, port, neighbour, LinkKeys.load(keys[1], 1).metadata(0)
 
 
 def start_token_peer(tmp_path, task=TASK):
