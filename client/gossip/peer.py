@@ -17,8 +17,8 @@ divergence of its own training stops a peer ("diverged at round r"). A model tha
 checked once, where it enters (`transport.wire`, `transport.service`); the parts trust it.
 
 Under a launcher that measures the consensus distance (`experiment.consensus_every`), the peer
-also serves its previous model and, after its last round, waits (up to OBSERVER_WAIT_S) until the
-observer has read its last model.
+also keeps the models of measured rounds until the observer has read them and, after its last
+round, waits (up to OBSERVER_WAIT_S) until the observer has read its last model.
 
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.gossip.peer NODE.toml`.
 """
@@ -162,7 +162,8 @@ class GossipPeer:
             max_norm_ratio=self.gossip.max_norm_ratio,
             compression=self.compression,
         )
-        service.keep_previous = self.observed  # the observer may read a round late
+        if self.observed:  # the observer may read a round late
+            service.retain_for_observer(self.config.experiment.consensus_every)
         return service
 
     def serve_again(self) -> None:

@@ -1,13 +1,13 @@
 """The launcher's observer of a gossip run: the consensus distance of the peers' models every k rounds.
 
 When a peer's record of round r arrives (r a multiple of `experiment.consensus_every`, or the last
-round), its model is still round r's: a peer publishes its model before it records the round, and
-publishes the next one only after training and waiting again; a peer whose rounds are faster than
-that still holds round r's model one round on (it keeps the previous model when observed) and
-serves it when asked for round r. A background pool fetches that model
-with GetModel, under the observer's credentials (accepted by peers for GetModel only, never for a
-push), and checks the round the peer says it is (a model of a later measured round, from a peer
-that moved on, is kept for that round; a peer's last model is read before it exits). Once every
+round), the peer still holds its model of round r however many rounds it has moved on since: it
+keeps the model of each measured round until the observer has read it (at most
+`client.gossip.transport.retained.MAX_RETAINED` rounds), and serves it when asked for round r. A
+background pool fetches that model with GetModel, under the observer's credentials (accepted by
+peers for GetModel only, never for a push), and checks the round the peer says it is (a peer
+further behind than its bound serves its current model: one of a later measured round is kept for
+that round; a peer's last model is read before it exits). Once every
 peer is accounted for (fetched, not answering, moved on to another round, or gone), one line goes
 to `consensus.jsonl`:
 

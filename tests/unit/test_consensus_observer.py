@@ -1,6 +1,7 @@
-"""The launcher's consensus observer (launcher/gossip/consensus.py) without peers: a fetch still
-queued when its peer's process exited fails at once, counted as not answering, instead of waiting
-out its timeout (a backlog of those held the end of a loaded run for minutes)."""
+"""The launcher's consensus observer (launcher/gossip/consensus.py): a fetch still queued when its
+peer's process exited fails at once, counted as not answering, instead of waiting out its timeout
+(a backlog of those held the end of a loaded run for minutes); an observer rounds behind the peers
+still reads every peer's model of every measured round (the peers keep them until it has)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ import json
 import socket
 import time
 
+import numpy as np
 import pytest
 
-from fedgossip.config import load_config
+from fedgossip.base.ports import free_ports
+from fedgossip.client.gossip.peer import GossipPeer
+from fedgossip.client.gossip.transport.identity import (
+    observer_metadata,
+    read_observer_secret,
+    write_link_keys,
+)
+from fedgossip.client.gossip.transport.service import ROUND_KEY
+from fedgossip.config import PeerSection, load_config
 from fedgossip.launcher.gossip.consensus import ConsensusObserver, ObserverAccess
 from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.proto import gossip_pb2
+from fedgossip.strategies.diagnostics import consensus_distance
+from tests.support import stub_for
 
 
 @pytest.mark.timeout(60)
@@ -39,3 +52,80 @@ def test_a_fetch_of_a_peer_whose_process_exited_is_not_made(tmp_path):
     assert [line["round"] for line in lines] == [1, 2, 3]
     assert all(line["consensus_models"] == 0 for line in lines)
     assert all(line["nodes_skipped"] + line["nodes_missing"] == [0] for line in lines)
+
+
+def _hand_distance(models: list[list[np.ndarray]]) -> float:
+    """Mean L2 distance of the models (floating tensors flattened, concatenated) to their average."""
+    flat = np.array([np.concatenate([np.ravel(a) for a in model]) for model in models], dtype=np.float64)
+    return float(np.linalg.norm(flat - flat.mean(axis=0), axis=1).mean())
+
+
+@pytest.mark.timeout(60)
+def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(tmp_path):
+    """Three peers on real gRPC servers publish rounds 1-5 before the observer sees any record (as
+    under load, or with records pulled in batches): every measured round (2, 4, the last) is
+    written with the three models the peers published after it, its distance the one computed by
+    hand; each read releases the model kept (asked again, a peer serves its current one), and the
+    read of the last round lets a finished peer go."""
+    count, rounds = 3, 5
+    secrets = tmp_path / "secrets"
+    keys = write_link_keys([(0, 1), (1, 2), (0, 2)], range(count), secrets, observer=True)
+    ports = free_ports(count)
+    addresses = {node: f"127.0.0.1:{port}" for node, port in enumerate(ports)}
+    config = load_config(
+        None,
+        [
+            "task.model=linear",
+            f"nodes.count={count}",
+            f"experiment.rounds={rounds}",
+            "experiment.consensus_every=2",
+            "experiment.round_timeout=20",
+        ],
+    )
+    results = ResultsFolder(tmp_path / "run", config)
+    rng = np.random.default_rng(3)
+    published: dict[int, dict[int, list[np.ndarray]]] = {}
+    peers = []
+    try:
+        for node in range(count):
+            section = PeerSection(
+                id=node,
+                listen=addresses[node],
+                neighbours={str(n): addresses[n] for n in range(count) if n != node},
+                link_keys_file=str(keys[node]),
+            )
+            peers.append(GossipPeer(config.replace(peer=section)))
+        for peer in peers:
+            initial = peer.start(lambda event: None)
+            for round_ in range(1, rounds + 1):
+                model = [a + rng.standard_normal(a.shape).astype(a.dtype) for a in initial]
+                published.setdefault(round_, {})[peer.node] = model
+                peer.keep(model, round_)
+        metadata = observer_metadata(read_observer_secret(secrets))
+        observer = ConsensusObserver(
+            config, ObserverAccess(addresses, metadata, None, 2**20), results, time.time()
+        )
+        try:
+            for round_ in range(1, rounds + 1):
+                for node in range(count):
+                    observer.saw(node, round_)
+        finally:
+            observer.close()
+        assert all(peer.service.observed.is_set() for peer in peers)
+        for node in range(count):  # round 2 was released: the peer serves its current model
+            stream = stub_for(addresses[node]).GetModel(
+                gossip_pb2.GetModelRequest(), timeout=20, metadata=(*metadata, (ROUND_KEY, "2"))
+            )
+            assert next(iter(stream)).header.round == rounds
+    finally:
+        for peer in peers:
+            peer.close()
+        results.close()
+    lines = [json.loads(line) for line in (results.path / "consensus.jsonl").read_text().splitlines()]
+    assert sorted(line["round"] for line in lines) == [2, 4, 5]  # each as soon as complete
+    for line in lines:
+        models = [published[line["round"]][node] for node in range(count)]
+        assert line["consensus_models"] == count
+        assert line["nodes_skipped"] == line["nodes_moved_on"] == line["nodes_missing"] == []
+        assert line["consensus_distance"] == pytest.approx(consensus_distance(models), rel=1e-12)
+        assert line["consensus_distance"] == pytest.approx(_hand_distance(models), rel=1e-9)

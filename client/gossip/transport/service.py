@@ -21,8 +21,9 @@ Bytes that are no request are INVALID_ARGUMENT (after UNAUTHENTICATED, for a cal
 credentials). Refusals are logged through a `RefusalLog`: a few lines per interval, whoever calls
 and however often.
 
-GetModel serves the current model, or the one published before it when asked for that round
-(`ROUND_KEY`) and `keep_previous` is on (a peer the launcher's observer reads, which may be late).
+GetModel serves the current model; to the run's observer asking for a measured round
+(`ROUND_KEY`), the model published after that round if the peer still keeps it (`retained`: a
+peer the observer reads keeps those models until read, since the observer may be rounds late).
 A model published with a `shared` version (privacy.mechanism "dp-share": the peer's last noised
 release) serves that version to every reader but the run's observer, who proved its secret: a
 neighbour catching up, or any other caller, never gets the peer's own model.
@@ -53,6 +54,7 @@ from fedgossip.client.gossip.transport.identity import (
     token_matches,
 )
 from fedgossip.client.gossip.transport.refusals import RefusalLog, caller_host
+from fedgossip.client.gossip.transport.retained import RetainedModels, nbytes
 from fedgossip.client.gossip.transport.wire import (
     Chunk,
     ModelAssembler,
@@ -71,6 +73,8 @@ CUT = "the push was cut before its end (deadline or cancel)"
 log = logging.getLogger(__name__)
 
 ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
+# what GetModel serves: (model, num_examples, completed, norm, what readers other than the observer get)
+Published = tuple[list[np.ndarray], int, int, float, list[np.ndarray]]
 SERVICE = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"].full_name
 
 
@@ -156,11 +160,10 @@ class GossipService:
         self.compression = compression or PushCompression(NONE, specs, gamma=0.0)
         self.state = "starting"
         self.completed = 0
-        # (model, num_examples, completed, norm, what readers other than the observer get)
-        self._published: tuple[list[np.ndarray], int, int, float, list[np.ndarray]] | None = None
+        self._published: Published | None = None
         self.observed = threading.Event()  # set once the observer has read the last round's model
-        self.keep_previous = False  # also serve the model published before (the observer asks for it)
-        self._previous: tuple[list[np.ndarray], int, int, float, list[np.ndarray]] | None = None
+        # the models of measured rounds kept until the observer reads them (none until `retain_for_observer`)
+        self._retained: RetainedModels[Published] = RetainedModels(0, rounds)
         self._in_flight: set[int] = set()
         self._pushes = 0  # only touched on the event loop: no lock needed
         self._refusals = RefusalLog(log)
@@ -175,9 +178,13 @@ class GossipService:
         """Make `arrays` the model GetModel serves, after `completed` rounds (one atomic swap);
         `shared`, if given, is what it serves to every reader but the observer."""
         norm = model_norm(arrays) if self.max_norm_ratio > 0 else 0.0
-        self._previous = self._published if self.keep_previous else None
         self._published = (arrays, num_examples, completed, norm, arrays if shared is None else shared)
+        self._retained.keep(completed, self._published, nbytes(arrays, shared or ()))
         self.completed = completed
+
+    def retain_for_observer(self, every: int) -> None:
+        """Keep the model of every `every`-th round and the last until the run's observer reads it."""
+        self._retained = RetainedModels(every, self.rounds)
 
     async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
         caller = await self._identify(context)
@@ -306,10 +313,9 @@ class GossipService:
     async def GetModel(self, request: bytes, context: grpc.aio.ServicerContext):
         reader = await self._identify(context, self.auth.reader)
         await self._decode(gossip_pb2.GetModelRequest, request, reader, context)
-        published, previous = self._published, self._previous
         wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
-        if previous is not None and wanted == str(previous[2]):  # the observer, one round late
-            published = previous
+        kept = self._retained.get(int(wanted)) if reader == OBSERVER and wanted.isdigit() else None
+        published = self._published if kept is None else kept
         if published is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model published yet")
         own, num_examples, completed, _, shared = published
@@ -317,6 +323,8 @@ class GossipService:
         names = [s.name for s in self.specs]
         for chunk in encode(self.node, completed, num_examples, names, arrays):
             await context.write(chunk)
+        if kept is not None:
+            self._retained.release(completed)
         if reader == OBSERVER and completed >= self.rounds and wanted == str(completed):
             self.observed.set()  # the observer asked for the last round and has it
 
