@@ -160,8 +160,8 @@ def test_gossip_layer_variance_and_consensus_match_models_read_independently(tmp
 @pytest.mark.timeout(200)
 def test_a_launched_gossip_run_records_variance_and_consensus_every_round_over_mutual_tls(tmp_path):
     """The launcher's glue, through the CLI, with every credential the observer may need (CA,
-    its own client certificate under mutual TLS, the token): every round measured, the last from
-    every peer, the summary and the figures."""
+    its own client certificate under mutual TLS, the token): every round measured from every
+    peer, the summary and the figures."""
     out = tmp_path / "run"
     settings = [*GOSSIP, "security.tls=true", "security.mutual_tls=true", "security.token=true"]
     result = subprocess.run(
@@ -177,10 +177,9 @@ def test_a_launched_gossip_run_records_variance_and_consensus_every_round_over_m
     assert all(set(r["layer_variance"]) == names for r in records), records[0]
     entries = read_consensus(out, records)
     assert [e["round"] for e in entries] == list(range(1, ROUNDS + 1))
-    for entry in entries:  # each peer: used, or it had moved on (its model kept for a later round)
-        assert entry["nodes_skipped"] == entry["nodes_missing"] == []
-        assert entry["consensus_models"] + len(entry["nodes_moved_on"]) == NODES
-    assert entries[-1]["consensus_models"] == NODES
+    for entry in entries:  # every peer's model of the round, however late the observer read it
+        assert entry["nodes_skipped"] == entry["nodes_missing"] == entry["nodes_moved_on"] == []
+        assert entry["consensus_models"] == NODES
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_consensus_distance"] == entries[-1]["consensus_distance"] > 0
     assert summary["final_consensus_round"] == ROUNDS

@@ -16,6 +16,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from fedgossip.launcher.gossip.ray_engine import RAY_INFO
+from fedgossip.reports.records import read_consensus
 from tests.support import (
     RAY_FOUR,
     kill_during_run,
@@ -79,6 +80,8 @@ def test_four_peers_on_two_ray_nodes_record_what_local_processes_record(cluster,
         assert (out / "logs" / f"node-{node}.log").exists()
     for name in ("metrics.jsonl", "summary.json", "config.toml", "accuracy.png", "consensus.jsonl"):
         assert (out / name).exists(), name
+    consensus = read_consensus(out, [])  # the records pulled from the actors: no round missed
+    assert [(e["round"], e["consensus_models"]) for e in consensus] == [(r, 4) for r in (1, 2, 3)]
     assert_nothing_left(out)
 
 
