@@ -2,8 +2,8 @@
 
 When a peer's record of round r arrives (r a multiple of `experiment.consensus_every`, or the last
 round), the peer still holds its model of round r however many rounds it has moved on since: it
-keeps the model of each measured round until the observer has read it (at most
-`client.gossip.transport.retained.MAX_RETAINED` rounds), and serves it when asked for round r. A
+keeps the model of each measured round until the observer has read it (within
+`client.gossip.transport.retained.MAX_RETAINED_BYTES`), and serves it when asked for round r. A
 background pool fetches that model with GetModel, under the observer's credentials (accepted by
 peers for GetModel only, never for a push), and checks the round the peer says it is (a peer
 further behind than its bound serves its current model: one of a later measured round is kept for
