@@ -21,8 +21,10 @@ work: it never waits for a peer. A fetch is a grpc.aio call on the process's eve
 for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
 ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
 due, and the run hung at its end). A peer that recorded a later round without this one (it caught
-up) is missing from it; a round still open when `MAX_PENDING_ROUNDS` others are (a peer alive but
-silent) is written with what it has, so memory stays bounded.
+up) is missing from it; the oldest round still open when `MAX_PENDING_ROUNDS` others are, waiting
+for no fetch but for a record (a peer alive but silent), is written with what it has, so memory
+stays bounded; a round waiting for its fetches is not (a launcher that reads its records late gets
+them in bursts, dozens of rounds at once, and their fetches complete in order).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ else:  # pragma: no cover
 
 log = logging.getLogger("fedgossip.consensus")
 
-MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one is written with what it has
+MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one waiting for a record is written
 FETCH_TIMEOUT_S = 10.0  # a GetModel longer than this (or the round timeout) counts as no answer
 FETCH_WORKERS = 4
 
@@ -258,13 +260,23 @@ class ConsensusObserver:
 
     def _write_complete(self) -> None:
         """Write every round all peers are accounted for (read, not answering, moved on, gone, or
-        past it without recording it), and the oldest beyond the pending limit (lock held)."""
+        past it without recording it), and the oldest beyond the pending limit while they wait
+        for records only, no fetch (lock held)."""
         for round_ in sorted(self._rounds):
             entry = self._rounds[round_]
-            settled = set(entry.models) | set(entry.skipped) | set(entry.moved_on) | self._gone
+            settled = self._settled(entry)
             passed = {n for n, last in self._latest.items() if last >= round_ and n not in entry.asked}
-            if settled | passed >= set(self._stubs) or len(self._rounds) > MAX_PENDING_ROUNDS:
+            if settled | passed >= set(self._stubs):
                 self._write(round_)
+        while len(self._rounds) > MAX_PENDING_ROUNDS:
+            oldest = min(self._rounds)
+            if self._rounds[oldest].asked - self._settled(self._rounds[oldest]):
+                break  # its fetches are under way: it completes
+            self._write(oldest)
+
+    def _settled(self, entry: _Round) -> set[int]:
+        """The peers accounted for in a round: read, not answering, moved on, or gone."""
+        return set(entry.models) | set(entry.skipped) | set(entry.moved_on) | self._gone
 
     def _write(self, round_: int) -> None:
         from fedgossip.strategies.diagnostics import consensus_distance

@@ -21,7 +21,7 @@ from fedgossip.client.gossip.transport.identity import (
 )
 from fedgossip.client.gossip.transport.service import ROUND_KEY
 from fedgossip.config import PeerSection, load_config
-from fedgossip.launcher.gossip.consensus import ConsensusObserver, ObserverAccess
+from fedgossip.launcher.gossip.consensus import MAX_PENDING_ROUNDS, ConsensusObserver, ObserverAccess
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.proto import gossip_pb2
 from fedgossip.strategies.diagnostics import consensus_distance
@@ -62,12 +62,13 @@ def _hand_distance(models: list[list[np.ndarray]]) -> float:
 
 @pytest.mark.timeout(60)
 def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(tmp_path):
-    """Three peers on real gRPC servers publish rounds 1-5 before the observer sees any record (as
-    under load, or with records pulled in batches): every measured round (2, 4, the last) is
-    written with the three models the peers published after it, its distance the one computed by
-    hand; each read releases the model kept (asked again, a peer serves its current one), and the
-    read of the last round lets a finished peer go."""
-    count, rounds = 3, 5
+    """Three peers on real gRPC servers publish all their rounds before the observer sees any
+    record (as a launcher short of CPU reads them: in one burst, more rounds than
+    MAX_PENDING_ROUNDS): every measured round (even ones, and the last) is written with the three
+    models the peers published after it, its distance the one computed by hand; each read
+    releases the model kept (asked again, a peer serves its current one), and the read of the
+    last round lets a finished peer go."""
+    count, rounds = 3, 2 * MAX_PENDING_ROUNDS + 3
     secrets = tmp_path / "secrets"
     keys = write_link_keys([(0, 1), (1, 2), (0, 2)], range(count), secrets, observer=True)
     ports = free_ports(count)
@@ -122,7 +123,7 @@ def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(
             peer.close()
         results.close()
     lines = [json.loads(line) for line in (results.path / "consensus.jsonl").read_text().splitlines()]
-    assert sorted(line["round"] for line in lines) == [2, 4, 5]  # each as soon as complete
+    assert sorted(line["round"] for line in lines) == [*range(2, rounds, 2), rounds]  # each once complete
     for line in lines:
         models = [published[line["round"]][node] for node in range(count)]
         assert line["consensus_models"] == count
