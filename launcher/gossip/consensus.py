@@ -21,10 +21,11 @@ work: it never waits for a peer. A fetch is a grpc.aio call on the process's eve
 for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
 ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
 due, and the run hung at its end). A peer that recorded a later round without this one (it caught
-up) is missing from it; the oldest round still open when `MAX_PENDING_ROUNDS` others are, waiting
-for no fetch but for a record (a peer alive but silent), is written with what it has, so memory
-stays bounded; a round waiting for its fetches is not (a launcher that reads its records late gets
-them in bursts, dozens of rounds at once, and their fetches complete in order).
+up) is missing from it. So that memory stays bounded, the oldest round still open when
+`MAX_PENDING_ROUNDS` others are is written with what it has once it waits for no fetch, only for
+the records of peers silent for `experiment.round_timeout` (alive but stuck); not sooner: a
+launcher short of CPU reads the records late and in bursts, one peer's pipe dozens of rounds ahead
+of another's (10 s apart at load 25), and their fetches complete.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ else:  # pragma: no cover
 
 log = logging.getLogger("fedgossip.consensus")
 
-MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one waiting for a record is written
+MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one waiting for silent peers is written
 FETCH_TIMEOUT_S = 10.0  # a GetModel longer than this (or the round timeout) counts as no answer
 FETCH_WORKERS = 4
 
@@ -148,6 +149,7 @@ class ConsensusObserver:
         self.every = config.experiment.consensus_every
         self.last = config.experiment.rounds
         self.timeout = min(config.experiment.round_timeout, FETCH_TIMEOUT_S)
+        self.silent_after = config.experiment.round_timeout  # no record for that long: a peer stuck
         self.access = access
         self.run_start = run_start
         self.path = results.path / CONSENSUS
@@ -157,6 +159,7 @@ class ConsensusObserver:
         self._rounds: dict[int, _Round] = {}
         self._gone: set[int] = set()
         self._latest: dict[int, int] = {}  # the last round each peer recorded
+        self._heard = dict.fromkeys(access.addresses, time.monotonic())  # when its last record came
         self._written: set[int] = set()
         self._specs: list[TensorSpec] | None = None
         # with churn, a peer that crashed is reconnected within a second of serving again, and a
@@ -176,6 +179,7 @@ class ConsensusObserver:
             return
         with self._lock:
             self._latest[node] = max(self._latest.get(node, 0), round_)
+            self._heard[node] = time.monotonic()
             if not self.wanted(round_) or round_ in self._written:  # written without it: too many pending
                 self._write_complete()  # rounds it jumped over are complete without it
                 return
@@ -261,18 +265,23 @@ class ConsensusObserver:
     def _write_complete(self) -> None:
         """Write every round all peers are accounted for (read, not answering, moved on, gone, or
         past it without recording it), and the oldest beyond the pending limit while they wait
-        for records only, no fetch (lock held)."""
+        for no fetch, only for silent peers (lock held)."""
         for round_ in sorted(self._rounds):
             entry = self._rounds[round_]
-            settled = self._settled(entry)
             passed = {n for n, last in self._latest.items() if last >= round_ and n not in entry.asked}
-            if settled | passed >= set(self._stubs):
+            if self._settled(entry) | passed >= set(self._stubs):
                 self._write(round_)
-        while len(self._rounds) > MAX_PENDING_ROUNDS:
-            oldest = min(self._rounds)
-            if self._rounds[oldest].asked - self._settled(self._rounds[oldest]):
-                break  # its fetches are under way: it completes
-            self._write(oldest)
+        while len(self._rounds) > MAX_PENDING_ROUNDS and self._stuck(self._rounds[min(self._rounds)]):
+            self._write(min(self._rounds))
+
+    def _stuck(self, entry: _Round) -> bool:
+        """Whether a round waits for no fetch, only for the records of peers silent for
+        `silent_after` (lock held)."""
+        settled = self._settled(entry)
+        if entry.asked - settled:
+            return False  # its fetches are under way
+        silent_since = time.monotonic() - self.silent_after
+        return all(self._heard[n] < silent_since for n in set(self._stubs) - settled)
 
     def _settled(self, entry: _Round) -> set[int]:
         """The peers accounted for in a round: read, not answering, moved on, or gone."""
