@@ -284,8 +284,10 @@ class ConsensusObserver:
         return all(self._heard[n] < silent_since for n in set(self._stubs) - settled)
 
     def _settled(self, entry: _Round) -> set[int]:
-        """The peers accounted for in a round: read, not answering, moved on, or gone."""
-        return set(entry.models) | set(entry.skipped) | set(entry.moved_on) | self._gone
+        """The peers accounted for in a round: read, not answering, moved on, or gone without a
+        fetch of it under way (a peer exits once its last model is read, maybe before that
+        fetch's answer is counted)."""
+        return set(entry.models) | set(entry.skipped) | set(entry.moved_on) | (self._gone - entry.asked)
 
     def _write(self, round_: int) -> None:
         from fedgossip.strategies.diagnostics import consensus_distance
