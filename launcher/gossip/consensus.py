@@ -25,7 +25,7 @@ up) is missing from it. So that memory stays bounded, the oldest round still ope
 `MAX_PENDING_ROUNDS` others are is written with what it has once it waits for no fetch, only for
 the records of peers silent for `experiment.round_timeout` (alive but stuck); not sooner: a
 launcher short of CPU reads the records late and in bursts, one peer's pipe dozens of rounds ahead
-of another's (10 s apart at load 25), and their fetches complete.
+of another's (9 s apart at load 25), and their fetches complete.
 """
 
 from __future__ import annotations
