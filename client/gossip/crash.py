@@ -12,9 +12,11 @@ is up): before any neighbour pushes its model of round `back`. It then adopts th
 back - 1 of its source: the lowest-numbered neighbour the plan has up in rounds back - 1 and
 `back`. That neighbour waits for it in round `back`, so it still serves that model when asked
 (Health first, then GetModel): the rejoin's record is that model at round back - 1, and the peer
-resumes at `back`. With no such neighbour (all down with it) it goes on from its initial model, and
-its next record says it rejoined. An outage the plan runs past the last round keeps the peer down
-to the end (no more records).
+resumes at `back` once every neighbour up in it has completed round back - 2 (Health), so that
+each takes its push of round `back` at once (a push further ahead is held and counts no bytes).
+With no source (its neighbours all down with it) it goes on from its initial model, and its next
+record says it rejoined. An outage the plan runs past the last round keeps the peer down to the
+end (no more records).
 
 Reality may not follow the plan (a neighbour really dead, or slower than the round timeouts allow);
 then every wait is bounded as in any round: the peer stays down at most `_down_bound` seconds, and
@@ -98,8 +100,11 @@ class Crash:
         peer.service.publish(peer.initial, peer.learner.num_examples, back - 1)
         peer.serve_again()
         source = self.source(back)
-        message, off_plan = self._adopt(source, back) if source is not None else (None, None)
+        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * peer.config.experiment.round_timeout
+        message, off_plan = self._adopt(source, back, limit) if source is not None else (None, None)
         resume = back if message is None else message.round + 1
+        if resume == back:
+            self._await_neighbours(back, limit)
         rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - started, 4)}
         extra = {} if off_plan is None else {"off_plan": off_plan}
         events.add("rejoin", resume, from_node=None if message is None else source, **rejoined, **extra)
@@ -110,13 +115,12 @@ class Crash:
         records.emit_events(emit)
         return peer.initial if message is None else message.arrays, resume
 
-    def _adopt(self, source: int, back: int) -> tuple[ModelMessage | None, str | None]:
+    def _adopt(self, source: int, back: int, limit: float) -> tuple[ModelMessage | None, str | None]:
         """Fetch and adopt `source`'s model of round back - 1 (once its Health says it completed
-        that round), waiting at most MAX_WAIT_TIMEOUTS round timeouts; the model adopted (None:
-        none) and, when it is not the planned one, why."""
+        that round), waiting until `limit` (monotonic) at most; the model adopted (None: none)
+        and, when it is not the planned one, why."""
         peer, wanted = self.peer, back - 1
         timeout = peer.config.experiment.round_timeout
-        limit = time.monotonic() + MAX_WAIT_TIMEOUTS * timeout
         while time.monotonic() < limit:
             if peer.watch.health({source}, min(1.0, timeout / 4)).get(source, -1) >= wanted:
                 try:
@@ -137,6 +141,21 @@ class Crash:
         why = f"no model of round {wanted} from node {source} within {MAX_WAIT_TIMEOUTS * timeout:g}s"
         log.warning("rejoin off plan: %s; going on from the initial model", why)
         return None, why
+
+    def _await_neighbours(self, back: int, limit: float) -> None:
+        """Wait (Health) until every neighbour the plan has up in round `back` has completed round
+        back - 2, so its inbox takes the peer's model of `back` (earlier, the model would be held
+        for later and counted as not delivered), until `limit` (monotonic) at most. A neighbour
+        the plan has up in round back - 1 that does not answer is not waited for (dead)."""
+        peer = self.peer
+        timeout = peer.config.experiment.round_timeout
+        waiting = set(peer.links.stubs) - self.plan.down(back)
+        returning = self.plan.down(back - 1)  # planned back with it: may not serve yet
+        while waiting and time.monotonic() < limit:
+            done = peer.watch.health(waiting, min(1.0, timeout / 4))
+            waiting -= {n for n, r in done.items() if r >= back - 2} | (waiting - done.keys() - returning)
+            if waiting:
+                time.sleep(HEALTH_POLL_S)
 
     def _down_bound(self) -> float:
         """How long a crashed peer stays down at most, in seconds: MAX_WAIT_TIMEOUTS round

@@ -278,8 +278,11 @@ def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
     assert fetched == [3]
 
 
-def _rejoining_peer(healths: list[dict[int, int]], served: list[int], round_timeout: float = 0.2):
-    """A Crash of node 0 (neighbours 1, 2, 3; node 3 down in rounds 4 and 5 by the plan) whose
+def _rejoining_peer(
+    healths: list[dict[int, int]], served: list[int], round_timeout: float = 0.2, outages: tuple = ()
+):
+    """A Crash of node 0 (neighbours 1, 2, 3; node 3 down in rounds 4 and 5 by the plan, and the
+    `outages` given) whose
     Health calls answer `healths` in turn (the last one from then on) and whose GetModel calls
     serve models of the rounds `served` in turn; the crash, its Health calls and what it adopted
     and published."""
@@ -304,7 +307,7 @@ def _rejoining_peer(healths: list[dict[int, int]], served: list[int], round_time
         inbox=SimpleNamespace(skip_to=log["skip_to"].append),
         service=SimpleNamespace(publish=lambda arrays, n, done: log["publish"].append(done)),
     )
-    plan = ChurnPlan((Outage(0, 3, 5), Outage(3, 4, 6)), rounds=10, down_rounds=2)
+    plan = ChurnPlan((Outage(0, 3, 5), Outage(3, 4, 6), *outages), rounds=10, down_rounds=2)
     return Crash(peer, clock=None, plan=plan), calls, log
 
 
@@ -324,7 +327,7 @@ def test_a_rejoining_peer_adopts_its_sources_model_of_the_round_before_its_retur
     """Its source (1) completed round 3 only at the third Health: then it fetches, adopts and
     serves that model, its inbox open at round 5."""
     crash, calls, log = _rejoining_peer([{1: 2}, {1: 2}, {1: 4}], served=[4])
-    message, off_plan = crash._adopt(1, 5)
+    message, off_plan = crash._adopt(1, 5, time.monotonic() + 0.6)
     assert (message.round, message.sender, off_plan) == (4, 1, None)
     assert calls == [{1}] * 3
     assert (len(log["assign"]), log["skip_to"], log["publish"]) == (1, [5], [4])
@@ -332,11 +335,26 @@ def test_a_rejoining_peer_adopts_its_sources_model_of_the_round_before_its_retur
 
 def test_a_rejoin_off_the_plan_is_bounded_and_says_why():
     crash, _, log = _rejoining_peer([{1: 6}], served=[6])  # the source went on without it
-    message, off_plan = crash._adopt(1, 5)
+    message, off_plan = crash._adopt(1, 5, time.monotonic() + 0.6)
     assert message.round == 6 and off_plan == "node 1 was past round 4 (at 6)"
     assert log["skip_to"] == [7]
     crash, _, log = _rejoining_peer([{1: 3}], served=[], round_timeout=0.2)  # never gets there
     started = time.monotonic()
-    assert crash._adopt(1, 5) == (None, "no model of round 4 from node 1 within 0.6s")
+    assert crash._adopt(1, 5, time.monotonic() + 0.6) == (None, "no model of round 4 from node 1 within 0.6s")
     assert 0.6 <= time.monotonic() - started < 1.2
     assert log["assign"] == []
+
+
+def test_a_rejoining_peer_pushes_once_its_neighbours_up_take_a_model_of_its_round():
+    """Back for round 5: it waits until 1 and 2 (3 is down) completed round 3, so their inbox is
+    open for round 5; a neighbour up before that does not answer is dead, one back with it (2)
+    is waited for until it serves."""
+    crash, calls, _ = _rejoining_peer([{1: 3, 2: 2}, {1: 3, 2: 3}], served=[])
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}, {2}]
+    crash, calls, _ = _rejoining_peer([{1: 3}], served=[])
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}]  # 2 is dead
+    crash, calls, _ = _rejoining_peer([{1: 3}, {1: 3, 2: 4}], served=[], outages=(Outage(2, 3, 5),))
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}, {2}]  # 2, back with it, serves at the second ask
