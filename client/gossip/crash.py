@@ -16,7 +16,7 @@ resumes at `back` once every neighbour up in it has completed round back - 2 (He
 each takes its push of round `back` at once (a push further ahead is held and counts no bytes).
 With no source (its neighbours all down with it) it goes on from its initial model, and its next
 record says it rejoined. An outage the plan runs past the last round keeps the peer down to the
-end (no more records).
+end (no more records); one followed at once by another (`crash_rate`) goes on into it.
 
 Reality may not follow the plan (a neighbour really dead, or slower than the round timeouts allow);
 then every wait is bounded as in any round: the peer stays down at most `_down_bound` seconds, and
@@ -92,8 +92,8 @@ class Crash:
         peer.server.stop(grace=0.0)
         peer.learner.assign(peer.initial)
         back = round_ + scenario.down_rounds
-        if back > peer.config.experiment.rounds:
-            return peer.initial, back
+        if back > peer.config.experiment.rounds or peer.node in self.plan.down(back):
+            return peer.initial, back  # down to the end, or crashes again (crash_rate) at its return
         self._stay_down(back)
         started = time.monotonic()
         peer.inbox.skip_to(back)  # the neighbours' models of `back` may come from now on

@@ -358,3 +358,28 @@ def test_a_rejoining_peer_pushes_once_its_neighbours_up_take_a_model_of_its_roun
     crash, calls, _ = _rejoining_peer([{1: 3}, {1: 3, 2: 4}], served=[], outages=(Outage(2, 3, 5),))
     crash._await_neighbours(5, time.monotonic() + 5)
     assert calls == [{1, 2}, {2}]  # 2, back with it, serves at the second ask
+
+
+def test_a_peer_down_again_at_its_return_or_past_the_end_goes_on_down_without_serving():
+    """Node 0 of PLAN-like outages: back for round 6 but down again from 6 (crash_rate), and down
+    at round 9 past the end of a 10-round run: each crash returns at once with the initial model
+    and the round it is planned back for (the next crash, or past the last round)."""
+    config = load_config(None, ["experiment.rounds=10", "scenario.down_rounds=3"])
+    emitted: list[str] = []
+    events = Events(0, 0.0)
+    peer = SimpleNamespace(
+        node=0,
+        config=config,
+        scenario=config.scenario,
+        events=events,
+        records=SimpleNamespace(emit_events=lambda emit: [emit(e["kind"]) for e in events.take()]),
+        service=SimpleNamespace(state="waiting"),
+        server=SimpleNamespace(stop=lambda grace: emitted.append("stopped")),
+        learner=SimpleNamespace(assign=lambda arrays: None),
+        initial=model(0),
+    )
+    plan = ChurnPlan((Outage(0, 3, 6), Outage(0, 6, 9), Outage(0, 9, None)), rounds=10, down_rounds=3)
+    crash = Crash(peer, clock=None, plan=plan)
+    assert crash.crash_and_rejoin(3, emitted.append)[1] == 6
+    assert crash.crash_and_rejoin(9, emitted.append)[1] == 12
+    assert emitted == ["crash", "stopped", "crash", "stopped"]
