@@ -15,8 +15,10 @@ back - 1 of its source: the lowest-numbered neighbour the plan has up in rounds 
 resumes at `back` once every neighbour up in it has completed round back - 2 (Health), so that
 each takes its push of round `back` at once (a push further ahead is held and counts no bytes).
 With no source (its neighbours all down with it) it goes on from its initial model, and its next
-record says it rejoined. An outage the plan runs past the last round keeps the peer down to the
-end (no more records); one followed at once by another (`crash_rate`) goes on into it.
+record says it rejoined. An outage the plan runs past the last round keeps the peer down to the end:
+its one more record is of the last round, its initial model evaluated and the rounds it missed
+(the launcher counts it finished, not dead). One followed at once by another (`crash_rate`) goes
+on into it.
 
 Reality may not follow the plan (a neighbour really dead, or slower than the round timeouts allow);
 then every wait is bounded as in any round: the peer stays down at most `_down_bound` seconds, and
@@ -92,8 +94,11 @@ class Crash:
         peer.server.stop(grace=0.0)
         peer.learner.assign(peer.initial)
         back = round_ + scenario.down_rounds
-        if back > peer.config.experiment.rounds or peer.node in self.plan.down(back):
-            return peer.initial, back  # down to the end, or crashes again (crash_rate) at its return
+        if back > peer.config.experiment.rounds:
+            self._record_last(round_, emit)
+            return peer.initial, back
+        if peer.node in self.plan.down(back):  # crashes again (crash_rate) at its return
+            return peer.initial, back
         self._stay_down(back)
         started = time.monotonic()
         peer.inbox.skip_to(back)  # the neighbours' models of `back` may come from now on
@@ -114,6 +119,28 @@ class Crash:
             records.rejoined = rejoined
         records.emit_events(emit)
         return peer.initial if message is None else message.arrays, resume
+
+    def _record_last(self, first: int, emit: Emit) -> None:
+        """The last round's record of a peer down from round `first` to the end of the run: the
+        model it holds (its initial one, evaluated), nothing merged, the rounds it missed (and
+        `rejoin_s` 0: it holds that model at once), so the launcher counts it finished, not dead."""
+        peer = self.peer
+        last = peer.config.experiment.rounds
+        test_loss, test_accuracy = peer.learner.evaluate(peer.config.experiment.whole_test_set(last))
+        peer.records.rejoined = {"rounds_missed": last + 1 - first, "rejoin_s": 0.0}
+        emit(
+            peer.records.round(
+                last,
+                peer.initial,
+                [],
+                discarded=None,
+                train_loss=None,
+                test_loss=test_loss,
+                test_accuracy=test_accuracy,
+                bytes_sent=0,
+                **peer.plan.fields(last),
+            )
+        )
 
     def _adopt(self, source: int, back: int, limit: float) -> tuple[ModelMessage | None, str | None]:
         """Fetch and adopt `source`'s model of round back - 1 (once its Health says it completed

@@ -361,9 +361,10 @@ def test_a_rejoining_peer_pushes_once_its_neighbours_up_take_a_model_of_its_roun
 
 
 def test_a_peer_down_again_at_its_return_or_past_the_end_goes_on_down_without_serving():
-    """Node 0 of PLAN-like outages: back for round 6 but down again from 6 (crash_rate), and down
-    at round 9 past the end of a 10-round run: each crash returns at once with the initial model
-    and the round it is planned back for (the next crash, or past the last round)."""
+    """Node 0 is back for round 6 but down again from 6 (crash_rate), and down from round 9 past
+    the end of a 10-round run: each crash returns at once with the initial model and the round it
+    is planned back for (the next crash, or past the last round); the last one records round 10
+    (its initial model on the whole test set, 2 rounds missed), so the launcher sees it finish."""
     config = load_config(None, ["experiment.rounds=10", "scenario.down_rounds=3"])
     emitted: list[str] = []
     events = Events(0, 0.0)
@@ -372,14 +373,26 @@ def test_a_peer_down_again_at_its_return_or_past_the_end_goes_on_down_without_se
         config=config,
         scenario=config.scenario,
         events=events,
-        records=SimpleNamespace(emit_events=lambda emit: [emit(e["kind"]) for e in events.take()]),
+        records=SimpleNamespace(
+            emit_events=lambda emit: [emit(e["kind"]) for e in events.take()],
+            round=lambda round_, current, messages, **fields: {"round": round_, **fields},
+        ),
+        plan=SimpleNamespace(fields=lambda round_: {}),
         service=SimpleNamespace(state="waiting"),
         server=SimpleNamespace(stop=lambda grace: emitted.append("stopped")),
-        learner=SimpleNamespace(assign=lambda arrays: None),
+        learner=SimpleNamespace(assign=lambda arrays: None, evaluate=lambda whole: (2.0, 0.1 + whole)),
         initial=model(0),
     )
     plan = ChurnPlan((Outage(0, 3, 6), Outage(0, 6, 9), Outage(0, 9, None)), rounds=10, down_rounds=3)
     crash = Crash(peer, clock=None, plan=plan)
     assert crash.crash_and_rejoin(3, emitted.append)[1] == 6
     assert crash.crash_and_rejoin(9, emitted.append)[1] == 12
+    last = emitted.pop()
     assert emitted == ["crash", "stopped", "crash", "stopped"]
+    assert (last["round"], last["train_loss"], last["test_accuracy"], last["bytes_sent"]) == (
+        10,
+        None,
+        1.1,
+        0,
+    )
+    assert peer.records.rejoined == {"rounds_missed": 2, "rejoin_s": 0.0}  # for that record
