@@ -60,6 +60,7 @@ class Crash:
         self.peer = peer
         self.clock = clock
         self.plan = plan
+        self._down_since: int | None = None  # the first round of outages back to back (crash_rate)
 
     def due(self, round_: int) -> bool:
         """Whether the peer crashes at the start of `round_` (asked once per round it runs)."""
@@ -94,10 +95,12 @@ class Crash:
         peer.server.stop(grace=0.0)
         peer.learner.assign(peer.initial)
         back = round_ + scenario.down_rounds
+        first, self._down_since = (round_ if self._down_since is None else self._down_since), None
         if back > peer.config.experiment.rounds:
-            self._record_last(round_, emit)
+            self._record_last(first, emit)
             return peer.initial, back
         if peer.node in self.plan.down(back):  # crashes again (crash_rate) at its return
+            self._down_since = first
             return peer.initial, back
         self._stay_down(back)
         started = time.monotonic()
@@ -110,11 +113,11 @@ class Crash:
         resume = back if message is None else message.round + 1
         if resume == back:
             self._await_neighbours(back, limit)
-        rejoined = {"rounds_missed": resume - round_, "rejoin_s": round(time.monotonic() - started, 4)}
+        rejoined = {"rounds_missed": resume - first, "rejoin_s": round(time.monotonic() - started, 4)}
         extra = {} if off_plan is None else {"off_plan": off_plan}
         events.add("rejoin", resume, from_node=None if message is None else source, **rejoined, **extra)
         if message is not None:  # the record of the jump says it
-            emit(records.caught_up(message, round_, **rejoined))
+            emit(records.caught_up(message, first, **rejoined))
         else:  # from its initial model: the next record says it
             records.rejoined = rejoined
         records.emit_events(emit)
