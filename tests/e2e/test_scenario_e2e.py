@@ -151,6 +151,7 @@ def test_a_peer_that_crashes_rejoins_at_its_planned_round_and_nobody_waits_for_i
 
 CHURN = [  # examples/scenarios/churn.toml, shrunk
     "nodes.count=8",
+    "nodes.per_process=4",  # 2 processes a run (a third of the CPU); links between them over gRPC
     "experiment.rounds=10",
     "task.dataset=digits",
     "task.model=linear",
