@@ -9,11 +9,12 @@ timeout: the same merge set every run, as for a lost push's notice), and wait fo
 `back` on (even if an earlier round marked it silent). It serves again, its inbox open at `back`,
 once a neighbour the plan has up in round back - 1 has completed round back - 2 (at once if none
 is up): before any neighbour pushes its model of round `back`. It then adopts the model of round
-back - 1 of its source: the lowest-numbered neighbour the plan has up in rounds back - 1 and
-`back`. That neighbour waits for it in round `back`, so it still serves that model when asked
-(Health first, then GetModel): the rejoin's record is that model at round back - 1, and the peer
-resumes at `back` once every neighbour up in it has completed round back - 2 (Health), so that
-each takes its push of round `back` at once (a push further ahead is held and counts no bytes).
+back - 1 of its source: the lowest-numbered neighbour linked in round `back` (with
+`scenario.resample_every`, that round's) that the plan has up in rounds back - 1 and `back`. The
+source waits for it in round `back`, so it still serves that model when asked (Health first, then
+GetModel): the rejoin's record is that model at round back - 1, and the peer resumes at `back`
+once every neighbour linked and up in it has completed round back - 2 (Health), so that each
+takes its push of round `back` at once (a push further ahead is held and counts no bytes).
 With no source (its neighbours all down with it) it goes on from its initial model, and its next
 record says it rejoined. An outage the plan runs past the last round keeps the peer down to the end:
 its one more record is of the last round, its initial model evaluated and the rounds it missed
@@ -80,8 +81,9 @@ class Crash:
 
     def source(self, back: int) -> int | None:
         """The neighbour whose model of round back - 1 a peer back for round `back` adopts: the
-        lowest-numbered one the plan has up in rounds back - 1 and `back`; None if there is none."""
-        up = set(self.peer.links.stubs) - self.plan.down(back - 1) - self.plan.down(back)
+        lowest-numbered one linked in `back` (it waits for the peer then) that the plan has up in
+        rounds back - 1 and `back`; None if there is none."""
+        up = self.peer.linked.of(back) - self.plan.down(back - 1) - self.plan.down(back)
         return min(up, default=None)
 
     def crash_and_rejoin(self, round_: int, emit: Emit) -> tuple[list[np.ndarray], int]:
@@ -173,13 +175,13 @@ class Crash:
         return None, why
 
     def _await_neighbours(self, back: int, limit: float) -> None:
-        """Wait (Health) until every neighbour the plan has up in round `back` has completed round
+        """Wait (Health) until every neighbour linked and up in round `back` has completed round
         back - 2, so its inbox takes the peer's model of `back` (earlier, the model would be held
         for later and counted as not delivered), until `limit` (monotonic) at most. A neighbour
         the plan has up in round back - 1 that does not answer is not waited for (dead)."""
         peer = self.peer
         timeout = peer.config.experiment.round_timeout
-        waiting = set(peer.links.stubs) - self.plan.down(back)
+        waiting = peer.linked.of(back) - self.plan.down(back)
         returning = self.plan.down(back - 1)  # planned back with it: may not serve yet
         while waiting and time.monotonic() < limit:
             done = peer.watch.health(waiting, min(1.0, timeout / 4))

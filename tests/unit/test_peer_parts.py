@@ -246,14 +246,14 @@ def test_a_round_neither_pushes_to_nor_waits_for_the_neighbours_the_plan_has_dow
 
 def test_a_rejoining_peer_adopts_the_lowest_neighbour_up_before_and_when_it_is_back():
     def source(node: int, neighbours: set[int], back: int) -> int | None:
-        peer = SimpleNamespace(node=node, links=SimpleNamespace(stubs=dict.fromkeys(neighbours)))
+        peer = SimpleNamespace(node=node, linked=SimpleNamespace(of=lambda round_: set(neighbours)))
         return Crash(peer, clock=None, plan=PLAN).source(back)
 
     assert source(0, {1, 2, 3, 4}, 6) == 2  # 1 down with it, 2 back at 5: up in rounds 5 and 6
     assert source(0, {1, 3, 4}, 6) == 4  # 3 is down in round 6
     assert source(0, {1, 3, 5}, 6) is None  # all down with it: its initial model
     everyone = load_config(None, ["nodes.count=6", "scenario.crash_fraction=1.0", "scenario.crash_round=3"])
-    peer = SimpleNamespace(node=2, links=SimpleNamespace(stubs=dict.fromkeys({0, 1, 3})))
+    peer = SimpleNamespace(node=2, linked=SimpleNamespace(of=lambda round_: {0, 1, 3}))
     assert Crash(peer, clock=None, plan=churn_plan(everyone)).source(6) is None
 
 
@@ -302,6 +302,7 @@ def _rejoining_peer(
         config=config,
         scenario=config.scenario,
         links=SimpleNamespace(stubs=dict.fromkeys((1, 2, 3))),
+        linked=SimpleNamespace(of=lambda round_: {1, 2, 3}),
         watch=SimpleNamespace(health=health, fetch=fetch),
         learner=SimpleNamespace(assign=log["assign"].append, num_examples=7),
         inbox=SimpleNamespace(skip_to=log["skip_to"].append),
