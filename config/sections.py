@@ -217,12 +217,12 @@ class ScenarioSection(Constrained):
     collective plants its trigger (the last trigger_size features set to the data's maximum) and
     relabels its examples as target_label. Churn: the nodes `crash` (or a seeded crash_fraction)
     crash at crash_round, and every node crashes with probability crash_rate each round. Gossip: a
-    crashed node loses its model and stops serving until its neighbours are down_rounds rounds
-    past the round it crashed in (it asks their Health; at most down_rounds x 3 round timeouts),
-    then rejoins by fetching a neighbour's model. Flower (deployment engine): the launcher stops
-    the node's SuperNode process before that round and starts it again, same partition and key,
-    for round crash + down_rounds (scenario/churn.py). Stragglers (ids, or a fraction, gossip)
-    train `slowdown` times slower.
+    crashed node loses its model and stops serving; its neighbours go down_rounds rounds on
+    without it, and it rejoins for round crash + down_rounds with a neighbour's model of the
+    round before (client/gossip/crash.py: the seeded plan, not timing, decides). Flower
+    (deployment engine): the launcher stops the node's SuperNode process before that round and
+    starts it again, same partition and key, for round crash + down_rounds (scenario/churn.py).
+    Stragglers (ids, or a fraction, gossip) train `slowdown` times slower.
     Topology (gossip): every resample_every rounds each node draws resample_degree random
     neighbours (k-out, seeded, kept connected); 0: the static [topology] graph.
     link_delay_ms: extra delay of single links, {"A-B" = ms} (both directions, on top of delay_ms).

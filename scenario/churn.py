@@ -1,12 +1,13 @@
-"""Flower-mode churn: which SuperNodes are down in which rounds, drawn from the experiment seed.
+"""Churn: which nodes are down in which rounds, drawn from the experiment seed.
 
 The plan is a pure function of the config, so the launcher (which stops and restarts the SuperNode
 processes) and the ServerApp (which waits, at each round's start, until the SuperLink's nodes match
-it) agree without talking. A node chosen by `scenario.crash` / `crash_fraction`, or drawn by
-`crash_rate` (the gossip peers' `CrashClock`, so both runtimes crash the same nodes in the same
-rounds), is down from the round it crashes in for `down_rounds` rounds and takes part again in
-round crash + down_rounds (if the run lasts that long). No Flower, no torch here: the launcher
-imports it.
+it) agree without talking, and so do the gossip peers (`fedgossip.client.gossip.crash`: whom a round
+waits for, when and from whom a crashed peer rejoins). A node chosen by `scenario.crash` /
+`crash_fraction`, or drawn by `crash_rate` (the gossip peers' `CrashClock`, so both runtimes crash
+the same nodes in the same rounds), is down from the round it crashes in for `down_rounds` rounds
+and takes part again in round crash + down_rounds (if the run lasts that long). No Flower, no
+torch here: the launcher imports it.
 """
 
 from __future__ import annotations

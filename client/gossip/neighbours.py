@@ -79,7 +79,7 @@ class NeighbourWatch:
         ahead = [n for n in self.stubs if n in progress and progress[n] >= round_ + margin]
         for node in sorted(ahead, key=lambda n: -progress[n]):
             try:
-                message = self._fetch(node)
+                message = self.fetch(node)
             except (grpc.RpcError, WireError, TimeoutError) as err:
                 log.warning("catch-up from node %d failed: %s", node, err)
                 continue
@@ -91,7 +91,7 @@ class NeighbourWatch:
                 return message
         return None
 
-    def _fetch(self, node: int) -> ModelMessage:
+    def fetch(self, node: int) -> ModelMessage:
         """A neighbour's current model (GetModel), checked like any push."""
         peer = self.peer
         rounds = (0, peer.config.experiment.rounds)

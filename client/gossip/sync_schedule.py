@@ -55,8 +55,7 @@ class SyncRounds:
         round_ = 1
         while round_ <= rounds:
             if peer.crash.due(round_):
-                current = peer.crash.crash_and_rejoin(round_, emit)
-                round_ = peer.service.completed + 1
+                current, round_ = peer.crash.crash_and_rejoin(round_, emit)
                 continue
             caught_up = peer.watch.catch_up(round_)
             if caught_up is not None:
@@ -80,8 +79,8 @@ class SyncRounds:
         own, train_loss = trained
         deadline = time.monotonic() + peer.config.experiment.round_timeout
         peer.service.state = "waiting"
-        linked = peer.linked.of(round_)
-        expected = linked - inbox.silent()  # neighbours whose Health did not answer
+        # not linked: the churn plan's down neighbours; not waited for: the silent ones (no Health answer)
+        linked, expected = peer.crash.neighbours(round_, peer.linked.of(round_), inbox.silent())
         pending = peer.links.push(
             round_,
             own,

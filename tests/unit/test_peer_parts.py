@@ -4,6 +4,7 @@ the neighbours a rejoining peer waits for and catches up from."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent import futures
 from types import SimpleNamespace
@@ -216,20 +217,44 @@ def test_delivered_counts_the_sends_done_to_the_neighbours_heard():
 # --- rejoin after a crash --------------------------------------------------------------------
 
 
-def test_a_rejoining_peer_waits_for_the_nodes_down_with_it_and_back_by_its_return():
-    outages = (
+PLAN = ChurnPlan(
+    (
         Outage(0, 3, 6),  # this peer
         Outage(1, 3, 6),  # down with it, back with it
         Outage(2, 2, 5),  # down before it, back before it
-        Outage(3, 5, 8),  # back after it: not waited for
-        Outage(4, 1, 3),  # back before it crashed: up
+        Outage(3, 5, 8),  # down when it comes back
+        Outage(4, 1, 3),  # back before it crashed
         Outage(5, 4, None),  # down past the end of the run
-    )
-    crash = Crash(SimpleNamespace(node=0), clock=None, plan=ChurnPlan(outages, rounds=10, down_rounds=3))
-    assert crash.down_with(3, 6) == {1, 2}
+    ),
+    rounds=10,
+    down_rounds=3,
+)
+
+
+def test_a_round_neither_pushes_to_nor_waits_for_the_neighbours_the_plan_has_down():
+    """Round 5: 0, 1, 3, 5 are down (2 is back): linked to 2, 4, waiting for them, though 2 was
+    marked silent; round 6: 0 and 1 are back, 1 is waited for again although silent, 4 is not."""
+    crash = Crash(SimpleNamespace(node=9), clock=None, plan=PLAN)
+    everyone = set(range(6))
+    assert crash.neighbours(5, everyone, silent={2, 4}) == ({2, 4}, {2})
+    assert crash.neighbours(5, everyone, silent=set()) == ({2, 4}, {2, 4})
+    assert crash.neighbours(6, everyone, silent={1, 4}) == ({0, 1, 2, 4}, {0, 1, 2})
+    assert crash.neighbours(2, {0, 1, 2}, silent=set()) == ({0, 1}, {0, 1})  # 2 down from round 2
+    bare = Crash(SimpleNamespace(node=9), clock=None, plan=ChurnPlan((), rounds=10, down_rounds=3))
+    assert bare.neighbours(5, everyone, silent={2}) == (everyone, everyone - {2})  # no churn: as before
+
+
+def test_a_rejoining_peer_adopts_the_lowest_neighbour_up_before_and_when_it_is_back():
+    def source(node: int, neighbours: set[int], back: int) -> int | None:
+        peer = SimpleNamespace(node=node, linked=SimpleNamespace(of=lambda round_: set(neighbours)))
+        return Crash(peer, clock=None, plan=PLAN).source(back)
+
+    assert source(0, {1, 2, 3, 4}, 6) == 2  # 1 down with it, 2 back at 5: up in rounds 5 and 6
+    assert source(0, {1, 3, 4}, 6) == 4  # 3 is down in round 6
+    assert source(0, {1, 3, 5}, 6) is None  # all down with it: its initial model
     everyone = load_config(None, ["nodes.count=6", "scenario.crash_fraction=1.0", "scenario.crash_round=3"])
-    crash = Crash(SimpleNamespace(node=2), clock=None, plan=churn_plan(everyone))
-    assert crash.down_with(3, 6) == {0, 1, 3, 4, 5}
+    peer = SimpleNamespace(node=2, linked=SimpleNamespace(of=lambda round_: {0, 1, 3}))
+    assert Crash(peer, clock=None, plan=churn_plan(everyone)).source(6) is None
 
 
 def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
@@ -248,42 +273,127 @@ def test_the_catch_up_of_a_rejoin_fetches_only_from_neighbours_heard_from():
         fetched.append(node)
         raise TimeoutError("down")
 
-    watch._fetch = fetch
+    watch.fetch = fetch
     assert watch.catch_up(1, margin=-1) is None
     assert fetched == [3]
 
 
-def _rejoining_peer(answers: list[dict[int, int]], round_timeout: float = 0.2):
-    """A Crash of node 0 (neighbours 1, 2; 1 round down) whose Health calls answer `answers` in
-    turn (the last one from then on); and the list of its Health calls."""
-    config = load_config(None, [f"experiment.round_timeout={round_timeout}", "scenario.down_rounds=1"])
+def _rejoining_peer(
+    healths: list[dict[int, int]], served: list[int], round_timeout: float = 0.2, outages: tuple = ()
+):
+    """A Crash of node 0 (neighbours 1, 2, 3; node 3 down in rounds 4 and 5 by the plan, and the
+    `outages` given) whose
+    Health calls answer `healths` in turn (the last one from then on) and whose GetModel calls
+    serve models of the rounds `served` in turn; the crash, its Health calls and what it adopted
+    and published."""
+    config = load_config(None, [f"experiment.round_timeout={round_timeout}", "scenario.down_rounds=2"])
     calls: list[set[int]] = []
+    log: dict[str, list] = {"assign": [], "publish": [], "skip_to": []}
 
     def health(nodes: set[int], timeout: float) -> dict[int, int]:
         calls.append(set(nodes))
-        return answers[min(len(calls), len(answers)) - 1]
+        return {n: r for n, r in healths[min(len(calls), len(healths)) - 1].items() if n in nodes}
+
+    def fetch(node: int):
+        return dataclasses.replace(received(node, 1.0), round=served.pop(0))
 
     peer = SimpleNamespace(
-        node=0, config=config, scenario=config.scenario, watch=SimpleNamespace(health=health)
+        node=0,
+        config=config,
+        scenario=config.scenario,
+        links=SimpleNamespace(stubs=dict.fromkeys((1, 2, 3))),
+        linked=SimpleNamespace(of=lambda round_: {1, 2, 3}),
+        watch=SimpleNamespace(health=health, fetch=fetch),
+        learner=SimpleNamespace(assign=log["assign"].append, num_examples=7),
+        inbox=SimpleNamespace(skip_to=log["skip_to"].append),
+        service=SimpleNamespace(publish=lambda arrays, n, done: log["publish"].append(done)),
     )
-    return Crash(peer, clock=None, plan=ChurnPlan((), rounds=5, down_rounds=1)), calls
+    plan = ChurnPlan((Outage(0, 3, 5), Outage(3, 4, 6), *outages), rounds=10, down_rounds=2)
+    return Crash(peer, clock=None, plan=plan), calls, log
 
 
-def test_a_rejoining_peer_asks_until_the_neighbours_back_with_it_answer():
-    """Neighbour 2, down with it, answers only at the third Health round: the rejoin waits for it
-    (it ran alone after an all-node crash whose nodes came back seconds apart)."""
-    crash, calls = _rejoining_peer([{1: 4}, {1: 4}, {1: 4, 2: 2}])
-    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4, 2: 2}
-    assert calls == [{1, 2}] * 3
-
-
-def test_a_rejoining_peer_waits_for_neighbours_not_back_no_longer_than_it_stayed_down():
-    crash, calls = _rejoining_peer([{1: 4}], round_timeout=0.2)
+def test_a_crashed_peer_serves_again_once_a_neighbour_up_is_one_round_from_pushing_to_it():
+    """Back for round 5: it waits until 1 or 2 (3 is down in round 4) completed round 3."""
+    crash, calls, _ = _rejoining_peer([{1: 2, 2: 2}, {1: 2, 2: 3}], served=[])
+    crash._stay_down(5)
+    assert calls == [{1, 2}, {1, 2}]
+    crash, calls, _ = _rejoining_peer([{}], served=[], round_timeout=0.2)
     started = time.monotonic()
-    assert crash._rejoin_with({1, 2}, returning={2}) == {1: 4}  # 2 never came back
-    waited = time.monotonic() - started
-    assert crash._down_bound() == pytest.approx(3 * 0.2 * 1)
-    assert crash._down_bound() <= waited < crash._down_bound() + 0.5, waited
-    crash, calls = _rejoining_peer([{1: 4}])
-    assert crash._rejoin_with({1, 2}, returning=set()) == {1: 4}  # nobody down with it: one ask
-    assert len(calls) == 1
+    crash._stay_down(5)  # nobody answers: at most its bound
+    assert crash._down_bound() == pytest.approx(3 * 0.2 * 2)
+    assert crash._down_bound() <= time.monotonic() - started < crash._down_bound() + 0.5
+
+
+def test_a_rejoining_peer_adopts_its_sources_model_of_the_round_before_its_return():
+    """Its source (1) completed round 3 only at the third Health: then it fetches, adopts and
+    serves that model, its inbox open at round 5."""
+    crash, calls, log = _rejoining_peer([{1: 2}, {1: 2}, {1: 4}], served=[4])
+    message, off_plan = crash._adopt(1, 5, time.monotonic() + 0.6)
+    assert (message.round, message.sender, off_plan) == (4, 1, None)
+    assert calls == [{1}] * 3
+    assert (len(log["assign"]), log["skip_to"], log["publish"]) == (1, [5], [4])
+
+
+def test_a_rejoin_off_the_plan_is_bounded_and_says_why():
+    crash, _, log = _rejoining_peer([{1: 6}], served=[6])  # the source went on without it
+    message, off_plan = crash._adopt(1, 5, time.monotonic() + 0.6)
+    assert message.round == 6 and off_plan == "node 1 was past round 4 (at 6)"
+    assert log["skip_to"] == [7]
+    crash, _, log = _rejoining_peer([{1: 3}], served=[], round_timeout=0.2)  # never gets there
+    started = time.monotonic()
+    assert crash._adopt(1, 5, time.monotonic() + 0.6) == (None, "no model of round 4 from node 1 within 0.6s")
+    assert 0.6 <= time.monotonic() - started < 1.2
+    assert log["assign"] == []
+
+
+def test_a_rejoining_peer_pushes_once_its_neighbours_up_take_a_model_of_its_round():
+    """Back for round 5: it waits until 1 and 2 (3 is down) completed round 3, so their inbox is
+    open for round 5; a neighbour up before that does not answer is dead, one back with it (2)
+    is waited for until it serves."""
+    crash, calls, _ = _rejoining_peer([{1: 3, 2: 2}, {1: 3, 2: 3}], served=[])
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}, {2}]
+    crash, calls, _ = _rejoining_peer([{1: 3}], served=[])
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}]  # 2 is dead
+    crash, calls, _ = _rejoining_peer([{1: 3}, {1: 3, 2: 4}], served=[], outages=(Outage(2, 3, 5),))
+    crash._await_neighbours(5, time.monotonic() + 5)
+    assert calls == [{1, 2}, {2}]  # 2, back with it, serves at the second ask
+
+
+def test_a_peer_down_again_at_its_return_or_past_the_end_goes_on_down_without_serving():
+    """Node 0 crashes at round 3, is back for round 6 but down again from 6 and from 9 (crash_rate)
+    past the end of a 10-round run: each crash returns at once with the initial model and the
+    round it is planned back for (the next crash, or past the last round); the last one records
+    round 10 (its initial model on the whole test set, the 8 rounds missed since round 3), so the
+    launcher sees it finish."""
+    config = load_config(None, ["experiment.rounds=10", "scenario.down_rounds=3"])
+    emitted: list = []
+    events = Events(0, 0.0)
+    peer = SimpleNamespace(
+        node=0,
+        config=config,
+        scenario=config.scenario,
+        events=events,
+        records=SimpleNamespace(
+            emit_events=lambda emit: [emit(e["kind"]) for e in events.take()],
+            round=lambda round_, current, messages, **fields: {"round": round_, **fields},
+        ),
+        plan=SimpleNamespace(fields=lambda round_: {}),
+        service=SimpleNamespace(state="waiting"),
+        server=SimpleNamespace(stop=lambda grace: emitted.append("stopped")),
+        learner=SimpleNamespace(assign=lambda arrays: None, evaluate=lambda whole: (2.0, 0.1 + whole)),
+        initial=model(0),
+    )
+    plan = ChurnPlan((Outage(0, 3, 6), Outage(0, 6, 9), Outage(0, 9, None)), rounds=10, down_rounds=3)
+    crash = Crash(peer, clock=None, plan=plan)
+    assert [crash.crash_and_rejoin(r, emitted.append)[1] for r in (3, 6, 9)] == [6, 9, 12]
+    last = emitted.pop()
+    assert emitted == ["crash", "stopped"] * 3
+    assert (last["round"], last["train_loss"], last["test_accuracy"], last["bytes_sent"]) == (
+        10,
+        None,
+        1.1,
+        0,
+    )
+    assert peer.records.rejoined == {"rounds_missed": 8, "rejoin_s": 0.0}  # for that record

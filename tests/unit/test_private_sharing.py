@@ -165,7 +165,7 @@ def test_get_model_serves_a_neighbour_the_last_release_and_only_the_observer_the
         release = peer.sharing.release(model)  # what its round-1 push sends
         peer.keep(model, 1)
         address = f"127.0.0.1:{ports[1]}"
-        fetched = neighbour.watch._fetch(1)  # how a neighbour that fell behind catches up
+        fetched = neighbour.watch.fetch(1)  # how a neighbour that fell behind catches up
         served_round, served = _get_model(address, LinkKeys.load(keys[0], 0).metadata(1))
         assert fetched.round == served_round == 1
         for caught, got, want, own in zip(fetched.arrays, served, release, model, strict=True):
