@@ -26,6 +26,7 @@ from fedgossip.reports import (
     write_summary,
 )
 from fedgossip.reports.mechanisms import mechanism_report
+from fedgossip.reports.plots import pyplot_imported_in_background
 from fedgossip.reports.records import SUMMARY, read_consensus
 from fedgossip.reports.tracking import Track, Tracking, run_files
 from fedgossip.tasks.stream import wrap_notice
@@ -40,7 +41,8 @@ def execute(
     """`fedgossip run [--track ...]`: run `config` into `out` (default results/NAME-TIME); the
     folder, the summary and the exit status. The one path of the CLI and the Python API."""
     folder = Path(out) if out is not None else default_out_dir(config)
-    with early_start(config):  # the fork server imports torch while this process imports the rest
+    # the fork server imports torch while this process imports the rest and pyplot (for the figures)
+    with early_start(config), pyplot_imported_in_background():
         summary, code = run_experiment(config, folder, console, track)
     return folder, summary, code
 
