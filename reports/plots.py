@@ -32,9 +32,9 @@ def _pyplot():
 
 @contextlib.contextmanager
 def pyplot_imported_in_background() -> Iterator[None]:
-    """Import pyplot (about 0.5 CPU-s) in a thread during the block, joined at its end: a gossip
-    run does it while its launcher waits for the fork server's imports (on the other core), so
-    that the figures at the run's end need not wait for it."""
+    """Import pyplot (about 0.5 CPU-s) in a thread during the block, joined at its end: a run does
+    it while its fork server imports torch (on the other core), before its nodes start, so that
+    the figures at the run's end need not wait for it."""
     thread = threading.Thread(target=_pyplot, name="import-pyplot", daemon=True)
     thread.start()
     try:

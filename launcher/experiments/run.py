@@ -11,7 +11,7 @@ from rich.markup import escape
 from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.experiments.prepare import prepare_shards
-from fedgossip.launcher.gossip.launch import run_gossip
+from fedgossip.launcher.gossip.placement import early_start
 from fedgossip.launcher.network.hosts import check_network
 from fedgossip.launcher.runs.outcome import LaunchError, Outcome
 from fedgossip.launcher.runs.results import ResultsFolder, ResultsWriteError, default_out_dir
@@ -26,6 +26,7 @@ from fedgossip.reports import (
     write_summary,
 )
 from fedgossip.reports.mechanisms import mechanism_report
+from fedgossip.reports.plots import pyplot_imported_in_background
 from fedgossip.reports.records import SUMMARY, read_consensus
 from fedgossip.reports.tracking import Track, Tracking, run_files
 from fedgossip.tasks.stream import wrap_notice
@@ -40,7 +41,9 @@ def execute(
     """`fedgossip run [--track ...]`: run `config` into `out` (default results/NAME-TIME); the
     folder, the summary and the exit status. The one path of the CLI and the Python API."""
     folder = Path(out) if out is not None else default_out_dir(config)
-    summary, code = run_experiment(config, folder, console, track)
+    # the fork server imports torch while this process imports the rest and pyplot (for the figures)
+    with early_start(config), pyplot_imported_in_background():
+        summary, code = run_experiment(config, folder, console, track)
     return folder, summary, code
 
 
@@ -157,6 +160,8 @@ def finish_run(
 def _runtime(config: ExperimentConfig):
     """The function that runs this config's mode."""
     if config.experiment.mode == "gossip":
+        from fedgossip.launcher.gossip.launch import run_gossip  # after the fork server's early start
+
         return run_gossip
     from fedgossip.launcher.flower.launch import run_flower
 

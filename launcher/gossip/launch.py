@@ -30,7 +30,6 @@ from fedgossip.launcher.runs.outcome import Outcome
 from fedgossip.launcher.runs.progress import RoundProgress
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.processes import supervised
-from fedgossip.reports.plots import pyplot_imported_in_background
 from fedgossip.scenario.topology import neighbours, run_graph
 from fedgossip.schema.events import PEER_EVENTS, RECORD, SCENARIO, decode_event
 
@@ -161,7 +160,6 @@ def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Consol
         )
     with (
         supervised() as children,
-        pyplot_imported_in_background(),  # for the figures at the end, while the engine starts
         engine_entry.load()(config, results, lines) as engine,
     ):
         listen = engine.place(list(hosted.values()))

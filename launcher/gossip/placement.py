@@ -17,7 +17,13 @@ from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.network.hosts import RunHosts
 from fedgossip.launcher.runs.engines import NodeProcess, ProcessGroup
 from fedgossip.launcher.runs.results import ResultsFolder
-from fedgossip.launcher.supervision.forkserver import ForkedChild, preload_for, start_fork_server
+from fedgossip.launcher.supervision.forkserver import (
+    ForkedChild,
+    early_fork_server,
+    preload_for,
+    start_fork_server,
+)
+from fedgossip.launcher.supervision.forkserver_process import Preload
 from fedgossip.launcher.supervision.namespaces import in_namespace
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
 
@@ -46,12 +52,30 @@ def process_groups(node_configs: Sequence[Path], per_process: int) -> dict[str, 
     return {group.name: group for group in groups}
 
 
+def fork_preload(config: ExperimentConfig) -> Preload | None:
+    """What the fork server of `config`'s run preloads (its node processes are forked by
+    `node_starter`); None when the run has none (Flower mode, Ray actors, launcher.fork_server = false)."""
+    gossip, here = config.experiment.mode == "gossip", config.launcher.engine in ("local", "simulation")
+    if not (gossip and here and config.launcher.fork_server):
+        return None
+    return preload_for(config.task.model, config.task.dataset, config.privacy.dp_sgd(1) is not None)
+
+
+@contextlib.contextmanager
+def early_start(config: ExperimentConfig) -> Iterator[None]:
+    """For the block, `config`'s fork server (if it has one) already starting: it imports while the
+    launcher prepares the run; the local engine adopts it (`start_fork_server`)."""
+    with early_fork_server(fork_preload(config), child_env(config.task.threads)):
+        yield
+
+
 @contextlib.contextmanager
 def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.Queue) -> Iterator[Starter]:
     """The way this run starts node processes (launcher.fork_server), for the block; their stdout
     lines go to `lines`. The fork server, if any, is stopped at the end with whatever it still runs."""
     env = child_env(config.task.threads)
-    if not config.launcher.fork_server:
+    preload = fork_preload(config)
+    if preload is None:
 
         def fresh(name: str, module: str, args: Sequence[str], log_path: Path, namespace: str = "") -> Child:
             argv = in_namespace(namespace, python_module(module, *args))
@@ -59,7 +83,6 @@ def node_starter(config: ExperimentConfig, results: ResultsFolder, lines: queue.
 
         yield fresh
         return
-    preload = preload_for(config.task.model, config.task.dataset, config.privacy.dp_sgd(1) is not None)
     with start_fork_server(preload, results.logs / "forkserver.log", env) as server:
 
         def forked(

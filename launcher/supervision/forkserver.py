@@ -7,6 +7,9 @@ gRPC state after the fork), freezes its heap out of the garbage collector's reac
 so the children's collections do not dirty the shared pages) and forks one child per request, which
 then runs `python -m MODULE ARGS` (runpy), exactly the code a fresh process runs. The children
 share the imported code copy-on-write: less memory (PSS) and a start-up of a fraction of a second.
+A run starts its fork server first (`early_fork_server`: its imports, torch's above all, then run
+on the other core while the launcher imports its own modules and prepares the run) and its engine
+adopts it (`start_fork_server`), which then names its log file in the run's folder.
 
 The launcher keeps the same contract as for `Child` (launcher/supervision/processes.py): each child's stdout
 is a pipe the launcher reads lines from (passed back over the control socket, SCM_RIGHTS), its
@@ -46,6 +49,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -141,12 +145,16 @@ class ForkedChild:
 
 
 class ForkServer:
-    """A running fork server (start it with `start_fork_server`); `spawn` forks a child."""
+    """A running fork server (start it with `start_fork_server`); `spawn` forks a child.
 
-    def __init__(self, preload: Preload, log_path: Path, env: Mapping[str, str]) -> None:
+    Its process starts at once; its output is kept in memory until `log_to` names its log file
+    (an early start, `early_fork_server`, precedes the run's results folder), and `wait_ready`
+    waits for its imports."""
+
+    def __init__(self, preload: Preload, env: Mapping[str, str]) -> None:
+        self.preload, self.env = preload, dict(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
         try:
             self.process = subprocess.Popen(
                 python_module(
@@ -155,22 +163,32 @@ class ForkServer:
                     json.dumps(dataclasses.asdict(preload)),
                 ),
                 stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=self._log,
-                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.env,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
         finally:
             theirs.close()
-        self.log_path = log_path
+        self.log_path: Path | None = None
+        self._output = ServerOutput(self.process.stdout)
         self._replies: queue.Queue = queue.Queue()
         self._exits: dict[int, int] = {}
         self._exited = threading.Condition()
         self._lock = threading.Lock()  # one fork request at a time
         self._listener = threading.Thread(target=self._listen, name="forkserver", daemon=True)
         self._listener.start()
+
+    def log_to(self, log_path: Path) -> None:
+        """Append the server's output (what it wrote so far, then the rest) to `log_path`."""
+        self._output.to(log_path)
+        self.log_path = log_path
+
+    def wait_ready(self) -> None:
+        """Wait until the server has imported its preload; LaunchError (the server stopped) if it
+        fails or does not answer in time."""
         try:
             ready, _ = self._reply(READY_TIMEOUT_S, "to import its modules")
         except LaunchError:
@@ -226,7 +244,10 @@ class ForkServer:
         request["env"] = dict(env or {})
         request["netns"] = namespace
         with self._lock:
-            self._socket.send(json.dumps(request).encode())
+            try:
+                self._socket.send(json.dumps(request).encode())
+            except OSError:  # the server ended before this request: its end is the cause
+                raise LaunchError(f"the fork server could not fork {name}: {self._cause()}") from None
             reply, fds = self._reply(REPLY_TIMEOUT_S, f"to fork {name}")
         if reply.get("forked") != name or len(fds) != 1:
             for fd in fds:
@@ -257,7 +278,9 @@ class ForkServer:
         """Why the server gave no answer: how it ended, and unless a signal ended it the last line
         of its log (an error's)."""
         ended = self.ended()
-        tail = "" if (self.process.poll() or 0) < 0 else log_tail(self.log_path, 1)
+        self._output.finish(GRACE_S)  # the server's last words are in its log
+        signalled = (self.process.poll() or 0) < 0
+        tail = "" if signalled or self.log_path is None else log_tail(self.log_path, 1)
         return ended + (f" ({tail})" if tail else "")
 
     def exit_code(self, pid: int) -> int | None:
@@ -287,13 +310,89 @@ class ForkServer:
             self.process.wait()
         self._listener.join(grace)
         self._socket.close()
-        self._log.close()
+        self._output.finish(grace)
+
+
+class ServerOutput:
+    """The fork server's stdout and stderr (one pipe), drained by a thread of the launcher: kept in
+    memory until `to` names the log file, then appended to it."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._lock = threading.Lock()
+        self._kept = bytearray()
+        self._file: IO[bytes] | None = None
+        self._drain = threading.Thread(target=self._read, args=(pipe,), name="forkserver-log", daemon=True)
+        self._drain.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            for chunk in iter(lambda: pipe.read1(MAX_MESSAGE), b""):
+                with self._lock:
+                    if self._file is None:
+                        self._kept += chunk
+                    else:
+                        self._file.write(chunk)
+                        self._file.flush()
+
+    def to(self, path: Path) -> None:
+        """From now on, append to `path` (what was kept first)."""
+        with self._lock:
+            self._file = open(path, "ab")  # noqa: SIM115 - closed in finish()
+            self._file.write(self._kept)
+            self._file.flush()
+            self._kept.clear()
+
+    def finish(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the end of the output (the server and its pipe closed),
+        then close the log file."""
+        self._drain.join(timeout)
+        with self._lock:
+            if self._file is not None and not self._drain.is_alive():
+                self._file.close()
+
+
+_early: list[ForkServer] = []  # started ahead of their run by `early_fork_server`, not adopted yet
+
+
+@contextlib.contextmanager
+def early_fork_server(preload: Preload | None, env: Mapping[str, str]) -> Iterator[None]:
+    """For the block, a fork server started now with `preload` and `env` (None: none), so that it
+    imports (torch...) while the launcher imports its own modules and prepares the run;
+    `start_fork_server` with the same preload and env adopts it. One not adopted is stopped at the
+    end of the block (it forked nothing)."""
+    if preload is None:
+        yield
+        return
+    server = ForkServer(preload, env)
+    _early.append(server)
+    try:
+        yield
+    finally:
+        if server in _early:
+            _early.remove(server)
+            server.process.terminate()
+            server.close()
+
+
+def _adopt(preload: Preload, env: Mapping[str, str]) -> ForkServer | None:
+    """The early fork server started with `preload` and `env`, if any (any other early one is
+    stopped: its run asks for another)."""
+    while _early:
+        server = _early.pop()
+        if server.preload == preload and server.env == dict(env):
+            return server
+        server.process.terminate()
+        server.close()
+    return None
 
 
 @contextlib.contextmanager
 def start_fork_server(preload: Preload, log_path: Path, env: Mapping[str, str]) -> Iterator[ForkServer]:
-    """A fork server for the block; closed (children stopped) on exit, error and Ctrl-C alike."""
-    server = ForkServer(preload, log_path, env)
+    """A fork server for the block (the early one, if it matches), logging to `log_path`, its
+    imports done; closed (children stopped) on exit, error and Ctrl-C alike."""
+    server = _adopt(preload, env) or ForkServer(preload, env)
+    server.log_to(log_path)
+    server.wait_ready()
     try:
         yield server
     finally:

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from fedgossip.config import PeerSection
-from fedgossip.launcher.supervision.forkserver import preload_for, start_fork_server
+from fedgossip.launcher.supervision.forkserver import early_fork_server, preload_for, start_fork_server
 from fedgossip.launcher.supervision.processes import child_env
 from tests.support import loopback_ports, metrics, run_cli, set_args, timeless, wait_for, write_node_config
 
@@ -54,6 +54,38 @@ def test_forked_peers_give_bit_identical_metrics_to_fresh_ones(tmp_path):
     assert len(runs["true"]) == 12
     assert all(r["train_loss"] is not None and r["merged"] == 2 for r in runs["true"])
     assert runs["true"] == runs["false"]  # losses and accuracies to the last bit
+
+
+def fork_server_started() -> psutil.Process:
+    """This process's fork server child, once it runs."""
+
+    def server() -> psutil.Process | None:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if "fedgossip.launcher.supervision.forkserver_process" in child.cmdline():
+                    return child
+        return None
+
+    return wait_for(server, 30, "the early fork server")
+
+
+@pytest.mark.timeout(120)
+def test_an_early_fork_server_is_adopted_by_its_run_and_stopped_by_any_other(tmp_path):
+    preload, env = preload_for("linear"), child_env(1)
+    with early_fork_server(preload, env):
+        early = fork_server_started()
+        with start_fork_server(preload, tmp_path / "adopted.log", env) as server:
+            assert server.process.pid == early.pid  # the same process, no second import
+        assert "preloaded" in (tmp_path / "adopted.log").read_text()
+    with early_fork_server(preload, env):
+        early = fork_server_started()
+        other = child_env(1, {"FEDGOSSIP_OTHER_RUN": "1"})
+        with start_fork_server(preload, tmp_path / "other.log", other) as server:
+            assert server.process.pid != early.pid  # its children would get another environment
+            early.wait(30)  # stopped at once, not at the end of the run
+    with early_fork_server(preload, env):
+        early = fork_server_started()
+    early.wait(30)  # never adopted (the run failed before its engine): stopped with the block
 
 
 @pytest.mark.timeout(120)

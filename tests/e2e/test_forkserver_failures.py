@@ -65,7 +65,8 @@ def test_a_fork_server_killed_while_it_imports_is_one_line_and_leaves_no_folder(
     try:
         server = wait_for(lambda: fork_server_of(launcher), 60, "the fork server to start", interval=0.002)
         server.suspend()  # held before its imports end: the kill below lands while it imports
-        log = (out / "logs" / "forkserver.log").read_text()
+        log_path = out / "logs" / "forkserver.log"  # made when the run adopts its early fork server
+        log = wait_for(lambda: log_path.exists() and log_path.read_text() + " ", 60, "the fork server's log")
         assert "preloaded" not in log, log
         server.kill()
     finally:
