@@ -10,28 +10,25 @@ as under a SuperLink; the public `run_simulation` gives the apps an empty run co
 ServerApp appends its events to the run config's records path, which the launcher follows.
 Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the traceback in the
 log).
+
+Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
+Flower and our apps are imported, so that its processes boot while this one imports; Flower's
+runtime then finds it running and uses it. Then a thread builds the ServerApp's learner once
+(`warm_server`: torch imported, the dataset loaded into the task's cache) while the ServerApp
+waits for its handshake with the nodes, after which it would otherwise start that work.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 
 import tomllib
-from flwr.app import Context, RecordDict
-from flwr.common.config import get_fused_config_from_dir
-from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-from flwr.simulation.run_simulation import _run_simulation
-from flwr.supercore.constant import NOOP_FEDERATION_ID
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.supercore.telemetry import EventType
 
-from fedgossip.client.flower_app import app as client_app
-from fedgossip.server.flower_app import app as server_app
+RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
 
 
 def backend_config(cpus: int) -> dict:
@@ -40,11 +37,73 @@ def backend_config(cpus: int) -> dict:
     return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
 
 
+def ray_init_args() -> dict:
+    """`ray.init`'s arguments: a Ray of this run alone (address "local": a bare `ray.init()`
+    joins the last cluster a `ray start` or a test's `ray.cluster_utils.Cluster` on this machine
+    announced in /tmp/ray, and hangs when that one goes away), no dashboard, Flower's log level
+    and log forwarding. No runtime env: Flower's (the driver's sys.path as PYTHONPATH) is
+    inherited from this process's environment (`start_ray`), and without one the actors take the
+    workers Ray prestarts instead of waiting for new ones."""
+    return {
+        "address": "local",
+        "include_dashboard": False,
+        "logging_level": RAY_LOGGING_LEVEL,
+        "log_to_driver": True,
+    }
+
+
+def start_ray() -> None:
+    """Start this run's Ray (`ray_init_args`); its workers get this process's sys.path through
+    PYTHONPATH, as Flower's runtime env would give them."""
+    paths = [p for p in sys.path if p]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    import ray
+
+    ray.init(**ray_init_args())
+
+
+def warm_server(overrides: dict) -> threading.Thread:
+    """Build, in a started thread, the learner the ServerApp builds for its initial model and
+    evaluation (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the
+    imports (torch) and the task's cached dataset, so the ServerApp's own build is quick. A
+    failure here is left to the ServerApp, which reports it."""
+    from fedgossip.config.flower_run import experiment_from_run_config
+    from fedgossip.tasks import build_learner
+
+    def build() -> None:
+        try:
+            config = experiment_from_run_config(overrides)
+            build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
+        except Exception:  # the ServerApp builds it again and reports the error
+            pass
+
+    thread = threading.Thread(target=build, name="warm-server", daemon=True)
+    thread.start()
+    return thread
+
+
 def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
     the runtime raised."""
+    start_ray()
+    from flwr.app import Context, RecordDict
+    from flwr.common.config import get_fused_config_from_dir
+    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    from fedgossip.client.flower_app import app as client_app
+    from fedgossip.server.flower_app import app as server_app
+
     app = flower_dir / "app"
     overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
+    warm_server(overrides)  # after the imports: the thread imports no module this one is importing
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
     run.federation_id = NOOP_FEDERATION_ID
