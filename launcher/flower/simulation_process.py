@@ -13,13 +13,16 @@ log).
 
 Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
 Flower and our apps are imported, so that its processes boot while this one imports; Flower's
-runtime then finds it running and uses it. Then a thread builds the ServerApp's learner once
-(`warm_server`: torch imported, the dataset loaded into the task's cache) while the ServerApp
-waits for its handshake with the nodes, after which it would otherwise start that work.
+runtime then finds it running and uses it. Ray's workers import the ClientApp, Flower's actor and
+the model's modules (torch) as they boot (`worker_modules`), not at the first message, and a
+thread builds the ServerApp's learner once (`warm_server`: torch imported, the dataset loaded
+into the task's cache) while the ServerApp waits for its handshake with the nodes, after which it
+would otherwise start that work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -28,7 +31,11 @@ from pathlib import Path
 
 import tomllib
 
+from fedgossip.config import ExperimentConfig
+
 RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
+APP_MODULES = ("fedgossip.client.flower_app", "flwr.simulation.ray_transport.ray_actor")
+"""What every Ray worker of the run imports to host a ClientApp: ours, and Flower's actor class."""
 
 
 def backend_config(cpus: int) -> dict:
@@ -37,22 +44,46 @@ def backend_config(cpus: int) -> dict:
     return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
 
 
-def ray_init_args() -> dict:
+def run_experiment(overrides: dict) -> ExperimentConfig | None:
+    """The experiment config of the run config's `overrides`; None if it does not parse (the
+    ServerApp and the ClientApps then report why)."""
+    from fedgossip.config.flower_run import experiment_from_run_config
+
+    try:
+        return experiment_from_run_config(overrides)
+    except Exception:  # reported by the apps, which parse it too
+        return None
+
+
+def worker_modules(config: ExperimentConfig | None) -> tuple[str, ...]:
+    """What each Ray worker imports as it boots: `APP_MODULES` and the modules of the model's
+    family (`tasks.registry`: torch's learner for a torch model), Opacus' with DP-SGD."""
+    if config is None:
+        return APP_MODULES
+    from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
+
+    private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
+    return (*APP_MODULES, *model_entry(config.task.model).family.preload, *private)
+
+
+def ray_init_args(modules: tuple[str, ...]) -> dict:
     """`ray.init`'s arguments: a Ray of this run alone (address "local": a bare `ray.init()`
     joins the last cluster a `ray start` or a test's `ray.cluster_utils.Cluster` on this machine
-    announced in /tmp/ray, and hangs when that one goes away), no dashboard, Flower's log level
-    and log forwarding. No runtime env: Flower's (the driver's sys.path as PYTHONPATH) is
-    inherited from this process's environment (`start_ray`), and without one the actors take the
-    workers Ray prestarts instead of waiting for new ones."""
+    announced in /tmp/ray, and hangs when that one goes away), its workers importing `modules`
+    before they take work, no dashboard, Flower's log level and log forwarding. No runtime env:
+    Flower's (the driver's sys.path as PYTHONPATH) is inherited from this process's environment
+    (`start_ray`), and without one the actors take the workers Ray prestarts instead of waiting
+    for new ones."""
     return {
         "address": "local",
         "include_dashboard": False,
         "logging_level": RAY_LOGGING_LEVEL,
         "log_to_driver": True,
+        "_system_config": {"preload_python_modules": list(modules)},
     }
 
 
-def start_ray() -> None:
+def start_ray(modules: tuple[str, ...]) -> None:
     """Start this run's Ray (`ray_init_args`); its workers get this process's sys.path through
     PYTHONPATH, as Flower's runtime env would give them."""
     paths = [p for p in sys.path if p]
@@ -61,23 +92,20 @@ def start_ray() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     import ray
 
-    ray.init(**ray_init_args())
+    ray.init(**ray_init_args(modules))
 
 
-def warm_server(overrides: dict) -> threading.Thread:
+def warm_server(config: ExperimentConfig | None) -> threading.Thread:
     """Build, in a started thread, the learner the ServerApp builds for its initial model and
     evaluation (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the
     imports (torch) and the task's cached dataset, so the ServerApp's own build is quick. A
     failure here is left to the ServerApp, which reports it."""
-    from fedgossip.config.flower_run import experiment_from_run_config
     from fedgossip.tasks import build_learner
 
     def build() -> None:
-        try:
-            config = experiment_from_run_config(overrides)
-            build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
-        except Exception:  # the ServerApp builds it again and reports the error
-            pass
+        if config is not None:
+            with contextlib.suppress(Exception):  # the ServerApp builds it again and reports the error
+                build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
 
     thread = threading.Thread(target=build, name="warm-server", daemon=True)
     thread.start()
@@ -87,7 +115,9 @@ def warm_server(overrides: dict) -> threading.Thread:
 def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
     the runtime raised."""
-    start_ray()
+    overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
+    config = run_experiment(overrides)
+    start_ray(worker_modules(config))
     from flwr.app import Context, RecordDict
     from flwr.common.config import get_fused_config_from_dir
     from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
@@ -102,8 +132,7 @@ def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     from fedgossip.server.flower_app import app as server_app
 
     app = flower_dir / "app"
-    overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
-    warm_server(overrides)  # after the imports: the thread imports no module this one is importing
+    warm_server(config)  # after the imports: the thread imports no module this one is importing
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
     run.federation_id = NOOP_FEDERATION_ID
