@@ -14,10 +14,10 @@ log).
 Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
 Flower and our apps are imported, so that its processes boot while this one imports; Flower's
 runtime then finds it running and uses it. Ray's workers import the ClientApp, Flower's actor and
-the model's modules (torch) as they boot (`worker_modules`), not at the first message, and a
-thread builds the ServerApp's learner once (`warm_server`: torch imported, the dataset loaded
-into the task's cache) while the ServerApp waits for its handshake with the nodes, after which it
-would otherwise start that work.
+the model's modules (torch) as they boot (`worker_modules`), not at the first message, and this
+process builds the ServerApp's learner once meanwhile (`warm_server`: torch imported, the dataset
+loaded into the task's cache), which the ServerApp would otherwise start only after its handshake
+with the nodes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import traceback
 from pathlib import Path
 
@@ -95,21 +94,18 @@ def start_ray(modules: tuple[str, ...]) -> None:
     ray.init(**ray_init_args(modules))
 
 
-def warm_server(config: ExperimentConfig | None) -> threading.Thread:
-    """Build, in a started thread, the learner the ServerApp builds for its initial model and
-    evaluation (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the
-    imports (torch) and the task's cached dataset, so the ServerApp's own build is quick. A
-    failure here is left to the ServerApp, which reports it."""
+def warm_server(config: ExperimentConfig | None) -> None:
+    """Build the learner the ServerApp builds for its initial model and evaluation
+    (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the imports
+    (torch) and the task's cached dataset, so the ServerApp's own build, after its handshake with
+    the nodes, is quick. Done while Ray's workers boot (they import the same), before Flower's
+    runtime starts threads here, so no import of this process runs in two threads. A failure is
+    left to the ServerApp, which builds it again and reports it."""
     from fedgossip.tasks import build_learner
 
-    def build() -> None:
-        if config is not None:
-            with contextlib.suppress(Exception):  # the ServerApp builds it again and reports the error
-                build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
-
-    thread = threading.Thread(target=build, name="warm-server", daemon=True)
-    thread.start()
-    return thread
+    if config is not None:
+        with contextlib.suppress(Exception):
+            build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
 
 
 def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
@@ -132,7 +128,7 @@ def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     from fedgossip.server.flower_app import app as server_app
 
     app = flower_dir / "app"
-    warm_server(config)  # after the imports: the thread imports no module this one is importing
+    warm_server(config)
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
     run.federation_id = NOOP_FEDERATION_ID

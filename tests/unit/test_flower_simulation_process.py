@@ -6,8 +6,6 @@ build is left to the ServerApp to report; Ray's workers import the modules of th
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -35,7 +33,7 @@ def test_the_warm_up_caches_the_dataset_and_the_servers_build_equals_a_fresh_one
     data._synthetic.cache_clear()
     fresh = _built(config)
     data._synthetic.cache_clear()
-    warm_server(run_experiment({p.CONFIG_TOML: dump_toml(config)})).join(30)
+    warm_server(run_experiment({p.CONFIG_TOML: dump_toml(config)}))
     assert data._synthetic.cache_info().currsize == 1  # the dataset the ServerApp's build reads
     after = _built(config)
     assert data._synthetic.cache_info().hits >= 1
@@ -43,14 +41,10 @@ def test_the_warm_up_caches_the_dataset_and_the_servers_build_equals_a_fresh_one
         np.testing.assert_array_equal(ours, theirs)
 
 
-def test_a_run_config_the_warm_up_cannot_read_or_build_is_left_to_the_serverapp(monkeypatch):
-    raised: list = []
-    monkeypatch.setattr(threading, "excepthook", raised.append)
+def test_a_run_config_the_warm_up_cannot_read_or_build_is_left_to_the_serverapp():
     assert run_experiment({p.CONFIG_TOML: "[experiment\nrounds = "}) is None
-    broken = inprocess_flower('task.dataset="prepared"', 'task.path="/nonexistent"')
-    thread = warm_server(broken)
-    thread.join(30)
-    assert not thread.is_alive() and raised == []
+    warm_server(None)
+    warm_server(inprocess_flower('task.dataset="prepared"', 'task.path="/nonexistent"'))  # raises nothing
 
 
 def test_ray_workers_import_the_clientapp_and_the_modules_of_the_runs_model_only():
