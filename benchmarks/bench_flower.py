@@ -20,6 +20,8 @@
     python benchmarks/bench_flower.py                     # both parts, 100 simulated clients
     python benchmarks/bench_flower.py --clients 1000 --skip-deployment
     python benchmarks/bench_flower.py --repeats 3 --skip-simulation --skip-aggregation
+    python benchmarks/bench_flower.py --skip-aggregation --skip-deployment --baseline /tmp/base
+        # with /tmp/base/fedgossip holding an older commit (git archive C | tar -x -C /tmp/base/fedgossip)
 
 Every run is a `fedgossip run` subprocess into --out (default: a temporary folder); each stops
 every process it started.
@@ -79,29 +81,51 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class TreeMemory(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants every `interval` seconds."""
+    """Samples the summed RSS of a process and all its descendants every `interval` seconds, and
+    the CPU seconds of each (the last sample of each process: what it used after that is missed)."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0.0
+        self.cpu: dict[int, float] = {}
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             pids = [self.pid, *(p.pid for p in descendants([self.pid]))]
             self.peak = max(self.peak, sum(rss_mb(pid) for pid in pids))
+            for pid in pids:
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu_s(pid))
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the tree, as sampled."""
+        return sum(self.cpu.values())
 
 
-def fedgossip_run(out: Path, overrides: list[str], timeout: float, argv: list[str] | None = None) -> dict:
-    """One `fedgossip run` in a subprocess (or `argv`); its summary plus the sampled peak memory."""
-    if argv is None:
-        argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
-        for item in overrides:
-            argv += ["--set", item]
+def fedgossip_run(out: Path, overrides: list[str], timeout: float, source: Path | None = None) -> dict:
+    """One `fedgossip run` in a subprocess (of the fedgossip package in `source`, if given: a
+    folder holding a `fedgossip` package, first on PYTHONPATH); its summary plus the sampled peak
+    memory and CPU seconds."""
+    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    env = child_env(1)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), env["PYTHONPATH"]])
     started = time.time()
     with open(out.with_suffix(".log"), "w") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(1))
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         memory = TreeMemory(process.pid)
         memory.start()
         try:
@@ -128,6 +152,7 @@ def fedgossip_run(out: Path, overrides: list[str], timeout: float, argv: list[st
         "median_round_s": statistics.median(rounds),
         "serverapp_peak_rss_mb": flower.get("serverapp_peak_rss_mb"),
         "tree_peak_rss_mb": round(memory.peak, 1),
+        "cpu_s": memory.cpu_s,
         "final_accuracy": summary.get("final_mean_accuracy"),
         "model": out / "flower" / "final-model.npz",
     }
@@ -263,9 +288,13 @@ def bare_run(out: Path, clients: int, rounds: int, timeout: float) -> dict:
         process = subprocess.Popen(
             [*argv, str(rounds)], stdout=log, stderr=subprocess.STDOUT, env=child_env(1)
         )
+        usage = TreeMemory(process.pid)
+        usage.start()
         try:
             code = process.wait(timeout)
         finally:
+            usage.stopped.set()
+            usage.join()
             stop_leaves_first([*descendants([process.pid])], 5.0)
             if process.poll() is None:
                 process.kill()
@@ -278,6 +307,7 @@ def bare_run(out: Path, clients: int, rounds: int, timeout: float) -> dict:
         "to_round_1_s": ended[1] - launched,
         "round_s": [b - a for a, b in itertools.pairwise(times)],
         "wall_s": time.time() - launched,
+        "cpu_s": usage.cpu_s,
     }
 
 
@@ -285,15 +315,19 @@ FOLDERS = {
     "bare run_simulation app": "bare",
     "ours (simulation engine)": "ours",
     "ours in process (no Ray)": "inprocess",
+    "ours, --baseline's code": "baseline",
 }
 
 
-def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> None:
+def bench_simulation(
+    root: Path, clients: int, rounds: int, repeats: int, baseline: Path | None = None
+) -> None:
     """Time to round 1 and per-round time of 100 (--clients) virtual clients, side by side: our
     simulation engine, a bare `run_simulation` app (no training) and our in-process engine (our
-    training and evaluation, no Ray: what our rounds cost without the runtime). The paths take
-    turns, in a rotated order each repeat, so that a change of load hits them alike; medians over
-    the repeats."""
+    training and evaluation, no Ray: what our rounds cost without the runtime), and with
+    `baseline` our simulation engine of another fedgossip source (before/after a change). The
+    paths take turns, in a rotated order each repeat, so that a change of load hits them alike;
+    medians over the repeats."""
     config = [
         *SIMULATION,
         f"nodes.count={clients}",
@@ -302,8 +336,8 @@ def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> Non
     ]
     timeout = 900 + 600 * rounds * max(1, clients // 500)
 
-    def ours(out: Path, argv: list[str] | None = None, engine: str = "simulation") -> dict:
-        result = fedgossip_run(out, [*config, f"flower.engine={engine}"], timeout, argv)
+    def ours(out: Path, engine: str = "simulation", source: Path | None = None) -> dict:
+        result = fedgossip_run(out, [*config, f"flower.engine={engine}"], timeout, source)
         result["to_round_1_s"], result["round_s"] = _rounds_of(out, result["launched"])
         return result
 
@@ -312,6 +346,8 @@ def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> Non
         "ours (simulation engine)": ours,
         "ours in process (no Ray)": lambda out: ours(out, engine="inprocess"),
     }
+    if baseline is not None:
+        paths["ours, --baseline's code"] = lambda out: ours(out, source=baseline)
     print(
         f"\nSimulation, {clients} virtual clients, {rounds} rounds, {repeats} repeat(s); "
         f"load before: {_load()}",
@@ -326,7 +362,7 @@ def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> Non
     bare = results["bare run_simulation app"]
     print(
         f"{'path (medians)':28s} {'to round 1 s':>13s} {'x bare':>7s} {'round s':>8s} {'x bare':>7s} "
-        f"{'wall s':>7s}"
+        f"{'wall s':>7s} {'CPU s':>7s}"
     )
     for name, runs in results.items():
         first = [r["to_round_1_s"] for r in runs if r.get("to_round_1_s")]
@@ -339,10 +375,11 @@ def bench_simulation(root: Path, clients: int, rounds: int, repeats: int) -> Non
         )
         bare_round = statistics.median(x for r in bare for x in r["round_s"])
         wall = statistics.median(r["wall_s"] for r in runs)
-        print(f"{name:28s} {shown} {median:8.3f} {median / bare_round:7.2f} {wall:7.1f}")
+        cpu = statistics.median(r["cpu_s"] for r in runs)
+        print(f"{name:28s} {shown} {median:8.3f} {median / bare_round:7.2f} {wall:7.1f} {cpu:7.1f}")
     print(
         "  (x bare: the median of the ratios of each repeat's runs; target: ours <= 1.3x the bare "
-        "app's time to round 1)"
+        "app's time to round 1; CPU s: every process of the run, sampled every 0.25 s)"
     )
 
 
@@ -350,7 +387,8 @@ def _brief(result: dict) -> str:
     """One run's time to round 1 and round times, for the progress lines."""
     first = result.get("to_round_1_s")
     rounds = ", ".join(f"{x:.2f}" for x in result["round_s"])
-    return f"to round 1 {first:.2f}s, rounds {rounds} s" if first else f"rounds {rounds} s"
+    cpu = f", CPU {result['cpu_s']:.1f}s"
+    return f"to round 1 {first:.2f}s, rounds {rounds} s{cpu}" if first else f"rounds {rounds} s{cpu}"
 
 
 def _load() -> str:
@@ -373,6 +411,12 @@ def main() -> None:
     parser.add_argument("--skip-deployment", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a folder holding another fedgossip package (e.g. DIR/fedgossip from `git archive "
+        "COMMIT`): its simulation engine is timed beside ours",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-flower-") as tmp:
         root = args.out or Path(tmp)
@@ -382,7 +426,7 @@ def main() -> None:
         if not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
-            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats)
+            bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats, args.baseline)
 
 
 if __name__ == "__main__":

@@ -10,28 +10,31 @@ as under a SuperLink; the public `run_simulation` gives the apps an empty run co
 ServerApp appends its events to the run config's records path, which the launcher follows.
 Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the traceback in the
 log).
+
+Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
+Flower and our apps are imported, so that its processes boot while this one imports; Flower's
+runtime then finds it running and uses it. Ray's workers import the ClientApp, Flower's actor and
+the model's modules (torch) as they boot (`worker_modules`), not at the first message, and this
+process builds the ServerApp's learner once meanwhile (`warm_server`: torch imported, the dataset
+loaded into the task's cache), which the ServerApp would otherwise start only after its handshake
+with the nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
 from pathlib import Path
 
 import tomllib
-from flwr.app import Context, RecordDict
-from flwr.common.config import get_fused_config_from_dir
-from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-from flwr.simulation.run_simulation import _run_simulation
-from flwr.supercore.constant import NOOP_FEDERATION_ID
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.supercore.telemetry import EventType
 
-from fedgossip.client.flower_app import app as client_app
-from fedgossip.server.flower_app import app as server_app
+from fedgossip.config import ExperimentConfig
+
+RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
+APP_MODULES = ("fedgossip.client.flower_app", "flwr.simulation.ray_transport.ray_actor")
+"""What every Ray worker of the run imports to host a ClientApp: ours, and Flower's actor class."""
 
 
 def backend_config(cpus: int) -> dict:
@@ -40,11 +43,92 @@ def backend_config(cpus: int) -> dict:
     return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
 
 
+def run_experiment(overrides: dict) -> ExperimentConfig | None:
+    """The experiment config of the run config's `overrides`; None if it does not parse (the
+    ServerApp and the ClientApps then report why)."""
+    from fedgossip.config.flower_run import experiment_from_run_config
+
+    try:
+        return experiment_from_run_config(overrides)
+    except Exception:  # reported by the apps, which parse it too
+        return None
+
+
+def worker_modules(config: ExperimentConfig | None) -> tuple[str, ...]:
+    """What each Ray worker imports as it boots: `APP_MODULES` and the modules of the model's
+    family (`tasks.registry`: torch's learner for a torch model), Opacus' with DP-SGD."""
+    if config is None:
+        return APP_MODULES
+    from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
+
+    private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
+    return (*APP_MODULES, *model_entry(config.task.model).family.preload, *private)
+
+
+def ray_init_args(modules: tuple[str, ...]) -> dict:
+    """`ray.init`'s arguments: a Ray of this run alone (address "local": a bare `ray.init()`
+    joins the last cluster a `ray start` or a test's `ray.cluster_utils.Cluster` on this machine
+    announced in /tmp/ray, and hangs when that one goes away), its workers importing `modules`
+    before they take work, no dashboard, Flower's log level and log forwarding. No runtime env:
+    Flower's (the driver's sys.path as PYTHONPATH) is inherited from this process's environment
+    (`start_ray`), and without one the actors take the workers Ray prestarts instead of waiting
+    for new ones."""
+    return {
+        "address": "local",
+        "include_dashboard": False,
+        "logging_level": RAY_LOGGING_LEVEL,
+        "log_to_driver": True,
+        "_system_config": {"preload_python_modules": list(modules)},
+    }
+
+
+def start_ray(modules: tuple[str, ...]) -> None:
+    """Start this run's Ray (`ray_init_args`); its workers get this process's sys.path through
+    PYTHONPATH, as Flower's runtime env would give them."""
+    paths = [p for p in sys.path if p]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    import ray
+
+    ray.init(**ray_init_args(modules))
+
+
+def warm_server(config: ExperimentConfig | None) -> None:
+    """Build the learner the ServerApp builds for its initial model and evaluation
+    (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the imports
+    (torch) and the task's cached dataset, so the ServerApp's own build, after its handshake with
+    the nodes, is quick. Done while Ray's workers boot (they import the same), before Flower's
+    runtime starts threads here, so no import of this process runs in two threads. A failure is
+    left to the ServerApp, which builds it again and reports it."""
+    from fedgossip.tasks import build_learner
+
+    if config is not None:
+        with contextlib.suppress(Exception):
+            build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
+
+
 def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
     """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
     the runtime raised."""
-    app = flower_dir / "app"
     overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
+    config = run_experiment(overrides)
+    start_ray(worker_modules(config))
+    from flwr.app import Context, RecordDict
+    from flwr.common.config import get_fused_config_from_dir
+    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    from fedgossip.client.flower_app import app as client_app
+    from fedgossip.server.flower_app import app as server_app
+
+    app = flower_dir / "app"
+    warm_server(config)
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
     run.federation_id = NOOP_FEDERATION_ID

@@ -1,18 +1,24 @@
 """Flower's simulation engine (Ray) through `fedgossip run`: Flower's in-process simulation entry in
 one child process of the launcher (launcher/flower/simulation.py). Its seeded records equal the
-in-process engine's (which equal the deployment engine's: test_flower_deployment.py), and Ctrl-C
-stops it with 130 and no process left, Ray's included. Each run starts Ray: ~15-30 s on 2 cores."""
+in-process engine's (which equal the deployment engine's: test_flower_deployment.py), also when
+another Ray cluster of this machine is announced (a run starts its own Ray), and Ctrl-C stops it
+with 130 and no process left, Ray's included. Each run starts Ray: ~15-30 s on 2 cores."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
 
 from fedgossip.base.flower_protocol import load_model
+from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import alive, descendants
 from fedgossip.reports import read_records
 from tests.support import cli_argv, ctrl_c_after_round_1, run_cli, run_inprocess, set_args
@@ -54,10 +60,27 @@ def _left(run) -> dict[str, int]:
     return {name: pid for name, pid in pids.items() if alive(pid)}
 
 
+@pytest.fixture
+def stale_ray_cluster():
+    """A Ray temp folder (RAY_TMPDIR) announcing a cluster that is gone, as `ray start` or a
+    test's `ray.cluster_utils.Cluster` leave /tmp/ray/ray_current_cluster: a bare `ray.init()`
+    connects to it and waits for ever. Short, for Ray's socket paths."""
+    folder = tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (Path(folder) / "ray").mkdir()
+    (Path(folder) / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.timeout(300)
-def test_simulation_engine_records_equal_the_inprocess_engine(tmp_path):
+def test_simulation_engine_records_equal_the_inprocess_engine(tmp_path, stale_ray_cluster):
     sim, local = tmp_path / "sim", tmp_path / "local"
-    result = run_cli("run", "--out", str(sim), *set_args([*SIMULATION, "experiment.rounds=2"]), timeout=240)
+    argv = cli_argv("run", "--out", str(sim), settings=[*SIMULATION, "experiment.rounds=2"])
+    env = {**child_env(1), "RAY_TMPDIR": stale_ray_cluster}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((sim / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["flower"]["status"] == "finished:completed"

@@ -1,0 +1,57 @@
+"""The simulation engine's process (`launcher/flower/simulation_process.py`) before Flower's
+runtime starts: the warm-up of the ServerApp's learner loads the task's dataset into the process's
+cache and leaves the ServerApp's own build equal to a fresh one; a run config it cannot read or
+build is left to the ServerApp to report; Ray's workers import the modules of the run's model.
+(Its Ray and the records of whole runs: tests/e2e/test_flower_simulation.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedgossip.base import flower_protocol as p
+from fedgossip.config import dump_toml
+from fedgossip.launcher.flower.simulation_process import (
+    APP_MODULES,
+    run_experiment,
+    warm_server,
+    worker_modules,
+)
+from fedgossip.tasks import build_learner, data
+from tests.support.configs import inprocess_flower
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _built(config):
+    learner = build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
+    return learner.get_weights(), [learner.data.x_train, learner.data.y_train, *learner.data.test_set(True)]
+
+
+def test_the_warm_up_caches_the_dataset_and_the_servers_build_equals_a_fresh_one():
+    config = inprocess_flower('task.dataset="synthetic"', 'task.model="mlp"', "task.synthetic_samples=600")
+    data._synthetic.cache_clear()
+    fresh = _built(config)
+    data._synthetic.cache_clear()
+    warm_server(run_experiment({p.CONFIG_TOML: dump_toml(config)}))
+    assert data._synthetic.cache_info().currsize == 1  # the dataset the ServerApp's build reads
+    after = _built(config)
+    assert data._synthetic.cache_info().hits >= 1
+    for ours, theirs in zip(after[0] + after[1], fresh[0] + fresh[1], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_run_config_the_warm_up_cannot_read_or_build_is_left_to_the_serverapp():
+    assert run_experiment({p.CONFIG_TOML: "[experiment\nrounds = "}) is None
+    warm_server(None)
+    warm_server(inprocess_flower('task.dataset="prepared"', 'task.path="/nonexistent"'))  # raises nothing
+
+
+def test_ray_workers_import_the_clientapp_and_the_modules_of_the_runs_model_only():
+    torch = worker_modules(inprocess_flower('task.model="mlp"'))
+    assert set(APP_MODULES) < set(torch) and "fedgossip.tasks.torch_learner" in torch
+    assert not any(m.startswith("opacus") for m in torch)
+    assert worker_modules(inprocess_flower('task.model="linear"')) == APP_MODULES  # no torch
+    private = worker_modules(inprocess_flower('task.model="mlp"', 'privacy.mechanism="dp-sgd"'))
+    assert "opacus.accountants" in private
+    assert worker_modules(None) == APP_MODULES
