@@ -8,6 +8,9 @@ by PID, leaves first.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
 import ssl
 import urllib.error
@@ -18,10 +21,14 @@ from typing import Any
 from fedgossip.base import flower_protocol as p
 from fedgossip.base.polling import poll_until
 from fedgossip.base.ports import LOOPBACK, free_ports
+from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.flower.clientapp_forkserver import clientapp_preload
 from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
+from fedgossip.launcher.flower.supernode_process import PRELOAD_OPTION
 from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.forkserver_process import Preload
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from fedgossip.launcher.supervision.processes import Child, python_module
 from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
@@ -29,6 +36,8 @@ from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants,
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
+FORKS_ENV = "FEDGOSSIP_CLIENTAPP_FORKS"
+"""Set to "off" in the launcher's environment: no ClientApp fork servers (for comparisons)."""
 
 
 def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[str]:
@@ -58,12 +67,28 @@ def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[
 
 
 def supernode_argv(
-    superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
+    superlink: str,
+    port: int,
+    partition: int,
+    partitions: int,
+    security: Security,
+    *,
+    max_wait: float,
+    preload: Preload | None = None,
 ) -> list[str]:
     """`flower-supernode` (with shorter idle waits: `supernode_process`) holding data partition
-    `partition` of `partitions`."""
+    `partition` of `partitions`; with a ClientApp fork server preloading `preload`, if given."""
     options = supernode_options(superlink, port, partition, partitions, security, max_wait=max_wait)
-    return [*python_module("fedgossip.launcher.flower.supernode_process"), *options]
+    forks = [] if preload is None else [PRELOAD_OPTION, json.dumps(dataclasses.asdict(preload))]
+    return [*python_module("fedgossip.launcher.flower.supernode_process"), *forks, *options]
+
+
+def clientapp_forks(config: ExperimentConfig) -> Preload | None:
+    """What the SuperNodes' ClientApp fork servers preload (`clientapp_forkserver`), or None when
+    FORKS_ENV is "off" (every ClientApp then starts afresh, as on a device)."""
+    if os.environ.get(FORKS_ENV, "").lower() == "off":
+        return None
+    return clientapp_preload(config)
 
 
 def supernode_options(
@@ -161,13 +186,17 @@ def supernode(
     *,
     max_wait: float,
     hosts: EmulatedHosts | None = None,
+    preload: Preload | None = None,
 ) -> Child:
     """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
-    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given); started again under
-    churn, it is the same node: same command line, same log (appended)."""
+    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given; with a ClientApp fork
+    server preloading `preload`, if given); started again under churn, it is the same node: same
+    command line, same log (appended)."""
     superlink = f"{LOOPBACK if hosts is None else hosts.addresses[0]}:{ports[0]}"
     count = len(ports) - 1
-    argv = supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait)
+    argv = supernode_argv(
+        superlink, ports[1 + node], node, count, security, max_wait=max_wait, preload=preload
+    )
     return Child(
         f"supernode-{node}",
         argv if hosts is None else hosts.command(node + 1, argv),

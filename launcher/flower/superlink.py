@@ -76,6 +76,7 @@ def run_on_superlink(
                 logs=results.logs,
                 max_wait=flower.startup_timeout,
                 hosts=hosts,
+                preload=fp.clientapp_forks(config),
             )
             children.extend(start(node) for node in range(count))
             if plan := churn_plan(config):
