@@ -31,6 +31,7 @@ ADDRESS_ENV = "FEDGOSSIP_CLIENTAPP_FORKSERVER"
 FALLBACK_MODULE = "fedgossip.launcher.flower.clientapp_process"
 MAX_MESSAGE = 1 << 20  # the request carries the whole environment
 RELAYED = (signal.SIGTERM, signal.SIGINT)
+NAME = "flwr-clientapp"
 
 
 def connect(name: str) -> socket.socket | None:
@@ -108,6 +109,8 @@ def run(name: str, args: list[str]) -> int | None:
 
 def main() -> None:
     """Run the ClientApp through the fork server of ADDRESS_ENV, or fall back to a fresh process."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(NAME)  # what ps shows (Linux), as for flwr's own command
     args = sys.argv[1:]
     name = os.environ.get(ADDRESS_ENV, "")
     code = run(name, args) if name else None
