@@ -50,6 +50,7 @@ from fedgossip.launcher.supervision.processes import die_with_parent
 CLIENTAPP_PARTS = (
     "flwr.supernode.cli.flwr_clientapp",  # after clientapp_process.without_package_init
     "fedgossip.client.flower_app",
+    "fedgossip.scenario.attacks",  # imported by the ClientApp at its first message
 )
 NAME = "clientapp-forks"  # the process name ps shows
 
