@@ -18,8 +18,11 @@ import psutil
 import pytest
 
 from fedgossip.base.ports import LOOPBACK, free_ports
+from fedgossip.config import load_config
 from fedgossip.launcher.flower import clientapp_shim
+from fedgossip.launcher.flower.clientapp_forkserver import CLIENTAPP_PARTS, clientapp_preload
 from fedgossip.launcher.supervision.processes import child_env
+from fedgossip.tasks.registry import model_entry
 
 SHIM = [sys.executable, "-S", str(Path(clientapp_shim.__file__).resolve())]
 STARTER = textwrap.dedent(
@@ -139,3 +142,16 @@ def test_without_a_fork_server_the_shim_execs_the_plain_clientapp_command(tmp_pa
             done.kill()
     assert done.returncode == 0 and out.startswith("usage: flwr-clientapp ")
     assert "flwr.supernode.cli.flwr_clientapp" in imported(err)  # the fallback imported it
+
+
+@pytest.mark.timeout(30)
+def test_the_fork_server_preloads_the_clientapp_and_torch_only_for_a_model_that_needs_it():
+    def modules(model: str) -> tuple[str, ...]:
+        config = load_config(None, ["experiment.mode=flower", "task.dataset=digits", f"task.model={model}"])
+        return clientapp_preload(config).modules
+
+    for model in ("linear", "mlp"):
+        assert set(CLIENTAPP_PARTS) <= set(modules(model))
+        assert set(model_entry(model).family.preload) <= set(modules(model))
+    assert not [m for m in modules("linear") if "torch" in m]
+    assert [m for m in modules("mlp") if "torch" in m]
