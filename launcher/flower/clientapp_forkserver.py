@@ -67,8 +67,9 @@ def _peer_uid(connection: socket.socket) -> int:
     return struct.unpack("3i", creds)[2]
 
 
-def _fork(request: dict, fds: list[int], inherited: list[socket.socket]) -> int:
-    """Fork a child running the ClientApp command for `request` on the shim's stdin/out/err."""
+def _fork(request: dict, fds: list[int], inherited: list[socket.socket | int]) -> int:
+    """Fork a child running the ClientApp command for `request` on the shim's stdin/out/err (the
+    `inherited` sockets and file descriptors of the server closed)."""
     server = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -77,8 +78,11 @@ def _fork(request: dict, fds: list[int], inherited: list[socket.socket]) -> int:
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
-            for sock in inherited:
-                sock.close()
+            for held in inherited:
+                if isinstance(held, socket.socket):
+                    held.close()
+                else:
+                    os.close(held)
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             die_with_parent()
@@ -116,7 +120,8 @@ class Forks:
         self.waiting: set[socket.socket] = set()
         self.children: dict[int, tuple[int, socket.socket | None]] = {}  # pid -> (pidfd, shim)
 
-    def sockets(self) -> list:
+    def sockets(self) -> list[socket.socket | int]:
+        """What the server waits on: the listener, the connections, the children's pidfds."""
         shims = [shim for _, shim in self.children.values() if shim is not None]
         return [self.listener, *self.waiting, *shims, *(fd for fd, _ in self.children.values())]
 
@@ -138,9 +143,8 @@ class Forks:
             if not data or len(fds) != 3:
                 connection.close()
                 return
-            inherited = [self.listener, *self.waiting, *(s for _, s in self.children.values() if s)]
             try:
-                pid = _fork(json.loads(data), fds, [connection, *inherited])
+                pid = _fork(json.loads(data), fds, [connection, *self.sockets()])
             except OSError as err:
                 _send(connection, {"error": f"fork failed: {err}"})
                 connection.close()
