@@ -32,6 +32,7 @@ every process it started.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import json
 import os
@@ -200,6 +201,7 @@ def bench_clientapp_forks(root: Path, nodes: int, rounds: int, repeats: int) -> 
     every ClientApp started afresh (FEDGOSSIP_CLIENTAPP_FORKS=off: the shim execs the plain
     command), alternately; time to round 1, median round time, wall and CPU seconds, medians."""
     config = [*DEPLOYMENT, f"nodes.count={nodes}", f"experiment.rounds={rounds}", "strategy.name=fedavg"]
+    _adopt_orphans()
     ways = {"fresh processes": {FORKS_ENV: "off"}, "fork servers": {}}
     results: dict[str, list[dict]] = {way: [] for way in ways}
     print(f"\nClientApp fork servers: {nodes} SuperNodes, {rounds} rounds; load {_load()}", flush=True)
@@ -228,9 +230,24 @@ def _models(one: dict, other: dict) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _children_cpu_s() -> float:
-    """User + system CPU seconds of this process's waited-for descendants so far."""
+    """User + system CPU seconds of this process's descendants that ended so far: with this process
+    their subreaper (`_adopt_orphans`), every one whose parent did not wait for it is reaped here."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.1)  # one still ending
+        except ChildProcessError:
+            break
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _adopt_orphans() -> None:
+    """Become the subreaper of the runs' processes (Linux), so that the CPU time of those whose
+    parent never waits for them (SuperExec's ClientApps, the SuperNodes' SuperExecs) is counted."""
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _replies(clients: int, shapes: list[tuple[int, ...]], seed: int = 0) -> list:
