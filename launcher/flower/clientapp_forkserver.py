@@ -1,40 +1,48 @@
-"""The ClientApp fork server of a launcher's SuperNode: flwr starts one `flwr-clientapp` process per
-message (train, evaluate, every SecAgg+ stage), each paying ~2 CPU-s of interpreter start and
-imports. This process, started by `supernode_process` beside its SuperNode, imports flwr's ClientApp
-command, our ClientApp and the model's modules once (`clientapp_preload`: torch only if the model
-needs it), then forks one child per invocation of the run's `flwr-clientapp` (`clientapp_shim`),
-which runs exactly the plain command's code (`clientapp_process`) with the shim's arguments,
-environment, working directory and stdin/stdout/stderr.
+"""The ClientApp fork server of a deployment run: flwr's SuperNodes start one `flwr-clientapp`
+process per message (train, evaluate, every SecAgg+ stage), each paying ~2 CPU-s of interpreter
+start and imports. This process, started by the launcher before the SuperLink (`start`), imports
+flwr's ClientApp command, our ClientApp and the model's modules once (`clientapp_preload`: torch
+only if the model needs it), then forks one child per invocation of the run's `flwr-clientapp`
+(`clientapp_shim`) on any of the launcher's SuperNodes, which runs exactly the plain command's code
+(`clientapp_process`) with the shim's arguments, environment, working directory and
+stdin/stdout/stderr, in the shim's emulated host (NETNS_ENV, launcher.network = "namespaces").
+One per run, not one per SuperNode: N imports at the start of a run on 2 cores delayed round 1
+(4 SuperNodes: 54 s against 42 s with fresh processes, under load), one does not.
 
 gRPC is imported (flwr needs it) but creates no channel or server before a fork (flwr 1.42's
 ClientApp talks HTTP to its SuperNode), and the fork server refuses to serve with more than one
 thread (`forkserver_process.unsafe_to_fork`). A child gets SIGTERM when the fork server dies, and
-when its shim's connection closes (the shim was killed); the fork server gets SIGTERM when its
-SuperNode dies (parent-death signal) and then stops its children. Only processes of the same user
-may connect (SO_PEERCRED). The pieces it shares with the gossip peers' fork server (preload,
-the checks before forking, a program's exit status, stopping children) are in
-`launcher/supervision/forkserver_process.py`.
+when its shim's connection closes (the shim was killed); the fork server is one of the launcher's
+children (it dies with the launcher) and stops its children when stopped. Its socket is in a
+private folder (0700) of its own, and only processes of the same user may connect (SO_PEERCRED).
+The pieces it shares with the gossip peers' fork server (preload, the checks before forking, a
+program's exit status, stopping children) are in `launcher/supervision/forkserver_process.py`.
 
-Run as `python -m fedgossip.launcher.flower.clientapp_forkserver ADDRESS PRELOAD_JSON`.
+Run as `python -m fedgossip.launcher.flower.clientapp_forkserver SOCKET_PATH PRELOAD_JSON`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from fedgossip.base.signals import Shutdown
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower import clientapp_process
-from fedgossip.launcher.flower.clientapp_shim import MAX_MESSAGE
+from fedgossip.launcher.flower.clientapp_shim import ADDRESS_ENV, MAX_MESSAGE
 from fedgossip.launcher.flower.supernode_process import call_process
 from fedgossip.launcher.supervision.forkserver import preload_for
 from fedgossip.launcher.supervision.forkserver_process import (
@@ -45,7 +53,8 @@ from fedgossip.launcher.supervision.forkserver_process import (
     stop_children,
     unsafe_to_fork,
 )
-from fedgossip.launcher.supervision.processes import die_with_parent
+from fedgossip.launcher.supervision.namespaces import enter
+from fedgossip.launcher.supervision.processes import Child, die_with_parent, python_module
 
 CLIENTAPP_PARTS = (
     "flwr.supernode.cli.flwr_clientapp",  # after clientapp_process.without_package_init
@@ -53,6 +62,8 @@ CLIENTAPP_PARTS = (
     "fedgossip.scenario.attacks",  # imported by the ClientApp at its first message
 )
 NAME = "clientapp-forks"  # the process name ps shows
+NETNS_ENV = "FEDGOSSIP_CLIENTAPP_NETNS"
+"""In a SuperNode's environment: the network namespace of its emulated host, which its ClientApps enter."""
 
 
 def clientapp_preload(config: ExperimentConfig) -> Preload:
@@ -92,6 +103,8 @@ def _fork(request: dict, fds: list[int], inherited: list[socket.socket | int]) -
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
+            if request["env"].get(NETNS_ENV):
+                enter(request["env"][NETNS_ENV])
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
@@ -198,8 +211,29 @@ class Forks:
         stop_children(set(self.children), self.report)
 
 
+@contextlib.contextmanager
+def serving(
+    preload: Preload | None, children: list[Child], logs: Path, env: Mapping[str, str]
+) -> Iterator[dict[str, str]]:
+    """Start the run's ClientApp fork server preloading `preload`, as one of `children` (stopped
+    with them; its log logs/clientapp-forks.log); yields what the SuperNodes' environment needs to
+    use it ({} without a preload: fresh processes). Its private folder is removed at the end."""
+    if preload is None:
+        yield {}
+        return
+    folder = Path(tempfile.mkdtemp(prefix="fedgossip-"))  # short: a socket path has 107 bytes at most
+    try:
+        address = str(folder / "clientapp.sock")
+        argv = python_module(__name__, address, json.dumps(dataclasses.asdict(preload)))
+        children.append(Child(NAME, argv, log_path=logs / f"{NAME}.log", env=env))
+        yield {ADDRESS_ENV: address}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def serve(address: str, preload: Preload) -> None:
-    """Import the ClientApp and `preload`, then fork a child per shim until stopped."""
+    """Import the ClientApp and `preload`, then fork a child per shim (listening on the socket
+    path `address`) until stopped."""
     started = time.monotonic()
     call_process(NAME)
     clientapp_process.without_package_init(clientapp_process.PACKAGE)
@@ -211,7 +245,7 @@ def serve(address: str, preload: Preload) -> None:
     gc.collect()
     gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind("\0" + address)
+    listener.bind(address)
     listener.listen(64)
     print(
         f"{NAME} {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s", file=sys.stderr, flush=True
@@ -226,6 +260,9 @@ def serve(address: str, preload: Preload) -> None:
         finally:
             shutdown.begin()
             listener.close()
+            with contextlib.suppress(OSError):  # the socket, then its folder (`serving`'s)
+                os.unlink(address)
+                os.rmdir(os.path.dirname(address))
             forks.stop()
 
 

@@ -1,5 +1,5 @@
 """The run's `flwr-clientapp` command (flower/bin, `files.prepare`): hands the invocation to its
-SuperNode's ClientApp fork server (`clientapp_forkserver`), which forks a pre-imported child for it,
+run's ClientApp fork server (`clientapp_forkserver`), which forks a pre-imported child for it,
 so a message costs a fork instead of a fresh interpreter importing flwr, numpy and the task code.
 
 To its SuperExec it is an ordinary `flwr-clientapp` process: it sends the fork server its
@@ -11,7 +11,7 @@ ready yet, gone, or it could not fork), it execs the session's plain command ins
 
 Standard library only, run with `python -S`: it must start in milliseconds (`-X importtime`).
 
-Protocol (SOCK_SEQPACKET, abstract Unix address from ADDRESS_ENV, one JSON object per message):
+Protocol (SOCK_SEQPACKET, the Unix socket path in ADDRESS_ENV, one JSON object per message):
 shim -> server {"args", "env", "cwd"} with fds 0, 1, 2; server -> shim {"pid"} with the child's
 pidfd, then {"exit": code} (code as subprocess gives it: negative for a signal), or {"error"}
 instead of {"pid"} when it cannot fork.
@@ -27,18 +27,18 @@ import socket
 import sys
 
 ADDRESS_ENV = "FEDGOSSIP_CLIENTAPP_FORKSERVER"
-"""The abstract Unix socket name of the SuperNode's fork server (set by `supernode_process`)."""
+"""The socket path of the run's ClientApp fork server, in the launcher's SuperNodes' environment."""
 FALLBACK_MODULE = "fedgossip.launcher.flower.clientapp_process"
 MAX_MESSAGE = 1 << 20  # the request carries the whole environment
 RELAYED = (signal.SIGTERM, signal.SIGINT)
 NAME = "flwr-clientapp"
 
 
-def connect(name: str) -> socket.socket | None:
-    """A connection to the fork server listening on abstract address `name`, or None."""
+def connect(address: str) -> socket.socket | None:
+    """A connection to the fork server listening on the socket path `address`, or None."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        client.connect("\0" + name)
+        client.connect(address)
     except OSError:
         client.close()
         return None

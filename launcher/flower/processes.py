@@ -8,13 +8,12 @@ by PID, leaves first.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,10 @@ from fedgossip.base import flower_protocol as p
 from fedgossip.base.polling import poll_until
 from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.config import ExperimentConfig
-from fedgossip.launcher.flower.clientapp_forkserver import clientapp_preload
+from fedgossip.launcher.flower.clientapp_forkserver import NETNS_ENV, clientapp_preload
 from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
-from fedgossip.launcher.flower.supernode_process import PRELOAD_OPTION
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.forkserver_process import Preload
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts
@@ -67,24 +65,16 @@ def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[
 
 
 def supernode_argv(
-    superlink: str,
-    port: int,
-    partition: int,
-    partitions: int,
-    security: Security,
-    *,
-    max_wait: float,
-    preload: Preload | None = None,
+    superlink: str, port: int, partition: int, partitions: int, security: Security, *, max_wait: float
 ) -> list[str]:
     """`flower-supernode` (with shorter idle waits: `supernode_process`) holding data partition
-    `partition` of `partitions`; with a ClientApp fork server preloading `preload`, if given."""
+    `partition` of `partitions`."""
     options = supernode_options(superlink, port, partition, partitions, security, max_wait=max_wait)
-    forks = [] if preload is None else [PRELOAD_OPTION, json.dumps(dataclasses.asdict(preload))]
-    return [*python_module("fedgossip.launcher.flower.supernode_process"), *forks, *options]
+    return [*python_module("fedgossip.launcher.flower.supernode_process"), *options]
 
 
 def clientapp_forks(config: ExperimentConfig) -> Preload | None:
-    """What the SuperNodes' ClientApp fork servers preload (`clientapp_forkserver`), or None when
+    """What the run's ClientApp fork server preloads (`clientapp_forkserver`), or None when
     FORKS_ENV is "off" (every ClientApp then starts afresh, as on a device)."""
     if os.environ.get(FORKS_ENV, "").lower() == "off":
         return None
@@ -186,22 +176,22 @@ def supernode(
     *,
     max_wait: float,
     hosts: EmulatedHosts | None = None,
-    preload: Preload | None = None,
+    forks: Mapping[str, str] | None = None,
 ) -> Child:
     """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
-    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given; with a ClientApp fork
-    server preloading `preload`, if given); started again under churn, it is the same node: same
-    command line, same log (appended)."""
+    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given; its ClientApps forked
+    by the run's fork server whose environment entries are `forks`, if given); started again under
+    churn, it is the same node: same command line, same log (appended)."""
     superlink = f"{LOOPBACK if hosts is None else hosts.addresses[0]}:{ports[0]}"
     count = len(ports) - 1
-    argv = supernode_argv(
-        superlink, ports[1 + node], node, count, security, max_wait=max_wait, preload=preload
-    )
+    argv = supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait)
+    if forks and hosts is not None:
+        forks = {**forks, NETNS_ENV: hosts.namespaces[node + 1]}
     return Child(
         f"supernode-{node}",
         argv if hosts is None else hosts.command(node + 1, argv),
         log_path=logs / f"supernode-{node}.log",
-        env=env,
+        env={**env, **(forks or {})},
         cwd=files.root,
     )
 

@@ -14,6 +14,7 @@ from fedgossip.base.ports import LOOPBACK
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower import processes as fp
 from fedgossip.launcher.flower.churn import SuperNodeChurn
+from fedgossip.launcher.flower.clientapp_forkserver import serving
 from fedgossip.launcher.flower.files import flower_env, prepare
 from fedgossip.launcher.flower.flwr_cli import register_node_keys, run_status, stop_run, submit
 from fedgossip.launcher.flower.launch import EventSink
@@ -48,7 +49,12 @@ def run_on_superlink(
     tracker = ProcessTracker()
     tail = LineTail(files.records)
     run_id: int | None = None
-    with supervised() as children, flower_hosts(config, results) as hosts:
+    preload = fp.clientapp_forks(config)
+    with (
+        supervised() as children,
+        flower_hosts(config, results) as hosts,
+        serving(preload, children, results.logs, env) as forks,
+    ):
         host = LOOPBACK if hosts is None else hosts.addresses[0]
         security = security_material(config, results.secrets, host) if config.security.tls else Security()
         try:
@@ -76,7 +82,7 @@ def run_on_superlink(
                 logs=results.logs,
                 max_wait=flower.startup_timeout,
                 hosts=hosts,
-                preload=fp.clientapp_forks(config),
+                forks=forks,
             )
             children.extend(start(node) for node in range(count))
             if plan := churn_plan(config):

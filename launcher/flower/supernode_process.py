@@ -2,30 +2,18 @@
 whenever a poll of the SuperLink finds no message, and 0.5 s steps while its ClientApp's reply is
 not ready, which puts up to 3.5 s of idle wait in every train and evaluate phase of a run on the
 launcher's local deployment engine. The launcher's SuperNodes wait at most `IDLE_POLL_S` instead;
-everything else is `flower_supernode()`. A SuperNode on a device is plain `flower-supernode`.
-
-Given `--clientapp-preload PRELOAD_JSON` first (`processes.supernode_argv`), it also starts its
-ClientApp fork server (`clientapp_forkserver`, which dies with it) and points the ClientApp
-command of its SuperExec (`clientapp_shim`) at it."""
+everything else is `flower_supernode()`. A SuperNode on a device is plain `flower-supernode`."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
-import secrets
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
-
-from fedgossip.launcher.flower.clientapp_shim import ADDRESS_ENV
-from fedgossip.launcher.supervision.processes import die_with_parent, python_module
 
 IDLE_POLL_S = 0.25
 """Seconds between the polls of an idle SuperNode (flwr's: 3); one HTTP request a poll."""
 PR_SET_NAME = 15  # prctl: the calling thread's name, which ps shows for the process
-PRELOAD_OPTION = "--clientapp-preload"
 
 
 def _sleep(seconds: float) -> None:
@@ -39,22 +27,8 @@ def call_process(name: str) -> None:
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def start_clientapp_forkserver(preload: str) -> None:
-    """Start the ClientApp fork server of this SuperNode with `preload` (a `Preload` as JSON); it
-    dies with this process. Its address goes into this process's environment, which SuperExec and
-    the ClientApp commands inherit."""
-    address = f"fedgossip-clientapp-{os.getpid()}-{secrets.token_hex(6)}"
-    argv = python_module("fedgossip.launcher.flower.clientapp_forkserver", address, preload)
-    subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-    os.environ[ADDRESS_ENV] = address
-
-
 def main() -> None:
-    """Run flwr's SuperNode (its command line) with the shorter idle poll (and its ClientApp fork
-    server, if asked)."""
-    if sys.argv[1:2] == [PRELOAD_OPTION]:
-        start_clientapp_forkserver(sys.argv[2])
-        del sys.argv[1:3]
+    """Run flwr's SuperNode (its command line) with the shorter idle poll."""
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 

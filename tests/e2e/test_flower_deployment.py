@@ -131,4 +131,4 @@ def test_ctrl_c_stops_every_process_and_keeps_finished_rounds(tmp_path):
     assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
     assert processes_gone(run) == {}
     started = json.loads((run / "processes.json").read_text())
-    assert sum(name.startswith("clientapp-forks") for name in started) == 2, started  # one per SuperNode
+    assert "clientapp-forks" in started, started  # the run's ClientApp fork server, stopped too

@@ -2,7 +2,7 @@
 (launcher/flower/clientapp_forkserver.py, clientapp_shim.py), real processes: the shim hands its
 arguments, environment, working directory and stdout/stderr to a forked child that runs flwr's
 ClientApp command, relays signals and exits as the child did; with no fork server it execs the
-plain command; the fork server dies with the process that started it, and a child with its shim."""
+plain command; the fork server dies with the launcher that started it, and a child with its shim."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ from fedgossip.tasks.registry import model_entry
 SHIM = [sys.executable, "-S", str(Path(clientapp_shim.__file__).resolve())]
 STARTER = textwrap.dedent(
     """
-    import os, sys, time
-    from fedgossip.launcher.flower.clientapp_forkserver import CLIENTAPP_PARTS
-    from fedgossip.launcher.flower.supernode_process import start_clientapp_forkserver
+    import sys, time
+    from pathlib import Path
+    from fedgossip.launcher.flower.clientapp_forkserver import CLIENTAPP_PARTS, serving
     from fedgossip.launcher.flower.clientapp_shim import ADDRESS_ENV
-    start_clientapp_forkserver('{"modules": ["%s"], "raw_data": []}' % CLIENTAPP_PARTS[0])
-    print(os.environ[ADDRESS_ENV], flush=True)
-    time.sleep(120)
+    from fedgossip.launcher.supervision.forkserver_process import Preload
+    from fedgossip.launcher.supervision.processes import child_env
+    with serving(Preload((CLIENTAPP_PARTS[0],)), [], Path(sys.argv[1]), child_env(1)) as forks:
+        print(forks[ADDRESS_ENV], flush=True)
+        time.sleep(120)
     """
 )
 
@@ -64,10 +66,14 @@ def shim(args: list[str], env: dict[str, str], cwd: Path, **kwargs) -> subproces
 
 
 @pytest.mark.timeout(90)
-def test_the_shim_runs_the_clientapp_as_a_fork_server_child_and_the_server_dies_with_its_starter(tmp_path):
+def test_the_shim_runs_the_clientapp_as_a_fork_server_child_and_the_server_dies_with_the_launcher(tmp_path):
     env = child_env(1)
     starter = subprocess.Popen(
-        [sys.executable, "-c", STARTER], env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", STARTER, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     started: list[subprocess.Popen] = [starter]
     try:
@@ -121,9 +127,10 @@ def test_the_shim_runs_the_clientapp_as_a_fork_server_child_and_the_server_dies_
                 done.kill()
                 assert not psutil.wait_procs([child], timeout=30)[1], "the child outlived its shim"
 
-        # the starter (a SuperNode) killed: its fork server ends
+        # the starter (the launcher) killed: its fork server ends, its socket and folder removed
         starter.kill()
         server.wait(30)
+        assert not Path(address).parent.exists()
     finally:
         for process in started:
             if process.poll() is None:
