@@ -67,7 +67,7 @@ NETNS_ENV = "FEDGOSSIP_CLIENTAPP_NETNS"
 
 
 def clientapp_preload(config: ExperimentConfig) -> Preload:
-    """What the fork server of a SuperNode of `config` imports: what a gossip peer of the same
+    """What the ClientApp fork server of a run of `config` imports: what a gossip peer of the same
     model, dataset and privacy would, with the ClientApp's parts instead of the peer's."""
     dp_sgd = config.privacy.dp_sgd(config.experiment.rounds) is not None
     return preload_for(config.task.model, config.task.dataset, dp_sgd, CLIENTAPP_PARTS)
@@ -255,7 +255,7 @@ def serve(address: str, preload: Preload) -> None:
         try:
             while True:
                 forks.step()
-        except KeyboardInterrupt:  # SIGTERM/SIGINT: the SuperNode died (parent-death signal) or stops us
+        except KeyboardInterrupt:  # SIGTERM/SIGINT: the launcher died (parent-death signal) or stops us
             pass
         finally:
             shutdown.begin()
