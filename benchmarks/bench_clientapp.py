@@ -21,14 +21,13 @@ plain command), alternately --repeats times; medians.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,8 +39,7 @@ from fedgossip.client import flower_learners
 from fedgossip.client.flower_app import app as client_app
 from fedgossip.config import dump_toml, load_config
 from fedgossip.launcher.flower import clientapp_shim
-from fedgossip.launcher.flower.clientapp_forkserver import clientapp_preload
-from fedgossip.launcher.flower.supernode_process import start_clientapp_forkserver
+from fedgossip.launcher.flower.clientapp_forkserver import clientapp_preload, serving
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.server.federation import run_federation
 from fedgossip.server.local_grid import LocalGrid
@@ -147,21 +145,28 @@ def bench_command(repeats: int) -> None:
     """The exec-to-first-request time and CPU of a forked ClientApp and of a fresh one."""
     config = load_config(None, ["experiment.mode=flower", "task.dataset=digits", "task.model=mlp"])
     env = child_env(1)
-    os.environ.update(env)
-    start_clientapp_forkserver(json.dumps(dataclasses.asdict(clientapp_preload(config))))
-    name = os.environ[clientapp_shim.ADDRESS_ENV]
-    env[clientapp_shim.ADDRESS_ENV] = name
-    deadline = time.monotonic() + 120
-    while (server := clientapp_shim.connect(name)) is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if server is None:
-        raise SystemExit("the fork server did not listen within 120 s")
-    server.close()
-    print(f"\nflwr-clientapp from exec to its first request (digits MLP), {repeats} each; load {_load()}")
-    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-    for repeat in range(repeats):
-        for forked in (repeat % 2 == 0, repeat % 2 == 1):
-            runs[forked].append(command_start(forked, env))
+    children: list = []
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        serving(clientapp_preload(config), children, Path(logs), env) as forks,
+    ):
+        try:
+            env.update(forks)
+            address = forks[clientapp_shim.ADDRESS_ENV]
+            deadline = time.monotonic() + 120
+            while (server := clientapp_shim.connect(address)) is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if server is None:
+                raise SystemExit("the fork server did not listen within 120 s")
+            server.close()
+            print(f"\nflwr-clientapp, exec to its first request (digits MLP), {repeats} each; load {_load()}")
+            runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+            for repeat in range(repeats):
+                for forked in (repeat % 2 == 0, repeat % 2 == 1):
+                    runs[forked].append(command_start(forked, env))
+        finally:
+            for child in children:
+                child.stop()
     for forked, label in ((False, "fresh process"), (True, "fork server child")):
         wall = statistics.median(x[0] for x in runs[forked])
         cpu = statistics.median(x[1] for x in runs[forked])

@@ -6,8 +6,9 @@ only if the model needs it), then forks one child per invocation of the run's `f
 (`clientapp_shim`) on any of the launcher's SuperNodes, which runs exactly the plain command's code
 (`clientapp_process`) with the shim's arguments, environment, working directory and
 stdin/stdout/stderr, in the shim's emulated host (NETNS_ENV, launcher.network = "namespaces").
-One per run, not one per SuperNode: N imports at the start of a run on 2 cores delayed round 1
-(4 SuperNodes: 54 s against 42 s with fresh processes, under load), one does not.
+One per run, not one per SuperNode: a fork server per SuperNode (N imports at the start of a run
+on 2 cores) delayed round 1 of 4 SuperNodes to 54 s against 42 s with fresh processes (load ~22);
+one per run reached it no later (53 s against 56 s, load ~50; bench_flower --clientapp-forks).
 
 gRPC is imported (flwr needs it) but creates no channel or server before a fork (flwr 1.42's
 ClientApp talks HTTP to its SuperNode), and the fork server refuses to serve with more than one
