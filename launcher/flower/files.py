@@ -7,7 +7,7 @@ Layout inside the results folder (written by `prepare`; the connection by `write
                           installed fedgossip package) and LICENSE; the FAB is a few kB
     flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection (deployment)
     flower/bin/flwr-clientapp  the launcher's SuperNodes' ClientApp command (clientapp_shim.py:
-                          a child of the SuperNode's fork server, else clientapp_process.py),
+                          a child of the run's fork server, else clientapp_process.py),
                           first on their PATH
     flower/run-config.toml  the run config (experiment TOML, records path, run start)
     flower/records.jsonl  what the ServerApp emits, one JSON event per line
@@ -123,7 +123,7 @@ def write_connection(home: Path, address: str, ca: Path | None) -> None:
 
 def _write_clientapp_command(folder: Path) -> None:
     """`folder/flwr-clientapp`: this interpreter running `clientapp_shim` without site imports (it
-    hands the ClientApp to its SuperNode's fork server, or runs `clientapp_process`: flwr's
+    hands the ClientApp to the run's fork server, or runs `clientapp_process`: flwr's
     ClientApp command without the SuperNode's imports)."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "flwr-clientapp"

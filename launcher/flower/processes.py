@@ -35,7 +35,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
 FORKS_ENV = "FEDGOSSIP_CLIENTAPP_FORKS"
-"""Set to "off" in the launcher's environment: no ClientApp fork servers (for comparisons)."""
+"""Set to "off" in the launcher's environment: no ClientApp fork server (for comparisons)."""
 
 
 def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[str]:
