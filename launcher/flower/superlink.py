@@ -1,7 +1,8 @@
 """The "deployment" Flower engine: the app runs on a SuperLink the launcher starts on a free
 loopback port (or in an emulated host of its own: launcher.network = "namespaces") and one
 `flower-supernode` per node (each in a host of its own then), optionally with TLS and SuperNode
-authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py); it is
+authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py), their
+ClientApps forked by the run's ClientApp fork server (launcher/flower/clientapp_forkserver.py); it is
 submitted with `flwr run` and followed until the SuperLink reports it finished (`flwr run` exits 0
 for a failed run too)."""
 
