@@ -10,6 +10,9 @@
    (where aggregation runs) and the peak total RSS of every process of the run (sampled), then
    the time ratio ours/stock (target <= 1.05) and how far apart the final global models are.
    Runs alternate (stock, ours, stock, ours, ...) so load drifts hit both alike.
+   With --clientapp-forks instead: stock FedAvg with the SuperNodes' ClientApp fork servers against
+   every ClientApp process started afresh, on 2 and --nodes SuperNodes (time to round 1, median
+   round time, wall, CPU seconds of the whole run, final models compared), alternately.
 2. Simulation engine (Flower's Ray backend), --clients virtual clients (default 100; 1000 takes
    minutes on 2 cores), side by side in one run: time from launch to the end of round 1 and the
    median round time of our engine, of a bare `run_simulation` app (bare_simulation.py: stock
@@ -22,6 +25,7 @@
     python benchmarks/bench_flower.py --repeats 3 --skip-simulation --skip-aggregation
     python benchmarks/bench_flower.py --skip-aggregation --skip-deployment --baseline /tmp/base
         # with /tmp/base/fedgossip holding an older commit (git archive C | tar -x -C /tmp/base/fedgossip)
+    python benchmarks/bench_flower.py --clientapp-forks --repeats 3 --skip-simulation --skip-aggregation
 
 Every run is a `fedgossip run` subprocess into --out (default: a temporary folder); each stops
 every process it started.
@@ -30,9 +34,11 @@ every process it started.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +51,7 @@ import numpy as np
 import tomllib
 
 from fedgossip.base.flower_protocol import RUN_START, load_model
+from fedgossip.launcher.flower.processes import FORKS_ENV
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.launcher.supervision.proctree import descendants, stop_leaves_first
 from fedgossip.reports import read_records
@@ -113,17 +120,27 @@ class TreeMemory(threading.Thread):
         return sum(self.cpu.values())
 
 
-def fedgossip_run(out: Path, overrides: list[str], timeout: float, source: Path | None = None) -> dict:
-    """One `fedgossip run` in a subprocess (of the fedgossip package in `source`, if given: a
-    folder holding a `fedgossip` package, first on PYTHONPATH); its summary plus the sampled peak
-    memory and CPU seconds."""
-    argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
-    for item in overrides:
-        argv += ["--set", item]
-    env = child_env(1)
+def fedgossip_run(
+    out: Path,
+    overrides: list[str],
+    timeout: float,
+    source: Path | None = None,
+    argv: list[str] | None = None,
+    env: dict | None = None,
+) -> dict:
+    """One `fedgossip run` in a subprocess (of the fedgossip package in `source`, if given: a folder
+    holding a `fedgossip` package, first on PYTHONPATH; or `argv`, with `env` added to its
+    environment); its summary, the sampled peak memory and the CPU seconds of it and every process
+    it waited for."""
+    if argv is None:
+        argv = [sys.executable, "-m", "fedgossip.launcher.cli", "run", "--out", str(out)]
+        for item in overrides:
+            argv += ["--set", item]
+    env = child_env(1, env)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), env["PYTHONPATH"]])
     started = time.time()
+    cpu = _children_cpu_s()
     with open(out.with_suffix(".log"), "w") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         memory = TreeMemory(process.pid)
@@ -137,6 +154,7 @@ def fedgossip_run(out: Path, overrides: list[str], timeout: float, source: Path 
         finally:
             memory.stopped.set()
             memory.join()
+    cpu = _children_cpu_s() - cpu
     summary = json.loads((out / "summary.json").read_text())
     if code != 0 or summary.get("status") != "complete":
         raise RuntimeError(f"{out.name}: exit {code}, {summary.get('status')}: {summary.get('errors')}")
@@ -152,8 +170,8 @@ def fedgossip_run(out: Path, overrides: list[str], timeout: float, source: Path 
         "median_round_s": statistics.median(rounds),
         "serverapp_peak_rss_mb": flower.get("serverapp_peak_rss_mb"),
         "tree_peak_rss_mb": round(memory.peak, 1),
-        "cpu_s": memory.cpu_s,
         "final_accuracy": summary.get("final_mean_accuracy"),
+        "cpu_s": cpu,
         "model": out / "flower" / "final-model.npz",
     }
 
@@ -206,6 +224,60 @@ def bench_deployment(root: Path, nodes: int, rounds: int, repeats: int) -> None:
         f"final global models: {verdict}; max |ours - stock| = {diff:.3g} "
         f"(largest weight {scale:.3g}; ours sums in float64, Flower in float32)"
     )
+
+
+def bench_clientapp_forks(root: Path, nodes: int, rounds: int, repeats: int) -> None:
+    """Stock FedAvg on the deployment engine with the SuperNodes' ClientApp fork servers against
+    every ClientApp started afresh (FEDGOSSIP_CLIENTAPP_FORKS=off: the shim execs the plain
+    command), alternately; time to round 1, median round time, wall and CPU seconds, medians."""
+    config = [*DEPLOYMENT, f"nodes.count={nodes}", f"experiment.rounds={rounds}", "strategy.name=fedavg"]
+    _adopt_orphans()
+    ways = {"fresh processes": {FORKS_ENV: "off"}, "fork servers": {}}
+    results: dict[str, list[dict]] = {way: [] for way in ways}
+    print(f"\nClientApp fork servers: {nodes} SuperNodes, {rounds} rounds; load {_load()}", flush=True)
+    for repeat in range(repeats):
+        for way in list(ways)[repeat % 2 :] + list(ways)[: repeat % 2]:
+            out = root / f"forks-{nodes}-{'off' if ways[way] else 'on'}-{repeat}"
+            result = fedgossip_run(out, config, 120 + 120 * rounds, env=ways[way])
+            result["to_round_1_s"], result["round_s"] = _rounds_of(out, result["launched"])
+            results[way].append(result)
+            cpu = f"cpu {result['cpu_s']:.1f}s"
+            print(f"  {way:16s} run {repeat + 1}: {_brief(result)}, {cpu}; load {_load()}", flush=True)
+    print(f"{'ClientApps (medians)':22s} {'to round 1 s':>13s} {'round s':>8s} {'wall s':>7s} {'CPU s':>7s}")
+    for way, runs in results.items():
+        first = statistics.median(r["to_round_1_s"] for r in runs)
+        median = statistics.median(x for r in runs for x in r["round_s"])
+        wall, cpu = (statistics.median(r[key] for r in runs) for key in ("wall_s", "cpu_s"))
+        print(f"{way:22s} {first:13.2f} {median:8.2f} {wall:7.1f} {cpu:7.1f}")
+    same = [np.array_equal(a, b) for r, f in zip(*results.values(), strict=True) for a, b in _models(r, f)]
+    print(f"final global models bit-identical: {all(same)}")
+
+
+def _models(one: dict, other: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    first, second = load_model(one["model"]), load_model(other["model"])
+    assert list(first) == list(second)
+    return [(first[k], second[k]) for k in first]
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's descendants that ended so far: with this process
+    their subreaper (`_adopt_orphans`), every one whose parent did not wait for it is reaped here."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.1)  # one still ending
+        except ChildProcessError:
+            break
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _adopt_orphans() -> None:
+    """Become the subreaper of the runs' processes (Linux), so that the CPU time of those whose
+    parent never waits for them (SuperExec's ClientApps, the SuperNodes' SuperExecs) is counted."""
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _replies(clients: int, shapes: list[tuple[int, ...]], seed: int = 0) -> list:
@@ -407,6 +479,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each deployment run")
     parser.add_argument("--repeats", type=int, default=1, help="deployment runs per strategy")
     parser.add_argument("--params", type=int, default=10_000_000, help="size of the large aggregation model")
+    parser.add_argument(
+        "--clientapp-forks",
+        action="store_true",
+        help="deployment part: fork servers against fresh ClientApp processes (2 and --nodes SuperNodes)",
+    )
     parser.add_argument("--skip-aggregation", action="store_true")
     parser.add_argument("--skip-deployment", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
@@ -423,7 +500,10 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         if not args.skip_aggregation:
             bench_aggregation(args.params)
-        if not args.skip_deployment:
+        if args.clientapp_forks:
+            for nodes in (2, args.nodes):
+                bench_clientapp_forks(root, nodes, args.rounds, args.repeats)
+        elif not args.skip_deployment:
             bench_deployment(root, args.nodes, args.rounds, args.repeats)
         if not args.skip_simulation:
             bench_simulation(root, args.clients, args.sim_rounds, args.sim_repeats, args.baseline)

@@ -6,7 +6,8 @@ Layout inside the results folder (written by `prepare`; the connection by `write
     flower/app/           a minimal Flower app: pyproject.toml ([tool.flwr.app], components in the
                           installed fedgossip package) and LICENSE; the FAB is a few kB
     flower/home/          FLWR_HOME: config.toml with the run's SuperLink connection (deployment)
-    flower/bin/flwr-clientapp  the launcher's SuperNodes' ClientApp command (clientapp_process.py),
+    flower/bin/flwr-clientapp  the launcher's SuperNodes' ClientApp command (clientapp_shim.py:
+                          a child of the run's fork server, else clientapp_process.py),
                           first on their PATH
     flower/run-config.toml  the run config (experiment TOML, records path, run start)
     flower/records.jsonl  what the ServerApp emits, one JSON event per line
@@ -30,6 +31,7 @@ import tomli_w
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import ExperimentConfig, dump_toml
+from fedgossip.launcher.flower import clientapp_shim
 from fedgossip.launcher.flower.flwr_cli import CONNECTION
 from fedgossip.launcher.supervision.processes import child_env
 
@@ -120,12 +122,13 @@ def write_connection(home: Path, address: str, ca: Path | None) -> None:
 
 
 def _write_clientapp_command(folder: Path) -> None:
-    """`folder/flwr-clientapp`: this interpreter running `clientapp_process` (flwr's ClientApp
-    command without the SuperNode's imports)."""
+    """`folder/flwr-clientapp`: this interpreter running `clientapp_shim` without site imports (it
+    hands the ClientApp to the run's fork server, or runs `clientapp_process`: flwr's
+    ClientApp command without the SuperNode's imports)."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "flwr-clientapp"
-    module = "fedgossip.launcher.flower.clientapp_process"
-    script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} "$@"\n')
+    shim = shlex.quote(str(Path(clientapp_shim.__file__).resolve()))
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shim} "$@"\n')
     script.chmod(0o755)
 
 

@@ -8,20 +8,25 @@ by PID, leaves first.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.base.polling import poll_until
 from fedgossip.base.ports import LOOPBACK, free_ports
+from fedgossip.config import ExperimentConfig
+from fedgossip.launcher.flower.clientapp_forkserver import NETNS_ENV, clientapp_preload
 from fedgossip.launcher.flower.files import FlowerFiles, write_connection
 from fedgossip.launcher.flower.flwr_cli import executable
 from fedgossip.launcher.flower.security import Security
 from fedgossip.launcher.runs.results import ResultsFolder
+from fedgossip.launcher.supervision.forkserver_process import Preload
 from fedgossip.launcher.supervision.namespaces import EmulatedHosts
 from fedgossip.launcher.supervision.processes import Child, python_module
 from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants, stop_leaves_first
@@ -29,6 +34,8 @@ from fedgossip.launcher.supervision.proctree import ProcessTracker, descendants,
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUPERLINK_ATTEMPTS = 3
 HEALTH_POLL_S = 0.2
+FORKS_ENV = "FEDGOSSIP_CLIENTAPP_FORKS"
+"""Set to "off" in the launcher's environment: no ClientApp fork server (for comparisons)."""
 
 
 def superlink_argv(port: int, security: Security, host: str = LOOPBACK) -> list[str]:
@@ -64,6 +71,14 @@ def supernode_argv(
     `partition` of `partitions`."""
     options = supernode_options(superlink, port, partition, partitions, security, max_wait=max_wait)
     return [*python_module("fedgossip.launcher.flower.supernode_process"), *options]
+
+
+def clientapp_forks(config: ExperimentConfig) -> Preload | None:
+    """What the run's ClientApp fork server preloads (`clientapp_forkserver`), or None when
+    FORKS_ENV is "off" (every ClientApp then starts afresh, as on a device)."""
+    if os.environ.get(FORKS_ENV, "").lower() == "off":
+        return None
+    return clientapp_preload(config)
 
 
 def supernode_options(
@@ -161,18 +176,22 @@ def supernode(
     *,
     max_wait: float,
     hosts: EmulatedHosts | None = None,
+    forks: Mapping[str, str] | None = None,
 ) -> Child:
     """Start the SuperNode of `node` (partition `node`, port `ports[1 + node]`, connecting to the
-    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given); started again under
+    SuperLink on `ports[0]`; in host node + 1 of emulated `hosts`, if given; its ClientApps forked
+    by the run's fork server whose environment entries are `forks`, if given); started again under
     churn, it is the same node: same command line, same log (appended)."""
     superlink = f"{LOOPBACK if hosts is None else hosts.addresses[0]}:{ports[0]}"
     count = len(ports) - 1
     argv = supernode_argv(superlink, ports[1 + node], node, count, security, max_wait=max_wait)
+    if forks and hosts is not None:
+        forks = {**forks, NETNS_ENV: hosts.namespaces[node + 1]}
     return Child(
         f"supernode-{node}",
         argv if hosts is None else hosts.command(node + 1, argv),
         log_path=logs / f"supernode-{node}.log",
-        env=env,
+        env={**env, **(forks or {})},
         cwd=files.root,
     )
 

@@ -1,7 +1,8 @@
 """The "deployment" Flower engine: the app runs on a SuperLink the launcher starts on a free
 loopback port (or in an emulated host of its own: launcher.network = "namespaces") and one
 `flower-supernode` per node (each in a host of its own then), optionally with TLS and SuperNode
-authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py); it is
+authentication, stopped and restarted mid-run under churn (launcher/flower/churn.py), their
+ClientApps forked by the run's ClientApp fork server (launcher/flower/clientapp_forkserver.py); it is
 submitted with `flwr run` and followed until the SuperLink reports it finished (`flwr run` exits 0
 for a failed run too)."""
 
@@ -14,6 +15,7 @@ from fedgossip.base.ports import LOOPBACK
 from fedgossip.config import ExperimentConfig
 from fedgossip.launcher.flower import processes as fp
 from fedgossip.launcher.flower.churn import SuperNodeChurn
+from fedgossip.launcher.flower.clientapp_forkserver import serving
 from fedgossip.launcher.flower.files import flower_env, prepare
 from fedgossip.launcher.flower.flwr_cli import register_node_keys, run_status, stop_run, submit
 from fedgossip.launcher.flower.launch import EventSink
@@ -48,7 +50,12 @@ def run_on_superlink(
     tracker = ProcessTracker()
     tail = LineTail(files.records)
     run_id: int | None = None
-    with supervised() as children, flower_hosts(config, results) as hosts:
+    preload = fp.clientapp_forks(config)
+    with (
+        supervised() as children,
+        flower_hosts(config, results) as hosts,
+        serving(preload, children, results.logs, env) as forks,
+    ):
         host = LOOPBACK if hosts is None else hosts.addresses[0]
         security = security_material(config, results.secrets, host) if config.security.tls else Security()
         try:
@@ -76,6 +83,7 @@ def run_on_superlink(
                 logs=results.logs,
                 max_wait=flower.startup_timeout,
                 hosts=hosts,
+                forks=forks,
             )
             children.extend(start(node) for node in range(count))
             if plan := churn_plan(config):

@@ -80,13 +80,16 @@ PEER_PARTS = (
 )
 
 
-def preload_for(model: str, dataset: str = "", dp_sgd: bool = False) -> Preload:
-    """What a gossip peer with `model` on `dataset` loads before it creates any gRPC state: the
+def preload_for(
+    model: str, dataset: str = "", dp_sgd: bool = False, parts: Sequence[str] = PEER_PARTS
+) -> Preload:
+    """What a node with `model` on `dataset` loads before it creates any gRPC state: the
     modules of the model's family (`tasks.registry`), DP-SGD's (Opacus) if the run trains with
-    it, and a bundled dataset's arrays (`tasks.datasets`)."""
+    it, the node's own `parts` (default: a gossip peer's) and a bundled dataset's arrays
+    (`tasks.datasets`)."""
     bundled = bool(dataset) and dataset_entry(dataset).bundled is not None
     private = DP_SGD_PRELOAD if dp_sgd else ()
-    modules = (*PEER_MODULES, *model_entry(model).family.preload, *private, *PEER_PARTS)
+    modules = (*PEER_MODULES, *model_entry(model).family.preload, *private, *parts)
     return Preload(modules, (dataset,) if bundled else ())
 
 

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fedgossip.base.signals import Shutdown
@@ -43,11 +43,17 @@ class Preload:
     raw_data: tuple[str, ...] = ()
 
 
-def _run_child(module: str, args: Sequence[str]) -> int:  # pragma: no cover - runs in a forked child
+def run_module(module: str, args: Sequence[str]) -> int:  # pragma: no cover - runs in a forked child
     """Run `python -m module args` in this (forked) process; its exit status."""
     sys.argv = [module, *args]
+    return exit_status(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True))
+
+
+def exit_status(main: Callable[[], object]) -> int:  # pragma: no cover - runs in a forked child
+    """Call a program's `main` in this (forked) process; its exit status as the interpreter would
+    give it (SystemExit's code, 1 for an uncaught exception, whose traceback goes to stderr)."""
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        main()
     except SystemExit as done:
         code = done.code
         if code is None or isinstance(code, int):
@@ -86,7 +92,7 @@ def _fork(request: dict, control: socket.socket, server_pid: int) -> tuple[int, 
             os.environ.update(request["env"])
             if request.get("netns"):
                 enter(request["netns"])
-            code = _run_child(request["module"], request["args"])
+            code = run_module(request["module"], request["args"])
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
@@ -103,8 +109,8 @@ def _send(control: socket.socket, message: dict, fds: Iterable[int] = ()) -> Non
         socket.send_fds(control, [json.dumps(message).encode()], list(fds))
 
 
-def _reap(control: socket.socket, children: set[int]) -> None:
-    """Report every child that exited."""
+def reap(children: set[int], report: Callable[[int, int], None]) -> None:
+    """Report (`report(pid, code)`) and forget every child that exited."""
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -113,10 +119,10 @@ def _reap(control: socket.socket, children: set[int]) -> None:
         if pid == 0:
             return
         children.discard(pid)
-        _send(control, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        report(pid, os.waitstatus_to_exitcode(status))
 
 
-def _stop_children(control: socket.socket, children: set[int]) -> None:
+def stop_children(children: set[int], report: Callable[[int, int], None]) -> None:
     """SIGTERM every child, SIGKILL those still running after GRACE_S; report them all."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for pid in children:
@@ -124,13 +130,25 @@ def _stop_children(control: socket.socket, children: set[int]) -> None:
                 os.kill(pid, signum)
         deadline = time.monotonic() + GRACE_S
         while children and time.monotonic() < deadline:
-            _reap(control, children)
+            reap(children, report)
             time.sleep(REAP_S)
 
 
-def _unsafe_to_fork() -> str | None:
-    """Why this process must not fork (a forbidden module imported, threads running), or None."""
-    loaded = [name for name in FORBIDDEN if name in sys.modules]
+def load(preload: Preload) -> None:
+    """Import the preload's modules and load its bundled datasets (cached in this process)."""
+    for module in preload.modules:
+        importlib.import_module(module)
+    if preload.raw_data:
+        from fedgossip.tasks.data import load_raw
+
+        for name in preload.raw_data:
+            with contextlib.suppress(ValueError):  # not installed: each child reports it itself
+                load_raw(name)
+
+
+def unsafe_to_fork(forbidden: Sequence[str] = FORBIDDEN) -> str | None:
+    """Why this process must not fork (a `forbidden` module imported, threads running), or None."""
+    loaded = [name for name in forbidden if name in sys.modules]
     if loaded:
         return f"{', '.join(loaded)} imported before forking"
     threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["main"]
@@ -142,15 +160,8 @@ def _unsafe_to_fork() -> str | None:
 def serve(control: socket.socket, preload: Preload) -> None:
     """Load `preload`, then fork a child per request until the launcher closes the socket."""
     started = time.monotonic()
-    for module in preload.modules:
-        importlib.import_module(module)
-    if preload.raw_data:
-        from fedgossip.tasks.data import load_raw
-
-        for name in preload.raw_data:
-            with contextlib.suppress(ValueError):  # not installed: each peer reports it itself
-                load_raw(name)
-    problem = _unsafe_to_fork()
+    load(preload)
+    problem = unsafe_to_fork()
     if problem:
         _send(control, {"ready": False, "error": problem})
         return
@@ -163,11 +174,15 @@ def serve(control: socket.socket, preload: Preload) -> None:
     )
     _send(control, {"ready": True})
     me, children = os.getpid(), set()
+
+    def report(pid: int, code: int) -> None:
+        _send(control, {"exited": pid, "code": code})
+
     with Shutdown() as shutdown:
         try:
             while True:
                 readable, _, _ = select.select([control], [], [], REAP_S)
-                _reap(control, children)
+                reap(children, report)
                 if not readable:
                     continue
                 data = control.recv(MAX_MESSAGE)
@@ -186,7 +201,7 @@ def serve(control: socket.socket, preload: Preload) -> None:
             pass
         finally:
             shutdown.begin()
-            _stop_children(control, children)
+            stop_children(children, report)
 
 
 if __name__ == "__main__":

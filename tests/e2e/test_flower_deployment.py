@@ -130,3 +130,5 @@ def test_ctrl_c_stops_every_process_and_keeps_finished_rounds(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 1
     assert processes_gone(run) == {}
+    started = json.loads((run / "processes.json").read_text())
+    assert "clientapp-forks" in started, started  # the run's ClientApp fork server, stopped too
