@@ -15,13 +15,12 @@ calls, in order:
                     actor once all are built, so that no actor's peers start their rounds while
                     another's are still reading their data (round 1 waits only round_timeout for
                     the neighbours: peers started seconds apart would run ahead alone)
-    take(timeout, linger, records)
+    take(timeout, linger)
                     -> (events, logs, code): the event lines and log lines produced since the last
-                    call (waiting up to `timeout` for the first, then up to `linger` more until the
-                    reply holds `records` metrics records: the actor's peers record a round within
-                    moments of each other, so one call carries the round's records of all of them,
-                    and a lone peer's record comes at once), and the exit status once every peer
-                    has ended and every line was taken (None before)
+                    call (waiting up to `timeout` for the first, then `linger` more for those that
+                    follow it: one call carries every record of its peers' rounds of that time,
+                    not one call per record), and the exit status once every peer has ended and
+                    every line was taken (None before)
     stop()          stops every peer (the run is stopping); the exit status is then STOPPED
 
 The event lines are those a peer process writes to its stdout (`schema.lines.encode`), so the
@@ -183,17 +182,13 @@ class ActorHost:
             self._code = STOPPED if self._shutdown.stopping else code
             self._lines.put(_END)
 
-    def take(
-        self, timeout: float, linger: float = 0.0, records: int = 1
-    ) -> tuple[list[str], list[str], int | None]:
+    def take(self, timeout: float, linger: float = 0.0) -> tuple[list[str], list[str], int | None]:
         """The event and log lines since the last call (waiting up to `timeout` seconds for the
-        first, then up to `linger` seconds after it until the reply holds `records` metrics
-        records; every line queued by then), and the exit status once the peers have ended and
-        every line was taken."""
+        first, then `linger` seconds more for the lines that follow it; at most MAX_TAKE), and the
+        exit status once the peers have ended and every line was taken."""
         events: list[str] = []
         logs: list[str] = []
         ended = False
-        taken = 0
         with contextlib.suppress(queue.Empty):
             item = self._lines.get(timeout=timeout)
             until = time.monotonic() + linger
@@ -202,11 +197,9 @@ class ActorHost:
                     ended = True
                     break
                 (logs if item[0] == "log" else events).append(item[1])
-                taken += item[0] == RECORD
                 if len(events) + len(logs) >= MAX_TAKE:
                     break
-                wait = 0.0 if taken >= records else max(0.0, until - time.monotonic())
-                item = self._lines.get(timeout=wait)
+                item = self._lines.get(timeout=max(0.0, until - time.monotonic()))
         return events, logs, self._code if ended else None
 
     def stop(self) -> None:

@@ -10,8 +10,8 @@ node's address and free ports there; the launcher writes the node configs with t
 (TLS certificates name each actor's address) and hands each actor its configs and the files they
 name; once every actor has built its peers, all are told to go at once (peers of actors started
 seconds apart would run ahead alone after round 1's timeout). The actors' events and log lines
-come back through `take` calls (one returns the records of all the actor's peers of a round, waiting
-at most TAKE_LINGER_S for them), one pump thread per actor (as a local process's stdout), so the
+come back through `take` calls (one returns the lines of TAKE_LINGER_S after its first: every record of
+its peers' rounds of that time), one pump thread per actor (as a local process's stdout), so the
 launcher's loop, results folder and outcome are the same as in local runs; a dead actor (`ray.kill`,
 its node lost) ends its stream: its peers are dead.
 
@@ -44,8 +44,8 @@ from fedgossip.launcher.supervision.processes import import_path, log_tail
 PLACEMENT_TIMEOUT_S = 120.0  # the cluster reserves the bundles and starts the actors' workers
 CALL_TIMEOUT_S = 60.0  # one call to an actor that answers in a second at most
 TAKE_WAIT_S = 1.0  # how long an actor's take() waits for a line
-TAKE_LINGER_S = 0.05  # and then, at most, for the round's records of the actor's other peers: one
-# call per round, not per peer; a lone peer's record comes at once (the observer reads its model in time)
+TAKE_LINGER_S = 0.2  # and then for the lines that follow: a call carries the records of every round of
+# that time, not one (the peers keep each measured round's model until the observer has read it)
 DIED = -9  # the exit status of a dead actor: as a process killed by SIGKILL
 RAY_INFO = "ray.json"
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes loopback for this machine's address
@@ -231,7 +231,6 @@ class ActorChild:
     ) -> None:
         self.ray, self.name, self.actor, self.pid, self.log_path = ray, name, actor, pid, log_path
         self.code: int | None = None
-        self.peers = len(bundles)
         self.death = ""
         self._terminated = False
         self.built = actor.start.remote(list(bundles))  # ready once the peers are built (RayEngine._go)
@@ -243,7 +242,7 @@ class ActorChild:
         with open(self.log_path, "a") as log:
             while self.code is None:
                 try:
-                    call = self.actor.take.remote(TAKE_WAIT_S, TAKE_LINGER_S, self.peers)
+                    call = self.actor.take.remote(TAKE_WAIT_S, TAKE_LINGER_S)
                     events, logs, code = self.ray.get(call, timeout=CALL_TIMEOUT_S)
                 except errors.GetTimeoutError:
                     continue  # a busy actor: the run's time limit bounds the wait
