@@ -47,15 +47,16 @@ from fedgossip.launcher.flower.clientapp_shim import ADDRESS_ENV, MAX_MESSAGE
 from fedgossip.launcher.flower.supernode_process import call_process
 from fedgossip.launcher.supervision.forkserver import preload_for
 from fedgossip.launcher.supervision.forkserver_process import (
-    SIGNALS,
     Preload,
     exit_status,
+    fork_child,
     load,
+    send,
     stop_children,
     unsafe_to_fork,
 )
 from fedgossip.launcher.supervision.namespaces import enter
-from fedgossip.launcher.supervision.processes import Child, die_with_parent, python_module
+from fedgossip.launcher.supervision.processes import Child, python_module
 
 CLIENTAPP_PARTS = (
     "flwr.supernode.cli.flwr_clientapp",  # after clientapp_process.without_package_init
@@ -82,47 +83,27 @@ def _peer_uid(connection: socket.socket) -> int:
 def _fork(request: dict, fds: list[int], inherited: list[socket.socket | int]) -> int:
     """Fork a child running the ClientApp command for `request` on the shim's stdin/out/err (the
     `inherited` sockets and file descriptors of the server closed)."""
-    server = os.getpid()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            for held in inherited:
-                if isinstance(held, socket.socket):
-                    held.close()
-                else:
-                    os.close(held)
-            for signum in SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            die_with_parent()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-            if os.getppid() != server:  # the server died between fork and prctl
-                os._exit(1)
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-                os.close(fd)
-            if request["env"].get(NETNS_ENV):
-                enter(request["env"][NETNS_ENV])
-            os.chdir(request["cwd"])
-            os.environ.clear()
-            os.environ.update(request["env"])
-            sys.argv = [clientapp_process.__name__, *request["args"]]
-            code = exit_status(clientapp_process.main)
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-    return pid
 
+    def close() -> None:
+        for held in inherited:
+            if isinstance(held, socket.socket):
+                held.close()
+            else:
+                os.close(held)
 
-def _send(connection: socket.socket, message: dict, fds: list[int] | None = None) -> None:
-    with contextlib.suppress(OSError):  # the shim is gone
-        socket.send_fds(connection, [json.dumps(message).encode()], fds or [])
+    def run() -> int:  # pragma: no cover - the child
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        if request["env"].get(NETNS_ENV):
+            enter(request["env"][NETNS_ENV])
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = [clientapp_process.__name__, *request["args"]]
+        return exit_status(clientapp_process.main)
+
+    return fork_child(close, run)
 
 
 class Forks:
@@ -160,7 +141,7 @@ class Forks:
             try:
                 pid = _fork(json.loads(data), fds, [connection, *self.sockets()])
             except OSError as err:
-                _send(connection, {"error": f"fork failed: {err}"})
+                send(connection, {"error": f"fork failed: {err}"})
                 connection.close()
                 return
         finally:
@@ -168,7 +149,7 @@ class Forks:
                 os.close(fd)
         pidfd = os.pidfd_open(pid)
         self.children[pid] = (pidfd, connection)
-        _send(connection, {"pid": pid}, [pidfd])
+        send(connection, {"pid": pid}, [pidfd])
 
     def shim_closed(self, pid: int) -> None:
         """The shim of `pid` went away (killed): stop its child."""
@@ -184,7 +165,7 @@ class Forks:
         pidfd, shim = self.children.pop(pid)
         os.close(pidfd)
         if shim is not None:
-            _send(shim, {"exit": code})
+            send(shim, {"exit": code})
             shim.close()
 
     def step(self) -> None:

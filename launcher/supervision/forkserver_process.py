@@ -66,10 +66,11 @@ def exit_status(main: Callable[[], object]) -> int:  # pragma: no cover - runs i
     return 0
 
 
-def _fork(request: dict, control: socket.socket, server_pid: int) -> tuple[int, int]:
-    """Fork one child for `request`; returns its PID and the read end of its stdout pipe."""
-    read, write = os.pipe()
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def fork_child(close: Callable[[], None], run: Callable[[], int]) -> int:
+    """Fork a child of this server; returns its PID. The child closes what the server held
+    (`close`), takes the default signal dispositions, dies with the server (or exits at once if the
+    server died before it could ask), then `run()` is its exit status: it never returns here."""
+    server = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
@@ -77,36 +78,52 @@ def _fork(request: dict, control: socket.socket, server_pid: int) -> tuple[int, 
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
-            control.close()
-            os.close(read)
+            close()
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             die_with_parent()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-            if os.getppid() != server_pid:  # the server died between fork and prctl
+            if os.getppid() != server:  # the server died between fork and prctl
                 os._exit(1)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            for fd, target in ((devnull, 0), (write, 1), (log, 2)):
-                os.dup2(fd, target)
-                os.close(fd)
-            os.environ.update(request["env"])
-            if request.get("netns"):
-                enter(request["netns"])
-            code = run_module(request["module"], request["args"])
+            code = run()
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    return pid
+
+
+def _fork(request: dict, control: socket.socket) -> tuple[int, int]:
+    """Fork one child for `request`; returns its PID and the read end of its stdout pipe."""
+    read, write = os.pipe()
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def close() -> None:
+        control.close()
+        os.close(read)
+
+    def run() -> int:  # pragma: no cover - the child
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((devnull, 0), (write, 1), (log, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.update(request["env"])
+        if request.get("netns"):
+            enter(request["netns"])
+        return run_module(request["module"], request["args"])
+
+    pid = fork_child(close, run)
     os.close(write)
     os.close(log)
     return pid, read
 
 
-def _send(control: socket.socket, message: dict, fds: Iterable[int] = ()) -> None:
-    with contextlib.suppress(OSError):  # the launcher is gone: nothing to tell
-        socket.send_fds(control, [json.dumps(message).encode()], list(fds))
+def send(connection: socket.socket, message: dict, fds: Iterable[int] = ()) -> None:
+    """Send `message` (JSON) and `fds` on `connection`; nothing if the other end is gone."""
+    with contextlib.suppress(OSError):
+        socket.send_fds(connection, [json.dumps(message).encode()], list(fds))
 
 
 def reap(children: set[int], report: Callable[[int, int], None]) -> None:
@@ -163,7 +180,7 @@ def serve(control: socket.socket, preload: Preload) -> None:
     load(preload)
     problem = unsafe_to_fork()
     if problem:
-        _send(control, {"ready": False, "error": problem})
+        send(control, {"ready": False, "error": problem})
         return
     gc.collect()
     gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
@@ -172,11 +189,11 @@ def serve(control: socket.socket, preload: Preload) -> None:
         file=sys.stderr,
         flush=True,
     )
-    _send(control, {"ready": True})
-    me, children = os.getpid(), set()
+    send(control, {"ready": True})
+    children = set()
 
     def report(pid: int, code: int) -> None:
-        _send(control, {"exited": pid, "code": code})
+        send(control, {"exited": pid, "code": code})
 
     with Shutdown() as shutdown:
         try:
@@ -190,12 +207,12 @@ def serve(control: socket.socket, preload: Preload) -> None:
                     break
                 request = json.loads(data)
                 try:
-                    pid, read = _fork(request, control, me)
+                    pid, read = _fork(request, control)
                 except OSError as err:
-                    _send(control, {"forked": None, "error": f"fork failed: {err}"})
+                    send(control, {"forked": None, "error": f"fork failed: {err}"})
                     continue
                 children.add(pid)
-                _send(control, {"forked": request["fork"], "pid": pid}, [read])
+                send(control, {"forked": request["fork"], "pid": pid}, [read])
                 os.close(read)
         except KeyboardInterrupt:  # SIGTERM: the launcher died (parent-death signal) or stops us
             pass
