@@ -371,8 +371,9 @@ def early_fork_server(preload: Preload | None, env: Mapping[str, str]) -> Iterat
     """For the block, a fork server started now with `preload` and `env` (None: none), so that it
     imports (torch...) while the launcher imports its own modules and prepares the run;
     `start_fork_server` with the same preload and env adopts it. One not adopted is stopped at the
-    end of the block (it forked nothing)."""
-    if preload is None:
+    end of the block (it forked nothing). Inside the block of one already started with them (the
+    CLI's, before it imports the launcher), nothing is started."""
+    if preload is None or any(s.preload == preload and s.env == dict(env) for s in _early):
         yield
         return
     server = ForkServer(preload, env)

@@ -109,6 +109,12 @@ def test_an_early_fork_server_is_adopted_by_its_run_and_stopped_by_any_other(tmp
     with early_fork_server(preload, env):
         early = fork_server_started()
     early.wait(30)  # never adopted (the run failed before its engine): stopped with the block
+    with early_fork_server(preload, env):  # the CLI's, then the run's own (`execute`) inside it
+        early = fork_server_started()
+        with early_fork_server(preload, env):
+            with start_fork_server(preload, tmp_path / "nested.log", env) as server:
+                assert server.process.pid == early.pid  # one server started, and adopted
+            assert [c.pid for c in psutil.Process().children() if "forkserver" in " ".join(c.cmdline())] == []
 
 
 @pytest.mark.timeout(120)
