@@ -8,6 +8,7 @@ raise ValueError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import types
@@ -332,7 +333,7 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
 
 def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a nested dict (parsed TOML) into an ExperimentConfig."""
-    hints = typing.get_type_hints(ExperimentConfig)
+    hints = field_hints(ExperimentConfig)
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ValueError(f"unknown section [{unknown[0]}]; known: {', '.join(hints)}")
@@ -346,13 +347,28 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
 
 def build_section(cls: type, table: Mapping[str, Any], name: str) -> Any:
     """Build dataclass `cls` from a TOML table, checking key names and value types."""
-    every_hint = typing.get_type_hints(cls)  # the class variables too (section_name, constraints)
-    hints = {f.name: every_hint[f.name] for f in dataclasses.fields(cls)}
+    hints = field_hints(cls)
     unknown = sorted(set(table) - set(hints))
     if unknown:
         raise ValueError(f"unknown key {name}.{unknown[0]}; known: {', '.join(hints)}")
     values = {key: _coerce(value, hints[key], f"{name}.{key}") for key, value in table.items()}
     return cls(**values)
+
+
+@functools.cache
+def field_hints(cls: type) -> dict[str, Any]:
+    """The type hint of each field of dataclass `cls`, resolved once per class and process (do not
+    modify it): `typing.get_type_hints` compiles every annotation of the class, 17 ms for a
+    config's sections, which every peer process paid to read its node config."""
+    every_hint = typing.get_type_hints(cls)  # the class variables too (section_name, constraints)
+    return {f.name: every_hint[f.name] for f in dataclasses.fields(cls)}
+
+
+def _resolve_section_hints() -> None:
+    """Resolve every section's hints now, at import: the fork server imports this module, so the
+    peers it forks read their node configs without resolving them again."""
+    for hint in field_hints(ExperimentConfig).values():
+        field_hints(_section_class(hint))
 
 
 def dump_toml(config: ExperimentConfig) -> str:
@@ -444,3 +460,6 @@ def _type_name(option: Any) -> str:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+_resolve_section_hints()

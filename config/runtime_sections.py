@@ -69,14 +69,14 @@ def is_ray_address(address: object) -> bool:
 class LauncherSection(Constrained):
     """Where and how the launcher starts gossip node processes.
 
-    engine: "local" (processes on this machine), "ray" (one Ray actor per node process, spread
-    over a Ray cluster's machines: launcher/gossip/ray_engine.py) or "simulation" (the virtual-time
+    engine: "local" (processes on this machine), "ray" (one Ray actor per node process, spread over
+    a Ray cluster's machines: launcher/gossip/ray_engine.py) or "simulation" (the virtual-time
     engine: every peer in one process on a virtual clock, client/gossip/virtual.py). fork_server
-    (local and simulation engines): fork them
-    from one parent that has imported numpy, torch and the task code (never grpc) instead of
-    starting each afresh: start-up in a fraction of a second, the imported code shared
-    copy-on-write. ray_address (ray engine): "auto" (the cluster `ray start` runs on this
-    machine), HOST:PORT of a cluster's head, or "" (start a Ray of this machine alone).
+    (local and simulation engines): fork them from one parent that has imported numpy, torch, the
+    task code and the peer's own (gRPC's too, no gRPC state) instead of starting each afresh:
+    start-up in a fraction of a second, the imported code shared copy-on-write. ray_address (ray
+    engine): "auto" (the cluster `ray start` runs on this machine), HOST:PORT of a cluster's head,
+    or "" (start a Ray of this machine alone).
     simulation_threads (simulation engine, sync gossip): how many peers train, then collect,
     merge and evaluate, at once (each with task.threads torch threads; 2: a 2-core machine's
     cores); the records do not depend on it.

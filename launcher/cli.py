@@ -36,7 +36,6 @@ def _clear_errors() -> Iterator[None]:
     `error: ...` and exit 2, a launcher that could not start the run `failed: ...` and exit 1,
     never a traceback."""
     from fedgossip.launcher.runs.outcome import LaunchError
-    from fedgossip.launcher.runs.results import os_error_text
 
     try:
         yield
@@ -46,6 +45,8 @@ def _clear_errors() -> Iterator[None]:
     except ValueError as err:
         _fail(str(err))
     except OSError as err:
+        from fedgossip.launcher.runs.results import os_error_text  # imports the reports: when needed
+
         _fail(os_error_text(err))
 
 
@@ -85,12 +86,16 @@ def run(
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
-    from fedgossip.launcher.experiments.run import execute
-    from fedgossip.reports.tracking import Track
+    from fedgossip.launcher.gossip.placement import early_start
 
     with _clear_errors():
-        tracked = None if track is None else Track(track, track_uri)
-        _, _, code = execute(load_config(config, set_), out, console, tracked)
+        loaded = load_config(config, set_)
+        with early_start(loaded):  # the fork server imports torch while this process imports the rest
+            from fedgossip.launcher.experiments.run import execute
+            from fedgossip.reports.tracking import Track
+
+            tracked = None if track is None else Track(track, track_uri)
+            _, _, code = execute(loaded, out, console, tracked)
     raise typer.Exit(code)
 
 

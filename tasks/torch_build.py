@@ -35,6 +35,18 @@ RNG_LOCK = threading.RLock()
 peers of one process (`nodes.per_process`) must not swap it under each other's feet."""
 
 
+def seed_global(seed: int, device: torch.device) -> None:
+    """Seed torch's global random state for a node training on `device`: on the CPU its generator
+    alone (the state `torch.manual_seed` gives it, bit for bit), since `torch.manual_seed` also
+    queues the seeding of CUDA's, XPU's and MTIA's generators for their lazy start, formatting a
+    stack trace for each (6-22 ms, once per peer process); on another device all of them, as
+    `torch.manual_seed` does."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def _construct(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """Call the factory on a forked torch RNG seeded with `seed`: its own random draws are
     reproducible and the global random state is left as it was. (Building on the meta device
@@ -45,7 +57,7 @@ def _construct(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int,
     factory = resolve_factory(entry.path)
     options = {name: getattr(task, name) for name in entry.options}
     with RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_global(seed, select_device(task.device))
         try:
             module = factory(tuple(input_shape), num_classes, **options)
         except ValueError as err:

@@ -25,8 +25,11 @@ from fedgossip.proto import gossip_pb2, gossip_pb2_grpc
 from fedgossip.scenario.attacks import ModelAttack
 from fedgossip.scenario.roles import Events
 
-# with churn, a neighbour that crashed comes back within a second, not after gRPC's growing backoff
-QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+# a neighbour not listening yet (the peers of a run start within a second or so of each other) or
+# that crashed and serves again is reconnected within 0.1-0.5 s, not after gRPC's own backoff (1 s
+# at first, growing to 2 min): a first push that found its neighbour not yet serving held round 1
+# of the quickstart 0.7-1.1 s
+QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 class Links:
@@ -56,7 +59,7 @@ class Links:
         self.inbox = inbox
         self.attack = attack
         self.compression = compression
-        options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
+        options = CHANNEL_OPTIONS + QUICK_RECONNECT
         self.channels = open_channels(neighbours, channel_credentials(config.peer), options)
         self.stubs = {node: push_stub(c) for node, c in self.channels.items()}
         self.metadata = {node: call_metadata(token, keys, node) for node in neighbours}

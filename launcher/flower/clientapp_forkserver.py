@@ -220,7 +220,7 @@ def serve(address: str, preload: Preload) -> None:
     call_process(NAME)
     clientapp_process.without_package_init(clientapp_process.PACKAGE)
     load(preload)
-    problem = unsafe_to_fork(forbidden=())
+    problem = unsafe_to_fork()
     if problem:
         print(f"{NAME} {os.getpid()}: not serving ({problem}); the ClientApps start afresh", file=sys.stderr)
         return

@@ -162,9 +162,9 @@ class ConsensusObserver:
         self._heard = dict.fromkeys(access.addresses, time.monotonic())  # when its last record came
         self._written: set[int] = set()
         self._specs: list[TensorSpec] | None = None
-        # with churn, a peer that crashed is reconnected within a second of serving again, and a
-        # fetch waits for the connection (until its timeout) instead of failing at once
-        options = CHANNEL_OPTIONS + (QUICK_RECONNECT if config.scenario.churn else [])
+        # a peer not serving yet, or that crashed, is reconnected within a second of serving (again),
+        # and a fetch waits for the connection (until its timeout) instead of failing at once
+        options = CHANNEL_OPTIONS + QUICK_RECONNECT
         self._channels = open_channels(access.addresses, access.credentials, options)
         self._stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self._channels.items()}
         self._pool = futures.ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="consensus")

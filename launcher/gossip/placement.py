@@ -10,13 +10,11 @@ import queue
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedgossip.base.ports import LOOPBACK, free_ports
 from fedgossip.config import ExperimentConfig
-from fedgossip.launcher.network.hosts import RunHosts
 from fedgossip.launcher.runs.engines import NodeProcess, ProcessGroup
-from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.launcher.supervision.forkserver import (
     ForkedChild,
     early_fork_server,
@@ -26,6 +24,10 @@ from fedgossip.launcher.supervision.forkserver import (
 from fedgossip.launcher.supervision.forkserver_process import Preload
 from fedgossip.launcher.supervision.namespaces import in_namespace
 from fedgossip.launcher.supervision.processes import Child, child_env, python_module
+
+if TYPE_CHECKING:  # imported when used: the CLI starts the fork server (`early_start`) before them
+    from fedgossip.launcher.network.hosts import RunHosts
+    from fedgossip.launcher.runs.results import ResultsFolder
 
 
 class Starter(Protocol):
@@ -129,6 +131,8 @@ def local_engine(
     with contextlib.ExitStack() as stack:
         hosts = None
         if config.launcher.network == "namespaces":
+            from fedgossip.launcher.network.hosts import RunHosts
+
             hosts = stack.enter_context(RunHosts(config, results))
         start = stack.enter_context(node_starter(config, results, lines))
         yield LocalEngine(start, results.logs, hosts)

@@ -1,15 +1,17 @@
 """The fork server: node processes forked from one pre-imported parent instead of started afresh.
 
-A fresh peer process spends most of its start-up importing numpy, torch and the task code, and
-holds its own copy of all of it. The fork server imports them once (`preload`, never grpc: gRPC's
-core keeps threads and polling state that a fork would copy half-made; each child creates its own
-gRPC state after the fork), freezes its heap out of the garbage collector's reach (`gc.freeze`,
-so the children's collections do not dirty the shared pages) and forks one child per request, which
-then runs `python -m MODULE ARGS` (runpy), exactly the code a fresh process runs. The children
-share the imported code copy-on-write: less memory (PSS) and a start-up of a fraction of a second.
-A run starts its fork server first (`early_fork_server`: its imports, torch's above all, then run
-on the other core while the launcher imports its own modules and prepares the run) and its engine
-adopts it (`start_fork_server`), which then names its log file in the run's folder.
+A fresh peer process spends most of its start-up importing numpy, torch and the task code, and holds
+its own copy of all of it. The fork server imports them once (`preload`: with the peer's own modules
+and gRPC's, whose import makes no gRPC state; a channel or server would start gRPC's core's threads
+and polling state, which a fork would copy half-made, so the server refuses to fork with any thread
+running and each child creates its own gRPC state after the fork), freezes its heap out of the
+garbage collector's reach (`gc.freeze`, so the children's collections do not dirty the shared pages)
+and forks one child per request, which then runs `python -m MODULE ARGS` (runpy), exactly the code a
+fresh process runs. The children share the imported code copy-on-write: less memory (PSS) and a
+start-up of a fraction of a second. A run starts its fork server first (`early_fork_server`: its
+imports, torch's above all, then run on the other core while the launcher imports its own modules
+and prepares the run) and its engine adopts it (`start_fork_server`), which then names its log file
+in the run's folder.
 
 The launcher keeps the same contract as for `Child` (launcher/supervision/processes.py): each child's stdout
 is a pipe the launcher reads lines from (passed back over the control socket, SCM_RIGHTS), its
@@ -68,15 +70,22 @@ PEER_MODULES = (  # what every gossip peer imports, the model's family's modules
     "fedgossip.config",
     "fedgossip.tasks",
 )
-PEER_PARTS = (
-    "fedgossip.client.gossip.transport.identity",
+PEER_PARTS = (  # the modules a gossip peer (client/gossip/peer.py) and a host of several import
+    "fedgossip.client.gossip.async_schedule",
+    "fedgossip.client.gossip.crash",
+    "fedgossip.client.gossip.handoff",
     "fedgossip.client.gossip.merge",
+    "fedgossip.client.gossip.private_sharing",
+    "fedgossip.client.gossip.resampling",
+    "fedgossip.client.gossip.round_record",
+    "fedgossip.client.gossip.rounds",
+    "fedgossip.client.gossip.sync_schedule",
+    "fedgossip.client.gossip.ticks",
+    "fedgossip.client.gossip.transports",
+    "fedgossip.client.gossip.transport.security",
+    "fedgossip.scenario.churn",
     "fedgossip.strategies.diagnostics",
-    "fedgossip.proto.gossip_pb2",
     "fedgossip.schema.records",
-    "fedgossip.schema.lines",
-    "fedgossip.schema.events",
-    "fedgossip.base.signals",
 )
 
 
@@ -362,8 +371,9 @@ def early_fork_server(preload: Preload | None, env: Mapping[str, str]) -> Iterat
     """For the block, a fork server started now with `preload` and `env` (None: none), so that it
     imports (torch...) while the launcher imports its own modules and prepares the run;
     `start_fork_server` with the same preload and env adopts it. One not adopted is stopped at the
-    end of the block (it forked nothing)."""
-    if preload is None:
+    end of the block (it forked nothing). Inside the block of one already started with them (the
+    CLI's, before it imports the launcher), nothing is started."""
+    if preload is None or any(s.preload == preload and s.env == dict(env) for s in _early):
         yield
         return
     server = ForkServer(preload, env)

@@ -31,7 +31,6 @@ GRACE_S = 5.0
 REAP_S = 0.05  # how often the server looks for exited children
 MAX_MESSAGE = 1 << 16
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
-FORBIDDEN = ("grpc",)  # never imported before a fork
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,12 @@ def load(preload: Preload) -> None:
                 load_raw(name)
 
 
-def unsafe_to_fork(forbidden: Sequence[str] = FORBIDDEN) -> str | None:
-    """Why this process must not fork (a `forbidden` module imported, threads running), or None."""
-    loaded = [name for name in forbidden if name in sys.modules]
-    if loaded:
-        return f"{', '.join(loaded)} imported before forking"
+def unsafe_to_fork() -> str | None:
+    """Why this process must not fork (threads running after the imports), or None.
+
+    gRPC may be imported (its import starts no thread and no gRPC state: the supported way to fork
+    without exec is before any channel or server exists); a channel or a server would start gRPC's
+    threads, which this check refuses like any other thread."""
     threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["main"]
     if len(threads) > 1 or threading.active_count() > 1:
         return f"{len(threads)} threads run after the imports (set OMP_NUM_THREADS=1?): forking is unsafe"

@@ -56,6 +56,29 @@ def test_forked_peers_give_bit_identical_metrics_to_fresh_ones(tmp_path):
     assert runs["true"] == runs["false"]  # losses and accuracies to the last bit
 
 
+PRELOADED = """
+import json, sys
+from fedgossip.launcher.supervision.forkserver import preload_for
+from fedgossip.launcher.supervision.forkserver_process import load, unsafe_to_fork
+load(preload_for("mlp", "digits"))
+problem, before = unsafe_to_fork(), set(sys.modules)
+import fedgossip.client.gossip.host, fedgossip.client.gossip.peer
+print(json.dumps([problem, "grpc" in before, sorted(set(sys.modules) - before)]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_preload_holds_every_module_of_a_peer_and_grpc_yet_no_thread():
+    done = subprocess.run(
+        [sys.executable, "-c", PRELOADED], capture_output=True, text=True, env=child_env(1), timeout=100
+    )
+    assert done.returncode == 0, done.stderr
+    problem, grpc_loaded, imported = json.loads(done.stdout)
+    assert problem is None  # gRPC's import started no thread: forking stays safe
+    assert grpc_loaded
+    assert imported == ["fedgossip.client.gossip.host", "fedgossip.client.gossip.peer"]  # the rest: preloaded
+
+
 def fork_server_started() -> psutil.Process:
     """This process's fork server child, once it runs."""
 
@@ -86,6 +109,12 @@ def test_an_early_fork_server_is_adopted_by_its_run_and_stopped_by_any_other(tmp
     with early_fork_server(preload, env):
         early = fork_server_started()
     early.wait(30)  # never adopted (the run failed before its engine): stopped with the block
+    with early_fork_server(preload, env):  # the CLI's, then the run's own (`execute`) inside it
+        early = fork_server_started()
+        with early_fork_server(preload, env):
+            with start_fork_server(preload, tmp_path / "nested.log", env) as server:
+                assert server.process.pid == early.pid  # one server started, and adopted
+            assert [c.pid for c in psutil.Process().children() if "forkserver" in " ".join(c.cmdline())] == []
 
 
 @pytest.mark.timeout(120)

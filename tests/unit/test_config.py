@@ -155,3 +155,17 @@ def test_experiment_name_must_be_a_plain_file_name(name, problem):
 def test_good_names_still_pass():
     for name in ("my run", "vca-8.ring", "é [x] :smile:", "x" * 100):
         assert config_from_dict({"experiment": {"name": name}}).experiment.name == name
+
+
+def test_reading_a_config_resolves_no_type_hint_again(monkeypatch):
+    """Each section's hints are resolved once, at import (the fork server's children inherit them):
+    parsing a node config calls typing.get_type_hints no more."""
+    expected = load_config(None, ["nodes.count=5", "task.learning_rate=0.1"])
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("typing.get_type_hints called while reading a config")
+
+    monkeypatch.setattr(typing, "get_type_hints", refuse)
+    assert load_config(None, ["nodes.count=5", "task.learning_rate=0.1"]) == expected
+    with pytest.raises(ValueError, match=r"unknown key nodes\.colour"):
+        load_config(None, ["nodes.colour=1"])

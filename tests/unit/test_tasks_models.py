@@ -172,3 +172,19 @@ def test_shuffle_state_carries_the_epoch_order_across_rebuilt_learners():
     rebuilt.train()
     for a, b in zip(kept.get_weights(), rebuilt.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**40 + 3])
+def test_seeding_for_the_cpu_gives_torch_manual_seeds_generator_state_bit_for_bit(seed):
+    from fedgossip.tasks.torch_build import seed_global
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        expected = torch.get_rng_state()
+        seed_global(seed + 1, torch.device("cpu"))
+        assert not torch.equal(torch.get_rng_state(), expected)
+        seed_global(seed, torch.device("cpu"))
+        assert torch.equal(torch.get_rng_state(), expected)
+        first = torch.rand(5)
+        torch.manual_seed(seed)
+        assert torch.equal(torch.rand(5), first)

@@ -2,9 +2,9 @@
 peer the process hosts run on it, so a process has one gRPC stack and no thread per push.
 
 The loop's thread starts lazily, on first use: never in the fork server (it must not run threads
-nor import grpc before forking), so each forked child starts its own. This module imports no
-grpc. Synchronous code (the round loops) hands coroutines to the loop with `submit` (a concurrent
-future) or `call` (waits for the result, with a timeout).
+before forking; it may import grpc, which starts none), so each forked child starts its own. This
+module imports no grpc. Synchronous code (the round loops) hands coroutines to the loop with
+`submit` (a concurrent future) or `call` (waits for the result, with a timeout).
 """
 
 from __future__ import annotations
