@@ -85,12 +85,13 @@ def run(
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
+    from fedgossip.launcher import STARTED
     from fedgossip.launcher.experiments.run import execute
     from fedgossip.reports.tracking import Track
 
     with _clear_errors():
         tracked = None if track is None else Track(track, track_uri)
-        _, _, code = execute(load_config(config, set_), out, console, tracked)
+        _, _, code = execute(load_config(config, set_), out, console, tracked, started=STARTED)
     raise typer.Exit(code)
 
 
