@@ -9,5 +9,10 @@ and Flower's processes among those forked so).
 """
 
 import os
+import time
+
+STARTED = time.time()
+"""When this process imported the launcher: for the `fedgossip` command, its start (only the
+interpreter's own start comes before), where its run's clock starts (`execute`)."""
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

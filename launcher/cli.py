@@ -86,6 +86,7 @@ def run(
 ) -> None:
     """Run one experiment (gossip or Flower) and write its results folder."""
     from fedgossip.config import load_config
+    from fedgossip.launcher import STARTED
     from fedgossip.launcher.gossip.placement import early_start
 
     with _clear_errors():
@@ -95,7 +96,7 @@ def run(
             from fedgossip.reports.tracking import Track
 
             tracked = None if track is None else Track(track, track_uri)
-            _, _, code = execute(loaded, out, console, tracked)
+            _, _, code = execute(loaded, out, console, tracked, started=STARTED)
     raise typer.Exit(code)
 
 

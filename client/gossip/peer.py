@@ -18,7 +18,8 @@ checked once, where it enters (`transport.wire`, `transport.service`); the parts
 
 Under a launcher that measures the consensus distance (`experiment.consensus_every`), the peer
 also keeps the models of measured rounds until the observer has read them and, after its last
-round, waits (up to OBSERVER_WAIT_S) until the observer has read its last model.
+round, waits (up to OBSERVER_WAIT_S) until the observer has read its last model or said it will
+not (its read failed).
 
 Run one by hand with `fedgossip peer NODE.toml`, or `python -m fedgossip.client.gossip.peer NODE.toml`.
 """
@@ -80,7 +81,8 @@ SCHEDULES: dict[str, type[SyncRounds | AsyncLoop | TickLoop]] = {
 }
 
 # how long a finished peer keeps serving for the observer to read its last model: a launcher short
-# of CPU reads the records late (28 s after the peers' last round, quickstart at load 30)
+# of CPU reads the records late (28 s after the peers' last round, quickstart at load 30); an
+# observer whose read fails says so at once (`service.DONE_KEY`), so the bound is for a lost observer
 OBSERVER_WAIT_S = 60.0
 
 
@@ -203,7 +205,8 @@ class GossipPeer:
             self.attack.remember(model)
 
     def finish(self, emit: Emit) -> None:
-        """After the last round: the last events, state "done", and (observed) the observer's read."""
+        """After the last round: the last events, state "done", and (observed) the observer's read
+        of the last model (or its word that it will not read it)."""
         self.records.emit_events(emit)
         self.service.state = "done"
         if self.observed:

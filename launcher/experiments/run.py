@@ -36,37 +36,55 @@ EXIT_CODES = {"complete": 0, "failed": 1, "partial": 3, "degraded": 3, "interrup
 
 
 def execute(
-    config: ExperimentConfig, out: str | Path | None, console: Console, track: Track | None = None
+    config: ExperimentConfig,
+    out: str | Path | None,
+    console: Console,
+    track: Track | None = None,
+    started: float | None = None,
 ) -> tuple[Path, dict, int]:
     """`fedgossip run [--track ...]`: run `config` into `out` (default results/NAME-TIME); the
-    folder, the summary and the exit status. The one path of the CLI and the Python API."""
+    folder, the summary and the exit status. The one path of the CLI and the Python API. The run's
+    clock (time_s, startup_s, wall_time_s) starts at `started` (the command's start), or now: before
+    its fork server starts, so the time it takes the launcher to prepare the run counts."""
+    started = time.time() if started is None else started
     folder = Path(out) if out is not None else default_out_dir(config)
     # the fork server imports torch while this process imports the rest and pyplot (for the figures)
     with early_start(config), pyplot_imported_in_background():
-        summary, code = run_experiment(config, folder, console, track)
+        summary, code = run_experiment(config, folder, console, track, started)
     return folder, summary, code
 
 
 def run_experiment(
-    config: ExperimentConfig, out_dir: Path, console: Console, track: Track | None = None
+    config: ExperimentConfig,
+    out_dir: Path,
+    console: Console,
+    track: Track | None = None,
+    started: float | None = None,
 ) -> tuple[dict, int]:
     """Run `config` into `out_dir`; return the summary and the process exit status.
 
     A run that fails before any node recorded anything (topology, ports, certificates, the fork
     server: LaunchError) leaves no results folder behind; one whose metrics cannot be written (a
     full disk) stops and is "failed". The folder is claimed for the whole run: another command
-    into it is refused (ValueError). With `track`, every record is also sent to that tracker."""
+    into it is refused (ValueError). With `track`, every record is also sent to that tracker. The
+    run's clock starts at `started` (epoch seconds; None: now)."""
+    started = time.time() if started is None else started
     check_memory(config)
     check_network(config)
     results = ResultsFolder(out_dir, config)
     try:
-        return _run_into(config, results, out_dir, console, track)
+        return _run_into(config, results, out_dir, console, track, started)
     finally:
         results.close()  # and the claim released, however the run ended
 
 
 def _run_into(
-    config: ExperimentConfig, results: ResultsFolder, out_dir: Path, console: Console, track: Track | None
+    config: ExperimentConfig,
+    results: ResultsFolder,
+    out_dir: Path,
+    console: Console,
+    track: Track | None,
+    started: float,
 ) -> tuple[dict, int]:
     """`run_experiment` once its results folder is claimed."""
     if results.stale is not None:
@@ -83,12 +101,11 @@ def _run_into(
     tracking = None if track is None else Tracking(track, results.path, config)
     if tracking is not None:
         results.listeners.append(tracking.record)
-    started = time.time()
     with Shutdown() as shutdown:  # SIGTERM takes Ctrl-C's path; signals during the shutdown are ignored
         try:
             config = prepare_shards(config, results.path)  # config.toml keeps the config as given
             config.privacy.check_model(config.task, config.nodes.count, config.experiment.seed)
-            outcome = _runtime(config)(config, results, console)
+            outcome = _runtime(config)(config, results, console, started)
         except KeyboardInterrupt:
             outcome = Outcome(status="interrupted", wall_time_s=time.time() - started)
             console.print("[yellow]interrupted: every node process was stopped; finished rounds are kept[/]")

@@ -60,8 +60,12 @@ from fedgossip.launcher.supervision.processes import Child, python_module
 
 CLIENTAPP_PARTS = (
     "flwr.supernode.cli.flwr_clientapp",  # after clientapp_process.without_package_init
+    # httpx imports it at its first client, the ClientApp's to its SuperNode: 20-100 ms a message
+    "httpcore",
     "fedgossip.client.flower_app",
-    "fedgossip.scenario.attacks",  # imported by the ClientApp at its first message
+    # imported by the ClientApp at its first message (roles: 15-60 ms a message, with schema's modules)
+    "fedgossip.scenario.attacks",
+    "fedgossip.scenario.roles",
 )
 NAME = "clientapp-forks"  # the process name ps shows
 NETNS_ENV = "FEDGOSSIP_CLIENTAPP_NETNS"

@@ -91,8 +91,11 @@ class EventSink:
             self.info.update({f"serverapp_{k}": v for k, v in event.items() if k != "type"})
 
 
-def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
-    """Run the Flower experiment on its configured engine and return the outcome. The strategy's
+def run_flower(
+    config: ExperimentConfig, results: ResultsFolder, console: Console, started: float | None = None
+) -> Outcome:
+    """Run the Flower experiment on its configured engine and return the outcome; the run's clock
+    (time_s, startup_s, wall_time_s) starts at `started` (`execute`'s; None: now). The strategy's
     arguments are checked first (ValueError: too few nodes per round for krum, also in the
     emptiest round under churn; a user's rule that does not import), as the ServerApp will, so
     that a bad config starts nothing."""
@@ -103,7 +106,7 @@ def run_flower(config: ExperimentConfig, results: ResultsFolder, console: Consol
     strategy_arguments(config)
     plan = churn_plan(config)
     check_churn(config, plan)
-    started = time.time()
+    started = time.time() if started is None else started
     outcome = FlowerOutcome()
     per_round = _nodes_per_round(config)
     security = config.security

@@ -7,7 +7,8 @@ keeps the model of each measured round until the observer has read it (within
 background pool fetches that model with GetModel, under the observer's credentials (accepted by
 peers for GetModel only, never for a push), and checks the round the peer says it is (a peer
 further behind than its bound serves its current model: one of a later measured round is kept for
-that round; a peer's last model is read before it exits). Once every
+that round; a peer's last model is read before it exits, and a peer whose last read failed is told
+so, `service.DONE_KEY`, so that it need not wait for it). Once every
 peer is accounted for (fetched, not answering, moved on to another round, or gone), one line goes
 to `consensus.jsonl`:
 
@@ -54,7 +55,7 @@ from fedgossip.client.gossip.transport.identity import (
     read_observer_secret,
 )
 from fedgossip.client.gossip.transport.sender import close_channels, open_channels
-from fedgossip.client.gossip.transport.service import ROUND_KEY
+from fedgossip.client.gossip.transport.service import DONE_KEY, ROUND_KEY
 from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, ModelAssembler, ModelMessage, WireError
 from fedgossip.config import ExperimentConfig, PeerSection
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -182,6 +183,8 @@ class ConsensusObserver:
             self._heard[node] = time.monotonic()
             if not self.wanted(round_) or round_ in self._written:  # written without it: too many pending
                 self._write_complete()  # rounds it jumped over are complete without it
+                if round_ == self.last:  # the peer waits for a read that will not come
+                    self._pool.submit(self._release, node)
                 return
             entry = self._rounds.setdefault(round_, _Round())
             entry.asked.add(node)
@@ -226,6 +229,31 @@ class ConsensusObserver:
                 else:
                     entry.models[node] = arrays
             self._write_complete()
+        if round_ == self.last and served != round_:  # the peer waits for this read: let it go
+            self._release(node)
+
+    def _release(self, node: int) -> None:
+        """Tell finished peer `node` that its last model will not be read (the read failed, or
+        its round was written without it), so that it exits now rather than when its wait for
+        the read ends (`client.gossip.peer.OBSERVER_WAIT_S`). Best effort: a peer that does not
+        answer this either is one the launcher could not reach, and its wait stays bounded."""
+        with self._lock:
+            if node in self._gone:
+                return
+        metadata = (*self.access.metadata, (DONE_KEY, "1"))
+
+        async def release() -> None:
+            stream = self._stubs[node].GetModel(
+                gossip_pb2.GetModelRequest(), timeout=self.timeout, metadata=metadata
+            )
+            async for _ in stream:  # nothing is served
+                pass
+
+        try:
+            loop.call(release(), self.timeout + LOOP_SLACK_S)
+        except (grpc.RpcError, TimeoutError) as err:
+            detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
+            log.debug("consensus: node %d was not told its last model is not read: %s", node, detail)
 
     def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
         """The round and the tensors of `node`'s model of `round_` (its current model if it no

@@ -133,9 +133,12 @@ def peer_section(
     )
 
 
-def run_gossip(config: ExperimentConfig, results: ResultsFolder, console: Console) -> Outcome:
-    """Run all peers to the end (or until they die) and return the outcome."""
-    started = time.time()
+def run_gossip(
+    config: ExperimentConfig, results: ResultsFolder, console: Console, started: float | None = None
+) -> Outcome:
+    """Run all peers to the end (or until they die) and return the outcome; the run's clock
+    (time_s, startup_s, wall_time_s) starts at `started` (`execute`'s; None: now)."""
+    started = time.time() if started is None else started
     outcome = Outcome()
     count, rounds = config.nodes.count, config.experiment.rounds
     lines: queue.Queue = queue.Queue()

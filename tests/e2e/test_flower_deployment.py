@@ -6,8 +6,10 @@ started) is gone afterwards; `fedgossip run` has its own timeout and is killed o
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import tomllib
 
 from fedgossip.base.flower_protocol import load_model
 from fedgossip.reports import read_records
@@ -25,6 +27,7 @@ from tests.support import (
 @pytest.mark.timeout(180)
 def test_superlink_and_two_supernodes_run_two_rounds_over_tls_with_registered_keys(tmp_path):
     run = tmp_path / "deploy"
+    before = time.time()
     result = run_cli(
         "run",
         "--out",
@@ -40,10 +43,17 @@ def test_superlink_and_two_supernodes_run_two_rounds_over_tls_with_registered_ke
         "security.mutual_tls=true",
         timeout=170,
     )
+    after = time.time()
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["errors"] == []
     assert summary["flower"]["status"] == "finished:completed"
+    # the run's clock (time_s, startup_s, wall_time_s) starts with the command, before its results
+    # folder, and ends after its last record, before the command's end
+    origin = tomllib.loads((run / "flower" / "run-config.toml").read_text())["run-start"]
+    assert before < origin < (run / "config.toml").stat().st_mtime
+    assert (run / "metrics.jsonl").stat().st_mtime <= origin + summary["wall_time_s"] < after
+    assert 0 < summary["startup_s"] < summary["wall_time_s"]
     log = (run / "logs" / "superlink.log").read_text()
     assert "https://127.0.0.1:" in log and log.count("RegisterNode] Created node_id") == 2
     assert {p.name for p in (run / "secrets").iterdir()} >= {

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
+from fedgossip.config import load_config
 from tests.support import RECORD_FIELDS, kill_during_run, metrics, run_cli, start_cli, timeless, wait_for
 
 FIELDS = RECORD_FIELDS | {"neighbours_heard"}
@@ -25,14 +28,20 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """The same small config run twice."""
+    """The same small config run twice (the first's command timed: `COMMAND_TIMES`)."""
     root = tmp_path_factory.mktemp("gossip")
     runs = []
     for name in ("a", "b"):
+        before = time.time()
         result = run_cli("run", "--out", str(root / name), *SMALL)
+        COMMAND_TIMES.setdefault(root / name, (before, time.time()))
         assert result.returncode == 0, result.stdout + result.stderr
         runs.append(root / name)
     return runs
+
+
+COMMAND_TIMES: dict[Path, tuple[float, float]] = {}
+"""Per run of `two_runs`: the time just before its command started and just after it ended."""
 
 
 @pytest.mark.timeout(300)
@@ -53,6 +62,22 @@ def test_four_peers_three_rounds_fill_the_results_folder(two_runs):
     assert summary["status"] == "complete" and summary["dead_nodes"] == []
     assert summary["rounds_completed"] == 3
     assert 0.3 < summary["final_mean_accuracy"] <= 1
+
+
+@pytest.mark.timeout(300)
+def test_the_runs_clock_starts_with_the_command(two_runs):
+    """time_s, startup_s and wall_time_s count from the command's start, not from the gossip
+    launcher's (which comes after the fork server's start, the config's checks and the results
+    folder): the clock's origin (the peers' run_start) precedes the folder's config.toml, and
+    origin + wall_time_s falls after the last record was written and before the command ended."""
+    run = two_runs[0]
+    before, after = COMMAND_TIMES[run]
+    origin = load_config(str(run / "nodes" / "node-0.toml")).peer.run_start
+    assert before < origin < (run / "config.toml").stat().st_mtime
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "metrics.jsonl").stat().st_mtime <= origin + summary["wall_time_s"] < after
+    assert 0 < summary["startup_s"] < summary["wall_time_s"]
+    assert all(0 < r["time_s"] < summary["wall_time_s"] for r in metrics(run))
 
 
 @pytest.mark.timeout(300)

@@ -162,3 +162,38 @@ def test_the_fork_server_preloads_the_clientapp_and_torch_only_for_a_model_that_
         assert set(model_entry(model).family.preload) <= set(modules(model))
     assert not [m for m in modules("linear") if "torch" in m]
     assert [m for m in modules("mlp") if "torch" in m]
+
+
+BUILD_AFTER_PRELOAD = textwrap.dedent(
+    """
+    import sys
+    from fedgossip.config import load_config
+    from fedgossip.launcher.flower import clientapp_process
+    from fedgossip.launcher.flower.clientapp_forkserver import clientapp_preload
+    from fedgossip.launcher.supervision.forkserver_process import load
+    config = load_config(None, ["experiment.mode=flower", "task.dataset=digits", "task.model=mlp"])
+    clientapp_process.without_package_init(clientapp_process.PACKAGE)
+    load(clientapp_preload(config))
+    before = set(sys.modules)
+    import httpx
+    from fedgossip.client import flower_app
+    httpx.Client().close()  # as the ClientApp's connection to its SuperNode
+    flower_app._build(config, 0, None)  # a train or evaluate message's learner
+    print(sorted(set(sys.modules) - before))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_clientapp_message_imports_nothing_the_fork_server_did_not_preload():
+    """What a forked ClientApp imports it pays at every message (httpcore: 20-100 ms under load):
+    its HTTP client and its learner's build import no module after the fork server's preload."""
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_AFTER_PRELOAD],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=child_env(1),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,7 +1,8 @@
 """The launcher's consensus observer (launcher/gossip/consensus.py): a fetch still queued when its
 peer's process exited fails at once, counted as not answering, instead of waiting out its timeout
 (a backlog of those held the end of a loaded run for minutes); an observer rounds behind the peers
-still reads every peer's model of every measured round (the peers keep them until it has)."""
+still reads every peer's model of every measured round (the peers keep them until it has); an
+observer whose read of a peer's last model fails tells the peer, which need not wait for it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import socket
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ from fedgossip.client.gossip.transport.identity import (
     read_observer_secret,
     write_link_keys,
 )
-from fedgossip.client.gossip.transport.service import ROUND_KEY
+from fedgossip.client.gossip.transport.service import DONE_KEY, ROUND_KEY
 from fedgossip.config import PeerSection, load_config
 from fedgossip.launcher.gossip.consensus import MAX_PENDING_ROUNDS, ConsensusObserver, ObserverAccess
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -130,3 +132,69 @@ def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(
         assert line["nodes_skipped"] == line["nodes_moved_on"] == line["nodes_missing"] == []
         assert line["consensus_distance"] == pytest.approx(consensus_distance(models), rel=1e-12)
         assert line["consensus_distance"] == pytest.approx(_hand_distance(models), rel=1e-9)
+
+
+@pytest.mark.timeout(60)
+def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path, monkeypatch):
+    """Two finished peers on real gRPC servers; the observer's read of node 0's last model fails
+    (as a read timing out under load): the observer says it is done with node 0 (`DONE_KEY`),
+    which ends node 0's wait (`observed`) as the read of node 1's model ends node 1's. The same
+    word from a caller without the observer's secret ends nothing."""
+    count, rounds = 2, 2
+    secrets = tmp_path / "secrets"
+    keys = write_link_keys([(0, 1)], range(count), secrets, observer=True)
+    addresses = {node: f"127.0.0.1:{port}" for node, port in enumerate(free_ports(count))}
+    config = load_config(
+        None,
+        [
+            "task.model=linear",
+            f"nodes.count={count}",
+            f"experiment.rounds={rounds}",
+            "experiment.consensus_every=2",
+        ],
+    )
+    fetch = ConsensusObserver._fetch
+
+    def failing(observer, node, round_):
+        if node == 0:
+            raise TimeoutError("injected")
+        return fetch(observer, node, round_)
+
+    monkeypatch.setattr(ConsensusObserver, "_fetch", failing)
+    results = ResultsFolder(tmp_path / "run", config)
+    peers = []
+    try:
+        for node in range(count):
+            section = PeerSection(
+                id=node,
+                listen=addresses[node],
+                neighbours={str(1 - node): addresses[1 - node]},
+                link_keys_file=str(keys[node]),
+            )
+            peers.append(GossipPeer(config.replace(peer=section)))
+        for peer in peers:
+            model = peer.start(lambda event: None)
+            for round_ in range(1, rounds + 1):
+                peer.keep(model, round_)
+        stream = stub_for(addresses[0]).GetModel(
+            gossip_pb2.GetModelRequest(), timeout=20, metadata=((DONE_KEY, "1"),)
+        )
+        with pytest.raises(grpc.RpcError):
+            list(stream)  # no observer's secret: refused
+        assert not peers[0].service.observed.is_set()
+        metadata = observer_metadata(read_observer_secret(secrets))
+        observer = ConsensusObserver(
+            config, ObserverAccess(addresses, metadata, None, 2**20), results, time.time()
+        )
+        try:
+            for node in range(count):
+                observer.saw(node, rounds)
+        finally:
+            observer.close()
+        assert all(peer.service.observed.is_set() for peer in peers)
+    finally:
+        for peer in peers:
+            peer.close()
+        results.close()
+    [line] = [json.loads(line) for line in (results.path / "consensus.jsonl").read_text().splitlines()]
+    assert line["round"] == rounds and line["nodes_skipped"] == [0] and line["consensus_models"] == 1

@@ -158,7 +158,7 @@ def test_a_launcher_that_fails_before_any_record_ends_the_tracked_run_as_failed(
     from fedgossip.launcher.experiments import run as run_module
     from fedgossip.launcher.runs.outcome import LaunchError
 
-    def fails(config, results, console):
+    def fails(config, results, console, started):
         raise LaunchError("the fork server died")
 
     monkeypatch.setattr(run_module, "_runtime", lambda config: fails)

@@ -23,7 +23,9 @@ and however often.
 
 GetModel serves the current model; to the run's observer asking for a measured round
 (`ROUND_KEY`), the model published after that round if the peer still keeps it (`retained`: a
-peer the observer reads keeps those models until read, since the observer may be rounds late).
+peer the observer reads keeps those models until read, since the observer may be rounds late);
+to the observer saying it is done with the peer (`DONE_KEY`: its read of the last round failed),
+nothing, and the finished peer stops waiting for that read (`observed`).
 A model published with a `shared` version (privacy.mechanism "dp-share": the peer's last noised
 release) serves that version to every reader but the run's observer, who proved its secret: a
 neighbour catching up, or any other caller, never gets the peer's own model.
@@ -73,6 +75,8 @@ CUT = "the push was cut before its end (deadline or cancel)"
 log = logging.getLogger(__name__)
 
 ROUND_KEY = "x-fedgossip-round"  # GetModel metadata: the round wanted, if the peer still holds it
+# GetModel metadata of the observer's word that it reads no more of the peer's models (none served)
+DONE_KEY = "x-fedgossip-observer-done"
 # what GetModel serves: (model, num_examples, completed, norm, what readers other than the observer get)
 Published = tuple[list[np.ndarray], int, int, float, list[np.ndarray]]
 SERVICE = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"].full_name
@@ -313,7 +317,11 @@ class GossipService:
     async def GetModel(self, request: bytes, context: grpc.aio.ServicerContext):
         reader = await self._identify(context, self.auth.reader)
         await self._decode(gossip_pb2.GetModelRequest, request, reader, context)
-        wanted = dict(context.invocation_metadata() or ()).get(ROUND_KEY, "")
+        metadata = dict(context.invocation_metadata() or ())
+        if reader == OBSERVER and DONE_KEY in metadata:
+            self.observed.set()  # its fetch of the last round failed: a finished peer need not wait
+            return
+        wanted = metadata.get(ROUND_KEY, "")
         kept = self._retained.get(int(wanted)) if reader == OBSERVER and wanted.isdigit() else None
         published = self._published if kept is None else kept
         if published is None:
