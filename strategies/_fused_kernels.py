@@ -1,0 +1,128 @@
+"""Numba kernels of :mod:`._fused`: one pass over the models that merges and gathers moments.
+
+Imported only by :func:`._fused.kernels`, never at package import: it imports numba (the
+``fast`` extra), whose import and first call cost a second or so of a process's life. The
+functions are compiled on first call and cached on disk (``cache=True``: in ``__pycache__``
+next to this file, or numba's user-wide cache directory when that is not writable, or
+``NUMBA_CACHE_DIR``), so each machine compiles them once, not each peer process.
+
+The models' tensors are passed as an array of data addresses (see :func:`_pointer`): one
+compiled signature serves any number of models, where a tuple of arrays would compile once per
+count and numba's typed list costs seconds per process to build.
+"""
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+from ._moments import CANCELLATION_LIMIT
+
+FASTMATH = {"reassoc", "contract"}
+"""Flags of the inner loops: reassociated sums vectorise; NaN and Inf semantics are kept."""
+
+
+@intrinsic
+def _pointer(typingctx, address, like):  # type: ignore[no-untyped-def]
+    """``address`` (an integer) as a pointer to elements of ``like``'s dtype."""
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, like), codegen
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _row_pass(source, start, stop, coefficient, merged, first):  # type: ignore[no-untyped-def]
+    """Add ``coefficient * source[start:stop]`` to ``merged`` (set it if ``first``); sum, squares."""
+    total = 0.0
+    squares = 0.0
+    if first:
+        for j in range(stop - start):
+            x = np.float64(source[start + j])
+            merged[j] = coefficient * x
+            total += x
+            squares += x * x
+    else:
+        for j in range(stop - start):
+            x = np.float64(source[start + j])
+            merged[j] += coefficient * x
+            total += x
+            squares += x * x
+    return total, squares
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _store_pass(merged, count, out, start):  # type: ignore[no-untyped-def]
+    """``out[start:start + count] = merged[:count]`` (rounded to ``out``'s dtype); sum of squares."""
+    squares = 0.0
+    for j in range(count):
+        value = merged[j]
+        out[start + j] = value
+        squares += value * value
+    return squares
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _deviations_pass(values, start, stop, mean):  # type: ignore[no-untyped-def]
+    """``sum_j (values[j] - mean)^2`` over ``start:stop`` (two-pass M2 of a cancelling block)."""
+    total = 0.0
+    for j in range(start, stop):
+        deviation = np.float64(values[j]) - mean
+        total += deviation * deviation
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_moments(addresses, coefficients, first, out, merged, block_size, mean, m2):  # type: ignore[no-untyped-def]
+    """Merge the sources into ``out`` and accumulate the moments of sources ``first..`` and the merge.
+
+    ``addresses[i]`` is the data address of the i-th flat C-contiguous source, of ``out``'s
+    dtype and size. Per block of ``block_size``: one pass per source (float64 conversion,
+    ``merged += c_i x_i``, its sum and sum of squares), one over the float64 ``merged`` buffer
+    (stored to ``out``, its squares); the merge's sum is ``sum_i c_i sum_i``. The block moments
+    follow :func:`._moments.block_m2` (one-pass formula, two-pass under cancellation) and are
+    combined into ``mean``/``m2`` (zeros on entry; sources ``first..``, then the merge) as
+    :class:`._moments.RunningMoments` does. Returns the start of the first block whose sum of
+    some source is not finite (the caller names the culprit), else -1.
+    """
+    size = out.size
+    rows = addresses.size
+    sources = [numba.carray(_pointer(addresses[i], out), size) for i in range(rows)]
+    series = rows - first + 1
+    sums = np.empty(rows)
+    squares = np.empty(rows)
+    block_mean = np.empty(series)
+    block_m2 = np.empty(series)
+    count = 0
+    for start in range(0, size, block_size):
+        stop = min(start + block_size, size)
+        n = stop - start
+        for i in range(rows):
+            sums[i], squares[i] = _row_pass(sources[i], start, stop, coefficients[i], merged, i == 0)
+        merged_sum = 0.0
+        for i in range(rows):
+            if not np.isfinite(sums[i]):
+                return start
+            merged_sum += coefficients[i] * sums[i]
+        merged_squares = _store_pass(merged, n, out, start)
+        for s in range(series):
+            last = s == series - 1
+            total = merged_sum if last else sums[first + s]
+            square = merged_squares if last else squares[first + s]
+            block_mean[s] = total / n
+            deviations = square - total * (total / n)
+            if not (deviations >= square * CANCELLATION_LIMIT):  # also NaN
+                if last:
+                    deviations = _deviations_pass(merged, 0, n, block_mean[s])
+                else:
+                    deviations = _deviations_pass(sources[first + s], start, stop, block_mean[s])
+            block_m2[s] = deviations
+        combined = count + n
+        for s in range(series):
+            delta = block_mean[s] - mean[s]
+            m2[s] += block_m2[s] + delta * delta * (count * n / combined)
+            mean[s] += delta * (n / combined)
+        count = combined
+    return -1
