@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [tensor.shape for tensor in models[0]]
     input_bytes = sum(tensor.nbytes for model in models for tensor in model)
     threads = {name: os.environ.get(name, "unset") for name in BLAS_THREAD_VARIABLES}
-    numba = sys.modules["numba"].__version__ if fused else "not used"
+    if fused:
+        numba = sys.modules["numba"].__version__
+    else:
+        numba = "off" if args.no_numba or not default else "not installed"
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba}, {platform.machine()}")
     print(f"BLAS threads: {threads}")
     print(
