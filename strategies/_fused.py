@@ -1,21 +1,23 @@
-"""The fused merge-and-moments pass of VCA, compiled with numba when it is installed (``.[fast]``).
+"""Fused merge passes, compiled with numba when it is installed (the ``fast`` extra).
 
 With numpy's primitives each pass over a block is a separate sweep of its rows: the float64
-copy, the merge, the row sums, the sums of squares (see :func:`.variance_correction._corrected_tensor`).
-:func:`merge_moments` does all of them in one pass over the float32 (or float64) models, in the
-compiled kernels of :mod:`._fused_kernels`: VCA of 8 x 25M float32 takes about the time of plain
-averaging with numpy (docs/performance.md).
+copy, the merge and, for VCA, the row sums and the sums of squares (see
+:func:`.variance_correction._corrected_tensor`). :func:`merge_moments` does all of them in one
+pass over the float32 (or float64) models, :func:`merge` the copy and the merge of plain
+averaging (:func:`.averaging.merge_tensor`), in the compiled kernels of :mod:`._fused_kernels`.
+For 8 x 25M float32, VCA then takes about 1.1x the time of averaging with the same kernels (1.5x
+with numpy's), and both are faster than with numpy (docs/performance.md).
 
-When it is used: for tensors of at least :data:`MIN_SIZE` elements of a float32 or float64 dtype,
-when numba imports and ``FEDGOSSIP_NUMBA`` is not ``0`` (:data:`enabled`, read at import). Small
-models (every bundled config) never import numba, so gossip peers do not pay its import (about
-half a second) or its first call; big ones pay them once per process, the compilation once per
-machine (the kernels are cached on disk).
+When they are used: for tensors of at least :data:`MIN_SIZE` elements of a float32 or float64
+dtype, when numba imports and ``FEDGOSSIP_NUMBA`` is not ``0`` (:data:`enabled`, read at import).
+Small models (every bundled config) never import numba, so gossip peers do not pay its import
+and the kernels' loading (about 0.35 CPU-s a process); big ones pay it once per process and the
+compilation (about 1.4 CPU-s) once per machine: the kernels are cached on disk.
 
 Numerics: the same float64 formulas as the numpy path (:mod:`._moments`, block by block), summed
 in another order, so statistics agree to about 1e-15 relative (tested to 1e-12) and merged values
-to one unit in the last place of the output dtype (a float64 sum on the other side of a rounding
-boundary). NaN/Inf inputs are detected per block as in the numpy path and reported by the caller
+to one unit of rounding of the output dtype (a float64 sum on the other side of a rounding
+boundary). NaN/Inf inputs are detected per block as in the numpy path and reported by the callers
 with the same messages.
 """
 
@@ -58,6 +60,20 @@ def usable(size: int, dtype: np.dtype) -> bool:
     return enabled and size >= MIN_SIZE and dtype in DTYPES and kernels() is not None
 
 
+def merge(
+    sources: Sequence[NDArray], coefficients: FloatArray, out: NDArray, merged: FloatArray, block_size: int
+) -> slice | None:
+    """``out = sum_i c_i sources[i]`` (plain averaging); the first block with a non-finite value.
+
+    Arguments as for :func:`merge_moments`; returns ``None`` when every merged value is finite.
+    Call only when :func:`usable`.
+    """
+    module, addresses, keep = _prepare(sources)
+    start = module.merge(addresses, _float64(coefficients), out, merged, block_size)
+    del keep  # the arrays whose addresses the kernel read: alive until here
+    return None if start < 0 else slice(start, min(start + block_size, out.size))
+
+
 def merge_moments(
     sources: Sequence[NDArray],
     coefficients: FloatArray,
@@ -74,14 +90,24 @@ def merge_moments(
     the sum of squared deviations, and the first block with a non-finite source sum (then
     ``out`` and the moments are incomplete), else ``None``. Call only when :func:`usable`.
     """
-    module = kernels()
-    assert module is not None, "merge_moments called without numba"
-    contiguous = [np.ascontiguousarray(source) for source in sources]
-    addresses = np.array([source.ctypes.data for source in contiguous], dtype=np.intp)
-    series = len(contiguous) - first + 1
+    module, addresses, keep = _prepare(sources)
+    series = len(sources) - first + 1
     mean = np.zeros(series)
     m2 = np.zeros(series)
-    coefficients = np.ascontiguousarray(coefficients, dtype=np.float64)
-    start = module.merge_moments(addresses, coefficients, first, out, merged, block_size, mean, m2)
+    start = module.merge_moments(addresses, _float64(coefficients), first, out, merged, block_size, mean, m2)
+    del keep  # the arrays whose addresses the kernel read: alive until here
     bad = None if start < 0 else slice(start, min(start + block_size, out.size))
     return mean, m2, bad
+
+
+def _prepare(sources: Sequence[NDArray]) -> tuple[ModuleType, NDArray, list[NDArray]]:
+    """The kernels, the sources' data addresses and the (contiguous) arrays that own the data."""
+    module = kernels()
+    assert module is not None, "fused kernel called without numba"
+    contiguous = [np.ascontiguousarray(source) for source in sources]
+    addresses = np.array([source.ctypes.data for source in contiguous], dtype=np.intp)
+    return module, addresses, contiguous
+
+
+def _float64(coefficients: FloatArray) -> FloatArray:
+    return np.ascontiguousarray(coefficients, dtype=np.float64)

@@ -74,6 +74,49 @@ def _deviations_pass(values, start, stop, mean):  # type: ignore[no-untyped-def]
     return total
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _merge_pass(source, start, stop, coefficient, merged, first):  # type: ignore[no-untyped-def]
+    """Add ``coefficient * source[start:stop]`` to ``merged`` (set it if ``first``)."""
+    if first:
+        for j in range(stop - start):
+            merged[j] = coefficient * np.float64(source[start + j])
+    else:
+        for j in range(stop - start):
+            merged[j] += coefficient * np.float64(source[start + j])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _store_sum_pass(merged, count, out, start):  # type: ignore[no-untyped-def]
+    """``out[start:start + count] = merged[:count]`` (rounded to ``out``'s dtype); their sum."""
+    total = 0.0
+    for j in range(count):
+        value = merged[j]
+        out[start + j] = value
+        total += value
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def merge(addresses, coefficients, out, merged, block_size):  # type: ignore[no-untyped-def]
+    """Merge the sources into ``out``: ``merge_moments`` without the moments (plain averaging).
+
+    Returns the start of the first block whose merged values are not all finite, else -1 (a
+    non-finite sum of finite merged values is overflow of the sum only, as in numpy's path).
+    """
+    size = out.size
+    rows = addresses.size
+    sources = [numba.carray(_pointer(addresses[i], out), size) for i in range(rows)]
+    for start in range(0, size, block_size):
+        stop = min(start + block_size, size)
+        for i in range(rows):
+            _merge_pass(sources[i], start, stop, coefficients[i], merged, i == 0)
+        if not np.isfinite(_store_sum_pass(merged, stop - start, out, start)):
+            for j in range(stop - start):
+                if not np.isfinite(merged[j]):
+                    return start
+    return -1
+
+
 @numba.njit(cache=True, nogil=True)
 def merge_moments(addresses, coefficients, first, out, merged, block_size, mean, m2):  # type: ignore[no-untyped-def]
     """Merge the sources into ``out`` and accumulate the moments of sources ``first..`` and the merge.

@@ -1,4 +1,4 @@
-"""The fused VCA kernel (strategies/_fused.py, numba): against the numpy path and a float64 reference.
+"""The fused kernels (strategies/_fused.py, numba): against the numpy path and a float64 reference.
 
 Tests that run the kernel are skipped when numba is not installed (``pip install ".[fast]"``);
 the gating tests (small tensors never import numba, the numpy path without numba) always run.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fedgossip.strategies
-from fedgossip.strategies import _fused, variance_corrected_average
+from fedgossip.strategies import _fused, variance_corrected_average, weighted_average
 from tests.unit.test_strategies import assert_models_close, random_models, reference_vca
 
 needs_numba = pytest.mark.skipif(
@@ -31,10 +31,14 @@ def kernel(monkeypatch):
 
 def numpy_path(own, received, **options):
     """VCA with the kernel switched off: the numpy path the kernel must agree with."""
+    return without_kernel(variance_corrected_average, own, received, **options)
+
+
+def without_kernel(function, *args, **options):
     enabled = _fused.enabled
     _fused.enabled = False
     try:
-        return variance_corrected_average(own, received, **options)
+        return function(*args, **options)
     finally:
         _fused.enabled = enabled
 
@@ -63,11 +67,20 @@ def test_kernel_moments_match_float64_formulas(dtype, block_size, first):
     series = [*wide[first:], merged]
     np.testing.assert_allclose(mean, [np.mean(x) for x in series], rtol=1e-12)
     np.testing.assert_allclose(variance, [np.mean((x - np.mean(x)) ** 2) for x in series], rtol=1e-12)
-    # rounded once from a float64 sum of another order: one unit of the dtype's rounding, plus
-    # float64 rounding of the terms (what is left where the terms cancel)
+    assert_rounded_sum(out, coefficients, sources)
+
+
+def assert_rounded_sum(out, coefficients, sources):
+    """``out`` is ``sum_i c_i sources[i]`` summed in float64 in any order, rounded once.
+
+    One unit of the output dtype's rounding, plus float64 rounding of the terms (what is left
+    where the terms cancel).
+    """
+    wide = [np.asarray(source, dtype=np.float64) for source in sources]
+    exact = sum(c * x for c, x in zip(coefficients, wide, strict=True))
     terms = sum(abs(c) * np.abs(x) for c, x in zip(coefficients, wide, strict=True))
-    tolerance = np.finfo(dtype).eps * np.abs(merged) + 8 * np.finfo(np.float64).eps * terms
-    assert np.all(np.abs(out - merged) <= tolerance)
+    tolerance = np.finfo(out.dtype).eps * np.abs(exact) + 8 * np.finfo(np.float64).eps * terms
+    assert np.all(np.abs(out - exact) <= tolerance)
 
 
 @needs_numba
@@ -146,6 +159,38 @@ def test_kernel_reports_overflow_like_the_numpy_path(kernel):
     for path in (variance_corrected_average, numpy_path):
         with pytest.raises(ValueError, match="tensor 0: overflow while aggregating"):
             path(None, [[big[0]], [big[1]]])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weights", [None, [3.0, 0.0, 1.0, 2.0, 0.5]])
+def test_averaging_with_kernel_matches_numpy_path_and_float64_sum(kernel, dtype, weights):
+    rng = np.random.default_rng(15)
+    models = random_models(rng, 5, shapes=SHAPES, dtype=dtype)
+    models = [[model[0].T, *model[1:]] for model in models]  # one non-contiguous tensor
+    result = weighted_average(models, weights)
+    assert_models_close(result, without_kernel(weighted_average, models, weights), ulps=1)
+    w = np.ones(5) if weights is None else np.asarray(weights)
+    for index, tensor in enumerate(result):
+        assert_rounded_sum(tensor, w / w.sum(), [model[index] for model in models])
+
+
+@needs_numba
+@pytest.mark.parametrize("position", [0, 5000, 9999])
+def test_averaging_kernel_rejects_nan_and_inf_like_the_numpy_path(kernel, position):
+    rng = np.random.default_rng(16)
+    models = [[rng.normal(0, 1, 10_000).astype(np.float32)] for _ in range(3)]
+    models[1][0][position] = np.nan
+    models[2][0][9999 - position] = np.inf
+    for path in (weighted_average, lambda m: without_kernel(weighted_average, m)):
+        with pytest.raises(ValueError, match=r"tensor 0: models\[1\] contains NaN or Inf"):
+            path(models)
+    # a zero-weight model is only checked, outside the kernel; a block sum that overflows is no error
+    models[1][0][position] = 1.0
+    with pytest.raises(ValueError, match=r"tensor 0: models\[2\] contains NaN or Inf"):
+        weighted_average(models, [1.0, 1.0, 0.0])
+    huge = [[np.full(100, 1e308)], [np.full(100, 1e308)]]
+    np.testing.assert_array_equal(weighted_average(huge)[0], huge[0][0])
 
 
 def test_small_tensors_and_other_dtypes_do_not_use_the_kernel(monkeypatch):
