@@ -204,9 +204,10 @@ def test_small_tensors_and_other_dtypes_do_not_use_the_kernel(monkeypatch):
 def test_small_models_never_import_numba():
     code = (
         "import sys, numpy as np\n"
-        "from fedgossip.strategies import variance_corrected_average\n"
+        "from fedgossip.strategies import variance_corrected_average, weighted_average\n"
         "models = [[np.random.default_rng(i).normal(size=(256, 256)).astype(np.float32)] for i in range(4)]\n"
         "variance_corrected_average(models[0], models[1:])\n"
+        "weighted_average(models)\n"
         "assert 'numba' not in sys.modules, 'numba imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
