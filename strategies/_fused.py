@@ -30,13 +30,13 @@ import numpy as np
 from ._typing import FloatArray, NDArray
 
 MIN_SIZE = 1 << 21
-"""Smallest tensor (elements) worth the kernel: 2 Mi elements, 8 MiB of float32 per model."""
+"""Smallest tensor (elements) worth the kernels: 2 Mi elements, 8 MiB of float32 per model."""
 
 DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 """Dtypes the kernels are compiled for."""
 
 enabled = os.environ.get("FEDGOSSIP_NUMBA", "1") != "0"
-"""Whether :func:`usable` may say yes (``FEDGOSSIP_NUMBA=0`` turns the kernel off)."""
+"""Whether :func:`usable` may say yes (``FEDGOSSIP_NUMBA=0`` turns the kernels off)."""
 
 _kernels: ModuleType | None = None
 _missing = False
@@ -56,7 +56,7 @@ def kernels() -> ModuleType | None:
 
 
 def usable(size: int, dtype: np.dtype) -> bool:
-    """Whether :func:`merge_moments` serves a tensor of ``size`` elements of ``dtype``."""
+    """Whether :func:`merge` and :func:`merge_moments` serve a tensor of ``size`` elements of ``dtype``."""
     return enabled and size >= MIN_SIZE and dtype in DTYPES and kernels() is not None
 
 

@@ -1,10 +1,10 @@
-"""Numba kernels of :mod:`._fused`: one pass over the models that merges and gathers moments.
+"""Numba kernels of :mod:`._fused`: one pass over the models that merges (and gathers moments).
 
 Imported only by :func:`._fused.kernels`, never at package import: it imports numba (the
-``fast`` extra), whose import and first call cost a second or so of a process's life. The
-functions are compiled on first call and cached on disk (``cache=True``: in ``__pycache__``
-next to this file, or numba's user-wide cache directory when that is not writable, or
-``NUMBA_CACHE_DIR``), so each machine compiles them once, not each peer process.
+``fast`` extra); its import and loading the compiled kernels cost about 0.35 CPU-s of a process.
+The functions are compiled on first call (1.3-1.5 CPU-s) and cached on disk (``cache=True``: in
+``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to this file, or numba's user-wide cache
+directory when that is not writable), so each machine compiles them once, not each peer process.
 
 The models' tensors are passed as an array of data addresses (see :func:`_pointer`): one
 compiled signature serves any number of models, where a tuple of arrays would compile once per
