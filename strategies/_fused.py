@@ -17,8 +17,12 @@ compilation (about 1.4 CPU-s) once per machine: the kernels are cached on disk.
 Numerics: the same float64 formulas as the numpy path (:mod:`._moments`, block by block), summed
 in another order, so statistics agree to about 1e-15 relative (tested to 1e-12) and merged values
 to one unit of rounding of the output dtype (a float64 sum on the other side of a rounding
-boundary). NaN/Inf inputs are detected per block as in the numpy path and reported by the callers
-with the same messages.
+boundary). The sums are reassociated by LLVM (fast-math ``reassoc``: vectorised), and the loop
+version it runs is chosen at run time from the arrays' addresses, so the last bits of a statistic
+can differ between calls on the same values placed elsewhere in memory (numpy's BLAS sums do not);
+outputs nearly always round to the same float32. A strict fixed-order variant measured 1.5x
+slower (docs/performance.md). NaN/Inf inputs are detected per block as in the numpy path and
+reported by the callers with the same messages.
 """
 
 import os
