@@ -33,20 +33,27 @@ def _pointer(typingctx, address, like):  # type: ignore[no-untyped-def]
     return pointer(address, like), codegen
 
 
+# The passes take slices and index them from 0. With ``array[start + j]``, numba's negative-index
+# wraparound widens the address range LLVM checks for overlap before its vectorised loop; a buffer
+# lying just after a source in memory then sent the loop to its scalar version, whose sums run in
+# another order: results depended on where the arrays were. With exact ranges, distinct arrays
+# always take the vectorised loop, and each sum's order depends only on the block's length.
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _row_pass(source, start, stop, coefficient, merged, first):  # type: ignore[no-untyped-def]
-    """Add ``coefficient * source[start:stop]`` to ``merged`` (set it if ``first``); sum, squares."""
+def _row_pass(row, coefficient, merged, first):  # type: ignore[no-untyped-def]
+    """Add ``coefficient * row`` to ``merged[:row.size]`` (set it if ``first``); sum, squares of ``row``."""
     total = 0.0
     squares = 0.0
     if first:
-        for j in range(stop - start):
-            x = np.float64(source[start + j])
+        for j in range(row.size):
+            x = np.float64(row[j])
             merged[j] = coefficient * x
             total += x
             squares += x * x
     else:
-        for j in range(stop - start):
-            x = np.float64(source[start + j])
+        for j in range(row.size):
+            x = np.float64(row[j])
             merged[j] += coefficient * x
             total += x
             squares += x * x
@@ -54,46 +61,37 @@ def _row_pass(source, start, stop, coefficient, merged, first):  # type: ignore[
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _store_pass(merged, count, out, start):  # type: ignore[no-untyped-def]
-    """``out[start:start + count] = merged[:count]`` (rounded to ``out``'s dtype); sum of squares."""
+def _store_pass(merged, out):  # type: ignore[no-untyped-def]
+    """``out[:] = merged[:out.size]`` (rounded to ``out``'s dtype); sum and sum of squares."""
+    total = 0.0
     squares = 0.0
-    for j in range(count):
+    for j in range(out.size):
         value = merged[j]
-        out[start + j] = value
+        out[j] = value
+        total += value
         squares += value * value
-    return squares
+    return total, squares
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _deviations_pass(values, start, stop, mean):  # type: ignore[no-untyped-def]
-    """``sum_j (values[j] - mean)^2`` over ``start:stop`` (two-pass M2 of a cancelling block)."""
+def _deviations_pass(values, mean):  # type: ignore[no-untyped-def]
+    """``sum_j (values[j] - mean)^2`` (two-pass M2 of a cancelling block)."""
     total = 0.0
-    for j in range(start, stop):
+    for j in range(values.size):
         deviation = np.float64(values[j]) - mean
         total += deviation * deviation
     return total
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _merge_pass(source, start, stop, coefficient, merged, first):  # type: ignore[no-untyped-def]
-    """Add ``coefficient * source[start:stop]`` to ``merged`` (set it if ``first``)."""
+def _merge_pass(row, coefficient, merged, first):  # type: ignore[no-untyped-def]
+    """Add ``coefficient * row`` to ``merged[:row.size]`` (set it if ``first``)."""
     if first:
-        for j in range(stop - start):
-            merged[j] = coefficient * np.float64(source[start + j])
+        for j in range(row.size):
+            merged[j] = coefficient * np.float64(row[j])
     else:
-        for j in range(stop - start):
-            merged[j] += coefficient * np.float64(source[start + j])
-
-
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _store_sum_pass(merged, count, out, start):  # type: ignore[no-untyped-def]
-    """``out[start:start + count] = merged[:count]`` (rounded to ``out``'s dtype); their sum."""
-    total = 0.0
-    for j in range(count):
-        value = merged[j]
-        out[start + j] = value
-        total += value
-    return total
+        for j in range(row.size):
+            merged[j] += coefficient * np.float64(row[j])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -109,8 +107,8 @@ def merge(addresses, coefficients, out, merged, block_size):  # type: ignore[no-
     for start in range(0, size, block_size):
         stop = min(start + block_size, size)
         for i in range(rows):
-            _merge_pass(sources[i], start, stop, coefficients[i], merged, i == 0)
-        if not np.isfinite(_store_sum_pass(merged, stop - start, out, start)):
+            _merge_pass(sources[i][start:stop], coefficients[i], merged, i == 0)
+        if not np.isfinite(_store_pass(merged, out[start:stop])[0]):
             for j in range(stop - start):
                 if not np.isfinite(merged[j]):
                     return start
@@ -143,13 +141,13 @@ def merge_moments(addresses, coefficients, first, out, merged, block_size, mean,
         stop = min(start + block_size, size)
         n = stop - start
         for i in range(rows):
-            sums[i], squares[i] = _row_pass(sources[i], start, stop, coefficients[i], merged, i == 0)
+            sums[i], squares[i] = _row_pass(sources[i][start:stop], coefficients[i], merged, i == 0)
         merged_sum = 0.0
         for i in range(rows):
             if not np.isfinite(sums[i]):
                 return start
             merged_sum += coefficients[i] * sums[i]
-        merged_squares = _store_pass(merged, n, out, start)
+        merged_squares = _store_pass(merged, out[start:stop])[1]
         for s in range(series):
             last = s == series - 1
             total = merged_sum if last else sums[first + s]
@@ -158,9 +156,9 @@ def merge_moments(addresses, coefficients, first, out, merged, block_size, mean,
             deviations = square - total * (total / n)
             if not (deviations >= square * CANCELLATION_LIMIT):  # also NaN
                 if last:
-                    deviations = _deviations_pass(merged, 0, n, block_mean[s])
+                    deviations = _deviations_pass(merged[:n], block_mean[s])
                 else:
-                    deviations = _deviations_pass(sources[first + s], start, stop, block_mean[s])
+                    deviations = _deviations_pass(sources[first + s][start:stop], block_mean[s])
             block_m2[s] = deviations
         combined = count + n
         for s in range(series):

@@ -97,6 +97,31 @@ def test_kernel_cancelling_blocks_take_two_passes():
     np.testing.assert_allclose(mean[-1], np.mean(merged), rtol=1e-15)
 
 
+@needs_numba
+def test_kernel_results_do_not_depend_on_where_the_arrays_are():
+    # the same values at other addresses, the merge buffer apart or right after a source (where
+    # index wraparound once sent the loops to their scalar version: other sums, other last bits)
+    rng = np.random.default_rng(4)
+    size, block = 70_001, 1 << 14
+    values = [rng.normal(1.0, 0.5, size).astype(np.float32) for _ in range(3)]
+    coefficients = np.array([0.5, 0.2, 0.3])
+    results = set()
+    for shift in (0, 8, 24):
+        raw = np.zeros(3 * 4 * size + 8 * block + 64, np.uint8)
+        sources = []
+        for i, row in enumerate(values):
+            start = shift + i * 4 * size + (4 * size) % 8 * i
+            sources.append(raw[start : start + 4 * size].view(np.float32))
+            sources[-1][:] = row
+        end = shift + 3 * 4 * size + (4 * size) % 8 * 3
+        end += -end % 8
+        for merged in (np.empty(block), raw[end : end + 8 * block].view(np.float64)):
+            out = np.empty(size, np.float32)
+            mean, m2, _ = _fused.merge_moments(sources, coefficients, 1, out, merged, block)
+            results.add((mean.tobytes(), m2.tobytes(), out.tobytes()))
+    assert len(results) == 1
+
+
 SHAPES = [(301, 17), (4099,), (2, 3, 5, 7), (1,), (0, 4)]
 
 OPTIONS = [
