@@ -5,8 +5,8 @@ copy, the merge and, for VCA, the row sums and the sums of squares (see
 :func:`.variance_correction._corrected_tensor`). :func:`merge_moments` does all of them in one
 pass over the float32 (or float64) models, :func:`merge` the copy and the merge of plain
 averaging (:func:`.averaging.merge_tensor`), in the compiled kernels of :mod:`._fused_kernels`.
-For 8 x 25M float32, VCA then takes about 1.1x the time of averaging with the same kernels (1.5x
-with numpy's), and both are faster than with numpy (docs/performance.md).
+For 8 x 25M float32, VCA then takes about 1.15x the time of averaging with the same kernels (1.5x
+with numpy's), and both are 2-3x faster than with numpy (docs/performance.md).
 
 When they are used: for tensors of at least :data:`MIN_SIZE` elements of a float32 or float64
 dtype, when numba imports and ``FEDGOSSIP_NUMBA`` is not ``0`` (:data:`enabled`, read at import).
@@ -17,12 +17,9 @@ compilation (about 1.4 CPU-s) once per machine: the kernels are cached on disk.
 Numerics: the same float64 formulas as the numpy path (:mod:`._moments`, block by block), summed
 in another order, so statistics agree to about 1e-15 relative (tested to 1e-12) and merged values
 to one unit of rounding of the output dtype (a float64 sum on the other side of a rounding
-boundary). The sums are reassociated by LLVM (fast-math ``reassoc``: vectorised), and the loop
-version it runs is chosen at run time from the arrays' addresses, so the last bits of a statistic
-can differ between calls on the same values placed elsewhere in memory (numpy's BLAS sums do not);
-outputs nearly always round to the same float32. A strict fixed-order variant measured 1.5x
-slower (docs/performance.md). NaN/Inf inputs are detected per block as in the numpy path and
-reported by the callers with the same messages.
+boundary). The sums are reassociated (fast-math ``reassoc``: vectorised) in an order that
+depends only on the block's length, not on where the arrays are (tested). NaN/Inf inputs are
+detected per block as in the numpy path and reported by the callers with the same messages.
 """
 
 import os
