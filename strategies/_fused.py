@@ -12,7 +12,7 @@ When they are used: for tensors of at least :data:`MIN_SIZE` elements of a float
 dtype, when numba imports and ``FEDGOSSIP_NUMBA`` is not ``0`` (:data:`enabled`, read at import).
 Small models (every bundled config) never import numba, so gossip peers do not pay its import
 and the kernels' loading (about 0.35 CPU-s a process); big ones pay it once per process and the
-compilation (about 1.4 CPU-s) once per machine: the kernels are cached on disk.
+compilation (1.1-1.5 CPU-s) once per machine: the kernels are cached on disk.
 
 Numerics: the same float64 formulas as the numpy path (:mod:`._moments`, block by block), summed
 in another order, so statistics agree to about 1e-15 relative (tested to 1e-12) and merged values

@@ -2,7 +2,7 @@
 
 Imported only by :func:`._fused.kernels`, never at package import: it imports numba (the
 ``fast`` extra); its import and loading the compiled kernels cost about 0.35 CPU-s of a process.
-The functions are compiled on first call (1.3-1.5 CPU-s) and cached on disk (``cache=True``: in
+The functions are compiled on first call (1.1-1.5 CPU-s) and cached on disk (``cache=True``: in
 ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to this file, or numba's user-wide cache
 directory when that is not writable), so each machine compiles them once, not each peer process.
 
