@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _fused
 from ._blocks import WorkspacePool, accumulation_dtype, flat, iter_merged_blocks
 from ._typing import FloatArray, NDArray, NDArrays
 from ._validation import (
@@ -71,9 +72,10 @@ def merge_tensor(
     """``sum_i c_i t_i`` for same-shaped float ``tensors``, checking for NaN/Inf.
 
     Tensors with a zero coefficient are only checked (one :func:`numpy.isfinite` pass),
-    the others are merged block by block; a block whose merged sum is not finite is
-    rescanned to name the culprit (``c * nan`` and ``c * inf`` are not finite for
-    ``c > 0``). ``index`` and ``labels`` only serve error messages.
+    the others are merged block by block (big tensors in one compiled pass when numba is
+    installed, :mod:`._fused`); a block whose merged sum is not finite is rescanned to name
+    the culprit (``c * nan`` and ``c * inf`` are not finite for ``c > 0``). ``index`` and
+    ``labels`` only serve error messages.
     """
     active = np.flatnonzero(coefficients > 0)
     for i in np.flatnonzero(coefficients <= 0):
@@ -82,6 +84,14 @@ def merge_tensor(
     active_labels = [labels[i] for i in active]
     out = np.empty(tensors[0].shape, dtype=tensors[0].dtype)
     workspace = pool.get(accumulation_dtype(out.dtype))
+    if _fused.usable(out.size, out.dtype):
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = _fused.merge(
+                sources, coefficients[active], flat(out), workspace.merged, workspace.block_size
+            )
+        if bad is not None:
+            raise_non_finite(sources, active_labels, index, bad)
+        return out
     blocks = iter_merged_blocks(sources, coefficients[active], flat(out), workspace)
     with np.errstate(over="ignore", invalid="ignore"):  # detected below, then raised
         for block, _, merged in blocks:

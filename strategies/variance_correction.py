@@ -18,6 +18,7 @@ import numpy as np
 
 from fedgossip.base.constraints import Interval
 
+from . import _fused
 from ._blocks import WorkspacePool, accumulation_dtype, flat, iter_merged_blocks
 from ._moments import RunningMoments, block_m2
 from ._typing import FloatArray, NDArray, NDArrays
@@ -180,10 +181,11 @@ def _corrected_tensor(
     eps: float,
     ratio: float,
 ) -> NDArray:
-    """Merge one tensor block by block, gathering statistics, then rescale in place.
+    """Merge one tensor, gathering statistics, then rescale in place.
 
-    Per block, besides the merge: one BLAS pass for the row sums (which also detects
-    NaN/Inf: a sum is finite iff its terms are), one for the sums of squares of the
+    Big float tensors go through the fused kernel when numba is installed (:mod:`._fused`), the
+    others block by block with numpy: besides the merge, one BLAS pass for the row sums (which
+    also detects NaN/Inf: a sum is finite iff its terms are), one for the sums of squares of the
     received rows, one (block-sized) for the merged block; see :mod:`._moments`.
     """
     first_received = len(tensors) - len(model_weights)  # 1 when own is a row
@@ -192,16 +194,23 @@ def _corrected_tensor(
     out_flat = flat(out)
     workspace = pool.get(accumulation_dtype(out.dtype))
     moments = RunningMoments(len(model_weights) + 1)  # received models, then merged
-    blocks = iter_merged_blocks(sources, coefficients, out_flat, workspace)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow ends in the check below
-        for block, rows, merged in blocks:
-            n = rows.shape[1]
-            sums = np.dot(rows, workspace.ones[:n])
-            if not np.isfinite(sums).all():
-                raise_non_finite(sources, labels, index, block)
-            series = [*rows[first_received:], merged]
-            series_sums = np.append(sums[first_received:], coefficients @ sums)
-            moments.update(n, series_sums / n, block_m2(series, series_sums))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow ends in the checks below
+        if _fused.usable(out.size, out.dtype):
+            mean, m2, bad = _fused.merge_moments(
+                sources, coefficients, first_received, out_flat, workspace.merged, workspace.block_size
+            )
+            if bad is not None:
+                raise_non_finite(sources, labels, index, bad)
+            moments.update(out.size, mean, m2)
+        else:
+            for block, rows, merged in iter_merged_blocks(sources, coefficients, out_flat, workspace):
+                n = rows.shape[1]
+                sums = np.dot(rows, workspace.ones[:n])
+                if not np.isfinite(sums).all():
+                    raise_non_finite(sources, labels, index, block)
+                series = [*rows[first_received:], merged]
+                series_sums = np.append(sums[first_received:], coefficients @ sums)
+                moments.update(n, series_sums / n, block_m2(series, series_sums))
 
     variance = moments.variance
     current = float(variance[-1])
