@@ -1,6 +1,6 @@
 """The process of the "simulation" Flower engine: our ServerApp and ClientApp on Flower's Ray-based
 simulation runtime, called in process (`python -m fedgossip.launcher.flower.simulation_process
-FLOWER_DIR NODES CPUS`, started by launcher/flower/simulation.py).
+FLOWER_DIR NODES CPUS MODULES`, started by launcher/flower/simulation.py).
 
 It calls `flwr.simulation.run_simulation._run_simulation`, the in-process entry behind both the
 public (deprecated) `run_simulation` and Flower's own `flwr-simulation` process, with the run
@@ -12,12 +12,13 @@ Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the
 log).
 
 Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
-Flower and our apps are imported, so that its processes boot while this one imports; Flower's
+this process imports anything else (even our config: the launcher names on the command line the
+MODULES Ray's workers import), so that its processes boot while this one imports; Flower's
 runtime then finds it running and uses it. Ray's workers import the ClientApp, Flower's actor and
-the model's modules (torch) as they boot (`worker_modules`), not at the first message, and this
-process builds the ServerApp's learner once meanwhile (`warm_server`: torch imported, the dataset
-loaded into the task's cache), which the ServerApp would otherwise start only after its handshake
-with the nodes.
+the model's modules (torch) as they boot (MODULES, `simulation.worker_modules`), not at the first
+message, and this process builds the ServerApp's learner once meanwhile (`warm_server`: torch
+imported, the dataset loaded into the task's cache), which the ServerApp would otherwise start
+only after its handshake with the nodes.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomllib
 
-from fedgossip.config import ExperimentConfig
+if TYPE_CHECKING:
+    from fedgossip.config import ExperimentConfig
 
 RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
-APP_MODULES = ("fedgossip.client.flower_app", "flwr.simulation.ray_transport.ray_actor")
-"""What every Ray worker of the run imports to host a ClientApp: ours, and Flower's actor class."""
 
 
 def backend_config(cpus: int) -> dict:
@@ -52,17 +53,6 @@ def run_experiment(overrides: dict) -> ExperimentConfig | None:
         return experiment_from_run_config(overrides)
     except Exception:  # reported by the apps, which parse it too
         return None
-
-
-def worker_modules(config: ExperimentConfig | None) -> tuple[str, ...]:
-    """What each Ray worker imports as it boots: `APP_MODULES` and the modules of the model's
-    family (`tasks.registry`: torch's learner for a torch model), Opacus' with DP-SGD."""
-    if config is None:
-        return APP_MODULES
-    from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
-
-    private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
-    return (*APP_MODULES, *model_entry(config.task.model).family.preload, *private)
 
 
 def ray_init_args(modules: tuple[str, ...]) -> dict:
@@ -108,12 +98,12 @@ def warm_server(config: ExperimentConfig | None) -> None:
             build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
 
 
-def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
-    """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
-    the runtime raised."""
+def simulate(flower_dir: Path, nodes: int, cpus: int, modules: tuple[str, ...]) -> None:
+    """Run the app of `flower_dir` on `nodes` virtual SuperNodes, Ray's workers importing
+    `modules`; raises what the ServerApp or the runtime raised."""
+    start_ray(modules)
     overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
     config = run_experiment(overrides)
-    start_ray(worker_modules(config))
     from flwr.app import Context, RecordDict
     from flwr.common.config import get_fused_config_from_dir
     from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
@@ -155,12 +145,13 @@ def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`FLOWER_DIR NODES CPUS`: exit 0 when the run finished, 1 (the traceback on stderr) when it
-    failed, at once: after a failure of the runtime the ServerApp's thread may still wait for
-    nodes that never come (up to flower.startup_timeout), so it is not waited for."""
-    flower_dir, nodes, cpus = Path(argv[0]), int(argv[1]), int(argv[2])
+    """`FLOWER_DIR NODES CPUS MODULES` (MODULES comma-separated): exit 0 when the run finished,
+    1 (the traceback on stderr) when it failed, at once: after a failure of the runtime the
+    ServerApp's thread may still wait for nodes that never come (up to flower.startup_timeout),
+    so it is not waited for."""
+    flower_dir, nodes, cpus, modules = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     try:
-        simulate(flower_dir, nodes, cpus)
+        simulate(flower_dir, nodes, cpus, tuple(modules.split(",")))
     except BaseException as err:
         traceback.print_exc()
         while err.__cause__ is not None:  # Flower wraps the runtime's error: the log's last line says why

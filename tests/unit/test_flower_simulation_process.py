@@ -6,17 +6,16 @@ build is left to the ServerApp to report; Ray's workers import the modules of th
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from fedgossip.base import flower_protocol as p
 from fedgossip.config import dump_toml
-from fedgossip.launcher.flower.simulation_process import (
-    APP_MODULES,
-    run_experiment,
-    warm_server,
-    worker_modules,
-)
+from fedgossip.launcher.flower.simulation import APP_MODULES, worker_modules
+from fedgossip.launcher.flower.simulation_process import run_experiment, warm_server
 from fedgossip.tasks import build_learner, data
 from tests.support.configs import inprocess_flower
 
@@ -54,4 +53,25 @@ def test_ray_workers_import_the_clientapp_and_the_modules_of_the_runs_model_only
     assert worker_modules(inprocess_flower('task.model="linear"')) == APP_MODULES  # no torch
     private = worker_modules(inprocess_flower('task.model="mlp"', 'privacy.mechanism="dp-sgd"'))
     assert "opacus.accountants" in private
-    assert worker_modules(None) == APP_MODULES
+
+
+WORKER = """
+import sys
+from fedgossip.launcher.flower.simulation_worker import ClientAppActor
+import flwr.simulation.ray_transport.ray_actor as actor
+assert ClientAppActor is actor.ClientAppActor
+print(sorted(m for m in ("fastapi", "sqlalchemy", "flwr.simulation.run_simulation") if m in sys.modules))
+from flwr.simulation import run_simulation
+import flwr.simulation
+assert flwr.simulation.run_simulation is run_simulation and "__getattr__" not in vars(flwr.simulation)
+assert not hasattr(flwr.simulation, "__wrapped__")
+print("fastapi" in sys.modules)
+"""
+
+
+def test_a_ray_worker_gets_flowers_actor_without_flowers_simulation_runtime_which_stays_importable():
+    # a fresh interpreter, as a Ray worker: the actor class, none of the runtime's imports; the
+    # package's own names still there when asked for (its init runs then)
+    result = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
