@@ -30,19 +30,17 @@ from fedgossip.schema.lines import LineTail
 SCAN_S = 1.0  # how often the child's process tree (Ray's processes) is remembered
 POLL_S = 0.1  # how often records are read while the child runs
 COMPLETED, FAILED = "finished:completed", "finished:failed"  # Flower's run statuses, for the summary
-APP_MODULES = ("fedgossip.launcher.flower.simulation_worker", "fedgossip.client.flower_app")
-"""What every Ray worker of the run imports to host a ClientApp: Flower's actor class (without the
-rest of Flower's simulation package: `simulation_worker`), and ours."""
 
 
-def worker_modules(config: ExperimentConfig) -> tuple[str, ...]:
-    """What each Ray worker imports as it boots: `APP_MODULES` and the modules of the model's
-    family (`tasks.registry`: torch's learner for a torch model), Opacus' with DP-SGD. Named on
-    the simulation process's command line, so that it starts Ray before it reads the config."""
+def model_modules(config: ExperimentConfig) -> tuple[str, ...]:
+    """What each Ray worker imports in the background as it boots (`simulation_worker`): the
+    modules of the model's family (`tasks.registry`: torch's learner for a torch model), Opacus'
+    with DP-SGD. Named on the simulation process's command line, so that it starts Ray before it
+    reads the config."""
     from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
 
     private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
-    return (*APP_MODULES, *model_entry(config.task.model).family.preload, *private)
+    return (*model_entry(config.task.model).family.preload, *private)
 
 
 def run_simulation_engine(
@@ -59,7 +57,7 @@ def run_simulation_engine(
         str(files.root.resolve()),
         str(config.nodes.count),
         str(config.flower.simulation_cpus),
-        ",".join(worker_modules(config)),
+        ",".join(model_modules(config)),
     )
     with supervised() as children:
         try:

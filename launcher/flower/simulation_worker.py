@@ -1,6 +1,7 @@
-"""What a Ray worker of the "simulation" engine imports first (`simulation.APP_MODULES`): Flower's
-actor class, `flwr.simulation.ray_transport.ray_actor.ClientAppActor`, without running the init of
-its package `flwr.simulation` first.
+"""What a Ray worker of the "simulation" engine imports first (`simulation_process.APP_MODULES`),
+before it takes work: Flower's actor class, `flwr.simulation.ray_transport.ray_actor.ClientAppActor`,
+without running the init of its package `flwr.simulation` first; and a thread that imports the
+model's modules (torch: ~1 CPU-s) in the background (`simulation_process.BACKGROUND_ENV`).
 
 That init imports Flower's whole simulation runtime (`run_simulation`, the SimulationIo
 connection, the CLI and, through them, FastAPI and SQLAlchemy): ~0.5 CPU-s in each worker, on the
@@ -10,13 +11,25 @@ init runs the first time anyone asks it for a name it has not got (`from flwr.si
 run_simulation` works as ever): a lazy package, not a different one. Importing its submodules
 (the actor's) needs only its `__path__`, which it has. In any other process `flwr.simulation` is
 left alone when it is imported already.
+
+The model's modules are needed at a node's first train or evaluate message, not to create the
+actor and answer the ServerApp's handshake (query messages); imported in the background, they load
+while that goes on. A message that needs them meanwhile waits for the import (Python's import
+lock), and a failed import is left to the message, which imports again and reports why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
+import os
 import sys
+import threading
+from collections.abc import Iterable
 from types import ModuleType
+
+from fedgossip.launcher.flower.simulation_process import BACKGROUND_ENV
 
 PACKAGE = "flwr.simulation"
 
@@ -48,8 +61,24 @@ def lazy_package(name: str) -> ModuleType:
     return module
 
 
+def import_in_background(names: Iterable[str]) -> threading.Thread:
+    """Import `names` in order in a daemon thread (errors ignored: see the module's doc)."""
+
+    def run() -> None:
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="fedgossip-worker-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 lazy_package(PACKAGE)
 
 from flwr.simulation.ray_transport.ray_actor import ClientAppActor  # noqa: E402
 
-__all__ = ["ClientAppActor", "lazy_package"]
+if os.environ.get(BACKGROUND_ENV):
+    import_in_background(os.environ[BACKGROUND_ENV].split(","))
+
+__all__ = ["ClientAppActor", "import_in_background", "lazy_package"]
