@@ -27,7 +27,7 @@ from fedgossip.strategies.mechanisms import mechanism
 def check_churn(config: ExperimentConfig, plan: ChurnPlan) -> None:
     """ValueError naming the round when the plan leaves too few nodes up for the strategy (fewer
     than two, or fewer than a robust rule needs), or the strategy waits for every node (fair)."""
-    from fedgossip.server.flower_strategies import strategy_arguments
+    from fedgossip.server.strategy_arguments import strategy_arguments
 
     if not plan:
         return

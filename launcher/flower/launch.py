@@ -101,7 +101,7 @@ def run_flower(
     that a bad config starts nothing."""
     from fedgossip.launcher.flower.churn import check_churn
     from fedgossip.scenario.churn import churn_plan
-    from fedgossip.server.flower_strategies import strategy_arguments
+    from fedgossip.server.strategy_arguments import strategy_arguments
 
     strategy_arguments(config)
     plan = churn_plan(config)

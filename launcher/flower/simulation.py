@@ -32,6 +32,17 @@ POLL_S = 0.1  # how often records are read while the child runs
 COMPLETED, FAILED = "finished:completed", "finished:failed"  # Flower's run statuses, for the summary
 
 
+def model_modules(config: ExperimentConfig) -> tuple[str, ...]:
+    """What each Ray worker imports in the background as it boots (`simulation_worker`): the
+    modules of the model's family (`tasks.registry`: torch's learner for a torch model), Opacus'
+    with DP-SGD. Named on the simulation process's command line, so that it starts Ray before it
+    reads the config."""
+    from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
+
+    private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
+    return (*model_entry(config.task.model).family.preload, *private)
+
+
 def run_simulation_engine(
     config: ExperimentConfig, results: ResultsFolder, sink: EventSink, bar: RoundProgress, started: float
 ) -> None:
@@ -46,6 +57,7 @@ def run_simulation_engine(
         str(files.root.resolve()),
         str(config.nodes.count),
         str(config.flower.simulation_cpus),
+        ",".join(model_modules(config)),
     )
     with supervised() as children:
         try:

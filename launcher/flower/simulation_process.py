@@ -1,6 +1,6 @@
 """The process of the "simulation" Flower engine: our ServerApp and ClientApp on Flower's Ray-based
 simulation runtime, called in process (`python -m fedgossip.launcher.flower.simulation_process
-FLOWER_DIR NODES CPUS`, started by launcher/flower/simulation.py).
+FLOWER_DIR NODES CPUS MODULES`, started by launcher/flower/simulation.py).
 
 It calls `flwr.simulation.run_simulation._run_simulation`, the in-process entry behind both the
 public (deprecated) `run_simulation` and Flower's own `flwr-simulation` process, with the run
@@ -11,13 +11,15 @@ ServerApp appends its events to the run config's records path, which the launche
 Exit 0 when the ServerApp finished, 1 at once when it or the runtime failed (the traceback in the
 log).
 
-Time to round 1 (benchmarks/bench_flower.py): Ray is started here first (`start_ray`), before
-Flower and our apps are imported, so that its processes boot while this one imports; Flower's
-runtime then finds it running and uses it. Ray's workers import the ClientApp, Flower's actor and
-the model's modules (torch) as they boot (`worker_modules`), not at the first message, and this
-process builds the ServerApp's learner once meanwhile (`warm_server`: torch imported, the dataset
-loaded into the task's cache), which the ServerApp would otherwise start only after its handshake
-with the nodes.
+Time to round 1 (benchmarks/bench_flower.py): Ray is started first (`import_ray`, `ray.init`),
+before this process imports anything else (even our config: the launcher names on the command
+line the MODULES of the model, which Ray's workers import), so that its processes boot while
+this one prepares: meanwhile a thread reads the run config and builds the ServerApp's learner
+once (`prepare_server`: torch imported, the dataset loaded into the task's cache; the ServerApp
+would otherwise start that only after its handshake with the nodes), and Flower is imported.
+Flower's runtime then finds Ray running and uses it. Ray's workers import Flower's actor class and
+our ClientApp as they boot (`APP_MODULES`), and the model's modules (torch) in the background
+while the actors are created and answer the ServerApp's handshake (`simulation_worker`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,24 @@ import contextlib
 import os
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import tomllib
 
-from fedgossip.config import ExperimentConfig
+if TYPE_CHECKING:
+    from fedgossip.config import ExperimentConfig
 
 RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
-APP_MODULES = ("fedgossip.client.flower_app", "flwr.simulation.ray_transport.ray_actor")
-"""What every Ray worker of the run imports to host a ClientApp: ours, and Flower's actor class."""
+APP_MODULES = ("fedgossip.launcher.flower.simulation_worker", "fedgossip.client.flower_app")
+"""What every Ray worker of the run imports before it takes work, to host a ClientApp: Flower's
+actor class (without the rest of Flower's simulation package) and the model's modules in the
+background (`simulation_worker`), and our ClientApp."""
+BACKGROUND_ENV = "FEDGOSSIP_WORKER_MODULES"
+"""The modules each worker imports in the background (comma-separated: the model's), in the
+environment Ray's processes inherit from this one."""
 
 
 def backend_config(cpus: int) -> dict:
@@ -54,53 +65,42 @@ def run_experiment(overrides: dict) -> ExperimentConfig | None:
         return None
 
 
-def worker_modules(config: ExperimentConfig | None) -> tuple[str, ...]:
-    """What each Ray worker imports as it boots: `APP_MODULES` and the modules of the model's
-    family (`tasks.registry`: torch's learner for a torch model), Opacus' with DP-SGD."""
-    if config is None:
-        return APP_MODULES
-    from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
-
-    private = DP_SGD_PRELOAD if config.privacy.dp_sgd(config.experiment.rounds) else ()
-    return (*APP_MODULES, *model_entry(config.task.model).family.preload, *private)
-
-
-def ray_init_args(modules: tuple[str, ...]) -> dict:
+def ray_init_args() -> dict:
     """`ray.init`'s arguments: a Ray of this run alone (address "local": a bare `ray.init()`
     joins the last cluster a `ray start` or a test's `ray.cluster_utils.Cluster` on this machine
-    announced in /tmp/ray, and hangs when that one goes away), its workers importing `modules`
-    before they take work, no dashboard, Flower's log level and log forwarding. No runtime env:
+    announced in /tmp/ray, and hangs when that one goes away), its workers importing
+    `APP_MODULES` before they take work, no dashboard, Flower's log level and log forwarding. No runtime env:
     Flower's (the driver's sys.path as PYTHONPATH) is inherited from this process's environment
-    (`start_ray`), and without one the actors take the workers Ray prestarts instead of waiting
+    (`import_ray`), and without one the actors take the workers Ray prestarts instead of waiting
     for new ones."""
     return {
         "address": "local",
         "include_dashboard": False,
         "logging_level": RAY_LOGGING_LEVEL,
         "log_to_driver": True,
-        "_system_config": {"preload_python_modules": list(modules)},
+        "_system_config": {"preload_python_modules": list(APP_MODULES)},
     }
 
 
-def start_ray(modules: tuple[str, ...]) -> None:
-    """Start this run's Ray (`ray_init_args`); its workers get this process's sys.path through
-    PYTHONPATH, as Flower's runtime env would give them."""
+def import_ray(modules: tuple[str, ...]) -> ModuleType:
+    """Ray, imported with the environment its processes will inherit: this process's sys.path in
+    PYTHONPATH, as Flower's runtime env would give it to the workers, and `modules`, those the
+    workers import in the background (`simulation_worker`)."""
     paths = [p for p in sys.path if p]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ[BACKGROUND_ENV] = ",".join(modules)
     import ray
 
-    ray.init(**ray_init_args(modules))
+    return ray
 
 
 def warm_server(config: ExperimentConfig | None) -> None:
     """Build the learner the ServerApp builds for its initial model and evaluation
     (`server.federation.ServerEvaluator`: node 0's), and drop it: what stays is the imports
     (torch) and the task's cached dataset, so the ServerApp's own build, after its handshake with
-    the nodes, is quick. Done while Ray's workers boot (they import the same), before Flower's
-    runtime starts threads here, so no import of this process runs in two threads. A failure is
-    left to the ServerApp, which builds it again and reports it."""
+    the nodes, is quick. A failure is left to the ServerApp, which builds it again and reports it."""
     from fedgossip.tasks import build_learner
 
     if config is not None:
@@ -108,27 +108,39 @@ def warm_server(config: ExperimentConfig | None) -> None:
             build_learner(config.task, 0, config.nodes.count, config.experiment.seed)
 
 
-def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
-    """Run the app of `flower_dir` on `nodes` virtual SuperNodes; raises what the ServerApp or
-    the runtime raised."""
+def prepare_server(flower_dir: Path) -> dict:
+    """The run config's overrides (FLOWER_DIR/run-config.toml), with the ServerApp's learner built
+    once (`warm_server`). Run in a thread while the main thread starts Ray and imports Flower:
+    the two import different packages (ours and torch here, Ray's and Flower's there; one both
+    need, numpy, is imported once under Python's per-module import lock), and our apps, which
+    import from both sides, only once this has returned."""
     overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
-    config = run_experiment(overrides)
-    start_ray(worker_modules(config))
-    from flwr.app import Context, RecordDict
-    from flwr.common.config import get_fused_config_from_dir
-    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-    from flwr.simulation.run_simulation import _run_simulation
-    from flwr.supercore.constant import NOOP_FEDERATION_ID
-    from flwr.supercore.run import Run
-    from flwr.supercore.task_identity import TaskIdentity
-    from flwr.supercore.telemetry import EventType
+    warm_server(run_experiment(overrides))
+    return overrides
 
+
+def simulate(flower_dir: Path, nodes: int, cpus: int, modules: tuple[str, ...]) -> None:
+    """Run the app of `flower_dir` on `nodes` virtual SuperNodes, Ray's workers importing
+    `modules`; raises what the ServerApp or the runtime raised."""
+    ray = import_ray(modules)
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare-server") as pool:
+        prepared = pool.submit(prepare_server, flower_dir)
+        ray.init(**ray_init_args())
+        from flwr.app import Context, RecordDict
+        from flwr.common.config import get_fused_config_from_dir
+        from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+        from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+        from flwr.simulation.run_simulation import _run_simulation
+        from flwr.supercore.constant import NOOP_FEDERATION_ID
+        from flwr.supercore.run import Run
+        from flwr.supercore.task_identity import TaskIdentity
+        from flwr.supercore.telemetry import EventType
+
+        overrides = prepared.result()
     from fedgossip.client.flower_app import app as client_app
     from fedgossip.server.flower_app import app as server_app
 
     app = flower_dir / "app"
-    warm_server(config)
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
     run.federation_id = NOOP_FEDERATION_ID
@@ -155,12 +167,13 @@ def simulate(flower_dir: Path, nodes: int, cpus: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`FLOWER_DIR NODES CPUS`: exit 0 when the run finished, 1 (the traceback on stderr) when it
-    failed, at once: after a failure of the runtime the ServerApp's thread may still wait for
-    nodes that never come (up to flower.startup_timeout), so it is not waited for."""
-    flower_dir, nodes, cpus = Path(argv[0]), int(argv[1]), int(argv[2])
+    """`FLOWER_DIR NODES CPUS MODULES` (MODULES comma-separated): exit 0 when the run finished,
+    1 (the traceback on stderr) when it failed, at once: after a failure of the runtime the
+    ServerApp's thread may still wait for nodes that never come (up to flower.startup_timeout),
+    so it is not waited for."""
+    flower_dir, nodes, cpus, modules = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     try:
-        simulate(flower_dir, nodes, cpus)
+        simulate(flower_dir, nodes, cpus, tuple(filter(None, modules.split(","))))
     except BaseException as err:
         traceback.print_exc()
         while err.__cause__ is not None:  # Flower wraps the runtime's error: the log's last line says why
