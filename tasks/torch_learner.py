@@ -219,10 +219,6 @@ class TorchLearner(Learner):
             return total / max(1, seen)
 
         def epoch(order: np.ndarray) -> float:
-            with compute_gate.held():
-                return rng_epoch(order)
-
-        def rng_epoch(order: np.ndarray) -> float:
             self._model.train()
             if self._draws is False:  # draws nothing from torch's RNG: no swap, no lock
                 return batches(order)
