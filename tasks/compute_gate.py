@@ -2,9 +2,10 @@
 
 Why: 32 LeNet-5 peer processes on 2 cores all train at the start of a round and all evaluate at
 its end; the kernel then switches between 16 of them per core every few milliseconds, each switch
-evicting the caches the other had filled, and the same work costs about 40% more CPU than in one
-process (`benchmarks/floor.py`). A node that holds a token for a whole epoch or evaluation runs it
-on a warm core: 15% less CPU for the same work in 32 processes (docs/performance.md).
+evicting the caches the other had filled, and the same torch work costs up to 40% more CPU than in
+one process (`benchmarks/floor.py`). A node that holds a token for its whole `Learner.train` call
+(or `train_step`) or a torch evaluation runs it on a warm core: the 32-peer LeNet case takes 11%
+less CPU and 10% less wall time on a quiet machine (docs/performance.md).
 
 A token is a unit of a semaphore that the fork server makes before forking (`open_tokens`): a
 waiter sleeps in the kernel until a unit is free (no polling: waking 30 waiters every few
