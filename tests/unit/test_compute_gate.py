@@ -131,3 +131,24 @@ def test_a_forked_holder_excludes_the_parent_and_its_token_outlives_its_death(on
         assert time.monotonic() - started >= 0.2
     assert compute_gate._semaphore.acquire(timeout=0)  # given back
     compute_gate._semaphore.release()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("model", ["mlp", "linear"])
+def test_a_learner_trains_and_a_torch_learner_evaluates_holding_a_token(model, monkeypatch):
+    from fedgossip.tasks import TaskConfig, build_learner
+
+    learner = build_learner(TaskConfig(model=model, local_steps=2), 0, 2, seed=0)
+    calls = []
+    real = compute_gate.held
+
+    def held():
+        calls.append("held")
+        return real()
+
+    monkeypatch.setattr(compute_gate, "held", held)
+    learner.train()  # local_steps
+    learner.train(epochs=1)
+    learner.train_step()
+    learner.evaluate()
+    assert len(calls) == (4 if model == "mlp" else 3)  # a linear model's evaluation is not gated
