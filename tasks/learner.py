@@ -11,6 +11,7 @@ import numpy as np
 from fedgossip.base.constraints import Interval
 from fedgossip.schema.tensors import TensorSpec, check_arrays
 
+from . import compute_gate
 from .config import TaskConfig
 from .data import Dataset
 
@@ -125,12 +126,14 @@ class Learner(abc.ABC):
         mu = Interval(Real, 0.0).check("mu", mu)
         run_epoch = self._make_epoch(mu)
         if epochs is None and self.task.local_steps:
-            for _ in range(self.task.local_steps):
-                loss = run_epoch(self._next_batch())
+            with compute_gate.held():
+                for _ in range(self.task.local_steps):
+                    loss = run_epoch(self._next_batch())
             return loss
         epochs = self.task.local_epochs if epochs is None else Interval(Integral, 1).check("epochs", epochs)
-        for _ in range(epochs):
-            loss = run_epoch(self._epoch_order())
+        with compute_gate.held():
+            for _ in range(epochs):
+                loss = run_epoch(self._epoch_order())
         return loss
 
     def _epoch_order(self) -> np.ndarray:
@@ -147,7 +150,8 @@ class Learner(abc.ABC):
         within one epoch. Returns the batch's training loss."""
         if self._step_epoch is None:
             self._step_epoch = self._make_epoch(0.0)
-        return self._step_epoch(self._next_batch())
+        with compute_gate.held():
+            return self._step_epoch(self._next_batch())
 
     def _next_batch(self) -> np.ndarray:
         """The next minibatch of task.batch_size examples of an epoch order drawn from the node's

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from . import compute_gate
 from .config import TaskConfig
 from .data import Dataset
 from .dp_accounting import DpSgdSpec
@@ -264,9 +265,10 @@ class TorchLearner(Learner):
         self._model.eval()
         x_test, y_test = self._tests[whole]
         loss, correct = 0.0, 0
-        for start in range(0, len(y_test), _EVAL_BATCH):
-            logits = self._model(x_test[start : start + _EVAL_BATCH])
-            labels = y_test[start : start + _EVAL_BATCH]
-            loss += functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += int((logits.argmax(dim=1) == labels).sum().item())
+        with compute_gate.held():
+            for start in range(0, len(y_test), _EVAL_BATCH):
+                logits = self._model(x_test[start : start + _EVAL_BATCH])
+                labels = y_test[start : start + _EVAL_BATCH]
+                loss += functional.cross_entropy(logits, labels, reduction="sum").item()
+                correct += int((logits.argmax(dim=1) == labels).sum().item())
         return loss / len(y_test), correct / len(y_test)

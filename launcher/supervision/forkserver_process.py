@@ -162,6 +162,14 @@ def load(preload: Preload) -> None:
                 load_raw(name)
 
 
+def open_compute_tokens() -> None:
+    """One compute token per core for the children (`tasks.compute_gate`): their learners train
+    and evaluate one per core at a time, on warm caches, instead of all at once."""
+    from fedgossip.tasks import compute_gate
+
+    compute_gate.open_tokens()
+
+
 def unsafe_to_fork() -> str | None:
     """Why this process must not fork (threads running after the imports), or None.
 
@@ -178,6 +186,7 @@ def serve(control: socket.socket, preload: Preload) -> None:
     """Load `preload`, then fork a child per request until the launcher closes the socket."""
     started = time.monotonic()
     load(preload)
+    open_compute_tokens()
     problem = unsafe_to_fork()
     if problem:
         send(control, {"ready": False, "error": problem})
