@@ -131,9 +131,12 @@ def test_kernel_loss_slows_pushes_but_loses_no_model(tmp_path, mtls_run):
     records = metrics(out)
     assert len(records) == 8 and all(r["merged"] == 3 for r in records)  # every model arrived, in time
     assert all("dropped" not in r for r in records)  # the kernel's losses are not counted (README)
-    lossy = statistics.median(t for times in pushes(out).values() for t in times)
-    clean = statistics.median(unshaped_pushes(mtls_run))
-    assert lossy > 2 * clean, (lossy, clean)  # TCP retransmits what the kernel dropped
+    # TCP retransmits what the kernel dropped: a push that lost a segment waits a retransmission
+    # timeout (>= 0.2 s, doubling), the others are as fast as without loss. Means, not medians: with
+    # 20% loss fewer than half the pushes may lose one (9 of 24 seen; the median was then 10 ms)
+    lossy = statistics.mean(t for times in pushes(out).values() for t in times)
+    clean = statistics.mean(unshaped_pushes(mtls_run))
+    assert lossy > 2 * clean, (lossy, clean)
     assert network_leftovers(json.loads((out / "network.json").read_text())["prefix"]) == []
 
 
