@@ -62,6 +62,27 @@ def _hand_distance(models: list[list[np.ndarray]]) -> float:
     return float(np.linalg.norm(flat - flat.mean(axis=0), axis=1).mean())
 
 
+def _observed_run(tmp_path, count: int, rounds: int, *settings: str):
+    """A linear run of `count` peers, each the neighbour of every other, measured every 2 rounds:
+    its secrets folder (link keys and the observer's secret), each node's link-keys file, free
+    loopback addresses and config."""
+    secrets = tmp_path / "secrets"
+    links = [(a, b) for a in range(count) for b in range(a + 1, count)]
+    keys = write_link_keys(links, range(count), secrets, observer=True)
+    addresses = {node: f"127.0.0.1:{port}" for node, port in enumerate(free_ports(count))}
+    overrides = ["task.model=linear", f"nodes.count={count}", f"experiment.rounds={rounds}"]
+    config = load_config(None, [*overrides, "experiment.consensus_every=2", *settings])
+    return secrets, keys, addresses, config
+
+
+def _add_peers(peers: list[GossipPeer], config, addresses: dict[int, str], keys) -> None:
+    """Make `_observed_run`'s peers (not started) into `peers`, which the caller closes."""
+    for node, address in addresses.items():
+        neighbours = {str(n): a for n, a in addresses.items() if n != node}
+        section = PeerSection(id=node, listen=address, neighbours=neighbours, link_keys_file=str(keys[node]))
+        peers.append(GossipPeer(config.replace(peer=section)))
+
+
 @pytest.mark.timeout(60)
 def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(tmp_path):
     """Three peers on real gRPC servers publish all their rounds before the observer sees any
@@ -71,33 +92,13 @@ def test_an_observer_rounds_late_gets_every_peers_model_of_every_measured_round(
     releases the model kept (asked again, a peer serves its current one), and the read of the
     last round lets a finished peer go."""
     count, rounds = 3, 2 * MAX_PENDING_ROUNDS + 3
-    secrets = tmp_path / "secrets"
-    keys = write_link_keys([(0, 1), (1, 2), (0, 2)], range(count), secrets, observer=True)
-    ports = free_ports(count)
-    addresses = {node: f"127.0.0.1:{port}" for node, port in enumerate(ports)}
-    config = load_config(
-        None,
-        [
-            "task.model=linear",
-            f"nodes.count={count}",
-            f"experiment.rounds={rounds}",
-            "experiment.consensus_every=2",
-            "experiment.round_timeout=20",
-        ],
-    )
+    secrets, keys, addresses, config = _observed_run(tmp_path, count, rounds, "experiment.round_timeout=20")
     results = ResultsFolder(tmp_path / "run", config)
     rng = np.random.default_rng(3)
     published: dict[int, dict[int, list[np.ndarray]]] = {}
-    peers = []
+    peers: list[GossipPeer] = []
     try:
-        for node in range(count):
-            section = PeerSection(
-                id=node,
-                listen=addresses[node],
-                neighbours={str(n): addresses[n] for n in range(count) if n != node},
-                link_keys_file=str(keys[node]),
-            )
-            peers.append(GossipPeer(config.replace(peer=section)))
+        _add_peers(peers, config, addresses, keys)
         for peer in peers:
             initial = peer.start(lambda event: None)
             for round_ in range(1, rounds + 1):
@@ -141,18 +142,7 @@ def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path
     which ends node 0's wait (`observed`) as the read of node 1's model ends node 1's. The same
     word from a caller without the observer's secret ends nothing."""
     count, rounds = 2, 2
-    secrets = tmp_path / "secrets"
-    keys = write_link_keys([(0, 1)], range(count), secrets, observer=True)
-    addresses = {node: f"127.0.0.1:{port}" for node, port in enumerate(free_ports(count))}
-    config = load_config(
-        None,
-        [
-            "task.model=linear",
-            f"nodes.count={count}",
-            f"experiment.rounds={rounds}",
-            "experiment.consensus_every=2",
-        ],
-    )
+    secrets, keys, addresses, config = _observed_run(tmp_path, count, rounds)
     fetch = ConsensusObserver._fetch
 
     def failing(observer, node, round_):
@@ -162,16 +152,9 @@ def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path
 
     monkeypatch.setattr(ConsensusObserver, "_fetch", failing)
     results = ResultsFolder(tmp_path / "run", config)
-    peers = []
+    peers: list[GossipPeer] = []
     try:
-        for node in range(count):
-            section = PeerSection(
-                id=node,
-                listen=addresses[node],
-                neighbours={str(1 - node): addresses[1 - node]},
-                link_keys_file=str(keys[node]),
-            )
-            peers.append(GossipPeer(config.replace(peer=section)))
+        _add_peers(peers, config, addresses, keys)
         for peer in peers:
             model = peer.start(lambda event: None)
             for round_ in range(1, rounds + 1):
