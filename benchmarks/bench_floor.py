@@ -30,6 +30,7 @@ a thread spends after its last sample is missed; the sampled total is printed be
 `--before REV` runs every real run also on the code of git revision REV (extracted into a temporary
 import root put first on PYTHONPATH), alternately with this tree's, `--repeats` times, against the
 one floor, and ends with the medians of both: a code change measured side by side under one load.
+Both trees are byte-compiled first (`bytecode.py`), as an installed package is.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bytecode import compile_tree
 from floor import check_floor_config
 
 from fedgossip.config import load_config
@@ -373,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
         tmp = args.keep or Path(scratch)
         before = code_root(args.before, Path(scratch)) if args.before else None
+        for tree in (REPO, before):  # measured as installed packages are: from .pyc files
+            if tree is not None:
+                compile_tree(tree)
         for name, (config, overrides) in cases.items():
             try:
                 settings = [*overrides, *args.overrides]
