@@ -6,8 +6,9 @@ default codec "none", which the header leaves empty), sliced into chunks of at m
 (the first slice rides with the header). A model is serialized once, by hand, each chunk's bytes
 copied once from the payloads (`WireChunk`), and sent to every neighbour as it is (`push_stub`;
 protobuf's own serialization of a 1 MiB chunk costs several times a copy, and gRPC ran it once per
-neighbour): a model of one chunk by PushWhole, one unary call, a longer one by PushModel's stream. The receiving side checks everything against its own model's specs
-before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
+neighbour): a model of one chunk by PushWhole, one unary call, a longer one by PushModel's
+stream. The receiving side checks everything against its own model's specs before a single value
+is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
 statuses): the header's sender, round, example count, codec (the receiver's own: another one is
 INVALID_ARGUMENT), size and tensor specs as it arrives, the payloads' decoding and the values'
 finiteness at the end. This is the one structure check of a received model: the peer's
