@@ -71,7 +71,7 @@ class LocalServices:
 
 class LocalPushStub:
     """The push half of a `GossipStub` to the co-located neighbour `node`, for the sender `caller`:
-    PushModel and Withhold hand the message to the neighbour's `GossipService.deliver` and
+    PushModel, PushWhole and Withhold hand the message to the neighbour's `GossipService.deliver` and
     `deliver_notice` (the caller is identified by construction; no token nor key to check)."""
 
     def __init__(self, services: LocalServices, node: int, caller: int) -> None:
@@ -82,6 +82,10 @@ class LocalPushStub:
     async def PushModel(self, chunks: Iterable[WireChunk], **call: object) -> gossip_pb2.PushReply:
         """Deliver a push's chunks (the gRPC call options in `call` do not apply: it is at once)."""
         return self.services.get(self.node).deliver(list(chunks), self.caller)
+
+    async def PushWhole(self, chunk: WireChunk, **call: object) -> gossip_pb2.PushReply:
+        """Deliver a push of one chunk."""
+        return self.services.get(self.node).deliver([chunk], self.caller)
 
     async def Withhold(self, notice: gossip_pb2.WithholdNotice, **call: object) -> gossip_pb2.PushReply:
         """Deliver a notice that no model comes this round."""

@@ -30,10 +30,12 @@ SERVICE = "/fedgossip.gossip.Gossip/"
 INVALID, UNAUTHENTICATED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED
 EXPECTED = {  # (rpc, with credentials) -> the one code every garbage call gets
     ("PushModel", False): UNAUTHENTICATED,
+    ("PushWhole", False): UNAUTHENTICATED,
     ("GetModel", False): UNAUTHENTICATED,
     ("Withhold", False): UNAUTHENTICATED,
     ("Health", False): INVALID,  # Health needs no credentials
     ("PushModel", True): INVALID,
+    ("PushWhole", True): INVALID,
     ("GetModel", True): INVALID,
     ("Withhold", True): INVALID,
     ("Health", True): INVALID,

@@ -274,7 +274,9 @@ def test_a_push_the_receiver_cut_is_pushed_again_and_arrives_once(tmp_path, capl
     caplog.set_level(logging.INFO, logger="fedgossip.client.gossip.transport.sender")
     child, port, neighbour = start_token_peer(tmp_path, [*TASK, "gossip.idle_timeout=1"])
     names, arrays, n = neighbour_model()
-    first, second = (encode(1, round_, n, names, arrays) for round_ in (1, 2))
+    # streamed in chunks of 1 KB: a model in one chunk goes in one unary call, which cannot stall
+    first, second = (encode(1, round_, n, names, arrays, chunk_bytes=1024) for round_ in (1, 2))
+    assert len(first) > 1
     nbytes = sum(len(c.data) for c in first)
     try:
         with sink_neighbour(neighbour):  # node 0's pushes to us

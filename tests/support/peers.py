@@ -80,6 +80,9 @@ class _Sink(gossip_pb2_grpc.GossipServicer):
         self.pushes += 1
         return gossip_pb2.PushReply(accepted=True)
 
+    def PushWhole(self, request, context):
+        return self.PushModel(iter([request]), context)
+
 
 @contextlib.contextmanager
 def sink_neighbour(port: int, credentials: grpc.ServerCredentials | None = None):

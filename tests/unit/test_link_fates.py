@@ -59,6 +59,9 @@ class _Neighbour(gossip_pb2_grpc.GossipServicer):
         self.pushed += sorted(rounds)
         return gossip_pb2.PushReply(accepted=True)
 
+    def PushWhole(self, request, context):
+        return self.PushModel(iter([request]), context)
+
     def Withhold(self, request, context):
         self.noticed.append(request.round)
         return gossip_pb2.PushReply(accepted=True)

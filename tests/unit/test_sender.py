@@ -1,8 +1,9 @@
 """The senders on the process's one event loop (client/gossip/transport/: eventloop.py, sender.py), on
 real gRPC in this process: a frozen neighbour delays only its own pushes, a newer model replaces
 one not sent, many senders add no thread, a push past its own deadline is not pushed again, a
-round's queued models go with one wakeup of the loop; a peer's server does not share a port with
-another server. (A push a real peer cut is pushed again:
+round's queued models go with one wakeup of the loop; a model in one chunk goes in one unary call
+(PushWhole), taken as its stream would be; a peer's server does not share a port with another
+server. (A push a real peer cut is pushed again:
 tests/e2e/test_peer_input.py.)"""
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import time
 import numpy as np
 import pytest
 
+from fedgossip.client.gossip.inbox import Inbox
 from fedgossip.client.gossip.transport import eventloop
 from fedgossip.client.gossip.transport.grpc_server import LoopServer
 from fedgossip.client.gossip.transport.sender import NeighbourSender, wake
-from fedgossip.client.gossip.transport.wire import encode
+from fedgossip.client.gossip.transport.service import Authenticator, GossipService
+from fedgossip.client.gossip.transport.wire import CHANNEL_OPTIONS, encode
 from fedgossip.proto.gossip_pb2_grpc import GossipServicer
+from fedgossip.schema.tensors import specs_of
 from tests.support import (
     StallsOnce,
     aio_stub_for,
@@ -28,8 +32,9 @@ from tests.support import (
     sink_neighbour,
 )
 
-CHUNKS = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)])
+CHUNKS = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)])  # one chunk: PushWhole
 NBYTES = sum(len(c.data) for c in CHUNKS)
+STREAMED = encode(0, 1, 10, ["w"], [np.zeros(1000, dtype=np.float32)], chunk_bytes=1024)  # PushModel
 
 
 def sender_to(port: int, node: int = 1) -> NeighbourSender:
@@ -132,7 +137,7 @@ def test_a_push_past_its_own_deadline_is_not_pushed_again(caplog):
         try:
             assert sender.send(CHUNKS, time.monotonic() + 10, wait=True).result(30) == NBYTES  # connected
             began = time.monotonic()
-            assert sender.send(StallsOnce(CHUNKS, 2.5), began + 1.5, wait=True).result(30) == 0
+            assert sender.send(StallsOnce(STREAMED, 2.5), began + 1.5, wait=True).result(30) == 0
             took = time.monotonic() - began
         finally:
             sender.close()
@@ -162,3 +167,66 @@ def test_queued_models_go_when_woken_with_one_call_onto_the_loop(monkeypatch):
             for s in senders:
                 s.close()
         assert sink.pushes == 3
+
+
+@pytest.mark.timeout(60)
+def test_a_model_in_one_chunk_goes_in_one_unary_call_and_is_taken_as_its_stream_would_be():
+    """Neighbour 1's model is one chunk (PushWhole), neighbour 2's the same model in 1 KB chunks
+    (PushModel's stream): the receiving service takes both into its inbox equal to what was sent,
+    and answers a push of a round it closed alike."""
+    names, model = ["w", "b"], [np.arange(1000, dtype=np.float32).reshape(100, 10), np.ones(10, np.float32)]
+    inbox = Inbox()
+    specs = specs_of(names, model)
+    service = GossipService(
+        0,
+        specs,
+        inbox,
+        neighbours=[1, 2],
+        rounds=5,
+        max_bytes=1 << 20,
+        auth=Authenticator(),
+        max_pushes=8,
+        idle_timeout=10.0,
+    )
+    calls = []
+    for method in ("PushModel", "PushWhole"):  # count the calls each handler gets
+        handler = getattr(service, method)
+
+        async def counted(request, context, handler=handler, method=method):
+            calls.append(method)
+            return await handler(request, context)
+
+        setattr(service, method, counted)
+    server = LoopServer(service, "127.0.0.1:0", None, CHANNEL_OPTIONS)
+    senders = [sender_to(server.port, node) for node in (1, 2)]
+    try:
+        for round_ in (1, 2):
+            pushes = [
+                encode(1, round_, 10, names, model),
+                encode(2, round_, 10, names, model, chunk_bytes=1024),
+            ]
+            assert [len(chunks) for chunks in pushes] == [1, 4]
+            sent = [
+                s.send(chunks, time.monotonic() + 10, wait=True)
+                for s, chunks in zip(senders, pushes, strict=True)
+            ]
+            assert [f.result(30) for f in sent] == [sum(len(c.data) for c in chunks) for chunks in pushes]
+            assert inbox.wait(round_, {1, 2}, time.monotonic() + 10) == set()
+            taken = inbox.close(round_)
+            assert [(m.sender, m.round, m.num_examples) for m in taken] == [(1, round_, 10), (2, round_, 10)]
+            for message in taken:
+                assert all(np.array_equal(got, want) for got, want in zip(message.arrays, model, strict=True))
+        assert sorted(calls) == ["PushModel", "PushModel", "PushWhole", "PushWhole"]
+        stub = senders[0]._stub  # a push of closed round 1, both ways: the same answer
+        late = encode(1, 1, 10, names, model)
+
+        async def answers():
+            return await stub.PushWhole(late[0], timeout=10), await stub.PushModel(iter(late), timeout=10)
+
+        whole, streamed = eventloop.call(answers(), 15)
+        assert (whole.accepted, whole.detail, whole.round) == (False, "round 1 is closed", 3)
+        assert (streamed.accepted, streamed.detail, streamed.round) == (False, "round 1 is closed", 3)
+    finally:
+        for sender in senders:
+            sender.close()
+        server.stop(0.5)

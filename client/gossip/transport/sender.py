@@ -4,7 +4,8 @@ no model comes this round, see `NeighbourSender.withhold`).
 Each neighbour has a one-model slot and a coroutine on the process's event loop
 (`eventloop.py`; grpc.aio calls, no thread): `send` puts a model in the slot and returns
 a future at once; a model still waiting in the slot when a newer one comes is replaced (its
-future says 0 bytes). A round's pushes to several neighbours wake their coroutines with one call
+future says 0 bytes). A model of one chunk goes as one unary call (PushWhole), a longer one as a
+stream (PushModel). A round's pushes to several neighbours wake their coroutines with one call
 onto the loop (`queue` each, then `wake` them all): one loop wakeup a round, not one a neighbour.
 A push to a neighbour that does not answer ends at its timeout, so a frozen neighbour delays only
 its own sends. A push refused for a passing reason (the neighbour is busy with pushes, or not
@@ -235,12 +236,14 @@ class NeighbourSender:
         return stop or time.monotonic() + RETRY_S > job.deadline
 
     async def _push(self, job: _Job) -> int | grpc.StatusCode:
-        """Push one model; a refused or failed push is logged, never raised. Returns bytes delivered,
+        """Push one model (PushWhole when it is one chunk, else PushModel's stream); a refused or
+        failed push is logged, never raised. Returns bytes delivered,
         or the status of a failure worth trying again: a transient refusal (the neighbour is busy
         or not up yet) or a cut (see `_cut`)."""
+        whole = len(job.chunks) == 1  # one unary call: a fraction of a stream's cost
         call = partial(
-            self._stub.PushModel,
-            iter(job.chunks),
+            self._stub.PushWhole if whole else self._stub.PushModel,
+            job.chunks[0] if whole else iter(job.chunks),
             timeout=max(self._min_timeout, job.deadline - time.monotonic()),
             metadata=self._metadata,
             wait_for_ready=job.wait,

@@ -6,6 +6,11 @@ a silent stream costs a coroutine, each read has its own inactivity deadline, an
 counters: at most `max_pushes` pushes at once and one per sender (RESOURCE_EXHAUSTED beyond), while
 Health and GetModel never wait behind pushes.
 
+A model that fits in one chunk (every model under `wire.CHUNK_BYTES`) comes as one unary call,
+PushWhole, whose handler is PushModel's with a one-chunk stream: the same checks, answers and limits.
+(A stream costs gRPC five batches on the sender's event loop and four on the receiver's, each a
+wakeup of its loop through gRPC's poller thread; a unary call one and three.)
+
 Every push is untrusted: the caller's identity (link key or certificate) is checked before a byte is
 read or decoded (requests arrive as bytes: `add_to_server`), then the header (sender = caller, round
 window, codec = the peer's `gossip.codec`, sizes, dtypes, shapes) and, at the end, the payloads'
@@ -36,8 +41,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
 import grpc
@@ -191,6 +197,22 @@ class GossipService:
         self._retained = RetainedModels(every, self.rounds)
 
     async def PushModel(self, request_iterator, context: grpc.aio.ServicerContext):
+        return await self._push(context, partial(self._read, context))
+
+    async def PushWhole(self, request: bytes, context: grpc.aio.ServicerContext):
+        """A model in one chunk (`request`), pushed as one unary call: PushModel's checks and
+        answers (a model that needs more chunks is INVALID_ARGUMENT: fewer bytes than declared)."""
+        rest = [request]
+
+        async def read() -> gossip_pb2.ModelChunk | None:
+            return decode(gossip_pb2.ModelChunk, rest.pop()) if rest else None
+
+        return await self._push(context, read)
+
+    async def _push(
+        self, context: grpc.aio.ServicerContext, read: Callable[[], Awaitable[gossip_pb2.ModelChunk | None]]
+    ) -> gossip_pb2.PushReply:
+        """Take one push whose chunks `read` gives (None at the end), after the caller's identity."""
         caller = await self._identify(context)
         sender, counted = None, False
         try:
@@ -200,7 +222,7 @@ class GossipService:
             if caller is not None:  # an identified caller holds one push at most, header or not
                 sender = self._hold(caller)
             assembler = self._assembler()
-            first = await self._read(context)
+            first = await read()
             if first is None:
                 raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no header")
             header = self._header(assembler, first, caller)
@@ -209,7 +231,7 @@ class GossipService:
             closed = self._closed(header.round, sender)
             if closed is not None:
                 return closed
-            while (chunk := await self._read(context)) is not None:
+            while (chunk := await read()) is not None:
                 assembler.add(chunk)
             return self._admit(self.compression.incoming(assembler.finish()), sender)
         except WireError as err:
@@ -437,6 +459,9 @@ def add_to_server(service: GossipService, server: grpc.aio.Server) -> None:
     handlers = {
         "PushModel": grpc.stream_unary_rpc_method_handler(
             service.PushModel, response_serializer=gossip_pb2.PushReply.SerializeToString
+        ),
+        "PushWhole": grpc.unary_unary_rpc_method_handler(
+            service.PushWhole, response_serializer=gossip_pb2.PushReply.SerializeToString
         ),
         "GetModel": grpc.unary_stream_rpc_method_handler(service.GetModel, response_serializer=serialize),
         "Health": grpc.unary_unary_rpc_method_handler(

@@ -6,8 +6,9 @@ default codec "none", which the header leaves empty), sliced into chunks of at m
 (the first slice rides with the header). A model is serialized once, by hand, each chunk's bytes
 copied once from the payloads (`WireChunk`), and sent to every neighbour as it is (`push_stub`;
 protobuf's own serialization of a 1 MiB chunk costs several times a copy, and gRPC ran it once per
-neighbour). The receiving side checks everything against its own model's specs
-before a single value is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
+neighbour): a model of one chunk by PushWhole, one unary call, a longer one by PushModel's
+stream. The receiving side checks everything against its own model's specs before a single value
+is used (the shared checks of `fedgossip.schema.tensors`, answered as gRPC
 statuses): the header's sender, round, example count, codec (the receiver's own: another one is
 INVALID_ARGUMENT), size and tensor specs as it arrives, the payloads' decoding and the values'
 finiteness at the end. This is the one structure check of a received model: the peer's
@@ -37,7 +38,7 @@ from fedgossip.schema.tensors import (
 
 CHUNK_BYTES = 1 << 20
 DATA_TAG = 0x12  # ModelChunk.data on the wire: field 2, length-delimited
-PUSH_METHOD = f"/{gossip_pb2.DESCRIPTOR.services_by_name['Gossip'].full_name}/PushModel"
+SERVICE_PATH = f"/{gossip_pb2.DESCRIPTOR.services_by_name['Gossip'].full_name}"
 MAX_MESSAGE_BYTES = 4 << 20
 CHANNEL_OPTIONS = [  # one chunk (plus header) per message: anything bigger is refused by gRPC itself
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -103,11 +104,15 @@ def serialize(chunk: Chunk) -> bytes:
 
 
 def push_stub(channel: grpc.Channel | grpc.aio.Channel) -> gossip_pb2_grpc.GossipStub:
-    """A GossipStub on `channel` whose PushModel sends chunks as `serialize` gives them (those of
-    `encode` as they are); the other calls are the generated stub's."""
+    """A GossipStub on `channel` whose PushModel and PushWhole send chunks as `serialize` gives
+    them (those of `encode` as they are); the other calls are the generated stub's."""
     stub = gossip_pb2_grpc.GossipStub(channel)
+    reply = gossip_pb2.PushReply.FromString
     stub.PushModel = channel.stream_unary(
-        PUSH_METHOD, request_serializer=serialize, response_deserializer=gossip_pb2.PushReply.FromString
+        f"{SERVICE_PATH}/PushModel", request_serializer=serialize, response_deserializer=reply
+    )
+    stub.PushWhole = channel.unary_unary(
+        f"{SERVICE_PATH}/PushWhole", request_serializer=serialize, response_deserializer=reply
     )
     return stub
 
