@@ -99,7 +99,7 @@ def check_declared(
             _mismatch(want, f"be at position {index}", f"{_show(got.name)} in its place")
         if allowed is not None and got.dtype not in allowed:
             raise ModelRejected(f"weight {want.name}: dtype {_show(got.dtype)} not allowed")
-        if got.dtype not in (want.dtype, np.dtype(want.dtype).name):
+        if got.dtype != want.dtype and got.dtype != np.dtype(want.dtype).name:  # the name only if needed
             _mismatch(want, f"have dtype {_name(np.dtype(want.dtype))}", _show(got.dtype))
         if got.shape != want.shape:
             _mismatch(want, f"have shape {want.shape}", _show(got.shape))
