@@ -39,10 +39,14 @@ if TYPE_CHECKING:
     from fedgossip.config import ExperimentConfig
 
 RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
-APP_MODULES = ("fedgossip.launcher.flower.simulation_worker", "fedgossip.client.flower_app")
-"""What every Ray worker of the run imports before it takes work, to host a ClientApp: Flower's
-actor class (without the rest of Flower's simulation package) and the model's modules in the
-background (`simulation_worker`), and our ClientApp."""
+APP_MODULES = ("fedgossip.client.flower_app", "fedgossip.launcher.flower.simulation_worker")
+"""What every Ray worker of the run imports before it takes work, in this order, to host a
+ClientApp: our ClientApp, then Flower's actor class (without the rest of Flower's simulation
+package) and the model's modules in the background (`simulation_worker`). The ClientApp first:
+imported while the background thread imports the model's modules, the two imported
+`fedgossip.tasks` at once, and its circular imports left one of them a partial module (the
+ClientApp's preload then failed in most workers, and torch was imported at the first train message
+instead: session 16)."""
 BACKGROUND_ENV = "FEDGOSSIP_WORKER_MODULES"
 """The modules each worker imports in the background (comma-separated: the model's), in the
 environment Ray's processes inherit from this one."""
