@@ -16,15 +16,18 @@ before this process imports anything else (even our config: the launcher names o
 line the MODULES of the model, which Ray's workers import), so that its processes boot while
 this one prepares: meanwhile a thread reads the run config and builds the ServerApp's learner
 once (`prepare_server`: torch imported, the dataset loaded into the task's cache; the ServerApp
-would otherwise start that only after its handshake with the nodes), and Flower is imported.
-Flower's runtime then finds Ray running and uses it. Ray's workers import Flower's actor class and
-our ClientApp as they boot (`APP_MODULES`), and the model's modules (torch) in the background
-while the actors are created and answer the ServerApp's handshake (`simulation_worker`).
+would otherwise start that only after its handshake with the nodes) and imports Flower's runtime
+but for its Ray part, and our apps (`RUNTIME_MODULES`); the rest of Flower is imported after.
+Flower's runtime then finds Ray running and uses it. Ray's workers import our ClientApp and
+Flower's actor class as they boot (`APP_MODULES`), and the model's modules (torch) in the
+background while the actors are created and answer the ServerApp's handshake
+(`simulation_worker`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import traceback
@@ -39,10 +42,29 @@ if TYPE_CHECKING:
     from fedgossip.config import ExperimentConfig
 
 RAY_LOGGING_LEVEL = "WARNING"  # Flower's simulation default (init_args_logging_level)
-APP_MODULES = ("fedgossip.launcher.flower.simulation_worker", "fedgossip.client.flower_app")
-"""What every Ray worker of the run imports before it takes work, to host a ClientApp: Flower's
-actor class (without the rest of Flower's simulation package) and the model's modules in the
-background (`simulation_worker`), and our ClientApp."""
+APP_MODULES = ("fedgossip.client.flower_app", "fedgossip.launcher.flower.simulation_worker")
+"""What every Ray worker of the run imports before it takes work, in this order, to host a
+ClientApp: our ClientApp, then Flower's actor class (without the rest of Flower's simulation
+package) and the model's modules in the background (`simulation_worker`). The ClientApp first:
+imported while the background thread imports the model's modules, the two imported
+`fedgossip.tasks` at once, and its circular imports left one of them a partial module (the
+ClientApp's preload then failed in most workers, and torch was imported at the first train message
+instead: session 16)."""
+RUNTIME_MODULES = (
+    "flwr.server.superlink.linkstate",
+    "flwr.supercore.object_store",
+    "fedgossip.client.flower_app",
+    "fedgossip.server.flower_app",
+)
+"""What the warm-up thread imports of Flower's runtime and of our apps once the ServerApp's learner
+is built, while `ray.init` waits for Ray's processes: Flower's link state and object store
+(SQLAlchemy) and our ServerApp and ClientApp, none of it Ray's (0.4-0.5 CPU-s, which the main
+thread spent after `ray.init`, before the runtime could create the actors: session 16)."""
+SHARED_MODULES = ("argparse", "click", "colorsys", "gettext", "grp", "pydantic", "tarfile", "termios")
+"""The modules both `ray.init` (which imports more of Ray as it starts it) and the warm-up thread
+import, imported before that thread starts: so the two threads never import one module at once
+(two threads in one package's circular imports can leave one of them a partial module, see
+APP_MODULES). tests/e2e/test_flower_simulation.py checks that they are all."""
 BACKGROUND_ENV = "FEDGOSSIP_WORKER_MODULES"
 """The modules each worker imports in the background (comma-separated: the model's), in the
 environment Ray's processes inherit from this one."""
@@ -110,12 +132,14 @@ def warm_server(config: ExperimentConfig | None) -> None:
 
 def prepare_server(flower_dir: Path) -> dict:
     """The run config's overrides (FLOWER_DIR/run-config.toml), with the ServerApp's learner built
-    once (`warm_server`). Run in a thread while the main thread starts Ray and imports Flower:
-    the two import different packages (ours and torch here, Ray's and Flower's there; one both
-    need, numpy, is imported once under Python's per-module import lock), and our apps, which
-    import from both sides, only once this has returned."""
+    once (`warm_server`) and `RUNTIME_MODULES` imported. Run in a thread while the main thread
+    starts Ray: the two import different modules (ours, torch and Flower's here, the rest of
+    Ray's there; those both import are imported first, `SHARED_MODULES`), and the main thread
+    imports Flower's runtime only once this has returned."""
     overrides = tomllib.loads((flower_dir / "run-config.toml").read_text())
     warm_server(run_experiment(overrides))
+    for name in RUNTIME_MODULES:
+        importlib.import_module(name)
     return overrides
 
 
@@ -123,20 +147,22 @@ def simulate(flower_dir: Path, nodes: int, cpus: int, modules: tuple[str, ...]) 
     """Run the app of `flower_dir` on `nodes` virtual SuperNodes, Ray's workers importing
     `modules`; raises what the ServerApp or the runtime raised."""
     ray = import_ray(modules)
+    for name in SHARED_MODULES:
+        importlib.import_module(name)
     with ThreadPoolExecutor(1, thread_name_prefix="prepare-server") as pool:
         prepared = pool.submit(prepare_server, flower_dir)
         ray.init(**ray_init_args())
-        from flwr.app import Context, RecordDict
-        from flwr.common.config import get_fused_config_from_dir
-        from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-        from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-        from flwr.simulation.run_simulation import _run_simulation
-        from flwr.supercore.constant import NOOP_FEDERATION_ID
-        from flwr.supercore.run import Run
-        from flwr.supercore.task_identity import TaskIdentity
-        from flwr.supercore.telemetry import EventType
-
         overrides = prepared.result()
+    from flwr.app import Context, RecordDict
+    from flwr.common.config import get_fused_config_from_dir
+    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
     from fedgossip.client.flower_app import app as client_app
     from fedgossip.server.flower_app import app as server_app
 

@@ -1,7 +1,8 @@
-"""What a Ray worker of the "simulation" engine imports first (`simulation_process.APP_MODULES`),
-before it takes work: Flower's actor class, `flwr.simulation.ray_transport.ray_actor.ClientAppActor`,
-without running the init of its package `flwr.simulation` first; and a thread that imports the
-model's modules (torch: ~1 CPU-s) in the background (`simulation_process.BACKGROUND_ENV`).
+"""What a Ray worker of the "simulation" engine imports after our ClientApp
+(`simulation_process.APP_MODULES`), before it takes work: Flower's actor class,
+`flwr.simulation.ray_transport.ray_actor.ClientAppActor`, without running the init of its package
+`flwr.simulation` first; and a thread that imports the model's modules (torch: ~1 CPU-s) in the
+background (`simulation_process.BACKGROUND_ENV`).
 
 That init imports Flower's whole simulation runtime (`run_simulation`, the SimulationIo
 connection, the CLI and, through them, FastAPI and SQLAlchemy): ~0.5 CPU-s in each worker, on the
@@ -15,7 +16,9 @@ left alone when it is imported already.
 The model's modules are needed at a node's first train or evaluate message, not to create the
 actor and answer the ServerApp's handshake (query messages); imported in the background, they load
 while that goes on. A message that needs them meanwhile waits for the import (Python's import
-lock), and a failed import is left to the message, which imports again and reports why.
+lock), and a failed import is left to the message, which imports again and reports why. The
+thread starts once our ClientApp is imported: both import `fedgossip.tasks`, whose circular
+imports, run by two threads at once, leave one of them a partial module.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -134,3 +135,42 @@ def test_a_failing_runtime_fails_the_run_at_once_with_its_reason(tmp_path):
     assert summary["status"] == "failed" and summary["flower"]["status"] == "finished:failed"
     assert any("ActorPool is empty" in e for e in summary["errors"]), summary["errors"]
     assert _left(run) == {}
+
+
+IMPORTED = """
+import importlib, json, sys
+import ray
+from fedgossip.launcher.flower import simulation_process as sp
+for name in sp.SHARED_MODULES:
+    importlib.import_module(name)
+before = set(sys.modules)
+if sys.argv[1] == "ray":
+    ray.init(**sp.ray_init_args())
+    ray.shutdown()
+else:  # what the warm-up thread imports: the config, the model's modules, RUNTIME_MODULES
+    for name in ("fedgossip.config.flower_run", *sys.argv[2:], *sp.RUNTIME_MODULES):
+        importlib.import_module(name)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ray_init_and_the_warm_up_thread_never_import_one_module_at_once(tmp_path):
+    # they run at once in the simulation process; a module both import (a package's circular
+    # imports run by two threads) can leave one of them a partial module: SHARED_MODULES are
+    # imported before, and nothing else is imported by both
+    from fedgossip.launcher.flower.simulation import model_modules
+    from tests.support.configs import inprocess_flower
+
+    def imported(*args: str) -> set[str]:
+        argv = [sys.executable, "-c", IMPORTED, *args]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=90, env=child_env(1), cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        return set(json.loads(result.stdout.splitlines()[-1]))
+
+    by_ray = imported("ray")
+    by_thread = imported("warm-up", *model_modules(inprocess_flower('task.model="mlp"')))
+    assert "torch" in by_thread and "sqlalchemy" in by_thread and by_ray  # both import something
+    assert by_ray & by_thread == set()

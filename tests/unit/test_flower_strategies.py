@@ -27,7 +27,13 @@ from fedgossip.server.fair import FairStrategy
 from fedgossip.server.flower_strategies import Average, RuleStrategy, VarianceCorrected, build_strategy
 from fedgossip.server.handshake import HandshakeFailed, discover_nodes
 from fedgossip.server.local_grid import LocalGrid, claim_server_identity
-from fedgossip.server.recording import RecordingGrid, RoundFailed
+from fedgossip.server.recording import (
+    IN_MEMORY_PULL_INTERVAL,
+    PULL_INTERVAL,
+    RecordingGrid,
+    RoundFailed,
+    pull_interval,
+)
 from fedgossip.strategies import variance_corrected_average, weighted_average
 from fedgossip.strategies.mechanisms import mechanism
 from fedgossip.strategies.registry import RULES
@@ -199,6 +205,20 @@ def test_waiting_for_missing_nodes_has_a_deadline():
     with pytest.raises(NodesMissing, match="only 1 of the 2"):
         strategy.configure_train(1, ArrayRecord(), ConfigRecord(), _StaticGrid([5]))
     assert time.monotonic() - started < 5
+
+
+def test_replies_are_pulled_often_from_the_simulations_in_memory_grid_only():
+    # in the simulation process a pull is a look-up in memory (the round waited 0.1 s a phase for
+    # nothing at PULL_INTERVAL); a SuperLink is asked over the network, as rarely as before
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    state = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    assert pull_interval(InMemoryGrid(state_factory=state)) == IN_MEMORY_PULL_INTERVAL < PULL_INTERVAL / 5
+    assert pull_interval(_StaticGrid([])) == PULL_INTERVAL
 
 
 # --- the ServerApp's checks of untrusted replies -------------------------------------------------
