@@ -22,6 +22,7 @@ import numpy as np
 
 MAX_TENSORS = 10_000  # more tensors than any model has: refused before they are compared
 NORM_BLOCK = 1 << 18  # values per float64 block when summing squares (no full-size float64 copy)
+FINITE_BLOCK = 1 << 18  # values per block of the finiteness check: its mask stays in cache
 
 
 class ModelRejected(ValueError):
@@ -130,8 +131,13 @@ def check_finite(arrays: Iterable[np.ndarray], specs: Sequence[TensorSpec]) -> N
 
 
 def is_finite(array: np.ndarray) -> bool:
-    """Whether a tensor holds no NaN or Inf (integer tensors always do)."""
-    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
+    """Whether a tensor holds no NaN or Inf (integer tensors always do). Checked block by block:
+    one mask of a whole 100 MB model (a 26 MB allocation) cost 3x the time of cache-sized ones."""
+    if array.dtype.kind != "f":
+        return True
+    flat = np.asarray(array).reshape(-1)
+    blocks = range(0, flat.size, FINITE_BLOCK)
+    return all(np.isfinite(flat[start : start + FINITE_BLOCK]).all() for start in blocks)
 
 
 def model_norm(arrays: Iterable[np.ndarray]) -> float:

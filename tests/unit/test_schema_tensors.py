@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fedgossip.schema.tensors import (
+    FINITE_BLOCK,
     MAX_TENSORS,
     NORM_BLOCK,
     ModelRejected,
@@ -21,6 +22,7 @@ from fedgossip.schema.tensors import (
     check_declared,
     check_norm,
     check_size,
+    is_finite,
     model_norm,
     specs_of,
 )
@@ -206,6 +208,20 @@ def test_check_count_and_size():
     )
     with pytest.raises(ModelTooLarge):
         check_size(45, 44)
+
+
+def test_a_non_finite_value_is_found_in_any_block_of_the_finiteness_check():
+    """`is_finite` checks block by block: a NaN or Inf in the first, a middle or the short last
+    block, of any float dtype and any layout, is found; integers and empty tensors are finite."""
+    size = 3 * FINITE_BLOCK + 3
+    for dtype in (np.float16, np.float32, np.float64):
+        assert is_finite(np.ones(size, dtype=dtype)) and is_finite(np.zeros((0, 3), dtype=dtype))
+        for where in (0, FINITE_BLOCK - 1, FINITE_BLOCK, 2 * FINITE_BLOCK + 7, size - 1):
+            for bad in (np.nan, np.inf, -np.inf):
+                values = np.ones(size, dtype=dtype)
+                values[where] = bad
+                assert not is_finite(values) and not is_finite(values.reshape(-1, 3).T)
+    assert is_finite(np.full(size, np.iinfo(np.int64).max))
 
 
 def test_model_norm_against_a_hand_computed_value():

@@ -70,6 +70,7 @@ from fedgossip.client.gossip.transport.wire import (
     WireError,
     decode,
     encode,
+    parse_chunk,
     serialize,
 )
 from fedgossip.proto import gossip_pb2
@@ -204,13 +205,13 @@ class GossipService:
         answers (a model that needs more chunks is INVALID_ARGUMENT: fewer bytes than declared)."""
         rest = [request]
 
-        async def read() -> gossip_pb2.ModelChunk | None:
-            return decode(gossip_pb2.ModelChunk, rest.pop()) if rest else None
+        async def read() -> Chunk | None:
+            return parse_chunk(rest.pop()) if rest else None
 
         return await self._push(context, read)
 
     async def _push(
-        self, context: grpc.aio.ServicerContext, read: Callable[[], Awaitable[gossip_pb2.ModelChunk | None]]
+        self, context: grpc.aio.ServicerContext, read: Callable[[], Awaitable[Chunk | None]]
     ) -> gossip_pb2.PushReply:
         """Take one push whose chunks `read` gives (None at the end), after the caller's identity."""
         caller = await self._identify(context)
@@ -276,9 +277,7 @@ class GossipService:
         )
 
     @staticmethod
-    def _header(
-        assembler: ModelAssembler, first: gossip_pb2.ModelChunk, caller: int | None
-    ) -> gossip_pb2.ModelHeader:
+    def _header(assembler: ModelAssembler, first: Chunk, caller: int | None) -> gossip_pb2.ModelHeader:
         """The first chunk's header, checked (PERMISSION_DENIED when an identified caller pushes
         as another node)."""
         assembler.add(first)
@@ -417,7 +416,7 @@ class GossipService:
         except WireError as err:
             await self._refuse("call", who, context, err)
 
-    async def _read(self, context: grpc.aio.ServicerContext) -> gossip_pb2.ModelChunk | None:
+    async def _read(self, context: grpc.aio.ServicerContext) -> Chunk | None:
         """The next chunk, None at the end of the stream. Bytes that are no chunk, a stream silent
         for `idle_timeout`, or one that ends past its deadline, are a WireError; a cancelled one
         raises CancelledError. grpc.aio reads a stream cut at its deadline or cancelled as its end,
@@ -430,7 +429,7 @@ class GossipService:
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"stream silent for {self.idle_timeout:g}s"
             ) from None
         if raw is not grpc.aio.EOF:
-            return decode(gossip_pb2.ModelChunk, raw)
+            return parse_chunk(raw)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise WireError(grpc.StatusCode.CANCELLED, CUT)

@@ -74,6 +74,31 @@ def decode(message_type: type[Message], raw: bytes) -> Message:
         ) from None
 
 
+def parse_chunk(raw: bytes) -> Chunk:
+    """`raw` read as a ModelChunk; WireError (INVALID_ARGUMENT) if it is not one. A chunk of data
+    only, exactly as `frame` makes it (the data field alone), is read as a WireChunk whose data is
+    a view of `raw`: protobuf's parse copies the data once and every read of the field again,
+    3 of the 4 copies a received 100 MB model took. Anything else (the header's chunk, other
+    valid encodings) is protobuf's to parse: the same chunk either way."""
+    length = _data_length(raw)
+    if length is None:
+        return decode(gossip_pb2.ModelChunk, raw)
+    return WireChunk(raw, None, memoryview(raw)[len(raw) - length :])
+
+
+def _data_length(raw: bytes) -> int | None:
+    """The data's length if `raw` is the data field alone (tag, varint length, that many bytes)."""
+    if not raw or raw[0] != DATA_TAG:
+        return None
+    length, shift = 0, 0
+    for index in range(1, min(len(raw), 11)):
+        length |= (raw[index] & 0x7F) << shift
+        if raw[index] < 0x80:
+            return length if length == len(raw) - index - 1 else None
+        shift += 7
+    return None
+
+
 @dataclass(frozen=True)
 class ModelMessage:
     """A model received from (or sent to) a neighbour."""
@@ -218,7 +243,7 @@ class ModelAssembler:
         self.rounds = rounds
         self.max_bytes = max_bytes
         self.header: gossip_pb2.ModelHeader | None = None
-        self.buffer: bytearray | None = None
+        self.buffer: np.ndarray | None = None  # bytes (uint8), allocated unwritten: each is written once
         self.received = 0
 
     def add(self, chunk: Chunk) -> None:
@@ -229,7 +254,7 @@ class ModelAssembler:
                 raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "first chunk carries no header")
             self._check_header(header)
             self.header = header
-            self.buffer = bytearray(header.total_bytes)
+            self.buffer = np.empty(header.total_bytes, dtype=np.uint8)  # zeroing: 35 ms a 100 MB
         elif header is not None:
             raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "header repeated after the first chunk")
         data = chunk.data
@@ -239,7 +264,7 @@ class ModelAssembler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"more data than the declared {len(self.buffer)} bytes",
             )
-        self.buffer[self.received : end] = data
+        self.buffer[self.received : end] = np.frombuffer(data, dtype=np.uint8)
         self.received = end
 
     def finish(self) -> ModelMessage:
@@ -262,10 +287,10 @@ class ModelAssembler:
     def _arrays(self) -> list[np.ndarray]:
         """The tensors in the buffer: views of its raw bytes, or the codec's decoding."""
         if self.codec.name != NONE.name:
-            return self.codec.unpack_model(self.buffer, self.expected)
+            return self.codec.unpack_model(memoryview(self.buffer), self.expected)
         arrays, offset = [], 0
         for spec in self.expected:
-            array = np.frombuffer(self.buffer, dtype=spec.dtype, count=spec.size, offset=offset)
+            array = self.buffer[offset : offset + spec.nbytes].view(spec.dtype)
             arrays.append(array.reshape(spec.shape))
             offset += spec.nbytes
         return arrays
