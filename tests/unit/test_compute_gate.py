@@ -1,6 +1,6 @@
 """The compute gate (`tasks.compute_gate`): at most one holder per token, across threads and forked
 processes; a dead holder's token comes back; a stuck one delays the others by at most the wait
-limit; without tokens, and nested, it does nothing."""
+limit, while a queue that moves keeps waiting past it; without tokens, and nested, it does nothing."""
 
 from __future__ import annotations
 
@@ -89,6 +89,49 @@ def test_a_stuck_holder_delays_a_waiter_by_the_wait_limit_only(one_token, monkey
     leave.set()
     thread.join(10)
     assert 0.2 <= waited < 5
+
+
+@pytest.mark.timeout(30)
+def test_a_queue_longer_than_the_wait_limit_stays_gated_while_it_moves(one_token, monkeypatch):
+    monkeypatch.setattr(compute_gate, "WAIT_LIMIT_S", 0.5)
+    holders, most, lock = [0], [0], threading.Lock()
+
+    def hold() -> None:  # 12 x 0.1 s in a queue: the last waits ~1.1 s, twice the limit
+        with compute_gate.held():
+            with lock:
+                holders[0] += 1
+                most[0] = max(most[0], holders[0])
+            time.sleep(0.1)
+            with lock:
+                holders[0] -= 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=hold, daemon=True) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert most[0] == 1  # one holder at a time: nobody gave up waiting and computed ungated
+    assert time.monotonic() - started >= 1.2
+
+
+@pytest.mark.timeout(30)
+def test_a_waiter_gives_up_after_the_cap_even_while_the_gate_moves(one_token, monkeypatch):
+    monkeypatch.setattr(compute_gate, "WAIT_LIMIT_S", 0.1)
+    monkeypatch.setattr(compute_gate, "WAIT_CAP_S", 0.4)
+
+    class Raced:
+        """A semaphore whose units others always take first: each wait ends empty, with a release seen."""
+
+        def acquire(self, timeout: float) -> bool:
+            time.sleep(timeout)
+            compute_gate._releases.value += 1
+            return False
+
+    monkeypatch.setattr(compute_gate, "_semaphore", Raced())
+    started = time.monotonic()
+    assert not compute_gate._acquire()
+    assert 0.4 <= time.monotonic() - started < 5
 
 
 @pytest.mark.timeout(30)
