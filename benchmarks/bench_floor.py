@@ -53,7 +53,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bytecode import compile_tree
+from bytecode import compile_trees
 from floor import check_floor_config
 
 from fedgossip.config import load_config
@@ -375,9 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
         tmp = args.keep or Path(scratch)
         before = code_root(args.before, Path(scratch)) if args.before else None
-        for tree in (REPO, before):  # measured as installed packages are: from .pyc files
-            if tree is not None:
-                compile_tree(tree)
+        compile_trees(REPO, before)  # measured as installed packages are: from .pyc files
         for name, (config, overrides) in cases.items():
             try:
                 settings = [*overrides, *args.overrides]

@@ -53,7 +53,7 @@ import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bytecode import compile_tree
+from bytecode import compile_trees
 
 from fedgossip.base.flower_protocol import RUN_START, load_model
 from fedgossip.launcher.flower.processes import FORKS_ENV
@@ -503,9 +503,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-flower-") as tmp:
         root = args.out or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        for tree in (Path(__file__).resolve().parent.parent, args.baseline):  # as installed: from .pyc
-            if tree is not None:
-                compile_tree(tree)
+        compile_trees(Path(__file__).resolve().parent.parent, args.baseline)  # as installed: .pyc
         if not args.skip_aggregation:
             bench_aggregation(args.params)
         if args.clientapp_forks:

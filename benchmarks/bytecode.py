@@ -17,11 +17,14 @@ from pathlib import Path
 SKIP = {".venv", ".git", "build", "dist", "tests", "__pycache__", "node_modules"}
 
 
-def compile_tree(root: Path) -> None:
-    """Write the .pyc of every module under `root` (in __pycache__, as the interpreter would),
-    not descending into virtual environments, git's folder, build outputs and the tests."""
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if name not in SKIP and not name.startswith(".")]
-        for name in files:
-            if name.endswith(".py") and not compileall.compile_file(os.path.join(folder, name), quiet=1):
-                raise RuntimeError(f"{os.path.join(folder, name)} does not compile")
+def compile_trees(*roots: Path | None) -> None:
+    """Write the .pyc of every module under each of `roots` given (None: skipped), in __pycache__
+    as the interpreter would, not descending into virtual environments, git's folder, build
+    outputs and the tests."""
+    for root in filter(None, roots):
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = [name for name in subfolders if name not in SKIP and not name.startswith(".")]
+            for name in files:
+                path = os.path.join(folder, name)
+                if name.endswith(".py") and not compileall.compile_file(path, quiet=1):
+                    raise RuntimeError(f"{path} does not compile")
