@@ -64,11 +64,17 @@ def plot_run(records: list[dict[str, Any]], path: str | Path, title: str) -> Pat
 
 def _accuracy(ax: Any, records: list[dict[str, Any]], title: str) -> None:
     """Draw the accuracy of `plot_run` on `ax`."""
+    from matplotlib.collections import LineCollection
+
     records = evaluated_records(records)
     nodes = node_records(records)
-    for node in sorted({r["node"] for r in nodes}):
-        mine = sorted((r["round"], r["test_accuracy"]) for r in nodes if r["node"] == node)
-        ax.plot(*zip(*mine, strict=True), color="0.75", linewidth=0.8)
+    curves: dict[Any, list[tuple[int, float]]] = {}
+    for record in nodes:
+        curves.setdefault(record["node"], []).append((record["round"], record["test_accuracy"]))
+    # every node's curve in one artist: 1,000 Line2D took 1.9 CPU-s to build and draw, twice a run
+    ax.add_collection(
+        LineCollection([sorted(curves[node]) for node in sorted(curves)], colors="0.75", linewidths=0.8)
+    )
     groups = by_round(nodes)
     rounds = list(groups)
     accs = [[x["test_accuracy"] for x in g] for g in groups.values()]

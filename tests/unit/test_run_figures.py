@@ -72,7 +72,7 @@ def test_margins_are_inches_whatever_the_figure_size():
     ("low", "high", "expected"),
     [
         (1e-12, 1e3, {"10⁻¹²", "10⁻⁶", "10⁰"}),  # many decades: decade labels only
-        (2e-3, 6e-3, {"2×10⁻³", "3×10⁻³", "4×10⁻³", "6×10⁻³"}),  # no decade in view: labelled minors
+        (2e-3, 6e-3, {"2×10⁻³", "3×10⁻³", "4×10⁻³", "6×10⁻³"}),  # noqa: RUF001 - no decade in view: minors
     ],
 )
 def test_variance_axis_labels_are_plain_text_as_matplotlib_would_write_them(
@@ -88,7 +88,9 @@ def test_variance_axis_labels_are_plain_text_as_matplotlib_would_write_them(
     monkeypatch.setattr(plots, "_save", keep)
     plots.plot_variance(records(3, low, high), tmp_path / "v.png", "a run")
     axis = drawn[0].axes[1].yaxis
-    labels = {t.get_text() for t in axis.get_majorticklabels() + axis.get_minorticklabels() if t.get_visible()}
+    labels = {
+        t.get_text() for t in axis.get_majorticklabels() + axis.get_minorticklabels() if t.get_visible()
+    }
     labels.discard("")
     assert not any("$" in label for label in labels), labels  # no mathtext left to parse
     assert expected <= labels, labels
@@ -105,7 +107,24 @@ def test_variance_axis_labels_are_plain_text_as_matplotlib_would_write_them(
 
 def test_plain_label_turns_mathtext_into_superscripts():
     assert plots.plain_label(r"$\mathdefault{10^{-3}}$") == "10⁻³"
-    assert plots.plain_label(r"$\mathdefault{2\times10^{-3}}$") == "2×10⁻³"
+    assert plots.plain_label(r"$\mathdefault{2\times10^{-3}}$") == "2×10⁻³"  # noqa: RUF001
     assert plots.plain_label(r"$\mathdefault{10^{12}}$") == "10¹²"
     assert plots.plain_label(r"$\mathdefault{0.5}$") == "0.5"
     assert plots.plain_label("1.5") == "1.5"
+
+
+def test_accuracy_figure_draws_every_nodes_curve_in_round_order(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, margins=None: drawn.append(fig) or path)
+    data = [  # rounds out of order, as records of several processes arrive
+        {"node": node, "round": round_, "test_accuracy": node / 10 + round_ / 100}
+        for round_ in (3, 1, 2)
+        for node in (2, 0, 1)
+    ]
+    plots.plot_run(data, tmp_path / "a.png", "a run")
+    from matplotlib.collections import LineCollection
+
+    (curves,) = [c for c in drawn[0].axes[0].collections if isinstance(c, LineCollection)]
+    assert [path.vertices.tolist() for path in curves.get_paths()] == [
+        [[r, node / 10 + r / 100] for r in (1, 2, 3)] for node in (0, 1, 2)
+    ]
