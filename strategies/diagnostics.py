@@ -7,11 +7,11 @@ visible. Like the rules, these functions read their inputs block by block in flo
 no copy of a big tensor) and never modify them.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._blocks import Workspace, flat, iter_blocks
+from ._blocks import BLOCK_SIZE, Workspace, flat, iter_blocks
 from ._moments import RunningMoments, block_m2
 from ._typing import NDArray, NDArrays
 from ._validation import check_models
@@ -19,13 +19,18 @@ from ._validation import check_models
 
 def tensor_variance(array: NDArray, workspace: Workspace | None = None) -> float:
     """Population variance (``ddof=0``) of the entries of one float tensor, as ``np.var`` gives
-    it, in one blockwise pass (sums in float64, see :mod:`._moments`). NaN for an empty tensor."""
+    it, in one blockwise pass (sums in float64, see :mod:`._moments`). NaN for an empty tensor.
+    A tensor of one block is read into a float64 copy of its own, without `workspace`."""
     source = flat(np.asarray(array))
     if source.size == 0:
         return float("nan")
-    workspace = workspace or Workspace(1, source.size, np.dtype(np.float64))
+    if source.size <= BLOCK_SIZE:  # the same arithmetic, without a workspace's buffers (a run's records)
+        blocks: Iterable[NDArray] = [source.astype(np.float64).reshape(1, -1)]
+    else:
+        workspace = workspace or Workspace(1, source.size, np.dtype(np.float64))
+        blocks = (rows for _, rows in iter_blocks([source], workspace))
     moments = RunningMoments(1)
-    for _, rows in iter_blocks([source], workspace):
+    for rows in blocks:
         sums = rows.sum(axis=1)
         moments.update(rows.shape[1], sums / rows.shape[1], block_m2(list(rows), sums))
     return float(moments.variance[0])
@@ -40,7 +45,8 @@ def layer_variance(names: Sequence[str], arrays: NDArrays) -> dict[str, float]:
     if len(names) != len(arrays):
         raise ValueError(f"{len(names)} names for {len(arrays)} tensors")
     floats = [(name, a) for name, a in zip(names, arrays, strict=True) if _is_float(a) and a.size]
-    workspace = Workspace(1, max((a.size for _, a in floats), default=1), np.dtype(np.float64))
+    largest = max((a.size for _, a in floats), default=1)
+    workspace = Workspace(1, largest, np.dtype(np.float64)) if largest > BLOCK_SIZE else None
     return {name: tensor_variance(array, workspace) for name, array in floats}
 
 

@@ -49,6 +49,22 @@ def test_layer_variance_is_numpys_population_variance_of_each_float_tensor():
         layer_variance(["a", "b"], [np.ones(3)])
 
 
+def test_a_tensor_of_one_block_has_the_variance_the_blockwise_pass_gives_bit_for_bit(monkeypatch):
+    from fedgossip.strategies import diagnostics
+
+    rng = np.random.default_rng(1)
+    arrays = [
+        rng.normal(3.0, 0.01, size).astype(dtype)
+        for size in (1, 2, 7, 4096, 65536)
+        for dtype in (np.float16, np.float32, np.float64)
+    ]
+    arrays += [np.full(10, 1e30, np.float32), (1e4 + rng.normal(0.0, 1e-3, 5000)).astype(np.float64)]
+    names = [f"t{i}" for i in range(len(arrays))]
+    alone = diagnostics.layer_variance(names, arrays)
+    monkeypatch.setattr(diagnostics, "BLOCK_SIZE", 0)  # every tensor through the workspace's blocks
+    assert diagnostics.layer_variance(names, arrays) == alone  # records do not change by a bit
+
+
 def test_consensus_distance_against_hand_and_numpy_computations():
     # by hand: (0, 0) and (3, 4) average to (1.5, 2): each is 2.5 away
     assert consensus_distance([[np.zeros(2)], [np.array([3.0, 4.0])]]) == pytest.approx(2.5)
