@@ -223,7 +223,7 @@ def _slices(views: Sequence[memoryview], size: int) -> Iterator[list[memoryview]
 
 
 @dataclass(frozen=True)
-class _OnWire:
+class WireSpecs:
     """A spec list as the wire carries it, worked out once per list (`on_wire`): the header's
     tensor messages (a sender's header holds them; a receiver's usual header equals them field for
     field, and then passes `check_declared` as it stands when `allowed`: every dtype in
@@ -236,17 +236,17 @@ class _OnWire:
 
 
 @lru_cache(maxsize=16)
-def on_wire(specs: tuple[TensorSpec, ...]) -> _OnWire:
+def on_wire(specs: tuple[TensorSpec, ...]) -> WireSpecs:
     """The wire's form of `specs` (cached: a peer's specs stay the same all run)."""
     tensors = [gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs]
     dtypes = {np.dtype(s.dtype) for s in specs}
     uniform = dtypes.pop() if len(dtypes) == 1 else None
     allowed = all(s.dtype in ALLOWED_DTYPES for s in specs)
-    return _OnWire(tensors, allowed, uniform if uniform is not None and uniform.kind == "f" else None)
+    return WireSpecs(tensors, allowed, uniform if uniform is not None and uniform.kind == "f" else None)
 
 
 def check_header_specs(
-    tensors: Sequence[gossip_pb2.TensorSpec], expected: Sequence[TensorSpec], form: _OnWire
+    tensors: Sequence[gossip_pb2.TensorSpec], expected: Sequence[TensorSpec], form: WireSpecs
 ) -> None:
     """A header's tensor specs against the receiver's `expected` (`form`: their wire form):
     equal to them field for field (the usual header: one comparison), or else `check_declared`
@@ -258,7 +258,7 @@ def check_header_specs(
 
 
 def check_values(
-    arrays: Sequence[np.ndarray], expected: Sequence[TensorSpec], raw: np.ndarray | None, form: _OnWire
+    arrays: Sequence[np.ndarray], expected: Sequence[TensorSpec], raw: np.ndarray | None, form: WireSpecs
 ) -> None:
     """No NaN or Inf in a received model's `arrays`: its `raw` buffer (the arrays' bytes, None
     for a codec's decoding) read as one array when all the tensors share one float dtype (one
