@@ -136,6 +136,8 @@ def is_finite(array: np.ndarray) -> bool:
     if array.dtype.kind != "f":
         return True
     flat = np.asarray(array).reshape(-1)
+    if flat.size <= FINITE_BLOCK:  # one block (a small model's every tensor): no generator
+        return bool(np.isfinite(flat).all())
     blocks = range(0, flat.size, FINITE_BLOCK)
     return all(np.isfinite(flat[start : start + FINITE_BLOCK]).all() for start in blocks)
 

@@ -62,11 +62,11 @@ def test_a_received_model_is_structure_checked_once_at_the_wire_and_only_the_res
     """From the wire to the merge: the wire checks the declared specs and the values' finiteness;
     the rule and its kernels trust the models; only the rule's result is checked."""
     calls: list = []
-    counting(monkeypatch, wire, "check_declared", calls)
-    counting(monkeypatch, wire, "check_finite", calls)
+    counting(monkeypatch, wire, "check_header_specs", calls)
+    counting(monkeypatch, wire, "check_values", calls)
     counting(monkeypatch, _validation, "check_same_structure", calls)
     messages = [received(1, 1.0), received(2, 3.0)]
-    assert calls == [("check_declared",), ("check_finite",)] * 2  # once per model, at the wire
+    assert calls == [("check_header_specs",), ("check_values",)] * 2  # once per model, at the wire
     calls.clear()
     strategy = load_config(None, ["strategy.name=average"]).strategy
     outcome = merge_models(strategy, model(0.0), [m.arrays for m in messages], [10, 10], round_=1)

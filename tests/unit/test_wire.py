@@ -185,3 +185,46 @@ def test_dtype_not_allowed():
     chunks = encode(3, 1, 5, NAMES, model())
     chunks[0].header.tensors[0].dtype = "|O"
     assert "not allowed" in str(refused(chunks))
+
+
+def test_a_non_finite_value_is_named_whether_the_dtypes_are_one_or_several():
+    """The buffer of a one-dtype model is checked at once, a mixed one tensor by tensor: either
+    way the refusal names the tensor."""
+    arrays = model()
+    arrays[2][0] = np.inf
+    assert "weight scale holds NaN or Inf" in str(refused(encode(3, 1, 5, NAMES, arrays)))
+    mixed = [arrays[0], arrays[1].astype(np.float64), np.array([1.5], dtype=np.float32)]
+    mixed[1][3] = np.nan
+    err = ModelAssembler(specs_of(NAMES, mixed), senders=[3], rounds=(1, 5), max_bytes=10 << 20)
+    with pytest.raises(WireError, match="weight b holds NaN or Inf"):
+        assemble(iter(encode(3, 1, 5, NAMES, mixed)), err)
+    ints = [np.arange(6, dtype=np.int64), np.array([np.nan], dtype=np.float32)]
+    checked = ModelAssembler(specs_of(["n", "x"], ints), senders=[3], rounds=(1, 5), max_bytes=1 << 20)
+    with pytest.raises(WireError, match="weight x holds NaN or Inf"):
+        assemble(iter(encode(3, 1, 5, ["n", "x"], ints)), checked)
+
+
+def test_a_header_unlike_the_specs_takes_the_full_check():
+    """A header that differs from the receiver's specs in any way is checked field by field and
+    refused with what differs; editing one push's header leaves the next push's check as it was."""
+    arrays = model()
+    by_name = encode(3, 1, 5, NAMES, arrays)
+    by_name[0].header.tensors[0].dtype = "float32"
+    assert "dtype 'float32' not allowed" in str(refused(by_name))
+    reshaped = encode(3, 1, 5, NAMES, arrays)
+    reshaped[0].header.tensors[1].shape[0] = 499
+    assert "it must have shape (500,)" in str(refused(reshaped))
+    renamed = encode(3, 1, 5, NAMES, arrays)
+    renamed[0].header.tensors[1].name = "bias"
+    assert "'bias' in its place" in str(refused(renamed))
+    assert [a.tolist() for a in assemble(iter(encode(3, 1, 5, NAMES, arrays)), assembler()).arrays] == [
+        a.tolist() for a in arrays
+    ]
+
+
+def test_own_specs_of_a_dtype_not_allowed_refuse_every_push():
+    """A receiver whose own model holds a dtype the wire does not allow refuses it, as before."""
+    arrays = [np.zeros(4, dtype=np.int16)]
+    receiver = ModelAssembler(specs_of(["q"], arrays), senders=[3], rounds=(1, 5), max_bytes=1 << 20)
+    with pytest.raises(WireError, match="not allowed"):
+        assemble(iter(encode(3, 1, 5, ["q"], arrays)), receiver)

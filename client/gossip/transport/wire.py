@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import grpc
 import numpy as np
@@ -33,6 +34,7 @@ from fedgossip.schema.tensors import (
     check_declared,
     check_finite,
     check_size,
+    is_finite,
     specs_of,
 )
 
@@ -188,7 +190,7 @@ def frame(
         sender=sender,
         round=round_,
         num_examples=num_examples,
-        tensors=[gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs],
+        tensors=on_wire(tuple(specs)).tensors,
         total_bytes=sum(len(p) for p in payloads),
         codec="" if codec.name == NONE.name else codec.name,
     )
@@ -220,6 +222,52 @@ def _slices(views: Sequence[memoryview], size: int) -> Iterator[list[memoryview]
         yield parts
 
 
+@dataclass(frozen=True)
+class WireSpecs:
+    """A spec list as the wire carries it, worked out once per list (`on_wire`): the header's
+    tensor messages (a sender's header holds them; a receiver's usual header equals them field for
+    field, and then passes `check_declared` as it stands when `allowed`: every dtype in
+    ALLOWED_DTYPES), and the one float dtype of all the tensors if they share one (a receiver then
+    checks the finiteness of the whole buffer at once, as one array)."""
+
+    tensors: list[gossip_pb2.TensorSpec]
+    allowed: bool
+    float_dtype: np.dtype | None
+
+
+@lru_cache(maxsize=16)
+def on_wire(specs: tuple[TensorSpec, ...]) -> WireSpecs:
+    """The wire's form of `specs` (cached: a peer's specs stay the same all run)."""
+    tensors = [gossip_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs]
+    dtypes = {np.dtype(s.dtype) for s in specs}
+    uniform = dtypes.pop() if len(dtypes) == 1 else None
+    allowed = all(s.dtype in ALLOWED_DTYPES for s in specs)
+    return WireSpecs(tensors, allowed, uniform if uniform is not None and uniform.kind == "f" else None)
+
+
+def check_header_specs(
+    tensors: Sequence[gossip_pb2.TensorSpec], expected: Sequence[TensorSpec], form: WireSpecs
+) -> None:
+    """A header's tensor specs against the receiver's `expected` (`form`: their wire form):
+    equal to them field for field (the usual header: one comparison), or else `check_declared`
+    field by field (ModelRejected naming what differs)."""
+    if form.allowed and list(tensors) == form.tensors:
+        return
+    declared = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in tensors]
+    check_declared(declared, expected, allowed=ALLOWED_DTYPES)
+
+
+def check_values(
+    arrays: Sequence[np.ndarray], expected: Sequence[TensorSpec], raw: np.ndarray | None, form: WireSpecs
+) -> None:
+    """No NaN or Inf in a received model's `arrays`: its `raw` buffer (the arrays' bytes, None
+    for a codec's decoding) read as one array when all the tensors share one float dtype (one
+    pass), else (or when that finds one) tensor by tensor (ModelRejected naming the tensor)."""
+    if raw is not None and form.float_dtype is not None and is_finite(raw.view(form.float_dtype)):
+        return
+    check_finite(arrays, expected)
+
+
 class ModelAssembler:
     """Rebuild a model from untrusted chunks, validating as they arrive.
 
@@ -238,6 +286,7 @@ class ModelAssembler:
         codec: Codec = NONE,
     ) -> None:
         self.expected = list(expected)
+        self._wire = on_wire(tuple(self.expected))
         self.codec = codec
         self.senders = None if senders is None else frozenset(senders)
         self.rounds = rounds
@@ -278,7 +327,8 @@ class ModelAssembler:
             )
         try:  # the header matched the specs: the arrays are built to them
             arrays = self._arrays()
-            check_finite(arrays, self.expected)
+            raw = self.buffer if self.codec.name == NONE.name else None
+            check_values(arrays, self.expected, raw, self._wire)
         except ModelRejected as err:
             raise WireError.of(err) from None
         h = self.header
@@ -308,8 +358,7 @@ class ModelAssembler:
             raise WireError(invalid, f"codec {h.codec or NONE.name!r}: this peer takes {self.codec.name!r}")
         try:
             check_size(h.total_bytes, self.max_bytes, tensors=len(h.tensors))
-            declared = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in h.tensors]
-            check_declared(declared, self.expected, allowed=ALLOWED_DTYPES)
+            check_header_specs(h.tensors, self.expected, self._wire)
         except ModelRejected as err:
             raise WireError.of(err) from None
         implied = sum(self.codec.nbytes(s) for s in self.expected)
