@@ -145,10 +145,10 @@ def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path
     secrets, keys, addresses, config = _observed_run(tmp_path, count, rounds)
     fetch = ConsensusObserver._fetch
 
-    def failing(observer, node, round_):
+    async def failing(observer, node, round_):
         if node == 0:
             raise TimeoutError("injected")
-        return fetch(observer, node, round_)
+        return await fetch(observer, node, round_)
 
     monkeypatch.setattr(ConsensusObserver, "_fetch", failing)
     results = ResultsFolder(tmp_path / "run", config)
