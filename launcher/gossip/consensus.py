@@ -20,7 +20,7 @@ round r only (null with fewer than two); the lists name the peers left out: no a
 timeout, a model of another round, no record of round r. The launcher's record loop only submits
 work: it never waits for a peer. A fetch is a task on the process's event loop (at most
 FETCH_WORKERS at once; no thread of its own: a pool thread per fetch, handing its call to the loop
-and waiting for it, cost the launcher about 0.1 ms a read), a grpc.aio call waited for at most its
+and waiting for it, cost the launcher 0.02-0.04 ms more a read), a grpc.aio call waited for at most its
 timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for ever (grpcio
 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message due, and the run
 hung at its end). A peer that recorded a later round without this one (it caught
