@@ -3,8 +3,8 @@
 When a peer's record of round r arrives (r a multiple of `experiment.consensus_every`, or the last
 round), the peer still holds its model of round r however many rounds it has moved on since: it
 keeps the model of each measured round until the observer has read it (within
-`client.gossip.transport.retained.MAX_RETAINED_BYTES`), and serves it when asked for round r. The
-observer fetches that model with GetModel, under the observer's credentials (accepted by
+`client.gossip.transport.retained.MAX_RETAINED_BYTES`), and serves it when asked for round r. A
+background pool fetches that model with GetModel, under the observer's credentials (accepted by
 peers for GetModel only, never for a push), and checks the round the peer says it is (a peer
 further behind than its bound serves its current model: one of a later measured round is kept for
 that round; a peer's last model is read before it exits, and a peer whose last read failed is told
@@ -17,13 +17,13 @@ to `consensus.jsonl`:
 
 `consensus_distance` is `fedgossip.strategies.diagnostics.consensus_distance` over the models of
 round r only (null with fewer than two); the lists name the peers left out: no answer within the
-timeout, a model of another round, no record of round r. The launcher's record loop only submits
-work: it never waits for a peer. A fetch is a task on the process's event loop (at most
-FETCH_WORKERS at once; no thread of its own: a pool thread per fetch, handing its call to the loop
-and waiting for it, cost the launcher 0.02-0.04 ms more a read), a grpc.aio call waited for at most its
-timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for ever (grpcio
-1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message due, and the run
-hung at its end). A peer that recorded a later round without this one (it caught
+timeout, a model of another round, no record of round r. The launcher's event loop only submits
+work: it never waits for a peer. A fetch is a grpc.aio call on the process's event loop, waited
+for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
+ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
+due, and the run hung at its end). (Each fetch a task on the loop instead of a pool thread
+waiting for its call saved nothing: the loop's extra task steps cost what the threads' hops
+did.) A peer that recorded a later round without this one (it caught
 up) is missing from it. So that memory stays bounded, the oldest round still open when
 `MAX_PENDING_ROUNDS` others are is written with what it has once it waits for no fetch, only for
 the records of peers silent for `experiment.round_timeout` (alive but stuck); not sooner: a
@@ -33,17 +33,15 @@ of another's (9 s apart at load 25), and their fetches complete.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -75,11 +73,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 log = logging.getLogger("fedgossip.consensus")
-T = TypeVar("T")
 
 MAX_PENDING_ROUNDS = 16  # rounds whose models are held; an older one waiting for silent peers is written
 FETCH_TIMEOUT_S = 10.0  # a GetModel longer than this (or the round timeout) counts as no answer
-FETCH_WORKERS = 4  # fetches under way at once
+FETCH_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -196,14 +193,12 @@ class ConsensusObserver:
         self._heard = dict.fromkeys(access.addresses, time.monotonic())  # when its last record came
         self._written: set[int] = set()
         self._specs: list[TensorSpec] | None = None
-        self._tasks: set[futures.Future[None]] = set()  # fetches and releases not finished
-        self._cancelled = False  # close(cancel=True): fetches not started are dropped
-        self._slots: asyncio.Semaphore | None = None  # FETCH_WORKERS, made on the loop
         # a peer not serving yet, or that crashed, is reconnected within a second of serving (again),
         # and a fetch waits for the connection (until its timeout) instead of failing at once
         options = CHANNEL_OPTIONS + QUICK_RECONNECT
         self._channels = open_channels(access.addresses, access.credentials, options)
         self._stubs = {node: gossip_pb2_grpc.GossipStub(c) for node, c in self._channels.items()}
+        self._pool = futures.ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="consensus")
 
     def wanted(self, round_: int) -> bool:
         """Whether round `round_` is measured: every k-th round, and the last."""
@@ -218,16 +213,14 @@ class ConsensusObserver:
             self._heard[node] = time.monotonic()
             if not self.wanted(round_) or round_ in self._written:  # written without it: too many pending
                 self._write_complete()  # rounds it jumped over are complete without it
-                if round_ != self.last:
-                    return
-                work = self._release(node)  # the peer waits for a read that will not come
-            else:
-                entry = self._rounds.setdefault(round_, _Round())
-                entry.ask(node)
-                if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
-                    return  # read already, by a fetch for an earlier round
-                work = self._fetch_and_settle(node, round_)
-        self._start(work)
+                if round_ == self.last:  # the peer waits for a read that will not come
+                    self._pool.submit(self._release, node)
+                return
+            entry = self._rounds.setdefault(round_, _Round())
+            entry.ask(node)
+            if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
+                return  # read already, by a fetch for an earlier round
+        self._pool.submit(self._fetch_and_settle, node, round_)
 
     def gone(self, node: int) -> None:
         """Peer `node` exited: rounds still waiting for it are complete without it."""
@@ -238,10 +231,7 @@ class ConsensusObserver:
     def close(self, cancel: bool = False) -> None:
         """Finish the fetches in flight (with `cancel`, drop those not started), write the rounds
         still open, drop the connections."""
-        with self._lock:
-            self._cancelled = cancel
-            tasks = list(self._tasks)
-        futures.wait(tasks)  # each bounded by its calls' timeouts (plus LOOP_SLACK_S)
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
         with self._lock:
             for round_ in sorted(self._rounds):
                 self._write(round_)
@@ -249,35 +239,10 @@ class ConsensusObserver:
         if self._writer is not None:
             self._writer.close()
 
-    def _start(self, work: Coroutine[object, object, None]) -> None:
-        """Run `work` (a fetch or a release) as a task on the process's event loop, counted until
-        it ends so that `close` waits for it (lock not held: a task already ended is `_ended` here)."""
-        task = loop.submit(self._limited(work))
-        with self._lock:
-            self._tasks.add(task)
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: futures.Future[None]) -> None:
-        with self._lock:
-            self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("consensus: a fetch failed", exc_info=task.exception())
-
-    async def _limited(self, work: Coroutine[object, object, None]) -> None:
-        """`work` once one of the FETCH_WORKERS slots is free; dropped if `close(cancel=True)`
-        came first (as a pool drops the work it has not started)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(FETCH_WORKERS)
-        async with self._slots:
-            if self._cancelled:
-                work.close()
-                return
-            await work
-
-    async def _fetch_and_settle(self, node: int, round_: int) -> None:
+    def _fetch_and_settle(self, node: int, round_: int) -> None:
         try:
-            served, arrays = await self._fetch(node, round_)
-        except (grpc.RpcError, WireError, ValueError, TimeoutError, asyncio.TimeoutError) as err:
+            served, arrays = self._fetch(node, round_)
+        except (grpc.RpcError, WireError, ValueError, TimeoutError) as err:
             detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
             log.debug("consensus: node %d did not serve its model of round %d: %s", node, round_, detail)
             served, arrays = None, None
@@ -295,9 +260,9 @@ class ConsensusObserver:
                     entry.read(node, arrays)
             self._write_complete()
         if round_ == self.last and served != round_:  # the peer waits for this read: let it go
-            await self._release(node)
+            self._release(node)
 
-    async def _release(self, node: int) -> None:
+    def _release(self, node: int) -> None:
         """Tell finished peer `node` that its last model will not be read (the read failed, or
         its round was written without it), so that it exits now rather than when its wait for
         the read ends (`client.gossip.peer.OBSERVER_WAIT_S`). Best effort: a peer that does not
@@ -315,12 +280,12 @@ class ConsensusObserver:
                 pass
 
         try:
-            await _bounded(release(), self.timeout + LOOP_SLACK_S)
-        except (grpc.RpcError, TimeoutError, asyncio.TimeoutError) as err:
+            loop.call(release(), self.timeout + LOOP_SLACK_S)
+        except (grpc.RpcError, TimeoutError) as err:
             detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
             log.debug("consensus: node %d was not told its last model is not read: %s", node, detail)
 
-    async def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
+    def _fetch(self, node: int, round_: int) -> tuple[int, list[np.ndarray]]:
         """The round and the tensors of `node`'s model of `round_` (its current model if it no
         longer holds that one), checked like any model from the network; TimeoutError past the
         fetch's timeout plus LOOP_SLACK_S. A fetch still queued when its peer's process exited
@@ -343,7 +308,7 @@ class ConsensusObserver:
                 raise ValueError("no model served")
             return assembler.finish()
 
-        message = await _bounded(fetch(), self.timeout + LOOP_SLACK_S)
+        message = loop.call(fetch(), self.timeout + LOOP_SLACK_S)
         return message.round, message.arrays
 
     def _assembler(self, node: int, first: gossip_pb2.ModelChunk) -> ModelAssembler:
@@ -403,14 +368,3 @@ class ConsensusObserver:
             self._writer.write(line)
         except OSError as err:
             self.warnings.append(f"could not write {self.path}: {err.strerror or err}")
-
-
-async def _bounded(call: Coroutine[object, object, T], timeout: float) -> T:
-    """The result of `call` (a gRPC call with its own timeout), TimeoutError when it has none
-    within `timeout` seconds: its task is cancelled then but not waited for, whatever gRPC does."""
-    task = asyncio.ensure_future(call)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if not done:
-        task.cancel()
-        raise TimeoutError(f"no answer within {timeout:g}s")
-    return task.result()

@@ -199,11 +199,11 @@ def test_a_run_whose_observer_fails_the_last_read_ends_without_waiting_for_it(tm
     failed = []
     fetch = ConsensusObserver._fetch
 
-    async def failing_last_read(observer, node, round_):
+    def failing_last_read(observer, node, round_):
         if node == 0 and round_ == ROUNDS:
             failed.append(node)
             raise TimeoutError("injected: the read of the last model failed")
-        return await fetch(observer, node, round_)
+        return fetch(observer, node, round_)
 
     monkeypatch.setattr(ConsensusObserver, "_fetch", failing_last_read)
     config = load_config(None, [*GOSSIP, LAST_ONLY])

@@ -6,7 +6,6 @@ observer whose read of a peer's last model fails tells the peer, which need not 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -29,7 +28,6 @@ from fedgossip.launcher.gossip.consensus import (
     MAX_PENDING_ROUNDS,
     ConsensusObserver,
     ObserverAccess,
-    _bounded,
     _Round,
 )
 from fedgossip.launcher.runs.results import ResultsFolder
@@ -153,10 +151,10 @@ def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path
     secrets, keys, addresses, config = _observed_run(tmp_path, count, rounds)
     fetch = ConsensusObserver._fetch
 
-    async def failing(observer, node, round_):
+    def failing(observer, node, round_):
         if node == 0:
             raise TimeoutError("injected")
-        return await fetch(observer, node, round_)
+        return fetch(observer, node, round_)
 
     monkeypatch.setattr(ConsensusObserver, "_fetch", failing)
     results = ResultsFolder(tmp_path / "run", config)
@@ -237,34 +235,3 @@ def test_a_rounds_completeness_is_the_rule_over_all_peers(tmp_path):
         observer.close()
         results.close()
     assert 20 < written < 380  # both outcomes drawn often
-
-
-@pytest.mark.timeout(30)
-def test_a_fetch_is_given_up_at_its_bound_even_if_its_call_ignores_the_cancel():
-    """`_bounded` raises TimeoutError at its bound and does not wait for the call to end: a call
-    that swallows its cancellation (as a gRPC call that never settles) does not hold it."""
-
-    async def stubborn() -> None:
-        while True:
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                continue
-
-    async def measure() -> float:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await _bounded(stubborn(), 0.2)
-        return time.monotonic() - started
-
-    async def answered() -> int:
-        return await _bounded(asyncio.sleep(0.01, result=7), 5.0)
-
-    loop = asyncio.new_event_loop()
-    try:
-        assert 0.2 <= loop.run_until_complete(measure()) < 2.0
-        assert loop.run_until_complete(answered()) == 7
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.close()
