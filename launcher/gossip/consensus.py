@@ -21,7 +21,9 @@ timeout, a model of another round, no record of round r. The launcher's event lo
 work: it never waits for a peer. A fetch is a grpc.aio call on the process's event loop, waited
 for at most its timeout plus LOOP_SLACK_S whatever gRPC does: a sync call's stream could wait for
 ever (grpcio 1.85: a GetModel that failed UNAVAILABLE while its peer crashed kept its message
-due, and the run hung at its end). A peer that recorded a later round without this one (it caught
+due, and the run hung at its end). (Each fetch a task on the loop instead of a pool thread
+waiting for its call saved nothing: the loop's extra task steps cost what the threads' hops
+did.) A peer that recorded a later round without this one (it caught
 up) is missing from it. So that memory stays bounded, the oldest round still open when
 `MAX_PENDING_ROUNDS` others are is written with what it has once it waits for no fetch, only for
 the records of peers silent for `experiment.round_timeout` (alive but stuck); not sooner: a
@@ -133,12 +135,40 @@ def observe_consensus(
 
 @dataclass
 class _Round:
-    """The fetches of one round so far."""
+    """The fetches of one round so far (changed through its methods only: `accounted` and
+    `in_flight` are kept with the rest, so that a round's check costs no set over all peers)."""
 
     models: dict[int, list[np.ndarray]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     moved_on: list[int] = field(default_factory=list)
     asked: set[int] = field(default_factory=set)  # the peers whose record of the round came
+    accounted: set[int] = field(default_factory=set)  # read, not answering or moved on
+    in_flight: set[int] = field(default_factory=set)  # asked and not accounted: a fetch under way
+
+    def ask(self, node: int) -> None:
+        """Peer `node`'s record of the round came (its fetch is under way unless it was read)."""
+        self.asked.add(node)
+        if node not in self.accounted:
+            self.in_flight.add(node)
+
+    def read(self, node: int, arrays: list[np.ndarray]) -> None:
+        """Peer `node` served its model of the round."""
+        self.models[node] = arrays
+        self._account(node)
+
+    def skip(self, node: int) -> None:
+        """Peer `node` did not answer."""
+        self.skipped.append(node)
+        self._account(node)
+
+    def move_on(self, node: int) -> None:
+        """Peer `node` served a model of another round."""
+        self.moved_on.append(node)
+        self._account(node)
+
+    def _account(self, node: int) -> None:
+        self.accounted.add(node)
+        self.in_flight.discard(node)
 
 
 class ConsensusObserver:
@@ -187,7 +217,7 @@ class ConsensusObserver:
                     self._pool.submit(self._release, node)
                 return
             entry = self._rounds.setdefault(round_, _Round())
-            entry.asked.add(node)
+            entry.ask(node)
             if node in entry.models and round_ != self.last:  # the last is asked for: the peer waits
                 return  # read already, by a fetch for an earlier round
         self._pool.submit(self._fetch_and_settle, node, round_)
@@ -220,14 +250,14 @@ class ConsensusObserver:
             entry = self._rounds.get(round_)
             later = served is not None and served != round_ and self.wanted(served)
             if later and served not in self._written:  # the model of a later measured round: keep it
-                self._rounds.setdefault(served, _Round()).models[node] = arrays
+                self._rounds.setdefault(served, _Round()).read(node, arrays)
             if entry is not None:  # else written without it (too many rounds pending)
                 if arrays is None:
-                    entry.skipped.append(node)
+                    entry.skip(node)
                 elif served != round_:
-                    entry.moved_on.append(node)
+                    entry.move_on(node)
                 else:
-                    entry.models[node] = arrays
+                    entry.read(node, arrays)
             self._write_complete()
         if round_ == self.last and served != round_:  # the peer waits for this read: let it go
             self._release(node)
@@ -296,26 +326,25 @@ class ConsensusObserver:
         for no fetch, only for silent peers (lock held)."""
         for round_ in sorted(self._rounds):
             entry = self._rounds[round_]
-            passed = {n for n, last in self._latest.items() if last >= round_ and n not in entry.asked}
-            if self._settled(entry) | passed >= set(self._stubs):
+            if not entry.in_flight and all(self._passed(n, round_, entry) for n in self._stubs):
                 self._write(round_)
         while len(self._rounds) > MAX_PENDING_ROUNDS and self._stuck(self._rounds[min(self._rounds)]):
             self._write(min(self._rounds))
 
+    def _passed(self, node: int, round_: int, entry: _Round) -> bool:
+        """Whether peer `node` is accounted for in `round_` (no fetch of it under way: lock held):
+        read, not answering, moved on, gone (a peer exits once its last model is read, maybe
+        before that fetch's answer is counted), or past the round without recording it."""
+        return node in entry.accounted or node in self._gone or self._latest.get(node, 0) >= round_
+
     def _stuck(self, entry: _Round) -> bool:
         """Whether a round waits for no fetch, only for the records of peers silent for
         `silent_after` (lock held)."""
-        settled = self._settled(entry)
-        if entry.asked - settled:
+        if entry.in_flight:
             return False  # its fetches are under way
         silent_since = time.monotonic() - self.silent_after
-        return all(self._heard[n] < silent_since for n in set(self._stubs) - settled)
-
-    def _settled(self, entry: _Round) -> set[int]:
-        """The peers accounted for in a round: read, not answering, moved on, or gone without a
-        fetch of it under way (a peer exits once its last model is read, maybe before that
-        fetch's answer is counted)."""
-        return set(entry.models) | set(entry.skipped) | set(entry.moved_on) | (self._gone - entry.asked)
+        waited = (n for n in self._stubs if n not in entry.accounted and n not in self._gone)
+        return all(self._heard[n] < silent_since for n in waited)
 
     def _write(self, round_: int) -> None:
         from fedgossip.strategies.diagnostics import consensus_distance
@@ -324,7 +353,6 @@ class ConsensusObserver:
         self._written.add(round_)
         models = [entry.models[node] for node in sorted(entry.models)]
         distance = consensus_distance(models) if len(models) >= 2 else None
-        accounted = set(entry.models) | set(entry.skipped) | set(entry.moved_on)
         line = {
             "round": round_,
             "time_s": round(time.time() - self.run_start, 4),
@@ -332,7 +360,7 @@ class ConsensusObserver:
             "consensus_models": len(models),
             "nodes_skipped": sorted(entry.skipped),
             "nodes_moved_on": sorted(entry.moved_on),
-            "nodes_missing": sorted(set(self._stubs) - accounted),
+            "nodes_missing": sorted(set(self._stubs) - entry.accounted),
         }
         try:
             if self._writer is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from functools import partial
 
 import grpc
 import numpy as np
@@ -23,7 +24,12 @@ from fedgossip.client.gossip.transport.identity import (
 )
 from fedgossip.client.gossip.transport.service import DONE_KEY, ROUND_KEY
 from fedgossip.config import PeerSection, load_config
-from fedgossip.launcher.gossip.consensus import MAX_PENDING_ROUNDS, ConsensusObserver, ObserverAccess
+from fedgossip.launcher.gossip.consensus import (
+    MAX_PENDING_ROUNDS,
+    ConsensusObserver,
+    ObserverAccess,
+    _Round,
+)
 from fedgossip.launcher.runs.results import ResultsFolder
 from fedgossip.proto import gossip_pb2
 from fedgossip.strategies.diagnostics import consensus_distance
@@ -181,3 +187,51 @@ def test_an_observer_whose_read_of_a_last_model_fails_lets_that_peer_go(tmp_path
         results.close()
     [line] = [json.loads(line) for line in (results.path / "consensus.jsonl").read_text().splitlines()]
     assert line["round"] == rounds and line["nodes_skipped"] == [0] and line["consensus_models"] == 1
+
+
+def _complete_by_sets(observer: ConsensusObserver, round_: int, entry: _Round) -> bool:
+    """The completeness rule as sets over all peers (the observer's rule before it kept
+    `accounted` and `in_flight`): every peer read, not answering, moved on, gone without a fetch
+    under way, or past the round without recording it."""
+    settled = set(entry.models) | set(entry.skipped) | set(entry.moved_on) | (observer._gone - entry.asked)
+    passed = {n for n, last in observer._latest.items() if last >= round_ and n not in entry.asked}
+    return settled | passed >= set(observer._stubs)
+
+
+@pytest.mark.timeout(60)
+def test_a_rounds_completeness_is_the_rule_over_all_peers(tmp_path):
+    """Random states of 12 peers in a round (asked, read, skipped, moved on, gone, later rounds
+    recorded): the observer writes a round exactly when the rule as sets over all peers says it
+    is complete, and `in_flight` is the peers asked and not accounted for."""
+    config = load_config(None, ["experiment.rounds=40", "experiment.round_timeout=30"])
+    results = ResultsFolder(tmp_path / "run", config)
+    peers = range(12)
+    access = ObserverAccess({node: "127.0.0.1:1" for node in peers}, (), None, 2**20)
+    observer = ConsensusObserver(config, access, results, time.time())
+    rng = np.random.default_rng(5)
+    written = 0
+    try:
+        for trial in range(400):
+            round_ = trial % 40 + 1
+            entry = _Round()
+            for node in peers:  # asked (its record came), then accounted for, or the other way round
+                steps = [entry.ask] if rng.random() < 0.7 else []
+                if rng.random() < 0.8:
+                    steps.append([partial(entry.read, arrays=[]), entry.skip, entry.move_on][rng.integers(3)])
+                for step in rng.permutation(len(steps)):
+                    steps[step](node)
+            observer._gone = {n for n in peers if rng.random() < 0.1}
+            observer._latest = {n: int(rng.integers(round_ - 1, round_ + 2)) for n in peers}
+            accounted = set(entry.models) | set(entry.skipped) | set(entry.moved_on)
+            assert entry.in_flight == entry.asked - accounted
+            expected = _complete_by_sets(observer, round_, entry)
+            observer._rounds = {round_: entry}
+            observer._written.discard(round_)
+            observer._write_complete()
+            assert (round_ not in observer._rounds) == expected
+            written += expected
+    finally:
+        observer._rounds = {}
+        observer.close()
+        results.close()
+    assert 20 < written < 380  # both outcomes drawn often
