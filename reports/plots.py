@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -99,10 +101,50 @@ def plot_variance(records: list[dict[str, Any]], path: str | Path, title: str) -
             colours.setdefault(name, line.get_color())
             line.set_label(name + (suffix if nodes and server else ""))
     right.set(xlabel="round", ylabel="variance of the tensor's entries", yscale="log")
+    plain_log_labels(right.yaxis)
     right.set_title("layer variance after the merge" if nodes else "layer variance of the global model")
     right.grid(alpha=0.3, which="both")
     right.legend(fontsize="x-small", ncol=1 + len(colours) // 12, loc="best")
     return _save(fig, path, RUN_MARGINS)
+
+
+_MATHTEXT = re.compile(r"\$\\mathdefault\{(.*)\}\$")
+_EXPONENT = re.compile(r"\^\{(-?\d+)\}")
+_SUPERSCRIPTS = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
+def plain_log_labels(axis: Any) -> None:
+    """Label a base-10 log `axis` as matplotlib does by default (10^-3, and 2x10^-3 on a short
+    range), in plain text with superscript digits instead of mathtext: building the mathtext
+    parser costs ~0.1 CPU-s the first time, which a run pays after its last round."""
+    formatter = _plain_log_formatter()
+    axis.set_major_formatter(formatter(10))
+    axis.set_minor_formatter(formatter(10, labelOnlyBase=False))
+
+
+@functools.cache
+def _plain_log_formatter() -> type:
+    """matplotlib's log tick formatter, its labels turned into plain text (`plain_label`)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return plain_label(super().__call__(x, pos))
+
+    return PlainLogFormatter
+
+
+def plain_label(label: str) -> str:
+    """A mathtext tick label of matplotlib's log formatters in plain text (`2\\times10^{-3}` inside
+    `$\\mathdefault{...}$` becomes 2, a multiplication sign, 10 and a superscript -3); other labels
+    as they are."""
+    match = _MATHTEXT.fullmatch(label)
+    if match is None:
+        return label
+    body = match.group(1).replace("\\times", "\u00d7")
+    return _EXPONENT.sub(lambda exponent: exponent.group(1).translate(_SUPERSCRIPTS), body)
 
 
 def variance_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
@@ -138,6 +180,7 @@ def plot_seed_bands(
             low = np.maximum(mean - std, mean * 1e-2)  # a log axis: the band stops above 0
             ax.fill_between(rounds, low, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(xlabel="round", ylabel=ylabel, title=title, yscale="log")
+        plain_log_labels(ax.yaxis)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small", loc="best")
     return _save(fig, path)

@@ -66,3 +66,46 @@ def test_margins_are_inches_whatever_the_figure_size():
         assert (1 - second.x1) * width == pytest.approx(0.2)
         assert (second.x0 - first.x1) * width == pytest.approx(1.0)
         assert first.y0 * 4 == pytest.approx(0.5) and (1 - first.y1) * 4 == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (1e-12, 1e3, {"10⁻¹²", "10⁻⁶", "10⁰"}),  # many decades: decade labels only
+        (2e-3, 6e-3, {"2×10⁻³", "3×10⁻³", "4×10⁻³", "6×10⁻³"}),  # no decade in view: labelled minors
+    ],
+)
+def test_variance_axis_labels_are_plain_text_as_matplotlib_would_write_them(
+    tmp_path, monkeypatch, low, high, expected
+):
+    drawn = []
+
+    def keep(fig, path, margins=None):
+        fig.canvas.draw()
+        drawn.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_variance(records(3, low, high), tmp_path / "v.png", "a run")
+    axis = drawn[0].axes[1].yaxis
+    labels = {t.get_text() for t in axis.get_majorticklabels() + axis.get_minorticklabels() if t.get_visible()}
+    labels.discard("")
+    assert not any("$" in label for label in labels), labels  # no mathtext left to parse
+    assert expected <= labels, labels
+    # the same ticks as matplotlib's own formatter, written in plain text
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    own = LogFormatterSciNotation(10, labelOnlyBase=False)
+    own.set_axis(axis)
+    own.set_locs(axis.get_minorticklocs())
+    written = {plots.plain_label(own(x)) for x in axis.get_minorticklocs()} - {""}
+    minor = {t.get_text() for t in axis.get_minorticklabels() if t.get_visible()} - {""}
+    assert minor == written
+
+
+def test_plain_label_turns_mathtext_into_superscripts():
+    assert plots.plain_label(r"$\mathdefault{10^{-3}}$") == "10⁻³"
+    assert plots.plain_label(r"$\mathdefault{2\times10^{-3}}$") == "2×10⁻³"
+    assert plots.plain_label(r"$\mathdefault{10^{12}}$") == "10¹²"
+    assert plots.plain_label(r"$\mathdefault{0.5}$") == "0.5"
+    assert plots.plain_label("1.5") == "1.5"
