@@ -8,10 +8,13 @@ running and each child creates its own gRPC state after the fork), freezes its h
 garbage collector's reach (`gc.freeze`, so the children's collections do not dirty the shared pages)
 and forks one child per request, which then runs `python -m MODULE ARGS` (runpy), exactly the code a
 fresh process runs. The children share the imported code copy-on-write: less memory (PSS) and a
-start-up of a fraction of a second. A run starts its fork server first (`early_fork_server`: its
-imports, torch's above all, then run on the other core while the launcher imports its own modules
-and prepares the run) and its engine adopts it (`start_fork_server`), which then names its log file
-in the run's folder.
+start-up of a fraction of a second. Given the run's task on a bundled dataset, the server also
+runs its model once before forking (its family's `warm_up`, `tasks.registry`: a training step and
+an evaluation batch, the random state untouched), so that torch's first-use work is inherited
+instead of paid by every child on its first calls. A run starts its fork server first
+(`early_fork_server`: its imports, torch's above all, then run on the other core while the
+launcher imports its own modules and prepares the run) and its engine adopts it
+(`start_fork_server`), which then names its log file in the run's folder.
 
 The launcher keeps the same contract as for `Child` (launcher/supervision/processes.py): each child's stdout
 is a pipe the launcher reads lines from (passed back over the control socket, SCM_RIGHTS), its
