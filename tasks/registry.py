@@ -25,19 +25,25 @@ from fedgossip.base.loading import is_reference, load_callable
 class Family:
     """A kind of model: the learner class that trains it (`package.module:Class`), the modules a
     fork server imports for it before forking (never one that starts a thread: scikit-learn
-    imports pandas and pyarrow when installed, whose allocator does), its memory class, and
-    whether its learner trains with FedProx's proximal term (`proximal_mu` sent by the server)."""
+    imports pandas and pyarrow when installed, whose allocator does), its memory class, whether
+    its learner trains with FedProx's proximal term (`proximal_mu` sent by the server), and its
+    warm-up (`package.module:function`, "" for none): called by a fork server after the imports
+    as `warm_up(task)` (a TaskConfig of a bundled dataset), it runs the run's model once so that
+    the forked nodes inherit the library's first-use work (torch: its kernels' setup) instead of
+    each paying it; it must leave the random state as it found it and start no thread."""
 
     learner: str
     preload: tuple[str, ...]
     memory: str
     proximal: bool = True
+    warm_up: str = ""
 
 
 TORCH = Family(
     "fedgossip.tasks.torch_learner:TorchLearner",
     ("fedgossip.tasks.torch_learner", "fedgossip.tasks.torch_models"),
     memory="torch",
+    warm_up="fedgossip.tasks.torch_learner:warm_up",
 )
 DP_SGD_PRELOAD = (
     "fedgossip.tasks.dp_sgd",

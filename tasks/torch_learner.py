@@ -10,7 +10,7 @@ from torch.nn import functional
 
 from . import compute_gate
 from .config import TaskConfig
-from .data import Dataset
+from .data import Dataset, bundled_source
 from .dp_accounting import DpSgdSpec
 from .dp_sgd import DpSgd, check_private_module
 from .learner import Learner
@@ -272,3 +272,33 @@ class TorchLearner(Learner):
                 loss += functional.cross_entropy(logits, labels, reduction="sum").item()
                 correct += int((logits.argmax(dim=1) == labels).sum().item())
         return loss / len(y_test), correct / len(y_test)
+
+
+def warm_up(task: TaskConfig) -> None:
+    """Run task.model once as a node does, on zeros shaped as task.dataset's examples (a bundled
+    dataset): a training epoch of one minibatch of task.batch_size and an evaluation batch of
+    _EVAL_BATCH, through a TorchLearner. A fork server calls it before forking (the torch family's
+    `warm_up`, `tasks.registry`): torch's first-use work (its kernels' setup, the dispatcher's,
+    autograd's and the allocator's caches) is then done once and inherited by every node instead
+    of paid on each one's first calls. Only single-threaded on the CPU (more threads would start
+    torch's thread pool, which a fork must not copy): otherwise it does nothing. Torch's global
+    random state is left as it was (the learner draws from generators of its own; fork_rng
+    restores the global one); numpy's global one is never drawn from."""
+    if task.threads != 1 or select_device(task.device).type != "cpu":
+        return
+    source = bundled_source(task, 0)
+    features = int(np.prod(source.input_shape))
+    labels = np.arange(max(task.batch_size, _EVAL_BATCH)) % source.num_classes
+    data = Dataset(
+        x_train=np.zeros((task.batch_size, features), dtype=np.float32),
+        y_train=labels[: task.batch_size],
+        x_test=np.zeros((_EVAL_BATCH, features), dtype=np.float32),
+        y_test=labels[:_EVAL_BATCH],
+        num_classes=source.num_classes,
+        input_shape=source.input_shape,
+    )
+    with torch.random.fork_rng(devices=[]):
+        rng = np.random.default_rng(0)
+        learner = TorchLearner(task, data, node=0, init_rng=rng, shuffle_rng=rng)
+        learner.train(epochs=1)
+        learner.evaluate()

@@ -60,7 +60,8 @@ def fork_preload(config: ExperimentConfig) -> Preload | None:
     gossip, here = config.experiment.mode == "gossip", config.launcher.engine in ("local", "simulation")
     if not (gossip and here and config.launcher.fork_server):
         return None
-    return preload_for(config.task.model, config.task.dataset, config.privacy.dp_sgd(1) is not None)
+    dp_sgd = config.privacy.dp_sgd(1) is not None
+    return preload_for(config.task.model, config.task.dataset, dp_sgd, warm=config.task)
 
 
 @contextlib.contextmanager

@@ -8,10 +8,13 @@ running and each child creates its own gRPC state after the fork), freezes its h
 garbage collector's reach (`gc.freeze`, so the children's collections do not dirty the shared pages)
 and forks one child per request, which then runs `python -m MODULE ARGS` (runpy), exactly the code a
 fresh process runs. The children share the imported code copy-on-write: less memory (PSS) and a
-start-up of a fraction of a second. A run starts its fork server first (`early_fork_server`: its
-imports, torch's above all, then run on the other core while the launcher imports its own modules
-and prepares the run) and its engine adopts it (`start_fork_server`), which then names its log file
-in the run's folder.
+start-up of a fraction of a second. Given the run's task on a bundled dataset, the server also
+runs its model once before forking (its family's `warm_up`, `tasks.registry`: a training step and
+an evaluation batch, the random state untouched), so that torch's first-use work is inherited
+instead of paid by every child on its first calls. A run starts its fork server first
+(`early_fork_server`: its imports, torch's above all, then run on the other core while the
+launcher imports its own modules and prepares the run) and its engine adopts it
+(`start_fork_server`), which then names its log file in the run's folder.
 
 The launcher keeps the same contract as for `Child` (launcher/supervision/processes.py): each child's stdout
 is a pipe the launcher reads lines from (passed back over the control socket, SCM_RIGHTS), its
@@ -58,6 +61,7 @@ import psutil
 from fedgossip.launcher.runs.outcome import LaunchError
 from fedgossip.launcher.supervision.forkserver_process import GRACE_S, MAX_MESSAGE, Preload
 from fedgossip.launcher.supervision.processes import die_with_parent, log_tail, python_module, start_pump
+from fedgossip.tasks.config import TaskConfig
 from fedgossip.tasks.datasets import dataset_entry
 from fedgossip.tasks.registry import DP_SGD_PRELOAD, model_entry
 
@@ -90,16 +94,25 @@ PEER_PARTS = (  # the modules a gossip peer (client/gossip/peer.py) and a host o
 
 
 def preload_for(
-    model: str, dataset: str = "", dp_sgd: bool = False, parts: Sequence[str] = PEER_PARTS
+    model: str,
+    dataset: str = "",
+    dp_sgd: bool = False,
+    parts: Sequence[str] = PEER_PARTS,
+    warm: TaskConfig | None = None,
 ) -> Preload:
     """What a node with `model` on `dataset` loads before it creates any gRPC state: the
     modules of the model's family (`tasks.registry`), DP-SGD's (Opacus) if the run trains with
-    it, the node's own `parts` (default: a gossip peer's) and a bundled dataset's arrays
-    (`tasks.datasets`)."""
+    it, the node's own `parts` (default: a gossip peer's), a bundled dataset's arrays
+    (`tasks.datasets`) and, given the run's task `warm` on a bundled dataset (whose example
+    shape the server then knows), that task to warm its model up with (its family's `warm_up`)."""
     bundled = bool(dataset) and dataset_entry(dataset).bundled is not None
     private = DP_SGD_PRELOAD if dp_sgd else ()
-    modules = (*PEER_MODULES, *model_entry(model).family.preload, *private, *parts)
-    return Preload(modules, (dataset,) if bundled else ())
+    family = model_entry(model).family
+    modules = (*PEER_MODULES, *family.preload, *private, *parts)
+    task = ""
+    if warm is not None and bundled and family.warm_up:
+        task = json.dumps(dataclasses.asdict(warm), sort_keys=True)
+    return Preload(modules, (dataset,) if bundled else (), task)
 
 
 class ForkedChild:

@@ -35,11 +35,13 @@ SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 @dataclass(frozen=True)
 class Preload:
-    """What the fork server loads before forking: modules, and bundled datasets (`load_raw` names,
-    cached read-only arrays the children then share)."""
+    """What the fork server loads before forking: modules, bundled datasets (`load_raw` names,
+    cached read-only arrays the children then share), and the run's task (its TaskConfig as
+    JSON; "" for none) whose model it warms up (its family's `warm_up`, `tasks.registry`)."""
 
     modules: tuple[str, ...]
     raw_data: tuple[str, ...] = ()
+    warm: str = ""
 
 
 def run_module(module: str, args: Sequence[str]) -> int:  # pragma: no cover - runs in a forked child
@@ -162,6 +164,26 @@ def load(preload: Preload) -> None:
                 load_raw(name)
 
 
+def warm_up(preload: Preload) -> None:
+    """Run the warm-up of the preload's task's model family, if it has one (before the compute
+    tokens open: it computes ungated). One that fails is reported in the server's log and
+    skipped: each child then meets (and reports) the failure itself."""
+    if not preload.warm:
+        return
+    from fedgossip.base.loading import load_callable
+    from fedgossip.tasks.config import TaskConfig
+    from fedgossip.tasks.registry import model_entry
+
+    task = TaskConfig.from_dict(json.loads(preload.warm))
+    hook = model_entry(task.model).family.warm_up
+    if not hook:
+        return
+    try:
+        load_callable(hook)(task)
+    except Exception as err:  # a user's model may fail in any way: its nodes report it
+        print(f"fork server {os.getpid()}: warm-up of {task.model!r} skipped: {err}", file=sys.stderr)
+
+
 def open_compute_tokens() -> None:
     """One compute token per core for the children (`tasks.compute_gate`): their learners train
     and evaluate one per core at a time, on warm caches, instead of all at once."""
@@ -186,6 +208,9 @@ def serve(control: socket.socket, preload: Preload) -> None:
     """Load `preload`, then fork a child per request until the launcher closes the socket."""
     started = time.monotonic()
     load(preload)
+    warmed = time.monotonic()
+    warm_up(preload)
+    warmed = time.monotonic() - warmed
     open_compute_tokens()
     problem = unsafe_to_fork()
     if problem:
@@ -194,7 +219,7 @@ def serve(control: socket.socket, preload: Preload) -> None:
     gc.collect()
     gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
     print(
-        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s",
+        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s (warm-up {warmed:.2f}s)",
         file=sys.stderr,
         flush=True,
     )
