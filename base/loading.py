@@ -2,12 +2,17 @@
 mechanism part, and our own registered parts named the same way.
 
 A console script does not search the working directory, so it is added to `sys.path` (after
-everything else) before the first import: a user's module next to their config is found.
+everything else) before the first import: a user's module next to their config is found. A
+reference whose top-level package is a folder of the working directory is imported from that
+folder even when an installed package has the same name (Opacus installs a package `examples`,
+which took `examples.custom.clipped_mean` away from the repository's own `examples/` folder).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -39,11 +44,14 @@ def load_callable(reference: str) -> Callable[..., Any]:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
+        _prefer_working_directory(module_name.partition(".")[0])
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while importing
+        top = sys.modules.get(module_name.partition(".")[0])
+        origin = f"; its package was imported from {_location(top)}" if top is not None else ""
         raise ValueError(
             f"cannot import module {module_name!r} ({describe_error(err)}); "
-            "it must be importable from the working directory or PYTHONPATH"
+            f"it must be importable from the working directory or PYTHONPATH{origin}"
         ) from None
     found = getattr(module, attribute, None)
     if found is None:
@@ -51,6 +59,32 @@ def load_callable(reference: str) -> Callable[..., Any]:
     if not callable(found):
         raise ValueError(f"{attribute!r} is not callable (module {module_name!r})")
     return found
+
+
+def _prefer_working_directory(top: str) -> None:
+    """Import the top-level package `top` from the working directory if it is a folder (or
+    module) there and not imported yet: before an installed package of the same name, which a
+    folder without __init__.py (a namespace package) would otherwise lose to wherever it is on
+    the path."""
+    if top in sys.modules:
+        return
+    local = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    if local is None:
+        return
+    module = importlib.util.module_from_spec(local)
+    sys.modules[top] = module
+    try:
+        if local.loader is not None:
+            local.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[top]
+        raise
+
+
+def _location(module: object) -> str:
+    """Where a module was imported from: its file, or its package's folders."""
+    file = getattr(module, "__file__", None)
+    return file or ", ".join(getattr(module, "__path__", [])) or "an unknown place"
 
 
 def describe_error(err: BaseException, skip: tuple[str, ...] = ()) -> str:

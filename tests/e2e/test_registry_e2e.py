@@ -17,7 +17,7 @@ import pytest
 
 from fedgossip.launcher.supervision.processes import child_env
 from fedgossip.strategies.registry import RULES
-from tests.support import INPROCESS, INPROCESS_NODES, INPROCESS_ROUNDS, cli_argv, metrics
+from tests.support import INPROCESS, INPROCESS_NODES, INPROCESS_ROUNDS, REPO, cli_argv, metrics
 
 NODES, ROUNDS = INPROCESS_NODES, INPROCESS_ROUNDS
 GOSSIP = [
@@ -180,6 +180,21 @@ def test_a_user_rule_is_found_from_the_launch_directory_without_pythonpath(tmp_p
         assert result.returncode == 0, result.stdout + result.stderr
         assert json.loads((out / "summary.json").read_text())["status"] == "complete"
         assert len(calls.read_text().splitlines()) == calls_expected, mode
+
+
+@pytest.mark.timeout(200)
+def test_the_readmes_custom_rule_example_runs_from_the_repository_root(tmp_path):
+    """README: "Run from the repository root: fedgossip run examples/custom/gossip.toml". With
+    Opacus installed (the test extras, the privacy extra), an installed package named `examples`
+    took `examples.custom.clipped_mean` away from the repository's `examples/` folder."""
+    env = {k: v for k, v in child_env(1).items() if k != "PYTHONPATH"}
+    script = str(Path(sys.executable).parent / "fedgossip")
+    out = tmp_path / "custom"
+    argv = [script, "run", "examples/custom/gossip.toml", "--out", str(out), "--set", "experiment.rounds=2"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["strategy"].endswith(":centred_clipping"), summary
 
 
 def test_child_processes_import_from_the_launch_directory_and_a_relative_pythonpath(tmp_path, monkeypatch):
