@@ -3,9 +3,11 @@ mechanism part, and our own registered parts named the same way.
 
 A console script does not search the working directory, so it is added to `sys.path` (after
 everything else) before the first import: a user's module next to their config is found. A
-reference whose top-level package is a folder of the working directory is imported from that
-folder even when an installed package has the same name (Opacus installs a package `examples`,
-which took `examples.custom.clipped_mean` away from the repository's own `examples/` folder).
+reference whose top-level package is a folder of the user's own places (the working directory,
+then PYTHONPATH's entries, where the launcher puts the launch directory for processes that run
+elsewhere) is imported from there even when an installed package has the same name (Opacus
+installs a package `examples`, which took `examples.custom.clipped_mean` away from the
+repository's own `examples/` folder).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def load_callable(reference: str) -> Callable[..., Any]:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        _prefer_working_directory(module_name.partition(".")[0])
+        _prefer_users_places(module_name.partition(".")[0])
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while importing
         top = sys.modules.get(module_name.partition(".")[0])
@@ -61,14 +63,16 @@ def load_callable(reference: str) -> Callable[..., Any]:
     return found
 
 
-def _prefer_working_directory(top: str) -> None:
-    """Import the top-level package `top` from the working directory if it is a folder (or
-    module) there and not imported yet: before an installed package of the same name, which a
-    folder without __init__.py (a namespace package) would otherwise lose to wherever it is on
-    the path."""
+def _prefer_users_places(top: str) -> None:
+    """Import the top-level package `top` from the user's own places (the working directory, then
+    PYTHONPATH's entries) if it is a folder (or module) there and not imported yet: before an
+    installed package of the same name, which a folder without __init__.py (a namespace package)
+    would otherwise lose to wherever it is on the path."""
     if top in sys.modules:
         return
-    local = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    places = [os.getcwd(), *(os.path.abspath(entry) for entry in pythonpath if entry)]
+    local = importlib.machinery.PathFinder.find_spec(top, places)
     if local is None:
         return
     module = importlib.util.module_from_spec(local)

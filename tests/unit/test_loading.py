@@ -1,6 +1,6 @@
 """`base.loading.load_callable`: a reference whose top-level package is a folder of the working
-directory is imported from there even when an installed package has the same name (Opacus installs
-`examples`), and an import that fails says where the package came from."""
+directory or of a PYTHONPATH entry is imported from there even when an installed package has the
+same name (Opacus installs `examples`), and an import that fails says where the package came from."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def shadowed(tmp_path, monkeypatch):
     (work / "shadowpkg" / "rules.py").write_text("def rule():\n    return 'from the working directory'\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.chdir(work)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     yield work
     for name in [n for n in sys.modules if n == "shadowpkg" or n.startswith("shadowpkg.")]:
         del sys.modules[name]
@@ -33,6 +34,16 @@ def shadowed(tmp_path, monkeypatch):
 def test_a_folder_of_the_working_directory_wins_over_an_installed_package_of_its_name(shadowed):
     assert load_callable("shadowpkg.rules:rule")() == "from the working directory"
     assert list(sys.modules["shadowpkg"].__path__) == [str(shadowed / "shadowpkg")]
+
+
+def test_a_folder_of_a_pythonpath_entry_wins_too_in_a_process_that_runs_elsewhere(
+    shadowed, tmp_path, monkeypatch
+):
+    elsewhere = tmp_path / "results"  # Flower's processes run in the results folder
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PYTHONPATH", str(shadowed))  # the launch directory (processes.import_path)
+    assert load_callable("shadowpkg.rules:rule")() == "from the working directory"
 
 
 def test_a_package_imported_before_is_kept_and_the_error_says_where_it_came_from(shadowed):
