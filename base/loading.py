@@ -64,15 +64,13 @@ def load_callable(reference: str) -> Callable[..., Any]:
 
 
 def _prefer_users_places(top: str) -> None:
-    """Import the top-level package `top` from the user's own places (the working directory, then
-    PYTHONPATH's entries) if it is a folder (or module) there and not imported yet: before an
-    installed package of the same name, which a folder without __init__.py (a namespace package)
-    would otherwise lose to wherever it is on the path."""
+    """Import the top-level package `top` from the user's own places (`_users_places`) if it is
+    a folder (or module) there and not imported yet: before an installed package of the same
+    name, which a folder without __init__.py (a namespace package) would otherwise lose to
+    wherever it is on the path."""
     if top in sys.modules:
         return
-    pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    places = [os.getcwd(), *(os.path.abspath(entry) for entry in pythonpath if entry)]
-    local = importlib.machinery.PathFinder.find_spec(top, places)
+    local = importlib.machinery.PathFinder.find_spec(top, _users_places())
     if local is None:
         return
     module = importlib.util.module_from_spec(local)
@@ -83,6 +81,22 @@ def _prefer_users_places(top: str) -> None:
     except BaseException:
         del sys.modules[top]
         raise
+
+
+def _users_places() -> list[str]:
+    """The working directory, then PYTHONPATH's entries outside the interpreter's installation
+    (a process may carry its whole sys.path in PYTHONPATH, site-packages included, as Flower's
+    simulation process does for Ray's workers)."""
+    installed = {os.path.realpath(root) for root in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+
+    def users(path: str) -> bool:
+        real = os.path.realpath(path)
+        return not any(real == root or real.startswith(root + os.sep) for root in installed)
+
+    pythonpath = [
+        os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry
+    ]
+    return [os.getcwd(), *(entry for entry in pythonpath if users(entry))]
 
 
 def _location(module: object) -> str:

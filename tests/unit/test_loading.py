@@ -4,6 +4,7 @@ same name (Opacus installs `examples`), and an import that fails says where the 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -43,6 +44,22 @@ def test_a_folder_of_a_pythonpath_entry_wins_too_in_a_process_that_runs_elsewher
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("PYTHONPATH", str(shadowed))  # the launch directory (processes.import_path)
+    assert load_callable("shadowpkg.rules:rule")() == "from the working directory"
+
+
+def test_pythonpath_entries_inside_the_interpreters_installation_are_not_the_users(
+    shadowed, tmp_path, monkeypatch
+):
+    """Flower's simulation process puts its whole sys.path, site-packages included, in PYTHONPATH
+    before the launch directory: the installed package must not win from there."""
+    prefix = tmp_path / "venv"
+    (prefix / "site" / "shadowpkg").mkdir(parents=True)
+    (prefix / "site" / "shadowpkg" / "__init__.py").write_text("WHERE = 'installed'\n")
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    elsewhere = tmp_path / "results"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(prefix / "site"), str(shadowed)]))
     assert load_callable("shadowpkg.rules:rule")() == "from the working directory"
 
 
