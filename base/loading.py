@@ -43,13 +43,14 @@ def load_callable(reference: str) -> Callable[..., Any]:
         innermost frame of the user's code), or has no such attribute, or it is not callable.
     """
     module_name, _, attribute = reference.partition(":")
+    top_name = module_name.partition(".")[0]
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        _prefer_users_places(module_name.partition(".")[0])
+        _prefer_users_places(top_name)
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while importing
-        top = sys.modules.get(module_name.partition(".")[0])
+        top = sys.modules.get(top_name)
         origin = f"; its package was imported from {_location(top)}" if top is not None else ""
         raise ValueError(
             f"cannot import module {module_name!r} ({describe_error(err)}); "

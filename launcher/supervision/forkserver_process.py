@@ -208,9 +208,9 @@ def serve(control: socket.socket, preload: Preload) -> None:
     """Load `preload`, then fork a child per request until the launcher closes the socket."""
     started = time.monotonic()
     load(preload)
-    warmed = time.monotonic()
+    loaded = time.monotonic()
     warm_up(preload)
-    warmed = time.monotonic() - warmed
+    warm_s = time.monotonic() - loaded
     open_compute_tokens()
     problem = unsafe_to_fork()
     if problem:
@@ -219,7 +219,7 @@ def serve(control: socket.socket, preload: Preload) -> None:
     gc.collect()
     gc.freeze()  # the imported objects stay out of the children's collections: their pages stay shared
     print(
-        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s (warm-up {warmed:.2f}s)",
+        f"fork server {os.getpid()}: preloaded in {time.monotonic() - started:.2f}s (warm-up {warm_s:.2f}s)",
         file=sys.stderr,
         flush=True,
     )
